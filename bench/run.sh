@@ -1,0 +1,606 @@
+#!/usr/bin/env bash
+# Gatehouse benchmark harness.
+#
+# Compares Gatehouse with nginx, haproxy and caddy as HTTP/1.1 reverse proxies
+# in front of ONE shared backend (an nginx returning a fixed 19-byte body).
+# Every proxy gets one worker/thread, is measured with the same wrk load, and
+# is reported as req/s, p99 latency, RSS and CPU time per request, plus ratios
+# to nginx. See bench/README.md for how to read the numbers.
+#
+# Knobs (environment): DURATION (s, default 8), ROUNDS (default 3),
+# PEERS (default "nginx haproxy caddy gatehouse"), PIN (1 = taskset),
+# GATEHOUSE_BIN (default <repo>/target/release/gatehouse), KEEP_TMP (1 = keep
+# the temp dir with configs and logs, for debugging).
+
+set -euo pipefail
+
+# ---------------------------------------------------------------- settings --
+
+SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+DEFAULT_GATEHOUSE_BIN="$REPO_ROOT/target/release/gatehouse"
+
+DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-3}
+PEERS=${PEERS:-"nginx haproxy caddy gatehouse"}
+PIN=${PIN:-0}
+GATEHOUSE_BIN=${GATEHOUSE_BIN:-$DEFAULT_GATEHOUSE_BIN}
+KEEP_TMP=${KEEP_TMP:-0}
+
+WARMUP=2              # seconds of discarded load before every measured run
+CONNECTIONS=64        # wrk -c; also the size of every upstream keep-alive pool
+READY_TIMEOUT=20      # seconds a server gets to answer its first request
+BODY="hello from backend"   # backend body (19 bytes with the trailing \n)
+
+# Ports that belong to other services on dev machines; never use them even if
+# the kernel happens to offer one.
+BANNED_PORTS="5432 3306 6379 5672 1883 4222 8080"
+
+# nginx lives in /usr/sbin, which is not on every user's PATH.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+# Exact invocation, printed at the top of the report (effective knobs included
+# so a run can be reproduced even when they came from the environment).
+CMDLINE="DURATION=$DURATION ROUNDS=$ROUNDS PEERS=\"$PEERS\" PIN=$PIN"
+[[ " $PEERS " == *" gatehouse "* ]] && CMDLINE+=" GATEHOUSE_BIN=$(printf %q "$GATEHOUSE_BIN")"
+CMDLINE+=" $(printf %q "$0")"
+for arg in "$@"; do CMDLINE+=" $(printf %q "$arg")"; done
+
+TMP=""                 # temp dir (configs, logs, wrk output); set in main
+declare -A PIDS=()     # name -> pid of a started server (also its session id)
+declare -A PORTS=()    # name -> listening port
+WRK_PREFIX=()          # taskset prefix for wrk when PIN=1
+
+# ----------------------------------------------------------------- helpers --
+
+die() {
+    echo "bench/run.sh: error: $*" >&2
+    exit 1
+}
+
+# Print to the console and to the report that ends up in bench/results/.
+say() {
+    echo "$*"
+    [[ -n $TMP ]] && echo "$*" >>"$TMP/report.txt"
+    return 0
+}
+
+# Kill every server we started (whole session: nginx workers included), then
+# drop the temp dir. Runs on every exit path, including errors and Ctrl-C.
+cleanup() {
+    local rc=$? name pid i
+    trap - EXIT INT TERM
+    for name in "${!PIDS[@]}"; do
+        kill -TERM -- "-${PIDS[$name]}" 2>/dev/null || true
+    done
+    # Give them a moment to exit gracefully (caddy drains), then force.
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        local alive=0
+        for pid in "${PIDS[@]}"; do
+            pgrep -s "$pid" >/dev/null 2>&1 && alive=1
+        done
+        ((alive)) || break
+        sleep 0.3
+    done
+    for pid in "${PIDS[@]}"; do
+        kill -KILL -- "-$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n $TMP && -d $TMP ]]; then
+        if [[ $KEEP_TMP == 1 ]]; then
+            echo "temp dir kept: $TMP" >&2
+        else
+            rm -rf "$TMP"
+        fi
+    fi
+    exit "$rc"
+}
+
+contains() { [[ " $1 " == *" $2 "* ]]; }
+
+# ---------------------------------------------------------- prerequisites --
+
+validate_knobs() {
+    [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (seconds), got '$DURATION'"
+    [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, got '$ROUNDS'"
+    [[ $PIN == 0 || $PIN == 1 ]] || die "PIN must be 0 or 1, got '$PIN'"
+    [[ -n ${PEERS// /} ]] || die "PEERS is empty"
+    local p
+    for p in $PEERS; do
+        contains "nginx haproxy caddy gatehouse" "$p" || die "unknown peer '$p' in PEERS (known: nginx haproxy caddy gatehouse)"
+    done
+    if [[ $PIN == 1 ]]; then
+        (($(nproc) >= 2)) || die "PIN=1 needs at least 2 CPUs (proxy on CPU 1, wrk+backend on CPU 0)"
+        command -v taskset >/dev/null || die "PIN=1 needs taskset (util-linux)"
+    fi
+    command -v python3 >/dev/null || die "python3 is required"
+    command -v curl >/dev/null || die "curl is required"
+    command -v pgrep >/dev/null || die "pgrep (procps) is required"
+}
+
+# Install the Debian packages we need but lack. nginx and wrk are always
+# needed (backend + load generator); haproxy/caddy only if benchmarked.
+install_missing() {
+    local -a want=(nginx wrk) missing=()
+    contains "$PEERS" haproxy && want+=(haproxy)
+    contains "$PEERS" caddy && want+=(caddy)
+    local tool
+    for tool in "${want[@]}"; do
+        command -v "$tool" >/dev/null || missing+=("$tool")
+    done
+    ((${#missing[@]})) || return 0
+
+    [[ $(id -u) == 0 ]] || die "missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root"
+    command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
+
+    echo "installing ${missing[*]} with apt-get ..."
+    # The packages ship system services (nginx and caddy both on port 80).
+    # Keep dpkg from starting them: they would only add noise or fail to bind.
+    local policy=/usr/sbin/policy-rc.d added_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added_policy=1
+    fi
+    local ok=1
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || ok=0
+    ((ok)) && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null 2>&1 || ok=0; }
+    ((added_policy)) && rm -f "$policy"
+    ((ok)) || die "apt-get install ${missing[*]} failed"
+    for tool in "${missing[@]}"; do
+        command -v "$tool" >/dev/null || die "$tool still missing after apt-get install"
+    done
+    echo "installed: ${missing[*]}"
+}
+
+# Use $GATEHOUSE_BIN; build the default one with cargo if it does not exist.
+# An explicitly given but missing binary is an error (don't guess).
+resolve_gatehouse() {
+    contains "$PEERS" gatehouse || return 0
+    [[ -x $GATEHOUSE_BIN ]] && return 0
+    if [[ $GATEHOUSE_BIN != "$DEFAULT_GATEHOUSE_BIN" ]]; then
+        die "GATEHOUSE_BIN=$GATEHOUSE_BIN is not an executable file"
+    fi
+    command -v cargo >/dev/null || die "gatehouse binary $GATEHOUSE_BIN is missing and cargo is not installed to build it"
+    echo "gatehouse binary missing; building: cargo build --release -p gatehouse"
+    (cd "$REPO_ROOT" && cargo build --release -p gatehouse) || die "cargo build --release -p gatehouse failed"
+    [[ -x $GATEHOUSE_BIN ]] || die "build succeeded but $GATEHOUSE_BIN does not exist"
+}
+
+# Print N free TCP ports on 127.0.0.1. All sockets stay open until every port
+# is picked, so the N ports are distinct; banned ports are skipped.
+free_ports() {
+    python3 - "$1" "$BANNED_PORTS" <<'EOF'
+import socket, sys
+n, banned = int(sys.argv[1]), {int(p) for p in sys.argv[2].split()}
+held, ports = [], []
+while len(ports) < n:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    held.append(s)
+    port = s.getsockname()[1]
+    if port not in banned:
+        ports.append(port)
+print(" ".join(map(str, ports)))
+EOF
+}
+
+# ------------------------------------------------------------ config files --
+
+# Common nginx preamble. Everything (pid, logs, temp paths) lives in the
+# instance dir so no system path is touched and instances don't collide.
+nginx_preamble() {
+    local dir=$1
+    cat <<EOF
+worker_processes 1;
+daemon off;                 # we supervise it; keeps the master pid = \$!
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+
+nginx_temp_paths() {
+    local dir=$1
+    cat <<EOF
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path       $dir/tmp/proxy;
+    fastcgi_temp_path     $dir/tmp/fastcgi;
+    uwsgi_temp_path       $dir/tmp/uwsgi;
+    scgi_temp_path        $dir/tmp/scgi;
+EOF
+}
+
+write_backend_conf() {
+    local dir=$TMP/backend
+    mkdir -p "$dir/tmp"
+    {
+        nginx_preamble "$dir"
+        cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$dir")
+    default_type text/plain;
+    keepalive_timeout 75s;
+    # nginx closes a keep-alive connection after 1000 requests by default;
+    # that would add reconnect churn to every proxy's upstream pool.
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:${PORTS[backend]};
+        location / { return 200 "$BODY\n"; }
+    }
+}
+EOF
+    } >"$dir/nginx.conf"
+}
+
+write_nginx_conf() {
+    local dir=$TMP/nginx
+    mkdir -p "$dir/tmp"
+    {
+        nginx_preamble "$dir"
+        cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$dir")
+    keepalive_requests 1000000;   # see backend: no client reconnect churn
+    upstream backend {
+        server 127.0.0.1:${PORTS[backend]};
+        keepalive $CONNECTIONS;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:${PORTS[nginx]};
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    } >"$dir/nginx.conf"
+}
+
+write_haproxy_conf() {
+    mkdir -p "$TMP/haproxy"
+    # No "log" lines anywhere => haproxy logs nothing.
+    cat >"$TMP/haproxy/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+
+frontend fe
+    bind 127.0.0.1:${PORTS[haproxy]}
+    default_backend be
+
+backend be
+    server backend 127.0.0.1:${PORTS[backend]}
+EOF
+}
+
+write_caddy_conf() {
+    mkdir -p "$TMP/caddy/data" "$TMP/caddy/config"
+    # Access logs are off unless a "log" directive is present; the global
+    # "log" block discards caddy's own runtime log too.
+    cat >"$TMP/caddy/Caddyfile" <<EOF
+{
+    admin off
+    auto_https off
+    log {
+        output discard
+    }
+}
+
+http://127.0.0.1:${PORTS[caddy]} {
+    bind 127.0.0.1
+    reverse_proxy 127.0.0.1:${PORTS[backend]} {
+        transport http {
+            # Caddy keeps 32 idle upstream connections by default; match
+            # nginx's "keepalive $CONNECTIONS" so nobody reconnects under -c$CONNECTIONS.
+            keepalive_idle_conns_per_host $CONNECTIONS
+        }
+    }
+}
+EOF
+}
+
+write_gatehouse_conf() {
+    mkdir -p "$TMP/gatehouse/sites" "$TMP/gatehouse/data"
+    cat >"$TMP/gatehouse/gatehouse.yaml" <<EOF
+workers: 1
+listen: {http: 127.0.0.1:${PORTS[gatehouse]}}
+admin: {listen: 127.0.0.1:${PORTS[gatehouse_admin]}}
+sites_dir: sites
+storage: {path: $TMP/gatehouse/data/gatehouse.db}
+log: {level: warn}
+EOF
+    cat >"$TMP/gatehouse/sites/bench.yaml" <<EOF
+host: "*"
+backend: http://127.0.0.1:${PORTS[backend]}
+EOF
+}
+
+# ---------------------------------------------------------------- servers --
+
+# start_server NAME CPU CMD...: run CMD in its own session (so the whole
+# process tree can be found with pgrep -s and killed as a group), from the
+# temp dir, optionally pinned to CPU, with output in $TMP/NAME.log.
+start_server() {
+    local name=$1 cpu=$2
+    shift 2
+    local -a prefix=(setsid)
+    [[ $PIN == 1 ]] && prefix+=(taskset -c "$cpu")
+    # setsid does not fork here (a background job is not a group leader), so
+    # $! is the server's pid and also its session id.
+    (cd "$TMP" && exec "${prefix[@]}" "$@") >"$TMP/$name.log" 2>&1 </dev/null &
+    PIDS[$name]=$!
+}
+
+alive() {
+    local state
+    state=$(awk '{sub(/.*\) /, ""); print $1}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z ]]
+}
+
+# Wait until http://127.0.0.1:PORT/ returns 200 with the backend's body,
+# which proves the server is up AND really proxies to the backend.
+wait_ready() {
+    local name=$1 port=$2 url="http://127.0.0.1:$2/" deadline=$((SECONDS + READY_TIMEOUT)) body=""
+    while ((SECONDS < deadline)); do
+        if ! alive "${PIDS[$name]}"; then
+            local rc=0
+            wait "${PIDS[$name]}" 2>/dev/null || rc=$?
+            startup_failed "$name" "it exited (status $rc) before answering on $url"
+        fi
+        body=$(curl -s --max-time 1 -w '\n%{http_code}' "$url" 2>/dev/null) || true
+        # curl prints the body ("...\n"), then our "\n<status>".
+        if [[ $body == "$BODY"$'\n\n200' ]]; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    startup_failed "$name" "no '200 $BODY' from $url within ${READY_TIMEOUT}s (last reply: $(printf %q "${body:-none}"))"
+}
+
+startup_failed() {
+    local name=$1 why=$2
+    {
+        echo "bench/run.sh: error: $name failed to start: $why"
+        if [[ -s $TMP/$name.log ]]; then
+            echo "--- last lines of $name output ---"
+            tail -n 20 "$TMP/$name.log"
+            echo "---"
+        fi
+        [[ $name == gatehouse ]] && echo "(binary: $GATEHOUSE_BIN, config: $TMP/gatehouse/gatehouse.yaml; set KEEP_TMP=1 to keep it)"
+    } >&2
+    exit 1
+}
+
+start_backend() {
+    write_backend_conf
+    # The backend shares CPU 0 with wrk when pinned, leaving CPU 1 to the proxy.
+    start_server backend 0 nginx -e "$TMP/backend/error.log" -p "$TMP/backend" -c "$TMP/backend/nginx.conf"
+    wait_ready backend "${PORTS[backend]}"
+}
+
+start_peer() {
+    local name=$1
+    case $name in
+    nginx)
+        write_nginx_conf
+        start_server nginx 1 nginx -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf"
+        ;;
+    haproxy)
+        write_haproxy_conf
+        haproxy -c -q -f "$TMP/haproxy/haproxy.cfg" || die "haproxy rejected its config"
+        start_server haproxy 1 haproxy -db -f "$TMP/haproxy/haproxy.cfg"
+        ;;
+    caddy)
+        write_caddy_conf
+        start_server caddy 1 env GOMAXPROCS=1 HOME="$TMP/caddy" \
+            XDG_DATA_HOME="$TMP/caddy/data" XDG_CONFIG_HOME="$TMP/caddy/config" \
+            caddy run --adapter caddyfile --config "$TMP/caddy/Caddyfile"
+        ;;
+    gatehouse)
+        write_gatehouse_conf
+        start_server gatehouse 1 "$GATEHOUSE_BIN" run --config "$TMP/gatehouse/gatehouse.yaml"
+        ;;
+    esac
+    wait_ready "$name" "${PORTS[$name]}"
+}
+
+# ------------------------------------------------------------ measurement --
+
+# Sum of utime+stime (clock ticks, all threads) over every process in the
+# server's session: nginx master+worker, caddy/gatehouse with all threads.
+cpu_ticks() {
+    local pid total=0 rest
+    for pid in $(pgrep -s "$1"); do
+        # Fields 14/15 of /proc/PID/stat; strip "pid (comm) " first because
+        # comm may contain spaces. After that, utime/stime are fields 12/13.
+        rest=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        read -r -a f <<<"$rest"
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+
+# Sum of VmRSS (kB) over the session (nginx: master + worker).
+rss_kb() {
+    local pid total=0 kb
+    for pid in $(pgrep -s "$1"); do
+        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+
+run_wrk() {
+    local port=$1 secs=$2 out=$3
+    "${WRK_PREFIX[@]}" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency "http://127.0.0.1:$port/" >"$out" 2>&1 ||
+        { cat "$out" >&2; die "wrk failed against port $port"; }
+}
+
+# Extract "requests rps p99_ms errors" from wrk --latency output.
+parse_wrk() {
+    awk '
+        / requests in / { req = $1 }
+        /^Requests\/sec:/ { rps = $2 }
+        /^ +99% / {
+            v = $2; unit = v; sub(/^[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
+            mult = (unit == "us") ? 0.001 : (unit == "ms") ? 1 : (unit == "s") ? 1000 : (unit == "m") ? 60000 : -1
+            p99 = (mult < 0) ? -1 : v * mult
+        }
+        /Socket errors:/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
+        /Non-2xx or 3xx responses:/ { err += $NF }
+        END {
+            if (req == "" || rps == "" || p99 == "") exit 1
+            printf "%d %.2f %.3f %d\n", req, rps, p99, err
+        }' "$1"
+}
+
+# measure NAME ROUND: warm up, then one measured wrk run against NAME with
+# CPU/RSS sampling; appends one TSV line to $TMP/raw.tsv.
+measure() {
+    local name=$1 round=$2 port=${PORTS[$1]} sid=${PIDS[$1]}
+    local out="$TMP/wrk-$name-$round.txt"
+    run_wrk "$port" "$WARMUP" "$TMP/warmup.txt"
+
+    local t0 t1
+    t0=$(cpu_ticks "$sid")
+    run_wrk "$port" "$DURATION" "$out"
+    t1=$(cpu_ticks "$sid")
+    alive "$sid" || die "$name died during the run (see KEEP_TMP=1 $TMP/$name.log)"
+
+    local parsed req rps p99 err rss cpu_us
+    parsed=$(parse_wrk "$out") || { cat "$out" >&2; die "could not parse wrk output for $name"; }
+    read -r req rps p99 err <<<"$parsed"
+    ((req > 0)) || die "wrk completed no requests against $name"
+    rss=$(rss_kb "$sid")
+    # CPU µs per request = tick delta * (1e6 / CLK_TCK) / requests.
+    cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$rps" "$p99" "$rss" "$cpu_us" "$req" "$err" >>"$TMP/raw.tsv"
+    say "$(printf '  %-10s round %-2s %10.0f req/s  p99 %7.2f ms  %7.2f CPU us/req  RSS %6.1f MB  %s requests%s' \
+        "$name" "$round" "$rps" "$p99" "$cpu_us" "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$req" \
+        "$( ((err)) && echo "  ERRORS: $err" )")"
+}
+
+# ----------------------------------------------------------------- report --
+
+# Median/max per server from raw.tsv; ratios against nginx (or, if nginx is
+# not in PEERS, against the first peer).
+summarize() {
+    python3 - "$TMP/raw.tsv" "$1" "$PEERS" <<'EOF'
+import sys, statistics
+path, base, peers = sys.argv[1], sys.argv[2], sys.argv[3].split()
+rows = {}
+for line in open(path):
+    name, rnd, rps, p99, rss, cpu, req, err = line.rstrip("\n").split("\t")
+    r = rows.setdefault(name, {"rps": [], "p99": [], "rss": [], "cpu": [], "err": 0})
+    r["rps"].append(float(rps)); r["p99"].append(float(p99))
+    r["rss"].append(int(rss)); r["cpu"].append(float(cpu)); r["err"] += int(err)
+
+def stats(name):
+    r = rows[name]
+    return (statistics.median(r["rps"]), statistics.median(r["p99"]),
+            max(r["rss"]) / 1024, statistics.median(r["cpu"]), r["err"])
+
+b_rps, _, _, b_cpu, _ = stats(base)
+head = ("proxy", "req/s", f"x {base}", "p99 ms", "CPU us/req", f"x {base}", "RSS MB", "errors")
+fmt = "{:<18} {:>10} {:>11} {:>8} {:>11} {:>11} {:>8} {:>7}"
+print(fmt.format(*head))
+print(fmt.format(*["-" * len(h) for h in head]))
+for name in peers + ["backend"]:
+    if name not in rows:
+        continue
+    rps, p99, rss, cpu, err = stats(name)
+    label = "backend (direct)" if name == "backend" else name
+    ratio_rps = "-" if name == "backend" else f"{rps / b_rps:.2f}"
+    ratio_cpu = "-" if name == "backend" else f"{cpu / b_cpu:.2f}"
+    print(fmt.format(label, f"{rps:.0f}", ratio_rps, f"{p99:.2f}", f"{cpu:.1f}", ratio_cpu, f"{rss:.1f}", err))
+EOF
+}
+
+# ------------------------------------------------------------------- main --
+
+main() {
+    validate_knobs
+    install_missing
+    resolve_gatehouse
+
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-bench.XXXXXX")
+    chmod 755 "$TMP"   # nginx workers run as nobody when started by root
+    : >"$TMP/raw.tsv"
+    CLK_TCK=$(getconf CLK_TCK)
+    [[ $PIN == 1 ]] && WRK_PREFIX=(taskset -c 0)
+
+    local -a names=(backend nginx haproxy caddy gatehouse gatehouse_admin)
+    local -a ports
+    read -r -a ports <<<"$(free_ports ${#names[@]})"
+    local i
+    for i in "${!names[@]}"; do PORTS[${names[$i]}]=${ports[$i]}; done
+
+    say "command: $CMDLINE"
+    say "date:    $(date -Is)   host: $(uname -srm), $(nproc) CPUs, load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+    say "method:  wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency, ${WARMUP}s warm-up before each run, $ROUNDS round(s), order rotated per round, PIN=$PIN"
+    say "versions: $(nginx -v 2>&1 | sed 's/.*: //')$(contains "$PEERS" haproxy && echo ", $(haproxy -v | head -n1 | awk '{print $1, $2, $3}')")$(contains "$PEERS" caddy && echo ", caddy $(caddy version | awk '{print $1}')"), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')"
+    say ""
+
+    start_backend
+    local p
+    for p in $PEERS; do start_peer "$p"; done
+    say "servers up (ports: backend ${PORTS[backend]}$(for p in $PEERS; do printf ', %s %s' "$p" "${PORTS[$p]}"; done))"
+    say ""
+
+    # Reference: what the backend does with no proxy in front (once).
+    say "reference run (backend directly):"
+    measure backend 1
+
+    # Rotate the order each round so slow drifts (thermal, noisy neighbours)
+    # don't always hit the same proxy.
+    local -a peers=($PEERS)
+    local n=${#peers[@]} r k
+    for ((r = 1; r <= ROUNDS; r++)); do
+        local -a order=()
+        for ((k = 0; k < n; k++)); do order+=("${peers[$(((k + r - 1) % n))]}"); done
+        say "round $r/$ROUNDS: ${order[*]}"
+        for p in "${order[@]}"; do measure "$p" "$r"; done
+    done
+
+    local base=nginx
+    contains "$PEERS" nginx || base=${peers[0]}
+    say ""
+    say "summary (median over $ROUNDS round(s); RSS = max; x $base = ratio to $base):"
+    local table
+    table=$(summarize "$base")
+    say "$table"
+    say ""
+    say "notes: req/s and p99 from wrk. CPU us/req = (utime+stime of all the proxy's processes and threads"
+    say "       during the measured run) / requests completed. RSS = sum of VmRSS over the proxy's processes"
+    say "       after the run (nginx: master + worker). Compare ratios within one run only; the machine is noisy."
+
+    {
+        echo ""
+        echo "raw (name round req/s p99_ms rss_kB cpu_us_per_req requests errors):"
+        cat "$TMP/raw.tsv"
+    } >>"$TMP/report.txt"
+    mkdir -p "$SCRIPT_DIR/results"
+    local result
+    result="$SCRIPT_DIR/results/$(date +%Y%m%d-%H%M%S).txt"
+    cp "$TMP/report.txt" "$result"
+    echo ""
+    echo "results written to ${result#"$REPO_ROOT"/}"
+}
+
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+main "$@"

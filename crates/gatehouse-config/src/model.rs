@@ -1,0 +1,266 @@
+//! The validated configuration the proxy is built from. Everything here has been checked:
+//! addresses parse, regexes compile, durations are durations. Building a runtime from a
+//! `Config` cannot fail for configuration reasons.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use ipnet::IpNet;
+use regex::Regex;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The main file this configuration was read from.
+    pub source: PathBuf,
+    pub workers: usize,
+    pub listen_http: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub sites_dir: PathBuf,
+    pub storage_path: PathBuf,
+    pub log: LogConfig,
+    pub shutdown_timeout: Duration,
+    pub server: ServerConfig,
+    pub trusted_proxies: Vec<IpNet>,
+    pub dns_refresh: Duration,
+    pub sites: Vec<Site>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Downstream connection settings (apply before a request is routed).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Time a client has to send a complete request head (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive client connection is kept open.
+    pub keepalive_timeout: Duration,
+    /// Concurrent client connections per worker; 0 = unlimited.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// File stem of the site file (`panel` for `sites/panel.yaml`).
+    pub name: String,
+    pub file: PathBuf,
+    pub hosts: Vec<HostPattern>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `example.test` (stored lower-case, no port).
+    Exact(String),
+    /// `*.example.test`: stored as the suffix `.example.test`; matches one or more labels.
+    Wildcard(String),
+    /// `*`: every host not claimed by another site.
+    Any,
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*{s}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `site-name#index`, stable across reloads while the file keeps its shape.
+    pub id: String,
+    pub path: PathMatch,
+    pub methods: Option<Vec<Method>>,
+    /// Higher wins; ties go to the more specific match (exact > longer prefix > regex), then file order.
+    pub priority: i32,
+    pub action: Action,
+    pub strip_prefix: Option<String>,
+    pub rewrite: Option<Rewrite>,
+    pub options: RouteOptions,
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    /// Matches the prefix at a segment boundary: `/api` matches `/api` and `/api/x`, not `/apix`.
+    Prefix(String),
+    Regex(Regex),
+}
+
+impl std::fmt::Display for PathMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathMatch::Exact(p) => write!(f, "= {p}"),
+            PathMatch::Prefix(p) => write!(f, "{p}"),
+            PathMatch::Regex(r) => write!(f, "~ {}", r.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub pattern: Regex,
+    pub replace: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Proxy(Arc<Upstream>),
+    Static(StaticDir),
+    Redirect { to: String, code: StatusCode },
+}
+
+#[derive(Debug, Clone)]
+pub struct StaticDir {
+    pub root: PathBuf,
+    pub index: Vec<String>,
+}
+
+/// A group of backends behind one balancer.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Identity used to carry balancer state and counters across reloads.
+    pub key: String,
+    pub backends: Vec<Backend>,
+    pub balance: Balance,
+    pub pool: PoolSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Idle keep-alive connections kept per backend and worker.
+    pub max_idle_per_host: usize,
+    /// Open connections per backend across all workers; 0 = unlimited.
+    pub max_connections_per_host: usize,
+    /// How long an idle pooled connection is kept.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { max_idle_per_host: 64, max_connections_per_host: 0, idle_timeout: Duration::from_secs(60) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Backend {
+    pub addr: BackendAddr,
+    pub weight: u32,
+    /// HTTP/2 with prior knowledge to the backend (`h2c://`), for gRPC.
+    pub h2c: bool,
+}
+
+impl Backend {
+    pub fn url(&self) -> String {
+        let scheme = if self.h2c { "h2c" } else { "http" };
+        match &self.addr {
+            BackendAddr::Tcp { host, port } => format!("{scheme}://{host}:{port}"),
+            BackendAddr::Unix(p) => format!("unix:{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BackendAddr {
+    /// Host name or IP literal; names are resolved at start and re-resolved every `dns_refresh`.
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    pub algorithm: Algorithm,
+    pub hash_key: HashKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConn,
+    ConsistentHash,
+    Random,
+}
+
+impl Algorithm {
+    pub const NAMES: &[&str] = &["round_robin", "weighted_round_robin", "least_conn", "consistent_hash", "random"];
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::WeightedRoundRobin => "weighted_round_robin",
+            Algorithm::LeastConn => "least_conn",
+            Algorithm::ConsistentHash => "consistent_hash",
+            Algorithm::Random => "random",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(HeaderName),
+    Cookie(String),
+}
+
+/// Options after merging defaults <- site <- route.
+#[derive(Debug, Clone)]
+pub struct RouteOptions {
+    pub connect_timeout: Duration,
+    /// Time to the first response byte, and between response body chunks.
+    pub read_timeout: Duration,
+    /// Time allowed between two request body chunks from the client.
+    pub write_timeout: Duration,
+    pub max_request_body: Option<u64>,
+    pub max_request_headers: u64,
+    pub max_request_header_count: usize,
+    pub max_uri_length: usize,
+    pub max_response_body: Option<u64>,
+    pub request_headers: HeaderRules,
+    pub response_headers: HeaderRules,
+}
+
+impl Default for RouteOptions {
+    fn default() -> Self {
+        RouteOptions {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            max_request_body: Some(10_000_000),
+            max_request_headers: 64 * 1024,
+            max_request_header_count: 100,
+            max_uri_length: 8192,
+            max_response_body: None,
+            request_headers: HeaderRules::default(),
+            response_headers: HeaderRules::default(),
+        }
+    }
+}
+
+/// Header edits applied in order: remove, then set (replace), then add (append).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderRules {
+    pub remove: Vec<HeaderName>,
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderRules {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}

@@ -1,0 +1,179 @@
+//! The configuration exactly as users write it. Every struct denies unknown keys; values
+//! that need checking later keep their source location (`Spanned`) so that errors found
+//! after parsing still point at a line.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+/// The main file (`gatehouse.yaml`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Main {
+    pub workers: Option<S<String>>,
+    pub listen: Option<Listen>,
+    pub admin: Option<Admin>,
+    pub sites_dir: Option<S<String>>,
+    pub storage: Option<Storage>,
+    pub log: Option<Log>,
+    pub shutdown_timeout: Option<S<String>>,
+    pub server: Option<Server>,
+    pub trusted_proxies: Option<Vec<S<String>>>,
+    pub dns_refresh: Option<S<String>>,
+    pub defaults: Option<Options>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub http: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub listen: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    pub path: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub level: Option<S<String>>,
+    pub format: Option<S<String>>,
+}
+
+/// Connection-level settings of the downstream listener.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub header_read_timeout: Option<S<String>>,
+    pub keepalive_timeout: Option<S<String>>,
+    pub max_connections: Option<S<String>>,
+}
+
+/// Per-site / per-route options, also the global `defaults`. Merged field by field:
+/// defaults <- site <- route.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    pub timeouts: Option<Timeouts>,
+    pub limits: Option<Limits>,
+    pub headers: Option<Headers>,
+    pub load_balancing: Option<Balance>,
+    pub pool: Option<Pool>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    pub connect: Option<S<String>>,
+    pub read: Option<S<String>>,
+    pub write: Option<S<String>>,
+    pub idle: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub request_body: Option<S<String>>,
+    pub request_headers: Option<S<String>>,
+    pub request_header_count: Option<S<String>>,
+    pub uri_length: Option<S<String>>,
+    pub response_body: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Headers {
+    pub preset: Option<S<String>>,
+    pub request: Option<HeaderOps>,
+    pub response: Option<HeaderOps>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOps {
+    pub add: Option<S<BTreeMap<String, String>>>,
+    pub set: Option<S<BTreeMap<String, String>>>,
+    pub remove: Option<Vec<S<String>>>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Balance {
+    pub algorithm: Option<S<String>>,
+    pub hash_key: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub max_idle_per_host: Option<S<String>>,
+    pub max_connections_per_host: Option<S<String>>,
+}
+
+/// One file in `sites_dir`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub host: Option<S<String>>,
+    pub hosts: Option<Vec<S<String>>>,
+    pub backend: Option<S<String>>,
+    pub backends: Option<Vec<S<String>>>,
+    #[serde(rename = "static")]
+    pub static_dir: Option<S<String>>,
+    pub redirect: Option<Redirect>,
+    pub upstreams: Option<BTreeMap<String, Upstream>>,
+    pub routes: Option<Vec<Route>>,
+    pub options: Option<Options>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub backends: Vec<S<String>>,
+    pub load_balancing: Option<Balance>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub path: Option<S<String>>,
+    #[serde(rename = "match")]
+    pub match_kind: Option<S<String>>,
+    pub methods: Option<Vec<S<String>>>,
+    pub priority: Option<S<String>>,
+    pub backend: Option<S<String>>,
+    pub backends: Option<Vec<S<String>>>,
+    pub upstream: Option<S<String>>,
+    #[serde(rename = "static")]
+    pub static_dir: Option<S<String>>,
+    pub index: Option<Vec<String>>,
+    pub redirect: Option<Redirect>,
+    pub strip_prefix: Option<S<String>>,
+    pub rewrite: Option<Rewrite>,
+    pub options: Option<Options>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    pub to: S<String>,
+    pub code: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    pub pattern: S<String>,
+    pub replace: String,
+}
