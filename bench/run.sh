@@ -29,7 +29,7 @@ KEEP_TMP=${KEEP_TMP:-0}
 
 WARMUP=2              # seconds of discarded load before every measured run
 CONNECTIONS=64        # wrk -c; also the size of every upstream keep-alive pool
-READY_TIMEOUT=20      # seconds a server gets to answer its first request
+READY_TIMEOUT=${READY_TIMEOUT:-20}     # seconds a server gets to answer its first request
 BODY="hello from backend"   # backend body (19 bytes with the trailing \n)
 
 # Ports that belong to other services on dev machines; never use them even if
@@ -50,6 +50,7 @@ TMP=""                 # temp dir (configs, logs, wrk output); set in main
 declare -A PIDS=()     # name -> pid of a started server (also its session id)
 declare -A PORTS=()    # name -> listening port
 WRK_PREFIX=()          # taskset prefix for wrk when PIN=1
+WRK_PID=""             # running wrk, killed by cleanup if we are interrupted
 
 # ----------------------------------------------------------------- helpers --
 
@@ -69,7 +70,9 @@ say() {
 # drop the temp dir. Runs on every exit path, including errors and Ctrl-C.
 cleanup() {
     local rc=$? name pid i
+    set +e   # best effort: never stop half-way through cleaning up
     trap - EXIT INT TERM
+    [[ -n $WRK_PID ]] && kill -TERM "$WRK_PID" 2>/dev/null
     for name in "${!PIDS[@]}"; do
         kill -TERM -- "-${PIDS[$name]}" 2>/dev/null || true
     done
@@ -105,10 +108,12 @@ validate_knobs() {
     [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, got '$ROUNDS'"
     [[ $PIN == 0 || $PIN == 1 ]] || die "PIN must be 0 or 1, got '$PIN'"
     [[ -n ${PEERS// /} ]] || die "PEERS is empty"
-    local p
+    local p uniq=""
     for p in $PEERS; do
         contains "nginx haproxy caddy gatehouse" "$p" || die "unknown peer '$p' in PEERS (known: nginx haproxy caddy gatehouse)"
+        contains "$uniq" "$p" || uniq+="${uniq:+ }$p"
     done
+    PEERS=$uniq   # each peer is one server; measuring it twice per round makes no sense
     if [[ $PIN == 1 ]]; then
         (($(nproc) >= 2)) || die "PIN=1 needs at least 2 CPUs (proxy on CPU 1, wrk+backend on CPU 0)"
         command -v taskset >/dev/null || die "PIN=1 needs taskset (util-linux)"
@@ -352,7 +357,7 @@ alive() {
 # Wait until http://127.0.0.1:PORT/ returns 200 with the backend's body,
 # which proves the server is up AND really proxies to the backend.
 wait_ready() {
-    local name=$1 port=$2 url="http://127.0.0.1:$2/" deadline=$((SECONDS + READY_TIMEOUT)) body=""
+    local name=$1 port=$2 url="http://127.0.0.1:$2/" deadline=$((SECONDS + READY_TIMEOUT)) body="" last="no answer"
     while ((SECONDS < deadline)); do
         if ! alive "${PIDS[$name]}"; then
             local rc=0
@@ -364,9 +369,14 @@ wait_ready() {
         if [[ $body == "$BODY"$'\n\n200' ]]; then
             return 0
         fi
+        # Remember what we got, for the error message.
+        case ${body##*$'\n'} in
+        000 | "") last="no answer (connection refused or timed out)" ;;
+        *) last="HTTP ${body##*$'\n'}, body \"$(head -c 80 <<<"${body%$'\n'*}" | tr '\n' ' ' | sed 's/ *$//')\"" ;;
+        esac
         sleep 0.2
     done
-    startup_failed "$name" "no '200 $BODY' from $url within ${READY_TIMEOUT}s (last reply: $(printf %q "${body:-none}"))"
+    startup_failed "$name" "no '200 $BODY' from $url within ${READY_TIMEOUT}s; last reply: $last"
 }
 
 startup_failed() {
@@ -442,10 +452,16 @@ rss_kb() {
     echo "$total"
 }
 
+# wrk runs in the background and we "wait" for it: bash delays traps until a
+# foreground command ends, so this keeps Ctrl-C/TERM immediate (cleanup then
+# kills wrk too).
 run_wrk() {
-    local port=$1 secs=$2 out=$3
-    "${WRK_PREFIX[@]}" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency "http://127.0.0.1:$port/" >"$out" 2>&1 ||
-        { cat "$out" >&2; die "wrk failed against port $port"; }
+    local port=$1 secs=$2 out=$3 rc=0
+    "${WRK_PREFIX[@]}" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency "http://127.0.0.1:$port/" >"$out" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || rc=$?
+    WRK_PID=""
+    ((rc == 0)) || { cat "$out" >&2; die "wrk failed against port $port (status $rc)"; }
 }
 
 # Extract "requests rps p99_ms errors" from wrk --latency output.

@@ -1,1 +1,155 @@
-//! placeholder
+//! The admin listener: liveness and readiness probes and a read-only JSON view of the
+//! routes. Runs on the control runtime, never on a proxy worker. Loopback by default; any
+//! other address requires a bearer token for `/api/*` (enforced by configuration).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use gatehouse_proxy::StateHandle;
+use gatehouse_proxy::route::Compiled;
+use serde_json::{Value, json};
+
+#[derive(Clone)]
+pub struct Admin {
+    pub state: StateHandle,
+    /// Set once the configuration is loaded and every listener is bound.
+    pub ready: Arc<AtomicBool>,
+    pub token: Option<Arc<str>>,
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    admin: Admin,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let api = Router::new()
+        .route("/api/routes", get(routes))
+        .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
+    let app = Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/live", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .merge(api)
+        .with_state(admin);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn require_token(State(admin): State<Admin>, req: Request, next: Next) -> Response {
+    if let Some(token) = &admin.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "missing or wrong bearer token"})),
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
+    if admin.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting"})),
+        )
+    }
+}
+
+async fn routes(State(admin): State<Admin>) -> Json<Value> {
+    let state = admin.state.load();
+    let hosts_of = |site: &str| -> Vec<String> {
+        state
+            .config
+            .sites
+            .iter()
+            .find(|s| s.name == site)
+            .map(|s| s.hosts.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    };
+    let list: Vec<Value> = state
+        .router
+        .routes()
+        .map(|c| route_json(c, hosts_of(&c.site)))
+        .collect();
+    Json(json!({ "routes": list }))
+}
+
+fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
+    use gatehouse_config::{Action, PathMatch};
+    let r = &c.route;
+    let (kind, path) = match &r.path {
+        PathMatch::Exact(p) => ("exact", p.clone()),
+        PathMatch::Prefix(p) => (
+            "prefix",
+            if p.is_empty() {
+                "/".to_string()
+            } else {
+                p.clone()
+            },
+        ),
+        PathMatch::Regex(re) => ("regex", re.as_str().to_string()),
+    };
+    let mut v = json!({
+        "id": r.id,
+        "site": &*c.site,
+        "hosts": hosts,
+        "path": path,
+        "match": kind,
+        "methods": r.methods.as_ref().map(|m| m.iter().map(|m| m.as_str().to_string()).collect::<Vec<_>>()),
+        "priority": r.priority,
+    });
+    match &r.action {
+        Action::Proxy(up) => {
+            v["action"] = json!("proxy");
+            v["load_balancing"] = json!(up.balance.algorithm.name());
+            let backends: Vec<Value> = match &c.group {
+                Some(g) => g
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        json!({
+                            "url": b.backend.url(),
+                            "weight": b.backend.weight,
+                            "active": b.active.load(Ordering::Relaxed),
+                            "requests": b.requests.load(Ordering::Relaxed),
+                        })
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            v["backends"] = json!(backends);
+        }
+        Action::Static(dir) => {
+            v["action"] = json!("static");
+            v["root"] = json!(dir.root.display().to_string());
+        }
+        Action::Redirect { to, code } => {
+            v["action"] = json!("redirect");
+            v["to"] = json!(to);
+            v["code"] = json!(code.as_u16());
+        }
+    }
+    v
+}

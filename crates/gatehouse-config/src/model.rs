@@ -18,6 +18,8 @@ pub struct Config {
     pub workers: usize,
     pub listen_http: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Bearer token for the admin API; required when it listens beyond loopback.
+    pub admin_token: Option<String>,
     pub sites_dir: PathBuf,
     pub storage_path: PathBuf,
     pub log: LogConfig,
@@ -153,7 +155,11 @@ pub struct PoolSettings {
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        PoolSettings { max_idle_per_host: 64, max_connections_per_host: 0, idle_timeout: Duration::from_secs(60) }
+        PoolSettings {
+            max_idle_per_host: 64,
+            max_connections_per_host: 0,
+            idle_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -178,7 +184,10 @@ impl Backend {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BackendAddr {
     /// Host name or IP literal; names are resolved at start and re-resolved every `dns_refresh`.
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     Unix(PathBuf),
 }
 
@@ -198,7 +207,13 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    pub const NAMES: &[&str] = &["round_robin", "weighted_round_robin", "least_conn", "consistent_hash", "random"];
+    pub const NAMES: &[&str] = &[
+        "round_robin",
+        "weighted_round_robin",
+        "least_conn",
+        "consistent_hash",
+        "random",
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::RoundRobin => "round_robin",

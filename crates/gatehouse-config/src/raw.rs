@@ -36,6 +36,7 @@ pub struct Listen {
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub listen: Option<S<String>>,
+    pub token: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -1,1 +1,139 @@
-//! placeholder
+//! Gatehouse data plane: listeners, routing, upstream pools and the HTTP pipeline.
+//!
+//! The binary gives this crate a validated `Config`; it never reads files or environment
+//! itself and never touches storage (see DESIGN.md §3).
+
+pub mod body;
+pub mod error;
+mod file;
+pub mod http;
+pub mod listener;
+pub mod route;
+pub mod state;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use gatehouse_config::Config;
+use tokio::sync::watch;
+
+pub use state::RuntimeState;
+
+/// A running proxy: worker threads plus the shared, swappable state.
+pub struct Server {
+    shared: Arc<ArcSwap<RuntimeState>>,
+    shutdown: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+    http_addr: SocketAddr,
+}
+
+impl Server {
+    /// Binds the HTTP listener (one socket per worker) and starts the workers.
+    pub fn start(config: Arc<Config>) -> std::io::Result<Server> {
+        let listeners = listener::bind_workers(config.listen_http, config.workers)?;
+        let http_addr = listeners[0].local_addr()?;
+        let settings = Arc::new(listener::WorkerSettings {
+            server: config.server.clone(),
+            shutdown_timeout: config.shutdown_timeout,
+            max_header_bytes: max_header_bytes(&config),
+        });
+        let shared = Arc::new(ArcSwap::from_pointee(RuntimeState::build(config, None)));
+        let (tx, rx) = watch::channel(false);
+        let workers = listener::spawn_workers(listeners, shared.clone(), rx, settings)?;
+        Ok(Server {
+            shared,
+            shutdown: tx,
+            workers,
+            http_addr,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The state requests are served from right now.
+    pub fn state(&self) -> Arc<RuntimeState> {
+        self.shared.load_full()
+    }
+
+    /// Swaps in a new configuration. Listener-level settings (addresses, workers) need a restart.
+    pub fn reload(&self, config: Arc<Config>) {
+        let old = self.shared.load_full();
+        let next = RuntimeState::build(config, Some(&old));
+        self.shared.store(Arc::new(next));
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the shutdown timeout) and
+    /// waits for the workers. Blocks.
+    pub fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for w in self.workers {
+            let _ = w.join();
+        }
+    }
+
+    /// A cheap handle for other components (admin API) that only read state.
+    pub fn watcher(&self) -> StateHandle {
+        StateHandle(self.shared.clone())
+    }
+}
+
+/// Read access to the live state.
+#[derive(Clone)]
+pub struct StateHandle(Arc<ArcSwap<RuntimeState>>);
+
+impl StateHandle {
+    pub fn load(&self) -> Arc<RuntimeState> {
+        self.0.load_full()
+    }
+}
+
+fn max_header_bytes(config: &Config) -> usize {
+    config
+        .sites
+        .iter()
+        .flat_map(|s| s.routes.iter())
+        .map(|r| r.options.max_request_headers as usize)
+        .max()
+        .unwrap_or(64 * 1024)
+}
+
+/// Re-resolves backend host names every `interval` (containers come and go); keeps the old
+/// addresses when a lookup fails. Runs until the process ends.
+pub async fn refresh_dns(state: StateHandle, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let current = state.load();
+        for group in current.groups.values() {
+            for b in &group.backends {
+                let Some((host, port)) = b.dns_name() else {
+                    continue;
+                };
+                match tokio::net::lookup_host((host, port)).await {
+                    Ok(addrs) => {
+                        let fresh: Vec<upstream::Target> =
+                            addrs.map(upstream::Target::Tcp).collect();
+                        if !fresh.is_empty() && **b.targets.load() != fresh {
+                            tracing::info!(
+                                host,
+                                addresses = fresh.len(),
+                                "backend addresses changed"
+                            );
+                            b.targets.store(Arc::new(fresh));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(host, error = %e, "backend re-resolution failed; keeping old addresses")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,237 @@
-fn main() {}
+//! The `gatehouse` binary: command line, configuration loading, startup checks, wiring of
+//! the proxy workers and the admin listener, signals (reload, graceful shutdown).
+//!
+//! Owns process lifecycle only; request handling lives in gatehouse-proxy.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use gatehouse_config::{Config, EnvOverrides, LogFormat};
+use gatehouse_proxy::Server;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    about = "Gatehouse: an edge reverse proxy for self-hosted services",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with the given configuration.
+    Run {
+        /// Main configuration file. Default: $GATEHOUSE_CONFIG, ./gatehouse.yaml, /etc/gatehouse/gatehouse.yaml.
+        #[arg(short, long, env = "GATEHOUSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration (main file and every site file) without binding ports.
+    Check {
+        #[arg(short, long, env = "GATEHOUSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("gatehouse {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => {
+            let path = config_path(config);
+            match gatehouse_config::load(&path, &EnvOverrides::from_env()) {
+                Ok(c) => {
+                    let routes: usize = c.sites.iter().map(|s| s.routes.len()).sum();
+                    println!(
+                        "{}: configuration OK ({} sites, {routes} routes)",
+                        path.display(),
+                        c.sites.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("{} error(s) in the configuration", errors.len());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run { config } => {
+            let path = config_path(config);
+            let config = match gatehouse_config::load(&path, &EnvOverrides::from_env()) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!(
+                        "gatehouse: not started: {} error(s) in the configuration",
+                        errors.len()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(&config);
+            match run(path, config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gatehouse: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `--config`/`$GATEHOUSE_CONFIG`, then `./gatehouse.yaml`, then `/etc/gatehouse/gatehouse.yaml`.
+fn config_path(given: Option<PathBuf>) -> PathBuf {
+    if let Some(p) = given {
+        return p;
+    }
+    let local = PathBuf::from("gatehouse.yaml");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from("/etc/gatehouse/gatehouse.yaml")
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+/// Checks what the configuration loader cannot: that storage is writable.
+fn startup_checks(config: &Config) -> Result<()> {
+    let dir = config.storage_path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("storage directory {} cannot be created", dir.display()))?;
+    let probe = dir.join(".gatehouse-write-test");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("storage directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn run(path: PathBuf, config: Config) -> Result<()> {
+    startup_checks(&config)?;
+    let config = Arc::new(config);
+    let admin_listener = std::net::TcpListener::bind(config.admin_listen)
+        .with_context(|| format!("cannot listen on admin address {}", config.admin_listen))?;
+    admin_listener.set_nonblocking(true)?;
+    let admin_addr = admin_listener.local_addr()?;
+    let server = Server::start(config.clone())
+        .with_context(|| format!("cannot listen on {}", config.listen_http))?;
+    let http_addr = server.http_addr();
+
+    // The control runtime: admin API, signals, DNS refresh. Proxy workers have their own.
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("gatehouse-control")
+        .enable_all()
+        .build()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin = gatehouse_admin::Admin {
+        state: server.watcher(),
+        ready: ready.clone(),
+        token: config.admin_token.as_deref().map(Arc::from),
+    };
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    control.spawn(async move {
+        let listener = match tokio::net::TcpListener::from_std(admin_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener failed");
+                return;
+            }
+        };
+        if let Err(e) = gatehouse_admin::serve(listener, admin, async move {
+            let _ = admin_stopped.await;
+        })
+        .await
+        {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    control.spawn(gatehouse_proxy::refresh_dns(
+        server.watcher(),
+        config.dns_refresh,
+    ));
+
+    ready.store(true, Ordering::Release);
+    tracing::info!(http = %http_addr, admin = %admin_addr, workers = config.workers, "gatehouse started");
+    // One stable line on stdout so scripts and tests can find the bound ports.
+    println!("gatehouse listening http={http_addr} admin={admin_addr}");
+
+    control.block_on(signals(&server, &path))?;
+    ready.store(false, Ordering::Release);
+    tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: finishing in-flight requests");
+    let _ = stop_admin.send(());
+    server.shutdown();
+    control.shutdown_timeout(std::time::Duration::from_secs(1));
+    tracing::info!("gatehouse stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM/SIGINT (returns) and handles SIGHUP (reload) meanwhile.
+async fn signals(server: &Server, path: &Path) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => reload(server, path).await,
+        }
+    }
+}
+
+/// parse -> validate -> build -> swap; on any error the running configuration stays.
+async fn reload(server: &Server, path: &Path) {
+    let path = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || {
+        gatehouse_config::load(&path, &EnvOverrides::from_env())
+    })
+    .await;
+    match loaded {
+        Ok(Ok(config)) => {
+            let current = server.state();
+            if config.listen_http != current.config.listen_http
+                || config.workers != current.config.workers
+            {
+                tracing::warn!(
+                    "listen address and workers change only on restart; other changes apply now"
+                );
+            }
+            server.reload(Arc::new(config));
+            tracing::info!("configuration reloaded");
+        }
+        Ok(Err(errors)) => {
+            for e in errors.iter() {
+                tracing::error!(error = %e, "reload rejected; the running configuration stays");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "reload task failed"),
+    }
+}

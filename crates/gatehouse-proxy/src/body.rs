@@ -1,0 +1,272 @@
+//! Body types on the proxy path. One enum serves both directions so upstream connections
+//! and the downstream server share a body type without boxing on the hot path.
+//!
+//! Owns the streaming limits and idle timers on bodies; must not buffer whole bodies.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::BodyError;
+use crate::upstream::ActiveGuard;
+use crate::upstream::pool::Pooled;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body leaving Gatehouse: to the client, or to a backend.
+pub enum Outgoing {
+    Empty,
+    Full(Option<Bytes>),
+    /// A backend's response streaming to the client.
+    Upstream(Box<UpstreamBody>),
+    /// A client's request body streaming to a backend.
+    Request(Box<RequestBody>),
+    /// Anything else (static files).
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl Outgoing {
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        Outgoing::Full(Some(b.into()))
+    }
+}
+
+impl Body for Outgoing {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Outgoing::Empty => Poll::Ready(None),
+            Outgoing::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Outgoing::Upstream(u) => Pin::new(u.as_mut()).poll_frame(cx),
+            Outgoing::Request(r) => Pin::new(r.as_mut()).poll_frame(cx),
+            Outgoing::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Outgoing::Empty => true,
+            Outgoing::Full(b) => b.is_none(),
+            Outgoing::Upstream(u) => u.inner.is_end_stream(),
+            Outgoing::Request(r) => r.inner.is_end_stream(),
+            Outgoing::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Outgoing::Empty => SizeHint::with_exact(0),
+            Outgoing::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Outgoing::Upstream(u) => u.inner.size_hint(),
+            Outgoing::Request(r) => r.inner.size_hint(),
+            Outgoing::Boxed(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Fires when a body has made no progress for `limit`. The sleep is only created the first
+/// time a body actually waits, so bodies that arrive in one piece never touch the timer.
+pub struct IdleTimer {
+    limit: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    pub fn new(limit: Duration) -> Self {
+        IdleTimer {
+            limit,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// Progress was made: the next wait starts a fresh period.
+    fn progress(&mut self) {
+        self.armed = false;
+    }
+
+    /// Called when the inner body is pending; true once the period has run out.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = Instant::now() + self.limit;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            sleep.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+use std::future::Future;
+
+/// A backend's response body: enforces the read timeout between chunks and the response
+/// size limit, and hands the connection back to the pool once the body has ended cleanly.
+pub struct UpstreamBody {
+    inner: Incoming,
+    timer: IdleTimer,
+    limit: Option<u64>,
+    seen: u64,
+    conn: Option<Pooled>,
+    _active: Option<ActiveGuard>,
+}
+
+impl UpstreamBody {
+    pub fn new(
+        inner: Incoming,
+        read_timeout: Duration,
+        limit: Option<u64>,
+        conn: Option<Pooled>,
+        active: Option<ActiveGuard>,
+    ) -> Self {
+        UpstreamBody {
+            inner,
+            timer: IdleTimer::new(read_timeout),
+            limit,
+            seen: 0,
+            conn,
+            _active: active,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.timer.progress();
+                if let (Some(data), Some(limit)) = (frame.data_ref(), this.limit) {
+                    this.seen += data.len() as u64;
+                    if this.seen > limit {
+                        this.conn = None;
+                        tracing::warn!(
+                            limit,
+                            "upstream response body exceeded the limit; response cut off"
+                        );
+                        return Poll::Ready(Some(Err(Box::new(BodyError::ResponseTooLarge(
+                            limit,
+                        )))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                if let Some(c) = this.conn.take() {
+                    c.release();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.timer.expired(cx) {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(BodyError::Timeout))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // hyper stops polling once a body reports its end, so a body that was read to its
+        // known length returns its connection here.
+        if let Some(c) = self.conn.take() {
+            if self.inner.is_end_stream() {
+                c.release();
+            }
+        }
+    }
+}
+
+/// A client's request body on its way to a backend: enforces the body size limit and the
+/// time allowed between chunks (`timeouts.write`).
+pub struct RequestBody {
+    inner: Incoming,
+    timer: IdleTimer,
+    limit: Option<u64>,
+    seen: u64,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>, timeout: Duration) -> Self {
+        RequestBody {
+            inner,
+            timer: IdleTimer::new(timeout),
+            limit,
+            seen: 0,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.timer.progress();
+                if let (Some(data), Some(limit)) = (frame.data_ref(), this.limit) {
+                    this.seen += data.len() as u64;
+                    if this.seen > limit {
+                        return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge(limit)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.timer.expired(cx) {
+                    return Poll::Ready(Some(Err(Box::new(BodyError::Timeout))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

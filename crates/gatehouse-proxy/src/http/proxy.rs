@@ -1,0 +1,466 @@
+//! One request, start to finish. Every failure becomes a `ProxyError`, and
+//! `ProxyError::status` is the only place that picks a status code.
+//!
+//! Runs on a worker thread: no blocking calls, no locks shared with other workers, no
+//! per-request work that could be done once at configuration time.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use gatehouse_config::{Action, HashKey, RouteOptions};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::header as hdr;
+use crate::body::{Outgoing, RequestBody, UpstreamBody};
+use crate::error::{BodyError, ProxyError, find_body_error};
+use crate::route::{Compiled, Lookup, has_prefix, normalise_path};
+use crate::state::RuntimeState;
+use crate::upstream::pool::{self, Conn};
+use crate::upstream::{ActiveGuard, Group, hash_key};
+
+/// What the listener knows about the client connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub proto: &'static str,
+}
+
+/// Serves one request. Never fails: errors are answered with their status code.
+pub async fn handle(
+    state: Arc<RuntimeState>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<Outgoing> {
+    let started = Instant::now();
+    let rid = hdr::request_id(req.headers());
+    let method = req.method().clone();
+    let mut upstream_name: Option<String> = None;
+    let host = request_host(&req)
+        .map(|h| h.into_owned())
+        .unwrap_or_default();
+    let path_for_log = req.uri().path().to_string();
+
+    let mut resp = match serve(&state, conn, req, &host, &rid, &mut upstream_name).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(target: "gatehouse::proxy", host = %host, path = %path_for_log, error = %e, "request failed");
+            }
+            error_response(&e)
+        }
+    };
+    resp.headers_mut().insert(&hdr::X_REQUEST_ID, rid.clone());
+    tracing::info!(
+        target: "access",
+        client = %conn.peer.ip(),
+        method = %method,
+        host = %host,
+        path = %path_for_log,
+        status = resp.status().as_u16(),
+        upstream = upstream_name.as_deref().unwrap_or("-"),
+        duration_us = started.elapsed().as_micros() as u64,
+        request_id = rid.to_str().unwrap_or(""),
+    );
+    resp
+}
+
+fn error_response(e: &ProxyError) -> Response<Outgoing> {
+    let status = e.status();
+    let mut r = Response::new(Outgoing::full(Bytes::from(format!("{status}\n"))));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let ProxyError::MethodNotAllowed(allow) = e {
+        if let Ok(v) = HeaderValue::from_str(allow) {
+            h.insert(header::ALLOW, v);
+        }
+    }
+    if e.closes_connection() {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+/// Host from the URI authority (HTTP/2, absolute-form) or the Host header, lower-case,
+/// without port.
+fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host(),
+        None => {
+            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            if h.starts_with('[') {
+                h.split_once(']')
+                    .map(|(a, _)| &h[..a.len() + 1])
+                    .unwrap_or(h)
+            } else {
+                h.split(':').next().unwrap_or(h)
+            }
+        }
+    };
+    let raw = raw.trim_end_matches('.');
+    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(raw.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(raw))
+    }
+}
+
+async fn serve(
+    state: &RuntimeState,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    host: &str,
+    rid: &HeaderValue,
+    upstream_name: &mut Option<String>,
+) -> Result<Response<Outgoing>, ProxyError> {
+    let h = req.headers();
+    // RFC 9112 §6.1: a message with both is a smuggling attempt until proven otherwise.
+    if req.version() <= Version::HTTP_11
+        && h.contains_key(header::TRANSFER_ENCODING)
+        && h.contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if req.version() == Version::HTTP_11
+        && !h.contains_key(header::HOST)
+        && req.uri().authority().is_none()
+    {
+        return Err(ProxyError::BadRequest("missing Host header"));
+    }
+    let path = normalise_path(req.uri().path());
+    let route = match state.router.lookup(host, &path, req.method()) {
+        Lookup::Found(c) => c,
+        Lookup::NoSite => return Err(ProxyError::NoSite),
+        Lookup::NoRoute => return Err(ProxyError::NoRoute),
+        Lookup::MethodNotAllowed(allow) => return Err(ProxyError::MethodNotAllowed(allow)),
+    };
+    let opts = &route.route.options;
+    check_limits(&req, opts)?;
+    let target_path = rewrite_path(route, &path);
+
+    let mut resp = match &route.route.action {
+        Action::Redirect { to, code } => {
+            let pq = match req.uri().query() {
+                Some(q) => format!("{target_path}?{q}"),
+                None => target_path.into_owned(),
+            };
+            let location = to.replace("{uri}", &pq).replace("{host}", host);
+            let mut r = Response::new(Outgoing::Empty);
+            *r.status_mut() = *code;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Action::Static(dir) => {
+            crate::file::serve(dir, &target_path, req.method(), req.headers()).await
+        }
+        Action::Proxy(_) => {
+            let Some(group) = &route.group else {
+                return Err(ProxyError::NoRoute);
+            };
+            let target_path = target_path.into_owned();
+            proxy(
+                state,
+                conn,
+                route,
+                group,
+                req,
+                &target_path,
+                rid,
+                upstream_name,
+            )
+            .await?
+        }
+    };
+    hdr::apply_rules(resp.headers_mut(), &opts.response_headers);
+    Ok(resp)
+}
+
+fn check_limits(req: &Request<Incoming>, opts: &RouteOptions) -> Result<(), ProxyError> {
+    let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > opts.max_uri_length {
+        return Err(ProxyError::UriTooLong);
+    }
+    let h = req.headers();
+    if h.len() > opts.max_request_header_count {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    let size: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if size as u64 > opts.max_request_headers {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    if let (Some(max), Some(len)) = (opts.max_request_body, content_length(h)) {
+        // Also answers `Expect: 100-continue` before the client sends the body.
+        if len > max {
+            return Err(ProxyError::BodyTooLarge(max));
+        }
+    }
+    Ok(())
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Applies `strip_prefix` and `rewrite` to the normalised path.
+fn rewrite_path<'a>(route: &Compiled, path: &'a str) -> Cow<'a, str> {
+    let mut out: Cow<'a, str> = Cow::Borrowed(path);
+    if let Some(prefix) = &route.route.strip_prefix {
+        if has_prefix(path, prefix) {
+            let rest = &path[prefix.len()..];
+            out = if rest.starts_with('/') {
+                Cow::Borrowed(rest)
+            } else {
+                Cow::Owned(format!("/{rest}"))
+            };
+        }
+    }
+    if let Some(rw) = &route.route.rewrite {
+        if let Cow::Owned(s) = rw.pattern.replace(&out, rw.replace.as_str()) {
+            out = Cow::Owned(if s.starts_with('/') {
+                s
+            } else {
+                format!("/{s}")
+            });
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn proxy(
+    state: &RuntimeState,
+    conn: ConnInfo,
+    route: &Compiled,
+    group: &Arc<Group>,
+    mut req: Request<Incoming>,
+    path: &str,
+    rid: &HeaderValue,
+    upstream_name: &mut Option<String>,
+) -> Result<Response<Outgoing>, ProxyError> {
+    let opts = &route.route.options;
+    let upgrade = req.version() == Version::HTTP_11 && hdr::wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    let peer = conn.peer.ip();
+    let peer_trusted = !state.trusted.is_empty() && hdr::is_trusted(peer, &state.trusted);
+    let client = if peer_trusted {
+        hdr::client_ip(peer, &parts.headers, &state.trusted)
+    } else {
+        peer
+    };
+    let authority = parts.uri.authority().map(|a| a.as_str().to_string());
+    let wants_trailers = parts
+        .headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+
+    let headers = &mut parts.headers;
+    hdr::strip_hop_by_hop(headers, upgrade);
+    if !headers.contains_key(header::HOST) {
+        if let Some(a) = &authority {
+            if let Ok(v) = HeaderValue::from_str(a) {
+                headers.insert(header::HOST, v);
+            }
+        }
+    }
+    let host_value = headers.get(header::HOST).cloned();
+    hdr::set_forwarded(
+        headers,
+        peer,
+        client,
+        peer_trusted,
+        conn.proto,
+        host_value.as_ref(),
+    );
+    headers.insert(&hdr::X_REQUEST_ID, rid.clone());
+    hdr::apply_rules(headers, &opts.request_headers);
+
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let body = if body.is_end_stream() {
+        Outgoing::Empty
+    } else {
+        Outgoing::Request(Box::new(RequestBody::new(
+            body,
+            opts.max_request_body,
+            opts.write_timeout,
+        )))
+    };
+
+    // Pick a backend; on connection failure move on to the next one (nothing was sent yet).
+    let hash = request_hash(group, client, &parts.headers);
+    let n = group.backends.len();
+    let first = group.pick(hash);
+    let mut last_err = ProxyError::Connect {
+        backend: String::new(),
+        reason: "no backends".into(),
+    };
+    let mut chosen = None;
+    for attempt in 0..n {
+        let backend = &group.backends[(first + attempt) % n];
+        let targets = backend.targets.load();
+        let Some(target) = targets.first() else {
+            last_err = ProxyError::Connect {
+                backend: backend.backend.url(),
+                reason: "host name does not resolve".into(),
+            };
+            continue;
+        };
+        match pool::checkout(
+            backend,
+            target,
+            &group.config.pool,
+            opts.connect_timeout,
+            upgrade,
+        )
+        .await
+        {
+            Ok(c) => {
+                chosen = Some((backend.clone(), c));
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(target: "gatehouse::proxy", backend = %backend.backend.url(), error = %e, "backend connection failed");
+                last_err = e;
+            }
+        }
+    }
+    let Some((backend, conn_out)) = chosen else {
+        return Err(last_err);
+    };
+    *upstream_name = Some(backend.backend.url());
+    let active = ActiveGuard::new(&backend);
+
+    let backend_label = || backend.backend.url();
+    let (response, pooled) = match conn_out {
+        Conn::H1(mut pooled) => {
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?;
+            let req = Request::from_parts(parts, body);
+            let sent = tokio::time::timeout(opts.read_timeout, pooled.tx.send_request(req)).await;
+            (sent, Some(pooled))
+        }
+        Conn::H2(mut tx) => {
+            parts.version = Version::HTTP_2;
+            if wants_trailers {
+                parts
+                    .headers
+                    .insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+            let host = match &backend.backend.addr {
+                gatehouse_config::BackendAddr::Tcp { host, port } => format!("{host}:{port}"),
+                gatehouse_config::BackendAddr::Unix(_) => "localhost".to_string(),
+            };
+            parts.uri = Uri::try_from(format!("http://{host}{pq}"))
+                .map_err(|_| ProxyError::BadRequest("invalid path"))?;
+            let req = Request::from_parts(parts, body);
+            (
+                tokio::time::timeout(opts.read_timeout, tx.send_request(req)).await,
+                None,
+            )
+        }
+    };
+    let mut response = match response {
+        Err(_) => {
+            return Err(ProxyError::ReadTimeout {
+                backend: backend_label(),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(match find_body_error(&e) {
+                Some(BodyError::TooLarge(n)) => ProxyError::BodyTooLarge(n),
+                Some(BodyError::Timeout) => ProxyError::ClientTimeout,
+                _ => ProxyError::Upstream {
+                    backend: backend_label(),
+                    reason: e.to_string(),
+                },
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_side) = client_upgrade {
+            let backend_side = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                let _active = active;
+                match (client_side.await, backend_side.await) {
+                    (Ok(a), Ok(b)) => {
+                        let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    }
+                    _ => tracing::debug!("upgrade did not complete"),
+                }
+            });
+            let (mut rp, _) = response.into_parts();
+            hdr::strip_hop_by_hop(&mut rp.headers, true);
+            return Ok(Response::from_parts(rp, Outgoing::Empty));
+        }
+    }
+
+    if let (Some(limit), Some(len)) = (opts.max_response_body, content_length(response.headers())) {
+        if len > limit {
+            tracing::warn!(target: "gatehouse::proxy", backend = %backend_label(), size = len, limit, "upstream response larger than the limit");
+            return Err(ProxyError::ResponseTooLarge { size: len, limit });
+        }
+    }
+    let (mut rp, rbody) = response.into_parts();
+    hdr::strip_hop_by_hop(&mut rp.headers, false);
+    let body = UpstreamBody::new(
+        rbody,
+        opts.read_timeout,
+        opts.max_response_body,
+        pooled,
+        Some(active),
+    );
+    Ok(Response::from_parts(rp, Outgoing::Upstream(Box::new(body))))
+}
+
+/// The consistent-hash input for this request; falls back to the client address when the
+/// configured header or cookie is missing.
+fn request_hash(group: &Group, client: IpAddr, h: &HeaderMap) -> Option<u64> {
+    if group.config.balance.algorithm != gatehouse_config::Algorithm::ConsistentHash {
+        return None;
+    }
+    let from_ip = || match client {
+        IpAddr::V4(v4) => hash_key(&v4.octets()),
+        IpAddr::V6(v6) => hash_key(&v6.octets()),
+    };
+    Some(match &group.config.balance.hash_key {
+        HashKey::ClientIp => from_ip(),
+        HashKey::Header(name) => h
+            .get(name)
+            .map(|v| hash_key(v.as_bytes()))
+            .unwrap_or_else(from_ip),
+        HashKey::Cookie(name) => cookie(h, name)
+            .map(|v| hash_key(v.as_bytes()))
+            .unwrap_or_else(from_ip),
+    })
+}
+
+fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}

@@ -1,0 +1,183 @@
+//! Downstream listeners and worker threads: one current-thread tokio runtime per worker,
+//! each with its own SO_REUSEPORT socket, so accepted connections and their upstream pools
+//! stay on one thread.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use gatehouse_config::ServerConfig;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+
+use crate::http::{ConnInfo, handle};
+use crate::state::RuntimeState;
+use crate::upstream::pool;
+
+/// Binds `addr` with SO_REUSEPORT so each worker can own a socket on the same port.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Binds one socket per worker. With port 0 the first socket picks the port and the
+/// others join it.
+pub fn bind_workers(
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = bind(addr)?;
+    let actual = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..workers {
+        all.push(bind(actual)?);
+    }
+    Ok(all)
+}
+
+pub struct WorkerSettings {
+    pub server: ServerConfig,
+    pub shutdown_timeout: Duration,
+    /// The largest request header section any route accepts; hyper's read buffer is sized
+    /// to it so routes can answer 431 themselves.
+    pub max_header_bytes: usize,
+}
+
+/// Starts one worker thread per listener.
+pub fn spawn_workers(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<ArcSwap<RuntimeState>>,
+    shutdown: watch::Receiver<bool>,
+    settings: Arc<WorkerSettings>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let (shared, shutdown, settings) = (shared.clone(), shutdown.clone(), settings.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("gatehouse-worker-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start worker runtime");
+                        return;
+                    }
+                };
+                rt.block_on(worker(l, shared, shutdown, settings));
+            })?;
+        threads.push(t);
+    }
+    Ok(threads)
+}
+
+async fn worker(
+    listener: std::net::TcpListener,
+    shared: Arc<ArcSwap<RuntimeState>>,
+    mut shutdown: watch::Receiver<bool>,
+    settings: Arc<WorkerSettings>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register listener");
+            return;
+        }
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.server.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes.max(16 * 1024) + 16 * 1024)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(settings.server.keepalive_timeout))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_header_list_size(settings.max_header_bytes as u32);
+    let graceful = GracefulShutdown::new();
+    let limit = (settings.server.max_connections > 0)
+        .then(|| Arc::new(tokio::sync::Semaphore::new(settings.server.max_connections)));
+
+    // Idle upstream connections past their time are closed in the background too, not only
+    // when the next checkout finds them.
+    let pruner = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        loop {
+            tick.tick().await;
+            pool::prune(Duration::from_secs(300));
+        }
+    });
+
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = match &limit {
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    tracing::warn!(peer = %peer, "connection limit reached; closing new connection");
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo {
+            peer,
+            proto: "http",
+        };
+        let shared = shared.clone();
+        let svc = service_fn(move |req| {
+            let state = shared.load_full();
+            async move { Ok::<_, Infallible>(handle(state, info, req).await) }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    pruner.abort();
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(settings.shutdown_timeout) => {
+            tracing::warn!("shutdown timeout reached; closing remaining connections");
+        }
+    }
+}

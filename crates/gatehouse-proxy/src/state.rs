@@ -1,0 +1,46 @@
+//! `RuntimeState`: everything a worker needs to serve requests, built from one validated
+//! configuration and published atomically. In-flight requests keep the state they started with.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gatehouse_config::{Action, Config};
+use ipnet::IpNet;
+
+use crate::route::Router;
+use crate::upstream::{Group, build_groups};
+
+pub struct RuntimeState {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub trusted: Vec<IpNet>,
+    /// Upstream groups by configuration key.
+    pub groups: HashMap<String, Arc<Group>>,
+}
+
+impl RuntimeState {
+    /// Builds the state for `config`, taking over upstream groups (with their counters and
+    /// balancer positions) from `previous` where the group is unchanged.
+    pub fn build(config: Arc<Config>, previous: Option<&RuntimeState>) -> Self {
+        let empty = HashMap::new();
+        let upstreams = config
+            .sites
+            .iter()
+            .flat_map(|s| s.routes.iter())
+            .filter_map(|r| match &r.action {
+                Action::Proxy(up) => Some(up.clone()),
+                _ => None,
+            });
+        let groups = build_groups(upstreams, previous.map_or(&empty, |p| &p.groups));
+        let router = Router::new(&config.sites, |r| match &r.action {
+            Action::Proxy(up) => groups.get(&up.key).cloned(),
+            _ => None,
+        });
+        RuntimeState {
+            trusted: config.trusted_proxies.clone(),
+            config,
+            router,
+            groups,
+        }
+    }
+}
