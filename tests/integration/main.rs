@@ -1,1 +1,11 @@
+//! Integration tests: the real `gatehouse` binary, on port 0, against in-process backends.
 
+mod harness;
+
+mod balance;
+mod files;
+mod headers;
+mod lifecycle;
+mod limits;
+mod protocols;
+mod routing;

@@ -39,9 +39,7 @@ pub async fn serve(
         .route("/ready", get(ready))
         .merge(api)
         .with_state(admin);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 async fn require_token(State(admin): State<Admin>, req: Request, next: Next) -> Response {
@@ -52,11 +50,7 @@ async fn require_token(State(admin): State<Admin>, req: Request, next: Next) -> 
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                Json(json!({"error": "missing or wrong bearer token"})),
-            )
-                .into_response();
+            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token"}))).into_response();
         }
     }
     next.run(req).await
@@ -70,10 +64,7 @@ async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
     if admin.ready.load(Ordering::Acquire) {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "starting"})),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"})))
     }
 }
 
@@ -88,11 +79,7 @@ async fn routes(State(admin): State<Admin>) -> Json<Value> {
             .map(|s| s.hosts.iter().map(ToString::to_string).collect())
             .unwrap_or_default()
     };
-    let list: Vec<Value> = state
-        .router
-        .routes()
-        .map(|c| route_json(c, hosts_of(&c.site)))
-        .collect();
+    let list: Vec<Value> = state.router.routes().map(|c| route_json(c, hosts_of(&c.site))).collect();
     Json(json!({ "routes": list }))
 }
 
@@ -101,14 +88,7 @@ fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
     let r = &c.route;
     let (kind, path) = match &r.path {
         PathMatch::Exact(p) => ("exact", p.clone()),
-        PathMatch::Prefix(p) => (
-            "prefix",
-            if p.is_empty() {
-                "/".to_string()
-            } else {
-                p.clone()
-            },
-        ),
+        PathMatch::Prefix(p) => ("prefix", if p.is_empty() { "/".to_string() } else { p.clone() }),
         PathMatch::Regex(re) => ("regex", re.as_str().to_string()),
     };
     let mut v = json!({

@@ -16,18 +16,8 @@ pub struct Error {
 }
 
 impl Error {
-    pub fn new(
-        file: &Path,
-        line: Option<u64>,
-        path: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Error {
-            file: file.to_path_buf(),
-            line,
-            path: path.into(),
-            message: message.into(),
-        }
+    pub fn new(file: &Path, line: Option<u64>, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Error { file: file.to_path_buf(), line, path: path.into(), message: message.into() }
     }
 }
 

@@ -45,12 +45,7 @@ impl EnvOverrides {
     }
 
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        EnvOverrides(
-            pairs
-                .into_iter()
-                .filter(|(k, _)| ENV_KEYS.iter().any(|(name, _)| name == k))
-                .collect(),
-        )
+        EnvOverrides(pairs.into_iter().filter(|(k, _)| ENV_KEYS.iter().any(|(name, _)| name == k)).collect())
     }
 
     /// The documented variable names, for `--help` and docs.
@@ -84,9 +79,7 @@ impl Ctx<'_> {
 
     fn value_err(&mut self, v: &Value, path: &str, message: impl Into<String>) {
         match v.env {
-            Some(var) => self
-                .errors
-                .push(Error::new(Path::new("environment"), None, var, message)),
+            Some(var) => self.errors.push(Error::new(Path::new("environment"), None, var, message)),
             None => self.err(v.line, path, message),
         }
     }
@@ -105,23 +98,14 @@ impl Ctx<'_> {
         match v {
             None => default,
             Some(s) => s.value.trim().parse().unwrap_or_else(|_| {
-                self.err_at(
-                    s,
-                    path,
-                    format!("expected a whole number, got {:?}", s.value),
-                );
+                self.err_at(s, path, format!("expected a whole number, got {:?}", s.value));
                 default
             }),
         }
     }
 
     /// A size where `0`, `unlimited` and `none` mean no limit.
-    fn optional_size(
-        &mut self,
-        v: Option<&S<String>>,
-        path: &str,
-        default: Option<u64>,
-    ) -> Option<u64> {
+    fn optional_size(&mut self, v: Option<&S<String>>, path: &str, default: Option<u64>) -> Option<u64> {
         let s = v?;
         if matches!(s.value.trim(), "0" | "unlimited" | "none") {
             return None;
@@ -148,22 +132,13 @@ impl Ctx<'_> {
 
 /// Parses YAML into `T`, turning parser errors into located errors with a field path and a
 /// "did you mean" for unknown keys.
-fn parse_yaml<T: for<'de> serde::Deserialize<'de>>(
-    file: &Path,
-    src: &str,
-    errors: &mut Errors,
-) -> Option<T> {
+fn parse_yaml<T: for<'de> serde::Deserialize<'de>>(file: &Path, src: &str, errors: &mut Errors) -> Option<T> {
     match serde_saphyr::from_str::<T>(src) {
         Ok(v) => Some(v),
         Err(e) => {
             let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
             let path = line.map(|l| path_at_line(src, l)).unwrap_or_default();
-            errors.push(Error::new(
-                file,
-                line,
-                path,
-                describe_yaml_error(&e.to_string()),
-            ));
+            errors.push(Error::new(file, line, path, describe_yaml_error(&e.to_string())));
             None
         }
     }
@@ -208,67 +183,35 @@ pub fn load(path: &Path, env: &EnvOverrides) -> Result<Config, Errors> {
     let src = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) => {
-            errors.push(Error::new(
-                path,
-                None,
-                "",
-                format!("cannot read configuration file: {e}"),
-            ));
+            errors.push(Error::new(path, None, "", format!("cannot read configuration file: {e}")));
             return Err(errors);
         }
     };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let main: raw::Main = parse_yaml(path, &src, &mut errors).ok_or_else(|| errors.clone())?;
     let config = build(path, &base, main, env, &mut errors, None);
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(config) } else { Err(errors) }
 }
 
 /// Loads a main file given as text with site files given as `(name, text)`; for tests of
 /// error messages without touching the file system. Paths in messages are `gatehouse.yaml`
 /// and `sites/<name>.yaml`; static directories are resolved against `base`.
-pub fn load_from_str_for_tests(
-    main_src: &str,
-    sites: &[(&str, &str)],
-    base: &Path,
-) -> Result<Config, Errors> {
+pub fn load_from_str_for_tests(main_src: &str, sites: &[(&str, &str)], base: &Path) -> Result<Config, Errors> {
     let mut errors = Errors::default();
     let path = Path::new("gatehouse.yaml");
     let main: raw::Main = parse_yaml(path, main_src, &mut errors).ok_or_else(|| errors.clone())?;
-    let config = build(
-        path,
-        base,
-        main,
-        &EnvOverrides::default(),
-        &mut errors,
-        Some(sites),
-    );
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(errors)
-    }
+    let config = build(path, base, main, &EnvOverrides::default(), &mut errors, Some(sites));
+    if errors.is_empty() { Ok(config) } else { Err(errors) }
 }
 
 fn pick(raw: Option<&S<String>>, env: &EnvOverrides, key: &str) -> Option<Value> {
     let var = ENV_KEYS.iter().find(|(_, k)| *k == key).map(|(v, _)| *v);
     if let Some(var) = var {
         if let Some(text) = env.0.get(var) {
-            return Some(Value {
-                text: text.clone(),
-                line: None,
-                env: Some(var),
-            });
+            return Some(Value { text: text.clone(), line: None, env: Some(var) });
         }
     }
-    raw.map(|s| Value {
-        text: s.value.clone(),
-        line: Some(s.referenced.line()),
-        env: None,
-    })
+    raw.map(|s| Value { text: s.value.clone(), line: Some(s.referenced.line()), env: None })
 }
 
 fn build(
@@ -287,11 +230,7 @@ fn build(
         Some(v) => match v.text.trim().parse::<usize>() {
             Ok(n) if n >= 1 => n,
             _ => {
-                cx.value_err(
-                    &v,
-                    "workers",
-                    format!("expected a number >= 1 or \"auto\", got {:?}", v.text),
-                );
+                cx.value_err(&v, "workers", format!("expected a number >= 1 or \"auto\", got {:?}", v.text));
                 1
             }
         },
@@ -299,59 +238,33 @@ fn build(
 
     let listen_http = socket_addr(
         &mut cx,
-        pick(
-            main.listen.as_ref().and_then(|l| l.http.as_ref()),
-            env,
-            "listen.http",
-        ),
+        pick(main.listen.as_ref().and_then(|l| l.http.as_ref()), env, "listen.http"),
         "listen.http",
         "0.0.0.0:80",
     );
     let admin_listen = socket_addr(
         &mut cx,
-        pick(
-            main.admin.as_ref().and_then(|a| a.listen.as_ref()),
-            env,
-            "admin.listen",
-        ),
+        pick(main.admin.as_ref().and_then(|a| a.listen.as_ref()), env, "admin.listen"),
         "admin.listen",
         "127.0.0.1:8080",
     );
 
-    let admin_token = pick(
-        main.admin.as_ref().and_then(|a| a.token.as_ref()),
-        env,
-        "admin.token",
-    )
-    .map(|v| v.text)
-    .filter(|t| !t.is_empty());
+    let admin_token = pick(main.admin.as_ref().and_then(|a| a.token.as_ref()), env, "admin.token")
+        .map(|v| v.text)
+        .filter(|t| !t.is_empty());
     if !admin_listen.ip().is_loopback() && admin_token.is_none() {
-        let line = main
-            .admin
-            .as_ref()
-            .and_then(|a| a.listen.as_ref())
-            .map(|l| l.referenced.line());
+        let line = main.admin.as_ref().and_then(|a| a.listen.as_ref()).map(|l| l.referenced.line());
         cx.err(line, "admin.listen", format!("the admin API listens on {admin_listen}, beyond loopback: set admin.token (or GATEHOUSE_ADMIN_TOKEN) so it is not open to the network"));
     }
 
-    let sites_dir = pick(main.sites_dir.as_ref(), env, "sites_dir")
-        .map(|v| v.text)
-        .unwrap_or_else(|| "sites".into());
+    let sites_dir = pick(main.sites_dir.as_ref(), env, "sites_dir").map(|v| v.text).unwrap_or_else(|| "sites".into());
     let sites_dir = base.join(sites_dir);
-    let storage_path = pick(
-        main.storage.as_ref().and_then(|s| s.path.as_ref()),
-        env,
-        "storage.path",
-    )
-    .map(|v| v.text)
-    .unwrap_or_else(|| "data/gatehouse.db".into());
+    let storage_path = pick(main.storage.as_ref().and_then(|s| s.path.as_ref()), env, "storage.path")
+        .map(|v| v.text)
+        .unwrap_or_else(|| "data/gatehouse.db".into());
     let storage_path = base.join(storage_path);
 
-    let level = pick(
-        main.log.as_ref().and_then(|l| l.level.as_ref()),
-        env,
-        "log.level",
-    );
+    let level = pick(main.log.as_ref().and_then(|l| l.level.as_ref()), env, "log.level");
     let level = match level {
         None => "info".to_string(),
         Some(v) => {
@@ -366,31 +279,19 @@ fn build(
                 cx.value_err(
                     &v,
                     "log.level",
-                    format!(
-                        "unknown log level {:?}{hint}; expected one of {}",
-                        v.text,
-                        LEVELS.join(", ")
-                    ),
+                    format!("unknown log level {:?}{hint}; expected one of {}", v.text, LEVELS.join(", ")),
                 );
             }
             v.text
         }
     };
-    let format = match pick(
-        main.log.as_ref().and_then(|l| l.format.as_ref()),
-        env,
-        "log.format",
-    ) {
+    let format = match pick(main.log.as_ref().and_then(|l| l.format.as_ref()), env, "log.format") {
         None => LogFormat::Pretty,
         Some(v) => match v.text.as_str() {
             "json" => LogFormat::Json,
             "pretty" | "text" => LogFormat::Pretty,
             _ => {
-                cx.value_err(
-                    &v,
-                    "log.format",
-                    format!("unknown log format {:?}; expected json or pretty", v.text),
-                );
+                cx.value_err(&v, "log.format", format!("unknown log format {:?}; expected json or pretty", v.text));
                 LogFormat::Pretty
             }
         },
@@ -416,11 +317,7 @@ fn build(
             "server.keepalive_timeout",
             Duration::from_secs(60),
         ),
-        max_connections: cx.count(
-            raw_server.max_connections.as_ref(),
-            "server.max_connections",
-            0,
-        ),
+        max_connections: cx.count(raw_server.max_connections.as_ref(), "server.max_connections", 0),
     };
 
     let mut trusted_proxies = Vec::new();
@@ -430,18 +327,11 @@ fn build(
             None => cx.err_at(
                 s,
                 format!("trusted_proxies[{i}]"),
-                format!(
-                    "expected an IP address or CIDR (e.g. 10.0.0.0/8), got {:?}",
-                    s.value
-                ),
+                format!("expected an IP address or CIDR (e.g. 10.0.0.0/8), got {:?}", s.value),
             ),
         }
     }
-    let dns_refresh = cx.duration(
-        main.dns_refresh.as_ref(),
-        "dns_refresh",
-        Duration::from_secs(30),
-    );
+    let dns_refresh = cx.duration(main.dns_refresh.as_ref(), "dns_refresh", Duration::from_secs(30));
 
     let mut defaults = Layered::default();
     if let Some(d) = &main.defaults {
@@ -452,21 +342,13 @@ fn build(
     let site_files: Vec<(PathBuf, Result<String, String>)> = match inline_sites {
         Some(list) => list
             .iter()
-            .map(|(name, text)| {
-                (
-                    PathBuf::from(format!("sites/{name}.yaml")),
-                    Ok(text.to_string()),
-                )
-            })
+            .map(|(name, text)| (PathBuf::from(format!("sites/{name}.yaml")), Ok(text.to_string())))
             .collect(),
         None => read_sites_dir(&mut cx, &sites_dir, main.sites_dir.as_ref()),
     };
     let errors = cx.errors;
     for (file, text) in site_files {
-        let mut scx = Ctx {
-            file: &file,
-            errors,
-        };
+        let mut scx = Ctx { file: &file, errors };
         match text {
             Err(e) => scx.err(None, "", e),
             Ok(src) => {
@@ -500,31 +382,21 @@ fn build(
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
 fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn socket_addr(cx: &mut Ctx<'_>, v: Option<Value>, path: &str, default: &str) -> SocketAddr {
-    let fallback =
-        || SocketAddr::from_str(default).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let fallback = || SocketAddr::from_str(default).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     match v {
         None => fallback(),
         Some(v) => {
             // Accept ":8080" as "all interfaces", the way Go-based proxies spell it.
-            let text = if v.text.starts_with(':') {
-                format!("0.0.0.0{}", v.text)
-            } else {
-                v.text.clone()
-            };
+            let text = if v.text.starts_with(':') { format!("0.0.0.0{}", v.text) } else { v.text.clone() };
             SocketAddr::from_str(text.trim()).unwrap_or_else(|_| {
                 cx.value_err(
                     &v,
                     path,
-                    format!(
-                        "expected an address like 127.0.0.1:8080 or [::1]:8080, got {:?}",
-                        v.text
-                    ),
+                    format!("expected an address like 127.0.0.1:8080 or [::1]:8080, got {:?}", v.text),
                 );
                 fallback()
             })
@@ -534,43 +406,28 @@ fn socket_addr(cx: &mut Ctx<'_>, v: Option<Value>, path: &str, default: &str) ->
 
 fn parse_cidr(s: &str) -> Option<IpNet> {
     let s = s.trim();
-    IpNet::from_str(s)
-        .ok()
-        .or_else(|| IpAddr::from_str(s).ok().map(IpNet::from))
+    IpNet::from_str(s).ok().or_else(|| IpAddr::from_str(s).ok().map(IpNet::from))
 }
 
-fn read_sites_dir(
-    cx: &mut Ctx<'_>,
-    dir: &Path,
-    raw: Option<&S<String>>,
-) -> Vec<(PathBuf, Result<String, String>)> {
+fn read_sites_dir(cx: &mut Ctx<'_>, dir: &Path, raw: Option<&S<String>>) -> Vec<(PathBuf, Result<String, String>)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
             let line = raw.map(|r| r.referenced.line());
-            cx.err(
-                line,
-                "sites_dir",
-                format!("cannot read sites directory {}: {e}", dir.display()),
-            );
+            cx.err(line, "sites_dir", format!("cannot read sites directory {}: {e}", dir.display()));
             return Vec::new();
         }
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| !n.starts_with('.'))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.')))
         .collect();
     files.sort();
     files
         .into_iter()
         .map(|p| {
-            let text =
-                std::fs::read_to_string(&p).map_err(|e| format!("cannot read site file: {e}"));
+            let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read site file: {e}"));
             (p, text)
         })
         .collect()
@@ -588,35 +445,17 @@ impl Layered {
     fn apply(&mut self, cx: &mut Ctx<'_>, o: &raw::Options, at: &str) {
         if let Some(t) = &o.timeouts {
             let d = &mut self.opts;
-            d.connect_timeout = cx.duration(
-                t.connect.as_ref(),
-                &format!("{at}.timeouts.connect"),
-                d.connect_timeout,
-            );
-            d.read_timeout = cx.duration(
-                t.read.as_ref(),
-                &format!("{at}.timeouts.read"),
-                d.read_timeout,
-            );
-            d.write_timeout = cx.duration(
-                t.write.as_ref(),
-                &format!("{at}.timeouts.write"),
-                d.write_timeout,
-            );
-            self.pool.idle_timeout = cx.duration(
-                t.idle.as_ref(),
-                &format!("{at}.timeouts.idle"),
-                self.pool.idle_timeout,
-            );
+            d.connect_timeout = cx.duration(t.connect.as_ref(), &format!("{at}.timeouts.connect"), d.connect_timeout);
+            d.read_timeout = cx.duration(t.read.as_ref(), &format!("{at}.timeouts.read"), d.read_timeout);
+            d.write_timeout = cx.duration(t.write.as_ref(), &format!("{at}.timeouts.write"), d.write_timeout);
+            self.pool.idle_timeout =
+                cx.duration(t.idle.as_ref(), &format!("{at}.timeouts.idle"), self.pool.idle_timeout);
         }
         if let Some(l) = &o.limits {
             let d = &mut self.opts;
             if l.request_body.is_some() {
-                d.max_request_body = cx.optional_size(
-                    l.request_body.as_ref(),
-                    &format!("{at}.limits.request_body"),
-                    d.max_request_body,
-                );
+                d.max_request_body =
+                    cx.optional_size(l.request_body.as_ref(), &format!("{at}.limits.request_body"), d.max_request_body);
             }
             if l.response_body.is_some() {
                 d.max_response_body = cx.optional_size(
@@ -625,21 +464,15 @@ impl Layered {
                     d.max_response_body,
                 );
             }
-            d.max_request_headers = cx.size(
-                l.request_headers.as_ref(),
-                &format!("{at}.limits.request_headers"),
-                d.max_request_headers,
-            );
+            d.max_request_headers =
+                cx.size(l.request_headers.as_ref(), &format!("{at}.limits.request_headers"), d.max_request_headers);
             d.max_request_header_count = cx.count(
                 l.request_header_count.as_ref(),
                 &format!("{at}.limits.request_header_count"),
                 d.max_request_header_count,
             );
-            d.max_uri_length = cx.size(
-                l.uri_length.as_ref(),
-                &format!("{at}.limits.uri_length"),
-                d.max_uri_length as u64,
-            ) as usize;
+            d.max_uri_length =
+                cx.size(l.uri_length.as_ref(), &format!("{at}.limits.uri_length"), d.max_uri_length as u64) as usize;
         }
         if let Some(p) = &o.pool {
             self.pool.max_idle_per_host = cx.count(
@@ -654,10 +487,10 @@ impl Layered {
             );
         }
         if let Some(b) = &o.load_balancing {
-            let base = self.balance.clone().unwrap_or(Balance {
-                algorithm: Algorithm::RoundRobin,
-                hash_key: HashKey::ClientIp,
-            });
+            let base = self
+                .balance
+                .clone()
+                .unwrap_or(Balance { algorithm: Algorithm::RoundRobin, hash_key: HashKey::ClientIp });
             self.balance = Some(parse_balance(cx, b, &format!("{at}.load_balancing"), base));
         }
         if let Some(h) = &o.headers {
@@ -675,39 +508,22 @@ impl Layered {
                         cx.err_at(
                             p,
                             format!("{at}.headers.preset"),
-                            format!(
-                                "unknown preset {:?}{hint}; expected one of {}",
-                                p.value,
-                                PRESETS.join(", ")
-                            ),
+                            format!("unknown preset {:?}{hint}; expected one of {}", p.value, PRESETS.join(", ")),
                         );
                     }
                 }
             }
             if let Some(ops) = &h.request {
-                apply_header_ops(
-                    cx,
-                    &mut self.opts.request_headers,
-                    ops,
-                    &format!("{at}.headers.request"),
-                );
+                apply_header_ops(cx, &mut self.opts.request_headers, ops, &format!("{at}.headers.request"));
             }
             if let Some(ops) = &h.response {
-                apply_header_ops(
-                    cx,
-                    &mut self.opts.response_headers,
-                    ops,
-                    &format!("{at}.headers.response"),
-                );
+                apply_header_ops(cx, &mut self.opts.response_headers, ops, &format!("{at}.headers.response"));
             }
         }
     }
 
     fn balance(&self) -> Balance {
-        self.balance.clone().unwrap_or(Balance {
-            algorithm: Algorithm::RoundRobin,
-            hash_key: HashKey::ClientIp,
-        })
+        self.balance.clone().unwrap_or(Balance { algorithm: Algorithm::RoundRobin, hash_key: HashKey::ClientIp })
     }
 }
 
@@ -726,10 +542,7 @@ fn parse_balance(cx: &mut Ctx<'_>, b: &raw::Balance, at: &str, mut out: Balance)
                 cx.err_at(
                     a,
                     format!("{at}.algorithm"),
-                    format!(
-                        "unknown algorithm {other:?}{hint}; expected one of {}",
-                        Algorithm::NAMES.join(", ")
-                    ),
+                    format!("unknown algorithm {other:?}{hint}; expected one of {}", Algorithm::NAMES.join(", ")),
                 );
                 out.algorithm
             }
@@ -743,11 +556,7 @@ fn parse_balance(cx: &mut Ctx<'_>, b: &raw::Balance, at: &str, mut out: Balance)
             match HeaderName::from_str(h.trim()) {
                 Ok(name) => HashKey::Header(name),
                 Err(_) => {
-                    cx.err_at(
-                        k,
-                        format!("{at}.hash_key"),
-                        format!("invalid header name {h:?}"),
-                    );
+                    cx.err_at(k, format!("{at}.hash_key"), format!("invalid header name {h:?}"));
                     out.hash_key
                 }
             }
@@ -776,17 +585,11 @@ fn preset(name: &str) -> Option<Vec<(HeaderName, HeaderValue)>> {
             ("referrer-policy", "strict-origin-when-cross-origin"),
         ],
         "security-strict" => &[
-            (
-                "strict-transport-security",
-                "max-age=63072000; includeSubDomains",
-            ),
+            ("strict-transport-security", "max-age=63072000; includeSubDomains"),
             ("x-content-type-options", "nosniff"),
             ("x-frame-options", "DENY"),
             ("referrer-policy", "no-referrer"),
-            (
-                "permissions-policy",
-                "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
-            ),
+            ("permissions-policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=()"),
             (
                 "content-security-policy",
                 "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
@@ -795,12 +598,7 @@ fn preset(name: &str) -> Option<Vec<(HeaderName, HeaderValue)>> {
         ],
         _ => return None,
     };
-    Some(
-        pairs
-            .iter()
-            .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
-            .collect(),
-    )
+    Some(pairs.iter().map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v))).collect())
 }
 
 /// `set` replaces any earlier rule for the same header, so a site can override a preset.
@@ -818,11 +616,7 @@ fn apply_header_ops(cx: &mut Ctx<'_>, rules: &mut HeaderRules, ops: &raw::Header
                 rules.add.retain(|(x, _)| *x != n);
                 rules.remove.push(n);
             }
-            Err(_) => cx.err_at(
-                name,
-                format!("{at}.remove[{i}]"),
-                format!("invalid header name {:?}", name.value),
-            ),
+            Err(_) => cx.err_at(name, format!("{at}.remove[{i}]"), format!("invalid header name {:?}", name.value)),
         }
     }
     for (kind, map) in [("set", &ops.set), ("add", &ops.add)] {
@@ -837,33 +631,15 @@ fn apply_header_ops(cx: &mut Ctx<'_>, rules: &mut HeaderRules, ops: &raw::Header
                         rules.add.push((n, val));
                     }
                 }
-                (Err(_), _) => cx.err_at(
-                    map,
-                    format!("{at}.{kind}.{k}"),
-                    format!("invalid header name {k:?}"),
-                ),
-                (_, Err(_)) => cx.err_at(
-                    map,
-                    format!("{at}.{kind}.{k}"),
-                    format!("invalid header value {v:?}"),
-                ),
+                (Err(_), _) => cx.err_at(map, format!("{at}.{kind}.{k}"), format!("invalid header name {k:?}")),
+                (_, Err(_)) => cx.err_at(map, format!("{at}.{kind}.{k}"), format!("invalid header value {v:?}")),
             }
         }
     }
 }
 
-fn build_site(
-    cx: &mut Ctx<'_>,
-    file: &Path,
-    base: &Path,
-    s: raw::Site,
-    defaults: &Layered,
-) -> Option<Site> {
-    let name = file
-        .file_stem()
-        .and_then(|n| n.to_str())
-        .unwrap_or("site")
-        .to_string();
+fn build_site(cx: &mut Ctx<'_>, file: &Path, base: &Path, s: raw::Site, defaults: &Layered) -> Option<Site> {
+    let name = file.file_stem().and_then(|n| n.to_str()).unwrap_or("site").to_string();
     let mut hosts = Vec::new();
     let mut raw_hosts: Vec<(String, &S<String>)> = Vec::new();
     if let Some(h) = &s.host {
@@ -873,11 +649,7 @@ fn build_site(
         raw_hosts.push((format!("hosts[{i}]"), h));
     }
     if raw_hosts.is_empty() {
-        cx.err(
-            Some(1),
-            "host",
-            "a site needs `host` or `hosts` (use \"*\" for a catch-all)",
-        );
+        cx.err(Some(1), "host", "a site needs `host` or `hosts` (use \"*\" for a catch-all)");
     }
     for (path, h) in raw_hosts {
         match parse_host(&h.value) {
@@ -903,25 +675,14 @@ fn build_site(
             continue;
         }
         if u.backends.is_empty() {
-            cx.err(
-                None,
-                format!("{at}.backends"),
-                "an upstream needs at least one backend",
-            );
+            cx.err(None, format!("{at}.backends"), "an upstream needs at least one backend");
             continue;
         }
         let key = format!("{name}/{uname}:{}", backend_list_key(&backends));
-        named.insert(
-            uname.clone(),
-            Arc::new(Upstream {
-                key,
-                backends,
-                balance,
-                pool: site_layer.pool.clone(),
-            }),
-        );
+        named.insert(uname.clone(), Arc::new(Upstream { key, backends, balance, pool: site_layer.pool.clone() }));
     }
 
+    let wrote_routes = s.routes.as_ref().is_some_and(|r| !r.is_empty());
     let mut routes = Vec::new();
     for (i, r) in s.routes.into_iter().flatten().enumerate() {
         let at = format!("routes[{i}]");
@@ -939,29 +700,18 @@ fn build_site(
         priority: None,
         ..Default::default()
     };
-    let has_short = short.backend.is_some()
-        || short.backends.is_some()
-        || short.static_dir.is_some()
-        || short.redirect.is_some();
+    let has_short =
+        short.backend.is_some() || short.backends.is_some() || short.static_dir.is_some() || short.redirect.is_some();
     if has_short {
         let idx = routes.len();
         if let Some(mut route) = build_route(cx, base, &name, idx, short, "", &site_layer, &named) {
             route.priority = i32::MIN;
             routes.push(route);
         }
-    } else if routes.is_empty() {
-        cx.err(
-            Some(1),
-            "",
-            "a site needs `backend`, `backends`, `static`, `redirect` or `routes`",
-        );
+    } else if !wrote_routes {
+        cx.err(Some(1), "", "a site needs `backend`, `backends`, `static`, `redirect` or `routes`");
     }
-    Some(Site {
-        name,
-        file: file.to_path_buf(),
-        hosts,
-        routes,
-    })
+    Some(Site { name, file: file.to_path_buf(), hosts, routes })
 }
 
 fn parse_host(h: &str) -> Result<HostPattern, String> {
@@ -978,13 +728,9 @@ fn parse_host(h: &str) -> Result<HostPattern, String> {
         && body.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
-    let ip_literal = body.starts_with('[')
-        && body.ends_with(']')
-        && IpAddr::from_str(&body[1..body.len() - 1]).is_ok();
+    let ip_literal = body.starts_with('[') && body.ends_with(']') && IpAddr::from_str(&body[1..body.len() - 1]).is_ok();
     if valid || ip_literal || IpAddr::from_str(&body).is_ok() {
         Ok(pattern)
     } else {
@@ -995,11 +741,7 @@ fn parse_host(h: &str) -> Result<HostPattern, String> {
 }
 
 fn backend_list_key(backends: &[Backend]) -> String {
-    backends
-        .iter()
-        .map(|b| format!("{}*{}", b.url(), b.weight))
-        .collect::<Vec<_>>()
-        .join(",")
+    backends.iter().map(|b| format!("{}*{}", b.url(), b.weight)).collect::<Vec<_>>().join(",")
 }
 
 fn parse_backends(cx: &mut Ctx<'_>, list: &[S<String>], at: &str) -> Vec<Backend> {
@@ -1023,37 +765,25 @@ fn parse_backend(spec: &str) -> Result<Backend, String> {
         match extra.strip_prefix("weight=").map(str::parse::<u32>) {
             Some(Ok(w)) if w >= 1 => weight = w,
             _ => {
-                return Err(format!(
-                    "unexpected {extra:?} after the backend URL; only `weight=N` (N >= 1) may follow"
-                ));
+                return Err(format!("unexpected {extra:?} after the backend URL; only `weight=N` (N >= 1) may follow"));
             }
         }
     }
     if let Some(path) = url.strip_prefix("unix:") {
         let path = path.trim_start_matches("//");
         if !path.starts_with('/') {
-            return Err(format!(
-                "unix socket backend needs an absolute path: unix:/run/app.sock, got {url:?}"
-            ));
+            return Err(format!("unix socket backend needs an absolute path: unix:/run/app.sock, got {url:?}"));
         }
-        return Ok(Backend {
-            addr: BackendAddr::Unix(PathBuf::from(path)),
-            weight,
-            h2c: false,
-        });
+        return Ok(Backend { addr: BackendAddr::Unix(PathBuf::from(path)), weight, h2c: false });
     }
     let (h2c, rest) = if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else if let Some(r) = url.strip_prefix("h2c://") {
         (true, r)
     } else if url.starts_with("https://") {
-        return Err(format!(
-            "{url:?}: https:// backends are not supported yet; use http://, h2c:// or unix:"
-        ));
+        return Err(format!("{url:?}: https:// backends are not supported yet; use http://, h2c:// or unix:"));
     } else {
-        return Err(format!(
-            "invalid backend {url:?}: expected http://host:port, h2c://host:port or unix:/path.sock"
-        ));
+        return Err(format!("invalid backend {url:?}: expected http://host:port, h2c://host:port or unix:/path.sock"));
     };
     let rest = rest.trim_end_matches('/');
     if rest.contains('/') || rest.contains('?') {
@@ -1061,19 +791,11 @@ fn parse_backend(spec: &str) -> Result<Backend, String> {
             "backend {url:?} has a path; backends are addresses only (use `rewrite` or `strip_prefix` to change paths)"
         ));
     }
-    let (host, port) =
-        split_host_port(rest).ok_or_else(|| format!("invalid backend address {url:?}"))?;
+    let (host, port) = split_host_port(rest).ok_or_else(|| format!("invalid backend address {url:?}"))?;
     if host.is_empty() {
         return Err(format!("backend {url:?} has no host"));
     }
-    Ok(Backend {
-        addr: BackendAddr::Tcp {
-            host,
-            port: port.unwrap_or(80),
-        },
-        weight,
-        h2c,
-    })
+    Ok(Backend { addr: BackendAddr::Tcp { host, port: port.unwrap_or(80) }, weight, h2c })
 }
 
 fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
@@ -1103,35 +825,19 @@ fn build_route(
     site_layer: &Layered,
     named: &BTreeMap<String, Arc<Upstream>>,
 ) -> Option<Route> {
-    let dot = if at.is_empty() {
-        String::new()
-    } else {
-        format!("{at}.")
-    };
+    let dot = if at.is_empty() { String::new() } else { format!("{at}.") };
     let mut layer = site_layer.clone();
     if let Some(o) = &r.options {
         layer.apply(cx, o, &format!("{dot}options"));
     }
 
-    let kind = r
-        .match_kind
-        .as_ref()
-        .map(|m| m.value.as_str())
-        .unwrap_or("prefix");
-    let raw_path = r
-        .path
-        .as_ref()
-        .map(|p| p.value.clone())
-        .unwrap_or_else(|| "/".into());
+    let kind = r.match_kind.as_ref().map(|m| m.value.as_str()).unwrap_or("prefix");
+    let raw_path = r.path.as_ref().map(|p| p.value.clone()).unwrap_or_else(|| "/".into());
     let path = match kind {
         "prefix" | "exact" => {
             if !raw_path.starts_with('/') {
                 if let Some(p) = &r.path {
-                    cx.err_at(
-                        p,
-                        format!("{dot}path"),
-                        format!("path must start with '/', got {raw_path:?}"),
-                    );
+                    cx.err_at(p, format!("{dot}path"), format!("path must start with '/', got {raw_path:?}"));
                 }
                 return None;
             }
@@ -1145,11 +851,7 @@ fn build_route(
             Ok(re) => PathMatch::Regex(re),
             Err(e) => {
                 let line = r.path.as_ref().map(|p| p.referenced.line());
-                cx.err(
-                    line,
-                    format!("{dot}path"),
-                    format!("invalid regex: {}", one_line(&e.to_string())),
-                );
+                cx.err(line, format!("{dot}path"), format!("invalid regex: {}", one_line(&e.to_string())));
                 return None;
             }
         },
@@ -1175,11 +877,7 @@ fn build_route(
             let upper = m.value.trim().to_ascii_uppercase();
             match Method::from_bytes(upper.as_bytes()) {
                 Ok(method) => out.push(method),
-                Err(_) => cx.err_at(
-                    m,
-                    format!("{dot}methods[{i}]"),
-                    format!("invalid method {:?}", m.value),
-                ),
+                Err(_) => cx.err_at(m, format!("{dot}methods[{i}]"), format!("invalid method {:?}", m.value)),
             }
         }
         methods = Some(out);
@@ -1188,11 +886,7 @@ fn build_route(
     let priority = match &r.priority {
         None => 0,
         Some(p) => p.value.trim().parse().unwrap_or_else(|_| {
-            cx.err_at(
-                p,
-                format!("{dot}priority"),
-                format!("expected an integer, got {:?}", p.value),
-            );
+            cx.err_at(p, format!("{dot}priority"), format!("expected an integer, got {:?}", p.value));
             0
         }),
     };
@@ -1202,11 +896,13 @@ fn build_route(
         Some(s) => match s.value.trim() {
             "false" => None,
             "true" => match &path {
-                PathMatch::Prefix(p) | PathMatch::Exact(p) => {
-                    Some(p.trim_end_matches('/').to_string())
-                }
+                PathMatch::Prefix(p) | PathMatch::Exact(p) => Some(p.trim_end_matches('/').to_string()),
                 PathMatch::Regex(_) => {
-                    cx.err_at(s, format!("{dot}strip_prefix"), "strip_prefix: true needs a prefix or exact path; give the prefix to strip instead");
+                    cx.err_at(
+                        s,
+                        format!("{dot}strip_prefix"),
+                        "strip_prefix: true needs a prefix or exact path; give the prefix to strip instead",
+                    );
                     None
                 }
             },
@@ -1225,10 +921,7 @@ fn build_route(
     let rewrite = match &r.rewrite {
         None => None,
         Some(rw) => match Regex::new(&rw.pattern.value) {
-            Ok(pattern) => Some(Rewrite {
-                pattern,
-                replace: rw.replace.clone(),
-            }),
+            Ok(pattern) => Some(Rewrite { pattern, replace: rw.replace.clone() }),
             Err(e) => {
                 cx.err_at(
                     &rw.pattern,
@@ -1277,12 +970,7 @@ fn build_route(
             return None;
         }
         let key = format!("{id}:{}", backend_list_key(&backends));
-        Some(Arc::new(Upstream {
-            key,
-            backends,
-            balance: layer.balance(),
-            pool: layer.pool.clone(),
-        }))
+        Some(Arc::new(Upstream { key, backends, balance: layer.balance(), pool: layer.pool.clone() }))
     };
     let action = if let Some(b) = r.backend {
         Action::Proxy(inline(cx, vec![b], format!("{dot}backend"))?)
@@ -1295,11 +983,7 @@ fn build_route(
                 let hint = nearest(&u.value, named.keys().map(String::as_str))
                     .map(|n| format!(" (did you mean `{n}`?)"))
                     .unwrap_or_default();
-                cx.err_at(
-                    u,
-                    format!("{dot}upstream"),
-                    format!("no upstream named {:?} in this site{hint}", u.value),
-                );
+                cx.err_at(u, format!("{dot}upstream"), format!("no upstream named {:?} in this site{hint}", u.value));
                 return None;
             }
         }
@@ -1308,33 +992,20 @@ fn build_route(
         match std::fs::metadata(&root) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                cx.err_at(
-                    dir,
-                    format!("{dot}static"),
-                    format!("{} is not a directory", root.display()),
-                );
+                cx.err_at(dir, format!("{dot}static"), format!("{} is not a directory", root.display()));
                 return None;
             }
             Err(e) => {
-                cx.err_at(
-                    dir,
-                    format!("{dot}static"),
-                    format!("cannot read {}: {e}", root.display()),
-                );
+                cx.err_at(dir, format!("{dot}static"), format!("cannot read {}: {e}", root.display()));
                 return None;
             }
         }
-        Action::Static(StaticDir {
-            root,
-            index: r.index.clone().unwrap_or_else(|| vec!["index.html".into()]),
-        })
+        Action::Static(StaticDir { root, index: r.index.clone().unwrap_or_else(|| vec!["index.html".into()]) })
     } else if let Some(rd) = &r.redirect {
         let code = match &rd.code {
             None => StatusCode::FOUND,
             Some(c) => match c.value.trim().parse::<u16>() {
-                Ok(n @ (301 | 302 | 303 | 307 | 308)) => {
-                    StatusCode::from_u16(n).unwrap_or(StatusCode::FOUND)
-                }
+                Ok(n @ (301 | 302 | 303 | 307 | 308)) => StatusCode::from_u16(n).unwrap_or(StatusCode::FOUND),
                 _ => {
                     cx.err_at(
                         c,
@@ -1346,31 +1017,15 @@ fn build_route(
             },
         };
         if HeaderValue::from_str(&rd.to.value).is_err() || rd.to.value.is_empty() {
-            cx.err_at(
-                &rd.to,
-                format!("{dot}redirect.to"),
-                format!("invalid redirect target {:?}", rd.to.value),
-            );
+            cx.err_at(&rd.to, format!("{dot}redirect.to"), format!("invalid redirect target {:?}", rd.to.value));
             return None;
         }
-        Action::Redirect {
-            to: rd.to.value.clone(),
-            code,
-        }
+        Action::Redirect { to: rd.to.value.clone(), code }
     } else {
         return None;
     };
 
-    Some(Route {
-        id,
-        path,
-        methods,
-        priority,
-        action,
-        strip_prefix,
-        rewrite,
-        options: layer.opts,
-    })
+    Some(Route { id, path, methods, priority, action, strip_prefix, rewrite, options: layer.opts })
 }
 
 fn one_line(s: &str) -> String {
@@ -1417,20 +1072,9 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.sites.len(), 1);
-        assert_eq!(
-            c.sites[0].hosts,
-            vec![HostPattern::Exact("app.test".into())]
-        );
-        let Action::Proxy(up) = &c.sites[0].routes[0].action else {
-            panic!("expected proxy")
-        };
-        assert_eq!(
-            up.backends[0].addr,
-            BackendAddr::Tcp {
-                host: "127.0.0.1".into(),
-                port: 9000
-            }
-        );
+        assert_eq!(c.sites[0].hosts, vec![HostPattern::Exact("app.test".into())]);
+        let Action::Proxy(up) = &c.sites[0].routes[0].action else { panic!("expected proxy") };
+        assert_eq!(up.backends[0].addr, BackendAddr::Tcp { host: "127.0.0.1".into(), port: 9000 });
     }
 
     #[test]
@@ -1443,7 +1087,11 @@ mod tests {
             )],
         );
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].starts_with("sites/panel.yaml:6 routes[1].bakend: unknown key `bakend` (did you mean `backend`?)"), "{}", e[0]);
+        assert!(
+            e[0].starts_with("sites/panel.yaml:6 routes[1].bakend: unknown key `bakend` (did you mean `backend`?)"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
@@ -1464,25 +1112,11 @@ mod tests {
                 "host: a.test\nroutes:\n  - path: '(['\n    match: regex\n    backend: http://x:1\n  - path: /x\n    backend: ftp://x\n    options:\n      timeouts: {connect: 5 parsecs}\n",
             )],
         );
+        assert!(e.iter().any(|m| m.starts_with("gatehouse.yaml:1 log.level: unknown log level")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("sites/s.yaml:3 routes[0].path: invalid regex")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("sites/s.yaml:7 routes[1].backend[0]: invalid backend")), "{e:?}");
         assert!(
-            e.iter()
-                .any(|m| m.starts_with("gatehouse.yaml:1 log.level: unknown log level")),
-            "{e:?}"
-        );
-        assert!(
-            e.iter()
-                .any(|m| m.starts_with("sites/s.yaml:3 routes[0].path: invalid regex")),
-            "{e:?}"
-        );
-        assert!(
-            e.iter()
-                .any(|m| m.starts_with("sites/s.yaml:7 routes[1].backend[0]: invalid backend")),
-            "{e:?}"
-        );
-        assert!(
-            e.iter().any(|m| m.starts_with(
-                "sites/s.yaml:9 routes[1].options.timeouts.connect: invalid duration"
-            )),
+            e.iter().any(|m| m.starts_with("sites/s.yaml:9 routes[1].options.timeouts.connect: invalid duration")),
             "{e:?}"
         );
     }
@@ -1496,18 +1130,8 @@ mod tests {
         )
         .expect("valid");
         let rules = &c.sites[0].routes[0].options.response_headers;
-        assert!(
-            rules
-                .set
-                .iter()
-                .any(|(n, v)| n == "x-frame-options" && v == "DENY")
-        );
-        assert!(
-            !rules
-                .set
-                .iter()
-                .any(|(n, _)| n == "strict-transport-security")
-        );
+        assert!(rules.set.iter().any(|(n, v)| n == "x-frame-options" && v == "DENY"));
+        assert!(!rules.set.iter().any(|(n, _)| n == "strict-transport-security"));
         assert!(rules.set.iter().any(|(n, _)| n == "x-content-type-options"));
     }
 
@@ -1516,25 +1140,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gh-env-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("sites")).expect("mkdir");
         std::fs::write(dir.join("gatehouse.yaml"), "listen: {http: 127.0.0.1:1}\n").expect("write");
-        std::fs::write(
-            dir.join("sites/a.yaml"),
-            "host: a.test\nbackend: http://x:1\n",
-        )
-        .expect("write");
-        let env = EnvOverrides::from_pairs([(
-            "GATEHOUSE_LISTEN_HTTP".to_string(),
-            "127.0.0.1:2".to_string(),
-        )]);
+        std::fs::write(dir.join("sites/a.yaml"), "host: a.test\nbackend: http://x:1\n").expect("write");
+        let env = EnvOverrides::from_pairs([("GATEHOUSE_LISTEN_HTTP".to_string(), "127.0.0.1:2".to_string())]);
         let c = load(&dir.join("gatehouse.yaml"), &env).expect("valid");
         assert_eq!(c.listen_http.port(), 2);
-        let env =
-            EnvOverrides::from_pairs([("GATEHOUSE_LOG_FORMAT".to_string(), "xml".to_string())]);
+        let env = EnvOverrides::from_pairs([("GATEHOUSE_LOG_FORMAT".to_string(), "xml".to_string())]);
         let e = load(&dir.join("gatehouse.yaml"), &env).expect_err("invalid");
-        assert!(
-            e.to_string()
-                .starts_with("environment GATEHOUSE_LOG_FORMAT: unknown log format"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("environment GATEHOUSE_LOG_FORMAT: unknown log format"), "{e}");
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -155,11 +155,7 @@ pub struct PoolSettings {
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        PoolSettings {
-            max_idle_per_host: 64,
-            max_connections_per_host: 0,
-            idle_timeout: Duration::from_secs(60),
-        }
+        PoolSettings { max_idle_per_host: 64, max_connections_per_host: 0, idle_timeout: Duration::from_secs(60) }
     }
 }
 
@@ -207,13 +203,7 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    pub const NAMES: &[&str] = &[
-        "round_robin",
-        "weighted_round_robin",
-        "least_conn",
-        "consistent_hash",
-        "random",
-    ];
+    pub const NAMES: &[&str] = &["round_robin", "weighted_round_robin", "least_conn", "consistent_hash", "random"];
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::RoundRobin => "round_robin",

@@ -33,10 +33,7 @@ mod tests {
 
     #[test]
     fn finds_typos_and_rejects_strangers() {
-        assert_eq!(
-            nearest("bakend", ["backend", "backends", "host"]),
-            Some("backend")
-        );
+        assert_eq!(nearest("bakend", ["backend", "backends", "host"]), Some("backend"));
         assert_eq!(nearest("hots", ["host", "routes"]), Some("host"));
         assert_eq!(nearest("zzzzzz", ["backend", "host"]), None);
     }

@@ -15,22 +15,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!(
-                "invalid duration {s:?}: expected a number, e.g. \"30s\""
-            ));
+            return Err(format!("invalid duration {s:?}: expected a number, e.g. \"30s\""));
         }
-        let value: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: bad number"))?;
+        let value: f64 = rest[..digits].parse().map_err(|_| format!("invalid duration {s:?}: bad number"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = rest[..unit_len].trim();
         rest = &rest[unit_len..];
         let secs = match unit {
             "ms" => value / 1000.0,
@@ -39,14 +31,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "h" => value * 3600.0,
             "d" => value * 86400.0,
             "" => {
-                return Err(format!(
-                    "invalid duration {s:?}: missing unit (ms, s, m, h, d)"
-                ));
+                return Err(format!("invalid duration {s:?}: missing unit (ms, s, m, h, d)"));
             }
             other => {
-                return Err(format!(
-                    "invalid duration {s:?}: unknown unit {other:?} (use ms, s, m, h, d)"
-                ));
+                return Err(format!("invalid duration {s:?}: unknown unit {other:?} (use ms, s, m, h, d)"));
             }
         };
         total += Duration::from_secs_f64(secs);
@@ -58,13 +46,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// KiB/MiB/GiB powers of 1024, as their names say.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected e.g. \"10MB\""))?;
+    let value: f64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected e.g. \"10MB\""))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
@@ -74,9 +58,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gb" => 1000 * 1000 * 1000,
         "gib" => 1024 * 1024 * 1024,
         other => {
-            return Err(format!(
-                "invalid size {s:?}: unknown unit {other:?} (use B, KB, MB, GB, KiB, MiB, GiB)"
-            ));
+            return Err(format!("invalid size {s:?}: unknown unit {other:?} (use B, KB, MB, GB, KiB, MiB, GiB)"));
         }
     };
     Ok((value * mult as f64) as u64)
@@ -95,6 +77,7 @@ mod tests {
         assert!(parse_duration("30 parsecs").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("1.5").is_err());
+        assert_eq!(parse_duration("5 s"), Ok(Duration::from_secs(5)));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! Owns the streaming limits and idle timers on bodies; must not buffer whole bodies.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,10 +43,7 @@ impl Body for Outgoing {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Outgoing::Empty => Poll::Ready(None),
             Outgoing::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -85,11 +84,7 @@ pub struct IdleTimer {
 
 impl IdleTimer {
     pub fn new(limit: Duration) -> Self {
-        IdleTimer {
-            limit,
-            sleep: None,
-            armed: false,
-        }
+        IdleTimer { limit, sleep: None, armed: false }
     }
 
     /// Progress was made: the next wait starts a fresh period.
@@ -100,9 +95,7 @@ impl IdleTimer {
     /// Called when the inner body is pending; true once the period has run out.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = Instant::now() + self.limit;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.armed {
             sleep.as_mut().reset(deadline);
             self.armed = true;
@@ -132,14 +125,7 @@ impl UpstreamBody {
         conn: Option<Pooled>,
         active: Option<ActiveGuard>,
     ) -> Self {
-        UpstreamBody {
-            inner,
-            timer: IdleTimer::new(read_timeout),
-            limit,
-            seen: 0,
-            conn,
-            _active: active,
-        }
+        UpstreamBody { inner, timer: IdleTimer::new(read_timeout), limit, seen: 0, conn, _active: active }
     }
 }
 
@@ -147,10 +133,7 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -159,13 +142,8 @@ impl Body for UpstreamBody {
                     this.seen += data.len() as u64;
                     if this.seen > limit {
                         this.conn = None;
-                        tracing::warn!(
-                            limit,
-                            "upstream response body exceeded the limit; response cut off"
-                        );
-                        return Poll::Ready(Some(Err(Box::new(BodyError::ResponseTooLarge(
-                            limit,
-                        )))));
+                        tracing::warn!(limit, "upstream response body exceeded the limit; response cut off");
+                        return Poll::Ready(Some(Err(Box::new(BodyError::ResponseTooLarge(limit)))));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -211,6 +189,24 @@ impl Drop for UpstreamBody {
     }
 }
 
+/// How far a request body has got, so the response timeout can start once it is sent
+/// (a slow upload is governed by the write timeout, not the read timeout).
+#[derive(Default)]
+pub struct Progress {
+    /// Milliseconds after the start at which the body ended, plus one; 0 while it still flows.
+    done_at_ms: AtomicU64,
+}
+
+impl Progress {
+    /// When the body finished, if it has.
+    pub fn finished(&self, start: Instant) -> Option<Instant> {
+        match self.done_at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(start + Duration::from_millis(ms - 1)),
+        }
+    }
+}
+
 /// A client's request body on its way to a backend: enforces the body size limit and the
 /// time allowed between chunks (`timeouts.write`).
 pub struct RequestBody {
@@ -218,16 +214,24 @@ pub struct RequestBody {
     timer: IdleTimer,
     limit: Option<u64>,
     seen: u64,
+    start: Instant,
+    progress: Arc<Progress>,
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>, timeout: Duration) -> Self {
-        RequestBody {
-            inner,
-            timer: IdleTimer::new(timeout),
-            limit,
-            seen: 0,
-        }
+    pub fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        timeout: Duration,
+        start: Instant,
+        progress: Arc<Progress>,
+    ) -> Self {
+        RequestBody { inner, timer: IdleTimer::new(timeout), limit, seen: 0, start, progress }
+    }
+
+    fn finish(&self) {
+        let ms = self.start.elapsed().as_millis() as u64 + 1;
+        self.progress.done_at_ms.store(ms, Ordering::Relaxed);
     }
 }
 
@@ -235,10 +239,7 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -249,10 +250,16 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge(limit)))));
                     }
                 }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if this.timer.expired(cx) {
                     return Poll::Ready(Some(Err(Box::new(BodyError::Timeout))));

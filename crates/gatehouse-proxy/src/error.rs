@@ -41,12 +41,10 @@ impl ProxyError {
         match self {
             ProxyError::NoSite | ProxyError::NoRoute => S::NOT_FOUND,
             ProxyError::MethodNotAllowed(_) => S::METHOD_NOT_ALLOWED,
-            ProxyError::Connect { .. }
-            | ProxyError::Upstream { .. }
-            | ProxyError::ResponseTooLarge { .. } => S::BAD_GATEWAY,
-            ProxyError::ConnectTimeout { .. } | ProxyError::ReadTimeout { .. } => {
-                S::GATEWAY_TIMEOUT
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::ResponseTooLarge { .. } => {
+                S::BAD_GATEWAY
             }
+            ProxyError::ConnectTimeout { .. } | ProxyError::ReadTimeout { .. } => S::GATEWAY_TIMEOUT,
             ProxyError::PoolExhausted(_) => S::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge(_) => S::PAYLOAD_TOO_LARGE,
             ProxyError::ClientTimeout => S::REQUEST_TIMEOUT,
@@ -59,10 +57,7 @@ impl ProxyError {
     /// Whether the client connection should be closed after this answer: framing
     /// problems and unread bodies leave the byte stream in an unknown state.
     pub fn closes_connection(&self) -> bool {
-        matches!(
-            self,
-            ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) | ProxyError::ClientTimeout
-        )
+        matches!(self, ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) | ProxyError::ClientTimeout)
     }
 }
 

@@ -17,12 +17,7 @@ use tokio_util::io::ReaderStream;
 use crate::body::{BoxError, Outgoing};
 
 /// Serves `rel` (a normalised, still percent-encoded path) from `dir`.
-pub async fn serve(
-    dir: &StaticDir,
-    rel: &str,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Response<Outgoing> {
+pub async fn serve(dir: &StaticDir, rel: &str, method: &Method, headers: &HeaderMap) -> Response<Outgoing> {
     if method != Method::GET && method != Method::HEAD {
         return Response::builder()
             .status(StatusCode::METHOD_NOT_ALLOWED)
@@ -72,10 +67,7 @@ pub async fn serve(
 
     let len = meta.len();
     let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    let secs = mtime
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = mtime.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let etag = format!("\"{secs:x}-{len:x}\"");
     let last_modified = httpdate::fmt_http_date(mtime);
 
@@ -118,9 +110,7 @@ pub async fn serve(
         builder = builder.header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{len}"));
     }
     if method == Method::HEAD || count == 0 {
-        return builder
-            .body(Outgoing::Empty)
-            .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR));
+        return builder.body(Outgoing::Empty).unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR));
     }
     let Ok(mut file) = tokio::fs::File::open(&path).await else {
         return plain(StatusCode::NOT_FOUND);
@@ -132,18 +122,13 @@ pub async fn serve(
         .map_ok(http_body::Frame::data)
         .map_err(|e| -> BoxError { Box::new(e) });
     let body = StreamBody::new(stream).boxed_unsync();
-    builder
-        .body(Outgoing::Boxed(body))
-        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR))
+    builder.body(Outgoing::Boxed(body)).unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR))
 }
 
 fn plain(status: StatusCode) -> Response<Outgoing> {
     let mut r = Response::new(Outgoing::full(Bytes::from(format!("{status}\n"))));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
@@ -195,15 +180,8 @@ fn percent_decode(s: &str) -> Option<String> {
 fn content_type(path: &Path) -> HeaderValue {
     let mime = mime_guess::from_path(path).first_or_octet_stream();
     let text = mime.type_() == mime_guess::mime::TEXT
-        || matches!(
-            mime.subtype().as_str(),
-            "javascript" | "json" | "xml" | "svg+xml" | "manifest+json"
-        );
-    let value = if text {
-        format!("{mime}; charset=utf-8")
-    } else {
-        mime.to_string()
-    };
+        || matches!(mime.subtype().as_str(), "javascript" | "json" | "xml" | "svg+xml" | "manifest+json");
+    let value = if text { format!("{mime}; charset=utf-8") } else { mime.to_string() };
     HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("application/octet-stream"))
 }
 
@@ -218,15 +196,9 @@ fn not_modified(h: &HeaderMap, etag: &str, mtime_secs: u64) -> bool {
     if let Some(inm) = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         return etag_matches(inm, etag);
     }
-    if let Some(ims) = h
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(ims) = h.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) {
         if let Ok(t) = httpdate::parse_http_date(ims) {
-            let since = t
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let since = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             return mtime_secs <= since;
         }
     }
@@ -268,18 +240,10 @@ fn parse_range(v: &str, len: u64) -> RangeSpec {
     let parsed = if a.is_empty() {
         match b.parse::<u64>() {
             Ok(0) | Err(_) => {
-                return if b == "0" {
-                    RangeSpec::Unsatisfiable
-                } else {
-                    RangeSpec::Whole
-                };
+                return if b == "0" { RangeSpec::Unsatisfiable } else { RangeSpec::Whole };
             }
             Ok(n) if len == 0 => {
-                return if n > 0 {
-                    RangeSpec::Unsatisfiable
-                } else {
-                    RangeSpec::Whole
-                };
+                return if n > 0 { RangeSpec::Unsatisfiable } else { RangeSpec::Whole };
             }
             Ok(n) => (len.saturating_sub(n), len - 1),
         }

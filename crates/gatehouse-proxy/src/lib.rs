@@ -44,12 +44,7 @@ impl Server {
         let shared = Arc::new(ArcSwap::from_pointee(RuntimeState::build(config, None)));
         let (tx, rx) = watch::channel(false);
         let workers = listener::spawn_workers(listeners, shared.clone(), rx, settings)?;
-        Ok(Server {
-            shared,
-            shutdown: tx,
-            workers,
-            http_addr,
-        })
+        Ok(Server { shared, shutdown: tx, workers, http_addr })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -118,14 +113,9 @@ pub async fn refresh_dns(state: StateHandle, interval: Duration) {
                 };
                 match tokio::net::lookup_host((host, port)).await {
                     Ok(addrs) => {
-                        let fresh: Vec<upstream::Target> =
-                            addrs.map(upstream::Target::Tcp).collect();
+                        let fresh: Vec<upstream::Target> = addrs.map(upstream::Target::Tcp).collect();
                         if !fresh.is_empty() && **b.targets.load() != fresh {
-                            tracing::info!(
-                                host,
-                                addresses = fresh.len(),
-                                "backend addresses changed"
-                            );
+                            tracing::info!(host, addresses = fresh.len(), "backend addresses changed");
                             b.targets.store(Arc::new(fresh));
                         }
                     }

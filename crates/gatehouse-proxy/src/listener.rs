@@ -17,6 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
+use crate::http::framing::{Flags, Inspected};
 use crate::http::{ConnInfo, handle};
 use crate::state::RuntimeState;
 use crate::upstream::pool;
@@ -35,10 +36,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// Binds one socket per worker. With port 0 the first socket picks the port and the
 /// others join it.
-pub fn bind_workers(
-    addr: SocketAddr,
-    workers: usize,
-) -> std::io::Result<Vec<std::net::TcpListener>> {
+pub fn bind_workers(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     let first = bind(addr)?;
     let actual = first.local_addr()?;
     let mut all = vec![first];
@@ -66,21 +64,16 @@ pub fn spawn_workers(
     let mut threads = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let (shared, shutdown, settings) = (shared.clone(), shutdown.clone(), settings.clone());
-        let t = std::thread::Builder::new()
-            .name(format!("gatehouse-worker-{i}"))
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start worker runtime");
-                        return;
-                    }
-                };
-                rt.block_on(worker(l, shared, shutdown, settings));
-            })?;
+        let t = std::thread::Builder::new().name(format!("gatehouse-worker-{i}")).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start worker runtime");
+                    return;
+                }
+            };
+            rt.block_on(worker(l, shared, shutdown, settings));
+        })?;
         threads.push(t);
     }
     Ok(threads)
@@ -152,18 +145,16 @@ async fn worker(
             None => None,
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo {
-            peer,
-            proto: "http",
-        };
+        let framing = Arc::new(Flags::default());
+        let info = ConnInfo { peer, proto: "http", framing: framing.clone() };
         let shared = shared.clone();
         let svc = service_fn(move |req| {
             let state = shared.load_full();
+            let info = info.clone();
             async move { Ok::<_, Infallible>(handle(state, info, req).await) }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
+        let io = TokioIo::new(Inspected::new(stream, framing));
+        let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _permit = permit;

@@ -57,16 +57,7 @@ impl Router {
                 .routes
                 .iter()
                 .enumerate()
-                .map(|(order, r)| {
-                    (
-                        order,
-                        Compiled {
-                            route: r.clone(),
-                            site: name.clone(),
-                            group: group_for(r),
-                        },
-                    )
-                })
+                .map(|(order, r)| (order, Compiled { route: r.clone(), site: name.clone(), group: group_for(r) }))
                 .collect();
             routes.sort_by(|(oa, a), (ob, b)| {
                 b.route
@@ -78,12 +69,7 @@ impl Router {
             tables.push(routes.into_iter().map(|(_, c)| c).collect());
         }
         wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        Router {
-            exact,
-            wildcard,
-            any,
-            sites: tables,
-        }
+        Router { exact, wildcard, any, sites: tables }
     }
 
     /// Routes a request. `host` is lower-case without port; `path` is normalised.
@@ -95,9 +81,7 @@ impl Router {
             .or_else(|| {
                 self.wildcard
                     .iter()
-                    .find(|(suffix, _)| {
-                        host.len() > suffix.len() && host.ends_with(suffix.as_str())
-                    })
+                    .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
                     .map(|(_, i)| *i)
             })
             .or(self.any);
@@ -149,8 +133,7 @@ pub fn path_matches(m: &PathMatch, path: &str) -> bool {
 
 /// Prefix match on a segment boundary; `p` has no trailing slash (`""` is the root).
 pub fn has_prefix(path: &str, p: &str) -> bool {
-    path.starts_with(p)
-        && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/' || p.is_empty())
+    path.starts_with(p) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/' || p.is_empty())
 }
 
 /// Whether an action proxies (used to skip proxy-only work for static and redirects).
@@ -163,10 +146,7 @@ pub fn is_proxy(a: &Action) -> bool {
 /// percent-encoded unreserved characters are decoded, other escapes get upper-case hex,
 /// empty segments collapse, and dot segments are resolved without climbing above `/`.
 pub fn normalise_path(path: &str) -> Cow<'_, str> {
-    let clean = path.starts_with('/')
-        && !path.contains("//")
-        && !path.contains("/.")
-        && !path.contains('%');
+    let clean = path.starts_with('/') && !path.contains("//") && !path.contains("/.") && !path.contains('%');
     if clean {
         return Cow::Borrowed(path);
     }

@@ -23,24 +23,15 @@ impl RuntimeState {
     /// balancer positions) from `previous` where the group is unchanged.
     pub fn build(config: Arc<Config>, previous: Option<&RuntimeState>) -> Self {
         let empty = HashMap::new();
-        let upstreams = config
-            .sites
-            .iter()
-            .flat_map(|s| s.routes.iter())
-            .filter_map(|r| match &r.action {
-                Action::Proxy(up) => Some(up.clone()),
-                _ => None,
-            });
+        let upstreams = config.sites.iter().flat_map(|s| s.routes.iter()).filter_map(|r| match &r.action {
+            Action::Proxy(up) => Some(up.clone()),
+            _ => None,
+        });
         let groups = build_groups(upstreams, previous.map_or(&empty, |p| &p.groups));
         let router = Router::new(&config.sites, |r| match &r.action {
             Action::Proxy(up) => groups.get(&up.key).cloned(),
             _ => None,
         });
-        RuntimeState {
-            trusted: config.trusted_proxies.clone(),
-            config,
-            router,
-            groups,
-        }
+        RuntimeState { trusted: config.trusted_proxies.clone(), config, router, groups }
     }
 }

@@ -17,11 +17,7 @@ use gatehouse_proxy::Server;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "gatehouse",
-    about = "Gatehouse: an edge reverse proxy for self-hosted services",
-    version
-)]
+#[command(name = "gatehouse", about = "Gatehouse: an edge reverse proxy for self-hosted services", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,11 +52,7 @@ fn main() -> ExitCode {
             match gatehouse_config::load(&path, &EnvOverrides::from_env()) {
                 Ok(c) => {
                     let routes: usize = c.sites.iter().map(|s| s.routes.len()).sum();
-                    println!(
-                        "{}: configuration OK ({} sites, {routes} routes)",
-                        path.display(),
-                        c.sites.len()
-                    );
+                    println!("{}: configuration OK ({} sites, {routes} routes)", path.display(), c.sites.len());
                     ExitCode::SUCCESS
                 }
                 Err(errors) => {
@@ -76,10 +68,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(errors) => {
                     eprintln!("{errors}");
-                    eprintln!(
-                        "gatehouse: not started: {} error(s) in the configuration",
-                        errors.len()
-                    );
+                    eprintln!("gatehouse: not started: {} error(s) in the configuration", errors.len());
                     return ExitCode::FAILURE;
                 }
             };
@@ -101,19 +90,13 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
         return p;
     }
     let local = PathBuf::from("gatehouse.yaml");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from("/etc/gatehouse/gatehouse.yaml")
-    }
+    if local.exists() { local } else { PathBuf::from("/etc/gatehouse/gatehouse.yaml") }
 }
 
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.init(),
@@ -123,11 +106,9 @@ fn init_logging(config: &Config) {
 /// Checks what the configuration loader cannot: that storage is writable.
 fn startup_checks(config: &Config) -> Result<()> {
     let dir = config.storage_path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("storage directory {} cannot be created", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("storage directory {} cannot be created", dir.display()))?;
     let probe = dir.join(".gatehouse-write-test");
-    std::fs::write(&probe, b"ok")
-        .with_context(|| format!("storage directory {} is not writable", dir.display()))?;
+    std::fs::write(&probe, b"ok").with_context(|| format!("storage directory {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -139,8 +120,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         .with_context(|| format!("cannot listen on admin address {}", config.admin_listen))?;
     admin_listener.set_nonblocking(true)?;
     let admin_addr = admin_listener.local_addr()?;
-    let server = Server::start(config.clone())
-        .with_context(|| format!("cannot listen on {}", config.listen_http))?;
+    let server = Server::start(config.clone()).with_context(|| format!("cannot listen on {}", config.listen_http))?;
     let http_addr = server.http_addr();
 
     // The control runtime: admin API, signals, DNS refresh. Proxy workers have their own.
@@ -172,10 +152,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
             tracing::error!(error = %e, "admin API stopped");
         }
     });
-    control.spawn(gatehouse_proxy::refresh_dns(
-        server.watcher(),
-        config.dns_refresh,
-    ));
+    control.spawn(gatehouse_proxy::refresh_dns(server.watcher(), config.dns_refresh));
 
     ready.store(true, Ordering::Release);
     tracing::info!(http = %http_addr, admin = %admin_addr, workers = config.workers, "gatehouse started");
@@ -210,19 +187,12 @@ async fn signals(server: &Server, path: &Path) -> Result<()> {
 /// parse -> validate -> build -> swap; on any error the running configuration stays.
 async fn reload(server: &Server, path: &Path) {
     let path = path.to_path_buf();
-    let loaded = tokio::task::spawn_blocking(move || {
-        gatehouse_config::load(&path, &EnvOverrides::from_env())
-    })
-    .await;
+    let loaded = tokio::task::spawn_blocking(move || gatehouse_config::load(&path, &EnvOverrides::from_env())).await;
     match loaded {
         Ok(Ok(config)) => {
             let current = server.state();
-            if config.listen_http != current.config.listen_http
-                || config.workers != current.config.workers
-            {
-                tracing::warn!(
-                    "listen address and workers change only on restart; other changes apply now"
-                );
+            if config.listen_http != current.config.listen_http || config.workers != current.config.workers {
+                tracing::warn!("listen address and workers change only on restart; other changes apply now");
             }
             server.reload(Arc::new(config));
             tracing::info!("configuration reloaded");

@@ -46,12 +46,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 /// Whether the request asks for a protocol upgrade (WebSocket) in HTTP/1.1 terms.
 pub fn wants_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-        })
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
 }
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
@@ -97,10 +94,7 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
 ) {
     let peer_s = peer.to_string();
-    let xff = match (
-        peer_trusted,
-        h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
-    ) {
+    let xff = match (peer_trusted, h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())) {
         (true, Some(prev)) if !prev.is_empty() => format!("{prev}, {peer_s}"),
         _ => peer_s,
     };
@@ -131,8 +125,7 @@ pub fn request_id(h: &HeaderMap) -> HeaderValue {
         let b = v.as_bytes();
         if !b.is_empty()
             && b.len() <= 200
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
         {
             return v.clone();
         }
@@ -196,10 +189,7 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
         let h = map(&[("x-forwarded-for", "203.0.113.9, 10.0.0.7")]);
         let peer: IpAddr = "10.0.0.1".parse().expect("ip");
-        assert_eq!(
-            client_ip(peer, &h, &trusted),
-            "203.0.113.9".parse::<IpAddr>().expect("ip")
-        );
+        assert_eq!(client_ip(peer, &h, &trusted), "203.0.113.9".parse::<IpAddr>().expect("ip"));
         let untrusted: IpAddr = "198.51.100.1".parse().expect("ip");
         assert_eq!(client_ip(untrusted, &h, &trusted), untrusted);
     }

@@ -1,6 +1,7 @@
 //! The HTTP request pipeline shared by HTTP/1.1 and HTTP/2:
 //! early checks -> route -> action (proxy, static, redirect) -> response headers -> access log.
 
+pub mod framing;
 pub mod header;
 mod proxy;
 

@@ -7,7 +7,9 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use gatehouse_config::{Action, HashKey, RouteOptions};
@@ -18,7 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::header as hdr;
-use crate::body::{Outgoing, RequestBody, UpstreamBody};
+use crate::body::{Outgoing, Progress, RequestBody, UpstreamBody};
 use crate::error::{BodyError, ProxyError, find_body_error};
 use crate::route::{Compiled, Lookup, has_prefix, normalise_path};
 use crate::state::RuntimeState;
@@ -26,28 +28,24 @@ use crate::upstream::pool::{self, Conn};
 use crate::upstream::{ActiveGuard, Group, hash_key};
 
 /// What the listener knows about the client connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub proto: &'static str,
+    /// What the raw-byte scanner found on this connection (HTTP/1.1 smuggling guard).
+    pub framing: Arc<super::framing::Flags>,
 }
 
 /// Serves one request. Never fails: errors are answered with their status code.
-pub async fn handle(
-    state: Arc<RuntimeState>,
-    conn: ConnInfo,
-    req: Request<Incoming>,
-) -> Response<Outgoing> {
+pub async fn handle(state: Arc<RuntimeState>, conn: ConnInfo, req: Request<Incoming>) -> Response<Outgoing> {
     let started = Instant::now();
     let rid = hdr::request_id(req.headers());
     let method = req.method().clone();
     let mut upstream_name: Option<String> = None;
-    let host = request_host(&req)
-        .map(|h| h.into_owned())
-        .unwrap_or_default();
+    let host = request_host(&req).map(|h| h.into_owned()).unwrap_or_default();
     let path_for_log = req.uri().path().to_string();
 
-    let mut resp = match serve(&state, conn, req, &host, &rid, &mut upstream_name).await {
+    let mut resp = match serve(&state, &conn, req, &host, &rid, &mut upstream_name).await {
         Ok(r) => r,
         Err(e) => {
             if e.status().is_server_error() {
@@ -76,10 +74,7 @@ fn error_response(e: &ProxyError) -> Response<Outgoing> {
     let mut r = Response::new(Outgoing::full(Bytes::from(format!("{status}\n"))));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if let ProxyError::MethodNotAllowed(allow) = e {
         if let Ok(v) = HeaderValue::from_str(allow) {
             h.insert(header::ALLOW, v);
@@ -99,9 +94,7 @@ fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
         None => {
             let h = req.headers().get(header::HOST)?.to_str().ok()?;
             if h.starts_with('[') {
-                h.split_once(']')
-                    .map(|(a, _)| &h[..a.len() + 1])
-                    .unwrap_or(h)
+                h.split_once(']').map(|(a, _)| &h[..a.len() + 1]).unwrap_or(h)
             } else {
                 h.split(':').next().unwrap_or(h)
             }
@@ -117,7 +110,7 @@ fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
 
 async fn serve(
     state: &RuntimeState,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<Incoming>,
     host: &str,
     rid: &HeaderValue,
@@ -129,14 +122,13 @@ async fn serve(
         && h.contains_key(header::TRANSFER_ENCODING)
         && h.contains_key(header::CONTENT_LENGTH)
     {
-        return Err(ProxyError::BadRequest(
-            "both Content-Length and Transfer-Encoding",
-        ));
+        return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
     }
-    if req.version() == Version::HTTP_11
-        && !h.contains_key(header::HOST)
-        && req.uri().authority().is_none()
-    {
+    // hyper drops Content-Length when Transfer-Encoding is present; the scanner saw both.
+    if req.version() == Version::HTTP_11 && h.contains_key(header::TRANSFER_ENCODING) && conn.framing.take_conflict() {
+        return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
+    }
+    if req.version() == Version::HTTP_11 && !h.contains_key(header::HOST) && req.uri().authority().is_none() {
         return Err(ProxyError::BadRequest("missing Host header"));
     }
     let path = normalise_path(req.uri().path());
@@ -164,25 +156,13 @@ async fn serve(
             }
             r
         }
-        Action::Static(dir) => {
-            crate::file::serve(dir, &target_path, req.method(), req.headers()).await
-        }
+        Action::Static(dir) => crate::file::serve(dir, &target_path, req.method(), req.headers()).await,
         Action::Proxy(_) => {
             let Some(group) = &route.group else {
                 return Err(ProxyError::NoRoute);
             };
             let target_path = target_path.into_owned();
-            proxy(
-                state,
-                conn,
-                route,
-                group,
-                req,
-                &target_path,
-                rid,
-                upstream_name,
-            )
-            .await?
+            proxy(state, conn, route, group, req, &target_path, rid, upstream_name).await?
         }
     };
     hdr::apply_rules(resp.headers_mut(), &opts.response_headers);
@@ -221,20 +201,12 @@ fn rewrite_path<'a>(route: &Compiled, path: &'a str) -> Cow<'a, str> {
     if let Some(prefix) = &route.route.strip_prefix {
         if has_prefix(path, prefix) {
             let rest = &path[prefix.len()..];
-            out = if rest.starts_with('/') {
-                Cow::Borrowed(rest)
-            } else {
-                Cow::Owned(format!("/{rest}"))
-            };
+            out = if rest.starts_with('/') { Cow::Borrowed(rest) } else { Cow::Owned(format!("/{rest}")) };
         }
     }
     if let Some(rw) = &route.route.rewrite {
         if let Cow::Owned(s) = rw.pattern.replace(&out, rw.replace.as_str()) {
-            out = Cow::Owned(if s.starts_with('/') {
-                s
-            } else {
-                format!("/{s}")
-            });
+            out = Cow::Owned(if s.starts_with('/') { s } else { format!("/{s}") });
         }
     }
     out
@@ -243,7 +215,7 @@ fn rewrite_path<'a>(route: &Compiled, path: &'a str) -> Cow<'a, str> {
 #[allow(clippy::too_many_arguments)]
 async fn proxy(
     state: &RuntimeState,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     route: &Compiled,
     group: &Arc<Group>,
     mut req: Request<Incoming>,
@@ -258,16 +230,9 @@ async fn proxy(
 
     let peer = conn.peer.ip();
     let peer_trusted = !state.trusted.is_empty() && hdr::is_trusted(peer, &state.trusted);
-    let client = if peer_trusted {
-        hdr::client_ip(peer, &parts.headers, &state.trusted)
-    } else {
-        peer
-    };
+    let client = if peer_trusted { hdr::client_ip(peer, &parts.headers, &state.trusted) } else { peer };
     let authority = parts.uri.authority().map(|a| a.as_str().to_string());
-    let wants_trailers = parts
-        .headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let wants_trailers = parts.headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
 
     let headers = &mut parts.headers;
     hdr::strip_hop_by_hop(headers, upgrade);
@@ -279,14 +244,7 @@ async fn proxy(
         }
     }
     let host_value = headers.get(header::HOST).cloned();
-    hdr::set_forwarded(
-        headers,
-        peer,
-        client,
-        peer_trusted,
-        conn.proto,
-        host_value.as_ref(),
-    );
+    hdr::set_forwarded(headers, peer, client, peer_trusted, conn.proto, host_value.as_ref());
     headers.insert(&hdr::X_REQUEST_ID, rid.clone());
     hdr::apply_rules(headers, &opts.request_headers);
 
@@ -294,44 +252,30 @@ async fn proxy(
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     };
-    let body = if body.is_end_stream() {
-        Outgoing::Empty
+    let sent_at = Instant::now();
+    let (body, progress) = if body.is_end_stream() {
+        (Outgoing::Empty, None)
     } else {
-        Outgoing::Request(Box::new(RequestBody::new(
-            body,
-            opts.max_request_body,
-            opts.write_timeout,
-        )))
+        let progress = Arc::new(Progress::default());
+        let body = RequestBody::new(body, opts.max_request_body, opts.write_timeout, sent_at, progress.clone());
+        (Outgoing::Request(Box::new(body)), Some(progress))
     };
 
     // Pick a backend; on connection failure move on to the next one (nothing was sent yet).
     let hash = request_hash(group, client, &parts.headers);
     let n = group.backends.len();
     let first = group.pick(hash);
-    let mut last_err = ProxyError::Connect {
-        backend: String::new(),
-        reason: "no backends".into(),
-    };
+    let mut last_err = ProxyError::Connect { backend: String::new(), reason: "no backends".into() };
     let mut chosen = None;
     for attempt in 0..n {
         let backend = &group.backends[(first + attempt) % n];
         let targets = backend.targets.load();
         let Some(target) = targets.first() else {
-            last_err = ProxyError::Connect {
-                backend: backend.backend.url(),
-                reason: "host name does not resolve".into(),
-            };
+            last_err =
+                ProxyError::Connect { backend: backend.backend.url(), reason: "host name does not resolve".into() };
             continue;
         };
-        match pool::checkout(
-            backend,
-            target,
-            &group.config.pool,
-            opts.connect_timeout,
-            upgrade,
-        )
-        .await
-        {
+        match pool::checkout(backend, target, &group.config.pool, opts.connect_timeout, upgrade).await {
             Ok(c) => {
                 chosen = Some((backend.clone(), c));
                 break;
@@ -354,43 +298,34 @@ async fn proxy(
             parts.version = Version::HTTP_11;
             parts.uri = Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?;
             let req = Request::from_parts(parts, body);
-            let sent = tokio::time::timeout(opts.read_timeout, pooled.tx.send_request(req)).await;
+            let sent =
+                with_read_timeout(opts.read_timeout, sent_at, progress.as_deref(), pooled.tx.send_request(req)).await;
             (sent, Some(pooled))
         }
         Conn::H2(mut tx) => {
             parts.version = Version::HTTP_2;
             if wants_trailers {
-                parts
-                    .headers
-                    .insert(header::TE, HeaderValue::from_static("trailers"));
+                parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
             }
             let host = match &backend.backend.addr {
                 gatehouse_config::BackendAddr::Tcp { host, port } => format!("{host}:{port}"),
                 gatehouse_config::BackendAddr::Unix(_) => "localhost".to_string(),
             };
-            parts.uri = Uri::try_from(format!("http://{host}{pq}"))
-                .map_err(|_| ProxyError::BadRequest("invalid path"))?;
+            parts.uri =
+                Uri::try_from(format!("http://{host}{pq}")).map_err(|_| ProxyError::BadRequest("invalid path"))?;
             let req = Request::from_parts(parts, body);
-            (
-                tokio::time::timeout(opts.read_timeout, tx.send_request(req)).await,
-                None,
-            )
+            (with_read_timeout(opts.read_timeout, sent_at, progress.as_deref(), tx.send_request(req)).await, None)
         }
     };
     let mut response = match response {
         Err(_) => {
-            return Err(ProxyError::ReadTimeout {
-                backend: backend_label(),
-            });
+            return Err(ProxyError::ReadTimeout { backend: backend_label() });
         }
         Ok(Err(e)) => {
             return Err(match find_body_error(&e) {
                 Some(BodyError::TooLarge(n)) => ProxyError::BodyTooLarge(n),
                 Some(BodyError::Timeout) => ProxyError::ClientTimeout,
-                _ => ProxyError::Upstream {
-                    backend: backend_label(),
-                    reason: e.to_string(),
-                },
+                _ => ProxyError::Upstream { backend: backend_label(), reason: e.to_string() },
             });
         }
         Ok(Ok(r)) => r,
@@ -423,14 +358,33 @@ async fn proxy(
     }
     let (mut rp, rbody) = response.into_parts();
     hdr::strip_hop_by_hop(&mut rp.headers, false);
-    let body = UpstreamBody::new(
-        rbody,
-        opts.read_timeout,
-        opts.max_response_body,
-        pooled,
-        Some(active),
-    );
+    let body = UpstreamBody::new(rbody, opts.read_timeout, opts.max_response_body, pooled, Some(active));
     Ok(Response::from_parts(rp, Outgoing::Upstream(Box::new(body))))
+}
+
+/// Waits for the response head. The read timeout counts from the end of the request body:
+/// while the client is still uploading, the write timeout (inside the body) governs.
+async fn with_read_timeout<F: std::future::Future>(
+    limit: Duration,
+    start: Instant,
+    progress: Option<&Progress>,
+    fut: F,
+) -> Result<F::Output, ()> {
+    let mut fut = std::pin::pin!(fut);
+    let mut deadline = start + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, fut.as_mut()).await {
+            Ok(out) => return Ok(out),
+            Err(_) => match progress {
+                None => return Err(()),
+                Some(p) => match p.finished(start) {
+                    Some(done) if done + limit <= deadline => return Err(()),
+                    Some(done) => deadline = done + limit,
+                    None => deadline = Instant::now() + limit,
+                },
+            },
+        }
+    }
 }
 
 /// The consistent-hash input for this request; falls back to the client address when the
@@ -445,13 +399,8 @@ fn request_hash(group: &Group, client: IpAddr, h: &HeaderMap) -> Option<u64> {
     };
     Some(match &group.config.balance.hash_key {
         HashKey::ClientIp => from_ip(),
-        HashKey::Header(name) => h
-            .get(name)
-            .map(|v| hash_key(v.as_bytes()))
-            .unwrap_or_else(from_ip),
-        HashKey::Cookie(name) => cookie(h, name)
-            .map(|v| hash_key(v.as_bytes()))
-            .unwrap_or_else(from_ip),
+        HashKey::Header(name) => h.get(name).map(|v| hash_key(v.as_bytes())).unwrap_or_else(from_ip),
+        HashKey::Cookie(name) => cookie(h, name).map(|v| hash_key(v.as_bytes())).unwrap_or_else(from_ip),
     })
 }
 

@@ -58,9 +58,7 @@ impl BackendState {
     /// The host name to re-resolve, if this backend has one.
     pub fn dns_name(&self) -> Option<(&str, u16)> {
         match &self.backend.addr {
-            BackendAddr::Tcp { host, port } if host.parse::<IpAddr>().is_err() => {
-                Some((host, *port))
-            }
+            BackendAddr::Tcp { host, port } if host.parse::<IpAddr>().is_err() => Some((host, *port)),
             _ => None,
         }
     }
@@ -116,12 +114,7 @@ impl Group {
         let backends: Vec<Arc<BackendState>> = config
             .backends
             .iter()
-            .map(|b| {
-                Arc::new(BackendState::new(
-                    b.clone(),
-                    config.pool.max_connections_per_host,
-                ))
-            })
+            .map(|b| Arc::new(BackendState::new(b.clone(), config.pool.max_connections_per_host)))
             .collect();
         let weights: Vec<u32> = config.backends.iter().map(|b| b.weight).collect();
         let weighted_order = if config.balance.algorithm == Algorithm::WeightedRoundRobin {
@@ -134,13 +127,7 @@ impl Group {
         } else {
             Vec::new()
         };
-        Group {
-            config,
-            backends,
-            cursor: AtomicUsize::new(0),
-            weighted_order,
-            ring,
-        }
+        Group { config, backends, cursor: AtomicUsize::new(0), weighted_order, ring }
     }
 
     /// Picks the first backend to try. `hash` is the request's hash key for consistent hashing.
@@ -152,8 +139,7 @@ impl Group {
         match self.config.balance.algorithm {
             Algorithm::RoundRobin => self.cursor.fetch_add(1, Ordering::Relaxed) % n,
             Algorithm::WeightedRoundRobin => {
-                let i =
-                    self.cursor.fetch_add(1, Ordering::Relaxed) % self.weighted_order.len().max(1);
+                let i = self.cursor.fetch_add(1, Ordering::Relaxed) % self.weighted_order.len().max(1);
                 self.weighted_order.get(i).map_or(0, |&b| b as usize)
             }
             Algorithm::LeastConn => {
@@ -165,8 +151,8 @@ impl Group {
                     let i = (start + k) % n;
                     let b = &self.backends[i];
                     // Compare active/weight without division: active * W / weight.
-                    let score = (b.active.load(Ordering::Relaxed) as u64 * 1_000_000)
-                        / u64::from(b.backend.weight.max(1));
+                    let score =
+                        (b.active.load(Ordering::Relaxed) as u64 * 1_000_000) / u64::from(b.backend.weight.max(1));
                     if score < best_score {
                         best_score = score;
                         best = i;
@@ -177,17 +163,10 @@ impl Group {
             Algorithm::ConsistentHash => {
                 let h = hash.unwrap_or_else(|| fastrand::u64(..));
                 let pos = self.ring.partition_point(|(p, _)| *p < h);
-                self.ring
-                    .get(pos)
-                    .or(self.ring.first())
-                    .map_or(0, |(_, b)| *b as usize)
+                self.ring.get(pos).or(self.ring.first()).map_or(0, |(_, b)| *b as usize)
             }
             Algorithm::Random => {
-                let total: u64 = self
-                    .backends
-                    .iter()
-                    .map(|b| u64::from(b.backend.weight))
-                    .sum();
+                let total: u64 = self.backends.iter().map(|b| u64::from(b.backend.weight)).sum();
                 let mut r = fastrand::u64(0..total.max(1));
                 for (i, b) in self.backends.iter().enumerate() {
                     let w = u64::from(b.backend.weight);
@@ -207,10 +186,7 @@ fn smooth_weighted_order(weights: &[u32]) -> Vec<u32> {
     // Scale very large weights down so a cycle stays small; ratios are kept approximately.
     let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
     let scale = (total / 10_000).max(1);
-    let weights: Vec<i64> = weights
-        .iter()
-        .map(|w| (i64::from(*w) / scale as i64).max(1))
-        .collect();
+    let weights: Vec<i64> = weights.iter().map(|w| (i64::from(*w) / scale as i64).max(1)).collect();
     let total: i64 = weights.iter().sum();
     let mut current = vec![0i64; weights.len()];
     let mut order = Vec::with_capacity(total as usize);

@@ -57,10 +57,7 @@ impl Pooled {
             let mut m = m.borrow_mut();
             let list = m.entry(self.target).or_default();
             if list.len() < self.max_idle {
-                list.push(Idle {
-                    tx: self.tx,
-                    since: Instant::now(),
-                });
+                list.push(Idle { tx: self.tx, since: Instant::now() });
             }
         });
     }
@@ -76,8 +73,7 @@ pub async fn checkout(
     fresh: bool,
 ) -> Result<Conn, ProxyError> {
     if backend.backend.h2c {
-        let existing =
-            SHARED_H2.with(|m| m.borrow().get(target).filter(|tx| !tx.is_closed()).cloned());
+        let existing = SHARED_H2.with(|m| m.borrow().get(target).filter(|tx| !tx.is_closed()).cloned());
         if let Some(tx) = existing {
             return Ok(Conn::H2(tx));
         }
@@ -101,8 +97,7 @@ pub async fn checkout(
     let name = || backend.backend.url();
     let permit = match &backend.permits {
         None => None,
-        Some(sem) => match tokio::time::timeout(connect_timeout, sem.clone().acquire_owned()).await
-        {
+        Some(sem) => match tokio::time::timeout(connect_timeout, sem.clone().acquire_owned()).await {
             Ok(Ok(p)) => Some(p),
             _ => return Err(ProxyError::PoolExhausted(settings.max_connections_per_host)),
         },
@@ -115,31 +110,19 @@ pub async fn checkout(
                 handshake(s, backend.backend.h2c, permit).await
             }
             Target::Unix(path) => {
-                handshake(
-                    UnixStream::connect(path.as_path()).await?,
-                    backend.backend.h2c,
-                    permit,
-                )
-                .await
+                handshake(UnixStream::connect(path.as_path()).await?, backend.backend.h2c, permit).await
             }
         }
     };
     let conn = match tokio::time::timeout(connect_timeout, connect).await {
         Err(_) => return Err(ProxyError::ConnectTimeout { backend: name() }),
         Ok(Err(e)) => {
-            return Err(ProxyError::Connect {
-                backend: name(),
-                reason: e.to_string(),
-            });
+            return Err(ProxyError::Connect { backend: name(), reason: e.to_string() });
         }
         Ok(Ok(c)) => c,
     };
     Ok(match conn {
-        Handshaken::H1(tx) => Conn::H1(Pooled {
-            tx,
-            target: target.clone(),
-            max_idle: settings.max_idle_per_host,
-        }),
+        Handshaken::H1(tx) => Conn::H1(Pooled { tx, target: target.clone(), max_idle: settings.max_idle_per_host }),
         Handshaken::H2(tx) => {
             SHARED_H2.with(|m| m.borrow_mut().insert(target.clone(), tx.clone()));
             Conn::H2(tx)
@@ -156,21 +139,14 @@ enum Handshaken {
     H2(H2),
 }
 
-async fn handshake<IO>(
-    io: IO,
-    h2c: bool,
-    permit: Option<OwnedSemaphorePermit>,
-) -> std::io::Result<Handshaken>
+async fn handshake<IO>(io: IO, h2c: bool, permit: Option<OwnedSemaphorePermit>) -> std::io::Result<Handshaken>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(io);
     let to_io = |e: hyper::Error| std::io::Error::other(e);
     if h2c {
-        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-            .handshake(io)
-            .await
-            .map_err(to_io)?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new()).handshake(io).await.map_err(to_io)?;
         tokio::spawn(async move {
             let _permit = permit;
             if let Err(e) = conn.await {

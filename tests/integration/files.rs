@@ -1,0 +1,105 @@
+//! Static files: content types, validators, ranges, index files and traversal attempts.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn setup() -> Gatehouse {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("public");
+    std::fs::create_dir_all(root.join("docs")).expect("mkdir");
+    std::fs::write(root.join("index.html"), "<h1>home</h1>").expect("write");
+    std::fs::write(root.join("app.js"), "console.log(1)").expect("write");
+    std::fs::write(root.join("data.json"), "{\"a\":1}").expect("write");
+    std::fs::write(root.join("logo.png"), [0x89u8, b'P', b'N', b'G']).expect("write");
+    std::fs::write(root.join("docs/index.html"), "docs index").expect("write");
+    std::fs::write(root.join("digits.txt"), "0123456789").expect("write");
+    std::fs::write(root.join("with space.txt"), "spaced").expect("write");
+    // A secret next to the root, and a symlink pointing at it from inside.
+    std::fs::write(dir.path().join("secret.txt"), "top secret").expect("write");
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("leak.txt")).expect("symlink");
+    write_config(dir.path(), "", &[("files", "host: files.test\nstatic: public\n")]);
+    Gatehouse::start_in(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_types_validators_and_ranges() {
+    let gh = setup();
+    let a = gh.http;
+    let r = get(a, "files.test", "/").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "<h1>home</h1>"));
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    for (path, ct) in [
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/data.json", "application/json; charset=utf-8"),
+        ("/logo.png", "image/png"),
+    ] {
+        assert_eq!(get(a, "files.test", path).await.header("content-type"), Some(ct), "{path}");
+    }
+    assert_eq!(get(a, "files.test", "/with%20space.txt").await.text(), "spaced");
+
+    // Directory index, and a redirect to add the slash.
+    assert_eq!(get(a, "files.test", "/docs/").await.text(), "docs index");
+    let r = get(a, "files.test", "/docs").await;
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("/docs/"));
+
+    // Validators.
+    let r = get(a, "files.test", "/digits.txt").await;
+    let etag = r.header("etag").expect("etag").to_string();
+    let lm = r.header("last-modified").expect("last-modified").to_string();
+    assert_eq!(get_with(a, "files.test", "/digits.txt", &[("if-none-match", &etag)]).await.status, 304);
+    assert_eq!(get_with(a, "files.test", "/digits.txt", &[("if-modified-since", &lm)]).await.status, 304);
+    assert_eq!(get_with(a, "files.test", "/digits.txt", &[("if-none-match", "\"other\"")]).await.status, 200);
+
+    // Ranges.
+    let r = get_with(a, "files.test", "/digits.txt", &[("range", "bytes=2-5")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.text(), "2345");
+    assert_eq!(r.header("content-range"), Some("bytes 2-5/10"));
+    assert_eq!(get_with(a, "files.test", "/digits.txt", &[("range", "bytes=-3")]).await.text(), "789");
+    let r = get_with(a, "files.test", "/digits.txt", &[("range", "bytes=50-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */10"));
+    // If-Range with a stale validator: the whole file.
+    let r = get_with(a, "files.test", "/digits.txt", &[("range", "bytes=2-5"), ("if-range", "\"stale\"")]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "0123456789"));
+
+    // HEAD has headers, no body.
+    let head = http::Request::head("/digits.txt")
+        .header("host", "files.test")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("req");
+    let r = send(a, head).await;
+    assert_eq!(r.header("content-length"), Some("10"));
+    assert!(r.body.is_empty());
+    let post = http::Request::post("/digits.txt")
+        .header("host", "files.test")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("req");
+    assert_eq!(send(a, post).await.status, 405);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_refuse_traversal() {
+    let gh = setup();
+    let attempts: &[&[u8]] = &[
+        b"GET /../secret.txt HTTP/1.1\r\nHost: files.test\r\nConnection: close\r\n\r\n",
+        b"GET /docs/../../secret.txt HTTP/1.1\r\nHost: files.test\r\nConnection: close\r\n\r\n",
+        b"GET /%2e%2e/secret.txt HTTP/1.1\r\nHost: files.test\r\nConnection: close\r\n\r\n",
+        b"GET /..%2fsecret.txt HTTP/1.1\r\nHost: files.test\r\nConnection: close\r\n\r\n",
+        b"GET /docs/..%2f..%2fsecret.txt HTTP/1.1\r\nHost: files.test\r\nConnection: close\r\n\r\n",
+        b"GET /%252e%252e/secret.txt HTTP/1.1\r\nHost: files.test\r\nConnection: close\r\n\r\n",
+        b"GET /leak.txt HTTP/1.1\r\nHost: files.test\r\nConnection: close\r\n\r\n",
+        b"GET /digits.txt%00.html HTTP/1.1\r\nHost: files.test\r\nConnection: close\r\n\r\n",
+        b"GET /..\\secret.txt HTTP/1.1\r\nHost: files.test\r\nConnection: close\r\n\r\n",
+    ];
+    for req in attempts {
+        let bytes = req.to_vec();
+        let addr = gh.http;
+        let out = tokio::task::spawn_blocking(move || raw(addr, &bytes, Duration::from_secs(3))).await.expect("join");
+        assert!(!out.contains("top secret"), "{} leaked: {out}", String::from_utf8_lossy(req));
+        let status: u16 = out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        assert!(status == 404 || status == 400, "{} -> {out}", String::from_utf8_lossy(req));
+    }
+}

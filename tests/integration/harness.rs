@@ -1,0 +1,311 @@
+//! Test harness: runs the real `gatehouse` binary on port 0 against in-process backends.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+/// A running gatehouse process in its own temporary directory.
+pub struct Gatehouse {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Gatehouse {
+    /// Starts gatehouse with `main_extra` appended to a main file that listens on port 0,
+    /// and `sites` written to `sites/<name>.yaml`.
+    pub fn start(main_extra: &str, sites: &[(&str, &str)]) -> Gatehouse {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_config(dir.path(), main_extra, sites);
+        Self::start_in(dir)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir) -> Gatehouse {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(dir.path().join("gatehouse.yaml"))
+            .env_remove("GATEHOUSE_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log file"))
+            .spawn()
+            .expect("spawn gatehouse");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+                panic!("gatehouse did not start; stderr:\n{log}");
+            }
+        };
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        };
+        let (http, admin) = (addr("http="), addr("admin="));
+        Gatehouse { child: Some(child), dir, http, admin }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().expect("kill").success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit and returns its status code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gatehouse {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn write_config(dir: &Path, main_extra: &str, sites: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir.join("sites")).expect("sites dir");
+    let main = format!(
+        "workers: 2\nlisten: {{http: 127.0.0.1:0}}\nadmin: {{listen: 127.0.0.1:0}}\nsites_dir: sites\nstorage: {{path: data/gatehouse.db}}\nlog: {{level: warn, format: json}}\nshutdown_timeout: 10s\n{main_extra}"
+    );
+    std::fs::write(dir.join("gatehouse.yaml"), main).expect("main file");
+    for (name, text) in sites {
+        std::fs::write(dir.join("sites").join(format!("{name}.yaml")), text).expect("site file");
+    }
+}
+
+/// Runs `gatehouse check` on a directory and returns (exit code, stdout+stderr).
+pub fn check(dir: &Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.join("gatehouse.yaml"))
+        .env_remove("GATEHOUSE_CONFIG")
+        .output()
+        .expect("run check");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+// ---------------------------------------------------------------------------------------
+// Backends
+
+/// What a backend saw.
+#[derive(Default)]
+pub struct Seen {
+    pub requests: AtomicUsize,
+}
+
+/// An HTTP/1.1 + h2c backend answering with a JSON echo of the request, with a few special
+/// paths: `/sleep/<ms>` waits before answering, `/stream/<n>/<ms>` sends n chunks with a
+/// pause, `/bytes/<n>` sends n bytes.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub seen: Arc<Seen>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Seen::default());
+        let (n, s) = (name.to_string(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { break };
+                let (n, s) = (n.clone(), s.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| echo(n.clone(), s.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Backend { addr, name: name.to_string(), seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.requests.load(Ordering::SeqCst)
+    }
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn full(b: impl Into<Bytes>) -> BoxBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+async fn echo(name: String, seen: Arc<Seen>, req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
+    seen.requests.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_string();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["sleep", ms] => tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await,
+        ["stream", n, ms] => {
+            let (n, ms): (usize, u64) = (n.parse().unwrap_or(1), ms.parse().unwrap_or(0));
+            let stream = futures_util::stream::unfold(0, move |i| async move {
+                if i >= n {
+                    return None;
+                }
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                Some((Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(format!("chunk{i}\n")))), i + 1))
+            });
+            return Ok(Response::new(http_body_util::StreamBody::new(stream).boxed()));
+        }
+        ["bytes", n] => {
+            let n: usize = n.parse().unwrap_or(0);
+            return Ok(Response::new(full(vec![b'x'; n])));
+        }
+        _ => {}
+    }
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let version = format!("{:?}", req.version());
+    // Repeated headers are joined with ", " so tests can see every value.
+    let headers: serde_json::Map<String, Value> = req
+        .headers()
+        .keys()
+        .map(|k| {
+            let values: Vec<String> =
+                req.headers().get_all(k).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+            (k.as_str().to_string(), json!(values.join(", ")))
+        })
+        .collect();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let out = json!({"backend": name, "method": method, "uri": uri, "version": version, "headers": headers, "body_len": body.len()});
+    let mut resp = Response::new(full(out.to_string()));
+    resp.headers_mut().insert("content-type", "application/json".parse().expect("static"));
+    resp.headers_mut().insert("x-backend", name.parse().expect("name"));
+    resp.headers_mut().insert("connection", "x-hop".parse().expect("static"));
+    resp.headers_mut().insert("x-hop", "must-not-reach-client".parse().expect("static"));
+    Ok(resp)
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+
+/// A response as the tests look at it.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One request on a fresh HTTP/1.1 connection.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let resp = tx.send_request(req).await.expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply { status: parts.status, headers: parts.headers, body }
+}
+
+/// GET `path` with the given Host header.
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    get_with(addr, host, path, &[]).await
+}
+
+pub async fn get_with(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut b = Request::get(path).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(addr, b.body(Full::new(Bytes::new())).expect("request")).await
+}
+
+/// Writes raw bytes and reads until the server closes or `limit` passes.
+pub fn raw(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(limit)).expect("timeout");
+    s.write_all(bytes).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn site(host: &str, body: &str) -> String {
+    format!("host: {host}\n{body}")
+}
+
+pub fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}

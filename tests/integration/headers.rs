@@ -1,0 +1,109 @@
+//! Header rules: hop-by-hop stripping, forwarding headers, trusted proxies, request ids,
+//! add/set/remove and the security presets.
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_and_hop_by_hop() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start("", &[("h", &format!("host: h.test\nbackend: {}\n", b.url()))]);
+    let r = get_with(
+        gh.http,
+        "h.test:8443",
+        "/",
+        &[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "hop"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "client-id-1"),
+            ("x-normal", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = r.json();
+    let h = &seen["headers"];
+    for gone in ["x-secret", "keep-alive", "proxy-connection", "connection"] {
+        assert!(h.get(gone).is_none(), "{gone} reached the backend: {h}");
+    }
+    assert_eq!(h["x-normal"], "kept");
+    // Untrusted client: its forwarding claims are replaced by what the socket says.
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "h.test:8443");
+    assert_eq!(h["host"], "h.test:8443");
+    // The client's request id is kept and returned.
+    assert_eq!(h["x-request-id"], "client-id-1");
+    assert_eq!(r.header("x-request-id"), Some("client-id-1"));
+    // Hop-by-hop headers from the backend's response are stripped too.
+    assert!(r.header("x-hop").is_none());
+    assert_eq!(r.header("x-backend"), Some("b"));
+
+    // Without one, a request id is generated, sent to the backend and returned.
+    let r = get(gh.http, "h.test", "/").await;
+    let id = r.header("x-request-id").expect("generated id").to_string();
+    assert_eq!(id.len(), 32);
+    assert_eq!(r.json()["headers"]["x-request-id"], id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_extend_the_chain() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start(
+        "trusted_proxies: [127.0.0.1/32, 10.0.0.0/8]\n",
+        &[("h", &format!("host: h.test\nbackend: {}\n", b.url()))],
+    );
+    let r = get_with(
+        gh.http,
+        "h.test",
+        "/",
+        &[("x-forwarded-for", "203.0.113.7, 10.1.2.3"), ("x-forwarded-proto", "https")],
+    )
+    .await;
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.1.2.3, 127.0.0.1");
+    assert_eq!(h["x-real-ip"], "203.0.113.7");
+    assert_eq!(h["x-forwarded-proto"], "https");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_rules_and_presets() {
+    let b = Backend::start("b").await;
+    let site = format!(
+        "host: h.test
+backend: {}
+options:
+  headers:
+    preset: security-strict
+    request:
+      set: {{X-Env: prod}}
+      add: {{X-Tag: t1}}
+      remove: [X-Drop]
+    response:
+      set: {{X-Frame-Options: SAMEORIGIN}}
+      remove: [Content-Security-Policy, X-Backend]
+      add: {{X-Served-By: gatehouse}}
+",
+        b.url()
+    );
+    let gh = Gatehouse::start("", &[("h", &site)]);
+    let r = get_with(gh.http, "h.test", "/", &[("x-env", "dev"), ("x-drop", "1"), ("x-tag", "t0")]).await;
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-env"], "prod");
+    assert!(h.get("x-drop").is_none());
+    // `add` appends to what the client sent.
+    assert_eq!(h["x-tag"], "t0, t1");
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    assert!(r.header("content-security-policy").is_none());
+    assert!(r.header("x-backend").is_none());
+    assert_eq!(r.header("x-served-by"), Some("gatehouse"));
+    assert_eq!(r.header("strict-transport-security"), Some("max-age=63072000; includeSubDomains"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+    assert!(r.header("permissions-policy").is_some());
+}

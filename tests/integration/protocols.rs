@@ -1,0 +1,212 @@
+//! WebSocket upgrade pass-through, gRPC-style h2c streaming with trailers, HTTP/2 from
+//! clients, and unix-socket backends.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_through_the_proxy() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        let _ = ws.send(msg).await;
+                    }
+                }
+            });
+        }
+    });
+    let gh = Gatehouse::start(
+        "",
+        &[("ws", &format!("host: ws.test\nroutes:\n  - path: /socket\n    backend: http://{backend}\n"))],
+    );
+    let stream = tokio::net::TcpStream::connect(gh.http).await.expect("connect");
+    let req = http::Request::get(format!("ws://ws.test/socket"))
+        .header("host", "ws.test")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
+        .body(())
+        .expect("request");
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.expect("websocket handshake through proxy");
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        ws.send(Message::text(format!("hello {i}"))).await.expect("send");
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .expect("message")
+            .expect("ok");
+        assert_eq!(back.into_text().expect("text").as_str(), format!("hello {i}"));
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.expect("send");
+    let back = ws.next().await.expect("message").expect("ok");
+    assert_eq!(back.into_data().as_ref(), &[0u8, 1, 2, 255]);
+    ws.close(None).await.expect("close");
+}
+
+/// An h2c backend in the style of a gRPC server: streams the request body back in several
+/// frames, then sends `grpc-status` trailers.
+async fn grpc_like_backend() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let te = req.headers().get("te").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default();
+                    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(8);
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        let mut n = 0;
+                        while let Some(Ok(frame)) = body.frame().await {
+                            // An empty DATA frame may carry END_STREAM; it is not a message.
+                            if let Ok(data) =
+                                frame.into_data().map_err(drop).and_then(|d| if d.is_empty() { Err(()) } else { Ok(d) })
+                            {
+                                n += 1;
+                                let _ = tx
+                                    .send(Ok(Frame::data(Bytes::from(format!(
+                                        "echo:{}",
+                                        String::from_utf8_lossy(&data)
+                                    )))))
+                                    .await;
+                            }
+                        }
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().expect("static"));
+                        trailers.insert("grpc-message", format!("frames={n}").parse().expect("msg"));
+                        let _ = tx.send(Ok(Frame::trailers(trailers))).await;
+                    });
+                    let body = StreamBody::new(tokio_stream_from(rx));
+                    let mut resp = Response::new(body);
+                    resp.headers_mut().insert("content-type", "application/grpc".parse().expect("static"));
+                    resp.headers_mut()
+                        .insert("x-te-seen", te.parse().unwrap_or_else(|_| "bad".parse().expect("static")));
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_style_h2c_streaming_keeps_trailers() {
+    let backend = grpc_like_backend().await;
+    let gh = Gatehouse::start("", &[("grpc", &format!("host: grpc.test\nbackend: h2c://{backend}\n"))]);
+
+    // Client speaks HTTP/2 with prior knowledge to the proxy, streaming its request body.
+    let stream = tokio::net::TcpStream::connect(gh.http).await.expect("connect");
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    let req = Request::post("http://grpc.test/pkg.Service/Stream")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(StreamBody::new(tokio_stream_from(body_rx)))
+        .expect("request");
+    let resp_fut = tokio::spawn(async move { tx.send_request(req).await });
+    // Interleave: send a message, the backend echoes it before the request has ended.
+    body_tx.send(Ok(Frame::data(Bytes::from("one")))).await.expect("send");
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp_fut)
+        .await
+        .expect("headers in time")
+        .expect("join")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-te-seen"], "trailers");
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("first frame streamed before request end")
+        .expect("frame")
+        .expect("ok");
+    assert_eq!(first.into_data().expect("data"), "echo:one");
+    body_tx.send(Ok(Frame::data(Bytes::from("two")))).await.expect("send");
+    drop(body_tx);
+    let mut data = Vec::new();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.expect("frame");
+        match frame.into_data() {
+            Ok(d) => data.extend_from_slice(&d),
+            Err(f) => trailers = f.into_trailers().ok(),
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&data), "echo:two");
+    let trailers = trailers.expect("trailers reached the client");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "frames=2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_reach_http1_backends() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start("", &[("h", &format!("host: h2.test\nbackend: {}\n", b.url()))]);
+    let stream = tokio::net::TcpStream::connect(gh.http).await.expect("connect");
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    for i in 0..3 {
+        let req =
+            Request::get(format!("http://h2.test/item/{i}")).body(http_body_util::Empty::<Bytes>::new()).expect("req");
+        let resp = tx.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["uri"], format!("/item/{i}"));
+        assert_eq!(v["version"], "HTTP/1.1");
+        assert_eq!(v["headers"]["host"], "h2.test");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("app.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).expect("bind unix");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(format!(
+                        "unix says {}",
+                        req.uri().path()
+                    )))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    let gh = Gatehouse::start("", &[("u", &format!("host: u.test\nbackend: unix:{}\n", sock.display()))]);
+    for _ in 0..3 {
+        let r = get(gh.http, "u.test", "/hello").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "unix says /hello");
+    }
+}
