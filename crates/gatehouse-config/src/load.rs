@@ -331,7 +331,13 @@ fn build(
             ),
         }
     }
-    let dns_refresh = cx.duration(main.dns_refresh.as_ref(), "dns_refresh", Duration::from_secs(30));
+    let mut dns_refresh = cx.duration(main.dns_refresh.as_ref(), "dns_refresh", Duration::from_secs(30));
+    if dns_refresh < Duration::from_secs(1) {
+        if let Some(v) = &main.dns_refresh {
+            cx.err_at(v, "dns_refresh", "must be at least 1s");
+        }
+        dns_refresh = Duration::from_secs(30);
+    }
 
     let mut defaults = Layered::default();
     if let Some(d) = &main.defaults {

@@ -47,7 +47,8 @@ pub enum LogFormat {
 pub struct ServerConfig {
     /// Time a client has to send a complete request head (slowloris guard).
     pub header_read_timeout: Duration,
-    /// How long an idle keep-alive client connection is kept open.
+    /// HTTP/2 ping interval for idle client connections. (HTTP/1.1 idle keep-alive time is
+    /// bounded by `header_read_timeout`: hyper runs that timer while waiting for a request head.)
     pub keepalive_timeout: Duration,
     /// Concurrent client connections per worker; 0 = unlimited.
     pub max_connections: usize,
@@ -171,7 +172,7 @@ impl Backend {
     pub fn url(&self) -> String {
         let scheme = if self.h2c { "h2c" } else { "http" };
         match &self.addr {
-            BackendAddr::Tcp { host, port } => format!("{scheme}://{host}:{port}"),
+            BackendAddr::Tcp { .. } => format!("{scheme}://{}", self.addr.authority()),
             BackendAddr::Unix(p) => format!("unix:{}", p.display()),
         }
     }
@@ -185,6 +186,17 @@ pub enum BackendAddr {
         port: u16,
     },
     Unix(PathBuf),
+}
+
+impl BackendAddr {
+    /// `host:port` as written in a URL (IPv6 in brackets); `localhost` for unix sockets.
+    pub fn authority(&self) -> String {
+        match self {
+            BackendAddr::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+            BackendAddr::Tcp { host, port } => format!("{host}:{port}"),
+            BackendAddr::Unix(_) => "localhost".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

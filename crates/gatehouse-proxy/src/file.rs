@@ -16,8 +16,9 @@ use tokio_util::io::ReaderStream;
 
 use crate::body::{BoxError, Outgoing};
 
-/// Serves `rel` (a normalised, still percent-encoded path) from `dir`.
-pub async fn serve(dir: &StaticDir, rel: &str, method: &Method, headers: &HeaderMap) -> Response<Outgoing> {
+/// Serves `rel` (a normalised, still percent-encoded path) from `dir`. `public` is the path
+/// the client asked for (before strip_prefix/rewrite), used for the trailing-slash redirect.
+pub async fn serve(dir: &StaticDir, rel: &str, public: &str, method: &Method, headers: &HeaderMap) -> Response<Outgoing> {
     if method != Method::GET && method != Method::HEAD {
         return Response::builder()
             .status(StatusCode::METHOD_NOT_ALLOWED)
@@ -38,7 +39,7 @@ pub async fn serve(dir: &StaticDir, rel: &str, method: &Method, headers: &Header
     if meta.is_dir() {
         if !rel.ends_with('/') {
             // Like nginx: a directory without its slash redirects, so relative links work.
-            return redirect(&format!("{rel}/"));
+            return redirect(&format!("{public}/"));
         }
         let mut found = None;
         for name in &dir.index {

@@ -1,7 +1,7 @@
 //! Gatehouse data plane: listeners, routing, upstream pools and the HTTP pipeline.
 //!
 //! The binary gives this crate a validated `Config`; it never reads files or environment
-//! itself and never touches storage (see DESIGN.md §3).
+//! itself and never touches storage (see ../shared/DESIGN.md §3).
 
 pub mod body;
 pub mod error;

@@ -94,10 +94,13 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
 ) {
     let peer_s = peer.to_string();
-    let xff = match (peer_trusted, h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())) {
-        (true, Some(prev)) if !prev.is_empty() => format!("{prev}, {peer_s}"),
-        _ => peer_s,
+    // A trusted proxy's chain is kept whole (all header lines, in order) and extended.
+    let prev: Vec<&str> = if peer_trusted {
+        h.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).filter(|v| !v.is_empty()).collect()
+    } else {
+        Vec::new()
     };
+    let xff = if prev.is_empty() { peer_s } else { format!("{}, {peer_s}", prev.join(", ")) };
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert(&X_FORWARDED_FOR, v);
     }

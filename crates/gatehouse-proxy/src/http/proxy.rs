@@ -156,7 +156,7 @@ async fn serve(
             }
             r
         }
-        Action::Static(dir) => crate::file::serve(dir, &target_path, req.method(), req.headers()).await,
+        Action::Static(dir) => crate::file::serve(dir, &target_path, &path, req.method(), req.headers()).await,
         Action::Proxy(_) => {
             let Some(group) = &route.group else {
                 return Err(ProxyError::NoRoute);
@@ -307,10 +307,7 @@ async fn proxy(
             if wants_trailers {
                 parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
             }
-            let host = match &backend.backend.addr {
-                gatehouse_config::BackendAddr::Tcp { host, port } => format!("{host}:{port}"),
-                gatehouse_config::BackendAddr::Unix(_) => "localhost".to_string(),
-            };
+            let host = backend.backend.addr.authority();
             parts.uri =
                 Uri::try_from(format!("http://{host}{pq}")).map_err(|_| ProxyError::BadRequest("invalid path"))?;
             let req = Request::from_parts(parts, body);
