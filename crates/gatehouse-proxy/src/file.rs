@@ -18,7 +18,13 @@ use crate::body::{BoxError, Outgoing};
 
 /// Serves `rel` (a normalised, still percent-encoded path) from `dir`. `public` is the path
 /// the client asked for (before strip_prefix/rewrite), used for the trailing-slash redirect.
-pub async fn serve(dir: &StaticDir, rel: &str, public: &str, method: &Method, headers: &HeaderMap) -> Response<Outgoing> {
+pub async fn serve(
+    dir: &StaticDir,
+    rel: &str,
+    public: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response<Outgoing> {
     if method != Method::GET && method != Method::HEAD {
         return Response::builder()
             .status(StatusCode::METHOD_NOT_ALLOWED)

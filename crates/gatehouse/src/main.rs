@@ -192,7 +192,9 @@ async fn reload(server: &Server, path: &Path) {
         Ok(Ok(config)) => {
             let current = server.state();
             if config.listen_http != current.config.listen_http || config.workers != current.config.workers {
-                tracing::warn!("listen, admin, log, server, shutdown_timeout, dns_refresh and workers change only on restart; sites and defaults apply now");
+                tracing::warn!(
+                    "listen, admin, log, server, shutdown_timeout, dns_refresh and workers change only on restart; sites and defaults apply now"
+                );
             }
             server.reload(Arc::new(config));
             tracing::info!("configuration reloaded");

@@ -101,10 +101,11 @@ pub fn set_forwarded(
         Vec::new()
     };
     let xff = if prev.is_empty() { peer_s } else { format!("{}, {peer_s}", prev.join(", ")) };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(&X_FORWARDED_FOR, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+    let Ok(xff) = HeaderValue::from_str(&xff) else { return };
+    let real_ip =
+        if client == peer && prev.is_empty() { Ok(xff.clone()) } else { HeaderValue::from_str(&client.to_string()) };
+    h.insert(&X_FORWARDED_FOR, xff);
+    if let Ok(v) = real_ip {
         h.insert(&X_REAL_IP, v);
     }
     if !(peer_trusted && h.contains_key(&X_FORWARDED_PROTO)) {

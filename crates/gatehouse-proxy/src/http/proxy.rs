@@ -25,7 +25,7 @@ use crate::error::{BodyError, ProxyError, find_body_error};
 use crate::route::{Compiled, Lookup, has_prefix, normalise_path};
 use crate::state::RuntimeState;
 use crate::upstream::pool::{self, Conn};
-use crate::upstream::{ActiveGuard, Group, hash_key};
+use crate::upstream::{ActiveGuard, BackendState, Group, hash_key};
 
 /// What the listener knows about the client connection.
 #[derive(Clone, Debug)]
@@ -38,34 +38,39 @@ pub struct ConnInfo {
 
 /// Serves one request. Never fails: errors are answered with their status code.
 pub async fn handle(state: Arc<RuntimeState>, conn: ConnInfo, req: Request<Incoming>) -> Response<Outgoing> {
-    let started = Instant::now();
+    // Only pay for the access log's clock read when the log is on.
+    let started = tracing::enabled!(target: "access", tracing::Level::INFO).then(Instant::now);
     let rid = hdr::request_id(req.headers());
     let method = req.method().clone();
-    let mut upstream_name: Option<String> = None;
-    let host = request_host(&req).map(|h| h.into_owned()).unwrap_or_default();
-    let path_for_log = req.uri().path().to_string();
+    // Cheap clones (reference-counted bytes) so the request can move into the pipeline.
+    let uri = req.uri().clone();
+    let host_header = req.headers().get(header::HOST).cloned();
+    let host = request_host(&uri, host_header.as_ref()).unwrap_or(Cow::Borrowed(""));
+    let mut upstream: Option<Arc<BackendState>> = None;
 
-    let mut resp = match serve(&state, &conn, req, &host, &rid, &mut upstream_name).await {
+    let mut resp = match serve(&state, &conn, req, &host, &rid, &mut upstream).await {
         Ok(r) => r,
         Err(e) => {
             if e.status().is_server_error() {
-                tracing::warn!(target: "gatehouse::proxy", host = %host, path = %path_for_log, error = %e, "request failed");
+                tracing::warn!(target: "gatehouse::proxy", host = %host, path = %uri.path(), error = %e, "request failed");
             }
             error_response(&e)
         }
     };
     resp.headers_mut().insert(&hdr::X_REQUEST_ID, rid.clone());
-    tracing::info!(
-        target: "access",
-        client = %conn.peer.ip(),
-        method = %method,
-        host = %host,
-        path = %path_for_log,
-        status = resp.status().as_u16(),
-        upstream = upstream_name.as_deref().unwrap_or("-"),
-        duration_us = started.elapsed().as_micros() as u64,
-        request_id = rid.to_str().unwrap_or(""),
-    );
+    if let Some(started) = started {
+        tracing::info!(
+            target: "access",
+            client = %conn.peer.ip(),
+            method = %method,
+            host = %host,
+            path = %uri.path(),
+            status = resp.status().as_u16(),
+            upstream = upstream.as_ref().map_or_else(|| "-".to_string(), |b| b.backend.url()),
+            duration_us = started.elapsed().as_micros() as u64,
+            request_id = rid.to_str().unwrap_or(""),
+        );
+    }
     resp
 }
 
@@ -88,11 +93,11 @@ fn error_response(e: &ProxyError) -> Response<Outgoing> {
 
 /// Host from the URI authority (HTTP/2, absolute-form) or the Host header, lower-case,
 /// without port.
-fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
-    let raw = match req.uri().authority() {
+fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Option<Cow<'a, str>> {
+    let raw = match uri.authority() {
         Some(a) => a.host(),
         None => {
-            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            let h = host_header?.to_str().ok()?;
             if h.starts_with('[') {
                 h.split_once(']').map(|(a, _)| &h[..a.len() + 1]).unwrap_or(h)
             } else {
@@ -114,7 +119,7 @@ async fn serve(
     req: Request<Incoming>,
     host: &str,
     rid: &HeaderValue,
-    upstream_name: &mut Option<String>,
+    upstream: &mut Option<Arc<BackendState>>,
 ) -> Result<Response<Outgoing>, ProxyError> {
     let h = req.headers();
     // RFC 9112 §6.1: a message with both is a smuggling attempt until proven otherwise.
@@ -162,7 +167,7 @@ async fn serve(
                 return Err(ProxyError::NoRoute);
             };
             let target_path = target_path.into_owned();
-            proxy(state, conn, route, group, req, &target_path, rid, upstream_name).await?
+            proxy(state, conn, route, group, req, &target_path, rid, upstream).await?
         }
     };
     hdr::apply_rules(resp.headers_mut(), &opts.response_headers);
@@ -221,7 +226,7 @@ async fn proxy(
     mut req: Request<Incoming>,
     path: &str,
     rid: &HeaderValue,
-    upstream_name: &mut Option<String>,
+    upstream: &mut Option<Arc<BackendState>>,
 ) -> Result<Response<Outgoing>, ProxyError> {
     let opts = &route.route.options;
     let upgrade = req.version() == Version::HTTP_11 && hdr::wants_upgrade(req.headers());
@@ -248,9 +253,13 @@ async fn proxy(
     headers.insert(&hdr::X_REQUEST_ID, rid.clone());
     hdr::apply_rules(headers, &opts.request_headers);
 
-    let pq = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
+    // The common case forwards the client's origin-form URI untouched; only a changed path
+    // (normalised, stripped, rewritten) or an absolute-form URI costs a new string.
+    let unchanged = parts.uri.scheme().is_none() && parts.uri.path() == path;
+    let pq = match (unchanged, parts.uri.query()) {
+        (true, _) => None,
+        (false, Some(q)) => Some(format!("{path}?{q}")),
+        (false, None) => Some(path.to_string()),
     };
     let sent_at = Instant::now();
     let (body, progress) = if body.is_end_stream() {
@@ -289,14 +298,16 @@ async fn proxy(
     let Some((backend, conn_out)) = chosen else {
         return Err(last_err);
     };
-    *upstream_name = Some(backend.backend.url());
+    *upstream = Some(backend.clone());
     let active = ActiveGuard::new(&backend);
 
     let backend_label = || backend.backend.url();
     let (response, pooled) = match conn_out {
         Conn::H1(mut pooled) => {
             parts.version = Version::HTTP_11;
-            parts.uri = Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?;
+            if let Some(pq) = pq {
+                parts.uri = Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?;
+            }
             let req = Request::from_parts(parts, body);
             let sent =
                 with_read_timeout(opts.read_timeout, sent_at, progress.as_deref(), pooled.tx.send_request(req)).await;
@@ -308,6 +319,7 @@ async fn proxy(
                 parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
             }
             let host = backend.backend.addr.authority();
+            let pq = pq.as_deref().or(parts.uri.path_and_query().map(|p| p.as_str())).unwrap_or("/");
             parts.uri =
                 Uri::try_from(format!("http://{host}{pq}")).map_err(|_| ProxyError::BadRequest("invalid path"))?;
             let req = Request::from_parts(parts, body);
