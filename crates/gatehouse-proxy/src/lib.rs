@@ -6,6 +6,7 @@
 pub mod body;
 pub mod error;
 mod file;
+mod hash;
 pub mod http;
 pub mod listener;
 pub mod route;

@@ -13,7 +13,6 @@ use gatehouse_config::ServerConfig;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
@@ -92,13 +91,15 @@ async fn worker(
             return;
         }
     };
+    // HTTP/1.1 connections (nearly all) are served by hyper's http1 builder directly; the
+    // auto builder, which buffers and replays the first bytes to detect HTTP/2, serves the
+    // rest. Both get the same HTTP/1 settings.
+    let header_read = settings.server.header_read_timeout;
+    let buf_size = settings.max_header_bytes.max(16 * 1024) + 16 * 1024;
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new()).header_read_timeout(header_read).max_buf_size(buf_size).keep_alive(true);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.server.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes.max(16 * 1024) + 16 * 1024)
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read).max_buf_size(buf_size).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -106,7 +107,8 @@ async fn worker(
         .keep_alive_interval(Some(settings.server.keepalive_timeout))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(settings.max_header_bytes as u32);
-    let graceful = GracefulShutdown::new();
+    // Each connection task holds a sender; when all are gone, every connection has ended.
+    let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let limit = (settings.server.max_connections > 0)
         .then(|| Arc::new(tokio::sync::Semaphore::new(settings.server.max_connections)));
 
@@ -146,29 +148,61 @@ async fn worker(
         };
         let _ = stream.set_nodelay(true);
         let framing = Arc::new(Flags::default());
-        let info = ConnInfo { peer, proto: "http", framing: framing.clone() };
+        let peer_value =
+            http::HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(http::HeaderValue::from_static("unknown"));
+        let info = ConnInfo { peer, peer_value, proto: "http", framing: framing.clone() };
         let shared = shared.clone();
         let svc = service_fn(move |req| {
             let state = shared.load_full();
             let info = info.clone();
             async move { Ok::<_, Infallible>(handle(state, info, req).await) }
         });
-        let io = TokioIo::new(Inspected::new(stream, framing));
-        let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-        let conn = graceful.watch(conn);
+        let (h1, builder, stop, alive) = (h1.clone(), builder.clone(), shutdown.clone(), alive.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = conn.await {
+            let _alive = alive;
+            // The first bytes tell HTTP/1 from the HTTP/2 preface ("PRI * HTTP/2.0").
+            let mut first = [0u8; 4];
+            let n = match tokio::time::timeout(header_read, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return,
+            };
+            let io = TokioIo::new(Inspected::new(stream, framing));
+            let result = if n == 4 && &first != b"PRI " {
+                serve_until_shutdown!(h1.serve_connection(io, svc).with_upgrades(), stop)
+            } else {
+                serve_until_shutdown!(builder.serve_connection_with_upgrades(io, svc), stop)
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
         });
     }
     drop(listener);
+    drop(alive);
     pruner.abort();
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = all_done.recv() => {}
         _ = tokio::time::sleep(settings.shutdown_timeout) => {
             tracing::warn!("shutdown timeout reached; closing remaining connections");
         }
     }
 }
+
+/// Serves a connection; on shutdown lets the in-flight request finish, then closes. A
+/// macro because hyper's two connection types share `graceful_shutdown` but no trait.
+macro_rules! serve_until_shutdown {
+    ($conn:expr, $stop:expr) => {{
+        let mut conn = std::pin::pin!($conn);
+        let mut stop = $stop;
+        let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = tokio::select! {
+            r = conn.as_mut() => r.map_err(Into::into),
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await.map_err(Into::into)
+            }
+        };
+        result
+    }};
+}
+use serve_until_shutdown;

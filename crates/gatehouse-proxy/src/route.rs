@@ -4,12 +4,12 @@
 //! normalising. Must not do I/O.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use gatehouse_config::{Action, HostPattern, PathMatch, Route, Site};
 use http::Method;
 
+use crate::hash::FxHashMap;
 use crate::upstream::Group;
 
 /// A route ready to serve: its configuration plus the live upstream group it proxies to.
@@ -20,7 +20,7 @@ pub struct Compiled {
 }
 
 pub struct Router {
-    exact: HashMap<String, usize>,
+    exact: FxHashMap<String, usize>,
     /// `(".example.test", site)`, longest suffix first.
     wildcard: Vec<(String, usize)>,
     any: Option<usize>,
@@ -38,7 +38,7 @@ pub enum Lookup<'a> {
 
 impl Router {
     pub fn new(sites: &[Site], group_for: impl Fn(&Route) -> Option<Arc<Group>>) -> Self {
-        let mut exact = HashMap::new();
+        let mut exact = FxHashMap::default();
         let mut wildcard = Vec::new();
         let mut any = None;
         let mut tables = Vec::new();

@@ -18,27 +18,64 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 /// `keep_upgrade` keeps `Upgrade` (and re-adds `Connection: upgrade`) for WebSocket.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        if let Ok(list) = conn.to_str() {
-            let named: Vec<HeaderName> = list
-                .split(',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-                .collect();
-            for n in named {
-                h.remove(n);
+    // One pass over the names finds what is present, so the common message (nothing, or
+    // just `Connection: keep-alive`) costs one scan instead of a hash lookup per name.
+    const CONN: u8 = 1;
+    const KA: u8 = 2;
+    const PC: u8 = 4;
+    const TE: u8 = 8;
+    const TR: u8 = 16;
+    const TE_: u8 = 32;
+    const UP: u8 = 64;
+    let mut found = 0u8;
+    for name in h.keys() {
+        found |= if name == header::CONNECTION {
+            CONN
+        } else if name == header::TE {
+            TE
+        } else if name == header::TRAILER {
+            TR
+        } else if name == header::TRANSFER_ENCODING {
+            TE_
+        } else if name == header::UPGRADE {
+            UP
+        } else if name == KEEP_ALIVE {
+            KA
+        } else if name == PROXY_CONNECTION {
+            PC
+        } else {
+            0
+        };
+    }
+    if found & CONN != 0 {
+        if let Some(conn) = h.remove(header::CONNECTION) {
+            if let Ok(list) = conn.to_str() {
+                for token in list.split(',').map(str::trim) {
+                    if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                        continue;
+                    }
+                    if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
+                        if !(keep_upgrade && n == header::UPGRADE) {
+                            h.remove(n);
+                        }
+                    }
+                }
             }
         }
-        h.remove(header::CONNECTION);
     }
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(header::TE);
-    h.remove(header::TRAILER);
-    h.remove(header::TRANSFER_ENCODING);
+    for (bit, name) in [(KA, &KEEP_ALIVE), (PC, &PROXY_CONNECTION)] {
+        if found & bit != 0 {
+            h.remove(name);
+        }
+    }
+    for (bit, name) in [(TE, header::TE), (TR, header::TRAILER), (TE_, header::TRANSFER_ENCODING)] {
+        if found & bit != 0 {
+            h.remove(name);
+        }
+    }
     if keep_upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if found & UP != 0 {
         h.remove(header::UPGRADE);
     }
 }
@@ -88,22 +125,27 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 pub fn set_forwarded(
     h: &mut HeaderMap,
     peer: IpAddr,
+    peer_value: &HeaderValue,
     client: IpAddr,
     peer_trusted: bool,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    let peer_s = peer.to_string();
     // A trusted proxy's chain is kept whole (all header lines, in order) and extended.
     let prev: Vec<&str> = if peer_trusted {
         h.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).filter(|v| !v.is_empty()).collect()
     } else {
         Vec::new()
     };
-    let xff = if prev.is_empty() { peer_s } else { format!("{}, {peer_s}", prev.join(", ")) };
-    let Ok(xff) = HeaderValue::from_str(&xff) else { return };
-    let real_ip =
-        if client == peer && prev.is_empty() { Ok(xff.clone()) } else { HeaderValue::from_str(&client.to_string()) };
+    let xff = if prev.is_empty() {
+        peer_value.clone()
+    } else {
+        match HeaderValue::from_str(&format!("{}, {peer}", prev.join(", "))) {
+            Ok(v) => v,
+            Err(_) => peer_value.clone(),
+        }
+    };
+    let real_ip = if client == peer { Ok(peer_value.clone()) } else { HeaderValue::from_str(&client.to_string()) };
     h.insert(&X_FORWARDED_FOR, xff);
     if let Ok(v) = real_ip {
         h.insert(&X_REAL_IP, v);

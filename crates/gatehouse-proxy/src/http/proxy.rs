@@ -32,6 +32,8 @@ use crate::upstream::{ActiveGuard, BackendState, Group, hash_key};
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub proto: &'static str,
+    /// The peer address as a header value, formatted once per connection.
+    pub peer_value: HeaderValue,
     /// What the raw-byte scanner found on this connection (HTTP/1.1 smuggling guard).
     pub framing: Arc<super::framing::Flags>,
 }
@@ -48,7 +50,8 @@ pub async fn handle(state: Arc<RuntimeState>, conn: ConnInfo, req: Request<Incom
     let host = request_host(&uri, host_header.as_ref()).unwrap_or(Cow::Borrowed(""));
     let mut upstream: Option<Arc<BackendState>> = None;
 
-    let mut resp = match serve(&state, &conn, req, &host, &rid, &mut upstream).await {
+    // Boxed so the future hyper stores (and moves) per request stays small.
+    let mut resp = match Box::pin(serve(&state, &conn, req, &host, &rid, &mut upstream)).await {
         Ok(r) => r,
         Err(e) => {
             if e.status().is_server_error() {
@@ -249,7 +252,7 @@ async fn proxy(
         }
     }
     let host_value = headers.get(header::HOST).cloned();
-    hdr::set_forwarded(headers, peer, client, peer_trusted, conn.proto, host_value.as_ref());
+    hdr::set_forwarded(headers, peer, &conn.peer_value, client, peer_trusted, conn.proto, host_value.as_ref());
     headers.insert(&hdr::X_REQUEST_ID, rid.clone());
     hdr::apply_rules(headers, &opts.request_headers);
 

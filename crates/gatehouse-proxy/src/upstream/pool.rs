@@ -7,7 +7,6 @@
 //! by all requests of the worker to that target.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::{BackendState, Target};
 use crate::body::Outgoing;
 use crate::error::ProxyError;
+use crate::hash::FxHashMap;
 
 type H1 = http1::SendRequest<Outgoing>;
 type H2 = http2::SendRequest<Outgoing>;
@@ -30,8 +30,8 @@ struct Idle {
 }
 
 thread_local! {
-    static IDLE: RefCell<HashMap<Target, Vec<Idle>>> = RefCell::new(HashMap::new());
-    static SHARED_H2: RefCell<HashMap<Target, H2>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<FxHashMap<Target, Vec<Idle>>> = RefCell::new(FxHashMap::default());
+    static SHARED_H2: RefCell<FxHashMap<Target, H2>> = RefCell::new(FxHashMap::default());
 }
 
 /// A checked-out connection.
