@@ -63,8 +63,8 @@ async fn websocket_echo_through_the_proxy() {
 
 /// An h2c backend in the style of a gRPC server: streams the request body back in several
 /// frames, then sends `grpc-status` trailers.
-async fn grpc_like_backend() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+async fn grpc_like_backend(bind: &str) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -116,7 +116,7 @@ fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_style_h2c_streaming_keeps_trailers() {
-    let backend = grpc_like_backend().await;
+    let backend = grpc_like_backend("127.0.0.1:0").await;
     let gh = Gatehouse::start("", &[("grpc", &format!("host: grpc.test\nbackend: h2c://{backend}\n"))]);
 
     // Client speaks HTTP/2 with prior knowledge to the proxy, streaming its request body.
@@ -209,4 +209,25 @@ async fn unix_socket_backend() {
         assert_eq!(r.status, 200);
         assert_eq!(r.text(), "unix says /hello");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_backend_on_ipv6_loopback() {
+    // Skipped where the machine has no IPv6 loopback.
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback; skipping");
+        return;
+    }
+    let backend = grpc_like_backend("[::1]:0").await;
+    let gh = Gatehouse::start("", &[("grpc", &format!("host: grpc6.test\nbackend: h2c://[::1]:{}\n", backend.port()))]);
+    let req = http::Request::post("/pkg.Service/Unary")
+        .header("host", "grpc6.test")
+        .header("content-type", "application/grpc")
+        .body(http_body_util::Full::new(Bytes::from("ping")))
+        .expect("request");
+    let r = send(gh.http, req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "echo:ping");
+    let routes = get(gh.admin, "localhost", "/api/routes").await.json();
+    assert_eq!(routes["routes"][0]["backends"][0]["url"], format!("h2c://[::1]:{}", backend.port()));
 }

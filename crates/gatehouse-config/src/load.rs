@@ -1157,6 +1157,12 @@ mod tests {
     }
 
     #[test]
+    fn dns_refresh_must_be_positive() {
+        let e = errs("dns_refresh: 0s\n", &[("a", "host: a.test\nbackend: http://x:1\n")]);
+        assert_eq!(e, vec!["gatehouse.yaml:1 dns_refresh: must be at least 1s".to_string()]);
+    }
+
+    #[test]
     fn backends_parse() {
         let b = parse_backend("unix:/run/app.sock").expect("unix");
         assert_eq!(b.addr, BackendAddr::Unix("/run/app.sock".into()));
