@@ -109,7 +109,11 @@ async fn static_files_under_a_stripped_prefix() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("site/guide")).expect("mkdir");
     std::fs::write(dir.path().join("site/guide/index.html"), "guide").expect("write");
-    write_config(dir.path(), "", &[("docs", "host: docs.test\nroutes:\n  - path: /docs\n    strip_prefix: true\n    static: site\n")]);
+    write_config(
+        dir.path(),
+        "",
+        &[("docs", "host: docs.test\nroutes:\n  - path: /docs\n    strip_prefix: true\n    static: site\n")],
+    );
     let gh = Gatehouse::start_in(dir);
     assert_eq!(get(gh.http, "docs.test", "/docs/guide/").await.text(), "guide");
     // The slash redirect points at the public path, not the stripped one.

@@ -71,7 +71,8 @@ async fn trusted_proxies_extend_the_chain() {
     assert_eq!(h["x-forwarded-proto"], "https");
 
     // Several X-Forwarded-For lines from a trusted peer are kept in order, then extended.
-    let r = get_with(gh.http, "h.test", "/", &[("x-forwarded-for", "198.51.100.1"), ("x-forwarded-for", "10.0.0.9")]).await;
+    let r =
+        get_with(gh.http, "h.test", "/", &[("x-forwarded-for", "198.51.100.1"), ("x-forwarded-for", "10.0.0.9")]).await;
     let h = &r.json()["headers"];
     assert_eq!(h["x-forwarded-for"], "198.51.100.1, 10.0.0.9, 127.0.0.1");
     assert_eq!(h["x-real-ip"], "198.51.100.1");

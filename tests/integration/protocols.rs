@@ -36,7 +36,7 @@ async fn websocket_echo_through_the_proxy() {
         &[("ws", &format!("host: ws.test\nroutes:\n  - path: /socket\n    backend: http://{backend}\n"))],
     );
     let stream = tokio::net::TcpStream::connect(gh.http).await.expect("connect");
-    let req = http::Request::get(format!("ws://ws.test/socket"))
+    let req = http::Request::get("ws://ws.test/socket".to_string())
         .header("host", "ws.test")
         .header("connection", "Upgrade")
         .header("upgrade", "websocket")

@@ -154,25 +154,25 @@ fn describe_yaml_error(full: &str) -> String {
         Some(i) if msg.starts_with("line ") => &msg[i + 2..],
         _ => msg,
     };
-    if let Some(rest) = msg.strip_prefix("unknown field `") {
-        if let Some((name, tail)) = rest.split_once('`') {
-            let expected: Vec<&str> = tail
-                .trim_start_matches(", ")
-                .trim_start_matches("expected one of ")
-                .trim_start_matches("expected ")
-                .split(", ")
-                .map(|s| s.trim_matches('`'))
-                .filter(|s| !s.is_empty())
-                .collect();
-            let mut out = format!("unknown key `{name}`");
-            if let Some(best) = nearest(name, expected.iter().copied()) {
-                out.push_str(&format!(" (did you mean `{best}`?)"));
-            }
-            if !expected.is_empty() {
-                out.push_str(&format!("; valid keys: {}", expected.join(", ")));
-            }
-            return out;
+    if let Some(rest) = msg.strip_prefix("unknown field `")
+        && let Some((name, tail)) = rest.split_once('`')
+    {
+        let expected: Vec<&str> = tail
+            .trim_start_matches(", ")
+            .trim_start_matches("expected one of ")
+            .trim_start_matches("expected ")
+            .split(", ")
+            .map(|s| s.trim_matches('`'))
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut out = format!("unknown key `{name}`");
+        if let Some(best) = nearest(name, expected.iter().copied()) {
+            out.push_str(&format!(" (did you mean `{best}`?)"));
         }
+        if !expected.is_empty() {
+            out.push_str(&format!("; valid keys: {}", expected.join(", ")));
+        }
+        return out;
     }
     msg.to_string()
 }
@@ -206,10 +206,10 @@ pub fn load_from_str_for_tests(main_src: &str, sites: &[(&str, &str)], base: &Pa
 
 fn pick(raw: Option<&S<String>>, env: &EnvOverrides, key: &str) -> Option<Value> {
     let var = ENV_KEYS.iter().find(|(_, k)| *k == key).map(|(v, _)| *v);
-    if let Some(var) = var {
-        if let Some(text) = env.0.get(var) {
-            return Some(Value { text: text.clone(), line: None, env: Some(var) });
-        }
+    if let Some(var) = var
+        && let Some(text) = env.0.get(var)
+    {
+        return Some(Value { text: text.clone(), line: None, env: Some(var) });
     }
     raw.map(|s| Value { text: s.value.clone(), line: Some(s.referenced.line()), env: None })
 }
@@ -358,10 +358,10 @@ fn build(
         match text {
             Err(e) => scx.err(None, "", e),
             Ok(src) => {
-                if let Some(raw_site) = parse_yaml::<raw::Site>(&file, &src, scx.errors) {
-                    if let Some(site) = build_site(&mut scx, &file, base, raw_site, &defaults) {
-                        sites.push(site);
-                    }
+                if let Some(raw_site) = parse_yaml::<raw::Site>(&file, &src, scx.errors)
+                    && let Some(site) = build_site(&mut scx, &file, base, raw_site, &defaults)
+                {
+                    sites.push(site);
                 }
             }
         }

@@ -181,10 +181,10 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // hyper stops polling once a body reports its end, so a body that was read to its
         // known length returns its connection here.
-        if let Some(c) = self.conn.take() {
-            if self.inner.is_end_stream() {
-                c.release();
-            }
+        if let Some(c) = self.conn.take()
+            && self.inner.is_end_stream()
+        {
+            c.release();
         }
     }
 }

@@ -50,11 +50,11 @@ pub async fn serve(
         let mut found = None;
         for name in &dir.index {
             let candidate = path.join(name);
-            if let Ok(m) = tokio::fs::metadata(&candidate).await {
-                if m.is_file() {
-                    found = Some((candidate, m));
-                    break;
-                }
+            if let Ok(m) = tokio::fs::metadata(&candidate).await
+                && m.is_file()
+            {
+                found = Some((candidate, m));
+                break;
             }
         }
         let Some((p, m)) = found else {
@@ -203,11 +203,11 @@ fn not_modified(h: &HeaderMap, etag: &str, mtime_secs: u64) -> bool {
     if let Some(inm) = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         return etag_matches(inm, etag);
     }
-    if let Some(ims) = h.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) {
-        if let Ok(t) = httpdate::parse_http_date(ims) {
-            let since = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            return mtime_secs <= since;
-        }
+    if let Some(ims) = h.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok())
+        && let Ok(t) = httpdate::parse_http_date(ims)
+    {
+        let since = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        return mtime_secs <= since;
     }
     false
 }

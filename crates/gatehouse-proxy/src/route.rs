@@ -68,7 +68,7 @@ impl Router {
             });
             tables.push(routes.into_iter().map(|(_, c)| c).collect());
         }
-        wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         Router { exact, wildcard, any, sites: tables }
     }
 

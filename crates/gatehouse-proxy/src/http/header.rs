@@ -47,19 +47,18 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             0
         };
     }
-    if found & CONN != 0 {
-        if let Some(conn) = h.remove(header::CONNECTION) {
-            if let Ok(list) = conn.to_str() {
-                for token in list.split(',').map(str::trim) {
-                    if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
-                        continue;
-                    }
-                    if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
-                        if !(keep_upgrade && n == header::UPGRADE) {
-                            h.remove(n);
-                        }
-                    }
-                }
+    if found & CONN != 0
+        && let Some(conn) = h.remove(header::CONNECTION)
+        && let Ok(list) = conn.to_str()
+    {
+        for token in list.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(token.as_bytes())
+                && !(keep_upgrade && n == header::UPGRADE)
+            {
+                h.remove(n);
             }
         }
     }

@@ -83,10 +83,10 @@ fn error_response(e: &ProxyError) -> Response<Outgoing> {
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    if let ProxyError::MethodNotAllowed(allow) = e {
-        if let Ok(v) = HeaderValue::from_str(allow) {
-            h.insert(header::ALLOW, v);
-        }
+    if let ProxyError::MethodNotAllowed(allow) = e
+        && let Ok(v) = HeaderValue::from_str(allow)
+    {
+        h.insert(header::ALLOW, v);
     }
     if e.closes_connection() {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -206,16 +206,16 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 /// Applies `strip_prefix` and `rewrite` to the normalised path.
 fn rewrite_path<'a>(route: &Compiled, path: &'a str) -> Cow<'a, str> {
     let mut out: Cow<'a, str> = Cow::Borrowed(path);
-    if let Some(prefix) = &route.route.strip_prefix {
-        if has_prefix(path, prefix) {
-            let rest = &path[prefix.len()..];
-            out = if rest.starts_with('/') { Cow::Borrowed(rest) } else { Cow::Owned(format!("/{rest}")) };
-        }
+    if let Some(prefix) = &route.route.strip_prefix
+        && has_prefix(path, prefix)
+    {
+        let rest = &path[prefix.len()..];
+        out = if rest.starts_with('/') { Cow::Borrowed(rest) } else { Cow::Owned(format!("/{rest}")) };
     }
-    if let Some(rw) = &route.route.rewrite {
-        if let Cow::Owned(s) = rw.pattern.replace(&out, rw.replace.as_str()) {
-            out = Cow::Owned(if s.starts_with('/') { s } else { format!("/{s}") });
-        }
+    if let Some(rw) = &route.route.rewrite
+        && let Cow::Owned(s) = rw.pattern.replace(&out, rw.replace.as_str())
+    {
+        out = Cow::Owned(if s.starts_with('/') { s } else { format!("/{s}") });
     }
     out
 }
@@ -244,12 +244,11 @@ async fn proxy(
 
     let headers = &mut parts.headers;
     hdr::strip_hop_by_hop(headers, upgrade);
-    if !headers.contains_key(header::HOST) {
-        if let Some(a) = &authority {
-            if let Ok(v) = HeaderValue::from_str(a) {
-                headers.insert(header::HOST, v);
-            }
-        }
+    if !headers.contains_key(header::HOST)
+        && let Some(a) = &authority
+        && let Ok(v) = HeaderValue::from_str(a)
+    {
+        headers.insert(header::HOST, v);
     }
     let host_value = headers.get(header::HOST).cloned();
     hdr::set_forwarded(headers, peer, &conn.peer_value, client, peer_trusted, conn.proto, host_value.as_ref());
@@ -343,30 +342,30 @@ async fn proxy(
         Ok(Ok(r)) => r,
     };
 
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_side) = client_upgrade {
-            let backend_side = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                let _active = active;
-                match (client_side.await, backend_side.await) {
-                    (Ok(a), Ok(b)) => {
-                        let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-                    }
-                    _ => tracing::debug!("upgrade did not complete"),
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_side) = client_upgrade
+    {
+        let backend_side = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            let _active = active;
+            match (client_side.await, backend_side.await) {
+                (Ok(a), Ok(b)) => {
+                    let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
                 }
-            });
-            let (mut rp, _) = response.into_parts();
-            hdr::strip_hop_by_hop(&mut rp.headers, true);
-            return Ok(Response::from_parts(rp, Outgoing::Empty));
-        }
+                _ => tracing::debug!("upgrade did not complete"),
+            }
+        });
+        let (mut rp, _) = response.into_parts();
+        hdr::strip_hop_by_hop(&mut rp.headers, true);
+        return Ok(Response::from_parts(rp, Outgoing::Empty));
     }
 
-    if let (Some(limit), Some(len)) = (opts.max_response_body, content_length(response.headers())) {
-        if len > limit {
-            tracing::warn!(target: "gatehouse::proxy", backend = %backend_label(), size = len, limit, "upstream response larger than the limit");
-            return Err(ProxyError::ResponseTooLarge { size: len, limit });
-        }
+    if let (Some(limit), Some(len)) = (opts.max_response_body, content_length(response.headers()))
+        && len > limit
+    {
+        tracing::warn!(target: "gatehouse::proxy", backend = %backend_label(), size = len, limit, "upstream response larger than the limit");
+        return Err(ProxyError::ResponseTooLarge { size: len, limit });
     }
     let (mut rp, rbody) = response.into_parts();
     hdr::strip_hop_by_hop(&mut rp.headers, false);
