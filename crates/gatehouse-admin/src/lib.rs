@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::{Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +22,8 @@ pub struct Admin {
     /// Set once the configuration is loaded and every listener is bound.
     pub ready: Arc<AtomicBool>,
     pub token: Option<Arc<str>>,
+    /// The certificate resolver, when HTTPS is configured.
+    pub certs: Option<Arc<gatehouse_proxy::tls::Resolver>>,
 }
 
 /// Serves the admin API on `listener` until `shutdown` resolves.
@@ -32,6 +34,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let api = Router::new()
         .route("/api/routes", get(routes))
+        .route("/api/certs", get(certs))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -81,6 +84,43 @@ async fn routes(State(admin): State<Admin>) -> Json<Value> {
     };
     let list: Vec<Value> = state.router.routes().map(|c| route_json(c, hosts_of(&c.site))).collect();
     Json(json!({ "routes": list }))
+}
+
+/// The certificate inventory. `?warn_days=N` (default 30) flags certificates with N days
+/// or fewer left.
+async fn certs(State(admin): State<Admin>, RawQuery(query): RawQuery) -> Response {
+    let warn_days: i64 = match query.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("warn_days=")))
+    {
+        None => 30,
+        Some(v) => match v.parse() {
+            Ok(n) => n,
+            Err(_) => {
+                return (StatusCode::BAD_REQUEST, Json(json!({"error": "warn_days must be a whole number"})))
+                    .into_response();
+            }
+        },
+    };
+    let Some(resolver) = &admin.certs else { return Json(json!({"certificates": []})).into_response() };
+    let store = resolver.store();
+    let list: Vec<Value> = store
+        .certs()
+        .iter()
+        .map(|c| {
+            let days = c.info.days_remaining();
+            let not_after = std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.info.not_after.max(0) as u64);
+            json!({
+                "subject": c.info.subject,
+                "names": c.info.names,
+                "issuer": c.info.issuer,
+                "not_after": httpdate::fmt_http_date(not_after),
+                "not_after_unix": c.info.not_after,
+                "days_remaining": days,
+                "warn": days <= warn_days,
+                "source": c.info.source,
+            })
+        })
+        .collect();
+    Json(json!({"warn_days": warn_days, "certificates": list})).into_response()
 }
 
 fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {

@@ -29,6 +29,7 @@ pub struct EnvOverrides(HashMap<String, String>);
 const ENV_KEYS: &[(&str, &str)] = &[
     ("GATEHOUSE_WORKERS", "workers"),
     ("GATEHOUSE_LISTEN_HTTP", "listen.http"),
+    ("GATEHOUSE_LISTEN_HTTPS", "listen.https"),
     ("GATEHOUSE_ADMIN_LISTEN", "admin.listen"),
     ("GATEHOUSE_ADMIN_TOKEN", "admin.token"),
     ("GATEHOUSE_SITES_DIR", "sites_dir"),
@@ -242,6 +243,8 @@ fn build(
         "listen.http",
         "0.0.0.0:80",
     );
+    let listen_https = pick(main.listen.as_ref().and_then(|l| l.https.as_ref()), env, "listen.https")
+        .map(|v| socket_addr(&mut cx, Some(v), "listen.https", "0.0.0.0:443"));
     let admin_listen = socket_addr(
         &mut cx,
         pick(main.admin.as_ref().and_then(|a| a.listen.as_ref()), env, "admin.listen"),
@@ -344,6 +347,12 @@ fn build(
         defaults.apply(&mut cx, d, "defaults");
     }
 
+    let mut tls = build_tls(&mut cx, base, main.tls.as_ref());
+    if tls != TlsConfig::default() && listen_https.is_none() {
+        let line = main.tls.as_ref().and_then(|t| t.cert_dir.as_ref().or(t.cert.as_ref())).map(|s| s.referenced.line());
+        cx.err(line, "tls", "certificates are configured but there is no HTTPS listener: add listen.https");
+    }
+
     let mut sites = Vec::new();
     let site_files: Vec<(PathBuf, Result<String, String>)> = match inline_sites {
         Some(list) => list
@@ -359,7 +368,8 @@ fn build(
             Err(e) => scx.err(None, "", e),
             Ok(src) => {
                 if let Some(raw_site) = parse_yaml::<raw::Site>(&file, &src, scx.errors)
-                    && let Some(site) = build_site(&mut scx, &file, base, raw_site, &defaults)
+                    && let Some(site) =
+                        build_site(&mut scx, &file, base, raw_site, &defaults, listen_https.is_some(), &mut tls.pairs)
                 {
                     sites.push(site);
                 }
@@ -372,6 +382,8 @@ fn build(
         source: path.to_path_buf(),
         workers,
         listen_http,
+        listen_https,
+        tls,
         admin_listen,
         admin_token,
         sites_dir,
@@ -644,8 +656,39 @@ fn apply_header_ops(cx: &mut Ctx<'_>, rules: &mut HeaderRules, ops: &raw::Header
     }
 }
 
-fn build_site(cx: &mut Ctx<'_>, file: &Path, base: &Path, s: raw::Site, defaults: &Layered) -> Option<Site> {
+fn build_site(
+    cx: &mut Ctx<'_>,
+    file: &Path,
+    base: &Path,
+    s: raw::Site,
+    defaults: &Layered,
+    https: bool,
+    pairs: &mut Vec<CertPair>,
+) -> Option<Site> {
     let name = file.file_stem().and_then(|n| n.to_str()).unwrap_or("site").to_string();
+    if let Some(t) = &s.tls {
+        if let Some(pair) = cert_pair(cx, base, t.cert.as_ref(), t.key.as_ref(), "tls", &name) {
+            pairs.push(pair);
+        }
+        if !https {
+            cx.err(
+                t.cert.as_ref().map(|c| c.referenced.line()),
+                "tls",
+                "this site has a certificate but the main file has no listen.https",
+            );
+        }
+    }
+    let https_redirect = match &s.https_redirect {
+        None => https,
+        Some(v) => match v.value.trim() {
+            "true" => true,
+            "false" => false,
+            other => {
+                cx.err_at(v, "https_redirect", format!("expected true or false, got {other:?}"));
+                https
+            }
+        },
+    };
     let mut hosts = Vec::new();
     let mut raw_hosts: Vec<(String, &S<String>)> = Vec::new();
     if let Some(h) = &s.host {
@@ -717,7 +760,69 @@ fn build_site(cx: &mut Ctx<'_>, file: &Path, base: &Path, s: raw::Site, defaults
     } else if !wrote_routes {
         cx.err(Some(1), "", "a site needs `backend`, `backends`, `static`, `redirect` or `routes`");
     }
-    Some(Site { name, file: file.to_path_buf(), hosts, routes })
+    Some(Site { name, file: file.to_path_buf(), hosts, routes, https_redirect: https_redirect && https })
+}
+
+fn build_tls(cx: &mut Ctx<'_>, base: &Path, t: Option<&raw::Tls>) -> TlsConfig {
+    let mut out = TlsConfig::default();
+    let Some(t) = t else { return out };
+    if let Some(a) = &t.acme {
+        cx.err_at(
+            a,
+            "tls.acme",
+            "automatic certificates (ACME) are not implemented yet; use tls.cert_dir or tls.cert/tls.key",
+        );
+    }
+    if let Some(dir) = &t.cert_dir {
+        let path = base.join(&dir.value);
+        match std::fs::read_dir(&path) {
+            Ok(_) => out.cert_dir = Some(path),
+            Err(e) => cx.err_at(dir, "tls.cert_dir", format!("cannot read {}: {e}", path.display())),
+        }
+    }
+    if let Some(pair) = cert_pair(cx, base, t.cert.as_ref(), t.key.as_ref(), "tls", "main") {
+        out.pairs.push(pair);
+    }
+    if let Some(h) = &t.default_host {
+        match parse_host(&h.value) {
+            Ok(HostPattern::Exact(name)) => out.default_host = Some(name),
+            _ => cx.err_at(h, "tls.default_host", format!("expected a host name like example.test, got {:?}", h.value)),
+        }
+    }
+    out
+}
+
+/// A `cert` + `key` pair; both or neither, both readable.
+fn cert_pair(
+    cx: &mut Ctx<'_>,
+    base: &Path,
+    cert: Option<&S<String>>,
+    key: Option<&S<String>>,
+    at: &str,
+    origin: &str,
+) -> Option<CertPair> {
+    match (cert, key) {
+        (None, None) => None,
+        (Some(c), None) => {
+            cx.err_at(c, format!("{at}.key"), "a certificate needs its key: add key");
+            None
+        }
+        (None, Some(k)) => {
+            cx.err_at(k, format!("{at}.cert"), "a key needs its certificate: add cert");
+            None
+        }
+        (Some(c), Some(k)) => {
+            let mut ok = true;
+            for (field, v) in [("cert", c), ("key", k)] {
+                let p = base.join(&v.value);
+                if let Err(e) = std::fs::File::open(&p) {
+                    cx.err_at(v, format!("{at}.{field}"), format!("cannot read {}: {e}", p.display()));
+                    ok = false;
+                }
+            }
+            ok.then(|| CertPair { cert: base.join(&c.value), key: base.join(&k.value), origin: origin.to_string() })
+        }
+    }
 }
 
 fn parse_host(h: &str) -> Result<HostPattern, String> {

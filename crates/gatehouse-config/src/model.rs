@@ -17,6 +17,9 @@ pub struct Config {
     pub source: PathBuf,
     pub workers: usize,
     pub listen_http: SocketAddr,
+    /// The HTTPS listener, when configured.
+    pub listen_https: Option<SocketAddr>,
+    pub tls: TlsConfig,
     pub admin_listen: SocketAddr,
     /// Bearer token for the admin API; required when it listens beyond loopback.
     pub admin_token: Option<String>,
@@ -28,6 +31,26 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub dns_refresh: Duration,
     pub sites: Vec<Site>,
+}
+
+/// Where certificates come from. Files are checked for readability here; parsing and
+/// key/certificate matching happen when the proxy loads them (also in `gatehouse check`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Watched directory: certbot `live/<domain>/{fullchain,privkey}.pem` or flat
+    /// `<name>.crt|.pem` + `<name>.key`.
+    pub cert_dir: Option<PathBuf>,
+    /// Explicit pairs: the global one and each site's.
+    pub pairs: Vec<CertPair>,
+    pub default_host: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Where it was configured, for the inventory (`main`, or the site name).
+    pub origin: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +84,8 @@ pub struct Site {
     pub file: PathBuf,
     pub hosts: Vec<HostPattern>,
     pub routes: Vec<Route>,
+    /// Plain-HTTP requests to this site are redirected to HTTPS.
+    pub https_redirect: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,12 +24,34 @@ pub struct Main {
     pub trusted_proxies: Option<Vec<S<String>>>,
     pub dns_refresh: Option<S<String>>,
     pub defaults: Option<Options>,
+    pub tls: Option<Tls>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     pub http: Option<S<String>>,
+    pub https: Option<S<String>>,
+}
+
+/// Certificates: global in the main file; a site may name its own `cert`/`key`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert_dir: Option<S<String>>,
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
+    /// Host whose certificate answers handshakes with an unknown or missing SNI.
+    pub default_host: Option<S<String>>,
+    /// Accepted so the error can say "not yet" instead of "unknown key".
+    pub acme: Option<S<serde::de::IgnoredAny>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SiteTls {
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -136,6 +158,9 @@ pub struct Site {
     pub upstreams: Option<BTreeMap<String, Upstream>>,
     pub routes: Option<Vec<Route>>,
     pub options: Option<Options>,
+    pub tls: Option<SiteTls>,
+    /// Redirect plain-HTTP requests to HTTPS (default: on when an HTTPS listener exists).
+    pub https_redirect: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

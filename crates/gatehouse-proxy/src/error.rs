@@ -9,6 +9,8 @@ pub enum ProxyError {
     NoSite,
     #[error("no route matches")]
     NoRoute,
+    #[error("this connection's certificate does not serve the requested host")]
+    Misdirected,
     #[error("method not allowed")]
     MethodNotAllowed(String),
     #[error("connect to {backend} failed: {reason}")]
@@ -41,6 +43,7 @@ impl ProxyError {
         match self {
             ProxyError::NoSite | ProxyError::NoRoute => S::NOT_FOUND,
             ProxyError::MethodNotAllowed(_) => S::METHOD_NOT_ALLOWED,
+            ProxyError::Misdirected => S::MISDIRECTED_REQUEST,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::ResponseTooLarge { .. } => {
                 S::BAD_GATEWAY
             }

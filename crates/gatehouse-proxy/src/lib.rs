@@ -11,6 +11,7 @@ pub mod http;
 pub mod listener;
 pub mod route;
 pub mod state;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -30,22 +31,57 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("cannot start worker threads: {0}")]
+    Threads(std::io::Error),
 }
 
 impl Server {
-    /// Binds the HTTP listener (one socket per worker) and starts the workers.
-    pub fn start(config: Arc<Config>) -> std::io::Result<Server> {
-        let listeners = listener::bind_workers(config.listen_http, config.workers)?;
-        let http_addr = listeners[0].local_addr()?;
+    /// Binds the HTTP listener and, with `listen.https` and a certificate resolver, the HTTPS
+    /// listener (one socket each per worker), and starts the workers.
+    pub fn start(config: Arc<Config>, resolver: Option<Arc<tls::Resolver>>) -> Result<Server, StartError> {
+        let listen_err = |addr| move |source| StartError::Listen { addr, source };
+        let http =
+            listener::bind_workers(config.listen_http, config.workers).map_err(listen_err(config.listen_http))?;
+        let http_addr = http[0].local_addr().map_err(listen_err(config.listen_http))?;
+        let (https, tls) = match (config.listen_https, resolver) {
+            (Some(addr), Some(resolver)) => {
+                let socks = listener::bind_workers(addr, config.workers).map_err(listen_err(addr))?;
+                let cfg = tls::server_config(resolver.clone()).map_err(|e| StartError::Tls(e.to_string()))?;
+                (socks, Some((tokio_rustls::TlsAcceptor::from(cfg), resolver)))
+            }
+            (Some(_), None) => {
+                return Err(StartError::Tls("listen.https is set but no certificates were loaded".into()));
+            }
+            _ => (Vec::new(), None),
+        };
+        let https_addr = https.first().and_then(|l| l.local_addr().ok());
         let settings = Arc::new(listener::WorkerSettings {
             server: config.server.clone(),
             shutdown_timeout: config.shutdown_timeout,
             max_header_bytes: max_header_bytes(&config),
+            tls,
         });
-        let shared = Arc::new(ArcSwap::from_pointee(RuntimeState::build(config, None)));
+        let mut https = https.into_iter();
+        let sockets = http.into_iter().map(|h| listener::WorkerSockets { http: h, https: https.next() }).collect();
+        let state = RuntimeState::build(config, None, https_addr.map(|a| a.port()));
+        let shared = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = watch::channel(false);
-        let workers = listener::spawn_workers(listeners, shared.clone(), rx, settings)?;
-        Ok(Server { shared, shutdown: tx, workers, http_addr })
+        let workers = listener::spawn_workers(sockets, shared.clone(), rx, settings).map_err(StartError::Threads)?;
+        Ok(Server { shared, shutdown: tx, workers, http_addr, https_addr })
+    }
+
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -60,7 +96,7 @@ impl Server {
     /// Swaps in a new configuration. Listener-level settings (addresses, workers) need a restart.
     pub fn reload(&self, config: Arc<Config>) {
         let old = self.shared.load_full();
-        let next = RuntimeState::build(config, Some(&old));
+        let next = RuntimeState::build(config, Some(&old), self.https_addr.map(|a| a.port()));
         self.shared.store(Arc::new(next));
     }
 

@@ -17,7 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
 use crate::http::framing::{Flags, Inspected};
-use crate::http::{ConnInfo, handle};
+use crate::http::{ConnInfo, TlsInfo, handle};
 use crate::state::RuntimeState;
 use crate::upstream::pool;
 
@@ -51,11 +51,19 @@ pub struct WorkerSettings {
     /// The largest request header section any route accepts; hyper's read buffer is sized
     /// to it so routes can answer 431 themselves.
     pub max_header_bytes: usize,
+    /// TLS for the HTTPS listeners, with the resolver that picked the certificates.
+    pub tls: Option<(tokio_rustls::TlsAcceptor, Arc<crate::tls::Resolver>)>,
+}
+
+/// One worker's sockets: the HTTP listener and, when configured, the HTTPS one.
+pub struct WorkerSockets {
+    pub http: std::net::TcpListener,
+    pub https: Option<std::net::TcpListener>,
 }
 
 /// Starts one worker thread per listener.
 pub fn spawn_workers(
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<WorkerSockets>,
     shared: Arc<ArcSwap<RuntimeState>>,
     shutdown: watch::Receiver<bool>,
     settings: Arc<WorkerSettings>,
@@ -79,12 +87,14 @@ pub fn spawn_workers(
 }
 
 async fn worker(
-    listener: std::net::TcpListener,
+    sockets: WorkerSockets,
     shared: Arc<ArcSwap<RuntimeState>>,
     mut shutdown: watch::Receiver<bool>,
     settings: Arc<WorkerSettings>,
 ) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
+    let registered = tokio::net::TcpListener::from_std(sockets.http)
+        .and_then(|http| Ok((http, sockets.https.map(tokio::net::TcpListener::from_std).transpose()?)));
+    let (listener, https) = match registered {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, "cannot register listener");
@@ -123,8 +133,9 @@ async fn worker(
     });
 
     loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
+        let (accepted, secure) = tokio::select! {
+            r = listener.accept() => (r, false),
+            r = accept_maybe(https.as_ref()) => (r, true),
             _ = shutdown.changed() => break,
         };
         let (stream, peer) = match accepted {
@@ -150,17 +161,47 @@ async fn worker(
         let framing = Arc::new(Flags::default());
         let peer_value =
             http::HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(http::HeaderValue::from_static("unknown"));
-        let info = ConnInfo { peer, peer_value, proto: "http", framing: framing.clone() };
+        let mut info = ConnInfo { peer, peer_value, proto: "http", framing: framing.clone(), tls: None };
         let shared = shared.clone();
-        let svc = service_fn(move |req| {
-            let state = shared.load_full();
-            let info = info.clone();
-            async move { Ok::<_, Infallible>(handle(state, info, req).await) }
-        });
+        let make_svc = move |info: ConnInfo| {
+            service_fn(move |req| {
+                let state = shared.load_full();
+                let info = info.clone();
+                async move { Ok::<_, Infallible>(handle(state, info, req).await) }
+            })
+        };
         let (h1, builder, stop, alive) = (h1.clone(), builder.clone(), shutdown.clone(), alive.clone());
+        let tls = if secure { settings.tls.clone() } else { None };
         tokio::spawn(async move {
             let _permit = permit;
             let _alive = alive;
+            if let Some((acceptor, resolver)) = tls {
+                let stream = match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let (_, session) = stream.get_ref();
+                let h2 = session.alpn_protocol() == Some(b"h2");
+                let sni = session.server_name().map(|s| s.to_ascii_lowercase());
+                info.proto = "https";
+                info.tls = Some(Arc::new(TlsInfo { sni, resolver }));
+                let svc = make_svc(info);
+                let io = TokioIo::new(Inspected::new(stream, framing));
+                let result = if h2 {
+                    serve_until_shutdown!(builder.serve_connection_with_upgrades(io, svc), stop)
+                } else {
+                    serve_until_shutdown!(h1.serve_connection(io, svc).with_upgrades(), stop)
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            let svc = make_svc(info);
             // The first bytes tell HTTP/1 from the HTTP/2 preface ("PRI * HTTP/2.0").
             let mut first = [0u8; 4];
             let n = match tokio::time::timeout(header_read, stream.peek(&mut first)).await {
@@ -179,6 +220,7 @@ async fn worker(
         });
     }
     drop(listener);
+    drop(https);
     drop(alive);
     pruner.abort();
     tokio::select! {
@@ -206,3 +248,11 @@ macro_rules! serve_until_shutdown {
     }};
 }
 use serve_until_shutdown;
+
+/// Accepts on the HTTPS listener when there is one; otherwise never resolves.
+async fn accept_maybe(l: Option<&tokio::net::TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}

@@ -17,6 +17,8 @@ pub struct Compiled {
     pub route: Route,
     pub site: Arc<str>,
     pub group: Option<Arc<Group>>,
+    /// The site redirects plain HTTP to HTTPS.
+    pub https_redirect: bool,
 }
 
 pub struct Router {
@@ -57,7 +59,15 @@ impl Router {
                 .routes
                 .iter()
                 .enumerate()
-                .map(|(order, r)| (order, Compiled { route: r.clone(), site: name.clone(), group: group_for(r) }))
+                .map(|(order, r)| {
+                    let c = Compiled {
+                        route: r.clone(),
+                        site: name.clone(),
+                        group: group_for(r),
+                        https_redirect: site.https_redirect,
+                    };
+                    (order, c)
+                })
                 .collect();
             routes.sort_by(|(oa, a), (ob, b)| {
                 b.route

@@ -16,12 +16,14 @@ pub struct RuntimeState {
     pub trusted: Vec<IpNet>,
     /// Upstream groups by configuration key.
     pub groups: HashMap<String, Arc<Group>>,
+    /// The bound HTTPS port, for HTTP -> HTTPS redirects.
+    pub https_port: Option<u16>,
 }
 
 impl RuntimeState {
     /// Builds the state for `config`, taking over upstream groups (with their counters and
     /// balancer positions) from `previous` where the group is unchanged.
-    pub fn build(config: Arc<Config>, previous: Option<&RuntimeState>) -> Self {
+    pub fn build(config: Arc<Config>, previous: Option<&RuntimeState>, https_port: Option<u16>) -> Self {
         let empty = HashMap::new();
         let upstreams = config.sites.iter().flat_map(|s| s.routes.iter()).filter_map(|r| match &r.action {
             Action::Proxy(up) => Some(up.clone()),
@@ -32,6 +34,6 @@ impl RuntimeState {
             Action::Proxy(up) => groups.get(&up.key).cloned(),
             _ => None,
         });
-        RuntimeState { trusted: config.trusted_proxies.clone(), config, router, groups }
+        RuntimeState { trusted: config.trusted_proxies.clone(), config, router, groups, https_port }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use gatehouse_config::{Config, EnvOverrides, LogFormat};
-use gatehouse_proxy::Server;
+use gatehouse_proxy::{Server, tls};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -51,6 +51,19 @@ fn main() -> ExitCode {
             let path = config_path(config);
             match gatehouse_config::load(&path, &EnvOverrides::from_env()) {
                 Ok(c) => {
+                    if c.listen_https.is_some() {
+                        let (store, problems) = load_certificates(&c);
+                        for p in &problems {
+                            eprintln!("{p}");
+                        }
+                        for host in store.uncovered(&c.sites) {
+                            eprintln!("warning: no certificate covers {host}; it gets the default certificate, if any");
+                        }
+                        if !problems.is_empty() {
+                            eprintln!("{} error(s) in the TLS configuration", problems.len());
+                            return ExitCode::FAILURE;
+                        }
+                    }
                     let routes: usize = c.sites.iter().map(|s| s.routes.len()).sum();
                     println!("{}: configuration OK ({} sites, {routes} routes)", path.display(), c.sites.len());
                     ExitCode::SUCCESS
@@ -82,6 +95,11 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Loads the certificates the configuration names; problems come back as messages.
+fn load_certificates(c: &Config) -> (tls::Store, Vec<String>) {
+    tls::Store::load(&c.tls, &c.sites, None)
 }
 
 /// `--config`/`$GATEHOUSE_CONFIG`, then `./gatehouse.yaml`, then `/etc/gatehouse/gatehouse.yaml`.
@@ -120,8 +138,26 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         .with_context(|| format!("cannot listen on admin address {}", config.admin_listen))?;
     admin_listener.set_nonblocking(true)?;
     let admin_addr = admin_listener.local_addr()?;
-    let server = Server::start(config.clone()).with_context(|| format!("cannot listen on {}", config.listen_http))?;
+    let resolver = if config.listen_https.is_some() {
+        let (store, problems) = load_certificates(&config);
+        if !problems.is_empty() {
+            anyhow::bail!("certificates could not be loaded:\n  {}", problems.join("\n  "));
+        }
+        for host in store.uncovered(&config.sites) {
+            tracing::warn!(host, "no certificate covers this host; it gets the default certificate, if any");
+        }
+        tls::warn_expiry(&store);
+        Some(Arc::new(tls::Resolver::new(store)))
+    } else {
+        None
+    };
+    let server = Server::start(config.clone(), resolver.clone())?;
     let http_addr = server.http_addr();
+    // Keeps watching the certificate directory while it lives.
+    let _cert_watch = match &resolver {
+        Some(r) => tls::watch(r.clone(), config.tls.clone(), config.sites.clone()).map_err(anyhow::Error::msg)?,
+        None => None,
+    };
 
     // The control runtime: admin API, signals, DNS refresh. Proxy workers have their own.
     let control = tokio::runtime::Builder::new_multi_thread()
@@ -134,6 +170,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         state: server.watcher(),
         ready: ready.clone(),
         token: config.admin_token.as_deref().map(Arc::from),
+        certs: resolver.clone(),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     control.spawn(async move {
@@ -157,9 +194,12 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     ready.store(true, Ordering::Release);
     tracing::info!(http = %http_addr, admin = %admin_addr, workers = config.workers, "gatehouse started");
     // One stable line on stdout so scripts and tests can find the bound ports.
-    println!("gatehouse listening http={http_addr} admin={admin_addr}");
+    match server.https_addr() {
+        Some(https) => println!("gatehouse listening http={http_addr} https={https} admin={admin_addr}"),
+        None => println!("gatehouse listening http={http_addr} admin={admin_addr}"),
+    }
 
-    control.block_on(signals(&server, &path))?;
+    control.block_on(signals(&server, &path, resolver.as_deref()))?;
     ready.store(false, Ordering::Release);
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: finishing in-flight requests");
     let _ = stop_admin.send(());
@@ -170,7 +210,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
 }
 
 /// Waits for SIGTERM/SIGINT (returns) and handles SIGHUP (reload) meanwhile.
-async fn signals(server: &Server, path: &Path) -> Result<()> {
+async fn signals(server: &Server, path: &Path, certs: Option<&tls::Resolver>) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -179,13 +219,13 @@ async fn signals(server: &Server, path: &Path) -> Result<()> {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(server, path).await,
+            _ = hup.recv() => reload(server, path, certs).await,
         }
     }
 }
 
 /// parse -> validate -> build -> swap; on any error the running configuration stays.
-async fn reload(server: &Server, path: &Path) {
+async fn reload(server: &Server, path: &Path, certs: Option<&tls::Resolver>) {
     let path = path.to_path_buf();
     let loaded = tokio::task::spawn_blocking(move || gatehouse_config::load(&path, &EnvOverrides::from_env())).await;
     match loaded {
@@ -195,6 +235,13 @@ async fn reload(server: &Server, path: &Path) {
                 tracing::warn!(
                     "listen, admin, log, server, shutdown_timeout, dns_refresh and workers change only on restart; sites and defaults apply now"
                 );
+            }
+            if let Some(resolver) = certs {
+                let (store, problems) = tls::Store::load(&config.tls, &config.sites, Some(&resolver.store()));
+                for p in &problems {
+                    tracing::error!(problem = %p, "certificate not loaded on reload");
+                }
+                resolver.replace(store);
             }
             server.reload(Arc::new(config));
             tracing::info!("configuration reloaded");

@@ -5,4 +5,4 @@ pub mod framing;
 pub mod header;
 mod proxy;
 
-pub use proxy::{ConnInfo, handle};
+pub use proxy::{ConnInfo, TlsInfo, handle};

@@ -36,6 +36,16 @@ pub struct ConnInfo {
     pub peer_value: HeaderValue,
     /// What the raw-byte scanner found on this connection (HTTP/1.1 smuggling guard).
     pub framing: Arc<super::framing::Flags>,
+    /// Set on HTTPS connections.
+    pub tls: Option<Arc<TlsInfo>>,
+}
+
+/// The TLS side of a connection, as far as request handling cares.
+#[derive(Debug)]
+pub struct TlsInfo {
+    /// The SNI the client sent, lower-case.
+    pub sni: Option<String>,
+    pub resolver: Arc<crate::tls::Resolver>,
 }
 
 /// Serves one request. Never fails: errors are answered with their status code.
@@ -139,6 +149,15 @@ async fn serve(
     if req.version() == Version::HTTP_11 && !h.contains_key(header::HOST) && req.uri().authority().is_none() {
         return Err(ProxyError::BadRequest("missing Host header"));
     }
+    // RFC 9110 §15.5.20: a request for a host that this connection's certificate does not
+    // serve belongs on another connection.
+    if let Some(t) = &conn.tls {
+        if let Some(sni) = &t.sni {
+            if sni != host && !t.resolver.same_certificate(host, sni) {
+                return Err(ProxyError::Misdirected);
+            }
+        }
+    }
     let path = normalise_path(req.uri().path());
     let route = match state.router.lookup(host, &path, req.method()) {
         Lookup::Found(c) => c,
@@ -146,6 +165,11 @@ async fn serve(
         Lookup::NoRoute => return Err(ProxyError::NoRoute),
         Lookup::MethodNotAllowed(allow) => return Err(ProxyError::MethodNotAllowed(allow)),
     };
+    if route.https_redirect && conn.tls.is_none() && !path.starts_with("/.well-known/acme-challenge/") {
+        if let Some(port) = state.https_port {
+            return Ok(https_redirect(host, port, req.uri()));
+        }
+    }
     let opts = &route.route.options;
     check_limits(&req, opts)?;
     let target_path = rewrite_path(route, &path);
@@ -175,6 +199,19 @@ async fn serve(
     };
     hdr::apply_rules(resp.headers_mut(), &opts.response_headers);
     Ok(resp)
+}
+
+/// 308 to the same URI on HTTPS (308 keeps the method and body, unlike 301).
+fn https_redirect(host: &str, port: u16, uri: &Uri) -> Response<Outgoing> {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let location = if port == 443 { format!("https://{host}{pq}") } else { format!("https://{host}:{port}{pq}") };
+    let mut r = Response::new(Outgoing::Empty);
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
 }
 
 fn check_limits(req: &Request<Incoming>, opts: &RouteOptions) -> Result<(), ProxyError> {

@@ -1,0 +1,419 @@
+//! TLS termination: the certificate store (explicit pairs, a certificate directory in the
+//! certbot and flat layouts, a self-signed fallback for localhost and IP hosts), SNI-based
+//! selection, the rustls server configuration, the certificate inventory, and the directory
+//! watcher that hot-swaps certificates.
+//!
+//! Owns certificate files and their parsing. Must not touch request routing; the pipeline
+//! only asks "which certificate serves this name".
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use gatehouse_config::{CertPair, HostPattern, Site, TlsConfig};
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::hash::FxHashMap;
+
+/// What the inventory says about one certificate.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    pub subject: String,
+    /// DNS names and IP addresses the certificate is valid for.
+    pub names: Vec<String>,
+    pub issuer: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+    /// `cert_dir: <path>`, `file: <path> (site)`, or `self-signed`.
+    pub source: String,
+    /// The file it came from, to keep it when a later read of that file fails.
+    pub path: Option<PathBuf>,
+}
+
+impl CertInfo {
+    pub fn days_remaining(&self) -> i64 {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        (self.not_after - now).div_euclid(86_400)
+    }
+}
+
+pub struct Cert {
+    pub key: Arc<CertifiedKey>,
+    pub info: CertInfo,
+}
+
+/// Certificates by name. Earlier sources win: explicit pairs, then the directory, then the
+/// self-signed fallback.
+#[derive(Default)]
+pub struct Store {
+    certs: Vec<Cert>,
+    exact: FxHashMap<String, usize>,
+    /// `(".example.test", cert)` for `*.example.test`, longest first.
+    wildcard: Vec<(String, usize)>,
+    default: Option<usize>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("certs", &self.certs.len()).finish()
+    }
+}
+
+impl Store {
+    /// Loads every configured certificate. Problems are returned as messages; a certificate
+    /// that fails to load is left out (and, when `previous` had one from the same file, that
+    /// one is kept).
+    pub fn load(tls: &TlsConfig, sites: &[Site], previous: Option<&Store>) -> (Store, Vec<String>) {
+        let provider = provider();
+        let mut problems = Vec::new();
+        let mut store = Store::default();
+        for pair in &tls.pairs {
+            match load_pair(&pair.cert, &pair.key, &provider) {
+                Ok(key) => {
+                    store.add(key, format!("file: {} ({})", pair.cert.display(), pair.origin), Some(pair.cert.clone()))
+                }
+                Err(e) => problems.push(format!("{}: {e}", pair.cert.display())),
+            }
+        }
+        if let Some(dir) = &tls.cert_dir {
+            for pair in scan_dir(dir) {
+                match load_pair(&pair.cert, &pair.key, &provider) {
+                    Ok(key) => store.add(key, format!("cert_dir: {}", pair.cert.display()), Some(pair.cert.clone())),
+                    Err(e) => {
+                        problems.push(format!("{}: {e}", pair.cert.display()));
+                        store.keep_previous(previous, &pair.cert);
+                    }
+                }
+            }
+        }
+        // localhost and IP hosts cannot get a public certificate: give them a self-signed one.
+        let local: Vec<String> = sites
+            .iter()
+            .flat_map(|s| s.hosts.iter())
+            .filter_map(|h| match h {
+                HostPattern::Exact(n) if is_local(n) => Some(n.trim_matches(['[', ']']).to_string()),
+                _ => None,
+            })
+            .filter(|n| store.lookup(n).is_none())
+            .collect();
+        if !local.is_empty() || (store.certs.is_empty() && sites.iter().any(|s| s.hosts.contains(&HostPattern::Any))) {
+            match self_signed(&local, &provider) {
+                Ok(key) => store.add(key, "self-signed".into(), None),
+                Err(e) => problems.push(format!("self-signed certificate: {e}")),
+            }
+        }
+        store.default = match &tls.default_host {
+            Some(h) => store.index_of(h),
+            None if store.certs.len() == 1 => Some(0),
+            None => store.certs.iter().position(|c| c.info.source == "self-signed"),
+        };
+        if let (Some(h), None) = (&tls.default_host, store.default) {
+            problems.push(format!("tls.default_host: no certificate covers {h}"));
+        }
+        (store, problems)
+    }
+
+    /// Hosts of sites that no certificate covers (catch-all sites excepted).
+    pub fn uncovered(&self, sites: &[Site]) -> Vec<String> {
+        let mut out = Vec::new();
+        for h in sites.iter().flat_map(|s| s.hosts.iter()) {
+            match h {
+                HostPattern::Exact(n) if self.lookup(n).is_none() => out.push(n.clone()),
+                HostPattern::Wildcard(suffix) if !self.wildcard.iter().any(|(s, _)| s == suffix) => {
+                    out.push(h.to_string())
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn add(&mut self, key: Arc<CertifiedKey>, source: String, path: Option<PathBuf>) {
+        let Some(info) = describe(&key, source, path) else { return };
+        let i = self.certs.len();
+        for name in &info.names {
+            let name = name.to_ascii_lowercase();
+            match name.strip_prefix('*') {
+                Some(suffix) if suffix.starts_with('.') => {
+                    if !self.wildcard.iter().any(|(s, _)| s == suffix) {
+                        self.wildcard.push((suffix.to_string(), i));
+                        self.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+                    }
+                }
+                _ => {
+                    self.exact.entry(name).or_insert(i);
+                }
+            }
+        }
+        self.certs.push(Cert { key, info });
+    }
+
+    fn keep_previous(&mut self, previous: Option<&Store>, path: &Path) {
+        let Some(prev) = previous else { return };
+        for c in prev.certs.iter().filter(|c| c.info.path.as_deref() == Some(path)) {
+            self.add(c.key.clone(), c.info.source.clone(), c.info.path.clone());
+        }
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        let name = name.trim_end_matches('.');
+        if let Some(i) = self.exact.get(name) {
+            return Some(*i);
+        }
+        // A wildcard covers exactly one label.
+        let dot = name.find('.')?;
+        let suffix = &name[dot..];
+        self.wildcard.iter().find(|(s, _)| s == suffix).map(|(_, i)| *i)
+    }
+
+    /// The certificate for `name` (lower-case), if one covers it.
+    pub fn lookup(&self, name: &str) -> Option<&Cert> {
+        self.index_of(name).map(|i| &self.certs[i])
+    }
+
+    pub fn certs(&self) -> &[Cert] {
+        &self.certs
+    }
+}
+
+/// Picks the certificate by SNI; unknown or missing SNI gets the default, or the handshake
+/// fails (rustls sends `unrecognized_name`-style failure when this returns `None`).
+#[derive(Debug)]
+pub struct Resolver {
+    store: ArcSwap<Store>,
+}
+
+impl Resolver {
+    pub fn new(store: Store) -> Self {
+        Resolver { store: ArcSwap::from_pointee(store) }
+    }
+
+    pub fn store(&self) -> Arc<Store> {
+        self.store.load_full()
+    }
+
+    pub fn replace(&self, store: Store) {
+        self.store.store(Arc::new(store));
+    }
+
+    /// Whether `a` and `b` are served by the same certificate (for 421 Misdirected Request).
+    pub fn same_certificate(&self, a: &str, b: &str) -> bool {
+        let s = self.store.load();
+        match (s.index_of(a), s.index_of(b)) {
+            (Some(x), Some(y)) => x == y,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let s = self.store.load();
+        let by_name = hello.server_name().and_then(|n| {
+            let lower = n.to_ascii_lowercase();
+            s.index_of(&lower)
+        });
+        by_name.or(s.default).map(|i| s.certs[i].key.clone())
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// TLS 1.2 and 1.3 with the provider's AEAD suites and key exchange groups (X25519MLKEM768
+/// first, then X25519, P-256, P-384), ALPN h2 and http/1.1, session tickets on.
+pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    Ok(Arc::new(cfg))
+}
+
+fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read certificate: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid PEM certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("no certificate in the file".into());
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
+    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => "the private key does not match the certificate".to_string(),
+        other => format!("unusable certificate or key: {other}"),
+    })?;
+    Ok(Arc::new(certified))
+}
+
+fn describe(key: &CertifiedKey, source: String, path: Option<PathBuf>) -> Option<CertInfo> {
+    let der = key.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => names.push(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(b) => {
+                    if let Ok(a) = <[u8; 4]>::try_from(*b) {
+                        names.push(std::net::Ipv4Addr::from(a).to_string());
+                    } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
+                        names.push(std::net::Ipv6Addr::from(a).to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if names.is_empty() {
+        // Old certificates name their host only in the subject CN.
+        names.extend(cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok().map(str::to_string)));
+    }
+    Some(CertInfo {
+        subject: cert.subject().to_string(),
+        names,
+        issuer: cert.issuer().to_string(),
+        not_after: cert.validity().not_after.timestamp(),
+        source,
+        path,
+    })
+}
+
+fn is_local(host: &str) -> bool {
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok()
+}
+
+fn self_signed(names: &[String], provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, String> {
+    let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    for n in names {
+        if !all.contains(n) {
+            all.push(n.clone());
+        }
+    }
+    let generated = rcgen::generate_simple_self_signed(all).map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::try_from(generated.signing_key.serialize_der()).map_err(|e| e.to_string())?;
+    CertifiedKey::from_der(vec![generated.cert.der().clone()], key, provider).map(Arc::new).map_err(|e| e.to_string())
+}
+
+/// Certificate/key pairs in a directory: certbot's `live/<name>/fullchain.pem` +
+/// `privkey.pem` (also `<name>/fullchain.pem` directly under the directory), and flat
+/// `<name>.crt` or `<name>.pem` next to `<name>.key`.
+fn scan_dir(dir: &Path) -> Vec<CertPair> {
+    let mut out = Vec::new();
+    for base in [dir.join("live"), dir.to_path_buf()] {
+        let Ok(entries) = std::fs::read_dir(&base) else { continue };
+        let mut subdirs: Vec<PathBuf> =
+            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+        subdirs.sort();
+        for d in subdirs {
+            let (cert, key) = (d.join("fullchain.pem"), d.join("privkey.pem"));
+            if cert.is_file() && key.is_file() {
+                out.push(CertPair { cert, key, origin: "cert_dir".into() });
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+    files.sort();
+    for f in &files {
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') {
+            continue;
+        }
+        let stem = match f.extension().and_then(|e| e.to_str()) {
+            Some("crt" | "pem") => f.with_extension(""),
+            _ => continue,
+        };
+        if stem.extension().is_some_and(|e| e == "key") {
+            continue;
+        }
+        let key = stem.with_extension("key");
+        if key.is_file() {
+            out.push(CertPair { cert: f.clone(), key, origin: "cert_dir".into() });
+        }
+    }
+    out
+}
+
+/// Watches the certificate directory and reloads the store when files change (debounced,
+/// so a renewal writing several files swaps once). Returns the watcher, which must be kept.
+pub fn watch(
+    resolver: Arc<Resolver>,
+    tls: TlsConfig,
+    sites: Vec<Site>,
+) -> Result<
+    Option<notify_debouncer_full::Debouncer<notify::RecommendedWatcher, notify_debouncer_full::RecommendedCache>>,
+    String,
+> {
+    let Some(dir) = tls.cert_dir.clone() else { return Ok(None) };
+    let r = resolver.clone();
+    let mut debouncer = notify_debouncer_full::new_debouncer(
+        Duration::from_millis(500),
+        None,
+        move |res: notify_debouncer_full::DebounceEventResult| {
+            if res.is_err() {
+                return;
+            }
+            let old = r.store();
+            let (store, problems) = Store::load(&tls, &sites, Some(&old));
+            for p in &problems {
+                tracing::error!(problem = %p, "certificate not loaded; the previous one (if any) keeps serving");
+            }
+            tracing::info!(certificates = store.certs().len(), "certificate directory reloaded");
+            warn_expiry(&store);
+            r.replace(store);
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    debouncer
+        .watch(&dir, notify::RecursiveMode::Recursive)
+        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    Ok(Some(debouncer))
+}
+
+/// Logs certificates close to expiry: a warning at 30 days or less, an error at 7 or less.
+pub fn warn_expiry(store: &Store) {
+    for c in store.certs() {
+        let days = c.info.days_remaining();
+        let names = c.info.names.join(", ");
+        if days <= 7 {
+            tracing::error!(names = %names, days, source = %c.info.source, "certificate expires within 7 days");
+        } else if days <= 14 {
+            tracing::warn!(names = %names, days, source = %c.info.source, "certificate expires within 14 days");
+        } else if days <= 30 {
+            tracing::warn!(names = %names, days, source = %c.info.source, "certificate expires within 30 days");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_cover_one_label() {
+        let mut s = Store::default();
+        let provider = provider();
+        let key = self_signed(&["*.w.test".to_string(), "a.test".to_string()], &provider).expect("cert");
+        s.add(key, "test".into(), None);
+        assert!(s.lookup("x.w.test").is_some());
+        assert!(s.lookup("a.test").is_some());
+        assert!(s.lookup("y.x.w.test").is_none());
+        assert!(s.lookup("w.test").is_none());
+        assert!(s.lookup("localhost").is_some());
+    }
+}
