@@ -26,6 +26,8 @@ pub struct Gatehouse {
     pub child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub http: SocketAddr,
+    /// Present when the configuration has `listen.https`.
+    pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
 }
 
@@ -71,7 +73,8 @@ impl Gatehouse {
                 .unwrap_or_else(|| panic!("no {key} in {line:?}"))
         };
         let (http, admin) = (addr("http="), addr("admin="));
-        Gatehouse { child: Some(child), dir, http, admin }
+        let https = line.split_whitespace().find_map(|w| w.strip_prefix("https=")).and_then(|a| a.parse().ok());
+        Gatehouse { child: Some(child), dir, http, https, admin }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -308,4 +311,139 @@ pub fn site(host: &str, body: &str) -> String {
 
 pub fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS
+
+/// A throwaway certificate authority for HTTPS tests.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// An issued certificate: PEM for files, DER to recognise it on the wire.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Gatehouse Test CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        TestCa { issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("ca") }
+    }
+
+    pub fn issue(&self, names: &[&str]) -> Issued {
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+    }
+
+    /// A client that trusts only this CA, offering `alpn`.
+    pub fn connector(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).expect("root");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        // Every connection does a full handshake, so tests see the certificate served now
+        // (a resumed session reports the certificate of the session it resumes).
+        cfg.resumption = rustls::client::Resumption::disabled();
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    }
+}
+
+/// A TLS connection's outcome: which certificate the server sent and the negotiated ALPN.
+pub struct TlsConn {
+    pub stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    pub peer_der: Vec<u8>,
+    pub alpn: Option<Vec<u8>>,
+}
+
+pub async fn tls_connect(
+    addr: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    sni: &str,
+) -> Result<TlsConn, String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let stream = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let (_, session) = stream.get_ref();
+    let peer_der = session.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec()).unwrap_or_default();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    Ok(TlsConn { stream, peer_der, alpn })
+}
+
+/// One HTTP/1.1 request over an established TLS connection.
+pub async fn send_on<IO>(io: IO, req: Request<Full<Bytes>>) -> Reply
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.expect("handshake");
+    tokio::spawn(conn);
+    let resp = tx.send_request(req).await.expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply { status: parts.status, headers: parts.headers, body }
+}
+
+pub fn get_req(host: &str, path: &str) -> Request<Full<Bytes>> {
+    Request::get(path).header("host", host).body(Full::new(Bytes::new())).expect("request")
+}
+
+/// Accepts any server certificate: only for tests of self-signed fallbacks.
+#[derive(Debug)]
+pub struct AcceptAny(pub Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls_pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls_pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub fn accept_any_connector() -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }

@@ -9,3 +9,4 @@ mod lifecycle;
 mod limits;
 mod protocols;
 mod routing;
+mod tls;

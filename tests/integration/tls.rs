@@ -1,0 +1,239 @@
+//! HTTPS: certificate selection by SNI from explicit files and a certificate directory (both
+//! layouts), ALPN, 421, HTTP -> HTTPS redirects, hot swap of certificates, the self-signed
+//! fallback, the inventory, and `check` on TLS mistakes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::*;
+
+struct Setup {
+    gh: Gatehouse,
+    ca: TestCa,
+    a: Issued,
+    wild: Issued,
+    b: Issued,
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, text).expect("write");
+}
+
+/// a.test: the site's own cert/key files; *.w.test: flat files in cert_dir;
+/// b.test: certbot layout in cert_dir.
+async fn setup(extra_tls: &str, backend: &Backend) -> Setup {
+    let ca = TestCa::new();
+    let (a, wild, b) = (ca.issue(&["a.test"]), ca.issue(&["*.w.test"]), ca.issue(&["b.test"]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write(d, "files/a.crt", &a.cert_pem);
+    write(d, "files/a.key", &a.key_pem);
+    write(d, "certs/w.crt", &wild.cert_pem);
+    write(d, "certs/w.key", &wild.key_pem);
+    write(d, "certs/live/b.test/fullchain.pem", &b.cert_pem);
+    write(d, "certs/live/b.test/privkey.pem", &b.key_pem);
+    let url = backend.url();
+    write_config(
+        d,
+        &format!("listen: {{http: 127.0.0.1:0, https: 127.0.0.1:0}}\ntls:\n  cert_dir: certs\n{extra_tls}"),
+        &[
+            ("a", &format!("host: a.test\nbackend: {url}\ntls: {{cert: files/a.crt, key: files/a.key}}\n")),
+            ("w", &format!("host: '*.w.test'\nbackend: {url}\n")),
+            ("b", &format!("host: b.test\nbackend: {url}\nhttps_redirect: false\n")),
+        ],
+    );
+    // write_config put a `listen:` line first; the one appended above must win, so drop the first.
+    let main = std::fs::read_to_string(d.join("gatehouse.yaml")).expect("read").replacen(
+        "listen: {http: 127.0.0.1:0}\n",
+        "",
+        1,
+    );
+    std::fs::write(d.join("gatehouse.yaml"), main).expect("write");
+    let gh = Gatehouse::start_in(dir);
+    Setup { gh, ca, a, wild, b }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_selects_certificates_from_every_source() {
+    let backend = Backend::start("app").await;
+    let s = setup("", &backend).await;
+    let https = s.gh.https.expect("https listener");
+    let connector = s.ca.connector(&[b"http/1.1"]);
+    for (sni, want) in [("a.test", &s.a.der), ("x.w.test", &s.wild.der), ("b.test", &s.b.der)] {
+        let conn = tls_connect(https, &connector, sni).await.unwrap_or_else(|e| panic!("{sni}: {e}"));
+        assert_eq!(&conn.peer_der, want, "{sni} got the wrong certificate");
+        let r = send_on(conn.stream, get_req(sni, "/x")).await;
+        assert_eq!(r.status, 200);
+        let h = &r.json()["headers"];
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+    // No default configured and more than one certificate: an unknown name fails the handshake.
+    let err = tls_connect(https, &connector, "unknown.test").await.err().expect("handshake must fail");
+    assert!(!err.contains("NotValidForName"), "a certificate was sent: {err}");
+    // A wildcard covers exactly one label.
+    assert!(tls_connect(https, &connector, "deep.x.w.test").await.is_err());
+
+    // The inventory lists all three with their sources.
+    let inv = get(s.gh.admin, "localhost", "/api/certs?warn_days=36500000").await.json();
+    let certs = inv["certificates"].as_array().expect("list");
+    assert_eq!(certs.len(), 3, "{inv}");
+    let names: Vec<String> = certs.iter().map(|c| c["names"][0].as_str().expect("name").to_string()).collect();
+    assert!(
+        names.contains(&"a.test".to_string())
+            && names.contains(&"*.w.test".to_string())
+            && names.contains(&"b.test".to_string())
+    );
+    assert!(certs.iter().all(|c| c["warn"] == true && c["days_remaining"].as_i64().expect("days") > 365));
+    assert!(certs.iter().any(|c| c["source"].as_str().expect("source").starts_with("cert_dir: ")));
+    assert!(certs.iter().any(|c| c["source"].as_str().expect("source").ends_with("(a)")));
+    assert_eq!(get(s.gh.admin, "localhost", "/api/certs?warn_days=x").await.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_host_answers_unknown_sni() {
+    let backend = Backend::start("app").await;
+    let s = setup("  default_host: b.test\n", &backend).await;
+    let https = s.gh.https.expect("https listener");
+    // The client refuses the default certificate for another name, which proves one was sent.
+    let err = tls_connect(https, &s.ca.connector(&[]), "unknown.test").await.err().expect("name mismatch");
+    assert!(err.contains("NotValidForName") || err.contains("not valid for name"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_h2_redirects_and_misdirected_requests() {
+    let backend = Backend::start("app").await;
+    let s = setup("", &backend).await;
+    let https = s.gh.https.expect("https listener");
+
+    // ALPN h2: HTTP/2 over TLS to an HTTP/1.1 backend.
+    let conn = tls_connect(https, &s.ca.connector(&[b"h2", b"http/1.1"]), "a.test").await.expect("tls");
+    assert_eq!(conn.alpn.as_deref(), Some(&b"h2"[..]));
+    let (mut tx, c) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(conn.stream),
+    )
+    .await
+    .expect("h2");
+    tokio::spawn(c);
+    let req = http::Request::get("https://a.test/h2").body(http_body_util::Empty::<bytes::Bytes>::new()).expect("req");
+    let resp = tx.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+
+    // Plain HTTP to an HTTPS site: 308 to the HTTPS port, path and query kept.
+    let r = get(s.gh.http, "a.test", "/page?q=1").await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some(format!("https://a.test:{}/page?q=1", https.port()).as_str()));
+    assert_eq!(backend.count(), 1, "the redirect must not reach the backend");
+    // ...except where the site turned it off.
+    assert_eq!(get(s.gh.http, "b.test", "/").await.status, 200);
+    // ACME challenge paths are never redirected.
+    assert_ne!(get(s.gh.http, "a.test", "/.well-known/acme-challenge/token").await.status, 308);
+
+    // SNI a.test, Host b.test: another certificate serves b.test, so 421.
+    let conn = tls_connect(https, &s.ca.connector(&[b"http/1.1"]), "a.test").await.expect("tls");
+    let r = send_on(conn.stream, get_req("b.test", "/")).await;
+    assert_eq!(r.status, 421);
+    // SNI x.w.test, Host y.w.test: same wildcard certificate, so it is served.
+    let conn = tls_connect(https, &s.ca.connector(&[b"http/1.1"]), "x.w.test").await.expect("tls");
+    assert_eq!(send_on(conn.stream, get_req("y.w.test", "/")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_directory_hot_swap_under_load() {
+    let backend = Backend::start("app").await;
+    let s = setup("", &backend).await;
+    let https = s.gh.https.expect("https listener");
+    let connector = s.ca.connector(&[b"http/1.1"]);
+    let fresh = s.ca.issue(&["*.w.test"]);
+    let certs = s.gh.dir.path().join("certs");
+
+    let load = {
+        let connector = connector.clone();
+        tokio::spawn(async move {
+            let mut seen_new = 0;
+            let mut total = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+            let mut ders = Vec::new();
+            while tokio::time::Instant::now() < deadline {
+                let conn = tls_connect(https, &connector, "x.w.test")
+                    .await
+                    .expect("handshake must keep working during the swap");
+                ders.push(conn.peer_der.clone());
+                let r = send_on(conn.stream, get_req("x.w.test", "/")).await;
+                assert_eq!(r.status, 200, "a request failed during the swap");
+                total += 1;
+                if ders.len() > 1 && ders[ders.len() - 1] != ders[0] {
+                    seen_new += 1;
+                    if seen_new > 5 {
+                        break;
+                    }
+                }
+            }
+            (total, ders)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Replace the pair the way a renewal tool does: write aside, rename into place.
+    std::fs::write(certs.join(".w.crt.new"), &fresh.cert_pem).expect("write");
+    std::fs::write(certs.join(".w.key.new"), &fresh.key_pem).expect("write");
+    std::fs::rename(certs.join(".w.key.new"), certs.join("w.key")).expect("rename");
+    std::fs::rename(certs.join(".w.crt.new"), certs.join("w.crt")).expect("rename");
+    let (total, ders) = load.await.expect("load task");
+    assert!(total > 5, "too few requests: {total}");
+    assert_eq!(ders.first(), Some(&s.wild.der));
+    assert_eq!(ders.last(), Some(&fresh.der), "the new certificate was never served; log:\n{}", s.gh.log());
+
+    // A broken file keeps the old certificate and is reported.
+    std::fs::write(certs.join("w.crt"), "not a certificate").expect("write");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let conn = tls_connect(https, &connector, "x.w.test").await.expect("old certificate still served");
+    assert_eq!(conn.peer_der, fresh.der);
+    assert!(s.gh.log().contains("certificate not loaded"), "{}", s.gh.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn localhost_gets_a_self_signed_certificate() {
+    let backend = Backend::start("app").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), "", &[("local", &format!("host: localhost\nbackend: {}\n", backend.url()))]);
+    let main = std::fs::read_to_string(dir.path().join("gatehouse.yaml"))
+        .expect("read")
+        .replace("listen: {http: 127.0.0.1:0}", "listen: {http: 127.0.0.1:0, https: 127.0.0.1:0}");
+    std::fs::write(dir.path().join("gatehouse.yaml"), main).expect("write");
+    let gh = Gatehouse::start_in(dir);
+    let https = gh.https.expect("https");
+    let conn = tls_connect(https, &accept_any_connector(), "localhost").await.expect("handshake");
+    let r = send_on(conn.stream, get_req("localhost", "/")).await;
+    assert_eq!(r.status, 200);
+    let inv = get(gh.admin, "localhost", "/api/certs").await.json();
+    assert_eq!(inv["certificates"][0]["source"], "self-signed");
+    assert!(inv["certificates"][0]["names"].as_array().expect("names").iter().any(|n| n == "localhost"));
+}
+
+#[test]
+fn check_reports_tls_mistakes() {
+    let ca = TestCa::new();
+    let (one, two) = (ca.issue(&["a.test"]), ca.issue(&["a.test"]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write(d, "a.crt", &one.cert_pem);
+    write(d, "a.key", &two.key_pem);
+    write_config(d, "tls:\n  cert: a.crt\n  key: a.key\n", &[("a", "host: a.test\nbackend: http://127.0.0.1:9\n")]);
+    let main = std::fs::read_to_string(d.join("gatehouse.yaml"))
+        .expect("read")
+        .replace("listen: {http: 127.0.0.1:0}", "listen: {http: 127.0.0.1:0, https: 127.0.0.1:0}");
+    std::fs::write(d.join("gatehouse.yaml"), &main).expect("write");
+    let (code, out) = check(d);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("a.crt: the private key does not match the certificate"), "{out}");
+
+    // ACME is named, not silently ignored; a missing key file is located.
+    let main = main.replace("  key: a.key\n", "  key: missing.key\n  acme: {email: admin@a.test}\n");
+    std::fs::write(d.join("gatehouse.yaml"), main).expect("write");
+    let (code, out) = check(d);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("tls.key: cannot read"), "{out}");
+    assert!(out.contains("tls.acme: automatic certificates (ACME) are not implemented yet"), "{out}");
+}
