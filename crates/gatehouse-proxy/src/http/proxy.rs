@@ -151,12 +151,12 @@ async fn serve(
     }
     // RFC 9110 §15.5.20: a request for a host that this connection's certificate does not
     // serve belongs on another connection.
-    if let Some(t) = &conn.tls {
-        if let Some(sni) = &t.sni {
-            if sni != host && !t.resolver.same_certificate(host, sni) {
-                return Err(ProxyError::Misdirected);
-            }
-        }
+    if let Some(t) = &conn.tls
+        && let Some(sni) = &t.sni
+        && sni != host
+        && !t.resolver.same_certificate(host, sni)
+    {
+        return Err(ProxyError::Misdirected);
     }
     let path = normalise_path(req.uri().path());
     let route = match state.router.lookup(host, &path, req.method()) {
@@ -165,10 +165,12 @@ async fn serve(
         Lookup::NoRoute => return Err(ProxyError::NoRoute),
         Lookup::MethodNotAllowed(allow) => return Err(ProxyError::MethodNotAllowed(allow)),
     };
-    if route.https_redirect && conn.tls.is_none() && !path.starts_with("/.well-known/acme-challenge/") {
-        if let Some(port) = state.https_port {
-            return Ok(https_redirect(host, port, req.uri()));
-        }
+    if route.https_redirect
+        && conn.tls.is_none()
+        && !path.starts_with("/.well-known/acme-challenge/")
+        && let Some(port) = state.https_port
+    {
+        return Ok(https_redirect(host, port, req.uri()));
     }
     let opts = &route.route.options;
     check_limits(&req, opts)?;
