@@ -316,6 +316,34 @@ pub fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 // ---------------------------------------------------------------------------------------
 // TLS
 
+/// Valid from yesterday for 300 days: current, and shorter than the 366 days Mozilla's
+/// configuration check allows.
+fn short_validity(params: &mut rcgen::CertificateParams) {
+    let days =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0)
+            as i64;
+    let date = |d: i64| {
+        let (y, m, day) = civil_from_days(d);
+        rcgen::date_time_ymd(y, m, day)
+    };
+    params.not_before = date(days - 1);
+    params.not_after = date(days + 300);
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m as u8, d as u8)
+}
+
 /// A throwaway certificate authority for HTTPS tests.
 pub struct TestCa {
     issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
@@ -333,16 +361,28 @@ impl TestCa {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.distinguished_name.push(rcgen::DnType::CommonName, "Gatehouse Test CA");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        short_validity(&mut params);
         let key = rcgen::KeyPair::generate().expect("key");
         TestCa { issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("ca") }
     }
 
     pub fn issue(&self, names: &[&str]) -> Issued {
-        let params =
+        let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
+        // What public CAs issue: a server-auth leaf valid for well under a year.
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        short_validity(&mut params);
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+    }
+
+    /// The CA certificate in PEM, for external tools.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
     }
 
     /// A client that trusts only this CA, offering `alpn`.
