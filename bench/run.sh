@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # Gatehouse benchmark harness.
 #
-# Compares Gatehouse with nginx, haproxy and caddy as HTTP/1.1 reverse proxies
-# in front of ONE shared backend (an nginx returning a fixed 19-byte body).
-# Every proxy gets one worker/thread, is measured with the same wrk load, and
-# is reported as req/s, p99 latency, RSS and CPU time per request, plus ratios
-# to nginx. See bench/README.md for how to read the numbers.
+# MODE=http (default): compares Gatehouse with nginx, haproxy and caddy as
+# HTTP/1.1 reverse proxies in front of ONE shared backend (an nginx returning a
+# fixed 19-byte body). Every proxy gets one worker/thread, is measured with the
+# same wrk load, and is reported as req/s, p99 latency, RSS and CPU time per
+# request, plus ratios to nginx.
 #
-# Knobs (environment): DURATION (s, default 8), ROUNDS (default 3),
-# PEERS (default "nginx haproxy caddy gatehouse"), PIN (1 = taskset),
+# MODE=https: the proxies (nginx, haproxy, gatehouse; not caddy) terminate TLS
+# with one certificate generated per run (test CA + ECDSA P-256 leaf for
+# bench.test and 127.0.0.1) in front of the same plain-HTTP backend. Three
+# measurements per proxy per round: https-keepalive (wrk over HTTPS),
+# handshakes (openssl s_time -new: full handshakes, no resumption) and h2
+# (h2load, HTTP/2 over TLS).
+#
+# See bench/README.md for how to read the numbers.
+#
+# Knobs (environment): MODE (http|https, default http), DURATION (s, default
+# 8), ROUNDS (default 3), PEERS (default "nginx haproxy caddy gatehouse"; in
+# MODE=https "nginx haproxy gatehouse"), PIN (1 = taskset),
 # GATEHOUSE_BIN (default <repo>/target/release/gatehouse), KEEP_TMP (1 = keep
 # the temp dir with configs and logs, for debugging).
 
@@ -20,9 +30,14 @@ SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 DEFAULT_GATEHOUSE_BIN="$REPO_ROOT/target/release/gatehouse"
 
+MODE=${MODE:-http}
 DURATION=${DURATION:-8}
 ROUNDS=${ROUNDS:-3}
-PEERS=${PEERS:-"nginx haproxy caddy gatehouse"}
+if [[ $MODE == https ]]; then
+    PEERS=${PEERS:-"nginx haproxy gatehouse"}
+else
+    PEERS=${PEERS:-"nginx haproxy caddy gatehouse"}
+fi
 PIN=${PIN:-0}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-$DEFAULT_GATEHOUSE_BIN}
 KEEP_TMP=${KEEP_TMP:-0}
@@ -31,6 +46,11 @@ WARMUP=2              # seconds of discarded load before every measured run
 CONNECTIONS=64        # wrk -c; also the size of every upstream keep-alive pool
 READY_TIMEOUT=${READY_TIMEOUT:-20}     # seconds a server gets to answer its first request
 BODY="hello from backend"   # backend body (19 bytes with the trailing \n)
+
+# MODE=https only.
+TLS_HOST=bench.test   # the certificate's DNS name (its other SAN is IP 127.0.0.1)
+H2_STREAMS=10         # h2load -m: concurrent streams per HTTP/2 connection
+HTTPS_TESTS="https-keepalive handshakes h2"
 
 # Ports that belong to other services on dev machines; never use them even if
 # the kernel happens to offer one.
@@ -41,7 +61,7 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # Exact invocation, printed at the top of the report (effective knobs included
 # so a run can be reproduced even when they came from the environment).
-CMDLINE="DURATION=$DURATION ROUNDS=$ROUNDS PEERS=\"$PEERS\" PIN=$PIN"
+CMDLINE="MODE=$MODE DURATION=$DURATION ROUNDS=$ROUNDS PEERS=\"$PEERS\" PIN=$PIN"
 [[ " $PEERS " == *" gatehouse "* ]] && CMDLINE+=" GATEHOUSE_BIN=$(printf %q "$GATEHOUSE_BIN")"
 CMDLINE+=" $(printf %q "$0")"
 for arg in "$@"; do CMDLINE+=" $(printf %q "$arg")"; done
@@ -49,8 +69,8 @@ for arg in "$@"; do CMDLINE+=" $(printf %q "$arg")"; done
 TMP=""                 # temp dir (configs, logs, wrk output); set in main
 declare -A PIDS=()     # name -> pid of a started server (also its session id)
 declare -A PORTS=()    # name -> listening port
-WRK_PREFIX=()          # taskset prefix for wrk when PIN=1
-WRK_PID=""             # running wrk, killed by cleanup if we are interrupted
+CLIENT_PREFIX=()       # taskset prefix for the load generators when PIN=1
+CLIENT_PID=""          # running load generator, killed by cleanup if we are interrupted
 
 # ----------------------------------------------------------------- helpers --
 
@@ -72,7 +92,7 @@ cleanup() {
     local rc=$? name pid i
     set +e   # best effort: never stop half-way through cleaning up
     trap - EXIT INT TERM
-    [[ -n $WRK_PID ]] && kill -TERM "$WRK_PID" 2>/dev/null
+    [[ -n $CLIENT_PID ]] && kill -TERM "$CLIENT_PID" 2>/dev/null
     for name in "${!PIDS[@]}"; do
         kill -TERM -- "-${PIDS[$name]}" 2>/dev/null || true
     done
@@ -104,6 +124,7 @@ contains() { [[ " $1 " == *" $2 "* ]]; }
 # ---------------------------------------------------------- prerequisites --
 
 validate_knobs() {
+    [[ $MODE == http || $MODE == https ]] || die "MODE must be http or https, got '$MODE'"
     [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (seconds), got '$DURATION'"
     [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, got '$ROUNDS'"
     [[ $PIN == 0 || $PIN == 1 ]] || die "PIN must be 0 or 1, got '$PIN'"
@@ -111,11 +132,12 @@ validate_knobs() {
     local p uniq=""
     for p in $PEERS; do
         contains "nginx haproxy caddy gatehouse" "$p" || die "unknown peer '$p' in PEERS (known: nginx haproxy caddy gatehouse)"
+        [[ $MODE == https && $p == caddy ]] && die "caddy is not measured in MODE=https (known there: nginx haproxy gatehouse)"
         contains "$uniq" "$p" || uniq+="${uniq:+ }$p"
     done
     PEERS=$uniq   # each peer is one server; measuring it twice per round makes no sense
     if [[ $PIN == 1 ]]; then
-        (($(nproc) >= 2)) || die "PIN=1 needs at least 2 CPUs (proxy on CPU 1, wrk+backend on CPU 0)"
+        (($(nproc) >= 2)) || die "PIN=1 needs at least 2 CPUs (proxy on CPU 1, load generator+backend on CPU 0)"
         command -v taskset >/dev/null || die "PIN=1 needs taskset (util-linux)"
     fi
     command -v python3 >/dev/null || die "python3 is required"
@@ -124,14 +146,18 @@ validate_knobs() {
 }
 
 # Install the Debian packages we need but lack. nginx and wrk are always
-# needed (backend + load generator); haproxy/caddy only if benchmarked.
+# needed (backend + load generator); haproxy/caddy only if benchmarked;
+# openssl (certificates, s_time) and h2load (package nghttp2-client) only in
+# MODE=https. Entries are "command:package".
 install_missing() {
-    local -a want=(nginx wrk) missing=()
-    contains "$PEERS" haproxy && want+=(haproxy)
-    contains "$PEERS" caddy && want+=(caddy)
-    local tool
-    for tool in "${want[@]}"; do
-        command -v "$tool" >/dev/null || missing+=("$tool")
+    local -a want=(nginx:nginx wrk:wrk) missing=() tools=()
+    contains "$PEERS" haproxy && want+=(haproxy:haproxy)
+    contains "$PEERS" caddy && want+=(caddy:caddy)
+    [[ $MODE == https ]] && want+=(openssl:openssl h2load:nghttp2-client)
+    local entry tool
+    for entry in "${want[@]}"; do
+        tool=${entry%%:*}
+        command -v "$tool" >/dev/null || { tools+=("$tool"); missing+=("${entry#*:}"); }
     done
     ((${#missing[@]})) || return 0
 
@@ -151,7 +177,7 @@ install_missing() {
         "${missing[@]}" >/dev/null 2>&1 || ok=0; }
     ((added_policy)) && rm -f "$policy"
     ((ok)) || die "apt-get install ${missing[*]} failed"
-    for tool in "${missing[@]}"; do
+    for tool in "${tools[@]}"; do
         command -v "$tool" >/dev/null || die "$tool still missing after apt-get install"
     done
     echo "installed: ${missing[*]}"
@@ -187,6 +213,50 @@ while len(ports) < n:
         ports.append(port)
 print(" ".join(map(str, ports)))
 EOF
+}
+
+# ------------------------------------------------------------ certificates --
+
+# MODE=https: a throw-away test CA and one ECDSA P-256 server certificate for
+# $TLS_HOST and 127.0.0.1 (wrk and h2load connect to the IP), shared by every
+# proxy. $TMP/tls/server.crt holds the leaf only (the CA is a root, which is
+# not sent); server.pem is crt+key in one file for haproxy.
+make_certs() {
+    local dir=$TMP/tls
+    mkdir -p "$dir"
+    cat >"$dir/openssl.cnf" <<EOF
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[leaf_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:$TLS_HOST, IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+    local log=$dir/openssl.log
+    {
+        openssl req -x509 -new -config "$dir/openssl.cnf" -extensions ca_ext \
+            -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 365 \
+            -subj "/CN=Gatehouse bench test CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" &&
+            openssl req -new -config "$dir/openssl.cnf" \
+                -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
+                -subj "/CN=$TLS_HOST" -keyout "$dir/server.key" -out "$dir/server.csr" &&
+            openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+                -set_serial "0x$(openssl rand -hex 16)" -days 90 -sha256 \
+                -extfile "$dir/openssl.cnf" -extensions leaf_ext -out "$dir/server.crt" &&
+            openssl verify -CAfile "$dir/ca.crt" -purpose sslserver "$dir/server.crt" &&
+            openssl x509 -in "$dir/server.crt" -noout -checkhost "$TLS_HOST" -checkip 127.0.0.1
+    } >"$log" 2>&1 || { cat "$log" >&2; die "could not create the test certificates (openssl output above)"; }
+    grep -q "does NOT match" "$log" && { cat "$log" >&2; die "the test certificate does not cover $TLS_HOST and 127.0.0.1"; }
+    cat "$dir/server.crt" "$dir/server.key" >"$dir/server.pem"
 }
 
 # ------------------------------------------------------------ config files --
@@ -238,8 +308,36 @@ EOF
     } >"$dir/nginx.conf"
 }
 
+# nginx >= 1.25.1 enables HTTP/2 with "http2 on;" and deprecates the
+# "http2" listen parameter; older ones (Debian 12 ships 1.22) only know the
+# listen parameter.
+nginx_http2_style() {
+    local v major minor patch
+    v=$(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9][0-9.]*\).*|\1|p')
+    IFS=. read -r major minor patch <<<"$v"
+    if ((major > 1 || (major == 1 && (minor > 25 || (minor == 25 && ${patch:-0} >= 1))))); then
+        echo directive
+    else
+        echo listen
+    fi
+}
+
 write_nginx_conf() {
-    local dir=$TMP/nginx
+    local dir=$TMP/nginx listen="listen 127.0.0.1:${PORTS[nginx]};" tls=""
+    if [[ $MODE == https ]]; then
+        if [[ $(nginx_http2_style) == directive ]]; then
+            listen="listen 127.0.0.1:${PORTS[nginx]} ssl;
+        http2 on;"
+        else
+            listen="listen 127.0.0.1:${PORTS[nginx]} ssl http2;"
+        fi
+        tls="
+        ssl_certificate     $TMP/tls/server.crt;
+        ssl_certificate_key $TMP/tls/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;"
+    fi
     mkdir -p "$dir/tmp"
     {
         nginx_preamble "$dir"
@@ -254,7 +352,7 @@ $(nginx_temp_paths "$dir")
         keepalive_requests 1000000;
     }
     server {
-        listen 127.0.0.1:${PORTS[nginx]};
+        $listen$tls
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -267,6 +365,9 @@ EOF
 }
 
 write_haproxy_conf() {
+    local bind="bind 127.0.0.1:${PORTS[haproxy]}"
+    # TLS: session cache and tickets are on by default in haproxy.
+    [[ $MODE == https ]] && bind+=" ssl crt $TMP/tls/server.pem alpn h2,http/1.1 ssl-min-ver TLSv1.2"
     mkdir -p "$TMP/haproxy"
     # No "log" lines anywhere => haproxy logs nothing.
     cat >"$TMP/haproxy/haproxy.cfg" <<EOF
@@ -282,7 +383,7 @@ defaults
     http-reuse always
 
 frontend fe
-    bind 127.0.0.1:${PORTS[haproxy]}
+    $bind
     default_backend be
 
 backend be
@@ -318,6 +419,26 @@ EOF
 
 write_gatehouse_conf() {
     mkdir -p "$TMP/gatehouse/sites" "$TMP/gatehouse/data"
+    if [[ $MODE == https ]]; then
+        # The measured port is the HTTPS one; the plain listener is unused.
+        # Certificate paths are relative to the main file. default_host: clients
+        # that send no SNI (h2load, s_time, curl to an IP) get this certificate.
+        cat >"$TMP/gatehouse/gatehouse.yaml" <<EOF
+workers: 1
+listen: {http: 127.0.0.1:${PORTS[gatehouse_http]}, https: 127.0.0.1:${PORTS[gatehouse]}}
+tls: {cert: ../tls/server.crt, key: ../tls/server.key, default_host: $TLS_HOST}
+admin: {listen: 127.0.0.1:${PORTS[gatehouse_admin]}}
+sites_dir: sites
+storage: {path: $TMP/gatehouse/data/gatehouse.db}
+log: {level: warn}
+EOF
+        cat >"$TMP/gatehouse/sites/bench.yaml" <<EOF
+host: "*"
+backend: http://127.0.0.1:${PORTS[backend]}
+https_redirect: false
+EOF
+        return
+    fi
     cat >"$TMP/gatehouse/gatehouse.yaml" <<EOF
 workers: 1
 listen: {http: 127.0.0.1:${PORTS[gatehouse]}}
@@ -355,23 +476,32 @@ alive() {
 }
 
 # Wait until http://127.0.0.1:PORT/ returns 200 with the backend's body,
-# which proves the server is up AND really proxies to the backend.
+# which proves the server is up AND really proxies to the backend. With a
+# third argument "https": https://$TLS_HOST:PORT/ (resolved to 127.0.0.1,
+# SNI $TLS_HOST), verified against the test CA, so a server that answers with
+# some other certificate (e.g. a self-signed fallback) does not pass.
 wait_ready() {
-    local name=$1 port=$2 url="http://127.0.0.1:$2/" deadline=$((SECONDS + READY_TIMEOUT)) body="" last="no answer"
+    local name=$1 port=$2 scheme=${3:-http} deadline=$((SECONDS + READY_TIMEOUT)) body="" last="no answer"
+    local url="http://127.0.0.1:$port/"
+    local -a tls_args=()
+    if [[ $scheme == https ]]; then
+        url="https://$TLS_HOST:$port/"
+        tls_args=(--cacert "$TMP/tls/ca.crt" --resolve "$TLS_HOST:$port:127.0.0.1")
+    fi
     while ((SECONDS < deadline)); do
         if ! alive "${PIDS[$name]}"; then
             local rc=0
             wait "${PIDS[$name]}" 2>/dev/null || rc=$?
             startup_failed "$name" "it exited (status $rc) before answering on $url"
         fi
-        body=$(curl -s --max-time 1 -w '\n%{http_code}' "$url" 2>/dev/null) || true
+        body=$(curl -s "${tls_args[@]}" --max-time 1 -w '\n%{http_code}' "$url" 2>/dev/null) || true
         # curl prints the body ("...\n"), then our "\n<status>".
         if [[ $body == "$BODY"$'\n\n200' ]]; then
             return 0
         fi
         # Remember what we got, for the error message.
         case ${body##*$'\n'} in
-        000 | "") last="no answer (connection refused or timed out)" ;;
+        000 | "") last="no answer (connection refused, timed out or TLS failure)" ;;
         *) last="HTTP ${body##*$'\n'}, body \"$(head -c 80 <<<"${body%$'\n'*}" | tr '\n' ' ' | sed 's/ *$//')\"" ;;
         esac
         sleep 0.2
@@ -423,7 +553,34 @@ start_peer() {
         start_server gatehouse 1 "$GATEHOUSE_BIN" run --config "$TMP/gatehouse/gatehouse.yaml"
         ;;
     esac
-    wait_ready "$name" "${PORTS[$name]}"
+    wait_ready "$name" "${PORTS[$name]}" "$MODE"
+    [[ $MODE == https ]] && check_tls "$name" "${PORTS[$name]}"
+    return 0
+}
+
+# MODE=https: beyond wait_ready (SNI $TLS_HOST), check the two other ways the
+# load generators connect, so a misconfiguration fails here and not as a pile
+# of errors in the middle of a run:
+#  - to the IP with no SNI (h2load, s_time; curl sends no SNI for an IP),
+#    verified against the test CA, over HTTP/2;
+#  - handshake details (protocol, cipher, key exchange group) of a default
+#    OpenSSL client, recorded in the report so peers can be compared fairly.
+check_tls() {
+    local name=$1 port=$2 out ver
+    out=$(curl -s --cacert "$TMP/tls/ca.crt" --http2 --max-time 5 -w '\n%{http_code} %{http_version}' \
+        "https://127.0.0.1:$port/" 2>&1) || true
+    [[ $out == "$BODY"$'\n\n200 2' ]] ||
+        startup_failed "$name" "https://127.0.0.1:$port/ (no SNI, HTTP/2, verified against the test CA) did not return '200 $BODY' over HTTP/2; got: $(tr '\n' ' ' <<<"$out" | head -c 200)"
+    out=$(openssl s_client -connect "127.0.0.1:$port" -CAfile "$TMP/tls/ca.crt" -verify_return_error \
+        -alpn h2,http/1.1 </dev/null 2>&1) || true
+    local proto cipher group alpn verify
+    proto=$(sed -n 's/^New, \([^,]*\), Cipher is \(.*\)$/\1/p' <<<"$out" | head -n1)
+    cipher=$(sed -n 's/^New, \([^,]*\), Cipher is \(.*\)$/\2/p' <<<"$out" | head -n1)
+    group=$(sed -n 's/^\(Server \)\{0,1\}Temp Key: \([^,]*\).*/\2/p' <<<"$out" | head -n1)
+    alpn=$(sed -n 's/^ALPN protocol: //p' <<<"$out" | head -n1)
+    verify=$(sed -n 's/^ *Verify return code: //p' <<<"$out" | head -n1)
+    [[ $verify == "0 (ok)" ]] || startup_failed "$name" "openssl s_client could not verify the certificate (no SNI): ${verify:-no handshake}"
+    say "  $name: $proto $cipher, key exchange ${group:-?}, ALPN ${alpn:-none}, certificate verified without SNI"
 }
 
 # ------------------------------------------------------------ measurement --
@@ -452,16 +609,22 @@ rss_kb() {
     echo "$total"
 }
 
-# wrk runs in the background and we "wait" for it: bash delays traps until a
-# foreground command ends, so this keeps Ctrl-C/TERM immediate (cleanup then
-# kills wrk too).
+# Load generators run in the background and we "wait" for them: bash delays
+# traps until a foreground command ends, so this keeps Ctrl-C/TERM immediate
+# (cleanup then kills the client too). run_client OUT WHAT CMD...
+run_client() {
+    local out=$1 what=$2 rc=0
+    shift 2
+    "${CLIENT_PREFIX[@]}" "$@" >"$out" 2>&1 &
+    CLIENT_PID=$!
+    wait "$CLIENT_PID" || rc=$?
+    CLIENT_PID=""
+    ((rc == 0)) || { cat "$out" >&2; die "$what failed (status $rc): $*"; }
+}
+
 run_wrk() {
-    local port=$1 secs=$2 out=$3 rc=0
-    "${WRK_PREFIX[@]}" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency "http://127.0.0.1:$port/" >"$out" 2>&1 &
-    WRK_PID=$!
-    wait "$WRK_PID" || rc=$?
-    WRK_PID=""
-    ((rc == 0)) || { cat "$out" >&2; die "wrk failed against port $port (status $rc)"; }
+    local url=$1 secs=$2 out=$3
+    run_client "$out" "wrk against $url" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency "$url"
 }
 
 # Extract "requests rps p99_ms errors" from wrk --latency output.
@@ -482,31 +645,137 @@ parse_wrk() {
         }' "$1"
 }
 
-# measure NAME ROUND: warm up, then one measured wrk run against NAME with
-# CPU/RSS sampling; appends one TSV line to $TMP/raw.tsv.
-measure() {
-    local name=$1 round=$2 port=${PORTS[$1]} sid=${PIDS[$1]}
-    local out="$TMP/wrk-$name-$round.txt"
-    run_wrk "$port" "$WARMUP" "$TMP/warmup.txt"
+# Extract "requests rps mean_ms errors" from h2load output. h2load has no
+# percentiles; "time for request" gives min/max/mean/sd. Errors = failed
+# requests (network errors, timeouts and non-2xx/3xx statuses) + requests
+# that were started but never finished.
+parse_h2load() {
+    awk '
+        function ms(v,   unit, mult) {
+            unit = v; sub(/^[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
+            mult = (unit == "us") ? 0.001 : (unit == "ms") ? 1 : (unit == "s") ? 1000 : -1
+            return (mult < 0) ? -1 : v * mult
+        }
+        /^finished in / { rps = $4 }
+        /^requests: / {
+            gsub(",", "")
+            started = $4; done = $6; failed = $10
+        }
+        /^time for request:/ { mean = ms($6) }
+        END {
+            if (rps == "" || done == "" || mean == "") exit 1
+            printf "%d %.2f %.3f %d\n", done, rps, mean, failed + (started - done)
+        }' "$1"
+}
+
+# One result line: raw.tsv gets "test name round rate latency_ms rss_kB
+# cpu_us count errors"; the console and report get a readable line.
+record() {
+    local test=$1 name=$2 round=$3 rate=$4 lat=$5 rss=$6 cpu=$7 count=$8 err=$9
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$name" "$round" "$rate" "$lat" "$rss" "$cpu" "$count" "$err" >>"$TMP/raw.tsv"
+    local mb errs=""
+    mb=$(awk -v k="$rss" 'BEGIN{print k/1024}')
+    ((err)) && errs="  ERRORS: $err"
+    case $test in
+    http)
+        say "$(printf '  %-10s round %-2s %10.0f req/s  p99 %7.2f ms  %7.2f CPU us/req  RSS %6.1f MB  %s requests%s' \
+            "$name" "$round" "$rate" "$lat" "$cpu" "$mb" "$count" "$errs")"
+        ;;
+    https-keepalive)
+        say "$(printf '  %-10s round %-2s %-16s %10.0f req/s   p99  %7.2f ms  %8.2f CPU us/req   RSS %6.1f MB  %s requests%s' \
+            "$name" "$round" "$test" "$rate" "$lat" "$cpu" "$mb" "$count" "$errs")"
+        ;;
+    handshakes)
+        say "$(printf '  %-10s round %-2s %-16s %10.0f conn/s  %-18s %8.2f CPU us/conn  RSS %6.1f MB  %s connections%s' \
+            "$name" "$round" "$test" "$rate" "" "$cpu" "$mb" "$count" "$errs")"
+        ;;
+    h2)
+        say "$(printf '  %-10s round %-2s %-16s %10.0f req/s   mean %7.2f ms  %8.2f CPU us/req   RSS %6.1f MB  %s requests%s' \
+            "$name" "$round" "$test" "$rate" "$lat" "$cpu" "$mb" "$count" "$errs")"
+        ;;
+    esac
+}
+
+# CPU µs per unit of work = tick delta * (1e6 / CLK_TCK) / count.
+cpu_per() {
+    awk -v d="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }'
+}
+
+check_alive() {
+    alive "${PIDS[$1]}" || die "$1 died during the run (see KEEP_TMP=1 $TMP/$1.log)"
+}
+
+# measure_wrk TEST NAME ROUND SCHEME: warm up, then one measured wrk run
+# against NAME (http:// or https://127.0.0.1:PORT/) with CPU/RSS sampling.
+measure_wrk() {
+    local test=$1 name=$2 round=$3 scheme=$4 sid=${PIDS[$2]}
+    local url="$scheme://127.0.0.1:${PORTS[$name]}/" out="$TMP/$test-$name-$round.txt"
+    run_wrk "$url" "$WARMUP" "$TMP/warmup.txt"
 
     local t0 t1
     t0=$(cpu_ticks "$sid")
-    run_wrk "$port" "$DURATION" "$out"
+    run_wrk "$url" "$DURATION" "$out"
     t1=$(cpu_ticks "$sid")
-    alive "$sid" || die "$name died during the run (see KEEP_TMP=1 $TMP/$name.log)"
+    check_alive "$name"
 
-    local parsed req rps p99 err rss cpu_us
+    local parsed req rps p99 err
     parsed=$(parse_wrk "$out") || { cat "$out" >&2; die "could not parse wrk output for $name"; }
     read -r req rps p99 err <<<"$parsed"
     ((req > 0)) || die "wrk completed no requests against $name"
-    rss=$(rss_kb "$sid")
-    # CPU µs per request = tick delta * (1e6 / CLK_TCK) / requests.
-    cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$req" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+    record "$test" "$name" "$round" "$rps" "$p99" "$(rss_kb "$sid")" "$(cpu_per $((t1 - t0)) "$req")" "$req" "$err"
+}
 
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$rps" "$p99" "$rss" "$cpu_us" "$req" "$err" >>"$TMP/raw.tsv"
-    say "$(printf '  %-10s round %-2s %10.0f req/s  p99 %7.2f ms  %7.2f CPU us/req  RSS %6.1f MB  %s requests%s' \
-        "$name" "$round" "$rps" "$p99" "$cpu_us" "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$req" \
-        "$( ((err)) && echo "  ERRORS: $err" )")"
+# The HTTP-mode measurement (kept as it was).
+measure() {
+    measure_wrk http "$1" "$2" http
+}
+
+# measure_handshakes NAME ROUND: full TLS handshakes, one after another, from
+# one openssl s_time client (-new: no session resumption, no SNI, no request:
+# connect, handshake, close). s_time's own rate is per *client user CPU*
+# second and its wall time is whole seconds, so the rate here is connections /
+# wall time measured around it.
+measure_handshakes() {
+    local name=$1 round=$2 sid=${PIDS[$1]} port=${PORTS[$1]}
+    local out="$TMP/handshakes-$name-$round.txt"
+    run_client "$TMP/warmup.txt" "openssl s_time against $name" \
+        openssl s_time -connect "127.0.0.1:$port" -new -time "$WARMUP"
+
+    local t0 t1 w0 w1
+    t0=$(cpu_ticks "$sid")
+    w0=$(date +%s%N)
+    run_client "$out" "openssl s_time against $name" \
+        openssl s_time -connect "127.0.0.1:$port" -new -time "$DURATION"
+    w1=$(date +%s%N)
+    t1=$(cpu_ticks "$sid")
+    check_alive "$name"
+
+    local conns rate
+    conns=$(awk '/ connections in .* real seconds/ { n = $1 } END { print n + 0 }' "$out")
+    ((conns > 0)) || { cat "$out" >&2; die "openssl s_time completed no handshakes against $name"; }
+    rate=$(awk -v n="$conns" -v ns=$((w1 - w0)) 'BEGIN { printf "%.2f", n * 1e9 / ns }')
+    record handshakes "$name" "$round" "$rate" 0 "$(rss_kb "$sid")" "$(cpu_per $((t1 - t0)) "$conns")" "$conns" 0
+}
+
+# measure_h2 NAME ROUND: HTTP/2 over TLS with h2load, $CONNECTIONS connections
+# x $H2_STREAMS concurrent streams, time-based; warm-up run first.
+measure_h2() {
+    local name=$1 round=$2 sid=${PIDS[$1]}
+    local url="https://127.0.0.1:${PORTS[$1]}/" out="$TMP/h2-$name-$round.txt"
+    local -a cmd=(h2load -t1 -c"$CONNECTIONS" -m"$H2_STREAMS")
+    run_client "$TMP/warmup.txt" "h2load against $name" "${cmd[@]}" -D "$WARMUP" "$url"
+
+    local t0 t1
+    t0=$(cpu_ticks "$sid")
+    run_client "$out" "h2load against $name" "${cmd[@]}" -D "$DURATION" "$url"
+    t1=$(cpu_ticks "$sid")
+    check_alive "$name"
+
+    local parsed req rps mean err
+    parsed=$(parse_h2load "$out") || { cat "$out" >&2; die "could not parse h2load output for $name"; }
+    read -r req rps mean err <<<"$parsed"
+    ((req > 0)) || { cat "$out" >&2; die "h2load completed no requests against $name"; }
+    record h2 "$name" "$round" "$rps" "$mean" "$(rss_kb "$sid")" "$(cpu_per $((t1 - t0)) "$req")" "$req" "$err"
 }
 
 # ----------------------------------------------------------------- report --

@@ -370,9 +370,12 @@ impl TestCa {
     pub fn issue(&self, names: &[&str]) -> Issued {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
-        // What public CAs issue: a server-auth leaf valid for well under a year.
+        // What public CAs issue: a leaf valid for well under a year.
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        // Server and client auth, as public CAs long issued; the client EKU lets the same
+        // helper issue certificates for mutual TLS.
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         short_validity(&mut params);
         let key = rcgen::KeyPair::generate().expect("key");

@@ -86,7 +86,10 @@ async fn sni_selects_certificates_from_every_source() {
             && names.contains(&"b.test".to_string())
     );
     // Test certificates are valid for 300 days from yesterday.
-    assert!(certs.iter().all(|c| c["warn"] == true && (298..=300).contains(&c["days_remaining"].as_i64().expect("days"))), "{inv}");
+    assert!(
+        certs.iter().all(|c| c["warn"] == true && (298..=300).contains(&c["days_remaining"].as_i64().expect("days"))),
+        "{inv}"
+    );
     let inv = get(s.gh.admin, "localhost", "/api/certs").await.json();
     assert_eq!(inv["warn_days"], 30);
     assert!(inv["certificates"].as_array().expect("list").iter().all(|c| c["warn"] == false), "{inv}");
@@ -280,4 +283,117 @@ async fn sslyze_mozilla_intermediate() {
     );
     // What the scan found, for the record: only TLS 1.2 and 1.3.
     assert!(text.contains("TLS 1.3 Cipher Suites"), "{text}");
+}
+
+/// A TLS backend: answers with the HTTP version it saw and whether the client showed a
+/// certificate. `alpn` is what it offers; `client_ca` makes client certificates mandatory.
+async fn tls_backend(cert: &Issued, alpn: &[&[u8]], client_ca: Option<&TestCa>) -> std::net::SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    let chain = vec![rustls_pki_types::CertificateDer::from(cert.der.clone())];
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions");
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.pem().as_bytes()).expect("ca"))
+                .expect("root");
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
+                    .build()
+                    .expect("verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg = builder.with_single_cert(chain, key).expect("server config");
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let client_cert = tls.get_ref().1.peer_certificates().is_some();
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
+                    let text = format!(
+                        "{:?} client_cert={client_cert} host={}",
+                        req.version(),
+                        req.uri().host().or(req.headers().get("host").and_then(|h| h.to_str().ok())).unwrap_or("-")
+                    );
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(text),
+                    )))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_backends_verify_negotiate_h2_and_present_client_certificates() {
+    let ca = TestCa::new();
+    let other_ca = TestCa::new();
+    let backend_cert = ca.issue(&["backend.test"]);
+    let client_cert = ca.issue(&["gatehouse.client"]);
+    let h2 = tls_backend(&backend_cert, &[b"h2", b"http/1.1"], None).await;
+    let h1 = tls_backend(&backend_cert, &[b"http/1.1"], None).await;
+    let mtls = tls_backend(&backend_cert, &[b"http/1.1"], Some(&ca)).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write(d, "ca.pem", &ca.pem());
+    write(d, "other-ca.pem", &other_ca.pem());
+    write(d, "client.crt", &client_cert.cert_pem);
+    write(d, "client.key", &client_cert.key_pem);
+    let tls_opts = |ca_file: &str, client: bool| {
+        let client = if client { ", cert: client.crt, key: client.key" } else { "" };
+        format!("    options: {{upstream_tls: {{ca: {ca_file}, server_name: backend.test{client}}}}}\n")
+    };
+    let site = format!(
+        "host: up.test\nroutes:\n  - path: /h2\n    backend: https://{h2}\n{}  - path: /h1\n    backend: https://{h1}\n{}  - path: /mtls\n    backend: https://{mtls}\n{}  - path: /no-client-cert\n    backend: https://{mtls}\n{}  - path: /wrong-ca\n    backend: https://{h2}\n{}",
+        tls_opts("ca.pem", false),
+        tls_opts("ca.pem", false),
+        tls_opts("ca.pem", true),
+        tls_opts("ca.pem", false),
+        tls_opts("other-ca.pem", false),
+    );
+    write_config(d, "", &[("up", &site)]);
+    let gh = Gatehouse::start_in(dir);
+
+    for _ in 0..3 {
+        let r = get(gh.http, "up.test", "/h2").await;
+        assert_eq!(
+            (r.status.as_u16(), r.text().starts_with("HTTP/2.0 client_cert=false")),
+            (200, true),
+            "{}",
+            r.text()
+        );
+    }
+    let r = get(gh.http, "up.test", "/h1").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text().starts_with("HTTP/1.1 client_cert=false host=up.test")),
+        (200, true),
+        "{}",
+        r.text()
+    );
+    let r = get(gh.http, "up.test", "/mtls").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text().starts_with("HTTP/1.1 client_cert=true")),
+        (200, true),
+        "{}\n{}",
+        r.text(),
+        gh.log()
+    );
+    assert_eq!(get(gh.http, "up.test", "/no-client-cert").await.status, 502);
+    assert_eq!(get(gh.http, "up.test", "/wrong-ca").await.status, 502);
 }

@@ -342,7 +342,7 @@ fn build(
         dns_refresh = Duration::from_secs(30);
     }
 
-    let mut defaults = Layered::default();
+    let mut defaults = Layered { base: base.to_path_buf(), ..Layered::default() };
     if let Some(d) = &main.defaults {
         defaults.apply(&mut cx, d, "defaults");
     }
@@ -457,6 +457,8 @@ struct Layered {
     opts: RouteOptions,
     pool: PoolSettings,
     balance: Option<Balance>,
+    /// Directory that relative file paths in options resolve against.
+    base: PathBuf,
 }
 
 impl Layered {
@@ -503,6 +505,26 @@ impl Layered {
                 &format!("{at}.pool.max_connections_per_host"),
                 self.pool.max_connections_per_host,
             );
+        }
+        if let Some(t) = &o.upstream_tls {
+            let mut tls = self.pool.tls.clone();
+            if let Some(ca) = &t.ca {
+                let p = self.base.join(&ca.value);
+                match std::fs::File::open(&p) {
+                    Ok(_) => tls.ca = Some(p),
+                    Err(e) => {
+                        cx.err_at(ca, format!("{at}.upstream_tls.ca"), format!("cannot read {}: {e}", p.display()))
+                    }
+                }
+            }
+            if t.cert.is_some() || t.key.is_some() {
+                tls.client =
+                    cert_pair(cx, &self.base, t.cert.as_ref(), t.key.as_ref(), &format!("{at}.upstream_tls"), at);
+            }
+            if let Some(n) = &t.server_name {
+                tls.server_name = Some(n.value.trim().to_string());
+            }
+            self.pool.tls = tls;
         }
         if let Some(b) = &o.load_balancing {
             let base = self
@@ -885,16 +907,18 @@ fn parse_backend(spec: &str) -> Result<Backend, String> {
         if !path.starts_with('/') {
             return Err(format!("unix socket backend needs an absolute path: unix:/run/app.sock, got {url:?}"));
         }
-        return Ok(Backend { addr: BackendAddr::Unix(PathBuf::from(path)), weight, h2c: false });
+        return Ok(Backend { addr: BackendAddr::Unix(PathBuf::from(path)), weight, h2c: false, tls: false });
     }
-    let (h2c, rest) = if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
+    let (h2c, tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, false, r)
     } else if let Some(r) = url.strip_prefix("h2c://") {
-        (true, r)
-    } else if url.starts_with("https://") {
-        return Err(format!("{url:?}: https:// backends are not supported yet; use http://, h2c:// or unix:"));
+        (true, false, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (false, true, r)
     } else {
-        return Err(format!("invalid backend {url:?}: expected http://host:port, h2c://host:port or unix:/path.sock"));
+        return Err(format!(
+            "invalid backend {url:?}: expected http://host:port, https://host:port, h2c://host:port or unix:/path.sock"
+        ));
     };
     let rest = rest.trim_end_matches('/');
     if rest.contains('/') || rest.contains('?') {
@@ -906,7 +930,8 @@ fn parse_backend(spec: &str) -> Result<Backend, String> {
     if host.is_empty() {
         return Err(format!("backend {url:?} has no host"));
     }
-    Ok(Backend { addr: BackendAddr::Tcp { host, port: port.unwrap_or(80) }, weight, h2c })
+    let port = port.unwrap_or(if tls { 443 } else { 80 });
+    Ok(Backend { addr: BackendAddr::Tcp { host, port }, weight, h2c, tls })
 }
 
 fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {

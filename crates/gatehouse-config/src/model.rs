@@ -177,11 +177,29 @@ pub struct PoolSettings {
     pub max_connections_per_host: usize,
     /// How long an idle pooled connection is kept.
     pub idle_timeout: Duration,
+    /// TLS settings for `https://` backends.
+    pub tls: UpstreamTls,
+}
+
+/// TLS towards `https://` backends. Files were checked for readability; the proxy parses them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Trusted CA certificates (PEM); `None` = the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    pub client: Option<CertPair>,
+    /// SNI and verified name; `None` = the backend's host.
+    pub server_name: Option<String>,
 }
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        PoolSettings { max_idle_per_host: 64, max_connections_per_host: 0, idle_timeout: Duration::from_secs(60) }
+        PoolSettings {
+            max_idle_per_host: 64,
+            max_connections_per_host: 0,
+            idle_timeout: Duration::from_secs(60),
+            tls: UpstreamTls::default(),
+        }
     }
 }
 
@@ -191,11 +209,19 @@ pub struct Backend {
     pub weight: u32,
     /// HTTP/2 with prior knowledge to the backend (`h2c://`), for gRPC.
     pub h2c: bool,
+    /// TLS to the backend (`https://`); HTTP/2 when the backend offers it in ALPN.
+    pub tls: bool,
 }
 
 impl Backend {
     pub fn url(&self) -> String {
-        let scheme = if self.h2c { "h2c" } else { "http" };
+        let scheme = if self.h2c {
+            "h2c"
+        } else if self.tls {
+            "https"
+        } else {
+            "http"
+        };
         match &self.addr {
             BackendAddr::Tcp { .. } => format!("{scheme}://{}", self.addr.authority()),
             BackendAddr::Unix(p) => format!("unix:{}", p.display()),

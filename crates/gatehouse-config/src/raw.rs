@@ -93,6 +93,7 @@ pub struct Options {
     pub headers: Option<Headers>,
     pub load_balancing: Option<Balance>,
     pub pool: Option<Pool>,
+    pub upstream_tls: Option<UpstreamTls>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -142,6 +143,19 @@ pub struct Balance {
 pub struct Pool {
     pub max_idle_per_host: Option<S<String>>,
     pub max_connections_per_host: Option<S<String>>,
+}
+
+/// How to talk TLS to `https://` backends.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM file of trusted CA certificates; default: the system's roots.
+    pub ca: Option<S<String>>,
+    /// Client certificate and key (mTLS).
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
+    /// Name sent as SNI and verified in the certificate; default: the backend's host.
+    pub server_name: Option<S<String>>,
 }
 
 /// One file in `sites_dir`.

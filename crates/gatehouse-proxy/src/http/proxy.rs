@@ -325,7 +325,16 @@ async fn proxy(
                 ProxyError::Connect { backend: backend.backend.url(), reason: "host name does not resolve".into() };
             continue;
         };
-        match pool::checkout(backend, target, &group.config.pool, opts.connect_timeout, upgrade).await {
+        let tls = match &group.tls {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                last_err = ProxyError::Connect { backend: backend.backend.url(), reason: format!("TLS settings: {e}") };
+                continue;
+            }
+        };
+        let key = pool::Key { target: target.clone(), tls: group.tls_profile };
+        match pool::checkout(backend, &key, &group.config.pool, opts.connect_timeout, upgrade, tls).await {
             Ok(c) => {
                 chosen = Some((backend.clone(), c));
                 break;
@@ -361,8 +370,8 @@ async fn proxy(
             }
             let host = backend.backend.addr.authority();
             let pq = pq.as_deref().or(parts.uri.path_and_query().map(|p| p.as_str())).unwrap_or("/");
-            parts.uri =
-                Uri::try_from(format!("http://{host}{pq}")).map_err(|_| ProxyError::BadRequest("invalid path"))?;
+            parts.uri = Uri::try_from(format!("{}://{host}{pq}", if backend.backend.tls { "https" } else { "http" }))
+                .map_err(|_| ProxyError::BadRequest("invalid path"))?;
             let req = Request::from_parts(parts, body);
             (with_read_timeout(opts.read_timeout, sent_at, progress.as_deref(), tx.send_request(req)).await, None)
         }

@@ -5,6 +5,7 @@
 //! Shared across worker threads, so everything here is atomics or `ArcSwap`; no locks.
 
 pub mod pool;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -103,6 +104,10 @@ pub struct Group {
     weighted_order: Vec<u32>,
     /// Consistent-hash ring: (point, backend index), sorted by point.
     ring: Vec<(u64, u32)>,
+    /// TLS client for `https://` backends; `Err` holds why it could not be built.
+    pub tls: Option<Result<tokio_rustls::TlsConnector, String>>,
+    /// Identifies the TLS settings in pool keys (0 = plain).
+    pub tls_profile: u64,
 }
 
 /// Virtual nodes per unit of weight on the hash ring: enough for an even spread with a
@@ -127,7 +132,12 @@ impl Group {
         } else {
             Vec::new()
         };
-        Group { config, backends, cursor: AtomicUsize::new(0), weighted_order, ring }
+        let tls = config.backends.iter().any(|b| b.tls).then(|| {
+            tls::connector(&config.pool.tls)
+                .inspect_err(|e| tracing::error!(error = %e, "backend TLS settings unusable"))
+        });
+        let tls_profile = if tls.is_some() { hash_of(format!("{:?}", config.pool.tls)) | 1 } else { 0 };
+        Group { config, backends, cursor: AtomicUsize::new(0), weighted_order, ring, tls, tls_profile }
     }
 
     /// Picks the first backend to try. `hash` is the request's hash key for consistent hashing.

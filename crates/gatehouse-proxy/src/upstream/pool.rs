@@ -29,9 +29,18 @@ struct Idle {
     since: Instant,
 }
 
+/// Connections are shared only between requests that would have opened the same one: same
+/// target and same TLS settings (CA, client certificate, server name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub target: Target,
+    /// `Group::tls_profile`; 0 for plain connections.
+    pub tls: u64,
+}
+
 thread_local! {
-    static IDLE: RefCell<FxHashMap<Target, Vec<Idle>>> = RefCell::new(FxHashMap::default());
-    static SHARED_H2: RefCell<FxHashMap<Target, H2>> = RefCell::new(FxHashMap::default());
+    static IDLE: RefCell<FxHashMap<Key, Vec<Idle>>> = RefCell::new(FxHashMap::default());
+    static SHARED_H2: RefCell<FxHashMap<Key, H2>> = RefCell::new(FxHashMap::default());
 }
 
 /// A checked-out connection.
@@ -44,7 +53,7 @@ pub enum Conn {
 /// instead closes the connection (used when a response was not read to its end).
 pub struct Pooled {
     pub tx: H1,
-    target: Target,
+    key: Key,
     max_idle: usize,
 }
 
@@ -55,7 +64,7 @@ impl Pooled {
         }
         IDLE.with(|m| {
             let mut m = m.borrow_mut();
-            let list = m.entry(self.target).or_default();
+            let list = m.entry(self.key).or_default();
             if list.len() < self.max_idle {
                 list.push(Idle { tx: self.tx, since: Instant::now() });
             }
@@ -67,29 +76,28 @@ impl Pooled {
 /// `fresh` skips the pool (upgrade requests keep their connection for good).
 pub async fn checkout(
     backend: &BackendState,
-    target: &Target,
+    key: &Key,
     settings: &PoolSettings,
     connect_timeout: Duration,
     fresh: bool,
+    tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<Conn, ProxyError> {
-    if backend.backend.h2c {
-        let existing = SHARED_H2.with(|m| m.borrow().get(target).filter(|tx| !tx.is_closed()).cloned());
+    // h2c always, and TLS backends that chose h2 in ALPN, share one connection per worker.
+    if backend.backend.h2c || (tls.is_some() && !fresh) {
+        let existing = SHARED_H2.with(|m| m.borrow().get(key).filter(|tx| !tx.is_closed()).cloned());
         if let Some(tx) = existing {
             return Ok(Conn::H2(tx));
         }
-    } else if !fresh {
-        while let Some(mut idle) = pop_idle(target) {
+    }
+    if !backend.backend.h2c && !fresh {
+        while let Some(mut idle) = pop_idle(key) {
             if idle.since.elapsed() > settings.idle_timeout || idle.tx.is_closed() {
                 continue;
             }
             // A connection whose previous response just ended may need one turn of its
             // task before it takes the next request.
             if idle.tx.ready().await.is_ok() {
-                return Ok(Conn::H1(Pooled {
-                    tx: idle.tx,
-                    target: target.clone(),
-                    max_idle: settings.max_idle_per_host,
-                }));
+                return Ok(Conn::H1(Pooled { tx: idle.tx, key: key.clone(), max_idle: settings.max_idle_per_host }));
             }
         }
     }
@@ -103,11 +111,20 @@ pub async fn checkout(
         },
     };
     let connect = async {
-        match target {
+        match &key.target {
             Target::Tcp(addr) => {
                 let s = TcpStream::connect(addr).await?;
                 s.set_nodelay(true)?;
-                handshake(s, backend.backend.h2c, permit).await
+                match tls {
+                    None => handshake(s, backend.backend.h2c, permit).await,
+                    Some(connector) => {
+                        let name = server_name(backend, settings)?;
+                        let s = connector.connect(name, s).await?;
+                        // An upgrade needs HTTP/1.1 even where the backend speaks h2.
+                        let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2") && !fresh;
+                        handshake(s, h2, permit).await
+                    }
+                }
             }
             Target::Unix(path) => {
                 handshake(UnixStream::connect(path.as_path()).await?, backend.backend.h2c, permit).await
@@ -122,16 +139,29 @@ pub async fn checkout(
         Ok(Ok(c)) => c,
     };
     Ok(match conn {
-        Handshaken::H1(tx) => Conn::H1(Pooled { tx, target: target.clone(), max_idle: settings.max_idle_per_host }),
+        Handshaken::H1(tx) => Conn::H1(Pooled { tx, key: key.clone(), max_idle: settings.max_idle_per_host }),
         Handshaken::H2(tx) => {
-            SHARED_H2.with(|m| m.borrow_mut().insert(target.clone(), tx.clone()));
+            SHARED_H2.with(|m| m.borrow_mut().insert(key.clone(), tx.clone()));
             Conn::H2(tx)
         }
     })
 }
 
-fn pop_idle(target: &Target) -> Option<Idle> {
-    IDLE.with(|m| m.borrow_mut().get_mut(target).and_then(Vec::pop))
+/// The name sent as SNI and checked in the backend's certificate.
+fn server_name(
+    backend: &BackendState,
+    settings: &PoolSettings,
+) -> std::io::Result<rustls_pki_types::ServerName<'static>> {
+    let host = match (&settings.tls.server_name, &backend.backend.addr) {
+        (Some(n), _) => n.clone(),
+        (None, gatehouse_config::BackendAddr::Tcp { host, .. }) => host.clone(),
+        (None, gatehouse_config::BackendAddr::Unix(_)) => "localhost".to_string(),
+    };
+    rustls_pki_types::ServerName::try_from(host).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
+
+fn pop_idle(key: &Key) -> Option<Idle> {
+    IDLE.with(|m| m.borrow_mut().get_mut(key).and_then(Vec::pop))
 }
 
 enum Handshaken {
@@ -167,8 +197,8 @@ where
 }
 
 /// Idle connections of this worker to `target` (for tests and the admin API).
-pub fn idle_count(target: &Target) -> usize {
-    IDLE.with(|m| m.borrow().get(target).map_or(0, Vec::len))
+pub fn idle_count(key: &Key) -> usize {
+    IDLE.with(|m| m.borrow().get(key).map_or(0, Vec::len))
 }
 
 /// Drops idle connections older than `max_age` on this worker; run periodically.
