@@ -43,7 +43,7 @@ GATEHOUSE_BIN=${GATEHOUSE_BIN:-$DEFAULT_GATEHOUSE_BIN}
 KEEP_TMP=${KEEP_TMP:-0}
 
 WARMUP=2              # seconds of discarded load before every measured run
-CONNECTIONS=64        # wrk -c; also the size of every upstream keep-alive pool
+CONNECTIONS=64        # wrk -c (and h2load -c); see UPSTREAM_IDLE for the upstream pools
 READY_TIMEOUT=${READY_TIMEOUT:-20}     # seconds a server gets to answer its first request
 BODY="hello from backend"   # backend body (19 bytes with the trailing \n)
 
@@ -51,6 +51,16 @@ BODY="hello from backend"   # backend body (19 bytes with the trailing \n)
 TLS_HOST=bench.test   # the certificate's DNS name (its other SAN is IP 127.0.0.1)
 H2_STREAMS=10         # h2load -m: concurrent streams per HTTP/2 connection
 HTTPS_TESTS="https-keepalive handshakes h2"
+
+# Idle keep-alive connections a proxy may keep to the backend: at least the
+# number of requests in flight, or it reconnects to the backend under load.
+# wrk has $CONNECTIONS in flight; h2load (MODE=https) has CONNECTIONS x
+# H2_STREAMS. (haproxy keeps idle server connections without a fixed cap.)
+if [[ $MODE == https ]]; then
+    UPSTREAM_IDLE=$((CONNECTIONS * H2_STREAMS))
+else
+    UPSTREAM_IDLE=$CONNECTIONS
+fi
 
 # Ports that belong to other services on dev machines; never use them even if
 # the kernel happens to offer one.
@@ -348,7 +358,7 @@ $(nginx_temp_paths "$dir")
     keepalive_requests 1000000;   # see backend: no client reconnect churn
     upstream backend {
         server 127.0.0.1:${PORTS[backend]};
-        keepalive $CONNECTIONS;
+        keepalive $UPSTREAM_IDLE;
         keepalive_requests 1000000;
     }
     server {
@@ -436,6 +446,8 @@ EOF
 host: "*"
 backend: http://127.0.0.1:${PORTS[backend]}
 https_redirect: false
+# Default is 64 idle backend connections; h2load has $UPSTREAM_IDLE requests in flight.
+options: {pool: {max_idle_per_host: $UPSTREAM_IDLE}}
 EOF
         return
     fi
@@ -647,8 +659,8 @@ parse_wrk() {
 
 # Extract "requests rps mean_ms errors" from h2load output. h2load has no
 # percentiles; "time for request" gives min/max/mean/sd. Errors = failed
-# requests (network errors, timeouts and non-2xx/3xx statuses) + requests
-# that were started but never finished.
+# requests (network errors, timeouts and non-2xx/3xx statuses). Requests
+# still in flight when the duration ends ("started" - "done") are not errors.
 parse_h2load() {
     awk '
         function ms(v,   unit, mult) {
@@ -659,12 +671,12 @@ parse_h2load() {
         /^finished in / { rps = $4 }
         /^requests: / {
             gsub(",", "")
-            started = $4; done = $6; failed = $10
+            done = $6; failed = $10
         }
         /^time for request:/ { mean = ms($6) }
         END {
             if (rps == "" || done == "" || mean == "") exit 1
-            printf "%d %.2f %.3f %d\n", done, rps, mean, failed + (started - done)
+            printf "%d %.2f %.3f %d\n", done, rps, mean, failed
         }' "$1"
 }
 
@@ -780,38 +792,58 @@ measure_h2() {
 
 # ----------------------------------------------------------------- report --
 
-# Median/max per server from raw.tsv; ratios against nginx (or, if nginx is
-# not in PEERS, against the first peer).
+# summarize TEST BASE RATE LATENCY CPU: one table for TEST from raw.tsv, with
+# column headings RATE (e.g. req/s), LATENCY (e.g. p99 ms; "" = no latency
+# column) and CPU (e.g. CPU us/req). Median per server; RSS = max; ratios
+# against BASE (nginx, or the first peer if nginx is not in PEERS).
 summarize() {
-    python3 - "$TMP/raw.tsv" "$1" "$PEERS" <<'EOF'
+    python3 - "$TMP/raw.tsv" "$PEERS" "$@" <<'EOF'
 import sys, statistics
-path, base, peers = sys.argv[1], sys.argv[2], sys.argv[3].split()
+path, peers, test, base, rate_h, lat_h, cpu_h = sys.argv[1:8]
+peers = peers.split()
 rows = {}
 for line in open(path):
-    name, rnd, rps, p99, rss, cpu, req, err = line.rstrip("\n").split("\t")
-    r = rows.setdefault(name, {"rps": [], "p99": [], "rss": [], "cpu": [], "err": 0})
-    r["rps"].append(float(rps)); r["p99"].append(float(p99))
+    t, name, rnd, rate, lat, rss, cpu, count, err = line.rstrip("\n").split("\t")
+    if t != test:
+        continue
+    r = rows.setdefault(name, {"rate": [], "lat": [], "rss": [], "cpu": [], "err": 0})
+    r["rate"].append(float(rate)); r["lat"].append(float(lat))
     r["rss"].append(int(rss)); r["cpu"].append(float(cpu)); r["err"] += int(err)
 
 def stats(name):
     r = rows[name]
-    return (statistics.median(r["rps"]), statistics.median(r["p99"]),
+    return (statistics.median(r["rate"]), statistics.median(r["lat"]),
             max(r["rss"]) / 1024, statistics.median(r["cpu"]), r["err"])
 
-b_rps, _, _, b_cpu, _ = stats(base)
-head = ("proxy", "req/s", f"x {base}", "p99 ms", "CPU us/req", f"x {base}", "RSS MB", "errors")
-fmt = "{:<18} {:>10} {:>11} {:>8} {:>11} {:>11} {:>8} {:>7}"
+b_rate, _, _, b_cpu, _ = stats(base)
+cols = [("proxy", "{:<18}"), (rate_h, "{:>10}"), (f"x {base}", "{:>11}")]
+if lat_h:
+    cols.append((lat_h, "{:>8}"))
+cols += [(cpu_h, "{:>11}"), (f"x {base}", "{:>11}"), ("RSS MB", "{:>8}"), ("errors", "{:>7}")]
+fmt = " ".join(f for _, f in cols)
+head = [h for h, _ in cols]
 print(fmt.format(*head))
 print(fmt.format(*["-" * len(h) for h in head]))
 for name in peers + ["backend"]:
     if name not in rows:
         continue
-    rps, p99, rss, cpu, err = stats(name)
+    rate, lat, rss, cpu, err = stats(name)
     label = "backend (direct)" if name == "backend" else name
-    ratio_rps = "-" if name == "backend" else f"{rps / b_rps:.2f}"
+    ratio_rate = "-" if name == "backend" else f"{rate / b_rate:.2f}"
     ratio_cpu = "-" if name == "backend" else f"{cpu / b_cpu:.2f}"
-    print(fmt.format(label, f"{rps:.0f}", ratio_rps, f"{p99:.2f}", f"{cpu:.1f}", ratio_cpu, f"{rss:.1f}", err))
+    cells = [label, f"{rate:.0f}", ratio_rate]
+    if lat_h:
+        cells.append(f"{lat:.2f}")
+    cells += [f"{cpu:.1f}", ratio_cpu, f"{rss:.1f}", err]
+    print(fmt.format(*cells))
 EOF
+}
+
+# say_table TEST BASE RATE LATENCY CPU
+say_table() {
+    local table
+    table=$(summarize "$@")
+    say "$table"
 }
 
 # ------------------------------------------------------------------- main --
@@ -825,9 +857,10 @@ main() {
     chmod 755 "$TMP"   # nginx workers run as nobody when started by root
     : >"$TMP/raw.tsv"
     CLK_TCK=$(getconf CLK_TCK)
-    [[ $PIN == 1 ]] && WRK_PREFIX=(taskset -c 0)
+    [[ $PIN == 1 ]] && CLIENT_PREFIX=(taskset -c 0)
 
     local -a names=(backend nginx haproxy caddy gatehouse gatehouse_admin)
+    [[ $MODE == https ]] && names+=(gatehouse_http)
     local -a ports
     read -r -a ports <<<"$(free_ports ${#names[@]})"
     local i
@@ -835,47 +868,109 @@ main() {
 
     say "command: $CMDLINE"
     say "date:    $(date -Is)   host: $(uname -srm), $(nproc) CPUs, load avg $(cut -d' ' -f1-3 /proc/loadavg)"
-    say "method:  wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency, ${WARMUP}s warm-up before each run, $ROUNDS round(s), order rotated per round, PIN=$PIN"
-    say "versions: $(nginx -v 2>&1 | sed 's/.*: //')$(contains "$PEERS" haproxy && echo ", $(haproxy -v | head -n1 | awk '{print $1, $2, $3}')")$(contains "$PEERS" caddy && echo ", caddy $(caddy version | awk '{print $1}')"), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')"
+    if [[ $MODE == https ]]; then
+        say "method:  TLS at the proxy (ECDSA P-256 certificate for $TLS_HOST + IP 127.0.0.1 from a per-run test CA), plain HTTP/1.1 to the backend;"
+        say "         ${WARMUP}s warm-up before each run, $ROUNDS round(s), order rotated per round, PIN=$PIN"
+        say "         https-keepalive: wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency https://127.0.0.1:PORT/ (HTTP/1.1 keep-alive)"
+        say "         handshakes:      openssl s_time -connect 127.0.0.1:PORT -new -time $DURATION (1 client, full handshakes, no request)"
+        say "         h2:              h2load -t1 -c$CONNECTIONS -m$H2_STREAMS -D $DURATION https://127.0.0.1:PORT/ (HTTP/2, ALPN h2)"
+    else
+        say "method:  wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency, ${WARMUP}s warm-up before each run, $ROUNDS round(s), order rotated per round, PIN=$PIN"
+    fi
+    # "|| true": wrk -v exits 1, and pipefail would make that fatal here.
+    local versions
+    versions=$(nginx -v 2>&1 | sed 's/.*: //' || true)
+    if contains "$PEERS" haproxy; then versions+=", $(haproxy -v | head -n1 | awk '{print $1, $2, $3}' || true)"; fi
+    if contains "$PEERS" caddy; then versions+=", caddy $(caddy version | awk '{print $1}' || true)"; fi
+    versions+=", $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}' || true)"
+    if [[ $MODE == https ]]; then
+        versions+=", $(h2load --version 2>&1 | head -n1 || true), $(openssl version | awk '{print $1, $2}' || true)"
+    fi
+    say "versions: $versions"
     say ""
 
+    [[ $MODE == https ]] && make_certs
     start_backend
+    [[ $MODE == https ]] && say "TLS as negotiated by a default openssl s_client (no SNI, like h2load and s_time):"
     local p
     for p in $PEERS; do start_peer "$p"; done
     say "servers up (ports: backend ${PORTS[backend]}$(for p in $PEERS; do printf ', %s %s' "$p" "${PORTS[$p]}"; done))"
     say ""
 
-    # Reference: what the backend does with no proxy in front (once).
-    say "reference run (backend directly):"
-    measure backend 1
+    # Reference: what the backend does with no proxy in front (once). In
+    # https mode this is still plain HTTP/1.1 (the backend has no TLS): the
+    # ceiling for proxied HTTPS requests, not a TLS number.
+    if [[ $MODE == https ]]; then
+        say "reference run (backend directly, plain HTTP):"
+        measure_wrk https-keepalive backend 1 http
+    else
+        say "reference run (backend directly):"
+        measure backend 1
+    fi
 
     # Rotate the order each round so slow drifts (thermal, noisy neighbours)
-    # don't always hit the same proxy.
+    # don't always hit the same proxy. In https mode every test runs over all
+    # peers (in that order) before the next test starts, so the peers of one
+    # test are measured close together in time.
     local -a peers=($PEERS)
-    local n=${#peers[@]} r k
+    local n=${#peers[@]} r k test
     for ((r = 1; r <= ROUNDS; r++)); do
         local -a order=()
         for ((k = 0; k < n; k++)); do order+=("${peers[$(((k + r - 1) % n))]}"); done
         say "round $r/$ROUNDS: ${order[*]}"
-        for p in "${order[@]}"; do measure "$p" "$r"; done
+        if [[ $MODE == https ]]; then
+            for test in $HTTPS_TESTS; do
+                for p in "${order[@]}"; do
+                    case $test in
+                    https-keepalive) measure_wrk https-keepalive "$p" "$r" https ;;
+                    handshakes) measure_handshakes "$p" "$r" ;;
+                    h2) measure_h2 "$p" "$r" ;;
+                    esac
+                done
+            done
+        else
+            for p in "${order[@]}"; do measure "$p" "$r"; done
+        fi
     done
 
     local base=nginx
     contains "$PEERS" nginx || base=${peers[0]}
     say ""
     say "summary (median over $ROUNDS round(s); RSS = max; x $base = ratio to $base):"
-    local table
-    table=$(summarize "$base")
-    say "$table"
-    say ""
-    say "notes: req/s and p99 from wrk. CPU us/req = (utime+stime of all the proxy's processes and threads"
-    say "       during the measured run) / requests completed. RSS = sum of VmRSS over the proxy's processes"
-    say "       after the run (nginx: master + worker). Compare ratios within one run only; the machine is noisy."
+    if [[ $MODE == https ]]; then
+        say ""
+        say "https-keepalive: HTTP/1.1 over TLS, $CONNECTIONS keep-alive connections (wrk); backend row = plain HTTP, no proxy"
+        say_table https-keepalive "$base" "req/s" "p99 ms" "CPU us/req"
+        say ""
+        say "handshakes: new TLS connections per second, full handshakes, 1 sequential client (openssl s_time -new)"
+        say_table handshakes "$base" "conn/s" "" "CPU us/conn"
+        say ""
+        say "h2: HTTP/2 over TLS, $CONNECTIONS connections x $H2_STREAMS streams (h2load); latency = mean time per request"
+        say_table h2 "$base" "req/s" "mean ms" "CPU us/req"
+        say ""
+        say "notes: CPU us/req (us/conn) = (utime+stime of all the proxy's processes and threads during the measured"
+        say "       run) / requests (handshakes) completed. conn/s is bounded by the single client's own handshake"
+        say "       cost and latency; CPU us/conn is the server-side cost of one full handshake. RSS = sum of VmRSS"
+        say "       over the proxy's processes after the run (nginx: master + worker). Compare ratios within one run"
+        say "       only; the machine is noisy."
+    else
+        say_table http "$base" "req/s" "p99 ms" "CPU us/req"
+        say ""
+        say "notes: req/s and p99 from wrk. CPU us/req = (utime+stime of all the proxy's processes and threads"
+        say "       during the measured run) / requests completed. RSS = sum of VmRSS over the proxy's processes"
+        say "       after the run (nginx: master + worker). Compare ratios within one run only; the machine is noisy."
+    fi
 
     {
         echo ""
-        echo "raw (name round req/s p99_ms rss_kB cpu_us_per_req requests errors):"
-        cat "$TMP/raw.tsv"
+        if [[ $MODE == https ]]; then
+            echo "raw (test name round rate latency_ms rss_kB cpu_us_per_unit count errors; rate = req/s or conn/s,"
+            echo "     latency = wrk p99 (https-keepalive), h2load mean (h2), 0 (handshakes)):"
+            cat "$TMP/raw.tsv"
+        else
+            echo "raw (name round req/s p99_ms rss_kB cpu_us_per_req requests errors):"
+            cut -f2- "$TMP/raw.tsv"
+        fi
     } >>"$TMP/report.txt"
     mkdir -p "$SCRIPT_DIR/results"
     local result

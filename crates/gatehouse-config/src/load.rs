@@ -347,7 +347,7 @@ fn build(
         defaults.apply(&mut cx, d, "defaults");
     }
 
-    let mut tls = build_tls(&mut cx, base, main.tls.as_ref());
+    let mut tls = build_tls(&mut cx, base, main.tls.as_ref(), &storage_path);
     if tls != TlsConfig::default() && listen_https.is_none() {
         let line = main.tls.as_ref().and_then(|t| t.cert_dir.as_ref().or(t.cert.as_ref())).map(|s| s.referenced.line());
         cx.err(line, "tls", "certificates are configured but there is no HTTPS listener: add listen.https");
@@ -785,15 +785,13 @@ fn build_site(
     Some(Site { name, file: file.to_path_buf(), hosts, routes, https_redirect: https_redirect && https })
 }
 
-fn build_tls(cx: &mut Ctx<'_>, base: &Path, t: Option<&raw::Tls>) -> TlsConfig {
+fn build_tls(cx: &mut Ctx<'_>, base: &Path, t: Option<&raw::Tls>, storage_path: &Path) -> TlsConfig {
     let mut out = TlsConfig::default();
     let Some(t) = t else { return out };
     if let Some(a) = &t.acme {
-        cx.err_at(
-            a,
-            "tls.acme",
-            "automatic certificates (ACME) are not implemented yet; use tls.cert_dir or tls.cert/tls.key",
-        );
+        let state_dir = storage_path.parent().unwrap_or(Path::new(".")).join("acme");
+        out.acme_dir = Some(state_dir.join("certs"));
+        out.acme = build_acme(cx, base, a, state_dir);
     }
     if let Some(dir) = &t.cert_dir {
         let path = base.join(&dir.value);
@@ -812,6 +810,77 @@ fn build_tls(cx: &mut Ctx<'_>, base: &Path, t: Option<&raw::Tls>) -> TlsConfig {
         }
     }
     out
+}
+
+const ACME_CHALLENGES: &[&str] = &["http-01", "tls-alpn-01", "dns-01"];
+
+fn build_acme(cx: &mut Ctx<'_>, base: &Path, a: &raw::Acme, state_dir: PathBuf) -> Option<AcmeConfig> {
+    let errors_before = cx.errors.len();
+    if !a.email.value.contains('@') {
+        cx.err_at(&a.email, "tls.acme.email", format!("expected an e-mail address, got {:?}", a.email.value));
+    }
+    let directory = match a.ca.as_ref().map(|c| c.value.trim()) {
+        None | Some("letsencrypt") => "https://acme-v02.api.letsencrypt.org/directory".to_string(),
+        Some("letsencrypt-staging") => "https://acme-staging-v02.api.letsencrypt.org/directory".to_string(),
+        Some("zerossl") => "https://acme.zerossl.com/v2/DV90".to_string(),
+        Some(url) if url.starts_with("https://") => url.to_string(),
+        Some(other) => {
+            if let Some(c) = &a.ca {
+                cx.err_at(
+                    c,
+                    "tls.acme.ca",
+                    format!("expected letsencrypt, letsencrypt-staging, zerossl or an https:// directory URL, got {other:?}"),
+                );
+            }
+            String::new()
+        }
+    };
+    let ca_root = a.ca_root.as_ref().and_then(|r| {
+        let p = base.join(&r.value);
+        match std::fs::File::open(&p) {
+            Ok(_) => Some(p),
+            Err(e) => {
+                cx.err_at(r, "tls.acme.ca_root", format!("cannot read {}: {e}", p.display()));
+                None
+            }
+        }
+    });
+    let challenge = match a.challenge.as_ref().map(|c| c.value.trim()) {
+        None | Some("http-01") => AcmeChallenge::Http01,
+        Some("tls-alpn-01") => AcmeChallenge::TlsAlpn01,
+        Some("dns-01") => match &a.dns_hook {
+            Some(h) if !h.value.trim().is_empty() => AcmeChallenge::Dns01 { hook: h.value.clone() },
+            _ => {
+                if let Some(c) = &a.challenge {
+                    cx.err_at(c, "tls.acme.dns_hook", "dns-01 needs dns_hook: a command run as `COMMAND set|clear NAME VALUE`");
+                }
+                AcmeChallenge::Http01
+            }
+        },
+        Some(other) => {
+            if let Some(c) = &a.challenge {
+                let hint = nearest(other, ACME_CHALLENGES.iter().copied())
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                cx.err_at(c, "tls.acme.challenge", format!("unknown challenge {other:?}{hint}; expected http-01, tls-alpn-01 or dns-01"));
+            }
+            AcmeChallenge::Http01
+        }
+    };
+    let eab = a.eab.as_ref().map(|e| (e.kid.value.clone(), e.hmac.value.clone()));
+    if directory.contains("zerossl.com") && eab.is_none() {
+        cx.err_at(&a.email, "tls.acme.eab", "ZeroSSL needs external account binding: set eab: {kid, hmac} from your ZeroSSL account");
+    }
+    let renew_before = a.renew_before.as_ref().map(|r| cx.duration(Some(r), "tls.acme.renew_before", Duration::ZERO));
+    (cx.errors.len() == errors_before).then(|| AcmeConfig {
+        email: a.email.value.trim().to_string(),
+        directory,
+        ca_root,
+        challenge,
+        eab,
+        renew_before,
+        state_dir,
+    })
 }
 
 /// A `cert` + `key` pair; both or neither, both readable.

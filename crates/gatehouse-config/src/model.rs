@@ -43,6 +43,32 @@ pub struct TlsConfig {
     /// Explicit pairs: the global one and each site's.
     pub pairs: Vec<CertPair>,
     pub default_host: Option<String>,
+    /// Automatic certificates.
+    pub acme: Option<AcmeConfig>,
+    /// Where issued certificates live (`<storage dir>/acme/certs/<site>/`); scanned like
+    /// `cert_dir`, after it.
+    pub acme_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    pub email: String,
+    pub directory: String,
+    pub ca_root: Option<PathBuf>,
+    pub challenge: AcmeChallenge,
+    /// External account binding (ZeroSSL): key id and the base64url HMAC key.
+    pub eab: Option<(String, String)>,
+    pub renew_before: Option<Duration>,
+    /// Account and certificates (`<storage dir>/acme`).
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    Http01,
+    TlsAlpn01,
+    /// DNS-01 through a command run as `COMMAND set|clear NAME VALUE`.
+    Dns01 { hook: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,8 +43,29 @@ pub struct Tls {
     pub key: Option<S<String>>,
     /// Host whose certificate answers handshakes with an unknown or missing SNI.
     pub default_host: Option<S<String>>,
-    /// Accepted so the error can say "not yet" instead of "unknown key".
-    pub acme: Option<S<serde::de::IgnoredAny>>,
+    pub acme: Option<Acme>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    pub email: S<String>,
+    /// `letsencrypt`, `letsencrypt-staging`, `zerossl` or a directory URL.
+    pub ca: Option<S<String>>,
+    /// Extra trust anchor for a private ACME server (Pebble, step-ca).
+    pub ca_root: Option<S<String>>,
+    pub challenge: Option<S<String>>,
+    pub dns_hook: Option<S<String>>,
+    pub eab: Option<Eab>,
+    /// Renew when this little validity is left (default: a third of the lifetime).
+    pub renew_before: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Eab {
+    pub kid: S<String>,
+    pub hmac: S<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

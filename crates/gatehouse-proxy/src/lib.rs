@@ -48,7 +48,11 @@ pub enum StartError {
 impl Server {
     /// Binds the HTTP listener and, with `listen.https` and a certificate resolver, the HTTPS
     /// listener (one socket each per worker), and starts the workers.
-    pub fn start(config: Arc<Config>, resolver: Option<Arc<tls::Resolver>>) -> Result<Server, StartError> {
+    pub fn start(
+        config: Arc<Config>,
+        resolver: Option<Arc<tls::Resolver>>,
+        challenges: Option<Arc<tls::Challenges>>,
+    ) -> Result<Server, StartError> {
         let listen_err = |addr| move |source| StartError::Listen { addr, source };
         let http =
             listener::bind_workers(config.listen_http, config.workers).map_err(listen_err(config.listen_http))?;
@@ -70,6 +74,7 @@ impl Server {
             shutdown_timeout: config.shutdown_timeout,
             max_header_bytes: max_header_bytes(&config),
             tls,
+            challenges,
         });
         let mut https = https.into_iter();
         let sockets = http.into_iter().map(|h| listener::WorkerSockets { http: h, https: https.next() }).collect();

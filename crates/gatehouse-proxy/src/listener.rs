@@ -53,6 +53,8 @@ pub struct WorkerSettings {
     pub max_header_bytes: usize,
     /// TLS for the HTTPS listeners, with the resolver that picked the certificates.
     pub tls: Option<(tokio_rustls::TlsAcceptor, Arc<crate::tls::Resolver>)>,
+    /// Pending ACME challenges, answered on the HTTP listener.
+    pub challenges: Option<Arc<crate::tls::Challenges>>,
 }
 
 /// One worker's sockets: the HTTP listener and, when configured, the HTTPS one.
@@ -161,7 +163,8 @@ async fn worker(
         let framing = Arc::new(Flags::default());
         let peer_value =
             http::HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(http::HeaderValue::from_static("unknown"));
-        let mut info = ConnInfo { peer, peer_value, proto: "http", framing: framing.clone(), tls: None };
+        let mut info =
+            ConnInfo { peer, peer_value, proto: "http", framing: framing.clone(), tls: None, challenges: settings.challenges.clone() };
         let shared = shared.clone();
         let make_svc = move |info: ConnInfo| {
             service_fn(move |req| {
@@ -185,6 +188,10 @@ async fn worker(
                     Err(_) => return,
                 };
                 let (_, session) = stream.get_ref();
+                if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                    // A TLS-ALPN-01 validation ends with the handshake.
+                    return;
+                }
                 let h2 = session.alpn_protocol() == Some(b"h2");
                 let sni = session.server_name().map(|s| s.to_ascii_lowercase());
                 info.proto = "https";

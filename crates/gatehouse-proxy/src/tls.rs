@@ -82,7 +82,7 @@ impl Store {
                 Err(e) => problems.push(format!("{}: {e}", pair.cert.display())),
             }
         }
-        if let Some(dir) = &tls.cert_dir {
+        for dir in tls.cert_dir.iter().chain(tls.acme_dir.iter()) {
             for pair in scan_dir(dir) {
                 match load_pair(&pair.cert, &pair.key, &provider) {
                     Ok(key) => store.add(key, format!("cert_dir: {}", pair.cert.display()), Some(pair.cert.clone())),
@@ -188,11 +188,12 @@ impl Store {
 #[derive(Debug)]
 pub struct Resolver {
     store: ArcSwap<Store>,
+    challenges: Arc<Challenges>,
 }
 
 impl Resolver {
-    pub fn new(store: Store) -> Self {
-        Resolver { store: ArcSwap::from_pointee(store) }
+    pub fn new(store: Store, challenges: Arc<Challenges>) -> Self {
+        Resolver { store: ArcSwap::from_pointee(store), challenges }
     }
 
     pub fn store(&self) -> Arc<Store> {
@@ -216,12 +217,46 @@ impl Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // An ACME TLS-ALPN-01 validation: answer with the challenge certificate only.
+        if hello.alpn().is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN)) {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self.challenges.tls_alpn.read().ok()?.get(&name).cloned();
+        }
         let s = self.store.load();
         let by_name = hello.server_name().and_then(|n| {
             let lower = n.to_ascii_lowercase();
             s.index_of(&lower)
         });
         by_name.or(s.default).map(|i| s.certs[i].key.clone())
+    }
+}
+
+/// The ALPN protocol of ACME TLS-ALPN-01 validations (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Answers to ACME challenges that are in progress: HTTP-01 key authorizations by token, and
+/// TLS-ALPN-01 certificates by domain. Written by the ACME client, read by the listeners;
+/// only validation requests take the lock.
+#[derive(Debug, Default)]
+pub struct Challenges {
+    pub http01: std::sync::RwLock<std::collections::HashMap<String, String>>,
+    pub tls_alpn: std::sync::RwLock<std::collections::HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl Challenges {
+    /// The key authorization for an HTTP-01 token, if one is pending.
+    pub fn http01(&self, token: &str) -> Option<String> {
+        self.http01.read().ok()?.get(token).cloned()
+    }
+
+    /// Installs the TLS-ALPN-01 certificate for `domain` (DER certificate and PKCS#8 key).
+    pub fn set_tls_alpn(&self, domain: &str, cert_der: Vec<u8>, key_der: Vec<u8>) -> Result<(), String> {
+        let key = PrivateKeyDer::try_from(key_der).map_err(|e| e.to_string())?;
+        let certified = CertifiedKey::from_der(vec![CertificateDer::from(cert_der)], key, &provider()).map_err(|e| e.to_string())?;
+        if let Ok(mut m) = self.tls_alpn.write() {
+            m.insert(domain.to_ascii_lowercase(), Arc::new(certified));
+        }
+        Ok(())
     }
 }
 
@@ -236,7 +271,7 @@ pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, rustl
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     Ok(Arc::new(cfg))
 }
@@ -291,7 +326,8 @@ fn describe(key: &CertifiedKey, source: String, path: Option<PathBuf>) -> Option
     })
 }
 
-fn is_local(host: &str) -> bool {
+/// `localhost`, `*.localhost` and IP addresses: names no public CA certifies.
+pub fn is_local(host: &str) -> bool {
     host == "localhost"
         || host.ends_with(".localhost")
         || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok()

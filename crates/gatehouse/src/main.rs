@@ -97,6 +97,59 @@ fn main() -> ExitCode {
     }
 }
 
+/// Sites' host names that need a certificate from ACME: exact names (wildcards only with
+/// DNS-01) that are not local and not covered by a certificate of another source.
+fn acme_wanted(config: &Config, acme: &gatehouse_config::AcmeConfig, store: &tls::Store) -> Vec<gatehouse_acme::Wanted> {
+    use gatehouse_config::{AcmeChallenge, HostPattern};
+    let mut out = Vec::new();
+    for site in &config.sites {
+        let hosts: Vec<String> = site
+            .hosts
+            .iter()
+            .filter_map(|h| match h {
+                HostPattern::Exact(n) if !tls::is_local(n) => Some(n.clone()),
+                HostPattern::Wildcard(_) if matches!(acme.challenge, AcmeChallenge::Dns01 { .. }) => Some(h.to_string()),
+                _ => None,
+            })
+            .filter(|n| match store.lookup(n) {
+                None => true,
+                // Our own earlier issuance does not count as "covered elsewhere".
+                Some(c) => config.tls.acme_dir.as_ref().is_some_and(|d| c.info.path.as_ref().is_some_and(|p| p.starts_with(d))),
+            })
+            .collect();
+        if !hosts.is_empty() {
+            out.push(gatehouse_acme::Wanted { site: site.name.clone(), hosts });
+        }
+    }
+    out
+}
+
+/// ACME challenge answers go to the proxy's listeners.
+struct Responder(Arc<tls::Challenges>);
+
+impl gatehouse_acme::Responder for Responder {
+    fn http01_set(&self, token: &str, key_authorization: &str) {
+        if let Ok(mut m) = self.0.http01.write() {
+            m.insert(token.to_string(), key_authorization.to_string());
+        }
+    }
+    fn http01_clear(&self, token: &str) {
+        if let Ok(mut m) = self.0.http01.write() {
+            m.remove(token);
+        }
+    }
+    fn tls_alpn01_set(&self, domain: &str, cert_der: Vec<u8>, key_der: Vec<u8>) {
+        if let Err(e) = self.0.set_tls_alpn(domain, cert_der, key_der) {
+            tracing::error!(domain, error = %e, "cannot install the TLS-ALPN-01 certificate");
+        }
+    }
+    fn tls_alpn01_clear(&self, domain: &str) {
+        if let Ok(mut m) = self.0.tls_alpn.write() {
+            m.remove(domain);
+        }
+    }
+}
+
 /// Loads the certificates the configuration names; problems come back as messages.
 fn load_certificates(c: &Config) -> (tls::Store, Vec<String>) {
     tls::Store::load(&c.tls, &c.sites, None)
@@ -138,20 +191,27 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         .with_context(|| format!("cannot listen on admin address {}", config.admin_listen))?;
     admin_listener.set_nonblocking(true)?;
     let admin_addr = admin_listener.local_addr()?;
+    let challenges = Arc::new(tls::Challenges::default());
+    let mut wanted = Vec::new();
     let resolver = if config.listen_https.is_some() {
         let (store, problems) = load_certificates(&config);
         if !problems.is_empty() {
             anyhow::bail!("certificates could not be loaded:\n  {}", problems.join("\n  "));
         }
+        if let Some(acme) = &config.tls.acme {
+            wanted = acme_wanted(&config, acme, &store);
+        }
         for host in store.uncovered(&config.sites) {
-            tracing::warn!(host, "no certificate covers this host; it gets the default certificate, if any");
+            if !wanted.iter().any(|w: &gatehouse_acme::Wanted| w.hosts.contains(&host)) {
+                tracing::warn!(host, "no certificate covers this host; it gets the default certificate, if any");
+            }
         }
         tls::warn_expiry(&store);
-        Some(Arc::new(tls::Resolver::new(store)))
+        Some(Arc::new(tls::Resolver::new(store, challenges.clone())))
     } else {
         None
     };
-    let server = Server::start(config.clone(), resolver.clone())?;
+    let server = Server::start(config.clone(), resolver.clone(), Some(challenges.clone()))?;
     let http_addr = server.http_addr();
     // Keeps watching the certificate directory while it lives.
     let _cert_watch = match &resolver {
@@ -190,6 +250,19 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         }
     });
     control.spawn(gatehouse_proxy::refresh_dns(server.watcher(), config.dns_refresh));
+    if let (Some(acme), Some(resolver)) = (config.tls.acme.clone(), resolver.clone()) {
+        if !wanted.is_empty() {
+            let reload_config = config.clone();
+            let issued = Arc::new(move || {
+                let (store, problems) = tls::Store::load(&reload_config.tls, &reload_config.sites, Some(&resolver.store()));
+                for p in &problems {
+                    tracing::error!(problem = %p, "certificate not loaded");
+                }
+                resolver.replace(store);
+            });
+            control.spawn(gatehouse_acme::maintain(acme, wanted, Arc::new(Responder(challenges.clone())), issued));
+        }
+    }
 
     ready.store(true, Ordering::Release);
     tracing::info!(http = %http_addr, admin = %admin_addr, workers = config.workers, "gatehouse started");

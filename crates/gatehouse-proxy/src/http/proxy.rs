@@ -38,6 +38,8 @@ pub struct ConnInfo {
     pub framing: Arc<super::framing::Flags>,
     /// Set on HTTPS connections.
     pub tls: Option<Arc<TlsInfo>>,
+    /// Pending ACME challenges (HTTP-01 answers).
+    pub challenges: Option<Arc<crate::tls::Challenges>>,
 }
 
 /// The TLS side of a connection, as far as request handling cares.
@@ -159,6 +161,14 @@ async fn serve(
         return Err(ProxyError::Misdirected);
     }
     let path = normalise_path(req.uri().path());
+    // ACME HTTP-01 validations are answered before routing, for any host.
+    if let (Some(c), Some(token)) = (&conn.challenges, path.strip_prefix("/.well-known/acme-challenge/")) {
+        if let Some(key_auth) = c.http01(token) {
+            let mut r = Response::new(Outgoing::full(key_auth));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            return Ok(r);
+        }
+    }
     let route = match state.router.lookup(host, &path, req.method()) {
         Lookup::Found(c) => c,
         Lookup::NoSite => return Err(ProxyError::NoSite),
