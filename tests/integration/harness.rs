@@ -490,3 +490,100 @@ pub fn accept_any_connector() -> tokio_rustls::TlsConnector {
         .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
+
+// ---------------------------------------------------------------------------------------
+// ACME: Debian's pebble and pebble-challtestsrv
+
+/// A free loopback port (bound, read, released: another process could take it, so only
+/// for servers that must know each other's ports up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Pebble (ACME server) with pebble-challtestsrv as its DNS: every name resolves to
+/// 127.0.0.1 and TXT records can be set through `mgmt`.
+pub struct Pebble {
+    children: Vec<Child>,
+    pub directory: String,
+    /// The CA of pebble's own HTTPS listener, for `tls.acme.ca_root`.
+    pub ca_pem: String,
+    pub challtest_mgmt: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Pebble {
+    /// `http_port` / `tls_port`: where pebble's validator connects (gatehouse's listeners).
+    pub fn start(http_port: u16, tls_port: u16) -> Pebble {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = TestCa::new();
+        let cert = ca.issue(&["localhost", "127.0.0.1"]);
+        std::fs::write(dir.path().join("cert.pem"), &cert.cert_pem).expect("write");
+        std::fs::write(dir.path().join("key.pem"), &cert.key_pem).expect("write");
+        let (acme, mgmt, dns, ct_mgmt) = (free_port(), free_port(), free_port(), free_port());
+        let config = json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{acme}"),
+            "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+            "certificate": dir.path().join("cert.pem"),
+            "privateKey": dir.path().join("key.pem"),
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false
+        }});
+        std::fs::write(dir.path().join("pebble.json"), config.to_string()).expect("write");
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log");
+        let challtest = Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-dns01", &format!("127.0.0.1:{dns}"), "-management", &format!("127.0.0.1:{ct_mgmt}")])
+            .stdout(log("challtestsrv.log"))
+            .stderr(log("challtestsrv.err"))
+            .spawn()
+            .expect("pebble-challtestsrv (apt-get install pebble)");
+        let pebble = Command::new("pebble")
+            .args(["-config"])
+            .arg(dir.path().join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(log("pebble.log"))
+            .stderr(log("pebble.err"))
+            .spawn()
+            .expect("pebble (apt-get install pebble)");
+        let p = Pebble {
+            children: vec![challtest, pebble],
+            directory: format!("https://127.0.0.1:{acme}/dir"),
+            ca_pem: ca.pem(),
+            challtest_mgmt: ct_mgmt,
+            dir,
+        };
+        for port in [acme, ct_mgmt] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(std::time::Instant::now() < deadline, "pebble did not start: {}", p.log());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        p
+    }
+
+    pub fn log(&self) -> String {
+        ["pebble.log", "pebble.err", "challtestsrv.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn stop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

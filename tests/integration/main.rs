@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod acme;
 mod balance;
 mod files;
 mod headers;

@@ -236,13 +236,13 @@ fn check_reports_tls_mistakes() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("a.crt: the private key does not match the certificate"), "{out}");
 
-    // ACME is named, not silently ignored; a missing key file is located.
-    let main = main.replace("  key: a.key\n", "  key: missing.key\n  acme: {email: admin@a.test}\n");
+    // A missing key file is located; ACME settings are checked too.
+    let main = main.replace("  key: a.key\n", "  key: missing.key\n  acme: {email: admin@a.test, challenge: http01}\n");
     std::fs::write(d.join("gatehouse.yaml"), main).expect("write");
     let (code, out) = check(d);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("tls.key: cannot read"), "{out}");
-    assert!(out.contains("tls.acme: automatic certificates (ACME) are not implemented yet"), "{out}");
+    assert!(out.contains("tls.acme.challenge: unknown challenge \"http01\" (did you mean `http-01`?)"), "{out}");
 }
 
 /// sslyze (PyPI, installed by .ci/run) checks the listener against Mozilla's "intermediate"

@@ -50,7 +50,12 @@ pub fn cert_paths(config: &AcmeConfig, site: &str) -> (PathBuf, PathBuf) {
 
 /// Keeps every wanted certificate issued and fresh. Calls `issued` after each new
 /// certificate is on disk. Runs until the process ends.
-pub async fn maintain(config: AcmeConfig, wanted: Vec<Wanted>, responder: Arc<dyn Responder>, issued: Arc<dyn Fn() + Send + Sync>) {
+pub async fn maintain(
+    config: AcmeConfig,
+    wanted: Vec<Wanted>,
+    responder: Arc<dyn Responder>,
+    issued: Arc<dyn Fn() + Send + Sync>,
+) {
     let mut failures = vec![0u32; wanted.len()];
     let mut next_try = vec![tokio::time::Instant::now(); wanted.len()];
     loop {
@@ -66,7 +71,9 @@ pub async fn maintain(config: AcmeConfig, wanted: Vec<Wanted>, responder: Arc<dy
                     continue;
                 }
                 Ok(Some(reason)) => tracing::info!(site = %w.site, hosts = ?w.hosts, reason, "requesting certificate"),
-                Err(e) => tracing::warn!(site = %w.site, error = %e, "cannot read the stored certificate; requesting a new one"),
+                Err(e) => {
+                    tracing::warn!(site = %w.site, error = %e, "cannot read the stored certificate; requesting a new one")
+                }
             }
             match issue(&config, w, responder.as_ref()).await {
                 Ok(()) => {
@@ -101,8 +108,10 @@ fn due(config: &AcmeConfig, w: &Wanted) -> Result<Option<&'static str>, Error> {
         return Ok(Some("no certificate yet"));
     }
     let pem = std::fs::read(&cert)?;
-    let (_, der) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| Error::Other(format!("{}: {e}", cert.display())))?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&der.contents).map_err(|e| Error::Other(format!("{}: {e}", cert.display())))?;
+    let (_, der) =
+        x509_parser::pem::parse_x509_pem(&pem).map_err(|e| Error::Other(format!("{}: {e}", cert.display())))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der.contents)
+        .map_err(|e| Error::Other(format!("{}: {e}", cert.display())))?;
     let names: Vec<String> = parsed
         .subject_alternative_name()
         .ok()
@@ -180,7 +189,9 @@ async fn issue(config: &AcmeConfig, w: &Wanted, responder: &dyn Responder) -> Re
             AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
             AcmeChallenge::Dns01 { .. } => ChallengeType::Dns01,
         };
-        let mut challenge = auth.challenge(kind.clone()).ok_or_else(|| Error::Other(format!("the server offers no {kind:?} challenge")))?;
+        let mut challenge = auth
+            .challenge(kind.clone())
+            .ok_or_else(|| Error::Other(format!("the server offers no {kind:?} challenge")))?;
         let domain = challenge.identifier().to_string();
         let key_auth = challenge.key_authorization();
         match &config.challenge {
@@ -281,7 +292,8 @@ async fn run_hook(hook: &str, action: &str, name: &str, value: &str) -> Result<(
 
 /// The self-signed certificate a TLS-ALPN-01 validation expects (RFC 8737 §3).
 fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
-    let mut params = rcgen::CertificateParams::new(vec![domain.to_string()]).map_err(|e| Error::Other(e.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![domain.to_string()]).map_err(|e| Error::Other(e.to_string()))?;
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let key = rcgen::KeyPair::generate().map_err(|e| Error::Other(e.to_string()))?;
     let cert = params.self_signed(&key).map_err(|e| Error::Other(e.to_string()))?;

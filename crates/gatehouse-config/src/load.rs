@@ -829,7 +829,9 @@ fn build_acme(cx: &mut Ctx<'_>, base: &Path, a: &raw::Acme, state_dir: PathBuf) 
                 cx.err_at(
                     c,
                     "tls.acme.ca",
-                    format!("expected letsencrypt, letsencrypt-staging, zerossl or an https:// directory URL, got {other:?}"),
+                    format!(
+                        "expected letsencrypt, letsencrypt-staging, zerossl or an https:// directory URL, got {other:?}"
+                    ),
                 );
             }
             String::new()
@@ -852,7 +854,11 @@ fn build_acme(cx: &mut Ctx<'_>, base: &Path, a: &raw::Acme, state_dir: PathBuf) 
             Some(h) if !h.value.trim().is_empty() => AcmeChallenge::Dns01 { hook: h.value.clone() },
             _ => {
                 if let Some(c) = &a.challenge {
-                    cx.err_at(c, "tls.acme.dns_hook", "dns-01 needs dns_hook: a command run as `COMMAND set|clear NAME VALUE`");
+                    cx.err_at(
+                        c,
+                        "tls.acme.dns_hook",
+                        "dns-01 needs dns_hook: a command run as `COMMAND set|clear NAME VALUE`",
+                    );
                 }
                 AcmeChallenge::Http01
             }
@@ -862,14 +868,22 @@ fn build_acme(cx: &mut Ctx<'_>, base: &Path, a: &raw::Acme, state_dir: PathBuf) 
                 let hint = nearest(other, ACME_CHALLENGES.iter().copied())
                     .map(|n| format!(" (did you mean `{n}`?)"))
                     .unwrap_or_default();
-                cx.err_at(c, "tls.acme.challenge", format!("unknown challenge {other:?}{hint}; expected http-01, tls-alpn-01 or dns-01"));
+                cx.err_at(
+                    c,
+                    "tls.acme.challenge",
+                    format!("unknown challenge {other:?}{hint}; expected http-01, tls-alpn-01 or dns-01"),
+                );
             }
             AcmeChallenge::Http01
         }
     };
     let eab = a.eab.as_ref().map(|e| (e.kid.value.clone(), e.hmac.value.clone()));
     if directory.contains("zerossl.com") && eab.is_none() {
-        cx.err_at(&a.email, "tls.acme.eab", "ZeroSSL needs external account binding: set eab: {kid, hmac} from your ZeroSSL account");
+        cx.err_at(
+            &a.email,
+            "tls.acme.eab",
+            "ZeroSSL needs external account binding: set eab: {kid, hmac} from your ZeroSSL account",
+        );
     }
     let renew_before = a.renew_before.as_ref().map(|r| cx.duration(Some(r), "tls.acme.renew_before", Duration::ZERO));
     (cx.errors.len() == errors_before).then(|| AcmeConfig {

@@ -68,7 +68,9 @@ pub enum AcmeChallenge {
     Http01,
     TlsAlpn01,
     /// DNS-01 through a command run as `COMMAND set|clear NAME VALUE`.
-    Dns01 { hook: String },
+    Dns01 {
+        hook: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -163,8 +163,14 @@ async fn worker(
         let framing = Arc::new(Flags::default());
         let peer_value =
             http::HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(http::HeaderValue::from_static("unknown"));
-        let mut info =
-            ConnInfo { peer, peer_value, proto: "http", framing: framing.clone(), tls: None, challenges: settings.challenges.clone() };
+        let mut info = ConnInfo {
+            peer,
+            peer_value,
+            proto: "http",
+            framing: framing.clone(),
+            tls: None,
+            challenges: settings.challenges.clone(),
+        };
         let shared = shared.clone();
         let make_svc = move |info: ConnInfo| {
             service_fn(move |req| {

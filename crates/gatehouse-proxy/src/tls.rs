@@ -252,7 +252,10 @@ impl Challenges {
     /// Installs the TLS-ALPN-01 certificate for `domain` (DER certificate and PKCS#8 key).
     pub fn set_tls_alpn(&self, domain: &str, cert_der: Vec<u8>, key_der: Vec<u8>) -> Result<(), String> {
         let key = PrivateKeyDer::try_from(key_der).map_err(|e| e.to_string())?;
-        let certified = CertifiedKey::from_der(vec![CertificateDer::from(cert_der)], key, &provider()).map_err(|e| e.to_string())?;
+        // Not `from_der`: its key check parses the certificate and refuses the critical
+        // acmeIdentifier extension this certificate exists to carry.
+        let signer = provider().key_provider.load_private_key(key).map_err(|e| e.to_string())?;
+        let certified = CertifiedKey::new(vec![CertificateDer::from(cert_der)], signer);
         if let Ok(mut m) = self.tls_alpn.write() {
             m.insert(domain.to_ascii_lowercase(), Arc::new(certified));
         }

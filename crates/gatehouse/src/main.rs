@@ -99,7 +99,11 @@ fn main() -> ExitCode {
 
 /// Sites' host names that need a certificate from ACME: exact names (wildcards only with
 /// DNS-01) that are not local and not covered by a certificate of another source.
-fn acme_wanted(config: &Config, acme: &gatehouse_config::AcmeConfig, store: &tls::Store) -> Vec<gatehouse_acme::Wanted> {
+fn acme_wanted(
+    config: &Config,
+    acme: &gatehouse_config::AcmeConfig,
+    store: &tls::Store,
+) -> Vec<gatehouse_acme::Wanted> {
     use gatehouse_config::{AcmeChallenge, HostPattern};
     let mut out = Vec::new();
     for site in &config.sites {
@@ -108,13 +112,17 @@ fn acme_wanted(config: &Config, acme: &gatehouse_config::AcmeConfig, store: &tls
             .iter()
             .filter_map(|h| match h {
                 HostPattern::Exact(n) if !tls::is_local(n) => Some(n.clone()),
-                HostPattern::Wildcard(_) if matches!(acme.challenge, AcmeChallenge::Dns01 { .. }) => Some(h.to_string()),
+                HostPattern::Wildcard(_) if matches!(acme.challenge, AcmeChallenge::Dns01 { .. }) => {
+                    Some(h.to_string())
+                }
                 _ => None,
             })
             .filter(|n| match store.lookup(n) {
                 None => true,
                 // Our own earlier issuance does not count as "covered elsewhere".
-                Some(c) => config.tls.acme_dir.as_ref().is_some_and(|d| c.info.path.as_ref().is_some_and(|p| p.starts_with(d))),
+                Some(c) => {
+                    config.tls.acme_dir.as_ref().is_some_and(|d| c.info.path.as_ref().is_some_and(|p| p.starts_with(d)))
+                }
             })
             .collect();
         if !hosts.is_empty() {
@@ -250,18 +258,18 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         }
     });
     control.spawn(gatehouse_proxy::refresh_dns(server.watcher(), config.dns_refresh));
-    if let (Some(acme), Some(resolver)) = (config.tls.acme.clone(), resolver.clone()) {
-        if !wanted.is_empty() {
-            let reload_config = config.clone();
-            let issued = Arc::new(move || {
-                let (store, problems) = tls::Store::load(&reload_config.tls, &reload_config.sites, Some(&resolver.store()));
-                for p in &problems {
-                    tracing::error!(problem = %p, "certificate not loaded");
-                }
-                resolver.replace(store);
-            });
-            control.spawn(gatehouse_acme::maintain(acme, wanted, Arc::new(Responder(challenges.clone())), issued));
-        }
+    if let (Some(acme), Some(resolver)) = (config.tls.acme.clone(), resolver.clone())
+        && !wanted.is_empty()
+    {
+        let reload_config = config.clone();
+        let issued = Arc::new(move || {
+            let (store, problems) = tls::Store::load(&reload_config.tls, &reload_config.sites, Some(&resolver.store()));
+            for p in &problems {
+                tracing::error!(problem = %p, "certificate not loaded");
+            }
+            resolver.replace(store);
+        });
+        control.spawn(gatehouse_acme::maintain(acme, wanted, Arc::new(Responder(challenges.clone())), issued));
     }
 
     ready.store(true, Ordering::Release);

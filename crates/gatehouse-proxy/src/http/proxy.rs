@@ -162,12 +162,12 @@ async fn serve(
     }
     let path = normalise_path(req.uri().path());
     // ACME HTTP-01 validations are answered before routing, for any host.
-    if let (Some(c), Some(token)) = (&conn.challenges, path.strip_prefix("/.well-known/acme-challenge/")) {
-        if let Some(key_auth) = c.http01(token) {
-            let mut r = Response::new(Outgoing::full(key_auth));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-            return Ok(r);
-        }
+    if let (Some(c), Some(token)) = (&conn.challenges, path.strip_prefix("/.well-known/acme-challenge/"))
+        && let Some(key_auth) = c.http01(token)
+    {
+        let mut r = Response::new(Outgoing::full(key_auth));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        return Ok(r);
     }
     let route = match state.router.lookup(host, &path, req.method()) {
         Lookup::Found(c) => c,
