@@ -258,6 +258,17 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         }
     });
     control.spawn(gatehouse_proxy::refresh_dns(server.watcher(), config.dns_refresh));
+    if let Some(resolver) = resolver.clone() {
+        // Expiry warnings for a long-running process, not only at start and reload.
+        control.spawn(async move {
+            let mut daily = tokio::time::interval(std::time::Duration::from_secs(86_400));
+            daily.tick().await;
+            loop {
+                daily.tick().await;
+                tls::warn_expiry(&resolver.store());
+            }
+        });
+    }
     if let (Some(acme), Some(resolver)) = (config.tls.acme.clone(), resolver.clone())
         && !wanted.is_empty()
     {
