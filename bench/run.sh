@@ -578,7 +578,7 @@ start_peer() {
 #  - handshake details (protocol, cipher, key exchange group) of a default
 #    OpenSSL client, recorded in the report so peers can be compared fairly.
 check_tls() {
-    local name=$1 port=$2 out ver
+    local name=$1 port=$2 out
     out=$(curl -s --cacert "$TMP/tls/ca.crt" --http2 --max-time 5 -w '\n%{http_code} %{http_version}' \
         "https://127.0.0.1:$port/" 2>&1) || true
     [[ $out == "$BODY"$'\n\n200 2' ]] ||

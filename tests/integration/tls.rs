@@ -397,3 +397,107 @@ async fn https_backends_verify_negotiate_h2_and_present_client_certificates() {
     assert_eq!(get(gh.http, "up.test", "/no-client-cert").await.status, 502);
     assert_eq!(get(gh.http, "up.test", "/wrong-ca").await.status, 502);
 }
+
+/// A request over HTTP/3 (quinn + h3 client) to the HTTPS port's UDP side.
+async fn h3_request(
+    ca: &TestCa,
+    addr: std::net::SocketAddr,
+    sni: &str,
+    req: http::Request<()>,
+    body: Option<&'static str>,
+) -> (http::Response<()>, Vec<u8>) {
+    use bytes::Buf;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der: rustls_pki_types::CertificateDer<'static> =
+        rustls_pki_types::pem::PemObject::from_pem_slice(ca.pem().as_bytes()).expect("ca pem");
+    roots.add(ca_der).expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic config");
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+    let conn = endpoint.connect(addr, sni).expect("connect").await.expect("QUIC handshake");
+    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(conn)).await.expect("h3");
+    tokio::spawn(async move {
+        let _ = driver.wait_idle().await;
+    });
+    let mut stream = sender.send_request(req).await.expect("send request");
+    if let Some(b) = body {
+        stream.send_data(bytes::Bytes::from(b)).await.expect("send body");
+    }
+    stream.finish().await.expect("finish");
+    let resp = stream.recv_response().await.expect("response");
+    let mut data = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.expect("data") {
+        data.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    (resp, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_goes_through_the_same_routes() {
+    let backend = Backend::start("app").await;
+    let ca = TestCa::new();
+    let a = ca.issue(&["a.test"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write(d, "a.crt", &a.cert_pem);
+    write(d, "a.key", &a.key_pem);
+    write_config(
+        d,
+        "http3: true\ntls: {cert: a.crt, key: a.key}\n",
+        &[(
+            "a",
+            &format!(
+                "host: a.test\nroutes:\n  - path: /api\n    strip_prefix: true\n    backend: {}\n  - path: /\n    redirect: {{to: /api/home, code: 307}}\n",
+                backend.url()
+            ),
+        )],
+    );
+    let main = std::fs::read_to_string(d.join("gatehouse.yaml"))
+        .expect("read")
+        .replace("listen: {http: 127.0.0.1:0}", "listen: {http: 127.0.0.1:0, https: 127.0.0.1:0}");
+    std::fs::write(d.join("gatehouse.yaml"), main).expect("write");
+    let gh = Gatehouse::start_in(dir);
+    let https = gh.https.expect("https");
+
+    // HTTPS over TCP advertises HTTP/3 on the same port.
+    let conn = tls_connect(https, &ca.connector(&[b"http/1.1"]), "a.test").await.expect("tls");
+    let r = send_on(conn.stream, get_req("a.test", "/api/x")).await;
+    assert_eq!(r.header("alt-svc"), Some(format!("h3=\":{}\"; ma=86400", https.port()).as_str()));
+
+    // The same routes over HTTP/3: strip_prefix, forwarding headers, request ids.
+    let (resp, body) = h3_request(
+        &ca,
+        https,
+        "a.test",
+        http::Request::get("https://a.test/api/users?id=7").body(()).expect("req"),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("alt-svc").is_none(), "no Alt-Svc on HTTP/3 itself");
+    let seen: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(seen["uri"], "/users?id=7");
+    assert_eq!(seen["headers"]["host"], "a.test");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(resp.headers()["x-request-id"].len(), 32);
+
+    // A request body streams through.
+    let post = http::Request::post("https://a.test/api/upload").header("content-length", "5").body(()).expect("req");
+    let (resp, body) = h3_request(&ca, https, "a.test", post, Some("hello")).await;
+    assert_eq!(resp.status(), 200);
+    let seen: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(seen["body_len"], 5);
+
+    // A route action that never reaches a backend.
+    let (resp, _) =
+        h3_request(&ca, https, "a.test", http::Request::get("https://a.test/").body(()).expect("req"), None).await;
+    assert_eq!(resp.status(), 307);
+    assert_eq!(resp.headers()["location"], "/api/home");
+}

@@ -347,6 +347,23 @@ fn build(
         defaults.apply(&mut cx, d, "defaults");
     }
 
+    let http3 = match &main.http3 {
+        None => false,
+        Some(v) => match v.value.trim() {
+            "true" => true,
+            "false" => false,
+            other => {
+                cx.err_at(v, "http3", format!("expected true or false, got {other:?}"));
+                false
+            }
+        },
+    };
+    if http3
+        && listen_https.is_none()
+        && let Some(v) = &main.http3
+    {
+        cx.err_at(v, "http3", "HTTP/3 runs on the HTTPS port: add listen.https");
+    }
     let mut tls = build_tls(&mut cx, base, main.tls.as_ref(), &storage_path);
     if tls != TlsConfig::default() && listen_https.is_none() {
         let line = main.tls.as_ref().and_then(|t| t.cert_dir.as_ref().or(t.cert.as_ref())).map(|s| s.referenced.line());
@@ -383,6 +400,7 @@ fn build(
         workers,
         listen_http,
         listen_https,
+        http3,
         tls,
         admin_listen,
         admin_token,

@@ -19,6 +19,8 @@ pub struct Config {
     pub listen_http: SocketAddr,
     /// The HTTPS listener, when configured.
     pub listen_https: Option<SocketAddr>,
+    /// HTTP/3 over QUIC on the same port as `listen_https`, advertised with Alt-Svc.
+    pub http3: bool,
     pub tls: TlsConfig,
     pub admin_listen: SocketAddr,
     /// Bearer token for the admin API; required when it listens beyond loopback.

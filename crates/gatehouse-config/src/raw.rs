@@ -25,6 +25,8 @@ pub struct Main {
     pub dns_refresh: Option<S<String>>,
     pub defaults: Option<Options>,
     pub tls: Option<Tls>,
+    /// HTTP/3 on the HTTPS port (UDP).
+    pub http3: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

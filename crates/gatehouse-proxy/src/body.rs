@@ -21,6 +21,39 @@ use crate::upstream::pool::Pooled;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A request body arriving from a client: hyper's (HTTP/1 and HTTP/2) or any other
+/// (HTTP/3 streams), so every protocol enters the same pipeline.
+pub enum Inbound {
+    Hyper(Incoming),
+    Other(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl Body for Inbound {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Inbound::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            Inbound::Other(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inbound::Hyper(b) => b.is_end_stream(),
+            Inbound::Other(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inbound::Hyper(b) => b.size_hint(),
+            Inbound::Other(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A body leaving Gatehouse: to the client, or to a backend.
 pub enum Outgoing {
     Empty,
@@ -210,7 +243,7 @@ impl Progress {
 /// A client's request body on its way to a backend: enforces the body size limit and the
 /// time allowed between chunks (`timeouts.write`).
 pub struct RequestBody {
-    inner: Incoming,
+    inner: Inbound,
     timer: IdleTimer,
     limit: Option<u64>,
     seen: u64,
@@ -219,13 +252,7 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    pub fn new(
-        inner: Incoming,
-        limit: Option<u64>,
-        timeout: Duration,
-        start: Instant,
-        progress: Arc<Progress>,
-    ) -> Self {
+    pub fn new(inner: Inbound, limit: Option<u64>, timeout: Duration, start: Instant, progress: Arc<Progress>) -> Self {
         RequestBody { inner, timer: IdleTimer::new(timeout), limit, seen: 0, start, progress }
     }
 
@@ -255,7 +282,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => {
                 this.finish();
                 Poll::Ready(None)

@@ -8,6 +8,8 @@ pub mod error;
 mod file;
 mod hash;
 pub mod http;
+#[cfg(feature = "http3")]
+pub mod http3;
 pub mod listener;
 pub mod route;
 pub mod state;
@@ -69,6 +71,15 @@ impl Server {
             _ => (Vec::new(), None),
         };
         let https_addr = https.first().and_then(|l| l.local_addr().ok());
+        #[cfg(feature = "http3")]
+        let mut h3 = match (config.http3, https_addr, &tls) {
+            (true, Some(addr), Some((_, resolver))) => {
+                let udp = std::net::UdpSocket::bind(addr).map_err(listen_err(addr))?;
+                let cfg = http3::server_config(resolver.clone()).map_err(StartError::Tls)?;
+                Some((udp, cfg, resolver.clone()))
+            }
+            _ => None,
+        };
         let settings = Arc::new(listener::WorkerSettings {
             server: config.server.clone(),
             shutdown_timeout: config.shutdown_timeout,
@@ -77,8 +88,17 @@ impl Server {
             challenges,
         });
         let mut https = https.into_iter();
-        let sockets = http.into_iter().map(|h| listener::WorkerSockets { http: h, https: https.next() }).collect();
-        let state = RuntimeState::build(config, None, https_addr.map(|a| a.port()));
+        let sockets = http
+            .into_iter()
+            .map(|h| listener::WorkerSockets {
+                http: h,
+                https: https.next(),
+                #[cfg(feature = "http3")]
+                h3: h3.take(),
+            })
+            .collect();
+        let h3_port = https_addr.filter(|_| config.http3 && cfg!(feature = "http3")).map(|a| a.port());
+        let state = RuntimeState::build(config, None, https_addr.map(|a| a.port()), h3_port);
         let shared = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = watch::channel(false);
         let workers = listener::spawn_workers(sockets, shared.clone(), rx, settings).map_err(StartError::Threads)?;
@@ -101,7 +121,7 @@ impl Server {
     /// Swaps in a new configuration. Listener-level settings (addresses, workers) need a restart.
     pub fn reload(&self, config: Arc<Config>) {
         let old = self.shared.load_full();
-        let next = RuntimeState::build(config, Some(&old), self.https_addr.map(|a| a.port()));
+        let next = RuntimeState::build(config, Some(&old), self.https_addr.map(|a| a.port()), old.h3_port);
         self.shared.store(Arc::new(next));
     }
 

@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
+use crate::body::Inbound;
 use crate::http::framing::{Flags, Inspected};
 use crate::http::{ConnInfo, TlsInfo, handle};
 use crate::state::RuntimeState;
@@ -61,6 +62,9 @@ pub struct WorkerSettings {
 pub struct WorkerSockets {
     pub http: std::net::TcpListener,
     pub https: Option<std::net::TcpListener>,
+    /// The HTTP/3 endpoint's UDP socket (first worker only) with its QUIC settings.
+    #[cfg(feature = "http3")]
+    pub h3: Option<(std::net::UdpSocket, quinn::ServerConfig, Arc<crate::tls::Resolver>)>,
 }
 
 /// Starts one worker thread per listener.
@@ -94,6 +98,10 @@ async fn worker(
     mut shutdown: watch::Receiver<bool>,
     settings: Arc<WorkerSettings>,
 ) {
+    #[cfg(feature = "http3")]
+    if let Some((udp, cfg, resolver)) = sockets.h3 {
+        tokio::spawn(crate::http3::serve(udp, cfg, shared.clone(), resolver, shutdown.clone()));
+    }
     let registered = tokio::net::TcpListener::from_std(sockets.http)
         .and_then(|http| Ok((http, sockets.https.map(tokio::net::TcpListener::from_std).transpose()?)));
     let (listener, https) = match registered {
@@ -176,7 +184,7 @@ async fn worker(
             service_fn(move |req| {
                 let state = shared.load_full();
                 let info = info.clone();
-                async move { Ok::<_, Infallible>(handle(state, info, req).await) }
+                async move { Ok::<_, Infallible>(handle(state, info, req.map(Inbound::Hyper)).await) }
             })
         };
         let (h1, builder, stop, alive) = (h1.clone(), builder.clone(), shutdown.clone(), alive.clone());

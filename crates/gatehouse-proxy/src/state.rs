@@ -18,12 +18,20 @@ pub struct RuntimeState {
     pub groups: HashMap<String, Arc<Group>>,
     /// The bound HTTPS port, for HTTP -> HTTPS redirects.
     pub https_port: Option<u16>,
+    /// The HTTP/3 port when HTTP/3 runs, and the Alt-Svc value advertising it.
+    pub h3_port: Option<u16>,
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 impl RuntimeState {
     /// Builds the state for `config`, taking over upstream groups (with their counters and
     /// balancer positions) from `previous` where the group is unchanged.
-    pub fn build(config: Arc<Config>, previous: Option<&RuntimeState>, https_port: Option<u16>) -> Self {
+    pub fn build(
+        config: Arc<Config>,
+        previous: Option<&RuntimeState>,
+        https_port: Option<u16>,
+        h3_port: Option<u16>,
+    ) -> Self {
         let empty = HashMap::new();
         let upstreams = config.sites.iter().flat_map(|s| s.routes.iter()).filter_map(|r| match &r.action {
             Action::Proxy(up) => Some(up.clone()),
@@ -34,6 +42,7 @@ impl RuntimeState {
             Action::Proxy(up) => groups.get(&up.key).cloned(),
             _ => None,
         });
-        RuntimeState { trusted: config.trusted_proxies.clone(), config, router, groups, https_port }
+        let alt_svc = h3_port.and_then(|p| http::HeaderValue::from_str(&format!("h3=\":{p}\"; ma=86400")).ok());
+        RuntimeState { trusted: config.trusted_proxies.clone(), config, router, groups, https_port, h3_port, alt_svc }
     }
 }

@@ -16,11 +16,10 @@ use gatehouse_config::{Action, HashKey, RouteOptions};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::header as hdr;
-use crate::body::{Outgoing, Progress, RequestBody, UpstreamBody};
+use crate::body::{Inbound, Outgoing, Progress, RequestBody, UpstreamBody};
 use crate::error::{BodyError, ProxyError, find_body_error};
 use crate::route::{Compiled, Lookup, has_prefix, normalise_path};
 use crate::state::RuntimeState;
@@ -51,11 +50,12 @@ pub struct TlsInfo {
 }
 
 /// Serves one request. Never fails: errors are answered with their status code.
-pub async fn handle(state: Arc<RuntimeState>, conn: ConnInfo, req: Request<Incoming>) -> Response<Outgoing> {
+pub async fn handle(state: Arc<RuntimeState>, conn: ConnInfo, req: Request<Inbound>) -> Response<Outgoing> {
     // Only pay for the access log's clock read when the log is on.
     let started = tracing::enabled!(target: "access", tracing::Level::INFO).then(Instant::now);
     let rid = hdr::request_id(req.headers());
     let method = req.method().clone();
+    let version = req.version();
     // Cheap clones (reference-counted bytes) so the request can move into the pipeline.
     let uri = req.uri().clone();
     let host_header = req.headers().get(header::HOST).cloned();
@@ -73,6 +73,12 @@ pub async fn handle(state: Arc<RuntimeState>, conn: ConnInfo, req: Request<Incom
         }
     };
     resp.headers_mut().insert(&hdr::X_REQUEST_ID, rid.clone());
+    // Advertise HTTP/3 to HTTPS clients that are not using it yet.
+    if let (Some(alt), Some(_)) = (&state.alt_svc, &conn.tls)
+        && version != Version::HTTP_3
+    {
+        resp.headers_mut().insert(header::ALT_SVC, alt.clone());
+    }
     if let Some(started) = started {
         tracing::info!(
             target: "access",
@@ -131,7 +137,7 @@ fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Optio
 async fn serve(
     state: &RuntimeState,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<Inbound>,
     host: &str,
     rid: &HeaderValue,
     upstream: &mut Option<Arc<BackendState>>,
@@ -226,7 +232,7 @@ fn https_redirect(host: &str, port: u16, uri: &Uri) -> Response<Outgoing> {
     r
 }
 
-fn check_limits(req: &Request<Incoming>, opts: &RouteOptions) -> Result<(), ProxyError> {
+fn check_limits(req: &Request<Inbound>, opts: &RouteOptions) -> Result<(), ProxyError> {
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > opts.max_uri_length {
         return Err(ProxyError::UriTooLong);
@@ -275,7 +281,7 @@ async fn proxy(
     conn: &ConnInfo,
     route: &Compiled,
     group: &Arc<Group>,
-    mut req: Request<Incoming>,
+    mut req: Request<Inbound>,
     path: &str,
     rid: &HeaderValue,
     upstream: &mut Option<Arc<BackendState>>,
