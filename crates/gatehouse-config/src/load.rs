@@ -95,6 +95,18 @@ impl Ctx<'_> {
         }
     }
 
+    fn flag(&mut self, v: Option<&S<String>>, path: &str, default: bool) -> bool {
+        match v.map(|s| (s, s.value.trim())) {
+            None => default,
+            Some((_, "true")) => true,
+            Some((_, "false")) => false,
+            Some((s, other)) => {
+                self.err_at(s, path, format!("expected true or false, got {other:?}"));
+                default
+            }
+        }
+    }
+
     fn count(&mut self, v: Option<&S<String>>, path: &str, default: usize) -> usize {
         match v {
             None => default,
@@ -347,17 +359,7 @@ fn build(
         defaults.apply(&mut cx, d, "defaults");
     }
 
-    let http3 = match &main.http3 {
-        None => false,
-        Some(v) => match v.value.trim() {
-            "true" => true,
-            "false" => false,
-            other => {
-                cx.err_at(v, "http3", format!("expected true or false, got {other:?}"));
-                false
-            }
-        },
-    };
+    let http3 = cx.flag(main.http3.as_ref(), "http3", false);
     if http3
         && listen_https.is_none()
         && let Some(v) = &main.http3
@@ -718,17 +720,7 @@ fn build_site(
             );
         }
     }
-    let https_redirect = match &s.https_redirect {
-        None => https,
-        Some(v) => match v.value.trim() {
-            "true" => true,
-            "false" => false,
-            other => {
-                cx.err_at(v, "https_redirect", format!("expected true or false, got {other:?}"));
-                https
-            }
-        },
-    };
+    let https_redirect = cx.flag(s.https_redirect.as_ref(), "https_redirect", https);
     let mut hosts = Vec::new();
     let mut raw_hosts: Vec<(String, &S<String>)> = Vec::new();
     if let Some(h) = &s.host {
