@@ -123,3 +123,18 @@ async fn unknown_host_without_catch_all_is_404() {
     assert_eq!(get(gh.http, "other.test", "/").await.status, 404);
     assert_eq!(a.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_literal_hosts_route_with_or_without_brackets() {
+    let (a, b) = tokio::join!(Backend::start("v6"), Backend::start("v4"));
+    let gh = Gatehouse::start(
+        "",
+        &[
+            ("v6", &format!("host: '[::1]'\nbackend: {}\n", a.url())),
+            ("v4", &format!("host: 127.0.0.1\nbackend: {}\n", b.url())),
+        ],
+    );
+    assert_eq!(get(gh.http, "[::1]:8080", "/").await.json()["backend"], "v6");
+    assert_eq!(get(gh.http, "[::1]", "/").await.json()["backend"], "v6");
+    assert_eq!(get(gh.http, "127.0.0.1:8080", "/").await.json()["backend"], "v4");
+}

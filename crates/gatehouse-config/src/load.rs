@@ -462,6 +462,16 @@ fn read_sites_dir(cx: &mut Ctx<'_>, dir: &Path, raw: Option<&S<String>>) -> Vec<
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.')))
         .collect();
     files.sort();
+    // `a.yaml` and `a.yml` would both be site "a": refuse rather than merge silently.
+    for pair in files.windows(2) {
+        if pair[0].file_stem() == pair[1].file_stem() {
+            cx.err(
+                None,
+                "sites_dir",
+                format!("{} and {} name the same site; keep one", pair[0].display(), pair[1].display()),
+            );
+        }
+    }
     files
         .into_iter()
         .map(|p| {
@@ -941,7 +951,11 @@ fn cert_pair(
 }
 
 fn parse_host(h: &str) -> Result<HostPattern, String> {
-    let h = h.trim().to_ascii_lowercase();
+    let mut h = h.trim().to_ascii_lowercase();
+    // `[::1]` and `::1` are the same host; requests are matched without brackets.
+    if h.starts_with('[') && h.ends_with(']') {
+        h = h[1..h.len() - 1].to_string();
+    }
     if h == "*" {
         return Ok(HostPattern::Any);
     }

@@ -126,7 +126,8 @@ fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Optio
             }
         }
     };
-    let raw = raw.trim_end_matches('.');
+    // IPv6 literals route without their brackets, as configured hosts are stored.
+    let raw = raw.trim_end_matches('.').trim_start_matches('[').trim_end_matches(']');
     if raw.bytes().any(|b| b.is_ascii_uppercase()) {
         Some(Cow::Owned(raw.to_ascii_lowercase()))
     } else {
