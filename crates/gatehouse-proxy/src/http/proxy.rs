@@ -426,7 +426,9 @@ async fn proxy(
         return Ok(Response::from_parts(rp, Outgoing::Empty));
     }
 
-    if let (Some(limit), Some(len)) = (opts.max_response_body, content_length(response.headers()))
+    // Only parse the length when a limit is set (the common case has none).
+    if let Some(limit) = opts.max_response_body
+        && let Some(len) = content_length(response.headers())
         && len > limit
     {
         tracing::warn!(target: "gatehouse::proxy", backend = %backend_label(), size = len, limit, "upstream response larger than the limit");
