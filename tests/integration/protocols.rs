@@ -231,3 +231,78 @@ async fn h2c_backend_on_ipv6_loopback() {
     let routes = get(gh.admin, "localhost", "/api/routes").await.json();
     assert_eq!(routes["routes"][0]["backends"][0]["url"], format!("h2c://[::1]:{}", backend.port()));
 }
+
+/// A hand-written HTTP/1.1 backend answering with framings a library server rarely
+/// produces; counts its connections so keep-alive reuse is visible.
+async fn scripted_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    let first = head.lines().next().unwrap_or("").to_string();
+                    let reply: &[u8] = if first.starts_with("HEAD /len") {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n"
+                    } else if first.contains("/continue") {
+                        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"
+                    } else if first.contains("/chunked") {
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n"
+                    } else if first.contains("/close") {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end").await;
+                        return;
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello there"
+                    };
+                    if s.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_backend_framings_and_connection_reuse() {
+    let (addr, conns) = scripted_backend().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), "", &[("s", &format!("host: s.test\nbackend: http://{addr}\n"))]);
+    // One worker, so every request uses the same per-worker pool.
+    let main =
+        std::fs::read_to_string(dir.path().join("gatehouse.yaml")).expect("read").replace("workers: 2", "workers: 1");
+    std::fs::write(dir.path().join("gatehouse.yaml"), main).expect("write");
+    let gh = Gatehouse::start_in(dir);
+
+    for _ in 0..5 {
+        assert_eq!(get(gh.http, "s.test", "/len").await.text(), "hello there");
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1, "keep-alive connection not reused");
+    let head =
+        Request::head("/len").header("host", "s.test").body(http_body_util::Full::new(Bytes::new())).expect("req");
+    let r = send(gh.http, head).await;
+    assert_eq!((r.status.as_u16(), r.header("content-length"), r.body.len()), (200, Some("11"), 0));
+    assert_eq!(get(gh.http, "s.test", "/continue").await.text(), "done");
+    assert_eq!(get(gh.http, "s.test", "/chunked").await.text(), "hello world");
+    // All of the above shared one backend connection.
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A close-delimited body is read to the end, and that connection is not reused.
+    assert_eq!(get(gh.http, "s.test", "/close").await.text(), "until the end");
+    assert_eq!(get(gh.http, "s.test", "/len").await.text(), "hello there");
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -60,6 +60,8 @@ pub enum Outgoing {
     Full(Option<Bytes>),
     /// A backend's response streaming to the client.
     Upstream(Box<UpstreamBody>),
+    /// A response read by the inline HTTP/1.1 client (`upstream::h1`).
+    Raw(Box<crate::upstream::h1::RawBody>),
     /// A client's request body streaming to a backend.
     Request(Box<RequestBody>),
     /// Anything else (static files).
@@ -81,6 +83,7 @@ impl Body for Outgoing {
             Outgoing::Empty => Poll::Ready(None),
             Outgoing::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Outgoing::Upstream(u) => Pin::new(u.as_mut()).poll_frame(cx),
+            Outgoing::Raw(r) => Pin::new(r.as_mut()).poll_frame(cx),
             Outgoing::Request(r) => Pin::new(r.as_mut()).poll_frame(cx),
             Outgoing::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
@@ -91,6 +94,7 @@ impl Body for Outgoing {
             Outgoing::Empty => true,
             Outgoing::Full(b) => b.is_none(),
             Outgoing::Upstream(u) => u.inner.is_end_stream(),
+            Outgoing::Raw(r) => r.is_end_stream(),
             Outgoing::Request(r) => r.inner.is_end_stream(),
             Outgoing::Boxed(b) => b.is_end_stream(),
         }
@@ -101,6 +105,7 @@ impl Body for Outgoing {
             Outgoing::Empty => SizeHint::with_exact(0),
             Outgoing::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Outgoing::Upstream(u) => u.inner.size_hint(),
+            Outgoing::Raw(r) => r.size_hint(),
             Outgoing::Request(r) => r.inner.size_hint(),
             Outgoing::Boxed(b) => b.size_hint(),
         }
@@ -121,12 +126,12 @@ impl IdleTimer {
     }
 
     /// Progress was made: the next wait starts a fresh period.
-    fn progress(&mut self) {
+    pub(crate) fn progress(&mut self) {
         self.armed = false;
     }
 
     /// Called when the inner body is pending; true once the period has run out.
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = Instant::now() + self.limit;
         let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.armed {

@@ -369,6 +369,22 @@ async fn proxy(
     let active = ActiveGuard::new(&backend);
 
     let backend_label = || backend.backend.url();
+    let conn_out = match conn_out {
+        Conn::Raw(raw) => {
+            // Plain HTTP/1.1: the inline client sends, waits (read timeout counted from the
+            // end of the request body) and returns a body that reads the socket itself.
+            parts.version = Version::HTTP_11;
+            if let Some(pq) = pq {
+                parts.uri = Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?;
+            }
+            let req = Request::from_parts(parts, body);
+            let resp = crate::upstream::h1::send(raw, req, opts.read_timeout, opts.max_response_body, active)
+                .await
+                .map_err(|e| raw_error(e, backend_label()))?;
+            return finish_response(resp, opts, &backend_label);
+        }
+        other => other,
+    };
     let (response, pooled) = match conn_out {
         Conn::H1(mut pooled) => {
             parts.version = Version::HTTP_11;
@@ -380,6 +396,7 @@ async fn proxy(
                 with_read_timeout(opts.read_timeout, sent_at, progress.as_deref(), pooled.tx.send_request(req)).await;
             (sent, Some(pooled))
         }
+        Conn::Raw(_) => return Err(ProxyError::BadRequest("unreachable connection kind")),
         Conn::H2(mut tx) => {
             parts.version = Version::HTTP_2;
             if wants_trailers {
@@ -426,18 +443,48 @@ async fn proxy(
         return Ok(Response::from_parts(rp, Outgoing::Empty));
     }
 
+    let resp = response.map(|b| {
+        Outgoing::Upstream(Box::new(UpstreamBody::new(
+            b,
+            opts.read_timeout,
+            opts.max_response_body,
+            pooled,
+            Some(active),
+        )))
+    });
+    finish_response(resp, opts, &backend_label)
+}
+
+/// What every backend response gets: the size limit on a declared length, and hop-by-hop
+/// headers removed.
+fn finish_response(
+    mut resp: Response<Outgoing>,
+    opts: &RouteOptions,
+    backend_label: &dyn Fn() -> String,
+) -> Result<Response<Outgoing>, ProxyError> {
     // Only parse the length when a limit is set (the common case has none).
     if let Some(limit) = opts.max_response_body
-        && let Some(len) = content_length(response.headers())
+        && let Some(len) = content_length(resp.headers())
         && len > limit
     {
         tracing::warn!(target: "gatehouse::proxy", backend = %backend_label(), size = len, limit, "upstream response larger than the limit");
         return Err(ProxyError::ResponseTooLarge { size: len, limit });
     }
-    let (mut rp, rbody) = response.into_parts();
-    hdr::strip_hop_by_hop(&mut rp.headers, false);
-    let body = UpstreamBody::new(rbody, opts.read_timeout, opts.max_response_body, pooled, Some(active));
-    Ok(Response::from_parts(rp, Outgoing::Upstream(Box::new(body))))
+    hdr::strip_hop_by_hop(resp.headers_mut(), false);
+    Ok(resp)
+}
+
+/// Maps an inline-client failure: our own body errors (client too slow, body too large)
+/// keep their meaning; a timeout waiting for the head is a 504; the rest is a 502.
+fn raw_error(e: std::io::Error, backend: String) -> ProxyError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        return ProxyError::ReadTimeout { backend };
+    }
+    match e.get_ref().and_then(|inner| find_body_error(inner)) {
+        Some(BodyError::TooLarge(n)) => ProxyError::BodyTooLarge(n),
+        Some(BodyError::Timeout) => ProxyError::ClientTimeout,
+        _ => ProxyError::Upstream { backend, reason: e.to_string() },
+    }
 }
 
 /// Waits for the response head. The read timeout counts from the end of the request body:

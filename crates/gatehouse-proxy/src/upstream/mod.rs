@@ -4,6 +4,7 @@
 //!
 //! Shared across worker threads, so everything here is atomics or `ArcSwap`; no locks.
 
+pub mod h1;
 pub mod pool;
 pub mod tls;
 

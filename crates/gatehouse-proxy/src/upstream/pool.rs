@@ -39,6 +39,7 @@ pub struct Key {
 }
 
 thread_local! {
+    static IDLE_RAW: RefCell<FxHashMap<Key, Vec<(super::h1::Conn, Instant)>>> = RefCell::new(FxHashMap::default());
     static IDLE: RefCell<FxHashMap<Key, Vec<Idle>>> = RefCell::new(FxHashMap::default());
     static SHARED_H2: RefCell<FxHashMap<Key, H2>> = RefCell::new(FxHashMap::default());
 }
@@ -47,6 +48,8 @@ thread_local! {
 pub enum Conn {
     H1(Pooled),
     H2(H2),
+    /// A plain HTTP/1.1 connection for the inline client.
+    Raw(super::h1::Conn),
 }
 
 /// An HTTP/1.1 connection that goes back to this worker's pool on `release`; dropping it
@@ -89,7 +92,16 @@ pub async fn checkout(
             return Ok(Conn::H2(tx));
         }
     }
-    if !backend.backend.h2c && !fresh {
+    // Plain HTTP/1.1 (no TLS, not an upgrade): the inline client.
+    let raw = !backend.backend.h2c && tls.is_none() && !fresh;
+    if raw {
+        loop {
+            let Some((conn, since)) = IDLE_RAW.with(|m| m.borrow_mut().get_mut(key).and_then(Vec::pop)) else { break };
+            if since.elapsed() <= settings.idle_timeout && conn.stream.is_idle_and_open() {
+                return Ok(Conn::Raw(conn));
+            }
+        }
+    } else if !backend.backend.h2c && !fresh {
         while let Some(mut idle) = pop_idle(key) {
             if idle.since.elapsed() > settings.idle_timeout || idle.tx.is_closed() {
                 continue;
@@ -111,6 +123,17 @@ pub async fn checkout(
         },
     };
     let connect = async {
+        if raw {
+            let stream = match &key.target {
+                Target::Tcp(addr) => {
+                    let s = TcpStream::connect(addr).await?;
+                    s.set_nodelay(true)?;
+                    super::h1::Stream::Tcp(s)
+                }
+                Target::Unix(path) => super::h1::Stream::Unix(UnixStream::connect(path.as_path()).await?),
+            };
+            return Ok(Handshaken::Raw(stream, permit));
+        }
         match &key.target {
             Target::Tcp(addr) => {
                 let s = TcpStream::connect(addr).await?;
@@ -140,6 +163,13 @@ pub async fn checkout(
     };
     Ok(match conn {
         Handshaken::H1(tx) => Conn::H1(Pooled { tx, key: key.clone(), max_idle: settings.max_idle_per_host }),
+        Handshaken::Raw(stream, permit) => Conn::Raw(super::h1::Conn {
+            stream,
+            buf: bytes::BytesMut::new(),
+            key: key.clone(),
+            max_idle: settings.max_idle_per_host,
+            _permit: permit,
+        }),
         Handshaken::H2(tx) => {
             SHARED_H2.with(|m| m.borrow_mut().insert(key.clone(), tx.clone()));
             Conn::H2(tx)
@@ -160,6 +190,20 @@ fn server_name(
     rustls_pki_types::ServerName::try_from(host).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
 }
 
+/// Puts an inline-client connection back after its response was read to the end.
+pub fn release_raw(conn: super::h1::Conn) {
+    if conn.max_idle == 0 {
+        return;
+    }
+    IDLE_RAW.with(|m| {
+        let mut m = m.borrow_mut();
+        let list = m.entry(conn.key.clone()).or_default();
+        if list.len() < conn.max_idle {
+            list.push((conn, Instant::now()));
+        }
+    });
+}
+
 fn pop_idle(key: &Key) -> Option<Idle> {
     IDLE.with(|m| m.borrow_mut().get_mut(key).and_then(Vec::pop))
 }
@@ -167,6 +211,7 @@ fn pop_idle(key: &Key) -> Option<Idle> {
 enum Handshaken {
     H1(H1),
     H2(H2),
+    Raw(super::h1::Stream, Option<OwnedSemaphorePermit>),
 }
 
 async fn handshake<IO>(io: IO, h2c: bool, permit: Option<OwnedSemaphorePermit>) -> std::io::Result<Handshaken>

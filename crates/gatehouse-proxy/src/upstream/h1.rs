@@ -1,0 +1,562 @@
+//! A small HTTP/1.1 client for plain (`http://`, `unix:`) backends, driven inline by the
+//! request's own task.
+//!
+//! hyper's client runs each connection as a separate task fed through channels; for a
+//! proxy that sends one request and streams one response at a time per connection, that
+//! costs more than the protocol work itself (see bench/callgrind.sh). This codec writes the
+//! request head in one write, parses the response head with httparse, and hands out a body
+//! that reads the socket directly and puts the connection back in the pool when the
+//! response ends cleanly. Upgrades, TLS and HTTP/2 backends keep using hyper.
+//!
+//! Must not be used for requests whose framing it cannot express: it only sends
+//! `Content-Length` or chunked bodies, and reads length, chunked or close-delimited bodies.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::ActiveGuard;
+use super::pool::Key;
+use crate::body::{BoxError, IdleTimer, Outgoing};
+use crate::error::BodyError;
+
+/// Largest response head accepted from a backend.
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// A pooled connection is only reused if the backend has not closed it (or sent
+    /// something unasked) while it sat idle.
+    pub fn is_idle_and_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        let r = match self {
+            Stream::Tcp(s) => s.try_read(&mut probe),
+            Stream::Unix(s) => s.try_read(&mut probe),
+        };
+        matches!(r, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A connection with its read buffer (bytes read past one response stay for the next).
+pub struct Conn {
+    pub stream: Stream,
+    pub buf: BytesMut,
+    pub key: Key,
+    pub max_idle: usize,
+    /// Held while the connection exists (`pool.max_connections_per_host`).
+    pub _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Sends `req` and reads the response head. The body is read by the returned `Response`'s
+/// `Outgoing::Raw` body, which releases the connection when it has been read to its end.
+pub async fn send(
+    mut conn: Conn,
+    req: Request<Outgoing>,
+    read_timeout: Duration,
+    limit: Option<u64>,
+    active: ActiveGuard,
+) -> Result<Response<Outgoing>, io::Error> {
+    let (parts, mut body) = req.into_parts();
+    let head_only = parts.method == Method::HEAD;
+    let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+    let empty = body.is_end_stream();
+    let chunked = !empty && !has_length;
+
+    let mut head = Vec::with_capacity(256 + parts.headers.len() * 32);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if empty && !has_length && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+        head.extend_from_slice(b"content-length: 0\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    // A backend that stops reading must not hold the request forever: every write gets
+    // the read timeout.
+    let stall = read_timeout;
+    write(&mut conn.stream, &head, stall).await?;
+
+    if !empty {
+        let mut trailers_sent = false;
+        let mut chunk_head = Vec::with_capacity(16);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(io::Error::other)?;
+            match frame.into_data() {
+                Ok(data) if data.is_empty() => {}
+                Ok(data) if chunked => {
+                    chunk_head.clear();
+                    chunk_head.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    write(&mut conn.stream, &chunk_head, stall).await?;
+                    write(&mut conn.stream, &data, stall).await?;
+                    write(&mut conn.stream, b"\r\n", stall).await?;
+                }
+                Ok(data) => write(&mut conn.stream, &data, stall).await?,
+                Err(frame) => {
+                    if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                        let mut t = b"0\r\n".to_vec();
+                        write_headers(&mut t, &trailers);
+                        t.extend_from_slice(b"\r\n");
+                        write(&mut conn.stream, &t, stall).await?;
+                        trailers_sent = true;
+                    }
+                }
+            }
+        }
+        if chunked && !trailers_sent {
+            write(&mut conn.stream, b"0\r\n\r\n", stall).await?;
+        }
+    }
+
+    let (resp, framing, keep_alive) = tokio::time::timeout(read_timeout, read_head(&mut conn, head_only))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "backend did not answer in time"))??;
+    let body = RawBody {
+        conn: Some(conn),
+        framing,
+        keep_alive,
+        timer: IdleTimer::new(read_timeout),
+        limit,
+        seen: 0,
+        _active: active,
+    };
+    Ok(resp.map(|()| Outgoing::Raw(Box::new(body))))
+}
+
+/// Writes all of `data`; the timer is only armed when the socket cannot take it at once
+/// (the usual request head goes out in one non-blocking write, with no timer at all).
+async fn write(stream: &mut Stream, mut data: &[u8], limit: Duration) -> io::Result<()> {
+    while !data.is_empty() {
+        let r = match stream {
+            Stream::Tcp(s) => s.try_write(data),
+            Stream::Unix(s) => s.try_write(data),
+        };
+        match r {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "backend closed the connection")),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if data.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(limit, stream.write_all(data)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "backend stopped reading the request")),
+    }
+}
+
+fn write_headers(out: &mut Vec<u8>, h: &HeaderMap) {
+    for (name, value) in h {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+async fn read_head(conn: &mut Conn, head_only: bool) -> io::Result<(Response<()>, Framing, bool)> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut headers);
+        match parsed.parse(&conn.buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let code = parsed.code.unwrap_or(502);
+                let status = StatusCode::from_u16(code).map_err(io::Error::other)?;
+                let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+                if status.is_informational() {
+                    // 100 Continue and friends: not forwarded; the final answer follows.
+                    if status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(io::Error::other("backend switched protocols without being asked"));
+                    }
+                    conn.buf.advance(len);
+                    continue;
+                }
+                let mut map = HeaderMap::with_capacity(parsed.headers.len());
+                for h in parsed.headers.iter() {
+                    let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(io::Error::other)?;
+                    let value = HeaderValue::from_bytes(h.value).map_err(io::Error::other)?;
+                    map.append(name, value);
+                }
+                conn.buf.advance(len);
+                let framing = framing(&map, status, head_only, version)?;
+                let keep_alive = keeps_alive(&map, version) && !matches!(framing, Framing::UntilClose);
+                let mut resp = Response::new(());
+                *resp.status_mut() = status;
+                *resp.version_mut() = version;
+                *resp.headers_mut() = map;
+                return Ok((resp, framing, keep_alive));
+            }
+            Ok(httparse::Status::Partial) => {
+                if conn.buf.len() >= MAX_HEAD {
+                    return Err(io::Error::other("backend response head too large"));
+                }
+                read_more(conn).await?;
+            }
+            Err(e) => return Err(io::Error::other(format!("invalid response from backend: {e}"))),
+        }
+    }
+}
+
+async fn read_more(conn: &mut Conn) -> io::Result<()> {
+    conn.buf.reserve(8 * 1024);
+    let n = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf).await?;
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed the connection"));
+    }
+    Ok(())
+}
+
+fn framing(h: &HeaderMap, status: StatusCode, head_only: bool, version: Version) -> io::Result<Framing> {
+    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Empty);
+    }
+    if let Some(te) = h.get(header::TRANSFER_ENCODING) {
+        let chunked = te
+            .to_str()
+            .ok()
+            .and_then(|s| s.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        return Ok(if chunked && version == Version::HTTP_11 {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (None, _) => Ok(Framing::UntilClose),
+        (Some(v), None) => {
+            let n = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| io::Error::other("invalid Content-Length from backend"))?;
+            Ok(if n == 0 { Framing::Empty } else { Framing::Length(n) })
+        }
+        (Some(_), Some(_)) => Err(io::Error::other("several Content-Length headers from backend")),
+    }
+}
+
+fn keeps_alive(h: &HeaderMap, version: Version) -> bool {
+    let mut close = version == Version::HTTP_10;
+    for v in h.get_all(header::CONNECTION) {
+        if let Ok(s) = v.to_str() {
+            for t in s.split(',').map(str::trim) {
+                if t.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10 {
+                    close = false;
+                }
+            }
+        }
+    }
+    !close
+}
+
+/// A backend response body read straight from the connection.
+pub struct RawBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    timer: IdleTimer,
+    limit: Option<u64>,
+    seen: u64,
+    _active: ActiveGuard,
+}
+
+impl RawBody {
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive && conn.buf.is_empty() {
+                super::pool::release_raw(conn);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    /// Reads more bytes into the buffer; `Ready(Ok(0))` at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(conn) = self.conn.as_mut() else { return Poll::Ready(Ok(0)) };
+        conn.buf.reserve(16 * 1024);
+        tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf)
+    }
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+            let step = match this.framing {
+                Framing::Empty => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) => {
+                    if !conn.buf.is_empty() {
+                        let take = (left as usize).min(conn.buf.len());
+                        let data = conn.buf.split_to(take).freeze();
+                        let left = left - take as u64;
+                        this.framing = if left == 0 { Framing::Empty } else { Framing::Length(left) };
+                        Some(data)
+                    } else {
+                        None
+                    }
+                }
+                Framing::UntilClose => (!conn.buf.is_empty()).then(|| conn.buf.split().freeze()),
+                Framing::Chunked(state) => match chunk_step(&mut conn.buf, state) {
+                    Ok((next, data)) => {
+                        this.framing = next;
+                        if matches!(next, Framing::Empty) {
+                            this.finish();
+                            return match data {
+                                Some(d) if !d.is_empty() => Poll::Ready(Some(Ok(Frame::data(d)))),
+                                _ => Poll::Ready(None),
+                            };
+                        }
+                        match data {
+                            Some(d) if !d.is_empty() => Some(d),
+                            Some(_) => continue,
+                            None => None,
+                        }
+                    }
+                    Err(e) => return this.fail(Box::new(e)),
+                },
+            };
+            if let Some(data) = step {
+                this.timer.progress();
+                if let Some(limit) = this.limit {
+                    this.seen += data.len() as u64;
+                    if this.seen > limit {
+                        tracing::warn!(limit, "upstream response body exceeded the limit; response cut off");
+                        return this.fail(Box::new(BodyError::ResponseTooLarge(limit)));
+                    }
+                }
+                if matches!(this.framing, Framing::Empty) {
+                    this.finish();
+                }
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            match this.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    return if matches!(this.framing, Framing::UntilClose) {
+                        this.conn = None;
+                        Poll::Ready(None)
+                    } else {
+                        this.fail(Box::new(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "backend closed the connection mid-body",
+                        )))
+                    };
+                }
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => return this.fail(Box::new(e)),
+                Poll::Pending => {
+                    if this.timer.expired(cx) {
+                        return this.fail(Box::new(BodyError::Timeout));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Empty => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for RawBody {
+    fn drop(&mut self) {
+        if matches!(self.framing, Framing::Empty) {
+            self.finish();
+        }
+    }
+}
+
+/// One step of the chunked decoder over what is buffered. Returns the next state and, when
+/// a piece of data was decoded, the data (`Some(empty)` = progress without data, `None` =
+/// need more bytes).
+fn chunk_step(buf: &mut BytesMut, state: Chunk) -> io::Result<(Framing, Option<Bytes>)> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("invalid chunked body from backend: {m}"));
+    match state {
+        Chunk::Size => {
+            let Some(end) = memchr::memchr(b'\n', buf) else {
+                if buf.len() > 4096 {
+                    return Err(bad("chunk size line too long"));
+                }
+                return Ok((Framing::Chunked(Chunk::Size), None));
+            };
+            let line = buf.split_to(end + 1);
+            let text = std::str::from_utf8(&line).map_err(|_| bad("chunk size"))?;
+            let size_part = text.trim_end_matches(['\r', '\n']).split(';').next().unwrap_or("").trim();
+            let size = u64::from_str_radix(size_part, 16).map_err(|_| bad("chunk size"))?;
+            let next = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
+            Ok((Framing::Chunked(next), Some(Bytes::new())))
+        }
+        Chunk::Data(left) => {
+            if buf.is_empty() {
+                return Ok((Framing::Chunked(state), None));
+            }
+            let take = (left as usize).min(buf.len());
+            let data = buf.split_to(take).freeze();
+            let left = left - take as u64;
+            let next = if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) };
+            Ok((Framing::Chunked(next), Some(data)))
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok((Framing::Chunked(state), None));
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err(bad("missing CRLF after chunk"));
+            }
+            buf.advance(2);
+            Ok((Framing::Chunked(Chunk::Size), Some(Bytes::new())))
+        }
+        Chunk::Trailers => {
+            // Trailer fields are dropped (HTTP/1.1 backends rarely send them); the body ends
+            // at the empty line.
+            let Some(end) = memchr::memchr(b'\n', buf) else {
+                if buf.len() > MAX_HEAD {
+                    return Err(bad("trailers too long"));
+                }
+                return Ok((Framing::Chunked(state), None));
+            };
+            let line = buf.split_to(end + 1);
+            if line.as_ref() == b"\r\n" || line.as_ref() == b"\n" {
+                Ok((Framing::Empty, None))
+            } else {
+                Ok((Framing::Chunked(Chunk::Trailers), Some(Bytes::new())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(input: &[u8]) -> io::Result<Vec<u8>> {
+        let mut buf = BytesMut::from(input);
+        let mut state = Framing::Chunked(Chunk::Size);
+        let mut out = Vec::new();
+        loop {
+            let Framing::Chunked(s) = state else { return Ok(out) };
+            let (next, data) = chunk_step(&mut buf, s)?;
+            match data {
+                None if !matches!(next, Framing::Empty) => return Err(io::Error::other("incomplete")),
+                Some(d) => out.extend_from_slice(&d),
+                None => {}
+            }
+            state = next;
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode() {
+        assert_eq!(decode(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n").expect("valid"), b"hello world");
+        assert_eq!(decode(b"0\r\nx-trailer: 1\r\n\r\n").expect("valid"), b"");
+        assert!(decode(b"zz\r\n").is_err());
+        assert!(decode(b"2\r\nabXX").is_err());
+    }
+
+    #[test]
+    fn framing_rules() {
+        let mut h = HeaderMap::new();
+        assert!(matches!(framing(&h, StatusCode::OK, false, Version::HTTP_11).expect("ok"), Framing::UntilClose));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(matches!(framing(&h, StatusCode::OK, false, Version::HTTP_11).expect("ok"), Framing::Length(5)));
+        assert!(matches!(framing(&h, StatusCode::OK, true, Version::HTTP_11).expect("ok"), Framing::Empty));
+        assert!(matches!(framing(&h, StatusCode::NOT_MODIFIED, false, Version::HTTP_11).expect("ok"), Framing::Empty));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip, chunked"));
+        assert!(matches!(framing(&h, StatusCode::OK, false, Version::HTTP_11).expect("ok"), Framing::Chunked(_)));
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        assert!(!keeps_alive(&h, Version::HTTP_11));
+        assert!(!keeps_alive(&HeaderMap::new(), Version::HTTP_10));
+    }
+}
