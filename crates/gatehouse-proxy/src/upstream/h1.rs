@@ -335,10 +335,11 @@ pub struct RawBody {
 
 impl RawBody {
     fn finish(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if self.keep_alive && conn.buf.is_empty() {
-                super::pool::release_raw(conn);
-            }
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            super::pool::release_raw(conn);
         }
     }
 
