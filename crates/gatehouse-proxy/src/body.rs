@@ -112,6 +112,25 @@ impl Body for Outgoing {
     }
 }
 
+/// Counts a body's bytes against an optional size limit.
+pub(crate) struct Budget {
+    limit: Option<u64>,
+    seen: u64,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: Option<u64>) -> Self {
+        Budget { limit, seen: 0 }
+    }
+
+    /// Records `n` more bytes; returns the limit once it has been passed.
+    pub(crate) fn exceeded(&mut self, n: usize) -> Option<u64> {
+        let limit = self.limit?;
+        self.seen += n as u64;
+        (self.seen > limit).then_some(limit)
+    }
+}
+
 /// Fires when a body has made no progress for `limit`. The sleep is only created the first
 /// time a body actually waits, so bodies that arrive in one piece never touch the timer.
 pub struct IdleTimer {
@@ -149,8 +168,7 @@ use std::future::Future;
 pub struct UpstreamBody {
     inner: Incoming,
     timer: IdleTimer,
-    limit: Option<u64>,
-    seen: u64,
+    budget: Budget,
     conn: Option<Pooled>,
     _active: Option<ActiveGuard>,
 }
@@ -163,7 +181,7 @@ impl UpstreamBody {
         conn: Option<Pooled>,
         active: Option<ActiveGuard>,
     ) -> Self {
-        UpstreamBody { inner, timer: IdleTimer::new(read_timeout), limit, seen: 0, conn, _active: active }
+        UpstreamBody { inner, timer: IdleTimer::new(read_timeout), budget: Budget::new(limit), conn, _active: active }
     }
 }
 
@@ -176,13 +194,10 @@ impl Body for UpstreamBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer.progress();
-                if let (Some(data), Some(limit)) = (frame.data_ref(), this.limit) {
-                    this.seen += data.len() as u64;
-                    if this.seen > limit {
-                        this.conn = None;
-                        tracing::warn!(limit, "upstream response body exceeded the limit; response cut off");
-                        return Poll::Ready(Some(Err(Box::new(BodyError::ResponseTooLarge(limit)))));
-                    }
+                if let Some(limit) = frame.data_ref().and_then(|d| this.budget.exceeded(d.len())) {
+                    this.conn = None;
+                    tracing::warn!(limit, "upstream response body exceeded the limit; response cut off");
+                    return Poll::Ready(Some(Err(Box::new(BodyError::ResponseTooLarge(limit)))));
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -250,15 +265,14 @@ impl Progress {
 pub struct RequestBody {
     inner: Inbound,
     timer: IdleTimer,
-    limit: Option<u64>,
-    seen: u64,
+    budget: Budget,
     start: Instant,
     progress: Arc<Progress>,
 }
 
 impl RequestBody {
     pub fn new(inner: Inbound, limit: Option<u64>, timeout: Duration, start: Instant, progress: Arc<Progress>) -> Self {
-        RequestBody { inner, timer: IdleTimer::new(timeout), limit, seen: 0, start, progress }
+        RequestBody { inner, timer: IdleTimer::new(timeout), budget: Budget::new(limit), start, progress }
     }
 
     fn finish(&self) {
@@ -276,11 +290,8 @@ impl Body for RequestBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer.progress();
-                if let (Some(data), Some(limit)) = (frame.data_ref(), this.limit) {
-                    this.seen += data.len() as u64;
-                    if this.seen > limit {
-                        return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge(limit)))));
-                    }
+                if let Some(limit) = frame.data_ref().and_then(|d| this.budget.exceeded(d.len())) {
+                    return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge(limit)))));
                 }
                 if this.inner.is_end_stream() {
                     this.finish();

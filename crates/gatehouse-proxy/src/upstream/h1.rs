@@ -26,7 +26,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::ActiveGuard;
 use super::pool::Key;
-use crate::body::{BoxError, IdleTimer, Outgoing};
+use crate::body::{BoxError, Budget, IdleTimer, Outgoing};
 use crate::error::BodyError;
 
 /// Largest response head accepted from a backend.
@@ -167,8 +167,7 @@ pub async fn send(
         framing,
         keep_alive,
         timer: IdleTimer::new(read_timeout),
-        limit,
-        seen: 0,
+        budget: Budget::new(limit),
         _active: active,
     };
     Ok(resp.map(|()| Outgoing::Raw(Box::new(body))))
@@ -328,8 +327,7 @@ pub struct RawBody {
     framing: Framing,
     keep_alive: bool,
     timer: IdleTimer,
-    limit: Option<u64>,
-    seen: u64,
+    budget: Budget,
     _active: ActiveGuard,
 }
 
@@ -402,12 +400,9 @@ impl Body for RawBody {
             };
             if let Some(data) = step {
                 this.timer.progress();
-                if let Some(limit) = this.limit {
-                    this.seen += data.len() as u64;
-                    if this.seen > limit {
-                        tracing::warn!(limit, "upstream response body exceeded the limit; response cut off");
-                        return this.fail(Box::new(BodyError::ResponseTooLarge(limit)));
-                    }
+                if let Some(limit) = this.budget.exceeded(data.len()) {
+                    tracing::warn!(limit, "upstream response body exceeded the limit; response cut off");
+                    return this.fail(Box::new(BodyError::ResponseTooLarge(limit)));
                 }
                 if matches!(this.framing, Framing::Empty) {
                     this.finish();
