@@ -58,7 +58,7 @@ measure() { # $1 name, $2 port, rest: command
   callgrind_control -d "$vg" >/dev/null 2>&1; sleep 1
   local f; f=$(ls -t "$TMP/$name.out".* | head -1)
   local total; total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
-  kill "$vg" 2>/dev/null || true
+  [ -n "${KEEP_PROFILE:-}" ] && cp "$f" "$KEEP_PROFILE.$name"; kill "$vg" 2>/dev/null || true
   printf '%-10s %10d requests %14d instructions %8d per request\n' "$name" "$n" "$total" $((total / n))
 }
 echo "command: DURATION=$DURATION bench/callgrind.sh ($(git rev-parse --short HEAD))"
