@@ -95,9 +95,7 @@ async fn static_files_refuse_traversal() {
         b"GET /..\\secret.txt HTTP/1.1\r\nHost: files.test\r\nConnection: close\r\n\r\n",
     ];
     for req in attempts {
-        let bytes = req.to_vec();
-        let addr = gh.http;
-        let out = tokio::task::spawn_blocking(move || raw(addr, &bytes, Duration::from_secs(3))).await.expect("join");
+        let out = raw_async(gh.http, req, Duration::from_secs(3)).await;
         assert!(!out.contains("top secret"), "{} leaked: {out}", String::from_utf8_lossy(req));
         let status: u16 = out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
         assert!(status == 404 || status == 400, "{} -> {out}", String::from_utf8_lossy(req));

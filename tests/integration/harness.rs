@@ -305,6 +305,12 @@ pub fn raw(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `raw` from async tests, off the runtime's threads.
+pub async fn raw_async(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
+    let bytes = bytes.to_vec();
+    tokio::task::spawn_blocking(move || raw(addr, &bytes, limit)).await.expect("join")
+}
+
 pub fn site(host: &str, body: &str) -> String {
     format!("host: {host}\n{body}")
 }

@@ -64,21 +64,13 @@ fn startup_fails_clearly_when_the_port_is_taken_or_sites_dir_is_missing() {
         .expect("read")
         .replace("http: 127.0.0.1:0", &format!("http: 127.0.0.1:{port}"));
     std::fs::write(dir.path().join("gatehouse.yaml"), main).expect("write");
-    let out = std::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(dir.path().join("gatehouse.yaml"))
-        .output()
-        .expect("run");
+    let out = run_once(dir.path());
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
 
     std::fs::remove_dir_all(dir.path().join("sites")).expect("rm");
-    let out = std::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(dir.path().join("gatehouse.yaml"))
-        .output()
-        .expect("run");
+    let out = run_once(dir.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot read sites directory"),
@@ -146,4 +138,9 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let r = slow.await.expect("join");
     assert_eq!(r.status, 200);
     assert_eq!(gh.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// `gatehouse run` on a configuration that must not start; its output.
+fn run_once(dir: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(BIN).args(["run", "--config"]).arg(dir.join("gatehouse.yaml")).output().expect("run")
 }

@@ -56,11 +56,7 @@ async fn header_read_timeout_closes_slowloris_connections() {
     let gh = Gatehouse::start("server: {header_read_timeout: 500ms}\n", &[("lim", &limited_site(&b))]);
     let addr = gh.http;
     let started = std::time::Instant::now();
-    let out = tokio::task::spawn_blocking(move || {
-        raw(addr, b"GET / HTTP/1.1\r\nHost: lim.test\r\nX-Slow: 1", Duration::from_secs(5))
-    })
-    .await
-    .expect("join");
+    let out = raw_async(addr, b"GET / HTTP/1.1\r\nHost: lim.test\r\nX-Slow: 1", Duration::from_secs(5)).await;
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(4), "connection stayed open {waited:?}");
     assert!(!out.contains("200 OK"), "{out}");
@@ -81,15 +77,8 @@ async fn limits_map_to_413_414_431_and_502() {
     assert_eq!(send(addr, big).await.status, 413);
 
     // Expect: 100-continue is answered with 413 before any body is sent.
-    let out = tokio::task::spawn_blocking(move || {
-        raw(
-            addr,
-            b"POST / HTTP/1.1\r\nHost: lim.test\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
-            Duration::from_secs(3),
-        )
-    })
-    .await
-    .expect("join");
+    let expect = b"POST / HTTP/1.1\r\nHost: lim.test\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n";
+    let out = raw_async(addr, expect, Duration::from_secs(3)).await;
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
     assert!(!out.contains("100 Continue"), "{out}");
 
@@ -101,7 +90,7 @@ async fn limits_map_to_413_414_431_and_502() {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    let out = tokio::task::spawn_blocking(move || raw(addr, &chunked, Duration::from_secs(3))).await.expect("join");
+    let out = raw_async(addr, &chunked, Duration::from_secs(3)).await;
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
 
     // A body within the limit passes.
@@ -145,8 +134,7 @@ async fn ambiguous_framing_is_rejected() {
         b"GET / HTTP/1.1\r\n\r\n",
     ];
     for attack in attacks {
-        let bytes = attack.to_vec();
-        let out = tokio::task::spawn_blocking(move || raw(addr, &bytes, Duration::from_secs(3))).await.expect("join");
+        let out = raw_async(addr, attack, Duration::from_secs(3)).await;
         assert!(out.starts_with("HTTP/1.1 400"), "{:?} -> {out}", String::from_utf8_lossy(attack));
         assert_eq!(out.matches("HTTP/1.1").count(), 1, "connection must close after the 400: {out}");
     }

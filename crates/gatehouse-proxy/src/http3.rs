@@ -6,7 +6,6 @@
 //! several SO_REUSEPORT sockets would split a connection's datagrams after a client's
 //! address changes).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -96,7 +95,7 @@ async fn connection(
     while let Some(resolver) = h3.accept().await? {
         let (info, shared) = (info.clone(), shared.clone());
         tokio::spawn(async move {
-            if let Err(e) = request(resolver, info, shared, peer).await {
+            if let Err(e) = request(resolver, info, shared).await {
                 tracing::debug!(error = %e, "HTTP/3 request failed");
             }
         });
@@ -106,12 +105,7 @@ async fn connection(
 
 type Resolving = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
 
-async fn request(
-    resolver: Resolving,
-    info: ConnInfo,
-    shared: Arc<ArcSwap<RuntimeState>>,
-    _peer: SocketAddr,
-) -> Result<(), BoxError> {
+async fn request(resolver: Resolving, info: ConnInfo, shared: Arc<ArcSwap<RuntimeState>>) -> Result<(), BoxError> {
     let (req, stream) = resolver.resolve_request().await?;
     let (mut send, mut recv) = stream.split();
     // Read the first chunk now: a request that ends with its headers (every GET) then enters

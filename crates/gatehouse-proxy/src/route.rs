@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use gatehouse_config::{Action, HostPattern, PathMatch, Route, Site};
+use gatehouse_config::{HostPattern, PathMatch, Route, Site};
 use http::Method;
 
 use crate::hash::FxHashMap;
@@ -144,11 +144,6 @@ pub fn path_matches(m: &PathMatch, path: &str) -> bool {
 /// Prefix match on a segment boundary; `p` has no trailing slash (`""` is the root).
 pub fn has_prefix(path: &str, p: &str) -> bool {
     path.starts_with(p) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/' || p.is_empty())
-}
-
-/// Whether an action proxies (used to skip proxy-only work for static and redirects).
-pub fn is_proxy(a: &Action) -> bool {
-    matches!(a, Action::Proxy(_))
 }
 
 /// Normalises a request path before routing, so that `/a/./b`, `/a//b`, `/a/x/../b` and

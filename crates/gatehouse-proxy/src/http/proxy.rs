@@ -369,7 +369,7 @@ async fn proxy(
     let active = ActiveGuard::new(&backend);
 
     let backend_label = || backend.backend.url();
-    let conn_out = match conn_out {
+    let (response, pooled) = match conn_out {
         Conn::Raw(raw) => {
             // Plain HTTP/1.1: the inline client sends, waits (read timeout counted from the
             // end of the request body) and returns a body that reads the socket itself.
@@ -383,9 +383,6 @@ async fn proxy(
                 .map_err(|e| raw_error(e, backend_label()))?;
             return finish_response(resp, opts, &backend_label);
         }
-        other => other,
-    };
-    let (response, pooled) = match conn_out {
         Conn::H1(mut pooled) => {
             parts.version = Version::HTTP_11;
             if let Some(pq) = pq {
@@ -396,7 +393,6 @@ async fn proxy(
                 with_read_timeout(opts.read_timeout, sent_at, progress.as_deref(), pooled.tx.send_request(req)).await;
             (sent, Some(pooled))
         }
-        Conn::Raw(_) => return Err(ProxyError::BadRequest("unreachable connection kind")),
         Conn::H2(mut tx) => {
             parts.version = Version::HTTP_2;
             if wants_trailers {

@@ -7,7 +7,6 @@
 //! by all requests of the worker to that target.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatehouse_config::PoolSettings;
@@ -241,11 +240,6 @@ where
     }
 }
 
-/// Idle connections of this worker to `target` (for tests and the admin API).
-pub fn idle_count(key: &Key) -> usize {
-    IDLE.with(|m| m.borrow().get(key).map_or(0, Vec::len))
-}
-
 /// Drops idle connections older than `max_age` on this worker; run periodically.
 pub fn prune(max_age: Duration) {
     IDLE.with(|m| {
@@ -257,5 +251,3 @@ pub fn prune(max_age: Duration) {
     });
     SHARED_H2.with(|m| m.borrow_mut().retain(|_, tx| !tx.is_closed()));
 }
-
-pub type SharedBackend = Arc<BackendState>;
