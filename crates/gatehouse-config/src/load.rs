@@ -332,6 +332,7 @@ fn build(
             "server.keepalive_timeout",
             Duration::from_secs(60),
         ),
+        send_timeout: cx.duration(raw_server.send_timeout.as_ref(), "server.send_timeout", Duration::from_secs(60)),
         max_connections: cx.count(raw_server.max_connections.as_ref(), "server.max_connections", 0),
     };
 

@@ -100,9 +100,12 @@ pub enum LogFormat {
 pub struct ServerConfig {
     /// Time a client has to send a complete request head (slowloris guard).
     pub header_read_timeout: Duration,
-    /// HTTP/2 ping interval for idle client connections. (HTTP/1.1 idle keep-alive time is
-    /// bounded by `header_read_timeout`: hyper runs that timer while waiting for a request head.)
+    /// How long an idle HTTP/1.1 client connection is kept open between requests; the PING
+    /// interval for HTTP/2 client connections.
     pub keepalive_timeout: Duration,
+    /// Time a client has to take each part of a response (HTTP/1.1) before the connection
+    /// is closed.
+    pub send_timeout: Duration,
     /// Concurrent client connections per worker; 0 = unlimited.
     pub max_connections: usize,
 }

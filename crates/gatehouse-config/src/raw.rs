@@ -103,6 +103,7 @@ pub struct Log {
 pub struct Server {
     pub header_read_timeout: Option<S<String>>,
     pub keepalive_timeout: Option<S<String>>,
+    pub send_timeout: Option<S<String>>,
     pub max_connections: Option<S<String>>,
 }
 

@@ -24,6 +24,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A request body arriving from a client: hyper's (HTTP/1 and HTTP/2) or any other
 /// (HTTP/3 streams), so every protocol enters the same pipeline.
 pub enum Inbound {
+    /// A request without a body (the HTTP/1.1 server's own path).
+    Empty,
     Hyper(Incoming),
     Other(UnsyncBoxBody<Bytes, BoxError>),
 }
@@ -34,6 +36,7 @@ impl Body for Inbound {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
+            Inbound::Empty => Poll::Ready(None),
             Inbound::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
             Inbound::Other(b) => Pin::new(b).poll_frame(cx),
         }
@@ -41,6 +44,7 @@ impl Body for Inbound {
 
     fn is_end_stream(&self) -> bool {
         match self {
+            Inbound::Empty => true,
             Inbound::Hyper(b) => b.is_end_stream(),
             Inbound::Other(b) => b.is_end_stream(),
         }
@@ -48,6 +52,7 @@ impl Body for Inbound {
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            Inbound::Empty => SizeHint::with_exact(0),
             Inbound::Hyper(b) => b.size_hint(),
             Inbound::Other(b) => b.size_hint(),
         }

@@ -111,7 +111,7 @@ async fn request(resolver: Resolving, info: ConnInfo, shared: Arc<ArcSwap<Runtim
     // Read the first chunk now: a request that ends with its headers (every GET) then enters
     // the pipeline as bodiless, like on HTTP/1 and HTTP/2.
     let body = match recv.recv_data().await? {
-        None => Inbound::Other(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()),
+        None => Inbound::Empty,
         Some(mut first) => {
             let first = first.copy_to_bytes(first.remaining());
             let rest = futures_util::stream::unfold(Some(recv), |state| async move {
@@ -131,7 +131,7 @@ async fn request(resolver: Resolving, info: ConnInfo, shared: Arc<ArcSwap<Runtim
             Inbound::Other(http_body_util::StreamBody::new(all).boxed_unsync())
         }
     };
-    let resp = handle(shared.load_full(), info, req.map(|()| body)).await;
+    let resp = handle(shared.load_full(), &info, req.map(|()| body)).await;
     let (parts, mut body): (_, Outgoing) = resp.into_parts();
     send.send_response(Response::from_parts(parts, ())).await?;
     while let Some(frame) = body.frame().await {

@@ -9,16 +9,18 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use gatehouse_config::ServerConfig;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use crate::body::Inbound;
 use crate::http::framing::{Flags, Inspected};
-use crate::http::{ConnInfo, TlsInfo, handle};
+use crate::http::{ConnInfo, TlsInfo, handle, server};
 use crate::state::RuntimeState;
 use crate::upstream::pool;
 
@@ -127,6 +129,12 @@ async fn worker(
         .keep_alive_interval(Some(settings.server.keepalive_timeout))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(settings.max_header_bytes as u32);
+    let fast = Arc::new(server::Settings {
+        header_read,
+        idle: settings.server.keepalive_timeout,
+        send: settings.server.send_timeout,
+        max_head: buf_size,
+    });
     // Each connection task holds a sender; when all are gone, every connection has ended.
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let limit = (settings.server.max_connections > 0)
@@ -168,76 +176,45 @@ async fn worker(
             None => None,
         };
         let _ = stream.set_nodelay(true);
-        let framing = Arc::new(Flags::default());
         let peer_value =
             http::HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(http::HeaderValue::from_static("unknown"));
         let mut info = ConnInfo {
             peer,
             peer_value,
             proto: "http",
-            framing: framing.clone(),
+            framing: Arc::new(Flags::default()),
             tls: None,
             challenges: settings.challenges.clone(),
         };
-        let shared = shared.clone();
-        let make_svc = move |info: ConnInfo| {
-            service_fn(move |req| {
-                let state = shared.load_full();
-                let info = info.clone();
-                async move { Ok::<_, Infallible>(handle(state, info, req.map(Inbound::Hyper)).await) }
-            })
-        };
-        let (h1, builder, stop, alive) = (h1.clone(), builder.clone(), shutdown.clone(), alive.clone());
+        let (shared, stop, alive) = (shared.clone(), shutdown.clone(), alive.clone());
+        let (h1, builder, fast) = (h1.clone(), builder.clone(), fast.clone());
         let tls = if secure { settings.tls.clone() } else { None };
         tokio::spawn(async move {
             let _permit = permit;
             let _alive = alive;
-            if let Some((acceptor, resolver)) = tls {
-                let stream = match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                let (_, session) = stream.get_ref();
-                if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
-                    // A TLS-ALPN-01 validation ends with the handshake.
+            let hyper = Hyper { h1, auto: builder };
+            let Some((acceptor, resolver)) = tls else {
+                serve(stream, false, info, &shared, &fast, hyper, stop).await;
+                return;
+            };
+            let stream = match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                     return;
                 }
-                let h2 = session.alpn_protocol() == Some(b"h2");
-                let sni = session.server_name().map(|s| s.to_ascii_lowercase());
-                info.proto = "https";
-                info.tls = Some(Arc::new(TlsInfo { sni, resolver }));
-                let svc = make_svc(info);
-                let io = TokioIo::new(Inspected::new(stream, framing));
-                let result = if h2 {
-                    serve_until_shutdown!(builder.serve_connection_with_upgrades(io, svc), stop)
-                } else {
-                    serve_until_shutdown!(h1.serve_connection(io, svc).with_upgrades(), stop)
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "client connection ended with an error");
-                }
+                Err(_) => return,
+            };
+            let (_, session) = stream.get_ref();
+            if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                // A TLS-ALPN-01 validation ends with the handshake.
                 return;
             }
-            let svc = make_svc(info);
-            // The first bytes tell HTTP/1 from the HTTP/2 preface ("PRI * HTTP/2.0").
-            let mut first = [0u8; 4];
-            let n = match tokio::time::timeout(header_read, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => n,
-                _ => return,
-            };
-            let io = TokioIo::new(Inspected::new(stream, framing));
-            let result = if n == 4 && &first != b"PRI " {
-                serve_until_shutdown!(h1.serve_connection(io, svc).with_upgrades(), stop)
-            } else {
-                serve_until_shutdown!(builder.serve_connection_with_upgrades(io, svc), stop)
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            let sni = session.server_name().map(|s| s.to_ascii_lowercase());
+            info.proto = "https";
+            info.tls = Some(Arc::new(TlsInfo { sni, resolver }));
+            serve(stream, h2, info, &shared, &fast, hyper, stop).await;
         });
     }
     drop(listener);
@@ -268,7 +245,53 @@ macro_rules! serve_until_shutdown {
         result
     }};
 }
-use serve_until_shutdown;
+
+/// hyper's servers, for the connections and requests the HTTP/1.1 loop hands over.
+struct Hyper {
+    h1: hyper::server::conn::http1::Builder,
+    auto: auto::Builder<TokioExecutor>,
+}
+
+/// Serves one client connection: HTTP/1.1 in `server`'s own loop until (if ever) it hands
+/// the connection to hyper; HTTP/2 (ALPN `h2` or the prior-knowledge preface) in hyper.
+async fn serve<S>(
+    io: S,
+    alpn_h2: bool,
+    info: ConnInfo,
+    shared: &Arc<ArcSwap<RuntimeState>>,
+    fast: &server::Settings,
+    hyper: Hyper,
+    stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (io, read, h2) = if alpn_h2 {
+        (io, Bytes::new(), true)
+    } else {
+        match server::serve(io, &info, shared, fast, stop.clone()).await {
+            server::Outcome::Closed => return,
+            server::Outcome::HandOff { io, read, h2 } => (io, read, h2),
+        }
+    };
+    let framing = info.framing.clone();
+    let shared = shared.clone();
+    let svc = service_fn(move |req| {
+        let state = shared.load_full();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(handle(state, &info, req.map(Inbound::Hyper)).await) }
+    });
+    let result = if h2 {
+        let io = TokioIo::new(server::Rewind::new(io, read));
+        serve_until_shutdown!(hyper.auto.serve_connection_with_upgrades(io, svc), stop)
+    } else {
+        // hyper resolves Content-Length + Transfer-Encoding silently; the scanner sees it.
+        let io = TokioIo::new(Inspected::new(server::Rewind::new(io, read), framing));
+        serve_until_shutdown!(hyper.h1.serve_connection(io, svc).with_upgrades(), stop)
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
 
 /// Accepts on the HTTPS listener when there is one; otherwise never resolves.
 async fn accept_maybe(l: Option<&tokio::net::TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {

@@ -4,5 +4,6 @@
 pub mod framing;
 pub mod header;
 mod proxy;
+pub mod server;
 
 pub use proxy::{ConnInfo, TlsInfo, handle};

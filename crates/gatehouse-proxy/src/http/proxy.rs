@@ -50,7 +50,7 @@ pub struct TlsInfo {
 }
 
 /// Serves one request. Never fails: errors are answered with their status code.
-pub async fn handle(state: Arc<RuntimeState>, conn: ConnInfo, req: Request<Inbound>) -> Response<Outgoing> {
+pub async fn handle(state: Arc<RuntimeState>, conn: &ConnInfo, req: Request<Inbound>) -> Response<Outgoing> {
     // Only pay for the access log's clock read when the log is on.
     let started = tracing::enabled!(target: "access", tracing::Level::INFO).then(Instant::now);
     let rid = hdr::request_id(req.headers());
@@ -63,7 +63,7 @@ pub async fn handle(state: Arc<RuntimeState>, conn: ConnInfo, req: Request<Inbou
     let mut upstream: Option<Arc<BackendState>> = None;
 
     // Boxed so the future hyper stores (and moves) per request stays small.
-    let mut resp = match Box::pin(serve(&state, &conn, req, &host, &rid, &mut upstream)).await {
+    let mut resp = match Box::pin(serve(&state, conn, req, &host, &rid, &mut upstream)).await {
         Ok(r) => r,
         Err(e) => {
             if e.status().is_server_error() {

@@ -1,0 +1,700 @@
+//! HTTP/1.1 client connections, served without hyper for the common case.
+//!
+//! A request without a body (GET, HEAD, DELETE, … — nearly all of them) is read with one
+//! `read`, parsed with httparse, run through the pipeline (`handle`) and answered with one
+//! `write` of head and first body bytes together. hyper's dispatcher, its per-request
+//! channel and its timers are not involved (see bench/callgrind.sh for what they cost).
+//!
+//! The first request this loop does not serve itself — one with a body, an `Upgrade` or an
+//! `Expect` header — hands the connection to hyper's HTTP/1 server for the rest of its life,
+//! with the bytes read so far replayed in front (`Rewind`); so does the HTTP/2 preface.
+//! Requests with ambiguous framing are refused here with 400 before anything is handed on.
+//!
+//! Timeouts: until the first request head is complete, `header_read`; between requests,
+//! `idle`; once bytes of a head have arrived, `header_read` again; while writing a response,
+//! `send`. One `Sleep` per connection serves all of them: it is only moved when it fires
+//! early, so a request costs a clock read, not a timer-wheel update.
+
+use std::future::{Future, poll_fn};
+use std::io::{self, Write as _};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use super::{ConnInfo, handle};
+use crate::body::{Inbound, Outgoing};
+use crate::state::RuntimeState;
+
+/// Most header fields a request head may have here (hyper's limit was 100).
+const MAX_HEADERS: usize = 256;
+/// Body chunks up to this size are copied next to the head or chunk framing and go out in
+/// the same write.
+const COALESCE: usize = 16 * 1024;
+
+pub struct Settings {
+    pub header_read: Duration,
+    pub idle: Duration,
+    pub send: Duration,
+    /// Largest request head accepted (431 beyond).
+    pub max_head: usize,
+}
+
+/// How the loop ended.
+pub enum Outcome<S> {
+    Closed,
+    /// A request for hyper: the connection and every byte read from it so far.
+    HandOff {
+        io: S,
+        read: Bytes,
+        h2: bool,
+    },
+}
+
+/// Serves requests on `io` until the client closes, a timeout or error ends the
+/// connection, shutdown is signalled, or a request needs hyper.
+pub async fn serve<S>(
+    mut io: S,
+    info: &ConnInfo,
+    shared: &ArcSwap<RuntimeState>,
+    cfg: &Settings,
+    mut stop: watch::Receiver<bool>,
+) -> Outcome<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let mut timer = Deadline::new(Instant::now() + cfg.header_read);
+    let mut first = true;
+    loop {
+        // Wait for a complete request head.
+        let mut head_started = !buf.is_empty() || first;
+        let head = loop {
+            if !buf.is_empty() {
+                if first && b"PRI ".starts_with(&buf[..buf.len().min(4)]) {
+                    if buf.len() < 4 {
+                        // Too short to tell; read on.
+                    } else {
+                        return Outcome::HandOff { io, read: buf.freeze(), h2: true };
+                    }
+                } else {
+                    match parse(&buf) {
+                        Ok(Some(head)) => break head,
+                        Ok(None) if buf.len() >= cfg.max_head => {
+                            reject(&mut io, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+                            return Outcome::Closed;
+                        }
+                        Ok(None) => {}
+                        Err(status) => {
+                            tracing::debug!(peer = %info.peer, status = status.as_u16(), "malformed request head");
+                            reject(&mut io, status).await;
+                            return Outcome::Closed;
+                        }
+                    }
+                }
+                if !head_started {
+                    head_started = true;
+                    timer.set(Instant::now() + cfg.header_read);
+                }
+            }
+            match read_some(&mut io, &mut buf, &mut timer, &mut stop).await {
+                Read::Data => {}
+                Read::Timeout if head_started && !buf.is_empty() => {
+                    reject(&mut io, StatusCode::REQUEST_TIMEOUT).await;
+                    return Outcome::Closed;
+                }
+                Read::Closed | Read::Timeout | Read::Stop => return Outcome::Closed,
+            }
+        };
+        first = false;
+        if head.hand_off {
+            return Outcome::HandOff { io, read: buf.freeze(), h2: false };
+        }
+
+        let raw = buf.split_to(head.len).freeze();
+        let (req, wants) = match head.into_request(&raw) {
+            Ok(r) => r,
+            Err(status) => {
+                reject(&mut io, status).await;
+                return Outcome::Closed;
+            }
+        };
+        let state = shared.load_full();
+        let resp = handle(state, info, req).await;
+        drop(raw);
+
+        let keep_alive = wants.keep_alive && !*stop.borrow();
+        timer.set(Instant::now() + cfg.send);
+        match write_response(&mut io, &mut out, resp, &wants, keep_alive, &mut timer).await {
+            Ok(true) => {}
+            Ok(false) => {
+                shutdown(&mut io, &mut timer).await;
+                return Outcome::Closed;
+            }
+            Err(e) => {
+                tracing::debug!(peer = %info.peer, error = %e, "response not delivered");
+                return Outcome::Closed;
+            }
+        }
+        timer.set(Instant::now() + cfg.idle);
+    }
+}
+
+/// What the client's request head asked of the response.
+struct Wants {
+    head: bool,
+    version: Version,
+    keep_alive: bool,
+    trailers: bool,
+}
+
+/// A parsed request head. Values are kept as ranges into the buffer so they can become
+/// slices of one shared `Bytes` instead of copies.
+struct Head {
+    len: usize,
+    method: Method,
+    path: (usize, usize),
+    version: Version,
+    fields: Vec<(HeaderName, (usize, usize))>,
+    keep_alive: bool,
+    trailers: bool,
+    /// The request needs hyper (body, upgrade, `Expect`).
+    hand_off: bool,
+}
+
+/// Parses a request head: `Ok(None)` while incomplete; `Err(status)` for heads that must be
+/// refused (malformed, ambiguous framing, too many fields).
+fn parse(buf: &[u8]) -> Result<Option<Head>, StatusCode> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Err(_) => return Err(StatusCode::BAD_REQUEST),
+    };
+    let base = buf.as_ptr() as usize;
+    let range = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let path = range(req.path.unwrap_or("").as_bytes());
+    let version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let mut head = Head {
+        len,
+        method,
+        path,
+        version,
+        fields: Vec::with_capacity(req.headers.len()),
+        keep_alive: version == Version::HTTP_11,
+        trailers: false,
+        hand_off: false,
+    };
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
+        if name == header::CONTENT_LENGTH {
+            // RFC 9112 §6.3: several different lengths are an error; repeats of one are not.
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(StatusCode::BAD_REQUEST)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(StatusCode::BAD_REQUEST);
+            }
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            // Only a final `chunked` frames a request body (RFC 9112 §6.3); HTTP/1.0 has none.
+            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+            if version == Version::HTTP_10 || !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(StatusCode::BAD_REQUEST);
+            }
+            chunked = true;
+        } else if name == header::CONNECTION {
+            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    head.keep_alive = true;
+                }
+            }
+        } else if name == header::UPGRADE || name == header::EXPECT {
+            head.hand_off = true;
+        } else if name == header::TE {
+            head.trailers = h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+        }
+        head.fields.push((name, range(h.value)));
+    }
+    // RFC 9112 §6.1: both together are a smuggling attempt until proven otherwise.
+    if chunked && length.is_some() {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    if chunked || length.is_some_and(|n| n > 0) {
+        head.hand_off = true;
+    }
+    Ok(Some(head))
+}
+
+impl Head {
+    fn into_request(self, raw: &Bytes) -> Result<(Request<Inbound>, Wants), StatusCode> {
+        let uri = Uri::from_maybe_shared(raw.slice(self.path.0..self.path.1)).map_err(|_| StatusCode::BAD_REQUEST)?;
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for (name, (start, end)) in self.fields {
+            let value = HeaderValue::from_maybe_shared(raw.slice(start..end)).map_err(|_| StatusCode::BAD_REQUEST)?;
+            headers.append(name, value);
+        }
+        let wants = Wants {
+            head: self.method == Method::HEAD,
+            version: self.version,
+            keep_alive: self.keep_alive,
+            trailers: self.trailers,
+        };
+        let mut req = Request::new(Inbound::Empty);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = uri;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = headers;
+        Ok((req, wants))
+    }
+}
+
+enum Read {
+    Data,
+    Closed,
+    Timeout,
+    Stop,
+}
+
+/// Reads what is available. The timer and the shutdown signal are only looked at when the
+/// socket has nothing yet.
+async fn read_some<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    timer: &mut Deadline,
+    stop: &mut watch::Receiver<bool>,
+) -> Read {
+    let mut changed = std::pin::pin!(stop.changed());
+    poll_fn(|cx| {
+        buf.reserve(4096);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Read::Closed),
+            Poll::Ready(Ok(_)) => Poll::Ready(Read::Data),
+            Poll::Pending => {
+                if changed.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Read::Stop)
+                } else if timer.poll_expired(cx) {
+                    Poll::Ready(Read::Timeout)
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Writes the response; `Ok(true)` when the connection can serve another request.
+async fn write_response<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    resp: Response<Outgoing>,
+    wants: &Wants,
+    mut keep_alive: bool,
+    timer: &mut Deadline,
+) -> io::Result<bool> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let bodiless = wants.head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    out.clear();
+    if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut declared: Option<u64> = None;
+    let mut has_date = false;
+    for (name, value) in &parts.headers {
+        if *name == header::CONTENT_LENGTH {
+            declared = value.to_str().ok().and_then(|s| s.trim().parse().ok());
+        } else if *name == header::DATE {
+            has_date = true;
+        } else if *name == header::CONNECTION {
+            if value.as_bytes().eq_ignore_ascii_case(b"close") {
+                keep_alive = false;
+            }
+            continue;
+        } else if *name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let framing = if declared.is_some() {
+        Framing::Length
+    } else if let Some(n) = body.size_hint().exact() {
+        if !(status.is_informational() || status == StatusCode::NO_CONTENT) {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::Length
+    } else if bodiless {
+        Framing::Length
+    } else if wants.version == Version::HTTP_11 {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Framing::Chunked
+    } else {
+        keep_alive = false;
+        Framing::Close
+    };
+    if !has_date {
+        put_field(out, b"date", &date());
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if wants.version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if bodiless {
+        write_all(io, out, timer).await?;
+        flush(io, timer).await?;
+        return Ok(keep_alive);
+    }
+
+    // The first chunk usually comes with the response head (or is already buffered):
+    // poll once without waiting so both go out in one write.
+    let mut sent: u64 = 0;
+    let mut pending = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+        Poll::Ready(frame) => Some(frame),
+        Poll::Pending => {
+            write_all(io, out, timer).await?;
+            out.clear();
+            None
+        }
+    };
+    loop {
+        let frame = match pending.take() {
+            Some(f) => f,
+            None => poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await,
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => {
+                // Too late for a status code: cut the connection so the client sees the
+                // response is incomplete.
+                return Err(io::Error::other(e));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    sent += data.len() as u64;
+                    if framing == Framing::Chunked {
+                        let _ = write!(out, "{:x}\r\n", data.len());
+                    }
+                    if data.len() <= COALESCE {
+                        out.extend_from_slice(&data);
+                    } else {
+                        write_all(io, out, timer).await?;
+                        out.clear();
+                        write_all(io, &data, timer).await?;
+                    }
+                    if framing == Framing::Chunked {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    // The last piece waits for the end of the body, so a chunked terminator
+                    // goes out in the same write.
+                    if !body.is_end_stream() {
+                        write_all(io, out, timer).await?;
+                        out.clear();
+                    }
+                }
+                Err(frame) => {
+                    if let (Framing::Chunked, true, Ok(trailers)) = (framing, wants.trailers, frame.into_trailers()) {
+                        out.extend_from_slice(b"0\r\n");
+                        for (name, value) in &trailers {
+                            put_field(out, name.as_str().as_bytes(), value.as_bytes());
+                        }
+                        out.extend_from_slice(b"\r\n");
+                        write_all(io, out, timer).await?;
+                        out.clear();
+                        flush(io, timer).await?;
+                        return Ok(keep_alive);
+                    }
+                }
+            },
+        }
+    }
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !out.is_empty() {
+        write_all(io, out, timer).await?;
+        out.clear();
+    }
+    flush(io, timer).await?;
+    if let Some(n) = declared
+        && n != sent
+    {
+        // The backend's body did not match its Content-Length: the framing is broken.
+        return Err(io::Error::other(format!("response body was {sent} bytes, declared {n}")));
+    }
+    Ok(keep_alive && framing != Framing::Close)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length,
+    Chunked,
+    Close,
+}
+
+fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The current HTTP date, formatted once per second per thread.
+fn date() -> [u8; 29] {
+    use std::cell::Cell;
+    thread_local! {
+        static CACHE: Cell<(u64, [u8; 29])> = const { Cell::new((0, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let (at, text) = c.get();
+        if at == secs {
+            return text;
+        }
+        let mut fresh = [0u8; 29];
+        let s = httpdate::fmt_http_date(now);
+        if s.len() == 29 {
+            fresh.copy_from_slice(s.as_bytes());
+        }
+        c.set((secs, fresh));
+        fresh
+    })
+}
+
+/// Writes all of `data` within the timer's deadline.
+async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, mut data: &[u8], timer: &mut Deadline) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = poll_fn(|cx| match Pin::new(&mut *io).poll_write(cx, data) {
+            Poll::Pending if timer.poll_expired(cx) => {
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")))
+            }
+            other => other,
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+async fn flush<S: AsyncWrite + Unpin>(io: &mut S, timer: &mut Deadline) -> io::Result<()> {
+    poll_fn(|cx| match Pin::new(&mut *io).poll_flush(cx) {
+        Poll::Pending if timer.poll_expired(cx) => {
+            Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")))
+        }
+        other => other,
+    })
+    .await
+}
+
+/// Closes the write side (TLS close_notify), bounded by the timer.
+async fn shutdown<S: AsyncWrite + Unpin>(io: &mut S, timer: &mut Deadline) {
+    let _ = poll_fn(|cx| match Pin::new(&mut *io).poll_shutdown(cx) {
+        Poll::Pending if timer.poll_expired(cx) => Poll::Ready(Ok(())),
+        other => other,
+    })
+    .await;
+}
+
+/// Answers a request that cannot be served and closes (best effort, bounded).
+async fn reject<S: AsyncWrite + Unpin>(io: &mut S, status: StatusCode) {
+    let body = format!("{status}\n");
+    let msg = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\ndate: {}\r\n\r\n{body}",
+        status.as_str(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+        String::from_utf8_lossy(&date()),
+    );
+    let mut timer = Deadline::new(Instant::now() + Duration::from_secs(5));
+    if write_all(io, msg.as_bytes(), &mut timer).await.is_ok() {
+        let _ = flush(io, &mut timer).await;
+        shutdown(io, &mut timer).await;
+    }
+}
+
+/// One connection timer with a movable deadline. Moving the deadline later costs nothing;
+/// the sleep is re-armed only when it fires before the current deadline.
+struct Deadline {
+    at: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    fn new(at: Instant) -> Self {
+        Deadline { at, sleep: None }
+    }
+
+    fn set(&mut self, at: Instant) {
+        self.at = at;
+        if let Some(s) = &mut self.sleep
+            && s.deadline() > at
+        {
+            s.as_mut().reset(at);
+        }
+    }
+
+    /// Registers for wake-up at the deadline; true once it has passed.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let at = self.at;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if sleep.deadline() >= at {
+                return true;
+            }
+            sleep.as_mut().reset(at);
+        }
+    }
+}
+
+/// A stream that first yields bytes already read from it, so hyper can take over a
+/// connection mid-way.
+pub struct Rewind<S> {
+    read: Bytes,
+    io: S,
+}
+
+impl<S> Rewind<S> {
+    pub fn new(io: S, read: Bytes) -> Self {
+        Rewind { read, io }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> Result<Option<Head>, StatusCode> {
+        parse(raw.as_bytes())
+    }
+
+    #[test]
+    fn parses_bodiless_requests_here() {
+        let h = head("GET /a?b=1 HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n").expect("valid").expect("complete");
+        assert_eq!(h.method, Method::GET);
+        assert!(h.keep_alive && h.trailers && !h.hand_off);
+        let raw = Bytes::from_static(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n");
+        let (req, _) = h.into_request(&raw).expect("request");
+        assert_eq!(req.uri().path(), "/a");
+        assert_eq!(req.headers()["host"], "x");
+        assert!(head("GET / HTTP/1.1\r\nHost: x\r\n").expect("valid").is_none());
+        let h10 = head("GET / HTTP/1.0\r\n\r\n").expect("valid").expect("complete");
+        assert!(!h10.keep_alive);
+        let ka = head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").expect("valid").expect("complete");
+        assert!(ka.keep_alive);
+        let close = head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").expect("valid").expect("complete");
+        assert!(!close.keep_alive);
+    }
+
+    #[test]
+    fn bodies_and_upgrades_go_to_hyper() {
+        for raw in [
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert!(head(raw).expect("valid").expect("complete").hand_off, "{raw}");
+        }
+        let empty_post = head("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").expect("valid").expect("complete");
+        assert!(!empty_post.hand_off);
+    }
+
+    #[test]
+    fn refuses_ambiguous_framing() {
+        for raw in [
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Name: 1\r\n\r\n",
+        ] {
+            assert_eq!(head(raw).err(), Some(StatusCode::BAD_REQUEST), "{raw}");
+        }
+        let repeated = head("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
+        assert!(repeated.expect("valid").expect("complete").hand_off);
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: 1\r\n".repeat(MAX_HEADERS + 1));
+        assert_eq!(head(&many).err(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+    }
+}
