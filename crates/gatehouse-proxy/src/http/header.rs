@@ -15,6 +15,29 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Whether a field is hop-by-hop by definition (not counting the ones `Connection` lists).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+}
+
+/// Removes the fields a `Connection` value names (other than `close` and `keep-alive`).
+pub fn remove_connection_listed(h: &mut HeaderMap, connection: &[u8]) {
+    for token in connection.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+        if !token.eq_ignore_ascii_case(b"keep-alive")
+            && !token.eq_ignore_ascii_case(b"close")
+            && let Ok(n) = HeaderName::from_bytes(token)
+        {
+            h.remove(n);
+        }
+    }
+}
+
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 /// `keep_upgrade` keeps `Upgrade` (and re-adds `Connection: upgrade`) for WebSocket.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {

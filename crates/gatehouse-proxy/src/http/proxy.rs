@@ -62,8 +62,7 @@ pub async fn handle(state: Arc<RuntimeState>, conn: &ConnInfo, req: Request<Inbo
     let host = request_host(&uri, host_header.as_ref()).unwrap_or(Cow::Borrowed(""));
     let mut upstream: Option<Arc<BackendState>> = None;
 
-    // Boxed so the future hyper stores (and moves) per request stays small.
-    let mut resp = match Box::pin(serve(&state, conn, req, &host, &rid, &mut upstream)).await {
+    let mut resp = match serve(&state, conn, req, &host, &rid, &mut upstream).await {
         Ok(r) => r,
         Err(e) => {
             if e.status().is_server_error() {
@@ -381,7 +380,7 @@ async fn proxy(
             let resp = crate::upstream::h1::send(raw, req, opts.read_timeout, opts.max_response_body, active)
                 .await
                 .map_err(|e| raw_error(e, backend_label()))?;
-            return finish_response(resp, opts, &backend_label);
+            return finish_response(resp, opts, &backend_label, false);
         }
         Conn::H1(mut pooled) => {
             parts.version = Version::HTTP_11;
@@ -448,15 +447,16 @@ async fn proxy(
             Some(active),
         )))
     });
-    finish_response(resp, opts, &backend_label)
+    finish_response(resp, opts, &backend_label, true)
 }
 
 /// What every backend response gets: the size limit on a declared length, and hop-by-hop
-/// headers removed.
+/// headers removed (`strip`; the inline client leaves them out while parsing).
 fn finish_response(
     mut resp: Response<Outgoing>,
     opts: &RouteOptions,
     backend_label: &dyn Fn() -> String,
+    strip: bool,
 ) -> Result<Response<Outgoing>, ProxyError> {
     // Only parse the length when a limit is set (the common case has none).
     if let Some(limit) = opts.max_response_body
@@ -466,7 +466,9 @@ fn finish_response(
         tracing::warn!(target: "gatehouse::proxy", backend = %backend_label(), size = len, limit, "upstream response larger than the limit");
         return Err(ProxyError::ResponseTooLarge { size: len, limit });
     }
-    hdr::strip_hop_by_hop(resp.headers_mut(), false);
+    if strip {
+        hdr::strip_hop_by_hop(resp.headers_mut(), false);
+    }
     Ok(resp)
 }
 

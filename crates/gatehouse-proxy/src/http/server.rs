@@ -250,7 +250,8 @@ fn parse(buf: &[u8]) -> Result<Option<Head>, StatusCode> {
 impl Head {
     fn into_request(self, raw: &Bytes) -> Result<(Request<Inbound>, Wants), StatusCode> {
         let uri = Uri::from_maybe_shared(raw.slice(self.path.0..self.path.1)).map_err(|_| StatusCode::BAD_REQUEST)?;
-        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        // Room for the forwarding headers the proxy adds, so the map is not grown per request.
+        let mut headers = HeaderMap::with_capacity(self.fields.len() + 8);
         for (name, (start, end)) in self.fields {
             let value = HeaderValue::from_maybe_shared(raw.slice(start..end)).map_err(|_| StatusCode::BAD_REQUEST)?;
             headers.append(name, value);

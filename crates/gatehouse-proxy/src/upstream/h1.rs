@@ -12,6 +12,7 @@
 //! `Content-Length` or chunked bodies, and reads length, chunked or close-delimited bodies.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,6 +29,7 @@ use super::ActiveGuard;
 use super::pool::Key;
 use crate::body::{BoxError, Budget, IdleTimer, Outgoing};
 use crate::error::BodyError;
+use crate::http::header as hdr;
 
 /// Largest response head accepted from a backend.
 const MAX_HEAD: usize = 64 * 1024;
@@ -91,7 +93,7 @@ pub struct Conn {
     pub _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// Sends `req` and reads the response head. The body is read by the returned `Response`'s
+/// Sends `req` and reads the response head, with hop-by-hop fields already removed. The body is read by the returned `Response`'s
 /// `Outgoing::Raw` body, which releases the connection when it has been read to its end.
 pub async fn send(
     mut conn: Conn,
@@ -224,44 +226,71 @@ enum Chunk {
 
 async fn read_head(conn: &mut Conn, head_only: bool) -> io::Result<(Response<()>, Framing, bool)> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut headers);
-        match parsed.parse(&conn.buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let code = parsed.code.unwrap_or(502);
-                let status = StatusCode::from_u16(code).map_err(io::Error::other)?;
-                let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-                if status.is_informational() {
-                    // 100 Continue and friends: not forwarded; the final answer follows.
-                    if status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(io::Error::other("backend switched protocols without being asked"));
-                    }
-                    conn.buf.advance(len);
-                    continue;
-                }
-                let mut map = HeaderMap::with_capacity(parsed.headers.len());
-                for h in parsed.headers.iter() {
-                    let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(io::Error::other)?;
-                    let value = HeaderValue::from_bytes(h.value).map_err(io::Error::other)?;
-                    map.append(name, value);
-                }
-                conn.buf.advance(len);
-                let framing = framing(&map, status, head_only, version)?;
-                let keep_alive = keeps_alive(&map, version) && !matches!(framing, Framing::UntilClose);
-                let mut resp = Response::new(());
-                *resp.status_mut() = status;
-                *resp.version_mut() = version;
-                *resp.headers_mut() = map;
-                return Ok((resp, framing, keep_alive));
-            }
-            Ok(httparse::Status::Partial) => {
-                if conn.buf.len() >= MAX_HEAD {
-                    return Err(io::Error::other("backend response head too large"));
-                }
-                read_more(conn).await?;
-            }
-            Err(e) => return Err(io::Error::other(format!("invalid response from backend: {e}"))),
+        if let Some(head) = parse_head(&mut conn.buf, head_only)? {
+            return Ok(head);
         }
+        if conn.buf.len() >= MAX_HEAD {
+            return Err(io::Error::other("backend response head too large"));
+        }
+        read_more(conn).await?;
+    }
+}
+
+/// Parses a buffered response head (skipping 1xx answers). Header values become slices of
+/// the head's bytes rather than copies; framing and keep-alive are read off the raw fields.
+fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Option<(Response<()>, Framing, bool)>> {
+    loop {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(io::Error::other(format!("invalid response from backend: {e}"))),
+        };
+        let status = StatusCode::from_u16(parsed.code.unwrap_or(502)).map_err(io::Error::other)?;
+        if status.is_informational() {
+            // 100 Continue and friends: not forwarded; the final answer follows.
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(io::Error::other("backend switched protocols without being asked"));
+            }
+            buf.advance(len);
+            continue;
+        }
+        let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        let base = buf.as_ptr() as usize;
+        let mut facts = Facts::default();
+        let mut fields = Vec::with_capacity(parsed.headers.len());
+        let mut connection = None;
+        for h in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(io::Error::other)?;
+            facts.see(&name, h.value)?;
+            let start = h.value.as_ptr() as usize - base;
+            let range = start..start + h.value.len();
+            // Hop-by-hop fields stop here (RFC 9110 §7.6.1), so the response needs no
+            // stripping pass later.
+            if hdr::is_hop_by_hop(&name) {
+                if name == header::CONNECTION {
+                    connection = Some(range);
+                }
+                continue;
+            }
+            fields.push((name, range));
+        }
+        let head = buf.split_to(len).freeze();
+        let mut map = HeaderMap::with_capacity(fields.len() + 4);
+        for (name, range) in fields {
+            map.append(name, HeaderValue::from_maybe_shared(head.slice(range)).map_err(io::Error::other)?);
+        }
+        if let Some(range) = connection {
+            hdr::remove_connection_listed(&mut map, &head[range]);
+        }
+        let framing = facts.framing(status, head_only, version);
+        let keep_alive = facts.keeps_alive(version) && !matches!(framing, Framing::UntilClose);
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        *resp.version_mut() = version;
+        *resp.headers_mut() = map;
+        return Ok(Some((resp, framing, keep_alive)));
     }
 }
 
@@ -274,51 +303,54 @@ async fn read_more(conn: &mut Conn) -> io::Result<()> {
     Ok(())
 }
 
-fn framing(h: &HeaderMap, status: StatusCode, head_only: bool, version: Version) -> io::Result<Framing> {
-    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Framing::Empty);
-    }
-    if let Some(te) = h.get(header::TRANSFER_ENCODING) {
-        let chunked = te
-            .to_str()
-            .ok()
-            .and_then(|s| s.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        return Ok(if chunked && version == Version::HTTP_11 {
-            Framing::Chunked(Chunk::Size)
-        } else {
-            Framing::UntilClose
-        });
-    }
-    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
-    match (lengths.next(), lengths.next()) {
-        (None, _) => Ok(Framing::UntilClose),
-        (Some(v), None) => {
-            let n = v
-                .to_str()
+/// What a response head says about its framing and the connection.
+#[derive(Default)]
+struct Facts {
+    length: Option<u64>,
+    /// `Transfer-Encoding` was present; true when its last coding is `chunked`.
+    te: Option<bool>,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Facts {
+    fn see(&mut self, name: &HeaderName, value: &[u8]) -> io::Result<()> {
+        if *name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(value)
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .ok_or_else(|| io::Error::other("invalid Content-Length from backend"))?;
-            Ok(if n == 0 { Framing::Empty } else { Framing::Length(n) })
-        }
-        (Some(_), Some(_)) => Err(io::Error::other("several Content-Length headers from backend")),
-    }
-}
-
-fn keeps_alive(h: &HeaderMap, version: Version) -> bool {
-    let mut close = version == Version::HTTP_10;
-    for v in h.get_all(header::CONNECTION) {
-        if let Ok(s) = v.to_str() {
-            for t in s.split(',').map(str::trim) {
-                if t.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10 {
-                    close = false;
-                }
+            if self.length.is_some_and(|l| l != n) {
+                return Err(io::Error::other("several Content-Length headers from backend"));
+            }
+            self.length = Some(n);
+        } else if *name == header::TRANSFER_ENCODING {
+            let last = value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+            self.te = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if *name == header::CONNECTION {
+            for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
             }
         }
+        Ok(())
     }
-    !close
+
+    fn framing(&self, status: StatusCode, head_only: bool, version: Version) -> Framing {
+        if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Framing::Empty;
+        }
+        match (self.te, self.length) {
+            (Some(true), _) if version == Version::HTTP_11 => Framing::Chunked(Chunk::Size),
+            (Some(_), _) | (None, None) => Framing::UntilClose,
+            (None, Some(0)) => Framing::Empty,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    }
+
+    fn keeps_alive(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
+    }
 }
 
 /// A backend response body read straight from the connection.
@@ -541,18 +573,27 @@ mod tests {
         assert!(decode(b"2\r\nabXX").is_err());
     }
 
+    fn head(raw: &str, head_only: bool) -> io::Result<(Response<()>, Framing, bool)> {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        parse_head(&mut buf, head_only).map(|h| h.expect("complete head"))
+    }
+
     #[test]
     fn framing_rules() {
-        let mut h = HeaderMap::new();
-        assert!(matches!(framing(&h, StatusCode::OK, false, Version::HTTP_11).expect("ok"), Framing::UntilClose));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert!(matches!(framing(&h, StatusCode::OK, false, Version::HTTP_11).expect("ok"), Framing::Length(5)));
-        assert!(matches!(framing(&h, StatusCode::OK, true, Version::HTTP_11).expect("ok"), Framing::Empty));
-        assert!(matches!(framing(&h, StatusCode::NOT_MODIFIED, false, Version::HTTP_11).expect("ok"), Framing::Empty));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip, chunked"));
-        assert!(matches!(framing(&h, StatusCode::OK, false, Version::HTTP_11).expect("ok"), Framing::Chunked(_)));
-        h.append(header::CONNECTION, HeaderValue::from_static("close"));
-        assert!(!keeps_alive(&h, Version::HTTP_11));
-        assert!(!keeps_alive(&HeaderMap::new(), Version::HTTP_10));
+        let ok = |raw: &str| head(raw, false).expect("valid");
+        assert!(matches!(ok("HTTP/1.1 200 OK\r\n\r\n").1, Framing::UntilClose));
+        assert!(matches!(ok("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").1, Framing::Length(5)));
+        assert!(matches!(head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).expect("valid").1, Framing::Empty));
+        assert!(matches!(ok("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n").1, Framing::Empty));
+        let chunked = ok("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert!(matches!(chunked.1, Framing::Chunked(_)));
+        assert!(!chunked.0.headers().contains_key("transfer-encoding"));
+        let listed = ok("HTTP/1.1 200 OK\r\nConnection: x-a, close\r\nX-A: 1\r\nX-B: 2\r\nKeep-Alive: 5\r\n\r\n");
+        assert_eq!(listed.0.headers().keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-b"]);
+        assert!(!ok("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n").2);
+        assert!(!ok("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").2);
+        assert!(ok("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n").2);
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
     }
 }
