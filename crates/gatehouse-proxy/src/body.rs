@@ -13,9 +13,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::error::BodyError;
+use crate::timer::IdleTimer;
 use crate::upstream::ActiveGuard;
 use crate::upstream::pool::Pooled;
 
@@ -136,37 +137,6 @@ impl Budget {
     }
 }
 
-/// Fires when a body has made no progress for `limit`. The sleep is only created the first
-/// time a body actually waits, so bodies that arrive in one piece never touch the timer.
-pub struct IdleTimer {
-    limit: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
-    armed: bool,
-}
-
-impl IdleTimer {
-    pub fn new(limit: Duration) -> Self {
-        IdleTimer { limit, sleep: None, armed: false }
-    }
-
-    /// Progress was made: the next wait starts a fresh period.
-    pub(crate) fn progress(&mut self) {
-        self.armed = false;
-    }
-
-    /// Called when the inner body is pending; true once the period has run out.
-    pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = Instant::now() + self.limit;
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !self.armed {
-            sleep.as_mut().reset(deadline);
-            self.armed = true;
-        }
-        sleep.as_mut().poll(cx).is_ready()
-    }
-}
-
-use std::future::Future;
 
 /// A backend's response body: enforces the read timeout between chunks and the response
 /// size limit, and hands the connection back to the pool once the body has ended cleanly.

@@ -13,6 +13,7 @@ pub mod http3;
 pub mod listener;
 pub mod route;
 pub mod state;
+pub mod timer;
 pub mod tls;
 pub mod upstream;
 

@@ -28,6 +28,9 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes the fields a `Connection` value names (other than `close` and `keep-alive`).
 pub fn remove_connection_listed(h: &mut HeaderMap, connection: &[u8]) {
+    if connection.eq_ignore_ascii_case(b"keep-alive") || connection.eq_ignore_ascii_case(b"close") {
+        return;
+    }
     for token in connection.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
         if !token.eq_ignore_ascii_case(b"keep-alive")
             && !token.eq_ignore_ascii_case(b"close")
@@ -142,48 +145,102 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|n| n.contains(&ip))
 }
 
-/// Sets `X-Forwarded-*` and `X-Real-IP`. Client-supplied values are kept (and extended)
-/// only when the peer is a trusted proxy; otherwise they are replaced.
-pub fn set_forwarded(
-    h: &mut HeaderMap,
-    peer: IpAddr,
-    peer_value: &HeaderValue,
-    client: IpAddr,
-    peer_trusted: bool,
-    proto: &'static str,
-    host: Option<&HeaderValue>,
-) {
-    // A trusted proxy's chain is kept whole (all header lines, in order) and extended.
-    let prev: Vec<&str> = if peer_trusted {
-        h.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).filter(|v| !v.is_empty()).collect()
-    } else {
-        Vec::new()
-    };
-    let xff = if prev.is_empty() {
-        peer_value.clone()
-    } else {
-        match HeaderValue::from_str(&format!("{}, {peer}", prev.join(", "))) {
-            Ok(v) => v,
-            Err(_) => peer_value.clone(),
+/// The fields the proxy puts on a forwarded request: `X-Forwarded-*`, `X-Real-IP` and
+/// `X-Request-ID`. Each replaces whatever the client sent under that name, except that a
+/// trusted proxy's `X-Forwarded-Proto`/`-Host` are kept and its `X-Forwarded-For` chain is
+/// extended.
+///
+/// Computed once, then either applied to the request's header map (`apply`) or, on the
+/// inline HTTP/1.1 path, written straight into the upstream request head: the writer skips
+/// the client's fields that `replaces` names and appends `fields`, which spares a map insert
+/// per field.
+pub struct Forwarding {
+    xff: HeaderValue,
+    real_ip: Option<HeaderValue>,
+    /// `None`: the trusted client's value stays.
+    proto: Option<HeaderValue>,
+    /// `None`: the trusted client's value stays; `Some(None)`: removed (no Host to copy).
+    host: Option<Option<HeaderValue>>,
+    request_id: HeaderValue,
+}
+
+impl Forwarding {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        h: &HeaderMap,
+        peer: IpAddr,
+        peer_value: &HeaderValue,
+        client: IpAddr,
+        peer_trusted: bool,
+        proto: &'static str,
+        host: Option<&HeaderValue>,
+        request_id: &HeaderValue,
+    ) -> Self {
+        // A trusted proxy's chain is kept whole (all header lines, in order) and extended.
+        let prev: Vec<&str> = if peer_trusted {
+            h.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).filter(|v| !v.is_empty()).collect()
+        } else {
+            Vec::new()
+        };
+        let xff = if prev.is_empty() {
+            peer_value.clone()
+        } else {
+            HeaderValue::from_str(&format!("{}, {peer}", prev.join(", "))).unwrap_or_else(|_| peer_value.clone())
+        };
+        let real_ip =
+            if client == peer { Some(peer_value.clone()) } else { HeaderValue::from_str(&client.to_string()).ok() };
+        let proto =
+            (!(peer_trusted && h.contains_key(&X_FORWARDED_PROTO))).then(|| HeaderValue::from_static(proto));
+        let host = (!(peer_trusted && h.contains_key(&X_FORWARDED_HOST))).then(|| host.cloned());
+        Forwarding { xff, real_ip, proto, host, request_id: request_id.clone() }
+    }
+
+    /// Sets (or removes) the fields in `h`.
+    pub fn apply(self, h: &mut HeaderMap) {
+        h.insert(&X_FORWARDED_FOR, self.xff);
+        if let Some(v) = self.real_ip {
+            h.insert(&X_REAL_IP, v);
         }
-    };
-    let real_ip = if client == peer { Ok(peer_value.clone()) } else { HeaderValue::from_str(&client.to_string()) };
-    h.insert(&X_FORWARDED_FOR, xff);
-    if let Ok(v) = real_ip {
-        h.insert(&X_REAL_IP, v);
-    }
-    if !(peer_trusted && h.contains_key(&X_FORWARDED_PROTO)) {
-        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
-    if !(peer_trusted && h.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(v) => {
-                h.insert(&X_FORWARDED_HOST, v.clone());
+        if let Some(v) = self.proto {
+            h.insert(&X_FORWARDED_PROTO, v);
+        }
+        match self.host {
+            Some(Some(v)) => {
+                h.insert(&X_FORWARDED_HOST, v);
             }
-            None => {
+            Some(None) => {
                 h.remove(&X_FORWARDED_HOST);
             }
+            None => {}
         }
+        h.insert(&X_REQUEST_ID, self.request_id);
+    }
+
+    /// Whether a client field of this name is replaced (must not be forwarded as sent).
+    pub fn replaces(&self, name: &HeaderName) -> bool {
+        // Every name here starts with "x-": most fields are ruled out by two bytes.
+        let n = name.as_str().as_bytes();
+        if n.len() < 9 || n[0] != b'x' || n[1] != b'-' {
+            return false;
+        }
+        *name == X_FORWARDED_FOR
+            || *name == X_REQUEST_ID
+            || (*name == X_REAL_IP && self.real_ip.is_some())
+            || (*name == X_FORWARDED_PROTO && self.proto.is_some())
+            || (*name == X_FORWARDED_HOST && self.host.is_some())
+    }
+
+    /// The fields to send, in order.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static HeaderName, &HeaderValue)> {
+        [
+            Some((&X_FORWARDED_FOR, &self.xff)),
+            self.real_ip.as_ref().map(|v| (&X_REAL_IP, v)),
+            self.proto.as_ref().map(|v| (&X_FORWARDED_PROTO, v)),
+            self.host.as_ref().and_then(|h| h.as_ref()).map(|v| (&X_FORWARDED_HOST, v)),
+            Some((&X_REQUEST_ID, &self.request_id)),
+        ]
+        .into_iter()
+        .flatten()
     }
 }
 
@@ -260,6 +317,39 @@ mod tests {
         assert_eq!(client_ip(peer, &h, &trusted), "203.0.113.9".parse::<IpAddr>().expect("ip"));
         let untrusted: IpAddr = "198.51.100.1".parse().expect("ip");
         assert_eq!(client_ip(untrusted, &h, &trusted), untrusted);
+    }
+
+    #[test]
+    fn forwarding_replaces_untrusted_values() {
+        let h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("x-real-ip", "1.2.3.4")]);
+        let peer: IpAddr = "198.51.100.1".parse().expect("ip");
+        let pv = HeaderValue::from_static("198.51.100.1");
+        let rid = HeaderValue::from_static("r1");
+        let host = HeaderValue::from_static("example.test");
+        let f = Forwarding::new(&h, peer, &pv, peer, false, "http", Some(&host), &rid);
+        assert!(f.replaces(&X_FORWARDED_FOR) && f.replaces(&X_FORWARDED_PROTO) && f.replaces(&X_REAL_IP));
+        assert!(!f.replaces(&header::HOST));
+        let sent: Vec<(String, String)> =
+            f.fields().map(|(k, v)| (k.to_string(), v.to_str().expect("ascii").to_string())).collect();
+        let mut applied = h.clone();
+        f.apply(&mut applied);
+        // Both ways give the same fields.
+        assert_eq!(applied.len(), sent.len());
+        for (k, v) in &sent {
+            assert_eq!(applied.get_all(k.as_str()).iter().collect::<Vec<_>>(), [v.as_str()]);
+        }
+        assert_eq!(applied["x-forwarded-proto"], "http");
+        assert_eq!(applied["x-forwarded-host"], "example.test");
+
+        // A trusted proxy's chain is extended and its proto kept.
+        let trusted: IpAddr = "10.0.0.1".parse().expect("ip");
+        let f = Forwarding::new(&h, trusted, &HeaderValue::from_static("10.0.0.1"), trusted, true, "http", None, &rid);
+        assert!(!f.replaces(&X_FORWARDED_PROTO));
+        let mut applied = h.clone();
+        f.apply(&mut applied);
+        assert_eq!(applied["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
+        assert_eq!(applied["x-forwarded-proto"], "https");
+        assert!(!applied.contains_key("x-forwarded-host"));
     }
 
     #[test]

@@ -306,9 +306,20 @@ async fn proxy(
         headers.insert(header::HOST, v);
     }
     let host_value = headers.get(header::HOST).cloned();
-    hdr::set_forwarded(headers, peer, &conn.peer_value, client, peer_trusted, conn.proto, host_value.as_ref());
-    headers.insert(&hdr::X_REQUEST_ID, rid.clone());
-    hdr::apply_rules(headers, &opts.request_headers);
+    let forwarding =
+        hdr::Forwarding::new(headers, peer, &conn.peer_value, client, peer_trusted, conn.proto, host_value.as_ref(), rid);
+    // The forwarding fields go into the map now when something reads the map after them
+    // (header rules, hashing on a header); otherwise they wait: the inline client writes
+    // them straight into the request head.
+    let hashes_header = group.config.balance.algorithm == gatehouse_config::Algorithm::ConsistentHash
+        && matches!(group.config.balance.hash_key, HashKey::Header(_));
+    let mut forwarding = if opts.request_headers.is_empty() && !hashes_header {
+        Some(forwarding)
+    } else {
+        forwarding.apply(headers);
+        hdr::apply_rules(headers, &opts.request_headers);
+        None
+    };
 
     // The common case forwards the client's origin-form URI untouched; only a changed path
     // (normalised, stripped, rewritten) or an absolute-form URI costs a new string.
@@ -368,6 +379,11 @@ async fn proxy(
     let active = ActiveGuard::new(&backend);
 
     let backend_label = || backend.backend.url();
+    if !matches!(conn_out, Conn::Raw(_))
+        && let Some(f) = forwarding.take()
+    {
+        f.apply(&mut parts.headers);
+    }
     let (response, pooled) = match conn_out {
         Conn::Raw(raw) => {
             // Plain HTTP/1.1: the inline client sends, waits (read timeout counted from the
@@ -377,7 +393,7 @@ async fn proxy(
                 parts.uri = Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?;
             }
             let req = Request::from_parts(parts, body);
-            let resp = crate::upstream::h1::send(raw, req, opts.read_timeout, opts.max_response_body, active)
+            let resp = crate::upstream::h1::send(raw, req, forwarding, opts.read_timeout, opts.max_response_body, active)
                 .await
                 .map_err(|e| raw_error(e, backend_label()))?;
             return finish_response(resp, opts, &backend_label, false);

@@ -29,11 +29,12 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::{ConnInfo, handle};
 use crate::body::{Inbound, Outgoing};
 use crate::state::RuntimeState;
+use crate::timer::Deadline;
 
 /// Most header fields a request head may have here (hyper's limit was 100).
 const MAX_HEADERS: usize = 256;
@@ -74,6 +75,8 @@ where
 {
     let mut buf = BytesMut::with_capacity(4096);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
+    // Reused for every request's parsed fields.
+    let mut spare = Vec::new();
     let mut timer = Deadline::new(Instant::now() + cfg.header_read);
     let mut first = true;
     loop {
@@ -88,7 +91,7 @@ where
                         return Outcome::HandOff { io, read: buf.freeze(), h2: true };
                     }
                 } else {
-                    match parse(&buf) {
+                    match parse(&buf, &mut spare) {
                         Ok(Some(head)) => break head,
                         Ok(None) if buf.len() >= cfg.max_head => {
                             reject(&mut io, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
@@ -122,7 +125,7 @@ where
         }
 
         let raw = buf.split_to(head.len).freeze();
-        let (req, wants) = match head.into_request(&raw) {
+        let (req, wants) = match head.into_request(&raw, &mut spare) {
             Ok(r) => r,
             Err(status) => {
                 reject(&mut io, status).await;
@@ -158,6 +161,9 @@ struct Wants {
     trailers: bool,
 }
 
+/// A header field: its name and where its value sits in the head.
+type Field = (HeaderName, (usize, usize));
+
 /// A parsed request head. Values are kept as ranges into the buffer so they can become
 /// slices of one shared `Bytes` instead of copies.
 struct Head {
@@ -165,7 +171,7 @@ struct Head {
     method: Method,
     path: (usize, usize),
     version: Version,
-    fields: Vec<(HeaderName, (usize, usize))>,
+    fields: Vec<Field>,
     keep_alive: bool,
     trailers: bool,
     /// The request needs hyper (body, upgrade, `Expect`).
@@ -174,7 +180,7 @@ struct Head {
 
 /// Parses a request head: `Ok(None)` while incomplete; `Err(status)` for heads that must be
 /// refused (malformed, ambiguous framing, too many fields).
-fn parse(buf: &[u8]) -> Result<Option<Head>, StatusCode> {
+fn parse(buf: &[u8], spare: &mut Vec<Field>) -> Result<Option<Head>, StatusCode> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut slots) {
@@ -196,7 +202,7 @@ fn parse(buf: &[u8]) -> Result<Option<Head>, StatusCode> {
         method,
         path,
         version,
-        fields: Vec::with_capacity(req.headers.len()),
+        fields: std::mem::take(spare),
         keep_alive: version == Version::HTTP_11,
         trailers: false,
         hand_off: false,
@@ -248,14 +254,16 @@ fn parse(buf: &[u8]) -> Result<Option<Head>, StatusCode> {
 }
 
 impl Head {
-    fn into_request(self, raw: &Bytes) -> Result<(Request<Inbound>, Wants), StatusCode> {
+    /// Builds the request; hands the emptied field list back for the next request.
+    fn into_request(mut self, raw: &Bytes, spare: &mut Vec<Field>) -> Result<(Request<Inbound>, Wants), StatusCode> {
         let uri = Uri::from_maybe_shared(raw.slice(self.path.0..self.path.1)).map_err(|_| StatusCode::BAD_REQUEST)?;
         // Room for the forwarding headers the proxy adds, so the map is not grown per request.
         let mut headers = HeaderMap::with_capacity(self.fields.len() + 8);
-        for (name, (start, end)) in self.fields {
+        for (name, (start, end)) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(raw.slice(start..end)).map_err(|_| StatusCode::BAD_REQUEST)?;
             headers.append(name, value);
         }
+        *spare = self.fields;
         let wants = Wants {
             head: self.method == Method::HEAD,
             version: self.version,
@@ -468,7 +476,7 @@ enum Framing {
     Close,
 }
 
-fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -552,43 +560,6 @@ async fn reject<S: AsyncWrite + Unpin>(io: &mut S, status: StatusCode) {
     }
 }
 
-/// One connection timer with a movable deadline. Moving the deadline later costs nothing;
-/// the sleep is re-armed only when it fires before the current deadline.
-struct Deadline {
-    at: Instant,
-    sleep: Option<Pin<Box<Sleep>>>,
-}
-
-impl Deadline {
-    fn new(at: Instant) -> Self {
-        Deadline { at, sleep: None }
-    }
-
-    fn set(&mut self, at: Instant) {
-        self.at = at;
-        if let Some(s) = &mut self.sleep
-            && s.deadline() > at
-        {
-            s.as_mut().reset(at);
-        }
-    }
-
-    /// Registers for wake-up at the deadline; true once it has passed.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let at = self.at;
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        loop {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            if sleep.deadline() >= at {
-                return true;
-            }
-            sleep.as_mut().reset(at);
-        }
-    }
-}
-
 /// A stream that first yields bytes already read from it, so hyper can take over a
 /// connection mid-way.
 pub struct Rewind<S> {
@@ -645,7 +616,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str) -> Result<Option<Head>, StatusCode> {
-        parse(raw.as_bytes())
+        parse(raw.as_bytes(), &mut Vec::new())
     }
 
     #[test]
@@ -654,7 +625,9 @@ mod tests {
         assert_eq!(h.method, Method::GET);
         assert!(h.keep_alive && h.trailers && !h.hand_off);
         let raw = Bytes::from_static(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n");
-        let (req, _) = h.into_request(&raw).expect("request");
+        let mut spare = Vec::new();
+        let (req, _) = h.into_request(&raw, &mut spare).expect("request");
+        assert!(spare.is_empty() && spare.capacity() >= 2);
         assert_eq!(req.uri().path(), "/a");
         assert_eq!(req.headers()["host"], "x");
         assert!(head("GET / HTTP/1.1\r\nHost: x\r\n").expect("valid").is_none());

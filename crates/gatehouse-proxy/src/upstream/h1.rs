@@ -24,10 +24,12 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
 
 use super::ActiveGuard;
 use super::pool::Key;
-use crate::body::{BoxError, Budget, IdleTimer, Outgoing};
+use crate::body::{BoxError, Budget, Outgoing};
+use crate::timer::{Deadline, IdleTimer};
 use crate::error::BodyError;
 use crate::http::header as hdr;
 
@@ -91,6 +93,12 @@ pub struct Conn {
     pub max_idle: usize,
     /// Held while the connection exists (`pool.max_connections_per_host`).
     pub _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The response-head timeout, kept with the connection so a request does not register
+    /// a new timer.
+    pub timer: Deadline,
+    /// Reused buffers: the request head being written, the response fields being parsed.
+    pub out: Vec<u8>,
+    pub fields: Vec<(HeaderName, std::ops::Range<usize>)>,
 }
 
 /// Sends `req` and reads the response head, with hop-by-hop fields already removed. The body is read by the returned `Response`'s
@@ -98,6 +106,7 @@ pub struct Conn {
 pub async fn send(
     mut conn: Conn,
     req: Request<Outgoing>,
+    forwarding: Option<hdr::Forwarding>,
     read_timeout: Duration,
     limit: Option<u64>,
     active: ActiveGuard,
@@ -108,16 +117,24 @@ pub async fn send(
     let empty = body.is_end_stream();
     let chunked = !empty && !has_length;
 
-    let mut head = Vec::with_capacity(256 + parts.headers.len() * 32);
+    let mut head = std::mem::take(&mut conn.out);
+    head.clear();
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+    match &forwarding {
+        None => write_headers(&mut head, &parts.headers),
+        Some(f) => {
+            for (name, value) in &parts.headers {
+                if !f.replaces(name) {
+                    write_field(&mut head, name, value);
+                }
+            }
+            for (name, value) in f.fields() {
+                write_field(&mut head, name, value);
+            }
+        }
     }
     if chunked {
         head.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -129,6 +146,7 @@ pub async fn send(
     // the read timeout.
     let stall = read_timeout;
     write(&mut conn.stream, &head, stall).await?;
+    conn.out = head;
 
     if !empty {
         let mut trailers_sent = false;
@@ -161,9 +179,8 @@ pub async fn send(
         }
     }
 
-    let (resp, framing, keep_alive) = tokio::time::timeout(read_timeout, read_head(&mut conn, head_only))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "backend did not answer in time"))??;
+    conn.timer.set(Instant::now() + read_timeout);
+    let (resp, framing, keep_alive) = read_head(&mut conn, head_only).await?;
     let body = RawBody {
         conn: Some(conn),
         framing,
@@ -201,11 +218,12 @@ async fn write(stream: &mut Stream, mut data: &[u8], limit: Duration) -> io::Res
 
 fn write_headers(out: &mut Vec<u8>, h: &HeaderMap) {
     for (name, value) in h {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, name, value);
     }
+}
+
+fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    crate::http::server::put_field(out, name.as_str().as_bytes(), value.as_bytes());
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -226,7 +244,7 @@ enum Chunk {
 
 async fn read_head(conn: &mut Conn, head_only: bool) -> io::Result<(Response<()>, Framing, bool)> {
     loop {
-        if let Some(head) = parse_head(&mut conn.buf, head_only)? {
+        if let Some(head) = parse_head(&mut conn.buf, &mut conn.fields, head_only)? {
             return Ok(head);
         }
         if conn.buf.len() >= MAX_HEAD {
@@ -238,7 +256,11 @@ async fn read_head(conn: &mut Conn, head_only: bool) -> io::Result<(Response<()>
 
 /// Parses a buffered response head (skipping 1xx answers). Header values become slices of
 /// the head's bytes rather than copies; framing and keep-alive are read off the raw fields.
-fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Option<(Response<()>, Framing, bool)>> {
+fn parse_head(
+    buf: &mut BytesMut,
+    fields: &mut Vec<(HeaderName, std::ops::Range<usize>)>,
+    head_only: bool,
+) -> io::Result<Option<(Response<()>, Framing, bool)>> {
     loop {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut []);
@@ -259,7 +281,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Option<(Respons
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
         let base = buf.as_ptr() as usize;
         let mut facts = Facts::default();
-        let mut fields = Vec::with_capacity(parsed.headers.len());
+        fields.clear();
         let mut connection = None;
         for h in parsed.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(io::Error::other)?;
@@ -278,7 +300,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Option<(Respons
         }
         let head = buf.split_to(len).freeze();
         let mut map = HeaderMap::with_capacity(fields.len() + 4);
-        for (name, range) in fields {
+        for (name, range) in fields.drain(..) {
             map.append(name, HeaderValue::from_maybe_shared(head.slice(range)).map_err(io::Error::other)?);
         }
         if let Some(range) = connection {
@@ -294,9 +316,18 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Option<(Respons
     }
 }
 
+/// Reads more of the response head, within the connection's deadline.
 async fn read_more(conn: &mut Conn) -> io::Result<()> {
     conn.buf.reserve(8 * 1024);
-    let n = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf).await?;
+    let n = std::future::poll_fn(|cx| {
+        match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf) {
+            Poll::Pending if conn.timer.poll_expired(cx) => {
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "backend did not answer in time")))
+            }
+            other => other,
+        }
+    })
+    .await?;
     if n == 0 {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed the connection"));
     }
@@ -575,7 +606,7 @@ mod tests {
 
     fn head(raw: &str, head_only: bool) -> io::Result<(Response<()>, Framing, bool)> {
         let mut buf = BytesMut::from(raw.as_bytes());
-        parse_head(&mut buf, head_only).map(|h| h.expect("complete head"))
+        parse_head(&mut buf, &mut Vec::new(), head_only).map(|h| h.expect("complete head"))
     }
 
     #[test]

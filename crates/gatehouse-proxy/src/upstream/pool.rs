@@ -168,6 +168,9 @@ pub async fn checkout(
             key: key.clone(),
             max_idle: settings.max_idle_per_host,
             _permit: permit,
+            timer: crate::timer::Deadline::new(tokio::time::Instant::now()),
+            out: Vec::new(),
+            fields: Vec::new(),
         }),
         Handshaken::H2(tx) => {
             SHARED_H2.with(|m| m.borrow_mut().insert(key.clone(), tx.clone()));
