@@ -62,7 +62,8 @@ pub async fn handle(state: Arc<RuntimeState>, conn: &ConnInfo, req: Request<Inbo
     let host = request_host(&uri, host_header.as_ref()).unwrap_or(Cow::Borrowed(""));
     let mut upstream: Option<Arc<BackendState>> = None;
 
-    let mut resp = match serve(&state, conn, req, &host, &rid, &mut upstream).await {
+    let meta = Meta { host: &host, host_header: host_header.as_ref(), rid: &rid };
+    let mut resp = match serve(&state, conn, req, &meta, &mut upstream).await {
         Ok(r) => r,
         Err(e) => {
             if e.status().is_server_error() {
@@ -134,27 +135,33 @@ fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Optio
     }
 }
 
+/// What `handle` has already worked out about the request.
+struct Meta<'a> {
+    /// Routing host: lower-case, no port.
+    host: &'a str,
+    host_header: Option<&'a HeaderValue>,
+    rid: &'a HeaderValue,
+}
+
 async fn serve(
     state: &RuntimeState,
     conn: &ConnInfo,
     req: Request<Inbound>,
-    host: &str,
-    rid: &HeaderValue,
+    meta: &Meta<'_>,
     upstream: &mut Option<Arc<BackendState>>,
 ) -> Result<Response<Outgoing>, ProxyError> {
     let h = req.headers();
-    // RFC 9112 §6.1: a message with both is a smuggling attempt until proven otherwise.
-    if req.version() <= Version::HTTP_11
-        && h.contains_key(header::TRANSFER_ENCODING)
-        && h.contains_key(header::CONTENT_LENGTH)
-    {
-        return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
+    let host = meta.host;
+    if req.version() <= Version::HTTP_11 && h.contains_key(header::TRANSFER_ENCODING) {
+        // RFC 9112 §6.1: a message with both is a smuggling attempt until proven otherwise.
+        // (hyper drops Content-Length when Transfer-Encoding is present; the raw-byte
+        // scanner saw both then.)
+        if h.contains_key(header::CONTENT_LENGTH) || (req.version() == Version::HTTP_11 && conn.framing.take_conflict())
+        {
+            return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
+        }
     }
-    // hyper drops Content-Length when Transfer-Encoding is present; the scanner saw both.
-    if req.version() == Version::HTTP_11 && h.contains_key(header::TRANSFER_ENCODING) && conn.framing.take_conflict() {
-        return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
-    }
-    if req.version() == Version::HTTP_11 && !h.contains_key(header::HOST) && req.uri().authority().is_none() {
+    if req.version() == Version::HTTP_11 && meta.host_header.is_none() && req.uri().authority().is_none() {
         return Err(ProxyError::BadRequest("missing Host header"));
     }
     // RFC 9110 §15.5.20: a request for a host that this connection's certificate does not
@@ -212,7 +219,7 @@ async fn serve(
                 return Err(ProxyError::NoRoute);
             };
             let target_path = target_path.into_owned();
-            proxy(state, conn, route, group, req, &target_path, rid, upstream).await?
+            proxy(state, conn, route, group, req, &target_path, meta, upstream).await?
         }
     };
     hdr::apply_rules(resp.headers_mut(), &opts.response_headers);
@@ -283,7 +290,7 @@ async fn proxy(
     group: &Arc<Group>,
     mut req: Request<Inbound>,
     path: &str,
-    rid: &HeaderValue,
+    meta: &Meta<'_>,
     upstream: &mut Option<Arc<BackendState>>,
 ) -> Result<Response<Outgoing>, ProxyError> {
     let opts = &route.route.options;
@@ -299,15 +306,25 @@ async fn proxy(
 
     let headers = &mut parts.headers;
     hdr::strip_hop_by_hop(headers, upgrade);
-    if !headers.contains_key(header::HOST)
+    // HTTP/2 and HTTP/3 carry the host in the URI; HTTP/1.1 backends need it as a field.
+    let mut host_value = meta.host_header.cloned();
+    if host_value.is_none()
         && let Some(a) = &authority
         && let Ok(v) = HeaderValue::from_str(a)
     {
-        headers.insert(header::HOST, v);
+        headers.insert(header::HOST, v.clone());
+        host_value = Some(v);
     }
-    let host_value = headers.get(header::HOST).cloned();
-    let forwarding =
-        hdr::Forwarding::new(headers, peer, &conn.peer_value, client, peer_trusted, conn.proto, host_value.as_ref(), rid);
+    let forwarding = hdr::Forwarding::new(
+        headers,
+        peer,
+        &conn.peer_value,
+        client,
+        peer_trusted,
+        conn.proto,
+        host_value.as_ref(),
+        meta.rid,
+    );
     // The forwarding fields go into the map now when something reads the map after them
     // (header rules, hashing on a header); otherwise they wait: the inline client writes
     // them straight into the request head.

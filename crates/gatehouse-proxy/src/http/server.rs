@@ -24,13 +24,14 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::header::maps;
 use super::{ConnInfo, handle};
 use crate::body::{Inbound, Outgoing};
 use crate::state::RuntimeState;
@@ -68,7 +69,7 @@ pub async fn serve<S>(
     info: &ConnInfo,
     shared: &ArcSwap<RuntimeState>,
     cfg: &Settings,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Outcome<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -79,6 +80,10 @@ where
     let mut spare = Vec::new();
     let mut timer = Deadline::new(Instant::now() + cfg.header_read);
     let mut first = true;
+    // One wait for the shutdown signal serves the whole connection (a fresh one per
+    // request would register and unregister a waiter each time).
+    let mut watcher = stop.clone();
+    let mut stopping = std::pin::pin!(watcher.changed());
     loop {
         // Wait for a complete request head.
         let mut head_started = !buf.is_empty() || first;
@@ -110,7 +115,7 @@ where
                     timer.set(Instant::now() + cfg.header_read);
                 }
             }
-            match read_some(&mut io, &mut buf, &mut timer, &mut stop).await {
+            match read_some(&mut io, &mut buf, &mut timer, stopping.as_mut()).await {
                 Read::Data => {}
                 Read::Timeout if head_started && !buf.is_empty() => {
                     reject(&mut io, StatusCode::REQUEST_TIMEOUT).await;
@@ -258,7 +263,7 @@ impl Head {
     fn into_request(mut self, raw: &Bytes, spare: &mut Vec<Field>) -> Result<(Request<Inbound>, Wants), StatusCode> {
         let uri = Uri::from_maybe_shared(raw.slice(self.path.0..self.path.1)).map_err(|_| StatusCode::BAD_REQUEST)?;
         // Room for the forwarding headers the proxy adds, so the map is not grown per request.
-        let mut headers = HeaderMap::with_capacity(self.fields.len() + 8);
+        let mut headers = maps::take(self.fields.len() + 8);
         for (name, (start, end)) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(raw.slice(start..end)).map_err(|_| StatusCode::BAD_REQUEST)?;
             headers.append(name, value);
@@ -288,20 +293,20 @@ enum Read {
 
 /// Reads what is available. The timer and the shutdown signal are only looked at when the
 /// socket has nothing yet.
-async fn read_some<S: AsyncRead + Unpin>(
+/// `stopping` resolves on shutdown; it must not be polled again once it has.
+async fn read_some<S: AsyncRead + Unpin, F: Future>(
     io: &mut S,
     buf: &mut BytesMut,
     timer: &mut Deadline,
-    stop: &mut watch::Receiver<bool>,
+    mut stopping: Pin<&mut F>,
 ) -> Read {
-    let mut changed = std::pin::pin!(stop.changed());
     poll_fn(|cx| {
         buf.reserve(4096);
         match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Read::Closed),
             Poll::Ready(Ok(_)) => Poll::Ready(Read::Data),
             Poll::Pending => {
-                if changed.as_mut().poll(cx).is_ready() {
+                if stopping.as_mut().poll(cx).is_ready() {
                     Poll::Ready(Read::Stop)
                 } else if timer.poll_expired(cx) {
                     Poll::Ready(Read::Timeout)
@@ -381,6 +386,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    maps::give(parts.headers);
     if bodiless {
         write_all(io, out, timer).await?;
         flush(io, timer).await?;
@@ -477,6 +483,7 @@ enum Framing {
 }
 
 pub(crate) fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

@@ -113,8 +113,10 @@ pub async fn send(
 ) -> Result<Response<Outgoing>, io::Error> {
     let (parts, mut body) = req.into_parts();
     let head_only = parts.method == Method::HEAD;
-    let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
     let empty = body.is_end_stream();
+    // Only a body, or a bodiless request of a method that normally has one, needs to know.
+    let has_length = (!empty || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH))
+        && parts.headers.contains_key(header::CONTENT_LENGTH);
     let chunked = !empty && !has_length;
 
     let mut head = std::mem::take(&mut conn.out);
@@ -142,6 +144,7 @@ pub async fn send(
         head.extend_from_slice(b"content-length: 0\r\n");
     }
     head.extend_from_slice(b"\r\n");
+    hdr::maps::give(parts.headers);
     // A backend that stops reading must not hold the request forever: every write gets
     // the read timeout.
     let stall = read_timeout;
@@ -299,7 +302,7 @@ fn parse_head(
             fields.push((name, range));
         }
         let head = buf.split_to(len).freeze();
-        let mut map = HeaderMap::with_capacity(fields.len() + 4);
+        let mut map = hdr::maps::take(fields.len() + 4);
         for (name, range) in fields.drain(..) {
             map.append(name, HeaderValue::from_maybe_shared(head.slice(range)).map_err(io::Error::other)?);
         }
