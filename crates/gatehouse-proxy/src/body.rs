@@ -137,7 +137,6 @@ impl Budget {
     }
 }
 
-
 /// A backend's response body: enforces the read timeout between chunks and the response
 /// size limit, and hands the connection back to the pool once the body has ended cleanly.
 pub struct UpstreamBody {

@@ -232,8 +232,7 @@ impl Forwarding {
         };
         let real_ip =
             if client == peer { Some(peer_value.clone()) } else { HeaderValue::from_str(&client.to_string()).ok() };
-        let proto =
-            (!(peer_trusted && h.contains_key(&X_FORWARDED_PROTO))).then(|| HeaderValue::from_static(proto));
+        let proto = (!(peer_trusted && h.contains_key(&X_FORWARDED_PROTO))).then(|| HeaderValue::from_static(proto));
         let host = (!(peer_trusted && h.contains_key(&X_FORWARDED_HOST))).then(|| host.cloned());
         Forwarding { xff, real_ip, proto, host, request_id: request_id.clone() }
     }

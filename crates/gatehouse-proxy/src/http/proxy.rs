@@ -213,7 +213,10 @@ async fn serve(
             }
             r
         }
-        Action::Static(dir) => crate::file::serve(dir, &target_path, &path, req.method(), req.headers()).await,
+        // Boxed so the proxy path's future does not carry the file server's size.
+        Action::Static(dir) => {
+            Box::pin(crate::file::serve(dir, &target_path, &path, req.method(), req.headers())).await
+        }
         Action::Proxy(_) => {
             let Some(group) = &route.group else {
                 return Err(ProxyError::NoRoute);
@@ -410,9 +413,10 @@ async fn proxy(
                 parts.uri = Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?;
             }
             let req = Request::from_parts(parts, body);
-            let resp = crate::upstream::h1::send(raw, req, forwarding, opts.read_timeout, opts.max_response_body, active)
-                .await
-                .map_err(|e| raw_error(e, backend_label()))?;
+            let resp =
+                crate::upstream::h1::send(raw, req, forwarding, opts.read_timeout, opts.max_response_body, active)
+                    .await
+                    .map_err(|e| raw_error(e, backend_label()))?;
             return finish_response(resp, opts, &backend_label, false);
         }
         Conn::H1(mut pooled) => {
@@ -421,8 +425,13 @@ async fn proxy(
                 parts.uri = Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?;
             }
             let req = Request::from_parts(parts, body);
-            let sent =
-                with_read_timeout(opts.read_timeout, sent_at, progress.as_deref(), pooled.tx.send_request(req)).await;
+            let sent = Box::pin(with_read_timeout(
+                opts.read_timeout,
+                sent_at,
+                progress.as_deref(),
+                pooled.tx.send_request(req),
+            ))
+            .await;
             (sent, Some(pooled))
         }
         Conn::H2(mut tx) => {
@@ -435,7 +444,8 @@ async fn proxy(
             parts.uri = Uri::try_from(format!("{}://{host}{pq}", if backend.backend.tls { "https" } else { "http" }))
                 .map_err(|_| ProxyError::BadRequest("invalid path"))?;
             let req = Request::from_parts(parts, body);
-            (with_read_timeout(opts.read_timeout, sent_at, progress.as_deref(), tx.send_request(req)).await, None)
+            let sent = with_read_timeout(opts.read_timeout, sent_at, progress.as_deref(), tx.send_request(req));
+            (Box::pin(sent).await, None)
         }
     };
     let mut response = match response {
@@ -518,7 +528,8 @@ fn raw_error(e: std::io::Error, backend: String) -> ProxyError {
     }
 }
 
-/// Waits for the response head. The read timeout counts from the end of the request body:
+/// Waits for the response head. (Callers box this future: hyper's paths are not the hot
+/// one, and inline they would make every request's future larger.) The read timeout counts from the end of the request body:
 /// while the client is still uploading, the write timeout (inside the body) governs.
 async fn with_read_timeout<F: std::future::Future>(
     limit: Duration,

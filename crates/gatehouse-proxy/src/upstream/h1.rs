@@ -29,9 +29,9 @@ use tokio::time::Instant;
 use super::ActiveGuard;
 use super::pool::Key;
 use crate::body::{BoxError, Budget, Outgoing};
-use crate::timer::{Deadline, IdleTimer};
 use crate::error::BodyError;
 use crate::http::header as hdr;
+use crate::timer::{Deadline, IdleTimer};
 
 /// Largest response head accepted from a backend.
 const MAX_HEAD: usize = 64 * 1024;
@@ -267,11 +267,12 @@ fn parse_head(
     loop {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut []);
-        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(io::Error::other(format!("invalid response from backend: {e}"))),
-        };
+        let len =
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(e) => return Err(io::Error::other(format!("invalid response from backend: {e}"))),
+            };
         let status = StatusCode::from_u16(parsed.code.unwrap_or(502)).map_err(io::Error::other)?;
         if status.is_informational() {
             // 100 Continue and friends: not forwarded; the final answer follows.
@@ -322,15 +323,14 @@ fn parse_head(
 /// Reads more of the response head, within the connection's deadline.
 async fn read_more(conn: &mut Conn) -> io::Result<()> {
     conn.buf.reserve(8 * 1024);
-    let n = std::future::poll_fn(|cx| {
-        match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf) {
+    let n =
+        std::future::poll_fn(|cx| match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf) {
             Poll::Pending if conn.timer.poll_expired(cx) => {
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "backend did not answer in time")))
             }
             other => other,
-        }
-    })
-    .await?;
+        })
+        .await?;
     if n == 0 {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed the connection"));
     }

@@ -153,7 +153,9 @@ pub async fn checkout(
             }
         }
     };
-    let conn = match tokio::time::timeout(connect_timeout, connect).await {
+    // Boxed: connecting (TCP, TLS, hyper's handshake) needs a large future, and keeping it
+    // inline would make every request's future that large, pooled or not.
+    let conn = match tokio::time::timeout(connect_timeout, Box::pin(connect)).await {
         Err(_) => return Err(ProxyError::ConnectTimeout { backend: name() }),
         Ok(Err(e)) => {
             return Err(ProxyError::Connect { backend: name(), reason: e.to_string() });
