@@ -131,7 +131,7 @@ async fn request(resolver: Resolving, info: ConnInfo, shared: Arc<ArcSwap<Runtim
             Inbound::Other(http_body_util::StreamBody::new(all).boxed_unsync())
         }
     };
-    let resp = handle(shared.load_full(), &info, req.map(|()| body)).await;
+    let resp = handle(&shared.load_full(), &info, req.map(|()| body)).await;
     let (parts, mut body): (_, Outgoing) = resp.into_parts();
     send.send_response(Response::from_parts(parts, ())).await?;
     while let Some(frame) = body.frame().await {

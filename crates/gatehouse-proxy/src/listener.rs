@@ -278,7 +278,7 @@ async fn serve<S>(
     let svc = service_fn(move |req| {
         let state = shared.load_full();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(handle(state, &info, req.map(Inbound::Hyper)).await) }
+        async move { Ok::<_, Infallible>(handle(&state, &info, req.map(Inbound::Hyper)).await) }
     });
     let result = if h2 {
         let io = TokioIo::new(server::Rewind::new(io, read));

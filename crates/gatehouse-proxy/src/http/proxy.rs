@@ -50,7 +50,7 @@ pub struct TlsInfo {
 }
 
 /// Serves one request. Never fails: errors are answered with their status code.
-pub async fn handle(state: Arc<RuntimeState>, conn: &ConnInfo, req: Request<Inbound>) -> Response<Outgoing> {
+pub async fn handle(state: &RuntimeState, conn: &ConnInfo, req: Request<Inbound>) -> Response<Outgoing> {
     // Only pay for the access log's clock read when the log is on.
     let started = tracing::enabled!(target: "access", tracing::Level::INFO).then(Instant::now);
     let rid = hdr::request_id(req.headers());
@@ -60,10 +60,10 @@ pub async fn handle(state: Arc<RuntimeState>, conn: &ConnInfo, req: Request<Inbo
     let uri = req.uri().clone();
     let host_header = req.headers().get(header::HOST).cloned();
     let host = request_host(&uri, host_header.as_ref()).unwrap_or(Cow::Borrowed(""));
-    let mut upstream: Option<Arc<BackendState>> = None;
+    let mut upstream: Option<&Arc<BackendState>> = None;
 
     let meta = Meta { host: &host, host_header: host_header.as_ref(), rid: &rid };
-    let mut resp = match serve(&state, conn, req, &meta, &mut upstream).await {
+    let mut resp = match serve(state, conn, req, &meta, &mut upstream).await {
         Ok(r) => r,
         Err(e) => {
             if e.status().is_server_error() {
@@ -143,12 +143,12 @@ struct Meta<'a> {
     rid: &'a HeaderValue,
 }
 
-async fn serve(
-    state: &RuntimeState,
+async fn serve<'s>(
+    state: &'s RuntimeState,
     conn: &ConnInfo,
     req: Request<Inbound>,
     meta: &Meta<'_>,
-    upstream: &mut Option<Arc<BackendState>>,
+    upstream: &mut Option<&'s Arc<BackendState>>,
 ) -> Result<Response<Outgoing>, ProxyError> {
     let h = req.headers();
     let host = meta.host;
@@ -286,15 +286,15 @@ fn rewrite_path<'a>(route: &Compiled, path: &'a str) -> Cow<'a, str> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn proxy(
+async fn proxy<'s>(
     state: &RuntimeState,
     conn: &ConnInfo,
     route: &Compiled,
-    group: &Arc<Group>,
+    group: &'s Arc<Group>,
     mut req: Request<Inbound>,
     path: &str,
     meta: &Meta<'_>,
-    upstream: &mut Option<Arc<BackendState>>,
+    upstream: &mut Option<&'s Arc<BackendState>>,
 ) -> Result<Response<Outgoing>, ProxyError> {
     let opts = &route.route.options;
     let upgrade = req.version() == Version::HTTP_11 && hdr::wants_upgrade(req.headers());
@@ -383,7 +383,7 @@ async fn proxy(
         let key = pool::Key { target: target.clone(), tls: group.tls_profile };
         match pool::checkout(backend, &key, &group.config.pool, opts.connect_timeout, upgrade, tls).await {
             Ok(c) => {
-                chosen = Some((backend.clone(), c));
+                chosen = Some((backend, c));
                 break;
             }
             Err(e) => {
@@ -395,8 +395,8 @@ async fn proxy(
     let Some((backend, conn_out)) = chosen else {
         return Err(last_err);
     };
-    *upstream = Some(backend.clone());
-    let active = ActiveGuard::new(&backend);
+    *upstream = Some(backend);
+    let active = ActiveGuard::new(backend);
 
     let backend_label = || backend.backend.url();
     if !matches!(conn_out, Conn::Raw(_))
@@ -413,10 +413,16 @@ async fn proxy(
                 parts.uri = Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?;
             }
             let req = Request::from_parts(parts, body);
-            let resp =
-                crate::upstream::h1::send(raw, req, forwarding, opts.read_timeout, opts.max_response_body, active)
-                    .await
-                    .map_err(|e| raw_error(e, backend_label()))?;
+            let resp = crate::upstream::h1::send(
+                raw,
+                req,
+                forwarding,
+                (sent_at, opts.read_timeout),
+                opts.max_response_body,
+                active,
+            )
+            .await
+            .map_err(|e| raw_error(e, backend_label()))?;
             return finish_response(resp, opts, &backend_label, false);
         }
         Conn::H1(mut pooled) => {

@@ -80,6 +80,8 @@ where
     let mut spare = Vec::new();
     let mut timer = Deadline::new(Instant::now() + cfg.header_read);
     let mut first = true;
+    // The live configuration, re-read only when a reload has swapped it.
+    let mut state = arc_swap::Cache::new(shared);
     // One wait for the shutdown signal serves the whole connection (a fresh one per
     // request would register and unregister a waiter each time).
     let mut watcher = stop.clone();
@@ -137,12 +139,12 @@ where
                 return Outcome::Closed;
             }
         };
-        let state = shared.load_full();
-        let resp = handle(state, info, req).await;
+        let resp = handle(state.load(), info, req).await;
         drop(raw);
 
         let keep_alive = wants.keep_alive && !*stop.borrow();
-        timer.set(Instant::now() + cfg.send);
+        let now = Instant::now();
+        timer.set(now + cfg.send);
         match write_response(&mut io, &mut out, resp, &wants, keep_alive, &mut timer).await {
             Ok(true) => {}
             Ok(false) => {
@@ -154,7 +156,8 @@ where
                 return Outcome::Closed;
             }
         }
-        timer.set(Instant::now() + cfg.idle);
+        // Counted from the start of the response: one clock read per request is enough.
+        timer.set(now + cfg.idle);
     }
 }
 

@@ -107,7 +107,7 @@ pub async fn send(
     mut conn: Conn,
     req: Request<Outgoing>,
     forwarding: Option<hdr::Forwarding>,
-    read_timeout: Duration,
+    (started, read_timeout): (Instant, Duration),
     limit: Option<u64>,
     active: ActiveGuard,
 ) -> Result<Response<Outgoing>, io::Error> {
@@ -182,7 +182,9 @@ pub async fn send(
         }
     }
 
-    conn.timer.set(Instant::now() + read_timeout);
+    // The wait for the answer starts once the request is out (for a bodiless one, that is
+    // as good as when the request started; a clock read saved).
+    conn.timer.set(if empty { started } else { Instant::now() } + read_timeout);
     let (resp, framing, keep_alive) = read_head(&mut conn, head_only).await?;
     let body = RawBody {
         conn: Some(conn),
