@@ -245,6 +245,7 @@ async fn scripted_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
+                let mut served = 0;
                 loop {
                     let mut chunk = [0u8; 4096];
                     let n = match s.read(&mut chunk).await {
@@ -256,7 +257,13 @@ async fn scripted_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::
                     let head = String::from_utf8_lossy(&buf[..end]).to_string();
                     buf.drain(..end + 4);
                     let first = head.lines().next().unwrap_or("").to_string();
-                    let reply: &[u8] = if first.starts_with("HEAD /len") {
+                    let reply: &[u8] = if first.contains("/drop") && served > 0 {
+                        // Closes a reused connection without answering, like a backend
+                        // whose idle timeout fires just as the proxy reuses the connection.
+                        return;
+                    } else if first.contains("/drop") {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\nfresh connection"
+                    } else if first.starts_with("HEAD /len") {
                         b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n"
                     } else if first.contains("/continue") {
                         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"
@@ -271,6 +278,7 @@ async fn scripted_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::
                     if s.write_all(reply).await.is_err() {
                         return;
                     }
+                    served += 1;
                 }
             });
         }
@@ -305,4 +313,30 @@ async fn http1_backend_framings_and_connection_reuse() {
     assert_eq!(get(gh.http, "s.test", "/close").await.text(), "until the end");
     assert_eq!(get(gh.http, "s.test", "/len").await.text(), "hello there");
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A pooled connection the backend closes as it is reused: an idempotent request is sent
+/// again on a new connection and succeeds; a POST is not replayed and gets 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_pooled_connection_is_retried_for_idempotent_requests() {
+    let (addr, conns) = scripted_backend().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), "", &[("s", &format!("host: s.test\nbackend: http://{addr}\n"))]);
+    let main =
+        std::fs::read_to_string(dir.path().join("gatehouse.yaml")).expect("read").replace("workers: 2", "workers: 1");
+    std::fs::write(dir.path().join("gatehouse.yaml"), main).expect("write");
+    let gh = Gatehouse::start_in(dir);
+    let count = || conns.load(std::sync::atomic::Ordering::SeqCst);
+
+    assert_eq!(get(gh.http, "s.test", "/len").await.text(), "hello there");
+    assert_eq!(count(), 1);
+    // Reuses connection 1, which the backend drops; the retry opens connection 2.
+    let r = get(gh.http, "s.test", "/drop").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "fresh connection"));
+    assert_eq!(count(), 2);
+    // Connection 2 is pooled now; a POST on it is dropped and must not be sent twice.
+    let post =
+        Request::post("/drop").header("host", "s.test").body(http_body_util::Full::new(Bytes::new())).expect("req");
+    assert_eq!(send(gh.http, post).await.status.as_u16(), 502);
+    assert_eq!(count(), 2, "a POST was replayed");
 }

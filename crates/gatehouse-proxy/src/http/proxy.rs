@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,6 +24,7 @@ use crate::body::{Inbound, Outgoing, Progress, RequestBody, UpstreamBody};
 use crate::error::{BodyError, ProxyError, find_body_error};
 use crate::route::{Compiled, Lookup, has_prefix, normalise_path};
 use crate::state::RuntimeState;
+use crate::upstream::h1;
 use crate::upstream::pool::{self, Conn};
 use crate::upstream::{ActiveGuard, BackendState, Group, hash_key};
 
@@ -364,14 +366,9 @@ async fn proxy<'s>(
     let first = group.pick(hash);
     let mut last_err = ProxyError::Connect { backend: String::new(), reason: "no backends".into() };
     let mut chosen = None;
-    for attempt in 0..n {
+    let want = if upgrade { pool::Want::Upgrade } else { pool::Want::Pooled };
+    'backends: for attempt in 0..n {
         let backend = &group.backends[(first + attempt) % n];
-        let targets = backend.targets.load();
-        let Some(target) = targets.first() else {
-            last_err =
-                ProxyError::Connect { backend: backend.backend.url(), reason: "host name does not resolve".into() };
-            continue;
-        };
         let tls = match &group.tls {
             None => None,
             Some(Ok(c)) => Some(c),
@@ -380,19 +377,31 @@ async fn proxy<'s>(
                 continue;
             }
         };
-        let key = pool::Key { target: target.clone(), tls: group.tls_profile };
-        match pool::checkout(backend, &key, &group.config.pool, opts.connect_timeout, upgrade, tls).await {
-            Ok(c) => {
-                chosen = Some((backend, c));
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(target: "gatehouse::proxy", backend = %backend.backend.url(), error = %e, "backend connection failed");
-                last_err = e;
+        // A host name may resolve to several addresses: requests rotate over them, and a
+        // connection failure tries the next one before the next backend.
+        let targets = backend.targets.load();
+        if targets.is_empty() {
+            last_err =
+                ProxyError::Connect { backend: backend.backend.url(), reason: "host name does not resolve".into() };
+            continue;
+        }
+        let start = if targets.len() == 1 { 0 } else { backend.requests.load(Ordering::Relaxed) as usize };
+        for i in 0..targets.len() {
+            let target = &targets[(start + i) % targets.len()];
+            let key = pool::Key { target: target.clone(), tls: group.tls_profile };
+            match pool::checkout(backend, &key, &group.config.pool, opts.connect_timeout, want, tls).await {
+                Ok(c) => {
+                    chosen = Some((backend, c, key));
+                    break 'backends;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "gatehouse::proxy", backend = %backend.backend.url(), address = ?target, error = %e, "backend connection failed");
+                    last_err = e;
+                }
             }
         }
     }
-    let Some((backend, conn_out)) = chosen else {
+    let Some((backend, conn_out, key)) = chosen else {
         return Err(last_err);
     };
     *upstream = Some(backend);
@@ -412,17 +421,31 @@ async fn proxy<'s>(
             if let Some(pq) = pq {
                 parts.uri = Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?;
             }
-            let req = Request::from_parts(parts, body);
-            let resp = crate::upstream::h1::send(
-                raw,
-                req,
-                forwarding,
-                (sent_at, opts.read_timeout),
-                opts.max_response_body,
-                active,
-            )
-            .await
-            .map_err(|e| raw_error(e, backend_label()))?;
+            let replayable = matches!(body, Outgoing::Empty) && parts.method.is_idempotent();
+            let reused = raw.reused;
+            let timing = (sent_at, opts.read_timeout);
+            let limit = opts.max_response_body;
+            let sent = match h1::send(raw, &parts, body, forwarding.as_ref(), timing, limit, active).await {
+                Err(failed) if failed.unanswered && reused && replayable => {
+                    // The backend closed the pooled connection as the request went out (an
+                    // idle timeout racing with reuse), so no application saw it: send it
+                    // again on a new connection, as nginx and HAProxy do for idempotent
+                    // requests.
+                    tracing::debug!(target: "gatehouse::proxy", backend = %backend_label(), error = %failed.error, "pooled connection was closed; retrying on a new one");
+                    let settings = &group.config.pool;
+                    match pool::checkout(backend, &key, settings, opts.connect_timeout, pool::Want::Fresh, None).await?
+                    {
+                        Conn::Raw(fresh) => {
+                            let retry = forwarding.as_ref();
+                            h1::send(fresh, &parts, Outgoing::Empty, retry, timing, limit, failed.active).await
+                        }
+                        _ => Err(failed),
+                    }
+                }
+                other => other,
+            };
+            hdr::maps::give(parts.headers);
+            let resp = sent.map_err(|e| raw_error(e.error, backend_label()))?;
             return finish_response(resp, opts, &backend_label, false);
         }
         Conn::H1(mut pooled) => {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -99,19 +99,72 @@ pub struct Conn {
     /// Reused buffers: the request head being written, the response fields being parsed.
     pub out: Vec<u8>,
     pub fields: Vec<(HeaderName, std::ops::Range<usize>)>,
+    /// Came from the idle pool (it may have been closed by the backend in the meantime).
+    pub reused: bool,
 }
 
-/// Sends `req` and reads the response head, with hop-by-hop fields already removed. The body is read by the returned `Response`'s
-/// `Outgoing::Raw` body, which releases the connection when it has been read to its end.
+/// A failed exchange.
+pub struct SendError {
+    pub error: io::Error,
+    /// The connection broke before any byte of an answer arrived: on a reused connection,
+    /// most likely the backend closed it while idle, and an idempotent request can be sent
+    /// again on a new one.
+    pub unanswered: bool,
+    /// Handed back for a retry.
+    pub active: ActiveGuard,
+}
+
+/// Sends a request and reads the response head, with hop-by-hop fields already removed.
+/// The body is read by the returned `Response`'s `Outgoing::Raw` body, which releases the
+/// connection when it has been read to its end.
 pub async fn send(
-    mut conn: Conn,
-    req: Request<Outgoing>,
-    forwarding: Option<hdr::Forwarding>,
+    conn: Conn,
+    parts: &http::request::Parts,
+    body: Outgoing,
+    forwarding: Option<&hdr::Forwarding>,
     (started, read_timeout): (Instant, Duration),
     limit: Option<u64>,
     active: ActiveGuard,
-) -> Result<Response<Outgoing>, io::Error> {
-    let (parts, mut body) = req.into_parts();
+) -> Result<Response<Outgoing>, SendError> {
+    match exchange(conn, parts, body, forwarding, (started, read_timeout)).await {
+        Ok((conn, resp, framing, keep_alive)) => {
+            let body = RawBody {
+                conn: Some(conn),
+                framing,
+                keep_alive,
+                timer: IdleTimer::new(read_timeout),
+                budget: Budget::new(limit),
+                _active: active,
+            };
+            Ok(resp.map(|()| Outgoing::Raw(Box::new(body))))
+        }
+        Err((error, answered)) => {
+            let unanswered = !answered
+                && matches!(
+                    error.kind(),
+                    io::ErrorKind::UnexpectedEof
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::WriteZero
+                );
+            Err(SendError { error, unanswered, active })
+        }
+    }
+}
+
+type Exchanged = (Conn, Response<()>, Framing, bool);
+
+/// Writes the request and reads the response head. On failure, says whether any byte of
+/// an answer had arrived.
+async fn exchange(
+    mut conn: Conn,
+    parts: &http::request::Parts,
+    mut body: Outgoing,
+    forwarding: Option<&hdr::Forwarding>,
+    (started, read_timeout): (Instant, Duration),
+) -> Result<Exchanged, (io::Error, bool)> {
+    let none = |e: io::Error| (e, false);
     let head_only = parts.method == Method::HEAD;
     let empty = body.is_end_stream();
     // Only a body, or a bodiless request of a method that normally has one, needs to know.
@@ -125,7 +178,7 @@ pub async fn send(
     head.push(b' ');
     head.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    match &forwarding {
+    match forwarding {
         None => write_headers(&mut head, &parts.headers),
         Some(f) => {
             for (name, value) in &parts.headers {
@@ -144,57 +197,53 @@ pub async fn send(
         head.extend_from_slice(b"content-length: 0\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    hdr::maps::give(parts.headers);
     // A backend that stops reading must not hold the request forever: every write gets
     // the read timeout.
     let stall = read_timeout;
-    write(&mut conn.stream, &head, stall).await?;
+    write(&mut conn.stream, &head, stall).await.map_err(none)?;
     conn.out = head;
 
     if !empty {
         let mut trailers_sent = false;
         let mut chunk_head = Vec::with_capacity(16);
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(io::Error::other)?;
+            let frame = frame.map_err(|e| none(io::Error::other(e)))?;
             match frame.into_data() {
                 Ok(data) if data.is_empty() => {}
                 Ok(data) if chunked => {
                     chunk_head.clear();
                     chunk_head.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                    write(&mut conn.stream, &chunk_head, stall).await?;
-                    write(&mut conn.stream, &data, stall).await?;
-                    write(&mut conn.stream, b"\r\n", stall).await?;
+                    write(&mut conn.stream, &chunk_head, stall).await.map_err(none)?;
+                    write(&mut conn.stream, &data, stall).await.map_err(none)?;
+                    write(&mut conn.stream, b"\r\n", stall).await.map_err(none)?;
                 }
-                Ok(data) => write(&mut conn.stream, &data, stall).await?,
+                Ok(data) => write(&mut conn.stream, &data, stall).await.map_err(none)?,
                 Err(frame) => {
                     if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
                         let mut t = b"0\r\n".to_vec();
                         write_headers(&mut t, &trailers);
                         t.extend_from_slice(b"\r\n");
-                        write(&mut conn.stream, &t, stall).await?;
+                        write(&mut conn.stream, &t, stall).await.map_err(none)?;
                         trailers_sent = true;
                     }
                 }
             }
         }
         if chunked && !trailers_sent {
-            write(&mut conn.stream, b"0\r\n\r\n", stall).await?;
+            write(&mut conn.stream, b"0\r\n\r\n", stall).await.map_err(none)?;
         }
     }
 
     // The wait for the answer starts once the request is out (for a bodiless one, that is
     // as good as when the request started; a clock read saved).
     conn.timer.set(if empty { started } else { Instant::now() } + read_timeout);
-    let (resp, framing, keep_alive) = read_head(&mut conn, head_only).await?;
-    let body = RawBody {
-        conn: Some(conn),
-        framing,
-        keep_alive,
-        timer: IdleTimer::new(read_timeout),
-        budget: Budget::new(limit),
-        _active: active,
-    };
-    Ok(resp.map(|()| Outgoing::Raw(Box::new(body))))
+    match read_head(&mut conn, head_only).await {
+        Ok((resp, framing, keep_alive)) => Ok((conn, resp, framing, keep_alive)),
+        Err(e) => {
+            let answered = !conn.buf.is_empty();
+            Err((e, answered))
+        }
+    }
 }
 
 /// Writes all of `data`; the timer is only armed when the socket cannot take it at once

@@ -74,16 +74,27 @@ impl Pooled {
     }
 }
 
+/// What kind of connection a request needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Any: an idle pooled connection when there is one.
+    Pooled,
+    /// A new HTTP/1.1 connection through hyper, kept by an upgraded request for good.
+    Upgrade,
+    /// A new connection for the inline client: a retry after a pooled one was found closed.
+    Fresh,
+}
+
 /// Takes an idle connection to `target` or opens a new one.
-/// `fresh` skips the pool (upgrade requests keep their connection for good).
 pub async fn checkout(
     backend: &BackendState,
     key: &Key,
     settings: &PoolSettings,
     connect_timeout: Duration,
-    fresh: bool,
+    want: Want,
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<Conn, ProxyError> {
+    let fresh = want != Want::Pooled;
     // h2c always, and TLS backends that chose h2 in ALPN, share one connection per worker.
     if backend.backend.h2c || (tls.is_some() && !fresh) {
         let existing = SHARED_H2.with(|m| m.borrow().get(key).filter(|tx| !tx.is_closed()).cloned());
@@ -92,11 +103,13 @@ pub async fn checkout(
         }
     }
     // Plain HTTP/1.1 (no TLS, not an upgrade): the inline client.
-    let raw = !backend.backend.h2c && tls.is_none() && !fresh;
-    if raw {
+    let raw = !backend.backend.h2c && tls.is_none() && want != Want::Upgrade;
+    if raw && !fresh {
         loop {
             let Some((conn, since)) = IDLE_RAW.with(|m| m.borrow_mut().get_mut(key).and_then(Vec::pop)) else { break };
             if since.elapsed() <= settings.idle_timeout && conn.stream.is_idle_and_open() {
+                let mut conn = conn;
+                conn.reused = true;
                 return Ok(Conn::Raw(conn));
             }
         }
@@ -173,6 +186,7 @@ pub async fn checkout(
             timer: crate::timer::Deadline::new(tokio::time::Instant::now()),
             out: Vec::new(),
             fields: Vec::new(),
+            reused: false,
         }),
         Handshaken::H2(tx) => {
             SHARED_H2.with(|m| m.borrow_mut().insert(key.clone(), tx.clone()));
