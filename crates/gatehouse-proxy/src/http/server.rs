@@ -517,7 +517,11 @@ fn date() -> [u8; 29] {
 }
 
 /// Writes all of `data` within the timer's deadline.
-async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, mut data: &[u8], timer: &mut Deadline) -> io::Result<()> {
+pub(crate) async fn write_all<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    mut data: &[u8],
+    timer: &mut Deadline,
+) -> io::Result<()> {
     while !data.is_empty() {
         let n = poll_fn(|cx| match Pin::new(&mut *io).poll_write(cx, data) {
             Poll::Pending if timer.poll_expired(cx) => {

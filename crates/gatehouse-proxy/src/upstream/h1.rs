@@ -22,7 +22,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
@@ -200,7 +200,7 @@ async fn exchange(
     // A backend that stops reading must not hold the request forever: every write gets
     // the read timeout.
     let stall = read_timeout;
-    write(&mut conn.stream, &head, stall).await.map_err(none)?;
+    write(&mut conn.stream, &mut conn.timer, &head, stall).await.map_err(none)?;
     conn.out = head;
 
     if !empty {
@@ -211,26 +211,33 @@ async fn exchange(
             match frame.into_data() {
                 Ok(data) if data.is_empty() => {}
                 Ok(data) if chunked => {
+                    // Small chunks go out with their framing in one write.
                     chunk_head.clear();
                     chunk_head.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                    write(&mut conn.stream, &chunk_head, stall).await.map_err(none)?;
-                    write(&mut conn.stream, &data, stall).await.map_err(none)?;
-                    write(&mut conn.stream, b"\r\n", stall).await.map_err(none)?;
+                    if data.len() <= 16 * 1024 {
+                        chunk_head.extend_from_slice(&data);
+                        chunk_head.extend_from_slice(b"\r\n");
+                        write(&mut conn.stream, &mut conn.timer, &chunk_head, stall).await.map_err(none)?;
+                    } else {
+                        write(&mut conn.stream, &mut conn.timer, &chunk_head, stall).await.map_err(none)?;
+                        write(&mut conn.stream, &mut conn.timer, &data, stall).await.map_err(none)?;
+                        write(&mut conn.stream, &mut conn.timer, b"\r\n", stall).await.map_err(none)?;
+                    }
                 }
-                Ok(data) => write(&mut conn.stream, &data, stall).await.map_err(none)?,
+                Ok(data) => write(&mut conn.stream, &mut conn.timer, &data, stall).await.map_err(none)?,
                 Err(frame) => {
                     if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
                         let mut t = b"0\r\n".to_vec();
                         write_headers(&mut t, &trailers);
                         t.extend_from_slice(b"\r\n");
-                        write(&mut conn.stream, &t, stall).await.map_err(none)?;
+                        write(&mut conn.stream, &mut conn.timer, &t, stall).await.map_err(none)?;
                         trailers_sent = true;
                     }
                 }
             }
         }
         if chunked && !trailers_sent {
-            write(&mut conn.stream, b"0\r\n\r\n", stall).await.map_err(none)?;
+            write(&mut conn.stream, &mut conn.timer, b"0\r\n\r\n", stall).await.map_err(none)?;
         }
     }
 
@@ -248,7 +255,7 @@ async fn exchange(
 
 /// Writes all of `data`; the timer is only armed when the socket cannot take it at once
 /// (the usual request head goes out in one non-blocking write, with no timer at all).
-async fn write(stream: &mut Stream, mut data: &[u8], limit: Duration) -> io::Result<()> {
+async fn write(stream: &mut Stream, timer: &mut Deadline, mut data: &[u8], limit: Duration) -> io::Result<()> {
     while !data.is_empty() {
         let r = match stream {
             Stream::Tcp(s) => s.try_write(data),
@@ -264,10 +271,14 @@ async fn write(stream: &mut Stream, mut data: &[u8], limit: Duration) -> io::Res
     if data.is_empty() {
         return Ok(());
     }
-    match tokio::time::timeout(limit, stream.write_all(data)).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "backend stopped reading the request")),
-    }
+    timer.set(Instant::now() + limit);
+    crate::http::server::write_all(stream, data, timer).await.map_err(|e| {
+        if e.kind() == io::ErrorKind::TimedOut {
+            io::Error::new(io::ErrorKind::TimedOut, "backend stopped reading the request")
+        } else {
+            e
+        }
+    })
 }
 
 fn write_headers(out: &mut Vec<u8>, h: &HeaderMap) {
