@@ -130,7 +130,20 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let mut gh = Gatehouse::start("", &[("a", &format!("host: a.test\nbackend: {}\n", b.url()))]);
     let addr = gh.http;
     let slow = tokio::spawn(async move { get(addr, "a.test", "/sleep/1500").await });
+    // An idle keep-alive connection must not hold the shutdown up.
+    let idle = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").expect("write");
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        s
+    })
+    .await
+    .expect("join");
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = std::time::Instant::now();
     gh.signal("TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
     // New connections are refused while the old request finishes.
@@ -138,6 +151,9 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let r = slow.await.expect("join");
     assert_eq!(r.status, 200);
     assert_eq!(gh.wait_exit(Duration::from_secs(10)), Some(0));
+    // Well before the 60 s keep-alive timeout and the shutdown timeout.
+    assert!(signalled.elapsed() < Duration::from_secs(5), "shutdown took {:?}", signalled.elapsed());
+    drop(idle);
 }
 
 /// `gatehouse run` on a configuration that must not start; its output.

@@ -340,3 +340,62 @@ async fn closed_pooled_connection_is_retried_for_idempotent_requests() {
     assert_eq!(send(gh.http, post).await.status.as_u16(), 502);
     assert_eq!(count(), 2, "a POST was replayed");
 }
+
+/// The HTTP/1.1 server's own connection handling: pipelined requests answered in order,
+/// a request with a body handing the connection to hyper mid-way, HTTP/1.0 keep-alive
+/// rules, chunked versus close-delimited bodies, HEAD, and the idle keep-alive timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_connection_handling() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start(
+        "server: {keepalive_timeout: 1s}\n",
+        &[("p", &site("p.test", &format!("backend: {}\n", b.url())))],
+    );
+    let limit = Duration::from_secs(5);
+
+    // Four requests in one write; the third has a body, so hyper serves it and the fourth.
+    let out = raw_async(
+        gh.http,
+        b"GET /a HTTP/1.1\r\nHost: p.test\r\n\r\nGET /b HTTP/1.1\r\nHost: p.test\r\n\r\n\
+          POST /c HTTP/1.1\r\nHost: p.test\r\nContent-Length: 5\r\n\r\nhello\
+          GET /d HTTP/1.1\r\nHost: p.test\r\nConnection: close\r\n\r\n",
+        limit,
+    )
+    .await;
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 4, "{out}");
+    let order: Vec<usize> = ["\"uri\":\"/a\"", "\"uri\":\"/b\"", "\"uri\":\"/c\"", "\"uri\":\"/d\""]
+        .iter()
+        .map(|p| out.find(p).unwrap_or_else(|| panic!("{p} missing: {out}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "answers out of order: {out}");
+    assert!(out.contains("\"body_len\":5"), "{out}");
+    assert!(!out.contains("must-not-reach-client"), "{out}");
+
+    // HTTP/1.0: closed after the answer unless the client asks for keep-alive.
+    let started = std::time::Instant::now();
+    let out = raw_async(gh.http, b"GET /x HTTP/1.0\r\nHost: p.test\r\n\r\n", limit).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK") && out.contains("connection: close"), "{out}");
+    assert!(started.elapsed() < Duration::from_millis(900), "HTTP/1.0 connection left open");
+    let out = raw_async(gh.http, b"GET /x HTTP/1.0\r\nHost: p.test\r\nConnection: keep-alive\r\n\r\n", limit).await;
+    assert!(out.contains("connection: keep-alive"), "{out}");
+
+    // A body of unknown length: chunked for HTTP/1.1, read to the close for HTTP/1.0.
+    let out = raw_async(gh.http, b"GET /stream/3/5 HTTP/1.1\r\nHost: p.test\r\nConnection: close\r\n\r\n", limit).await;
+    assert!(out.contains("transfer-encoding: chunked") && out.ends_with("0\r\n\r\n"), "{out}");
+    assert!(out.contains("chunk0\n") && out.contains("chunk2\n"), "{out}");
+    let out = raw_async(gh.http, b"GET /stream/3/5 HTTP/1.0\r\nHost: p.test\r\n\r\n", limit).await;
+    assert!(!out.contains("transfer-encoding") && out.ends_with("chunk0\nchunk1\nchunk2\n"), "{out}");
+
+    // HEAD: the length of what GET would send, and no body.
+    let out =
+        raw_async(gh.http, b"HEAD /nowhere HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n", limit).await;
+    assert!(out.starts_with("HTTP/1.1 404") && out.contains("content-length: 14\r\n"), "{out}");
+    assert!(out.ends_with("\r\n\r\n"), "HEAD answered with a body: {out}");
+
+    // The idle keep-alive timeout (1s) closes a connection that sent nothing more.
+    let started = std::time::Instant::now();
+    let out = raw_async(gh.http, b"GET /x HTTP/1.1\r\nHost: p.test\r\n\r\n", limit).await;
+    let waited = started.elapsed();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(4), "closed after {waited:?}");
+}
