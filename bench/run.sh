@@ -39,6 +39,10 @@ else
     PEERS=${PEERS:-"nginx haproxy caddy gatehouse"}
 fi
 PIN=${PIN:-0}
+# SAME_HEADERS=1: nginx and haproxy also send what Gatehouse sends by default
+# (X-Forwarded-For/-Proto/-Host, X-Real-IP, the client's Host, X-Request-ID up
+# and back), so every proxy does the same work. Default 0: their minimal configs.
+SAME_HEADERS=${SAME_HEADERS:-0}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-$DEFAULT_GATEHOUSE_BIN}
 KEEP_TMP=${KEEP_TMP:-0}
 
@@ -71,7 +75,7 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # Exact invocation, printed at the top of the report (effective knobs included
 # so a run can be reproduced even when they came from the environment).
-CMDLINE="MODE=$MODE DURATION=$DURATION ROUNDS=$ROUNDS PEERS=\"$PEERS\" PIN=$PIN"
+CMDLINE="MODE=$MODE DURATION=$DURATION ROUNDS=$ROUNDS PEERS=\"$PEERS\" PIN=$PIN SAME_HEADERS=$SAME_HEADERS"
 [[ " $PEERS " == *" gatehouse "* ]] && CMDLINE+=" GATEHOUSE_BIN=$(printf %q "$GATEHOUSE_BIN")"
 CMDLINE+=" $(printf %q "$0")"
 for arg in "$@"; do CMDLINE+=" $(printf %q "$arg")"; done
@@ -366,7 +370,7 @@ $(nginx_temp_paths "$dir")
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection "";$(nginx_same_headers)
         }
     }
 }
@@ -397,7 +401,38 @@ frontend fe
     default_backend be
 
 backend be
-    server backend 127.0.0.1:${PORTS[backend]}
+    server backend 127.0.0.1:${PORTS[backend]}$(haproxy_same_headers)
+EOF
+}
+
+# SAME_HEADERS=1 additions (see the knob at the top).
+nginx_same_headers() {
+    [[ $SAME_HEADERS == 1 ]] || return 0
+    cat <<'EOF'
+
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Request-ID $request_id;
+            add_header X-Request-ID $request_id;
+EOF
+}
+
+haproxy_same_headers() {
+    [[ $SAME_HEADERS == 1 ]] || return 0
+    local proto=http
+    [[ $MODE == https ]] && proto=https
+    cat <<EOF
+
+    option forwardfor
+    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Forwarded-Proto $proto
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Request-ID %[unique-id]
+    http-response set-header X-Request-ID %[unique-id]
 EOF
 }
 
