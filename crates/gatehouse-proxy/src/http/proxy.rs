@@ -257,7 +257,8 @@ fn check_limits(req: &Request<Inbound>, opts: &RouteOptions) -> Result<(), Proxy
     if size as u64 > opts.max_request_headers {
         return Err(ProxyError::HeadersTooLarge);
     }
-    if let (Some(max), Some(len)) = (opts.max_request_body, content_length(h)) {
+    // A request whose body is known to be empty has nothing to measure.
+    if let (Some(max), false, Some(len)) = (opts.max_request_body, req.body().is_end_stream(), content_length(h)) {
         // Also answers `Expect: 100-continue` before the client sends the body.
         if len > max {
             return Err(ProxyError::BodyTooLarge(max));
@@ -389,7 +390,7 @@ async fn proxy<'s>(
         for i in 0..targets.len() {
             let target = &targets[(start + i) % targets.len()];
             let key = pool::Key { target: target.clone(), tls: group.tls_profile };
-            match pool::checkout(backend, &key, &group.config.pool, opts.connect_timeout, want, tls).await {
+            match pool::checkout(backend, &key, &group.config.pool, opts.connect_timeout, want, tls, sent_at).await {
                 Ok(c) => {
                     chosen = Some((backend, c, key));
                     break 'backends;
@@ -433,8 +434,9 @@ async fn proxy<'s>(
                     // requests.
                     tracing::debug!(target: "gatehouse::proxy", backend = %backend_label(), error = %failed.error, "pooled connection was closed; retrying on a new one");
                     let settings = &group.config.pool;
-                    match pool::checkout(backend, &key, settings, opts.connect_timeout, pool::Want::Fresh, None).await?
-                    {
+                    let fresh =
+                        pool::checkout(backend, &key, settings, opts.connect_timeout, pool::Want::Fresh, None, sent_at);
+                    match fresh.await? {
                         Conn::Raw(fresh) => {
                             let retry = forwarding.as_ref();
                             h1::send(fresh, &parts, Outgoing::Empty, retry, timing, limit, failed.active).await

@@ -101,6 +101,8 @@ pub struct Conn {
     pub fields: Vec<(HeaderName, std::ops::Range<usize>)>,
     /// Came from the idle pool (it may have been closed by the backend in the meantime).
     pub reused: bool,
+    /// When its latest request started; its idle time in the pool counts from there.
+    pub used_at: Instant,
 }
 
 /// A failed exchange.
@@ -165,6 +167,7 @@ async fn exchange(
     (started, read_timeout): (Instant, Duration),
 ) -> Result<Exchanged, (io::Error, bool)> {
     let none = |e: io::Error| (e, false);
+    conn.used_at = started;
     let head_only = parts.method == Method::HEAD;
     let empty = body.is_end_stream();
     // Only a body, or a bodiless request of a method that normally has one, needs to know.

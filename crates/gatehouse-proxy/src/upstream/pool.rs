@@ -7,7 +7,9 @@
 //! by all requests of the worker to that target.
 
 use std::cell::RefCell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use gatehouse_config::PoolSettings;
 use hyper::client::conn::{http1, http2};
@@ -93,6 +95,7 @@ pub async fn checkout(
     connect_timeout: Duration,
     want: Want,
     tls: Option<&tokio_rustls::TlsConnector>,
+    now: Instant,
 ) -> Result<Conn, ProxyError> {
     let fresh = want != Want::Pooled;
     // h2c always, and TLS backends that chose h2 in ALPN, share one connection per worker.
@@ -107,7 +110,7 @@ pub async fn checkout(
     if raw && !fresh {
         loop {
             let Some((conn, since)) = IDLE_RAW.with(|m| m.borrow_mut().get_mut(key).and_then(Vec::pop)) else { break };
-            if since.elapsed() <= settings.idle_timeout && conn.stream.is_idle_and_open() {
+            if now.saturating_duration_since(since) <= settings.idle_timeout && conn.stream.is_idle_and_open() {
                 let mut conn = conn;
                 conn.reused = true;
                 return Ok(Conn::Raw(conn));
@@ -115,7 +118,7 @@ pub async fn checkout(
         }
     } else if !backend.backend.h2c && !fresh {
         while let Some(mut idle) = pop_idle(key) {
-            if idle.since.elapsed() > settings.idle_timeout || idle.tx.is_closed() {
+            if now.saturating_duration_since(idle.since) > settings.idle_timeout || idle.tx.is_closed() {
                 continue;
             }
             // A connection whose previous response just ended may need one turn of its
@@ -183,10 +186,11 @@ pub async fn checkout(
             key: key.clone(),
             max_idle: settings.max_idle_per_host,
             _permit: permit,
-            timer: crate::timer::Deadline::new(tokio::time::Instant::now()),
+            timer: crate::timer::Deadline::new(now),
             out: Vec::new(),
             fields: Vec::new(),
             reused: false,
+            used_at: now,
         }),
         Handshaken::H2(tx) => {
             SHARED_H2.with(|m| m.borrow_mut().insert(key.clone(), tx.clone()));
@@ -208,16 +212,21 @@ fn server_name(
     rustls_pki_types::ServerName::try_from(host).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
 }
 
-/// Puts an inline-client connection back after its response was read to the end.
+/// Puts an inline-client connection back after its response was read to the end. Its idle
+/// time counts from when its last request started (no clock read here).
 pub fn release_raw(conn: super::h1::Conn) {
     if conn.max_idle == 0 {
         return;
     }
     IDLE_RAW.with(|m| {
         let mut m = m.borrow_mut();
-        let list = m.entry(conn.key.clone()).or_default();
-        if list.len() < conn.max_idle {
-            list.push((conn, Instant::now()));
+        let since = conn.used_at;
+        if let Some(list) = m.get_mut(&conn.key) {
+            if list.len() < conn.max_idle {
+                list.push((conn, since));
+            }
+        } else {
+            m.insert(conn.key.clone(), vec![(conn, since)]);
         }
     });
 }
@@ -265,6 +274,13 @@ pub fn prune(max_age: Duration) {
         let mut m = m.borrow_mut();
         for list in m.values_mut() {
             list.retain(|i| i.since.elapsed() <= max_age && !i.tx.is_closed());
+        }
+        m.retain(|_, l| !l.is_empty());
+    });
+    IDLE_RAW.with(|m| {
+        let mut m = m.borrow_mut();
+        for list in m.values_mut() {
+            list.retain(|(conn, since)| since.elapsed() <= max_age && conn.stream.is_idle_and_open());
         }
         m.retain(|_, l| !l.is_empty());
     });
