@@ -436,10 +436,13 @@ async fn proxy<'s>(
                     let settings = &group.config.pool;
                     let fresh =
                         pool::checkout(backend, &key, settings, opts.connect_timeout, pool::Want::Fresh, None, sent_at);
-                    match fresh.await? {
+                    // Boxed, like the second exchange: inline they would make every
+                    // request's future larger.
+                    match Box::pin(fresh).await? {
                         Conn::Raw(fresh) => {
                             let retry = forwarding.as_ref();
-                            h1::send(fresh, &parts, Outgoing::Empty, retry, timing, limit, failed.active).await
+                            Box::pin(h1::send(fresh, &parts, Outgoing::Empty, retry, timing, limit, failed.active))
+                                .await
                         }
                         _ => Err(failed),
                     }
