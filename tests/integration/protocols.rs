@@ -286,16 +286,21 @@ async fn scripted_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::
     (addr, conns)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http1_backend_framings_and_connection_reuse() {
-    let (addr, conns) = scripted_backend().await;
+/// Gatehouse with one worker (so every request uses the same per-worker pool) in front of
+/// `addr` as `s.test`.
+fn one_worker_in_front_of(addr: std::net::SocketAddr) -> Gatehouse {
     let dir = tempfile::tempdir().expect("tempdir");
     write_config(dir.path(), "", &[("s", &format!("host: s.test\nbackend: http://{addr}\n"))]);
-    // One worker, so every request uses the same per-worker pool.
     let main =
         std::fs::read_to_string(dir.path().join("gatehouse.yaml")).expect("read").replace("workers: 2", "workers: 1");
     std::fs::write(dir.path().join("gatehouse.yaml"), main).expect("write");
-    let gh = Gatehouse::start_in(dir);
+    Gatehouse::start_in(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_backend_framings_and_connection_reuse() {
+    let (addr, conns) = scripted_backend().await;
+    let gh = one_worker_in_front_of(addr);
 
     for _ in 0..5 {
         assert_eq!(get(gh.http, "s.test", "/len").await.text(), "hello there");
@@ -320,12 +325,7 @@ async fn http1_backend_framings_and_connection_reuse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_pooled_connection_is_retried_for_idempotent_requests() {
     let (addr, conns) = scripted_backend().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_config(dir.path(), "", &[("s", &format!("host: s.test\nbackend: http://{addr}\n"))]);
-    let main =
-        std::fs::read_to_string(dir.path().join("gatehouse.yaml")).expect("read").replace("workers: 2", "workers: 1");
-    std::fs::write(dir.path().join("gatehouse.yaml"), main).expect("write");
-    let gh = Gatehouse::start_in(dir);
+    let gh = one_worker_in_front_of(addr);
     let count = || conns.load(std::sync::atomic::Ordering::SeqCst);
 
     assert_eq!(get(gh.http, "s.test", "/len").await.text(), "hello there");

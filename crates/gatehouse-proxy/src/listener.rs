@@ -281,11 +281,11 @@ async fn serve<S>(
         async move { Ok::<_, Infallible>(handle(&state, &info, req.map(Inbound::Hyper)).await) }
     });
     let result = if h2 {
-        let io = TokioIo::new(server::Rewind::new(io, read));
+        let io = TokioIo::new(Inspected::new(io, read, None));
         serve_until_shutdown!(hyper.auto.serve_connection_with_upgrades(io, svc), stop)
     } else {
         // hyper resolves Content-Length + Transfer-Encoding silently; the scanner sees it.
-        let io = TokioIo::new(Inspected::new(server::Rewind::new(io, read), framing));
+        let io = TokioIo::new(Inspected::new(io, read, Some(framing)));
         serve_until_shutdown!(hyper.h1.serve_connection(io, svc).with_upgrades(), stop)
     };
     if let Err(e) = result {

@@ -8,6 +8,9 @@
 //! one count per chunked request it sees and answers 400.
 //!
 //! Only the first bytes of each line are looked at; the scan is a `memchr` for newlines.
+//!
+//! The same wrapper replays the bytes Gatehouse's HTTP/1.1 loop had already read when it
+//! hands a connection to hyper (see `http/server.rs`).
 
 use std::io;
 use std::pin::Pin;
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Per-connection findings shared between the reader and the request pipeline.
@@ -82,16 +86,18 @@ fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
     s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-/// A client stream whose incoming bytes pass through the scanner.
+/// A client stream handed to hyper mid-way: it first yields the bytes Gatehouse's own
+/// HTTP/1.1 loop already read (`replay`), then reads the socket. With `flags`, everything
+/// read passes through the scanner (HTTP/1.1); without, it is a plain replay (HTTP/2).
 pub struct Inspected<IO> {
     io: IO,
-    scanner: Scanner,
-    flags: Arc<Flags>,
+    replay: Bytes,
+    scan: Option<(Scanner, Arc<Flags>)>,
 }
 
 impl<IO> Inspected<IO> {
-    pub fn new(io: IO, flags: Arc<Flags>) -> Self {
-        Inspected { io, scanner: Scanner::default(), flags }
+    pub fn new(io: IO, replay: Bytes, flags: Option<Arc<Flags>>) -> Self {
+        Inspected { io, replay, scan: flags.map(|f| (Scanner::default(), f)) }
     }
 }
 
@@ -99,9 +105,16 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Inspected<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
-        let res = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
-            this.scanner.feed(&buf.filled()[before..], &this.flags);
+        let res = if this.replay.is_empty() {
+            Pin::new(&mut this.io).poll_read(cx, buf)
+        } else {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
+            Poll::Ready(Ok(()))
+        };
+        if let (Poll::Ready(Ok(())), Some((scanner, flags))) = (&res, &mut this.scan) {
+            scanner.feed(&buf.filled()[before..], flags);
         }
         res
     }
@@ -155,5 +168,27 @@ mod tests {
         );
         assert_eq!(count(&[b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd"]), 0);
         assert_eq!(count(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n"]), 0);
+    }
+
+    fn read_all(replay: &'static [u8], rest: &'static [u8], flags: Option<Arc<Flags>>) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let mut io = Inspected::new(rest, Bytes::from_static(replay), flags);
+        let mut out = Vec::new();
+        rt.block_on(io.read_to_end(&mut out)).expect("read");
+        out
+    }
+
+    #[test]
+    fn replays_read_bytes_first_and_scans_them() {
+        let flags = Arc::new(Flags::default());
+        let out = read_all(
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n",
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            Some(flags.clone()),
+        );
+        assert_eq!(out, b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(flags.take_conflict());
+        assert_eq!(read_all(b"PRI * HTTP/2.0", b"\r\n", None), b"PRI * HTTP/2.0\r\n");
     }
 }

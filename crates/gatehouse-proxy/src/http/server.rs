@@ -7,7 +7,8 @@
 //!
 //! The first request this loop does not serve itself — one with a body, an `Upgrade` or an
 //! `Expect` header — hands the connection to hyper's HTTP/1 server for the rest of its life,
-//! with the bytes read so far replayed in front (`Rewind`); so does the HTTP/2 preface.
+//! with the bytes read so far replayed in front (`framing::Inspected`); so does the HTTP/2
+//! preface.
 //! Requests with ambiguous framing are refused here with 400 before anything is handed on.
 //!
 //! Timeouts: until the first request head is complete, `header_read`; between requests,
@@ -19,15 +20,15 @@ use std::future::{Future, poll_fn};
 use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -87,8 +88,10 @@ where
     let mut watcher = stop.clone();
     let mut stopping = std::pin::pin!(watcher.changed());
     loop {
-        // Wait for a complete request head.
-        let mut head_started = !buf.is_empty() || first;
+        // Wait for a complete request head. The timer carries the head-read deadline from
+        // the connection's start, or from the first byte of a later head; until then, the
+        // idle deadline.
+        let mut head_deadline = first;
         let head = loop {
             if !buf.is_empty() {
                 if first && b"PRI ".starts_with(&buf[..buf.len().min(4)]) {
@@ -112,14 +115,14 @@ where
                         }
                     }
                 }
-                if !head_started {
-                    head_started = true;
+                if !head_deadline {
+                    head_deadline = true;
                     timer.set(Instant::now() + cfg.header_read);
                 }
             }
             match read_some(&mut io, &mut buf, &mut timer, stopping.as_mut()).await {
                 Read::Data => {}
-                Read::Timeout if head_started && !buf.is_empty() => {
+                Read::Timeout if !buf.is_empty() => {
                     reject(&mut io, StatusCode::REQUEST_TIMEOUT).await;
                     return Outcome::Closed;
                 }
@@ -571,57 +574,6 @@ async fn reject<S: AsyncWrite + Unpin>(io: &mut S, status: StatusCode) {
     if write_all(io, msg.as_bytes(), &mut timer).await.is_ok() {
         let _ = flush(io, &mut timer).await;
         shutdown(io, &mut timer).await;
-    }
-}
-
-/// A stream that first yields bytes already read from it, so hyper can take over a
-/// connection mid-way.
-pub struct Rewind<S> {
-    read: Bytes,
-    io: S,
-}
-
-impl<S> Rewind<S> {
-    pub fn new(io: S, read: Bytes) -> Self {
-        Rewind { read, io }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if !self.read.is_empty() {
-            let n = self.read.len().min(buf.remaining());
-            buf.put_slice(&self.read[..n]);
-            self.read.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
