@@ -113,9 +113,10 @@ async fn worker(
             return;
         }
     };
-    // HTTP/1.1 connections (nearly all) are served by hyper's http1 builder directly; the
-    // auto builder, which buffers and replays the first bytes to detect HTTP/2, serves the
-    // rest. Both get the same HTTP/1 settings.
+    // HTTP/1.1 is served by Gatehouse's own loop (`http/server.rs`); hyper gets what it
+    // hands over: HTTP/1.1 connections from their first request with a body, upgrade or
+    // `Expect` on (http1 builder), and HTTP/2 (auto builder). One set of builders per
+    // worker, shared by its connections; both get the same HTTP/1 settings.
     let header_read = settings.server.header_read_timeout;
     let buf_size = settings.max_header_bytes.max(16 * 1024) + 16 * 1024;
     let mut h1 = hyper::server::conn::http1::Builder::new();
@@ -129,6 +130,7 @@ async fn worker(
         .keep_alive_interval(Some(settings.server.keepalive_timeout))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(settings.max_header_bytes as u32);
+    let hyper = Arc::new(Hyper { h1, auto: builder });
     let fast = Arc::new(server::Settings {
         header_read,
         idle: settings.server.keepalive_timeout,
@@ -187,14 +189,13 @@ async fn worker(
             challenges: settings.challenges.clone(),
         };
         let (shared, stop, alive) = (shared.clone(), shutdown.clone(), alive.clone());
-        let (h1, builder, fast) = (h1.clone(), builder.clone(), fast.clone());
+        let (hyper, fast) = (hyper.clone(), fast.clone());
         let tls = if secure { settings.tls.clone() } else { None };
         tokio::spawn(async move {
             let _permit = permit;
             let _alive = alive;
-            let hyper = Hyper { h1, auto: builder };
             let Some((acceptor, resolver)) = tls else {
-                serve(stream, false, info, &shared, &fast, hyper, stop).await;
+                serve(stream, false, info, &shared, &fast, &hyper, stop).await;
                 return;
             };
             let stream = match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
@@ -214,7 +215,7 @@ async fn worker(
             let sni = session.server_name().map(|s| s.to_ascii_lowercase());
             info.proto = "https";
             info.tls = Some(Arc::new(TlsInfo { sni, resolver }));
-            serve(stream, h2, info, &shared, &fast, hyper, stop).await;
+            serve(stream, h2, info, &shared, &fast, &hyper, stop).await;
         });
     }
     drop(listener);
@@ -260,7 +261,7 @@ async fn serve<S>(
     info: ConnInfo,
     shared: &Arc<ArcSwap<RuntimeState>>,
     fast: &server::Settings,
-    hyper: Hyper,
+    hyper: &Hyper,
     stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
