@@ -841,9 +841,10 @@ for line in open(path):
     t, name, rnd, rate, lat, rss, cpu, count, err = line.rstrip("\n").split("\t")
     if t != test:
         continue
-    r = rows.setdefault(name, {"rate": [], "lat": [], "rss": [], "cpu": [], "err": 0})
+    r = rows.setdefault(name, {"rate": [], "lat": [], "rss": [], "cpu": [], "err": 0, "round": {}})
     r["rate"].append(float(rate)); r["lat"].append(float(lat))
     r["rss"].append(int(rss)); r["cpu"].append(float(cpu)); r["err"] += int(err)
+    r["round"][rnd] = (float(rate), float(lat), float(cpu))
 
 def stats(name):
     r = rows[name]
@@ -871,6 +872,28 @@ for name in peers + ["backend"]:
         cells.append(f"{lat:.2f}")
     cells += [f"{cpu:.1f}", ratio_cpu, f"{rss:.1f}", err]
     print(fmt.format(*cells))
+
+# Paired view: each round measures every peer back to back, so the ratio to the base
+# within one round cancels most of the machine's slow drift (noisy neighbours, steal).
+# Median of those per-round ratios, their range, and in how many rounds the peer did
+# better than the base (more req/s, lower latency, less CPU).
+others = [p for p in peers if p != base and p in rows]
+if len(rows[base]["round"]) > 1 and others:
+    print()
+    print(f"per-round ratios to {base}: median [min-max] and rounds better than {base}")
+    for name in others:
+        pairs = [(rows[name]["round"][k], v) for k, v in rows[base]["round"].items() if k in rows[name]["round"]]
+        def paired(i, higher_is_better):
+            ratios = sorted(a[i] / b[i] for a, b in pairs if b[i] > 0)
+            if not ratios:
+                return "-"
+            wins = sum(1 for x in ratios if x != 1 and (x > 1) == higher_is_better)
+            return f"{statistics.median(ratios):.2f} [{ratios[0]:.2f}-{ratios[-1]:.2f}] {wins}/{len(ratios)}"
+        cells = [f"{rate_h} {paired(0, True)}"]
+        if lat_h:
+            cells.append(f"{lat_h} {paired(1, False)}")
+        cells.append(f"{cpu_h} {paired(2, False)}")
+        print(f"  {name:<10} " + "   ".join(cells))
 EOF
 }
 

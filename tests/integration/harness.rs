@@ -239,6 +239,10 @@ async fn echo(name: String, seen: Arc<Seen>, req: Request<Incoming>) -> Result<R
     resp.headers_mut().insert("x-backend", name.parse().expect("name"));
     resp.headers_mut().insert("connection", "x-hop".parse().expect("static"));
     resp.headers_mut().insert("x-hop", "must-not-reach-client".parse().expect("static"));
+    // The proxy's request id replaces the backend's; repeated fields all pass.
+    resp.headers_mut().insert("x-request-id", "from-backend".parse().expect("static"));
+    resp.headers_mut().append("set-cookie", "a=1".parse().expect("static"));
+    resp.headers_mut().append("set-cookie", "b=2".parse().expect("static"));
     Ok(resp)
 }
 

@@ -78,6 +78,15 @@ impl Outgoing {
     pub fn full(b: impl Into<Bytes>) -> Self {
         Outgoing::Full(Some(b.into()))
     }
+
+    /// A backend response's fields kept as lines beside the (then nearly empty) map; see
+    /// `upstream::h1::Wanted::verbatim`. Read before the body is first polled.
+    pub fn verbatim(&self) -> Option<(&[u8], crate::upstream::h1::Verbatim)> {
+        match self {
+            Outgoing::Raw(b) => b.verbatim(),
+            _ => None,
+        }
+    }
 }
 
 impl Body for Outgoing {

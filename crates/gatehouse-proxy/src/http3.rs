@@ -90,6 +90,7 @@ async fn connection(
         framing: Arc::new(Flags::default()),
         tls: Some(Arc::new(TlsInfo { sni, resolver })),
         challenges: None,
+        own_http1: false,
     };
     let mut h3 = h3::server::builder().build::<_, Bytes>(h3_quinn::Connection::new(conn)).await?;
     while let Some(resolver) = h3.accept().await? {

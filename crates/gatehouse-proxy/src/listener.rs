@@ -187,6 +187,7 @@ async fn worker(
             framing: Arc::new(Flags::default()),
             tls: None,
             challenges: settings.challenges.clone(),
+            own_http1: true,
         };
         let (shared, stop, alive) = (shared.clone(), shutdown.clone(), alive.clone());
         let (hyper, fast) = (hyper.clone(), fast.clone());
@@ -276,6 +277,7 @@ async fn serve<S>(
     };
     let framing = info.framing.clone();
     let shared = shared.clone();
+    let info = ConnInfo { own_http1: false, ..info };
     let svc = service_fn(move |req| {
         let state = shared.load_full();
         let info = info.clone();

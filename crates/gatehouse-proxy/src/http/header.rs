@@ -69,16 +69,57 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
         || *name == PROXY_CONNECTION
 }
 
+/// What a response field means to the proxy, told from the name's bytes (so a field that is
+/// only passed on needs no `HeaderName`). The hop-by-hop names are the ones `is_hop_by_hop`
+/// lists; a unit test keeps the two in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Another hop-by-hop field: `TE`, `Trailer`, `Upgrade`, `Keep-Alive`, `Proxy-Connection`.
+    HopByHop,
+    Date,
+    /// `X-Request-ID`, which the proxy sets on every response.
+    RequestId,
+    Other,
+}
+
+impl FieldKind {
+    pub fn of(name: &[u8]) -> FieldKind {
+        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        match name.len() {
+            2 if is(b"te") => FieldKind::HopByHop,
+            4 if is(b"date") => FieldKind::Date,
+            7 if is(b"trailer") || is(b"upgrade") => FieldKind::HopByHop,
+            10 if is(b"connection") => FieldKind::Connection,
+            10 if is(b"keep-alive") => FieldKind::HopByHop,
+            12 if is(b"x-request-id") => FieldKind::RequestId,
+            14 if is(b"content-length") => FieldKind::ContentLength,
+            16 if is(b"proxy-connection") => FieldKind::HopByHop,
+            17 if is(b"transfer-encoding") => FieldKind::TransferEncoding,
+            _ => FieldKind::Other,
+        }
+    }
+
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(self, FieldKind::TransferEncoding | FieldKind::Connection | FieldKind::HopByHop)
+    }
+}
+
+/// The field names a `Connection` value lists, other than the `close` and `keep-alive`
+/// options (RFC 9110 §7.6.1: those fields are hop-by-hop too).
+pub fn connection_listed(connection: &[u8]) -> impl Iterator<Item = &[u8]> {
+    connection
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
+}
+
 /// Removes the fields a `Connection` value names (other than `close` and `keep-alive`).
 pub fn remove_connection_listed(h: &mut HeaderMap, connection: &[u8]) {
-    if connection.eq_ignore_ascii_case(b"keep-alive") || connection.eq_ignore_ascii_case(b"close") {
-        return;
-    }
-    for token in connection.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-        if !token.eq_ignore_ascii_case(b"keep-alive")
-            && !token.eq_ignore_ascii_case(b"close")
-            && let Ok(n) = HeaderName::from_bytes(token)
-        {
+    for token in connection_listed(connection) {
+        if let Ok(n) = HeaderName::from_bytes(token) {
             h.remove(n);
         }
     }
@@ -335,6 +376,36 @@ mod tests {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn field_kinds_agree_with_the_hop_by_hop_list() {
+        let names = [
+            "connection",
+            "Keep-Alive",
+            "proxy-connection",
+            "TE",
+            "trailer",
+            "Transfer-Encoding",
+            "upgrade",
+            "content-length",
+            "date",
+            "server",
+            "x-request-id",
+            "tee",
+            "dates",
+            "upgrades",
+        ];
+        for n in names {
+            let name = HeaderName::from_bytes(n.as_bytes()).expect("valid name");
+            assert_eq!(FieldKind::of(n.as_bytes()).is_hop_by_hop(), is_hop_by_hop(&name), "{n}");
+        }
+        assert_eq!(FieldKind::of(b"Content-Length"), FieldKind::ContentLength);
+        assert_eq!(FieldKind::of(b"DATE"), FieldKind::Date);
+        assert_eq!(FieldKind::of(b"X-Request-Id"), FieldKind::RequestId);
+        assert_eq!(FieldKind::of(b"content-type"), FieldKind::Other);
+        let listed: Vec<&[u8]> = connection_listed(b"close, X-A ,keep-alive,,x-b").collect();
+        assert_eq!(listed, [&b"X-A"[..], b"x-b"]);
     }
 
     #[test]

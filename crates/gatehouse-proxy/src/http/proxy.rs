@@ -41,6 +41,10 @@ pub struct ConnInfo {
     pub tls: Option<Arc<TlsInfo>>,
     /// Pending ACME challenges (HTTP-01 answers).
     pub challenges: Option<Arc<crate::tls::Challenges>>,
+    /// Responses go out through the own HTTP/1.1 loop (`server`), which writes the head
+    /// itself and so can take a backend's fields as lines (`h1::Wanted::verbatim`). False
+    /// once hyper serves the connection, and for HTTP/3.
+    pub own_http1: bool,
 }
 
 /// The TLS side of a connection, as far as request handling cares.
@@ -425,8 +429,12 @@ async fn proxy<'s>(
             let replayable = matches!(body, Outgoing::Empty) && parts.method.is_idempotent();
             let reused = raw.reused;
             let timing = (sent_at, opts.read_timeout);
-            let limit = opts.max_response_body;
-            let sent = match h1::send(raw, &parts, body, forwarding.as_ref(), timing, limit, active).await {
+            // The fields can skip the map when nothing edits them on the way out.
+            let wanted = h1::Wanted {
+                limit: opts.max_response_body,
+                verbatim: conn.own_http1 && opts.response_headers.is_empty(),
+            };
+            let sent = match h1::send(raw, &parts, body, forwarding.as_ref(), timing, wanted, active).await {
                 Err(failed) if failed.unanswered && reused && replayable => {
                     // The backend closed the pooled connection as the request went out (an
                     // idle timeout racing with reuse), so no application saw it: send it
@@ -441,7 +449,7 @@ async fn proxy<'s>(
                     match Box::pin(fresh).await? {
                         Conn::Raw(fresh) => {
                             let retry = forwarding.as_ref();
-                            Box::pin(h1::send(fresh, &parts, Outgoing::Empty, retry, timing, limit, failed.active))
+                            Box::pin(h1::send(fresh, &parts, Outgoing::Empty, retry, timing, wanted, failed.active))
                                 .await
                         }
                         _ => Err(failed),
@@ -537,7 +545,7 @@ fn finish_response(
 ) -> Result<Response<Outgoing>, ProxyError> {
     // Only parse the length when a limit is set (the common case has none).
     if let Some(limit) = opts.max_response_body
-        && let Some(len) = content_length(resp.headers())
+        && let Some(len) = content_length(resp.headers()).or_else(|| resp.body().verbatim().and_then(|(_, v)| v.length))
         && len > limit
     {
         tracing::warn!(target: "gatehouse::proxy", backend = %backend_label(), size = len, limit, "upstream response larger than the limit");

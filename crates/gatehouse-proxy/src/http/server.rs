@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -367,6 +367,13 @@ async fn write_response<S: AsyncWrite + Unpin>(
         }
         put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
+    if let Some((lines, kept)) = body.verbatim() {
+        // The backend's fields, hop-by-hop ones already gone; a field the proxy set in the
+        // map (the request ID) replaces the backend's.
+        declared = declared.or(kept.length);
+        has_date |= kept.date;
+        put_lines(out, lines, &parts.headers);
+    }
     let framing = if declared.is_some() {
         Framing::Length
     } else if let Some(n) = body.size_hint().exact() {
@@ -494,6 +501,24 @@ pub(crate) fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `name: value\r\n` lines, leaving out those whose name `set` has. (The lines
+/// never hold an `X-Request-ID`: see `h1::Verbatim`.)
+fn put_lines(out: &mut Vec<u8>, lines: &[u8], set: &HeaderMap) {
+    if set.keys().all(|k| *k == super::header::X_REQUEST_ID) {
+        out.extend_from_slice(lines);
+        return;
+    }
+    let mut rest = lines;
+    while let Some(end) = memchr::memchr(b'\n', rest) {
+        let (line, next) = rest.split_at(end + 1);
+        rest = next;
+        let name = line.split(|b| *b == b':').next().unwrap_or(b"");
+        if !set.keys().any(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name)) {
+            out.extend_from_slice(line);
+        }
+    }
 }
 
 /// The current HTTP date, formatted once per second per thread.

@@ -30,7 +30,7 @@ use super::ActiveGuard;
 use super::pool::Key;
 use crate::body::{BoxError, Budget, Outgoing};
 use crate::error::BodyError;
-use crate::http::header as hdr;
+use crate::http::header::{self as hdr, FieldKind};
 use crate::timer::{Deadline, IdleTimer};
 
 /// Largest response head accepted from a backend.
@@ -116,6 +116,16 @@ pub struct SendError {
     pub active: ActiveGuard,
 }
 
+/// How the response should come back.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted {
+    /// `max_response_body`: the body is cut off (with an error) past this many bytes.
+    pub limit: Option<u64>,
+    /// Fields as lines (`Verbatim`) rather than in the response's map: only for a client
+    /// side that writes the response head itself and has no rules to apply to the fields.
+    pub verbatim: bool,
+}
+
 /// Sends a request and reads the response head, with hop-by-hop fields already removed.
 /// The body is read by the returned `Response`'s `Outgoing::Raw` body, which releases the
 /// connection when it has been read to its end.
@@ -125,17 +135,18 @@ pub async fn send(
     body: Outgoing,
     forwarding: Option<&hdr::Forwarding>,
     (started, read_timeout): (Instant, Duration),
-    limit: Option<u64>,
+    wanted: Wanted,
     active: ActiveGuard,
 ) -> Result<Response<Outgoing>, SendError> {
-    match exchange(conn, parts, body, forwarding, (started, read_timeout)).await {
-        Ok((conn, resp, framing, keep_alive)) => {
+    match exchange(conn, parts, body, forwarding, (started, read_timeout), wanted.verbatim).await {
+        Ok((conn, (resp, framing, keep_alive, verbatim))) => {
             let body = RawBody {
                 conn: Some(conn),
                 framing,
                 keep_alive,
                 timer: IdleTimer::new(read_timeout),
-                budget: Budget::new(limit),
+                budget: Budget::new(wanted.limit),
+                verbatim,
                 _active: active,
             };
             Ok(resp.map(|()| Outgoing::Raw(Box::new(body))))
@@ -155,7 +166,7 @@ pub async fn send(
     }
 }
 
-type Exchanged = (Conn, Response<()>, Framing, bool);
+type Exchanged = (Conn, Head);
 
 /// Writes the request and reads the response head. On failure, says whether any byte of
 /// an answer had arrived.
@@ -165,6 +176,7 @@ async fn exchange(
     mut body: Outgoing,
     forwarding: Option<&hdr::Forwarding>,
     (started, read_timeout): (Instant, Duration),
+    verbatim: bool,
 ) -> Result<Exchanged, (io::Error, bool)> {
     let none = |e: io::Error| (e, false);
     conn.used_at = started;
@@ -247,8 +259,8 @@ async fn exchange(
     // The wait for the answer starts once the request is out (for a bodiless one, that is
     // as good as when the request started; a clock read saved).
     conn.timer.set(if empty { started } else { Instant::now() } + read_timeout);
-    match read_head(&mut conn, head_only).await {
-        Ok((resp, framing, keep_alive)) => Ok((conn, resp, framing, keep_alive)),
+    match read_head(&mut conn, head_only, verbatim).await {
+        Ok(head) => Ok((conn, head)),
         Err(e) => {
             let answered = !conn.buf.is_empty();
             Err((e, answered))
@@ -310,9 +322,10 @@ enum Chunk {
     Trailers,
 }
 
-async fn read_head(conn: &mut Conn, head_only: bool) -> io::Result<(Response<()>, Framing, bool)> {
+async fn read_head(conn: &mut Conn, head_only: bool, verbatim: bool) -> io::Result<Head> {
     loop {
-        if let Some(head) = parse_head(&mut conn.buf, &mut conn.fields, head_only)? {
+        let lines = verbatim.then_some(&mut conn.out);
+        if let Some(head) = parse_head(&mut conn.buf, &mut conn.fields, head_only, lines)? {
             return Ok(head);
         }
         if conn.buf.len() >= MAX_HEAD {
@@ -322,13 +335,31 @@ async fn read_head(conn: &mut Conn, head_only: bool) -> io::Result<(Response<()>
     }
 }
 
+/// A parsed response head: the response (its fields in the map, or in `Verbatim`), how
+/// its body is framed, and whether the connection can be reused after it.
+type Head = (Response<()>, Framing, bool, Option<Verbatim>);
+
+/// The backend's response fields kept as lines (`name: value\r\n`) instead of a
+/// `HeaderMap`, for a client side that writes HTTP/1.1 itself and would only turn the map
+/// back into lines. Left out: hop-by-hop fields, and `X-Request-ID` (the proxy sets its own
+/// on every response). The lines sit in the connection's `out` buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Verbatim {
+    /// The response's `Content-Length`, which is among the lines.
+    pub length: Option<u64>,
+    /// A `Date` field is among the lines.
+    pub date: bool,
+}
+
 /// Parses a buffered response head (skipping 1xx answers). Header values become slices of
 /// the head's bytes rather than copies; framing and keep-alive are read off the raw fields.
+/// With `verbatim`, the fields are written there as lines and the map stays empty.
 fn parse_head(
     buf: &mut BytesMut,
     fields: &mut Vec<(HeaderName, std::ops::Range<usize>)>,
     head_only: bool,
-) -> io::Result<Option<(Response<()>, Framing, bool)>> {
+    verbatim: Option<&mut Vec<u8>>,
+) -> io::Result<Option<Head>> {
     loop {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut []);
@@ -350,38 +381,68 @@ fn parse_head(
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
         let base = buf.as_ptr() as usize;
         let mut facts = Facts::default();
-        fields.clear();
+        // Hop-by-hop fields stop here (RFC 9110 §7.6.1), so the response needs no
+        // stripping pass later; the ones `Connection` lists are removed below.
         let mut connection = None;
+        let mut lines = verbatim;
+        if let Some(l) = lines.as_deref_mut() {
+            l.clear();
+        }
+        fields.clear();
         for h in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(io::Error::other)?;
-            facts.see(&name, h.value)?;
+            let name = h.name.as_bytes();
+            let kind = FieldKind::of(name);
+            facts.see(kind, h.value)?;
             let start = h.value.as_ptr() as usize - base;
             let range = start..start + h.value.len();
-            // Hop-by-hop fields stop here (RFC 9110 §7.6.1), so the response needs no
-            // stripping pass later.
-            if hdr::is_hop_by_hop(&name) {
-                if name == header::CONNECTION {
-                    connection = Some(range);
-                }
+            if kind == FieldKind::Connection {
+                connection = Some(range);
                 continue;
             }
-            fields.push((name, range));
+            if kind.is_hop_by_hop() {
+                continue;
+            }
+            match lines.as_deref_mut() {
+                Some(l) if kind != FieldKind::RequestId => crate::http::server::put_field(l, name, h.value),
+                Some(_) => {}
+                None => fields.push((HeaderName::from_bytes(name).map_err(io::Error::other)?, range)),
+            }
         }
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        *resp.version_mut() = version;
+        let framing = facts.framing(status, head_only, version);
+        let keep_alive = facts.keeps_alive(version) && !matches!(framing, Framing::UntilClose);
+        // Names the `Connection` field lists (usually none: `keep-alive` or `close`).
+        let listed = connection.clone().map(|r| &buf[r]).filter(|c| hdr::connection_listed(c).next().is_some());
+        if let Some(l) = lines {
+            if let Some(c) = listed {
+                l.clear();
+                for h in parsed.headers.iter() {
+                    let kind = FieldKind::of(h.name.as_bytes());
+                    let named = hdr::connection_listed(c).any(|t| t.eq_ignore_ascii_case(h.name.as_bytes()));
+                    if !kind.is_hop_by_hop() && kind != FieldKind::RequestId && !named {
+                        crate::http::server::put_field(l, h.name.as_bytes(), h.value);
+                    }
+                }
+            }
+            buf.advance(len);
+            // Room for what the proxy adds (the request ID).
+            *resp.headers_mut() = hdr::maps::take(2);
+            let kept = Verbatim { length: facts.length, date: facts.date };
+            return Ok(Some((resp, framing, keep_alive, Some(kept))));
+        }
+        let listed = listed.is_some();
         let head = buf.split_to(len).freeze();
         let mut map = hdr::maps::take(fields.len() + 4);
         for (name, range) in fields.drain(..) {
             map.append(name, HeaderValue::from_maybe_shared(head.slice(range)).map_err(io::Error::other)?);
         }
-        if let Some(range) = connection {
+        if let (true, Some(range)) = (listed, connection) {
             hdr::remove_connection_listed(&mut map, &head[range]);
         }
-        let framing = facts.framing(status, head_only, version);
-        let keep_alive = facts.keeps_alive(version) && !matches!(framing, Framing::UntilClose);
-        let mut resp = Response::new(());
-        *resp.status_mut() = status;
-        *resp.version_mut() = version;
         *resp.headers_mut() = map;
-        return Ok(Some((resp, framing, keep_alive)));
+        return Ok(Some((resp, framing, keep_alive, None)));
     }
 }
 
@@ -410,11 +471,12 @@ struct Facts {
     te: Option<bool>,
     close: bool,
     keep_alive: bool,
+    date: bool,
 }
 
 impl Facts {
-    fn see(&mut self, name: &HeaderName, value: &[u8]) -> io::Result<()> {
-        if *name == header::CONTENT_LENGTH {
+    fn see(&mut self, kind: FieldKind, value: &[u8]) -> io::Result<()> {
+        if kind == FieldKind::ContentLength {
             let n = std::str::from_utf8(value)
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
@@ -423,10 +485,12 @@ impl Facts {
                 return Err(io::Error::other("several Content-Length headers from backend"));
             }
             self.length = Some(n);
-        } else if *name == header::TRANSFER_ENCODING {
+        } else if kind == FieldKind::TransferEncoding {
             let last = value.rsplit(|b| *b == b',').next().unwrap_or(b"");
             self.te = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if *name == header::CONNECTION {
+        } else if kind == FieldKind::Date {
+            self.date = true;
+        } else if kind == FieldKind::Connection {
             for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 self.close |= t.eq_ignore_ascii_case(b"close");
                 self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
@@ -459,10 +523,19 @@ pub struct RawBody {
     keep_alive: bool,
     timer: IdleTimer,
     budget: Budget,
+    /// Set when the fields were kept as lines in `conn.out`.
+    verbatim: Option<Verbatim>,
     _active: ActiveGuard,
 }
 
 impl RawBody {
+    /// The response's fields when they were kept as lines (see `Wanted::verbatim`). Only
+    /// available before the body is first polled: a finished body has handed its
+    /// connection, and with it the lines, back to the pool.
+    pub fn verbatim(&self) -> Option<(&[u8], Verbatim)> {
+        Some((&self.conn.as_ref()?.out, self.verbatim?))
+    }
+
     fn finish(&mut self) {
         if let Some(conn) = self.conn.take()
             && self.keep_alive
@@ -674,7 +747,10 @@ mod tests {
 
     fn head(raw: &str, head_only: bool) -> io::Result<(Response<()>, Framing, bool)> {
         let mut buf = BytesMut::from(raw.as_bytes());
-        parse_head(&mut buf, &mut Vec::new(), head_only).map(|h| h.expect("complete head"))
+        parse_head(&mut buf, &mut Vec::new(), head_only, None).map(|h| {
+            let (resp, framing, keep_alive, _) = h.expect("complete head");
+            (resp, framing, keep_alive)
+        })
     }
 
     #[test]
@@ -694,5 +770,24 @@ mod tests {
         assert!(ok("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n").2);
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn verbatim_fields_keep_case_and_drop_hop_by_hop() {
+        let raw = "HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: x-a, keep-alive\r\nX-A: 1\r\nKeep-Alive: 5\r\n\
+                   Date: Sun, 22 Nov 2026 08:00:00 GMT\r\nContent-Length: 3\r\nset-cookie: a=1\r\nX-Request-Id: b\r\nSet-Cookie: b=2\r\n\r\nabc";
+        let mut buf = BytesMut::from(raw.as_bytes());
+        let mut lines = b"stale".to_vec();
+        let (resp, framing, keep_alive, kept) =
+            parse_head(&mut buf, &mut Vec::new(), false, Some(&mut lines)).expect("valid").expect("complete");
+        let kept = kept.expect("verbatim");
+        assert_eq!(
+            std::str::from_utf8(&lines).expect("ascii"),
+            "Server: nginx\r\nDate: Sun, 22 Nov 2026 08:00:00 GMT\r\nContent-Length: 3\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\n"
+        );
+        assert!(resp.headers().is_empty());
+        assert_eq!((kept.length, kept.date), (Some(3), true));
+        assert!(matches!(framing, Framing::Length(3)) && keep_alive);
+        assert_eq!(&buf[..], b"abc", "the body stays in the buffer");
     }
 }
