@@ -160,3 +160,62 @@ async fn balancer_state_and_counters_survive_reload() {
     gh.signal("TERM");
     assert_eq!(gh.wait_exit(std::time::Duration::from_secs(10)), Some(0));
 }
+
+/// Two backends on one port, on 127.0.0.1 and 127.0.0.2, so one host name can stand for
+/// either or both.
+async fn backend_pair() -> (Backend, Backend) {
+    for _ in 0..20 {
+        let a = Backend::start_on("a", "127.0.0.1:0".parse().expect("addr")).await.expect("bind 127.0.0.1");
+        let other = std::net::SocketAddr::from(([127, 0, 0, 2], a.addr.port()));
+        if let Some(b) = Backend::start_on("b", other).await {
+            return (a, b);
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+}
+
+/// Sends `n` requests and counts which backend answered each.
+async fn counts(gh: &Gatehouse, n: usize) -> (usize, usize) {
+    let t = tally(gh, n, &[]).await;
+    (t.get("a").copied().unwrap_or(0), t.get("b").copied().unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_names_rotate_over_their_addresses_and_follow_dns_changes() {
+    let (a, b) = backend_pair().await;
+    let hosts_dir = tempfile::tempdir().expect("tempdir");
+    let hosts = hosts_dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 svc.test\n127.0.0.2 svc.test\n").expect("hosts");
+    let site = format!("host: lb.test\nbackend: http://svc.test:{}\n", a.addr.port());
+    let Some(gh) = Gatehouse::start_with_hosts("dns_refresh: 1s\n", &[("lb", &site)], &hosts) else {
+        return;
+    };
+
+    // Both addresses of the name take turns.
+    let (on_a, on_b) = counts(&gh, 20).await;
+    assert_eq!((on_a, on_b), (10, 10), "requests should alternate between the two addresses");
+
+    // The name moves to one address (a container replaced): after the next refresh every
+    // request goes there. The file is rewritten in place, so the bind mount sees it.
+    std::fs::write(&hosts, "127.0.0.2 svc.test\n").expect("hosts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if counts(&gh, 6).await == (0, 6) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new address was not picked up; log:\n{}", gh.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let a_before = a.count();
+
+    // A name that stops resolving keeps its last addresses: requests still succeed.
+    std::fs::write(&hosts, "127.0.0.1 other.test\n").expect("hosts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !gh.log().contains("keeping old addresses") {
+        assert!(std::time::Instant::now() < deadline, "no failed re-resolution logged; log:\n{}", gh.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(counts(&gh, 6).await, (0, 6));
+    assert_eq!(a.count(), a_before, "nothing goes back to the address the name left");
+    assert!(b.count() >= 16, "b answered {}", b.count());
+}

@@ -41,7 +41,42 @@ impl Gatehouse {
     }
 
     pub fn start_in(dir: tempfile::TempDir) -> Gatehouse {
-        let mut child = Command::new(BIN)
+        Self::launch(dir, Command::new(BIN))
+    }
+
+    /// Like `start`, but the process sees `hosts` as its `/etc/hosts` (bind-mounted in a
+    /// private mount namespace), so a test controls what backend host names resolve to,
+    /// and rewriting that file (in place) changes the answers. Its `/etc/resolv.conf` is
+    /// empty, so a name missing from `hosts` fails at once on loopback instead of asking
+    /// the machine's DNS server. `None` where mount
+    /// namespaces are not available (not root); CI runs as root and insists.
+    pub fn start_with_hosts(main_extra: &str, sites: &[(&str, &str)], hosts: &Path) -> Option<Gatehouse> {
+        let probe = Command::new("unshare").args(["--mount", "--propagation", "private", "true"]).status();
+        if !probe.is_ok_and(|s| s.success()) {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root: mount namespaces must work there");
+            eprintln!("skipped: no mount namespaces here (unshare --mount needs root)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_config(dir.path(), main_extra, sites);
+        let mut cmd = Command::new("unshare");
+        // sh: $0 is the hosts file, "$@" the gatehouse command line (exec keeps the pid).
+        cmd.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/hosts && mount --bind /dev/null /etc/resolv.conf && exec \"$@\"",
+        ])
+        .arg(hosts)
+        .arg(BIN);
+        Some(Self::launch(dir, cmd))
+    }
+
+    /// Runs `cmd run --config <dir>/gatehouse.yaml` and waits for its startup line.
+    fn launch(dir: tempfile::TempDir, mut cmd: Command) -> Gatehouse {
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(dir.path().join("gatehouse.yaml"))
             .env_remove("GATEHOUSE_CONFIG")
@@ -161,6 +196,16 @@ pub struct Backend {
 impl Backend {
     pub async fn start(name: &str) -> Backend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        Self::serve(name, listener)
+    }
+
+    /// A backend on a given address (`None` when it is taken).
+    pub async fn start_on(name: &str, addr: SocketAddr) -> Option<Backend> {
+        let listener = tokio::net::TcpListener::bind(addr).await.ok()?;
+        Some(Self::serve(name, listener))
+    }
+
+    fn serve(name: &str, listener: tokio::net::TcpListener) -> Backend {
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());
         let (n, s) = (name.to_string(), seen.clone());
