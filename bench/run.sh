@@ -928,12 +928,12 @@ main() {
     say "date:    $(date -Is)   host: $(uname -srm), $(nproc) CPUs, load avg $(cut -d' ' -f1-3 /proc/loadavg)"
     if [[ $MODE == https ]]; then
         say "method:  TLS at the proxy (ECDSA P-256 certificate for $TLS_HOST + IP 127.0.0.1 from a per-run test CA), plain HTTP/1.1 to the backend;"
-        say "         ${WARMUP}s warm-up before each run, $ROUNDS round(s), order rotated per round, PIN=$PIN"
+        say "         ${WARMUP}s warm-up before each run, $ROUNDS round(s), order per round from a balanced Latin square, PIN=$PIN"
         say "         https-keepalive: wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency https://127.0.0.1:PORT/ (HTTP/1.1 keep-alive)"
         say "         handshakes:      openssl s_time -connect 127.0.0.1:PORT -new -time $DURATION (1 client, full handshakes, no request)"
         say "         h2:              h2load -t1 -c$CONNECTIONS -m$H2_STREAMS -D $DURATION https://127.0.0.1:PORT/ (HTTP/2, ALPN h2)"
     else
-        say "method:  wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency, ${WARMUP}s warm-up before each run, $ROUNDS round(s), order rotated per round, PIN=$PIN"
+        say "method:  wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency, ${WARMUP}s warm-up before each run, $ROUNDS round(s), order per round from a balanced Latin square, PIN=$PIN"
     fi
     # "|| true": wrk -v exits 1, and pipefail would make that fatal here.
     local versions
@@ -966,15 +966,30 @@ main() {
         measure backend 1
     fi
 
-    # Rotate the order each round so slow drifts (thermal, noisy neighbours)
-    # don't always hit the same proxy. In https mode every test runs over all
+    # The order changes every round so slow drifts (thermal, noisy neighbours)
+    # don't always hit the same proxy, and it follows a balanced Latin square
+    # (Williams design: 0, 1, n-1, 2, n-2, ... shifted by the round, mirrored in
+    # every other block of n rounds) so that each proxy also runs right after
+    # each other one equally often. A plain rotation would always put the same
+    # proxy right after caddy, whose Go runtime keeps working (GC, returning
+    # memory) for a while after its run. In https mode every test runs over all
     # peers (in that order) before the next test starts, so the peers of one
     # test are measured close together in time.
     local -a peers=($PEERS)
     local n=${#peers[@]} r k test
+    local -a seq=(0)
+    for ((k = 1; ${#seq[@]} < n; k++)); do
+        seq+=("$k")
+        ((${#seq[@]} < n)) && seq+=("$((n - k))")
+    done
     for ((r = 1; r <= ROUNDS; r++)); do
         local -a order=()
-        for ((k = 0; k < n; k++)); do order+=("${peers[$(((k + r - 1) % n))]}"); done
+        local row=$(((r - 1) % (2 * n)))
+        for ((k = 0; k < n; k++)); do
+            local at=$k
+            ((row >= n)) && at=$((n - 1 - k))
+            order+=("${peers[$(((seq[at] + row) % n))]}")
+        done
         say "round $r/$ROUNDS: ${order[*]}"
         if [[ $MODE == https ]]; then
             for test in $HTTPS_TESTS; do
