@@ -227,8 +227,12 @@ async fn serve<'s>(
             let Some(group) = &route.group else {
                 return Err(ProxyError::NoRoute);
             };
-            let target_path = target_path.into_owned();
-            proxy(state, conn, route, group, req, &target_path, meta, upstream).await?
+            // Usually the path goes out as the client sent it: then no copy is made.
+            let changed = match target_path {
+                Cow::Borrowed(p) if p == req.uri().path() => None,
+                other => Some(other.into_owned()),
+            };
+            proxy(state, conn, route, group, req, changed.as_deref(), meta, upstream).await?
         }
     };
     hdr::apply_rules(resp.headers_mut(), &opts.response_headers);
@@ -261,12 +265,15 @@ fn check_limits(req: &Request<Inbound>, opts: &RouteOptions) -> Result<(), Proxy
     if size as u64 > opts.max_request_headers {
         return Err(ProxyError::HeadersTooLarge);
     }
-    // A request whose body is known to be empty has nothing to measure.
-    if let (Some(max), false, Some(len)) = (opts.max_request_body, req.body().is_end_stream(), content_length(h)) {
+    // A request whose body is known to be empty has nothing to measure (and its
+    // Content-Length is not even looked up).
+    if let Some(max) = opts.max_request_body
+        && !req.body().is_end_stream()
+        && let Some(len) = content_length(h)
         // Also answers `Expect: 100-continue` before the client sends the body.
-        if len > max {
-            return Err(ProxyError::BodyTooLarge(max));
-        }
+        && len > max
+    {
+        return Err(ProxyError::BodyTooLarge(max));
     }
     Ok(())
 }
@@ -299,7 +306,8 @@ async fn proxy<'s>(
     route: &Compiled,
     group: &'s Arc<Group>,
     mut req: Request<Inbound>,
-    path: &str,
+    // The path to send when it is not the request's own (normalised, stripped, rewritten).
+    path: Option<&str>,
     meta: &Meta<'_>,
     upstream: &mut Option<&'s Arc<BackendState>>,
 ) -> Result<Response<Outgoing>, ProxyError> {
@@ -350,11 +358,11 @@ async fn proxy<'s>(
 
     // The common case forwards the client's origin-form URI untouched; only a changed path
     // (normalised, stripped, rewritten) or an absolute-form URI costs a new string.
-    let unchanged = parts.uri.scheme().is_none() && parts.uri.path() == path;
-    let pq = match (unchanged, parts.uri.query()) {
-        (true, _) => None,
-        (false, Some(q)) => Some(format!("{path}?{q}")),
-        (false, None) => Some(path.to_string()),
+    let unchanged = parts.uri.scheme().is_none() && path.is_none();
+    let pq = match (unchanged, path.unwrap_or(parts.uri.path()), parts.uri.query()) {
+        (true, _, _) => None,
+        (false, path, Some(q)) => Some(format!("{path}?{q}")),
+        (false, path, None) => Some(path.to_string()),
     };
     let sent_at = Instant::now();
     let (body, progress) = if body.is_end_stream() {
