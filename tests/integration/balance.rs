@@ -165,7 +165,7 @@ async fn balancer_state_and_counters_survive_reload() {
 /// either or both.
 async fn backend_pair() -> (Backend, Backend) {
     for _ in 0..20 {
-        let a = Backend::start_on("a", "127.0.0.1:0".parse().expect("addr")).await.expect("bind 127.0.0.1");
+        let a = Backend::start("a").await;
         let other = std::net::SocketAddr::from(([127, 0, 0, 2], a.addr.port()));
         if let Some(b) = Backend::start_on("b", other).await {
             return (a, b);

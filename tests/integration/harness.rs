@@ -35,9 +35,7 @@ impl Gatehouse {
     /// Starts gatehouse with `main_extra` appended to a main file that listens on port 0,
     /// and `sites` written to `sites/<name>.yaml`.
     pub fn start(main_extra: &str, sites: &[(&str, &str)]) -> Gatehouse {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write_config(dir.path(), main_extra, sites);
-        Self::start_in(dir)
+        Self::start_in(configured(main_extra, sites))
     }
 
     pub fn start_in(dir: tempfile::TempDir) -> Gatehouse {
@@ -48,8 +46,8 @@ impl Gatehouse {
     /// private mount namespace), so a test controls what backend host names resolve to,
     /// and rewriting that file (in place) changes the answers. Its `/etc/resolv.conf` is
     /// empty, so a name missing from `hosts` fails at once on loopback instead of asking
-    /// the machine's DNS server. `None` where mount
-    /// namespaces are not available (not root); CI runs as root and insists.
+    /// the machine's DNS server. `None` where mount namespaces are not available (not
+    /// root); CI runs as root and insists.
     pub fn start_with_hosts(main_extra: &str, sites: &[(&str, &str)], hosts: &Path) -> Option<Gatehouse> {
         let probe = Command::new("unshare").args(["--mount", "--propagation", "private", "true"]).status();
         if !probe.is_ok_and(|s| s.success()) {
@@ -57,8 +55,6 @@ impl Gatehouse {
             eprintln!("skipped: no mount namespaces here (unshare --mount needs root)");
             return None;
         }
-        let dir = tempfile::tempdir().expect("tempdir");
-        write_config(dir.path(), main_extra, sites);
         let mut cmd = Command::new("unshare");
         // sh: $0 is the hosts file, "$@" the gatehouse command line (exec keeps the pid).
         cmd.args([
@@ -71,7 +67,7 @@ impl Gatehouse {
         ])
         .arg(hosts)
         .arg(BIN);
-        Some(Self::launch(dir, cmd))
+        Some(Self::launch(configured(main_extra, sites), cmd))
     }
 
     /// Runs `cmd run --config <dir>/gatehouse.yaml` and waits for its startup line.
@@ -152,6 +148,13 @@ impl Drop for Gatehouse {
     }
 }
 
+/// A temporary directory holding a configuration (`write_config`).
+fn configured(main_extra: &str, sites: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), main_extra, sites);
+    dir
+}
+
 pub fn write_config(dir: &Path, main_extra: &str, sites: &[(&str, &str)]) {
     std::fs::create_dir_all(dir.join("sites")).expect("sites dir");
     let main = format!(
@@ -195,17 +198,12 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
-        Self::serve(name, listener)
+        Self::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind backend")
     }
 
     /// A backend on a given address (`None` when it is taken).
     pub async fn start_on(name: &str, addr: SocketAddr) -> Option<Backend> {
         let listener = tokio::net::TcpListener::bind(addr).await.ok()?;
-        Some(Self::serve(name, listener))
-    }
-
-    fn serve(name: &str, listener: tokio::net::TcpListener) -> Backend {
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());
         let (n, s) = (name.to_string(), seen.clone());
@@ -221,7 +219,7 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, name: name.to_string(), seen }
+        Some(Backend { addr, name: name.to_string(), seen })
     }
 
     pub fn url(&self) -> String {

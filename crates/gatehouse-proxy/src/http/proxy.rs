@@ -358,11 +358,14 @@ async fn proxy<'s>(
 
     // The common case forwards the client's origin-form URI untouched; only a changed path
     // (normalised, stripped, rewritten) or an absolute-form URI costs a new string.
-    let unchanged = parts.uri.scheme().is_none() && path.is_none();
-    let pq = match (unchanged, path.unwrap_or(parts.uri.path()), parts.uri.query()) {
-        (true, _, _) => None,
-        (false, path, Some(q)) => Some(format!("{path}?{q}")),
-        (false, path, None) => Some(path.to_string()),
+    let pq = if parts.uri.scheme().is_none() && path.is_none() {
+        None
+    } else {
+        let path = path.unwrap_or(parts.uri.path());
+        Some(match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        })
     };
     let sent_at = Instant::now();
     let (body, progress) = if body.is_end_stream() {
