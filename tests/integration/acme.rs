@@ -54,7 +54,7 @@ async fn wait_for_certificate(gh: &Gatehouse, pebble: &Pebble, limit: Duration) 
 /// challtestsrv's management port) and named by SCRIPT in `challenge_yaml`.
 async fn issue_with(challenge_yaml: &str, hook: Option<&str>) {
     let backend = Backend::start("shop").await;
-    let (http, https) = (free_port(), free_port());
+    let [http, https] = free_ports();
     let pebble = Pebble::start(http, https);
     let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("dns-hook.sh");
@@ -102,7 +102,7 @@ esac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_the_certificate_renewal_swaps_it_and_outages_keep_the_old_one() {
     let backend = Backend::start("shop").await;
-    let (http, https) = (free_port(), free_port());
+    let [http, https] = free_ports();
     let mut pebble = Pebble::start(http, https);
     let dir = tempfile::tempdir().expect("tempdir");
     acme_config(dir.path(), &pebble, http, https, "", &backend);

@@ -547,10 +547,14 @@ pub fn accept_any_connector() -> tokio_rustls::TlsConnector {
 // ---------------------------------------------------------------------------------------
 // ACME: Debian's pebble and pebble-challtestsrv
 
-/// A free loopback port (bound, read, released: another process could take it, so only
-/// for servers that must know each other's ports up front).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+/// `N` distinct free loopback ports. All are held open until every one is picked, so two
+/// picks can never return the same port; they are released on return, so another process
+/// could still take one: only for servers that must know each other's ports up front, and
+/// their starters retry when a bind is lost (see [`Pebble::start`]).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> =
+        (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("addr").port())
 }
 
 /// Pebble (ACME server) with pebble-challtestsrv as its DNS: every name resolves to
@@ -566,13 +570,32 @@ pub struct Pebble {
 
 impl Pebble {
     /// `http_port` / `tls_port`: where pebble's validator connects (gatehouse's listeners).
+    /// Pebble's own four ports are picked here; when one of them was taken between the pick
+    /// and the bind (other tests run in parallel), both servers start again on new ports.
     pub fn start(http_port: u16, tls_port: u16) -> Pebble {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let ports = loop {
+                let ports = free_ports::<4>();
+                if !ports.iter().any(|p| *p == http_port || *p == tls_port) {
+                    break ports;
+                }
+            };
+            match Pebble::try_start(http_port, tls_port, ports) {
+                Ok(p) => return p,
+                Err(p) if attempt < 3 && p.log().contains("address already in use") => drop(p),
+                Err(p) => panic!("pebble did not start: {}", p.log()),
+            }
+        }
+    }
+
+    fn try_start(http_port: u16, tls_port: u16, [acme, mgmt, dns, ct_mgmt]: [u16; 4]) -> Result<Pebble, Pebble> {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = TestCa::new();
         let cert = ca.issue(&["localhost", "127.0.0.1"]);
         std::fs::write(dir.path().join("cert.pem"), &cert.cert_pem).expect("write");
         std::fs::write(dir.path().join("key.pem"), &cert.key_pem).expect("write");
-        let (acme, mgmt, dns, ct_mgmt) = (free_port(), free_port(), free_port(), free_port());
         let config = json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{acme}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt}"),
@@ -602,21 +625,27 @@ impl Pebble {
             .stderr(log("pebble.err"))
             .spawn()
             .expect("pebble (apt-get install pebble)");
-        let p = Pebble {
+        let mut p = Pebble {
             children: vec![challtest, pebble],
             directory: format!("https://127.0.0.1:{acme}/dir"),
             ca_pem: ca.pem(),
             challtest_mgmt: ct_mgmt,
             dir,
         };
-        for port in [acme, ct_mgmt] {
-            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        // Pebble's management port too: a lost bind there makes pebble exit while its ACME
+        // port may already have answered once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        for port in [acme, mgmt, ct_mgmt] {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(std::time::Instant::now() < deadline, "pebble did not start: {}", p.log());
+                let exited = p.children.iter_mut().any(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if exited || std::time::Instant::now() > deadline {
+                    p.stop();
+                    return Err(p);
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        p
+        Ok(p)
     }
 
     pub fn log(&self) -> String {
