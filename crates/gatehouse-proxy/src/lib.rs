@@ -11,6 +11,8 @@ pub mod http;
 #[cfg(feature = "http3")]
 pub mod http3;
 pub mod listener;
+#[cfg(test)]
+mod mutate;
 pub mod route;
 pub mod state;
 pub mod timer;

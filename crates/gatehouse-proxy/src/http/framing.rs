@@ -170,6 +170,29 @@ mod tests {
         assert_eq!(count(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n"]), 0);
     }
 
+    #[test]
+    fn read_boundaries_do_not_change_the_verdict() {
+        let valid: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0xf1a9);
+        let mut conflicts = 0;
+        for raw in crate::mutate::damaged(0xf1a8, valid, 5_000) {
+            let whole = count(&[&raw]);
+            let mut pieces = Vec::new();
+            let mut rest = &raw[..];
+            while !rest.is_empty() {
+                let (piece, tail) = rest.split_at(rng.usize(1..=rest.len().min(12)));
+                pieces.push(piece);
+                rest = tail;
+            }
+            assert_eq!(count(&pieces), whole, "{:?}", String::from_utf8_lossy(&raw));
+            conflicts += whole;
+        }
+        assert!(conflicts > 200, "too few damaged heads kept both fields ({conflicts})");
+    }
+
     fn read_all(replay: &'static [u8], rest: &'static [u8], flags: Option<Arc<Flags>>) -> Vec<u8> {
         use tokio::io::AsyncReadExt;
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");

@@ -645,6 +645,51 @@ mod tests {
     }
 
     #[test]
+    fn damaged_request_heads_never_panic_and_bodies_always_go_to_hyper() {
+        let valid: &[&[u8]] = &[
+            b"GET /a/b?c=1 HTTP/1.1\r\nHost: example.test\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n",
+            b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nTE: trailers\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        ];
+        // Until the last byte of the head, a head is incomplete, not an error.
+        for raw in valid {
+            let len = parse(raw, &mut Vec::new()).expect("valid").expect("complete").len;
+            for cut in 0..len {
+                assert!(matches!(parse(&raw[..cut], &mut Vec::new()), Ok(None)), "{cut} bytes of {raw:?}");
+            }
+        }
+        let mut spare = Vec::new();
+        let mut served_here = 0;
+        for raw in crate::mutate::damaged(0x5e7e, valid, 20_000) {
+            let Ok(Some(head)) = parse(&raw, &mut spare) else { continue };
+            // Whatever might frame a body (or switch protocols) sends the request to hyper,
+            // whose body handling this loop does not have.
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut oracle = httparse::Request::new(&mut slots);
+            assert_eq!(oracle.parse(&raw).ok(), Some(httparse::Status::Complete(head.len)));
+            let fields: Vec<(String, &[u8])> =
+                oracle.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value)).collect();
+            let body = fields.iter().any(|(n, v)| {
+                n == "transfer-encoding" || (n == "content-length" && v.trim_ascii().iter().any(|b| *b != b'0'))
+            });
+            let other = fields.iter().any(|(n, _)| n == "upgrade" || n == "expect");
+            if body || other {
+                assert!(head.hand_off, "{:?}", String::from_utf8_lossy(&raw));
+                continue;
+            }
+            served_here += 1;
+            let count = fields.len();
+            let raw = Bytes::from(raw.clone());
+            if let Ok((req, _)) = head.into_request(&raw, &mut spare) {
+                assert_eq!(req.headers().len(), count, "{raw:?}");
+            }
+        }
+        assert!(served_here > 1000, "too few damaged heads stayed servable ({served_here})");
+    }
+
+    #[test]
     fn refuses_ambiguous_framing() {
         for raw in [
             "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",

@@ -707,9 +707,7 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> io::Result<(Framing, Option<B
                 return Ok((Framing::Chunked(Chunk::Size), None));
             };
             let line = buf.split_to(end + 1);
-            let text = std::str::from_utf8(&line).map_err(|_| bad("chunk size"))?;
-            let size_part = text.trim_end_matches(['\r', '\n']).split(';').next().unwrap_or("").trim();
-            let size = u64::from_str_radix(size_part, 16).map_err(|_| bad("chunk size"))?;
+            let size = chunk_size(&line).ok_or_else(|| bad("chunk size"))?;
             let next = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
             Ok((Framing::Chunked(next), Some(Bytes::new())))
         }
@@ -752,6 +750,27 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> io::Result<(Framing, Option<B
     }
 }
 
+/// The size on a chunk-size line (ending in LF or CRLF): hex digits, then nothing or
+/// extensions after a `;` (RFC 9112 §7.1, white space allowed before it). No sign, no
+/// leading white space: a front end and a back end that read a size differently is how
+/// responses get desynchronised.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = &line[digits..];
+    if digits == 0 || !(rest.is_empty() || rest.trim_ascii_start().starts_with(b";")) {
+        return None;
+    }
+    // Leading zeros are allowed and do not count against the 16 digits of a u64.
+    let zeros = line[..digits].iter().take_while(|b| **b == b'0').count();
+    let significant = &line[zeros..digits];
+    if significant.len() > 16 {
+        return None;
+    }
+    significant.iter().try_fold(0u64, |n, b| Some(n << 4 | u64::from((*b as char).to_digit(16)?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -776,8 +795,68 @@ mod tests {
     fn chunked_bodies_decode() {
         assert_eq!(decode(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n").expect("valid"), b"hello world");
         assert_eq!(decode(b"0\r\nx-trailer: 1\r\n\r\n").expect("valid"), b"");
+        assert_eq!(decode(b"00005 ;a=b\r\nhello\r\n0\r\n\r\n").expect("valid"), b"hello");
         assert!(decode(b"zz\r\n").is_err());
         assert!(decode(b"2\r\nabXX").is_err());
+        // Sizes are hex digits only: no sign, no leading space, nothing but an extension
+        // after them, and no more than a u64 holds.
+        for bad in ["+5", " 5", "5 x", "5x", "-0", "", "1_0", "10000000000000000"] {
+            assert!(decode(format!("{bad}\r\nhello\r\n0\r\n\r\n").as_bytes()).is_err(), "{bad:?}");
+        }
+        assert_eq!(chunk_size(b"ffffffffffffffff\r\n"), Some(u64::MAX));
+    }
+
+    /// Decodes `input` handed over in random pieces, as reads from a socket would: the body
+    /// and how many bytes of `input` it took.
+    fn decode_in_pieces(input: &[u8], rng: &mut fastrand::Rng) -> io::Result<(Vec<u8>, usize)> {
+        let (mut buf, mut fed) = (BytesMut::new(), 0);
+        let mut state = Framing::Chunked(Chunk::Size);
+        let mut out = Vec::new();
+        while let Framing::Chunked(s) = state {
+            let (next, data) = chunk_step(&mut buf, s)?;
+            match data {
+                Some(d) => out.extend_from_slice(&d),
+                None if matches!(next, Framing::Empty) => {}
+                None if fed == input.len() => return Err(io::Error::other("incomplete")),
+                None => {
+                    let n = rng.usize(1..=(input.len() - fed).min(40));
+                    buf.extend_from_slice(&input[fed..fed + n]);
+                    fed += n;
+                }
+            }
+            state = next;
+        }
+        Ok((out, fed - buf.len()))
+    }
+
+    #[test]
+    fn chunked_decoding_ignores_read_boundaries_and_survives_damage() {
+        let mut rng = fastrand::Rng::with_seed(0xc4a7);
+        let mut samples = Vec::new();
+        for _ in 0..500 {
+            let body: Vec<u8> = (0..rng.usize(0..300)).map(|_| rng.u8(..)).collect();
+            let mut enc = Vec::new();
+            for piece in body.chunks(rng.usize(1..64)) {
+                let size = if rng.bool() { format!("{:x}", piece.len()) } else { format!("{:X}", piece.len()) };
+                enc.extend_from_slice(size.as_bytes());
+                if rng.u8(..4) == 0 {
+                    enc.extend_from_slice(b";ext=\"v\"");
+                }
+                enc.extend_from_slice(b"\r\n");
+                enc.extend_from_slice(piece);
+                enc.extend_from_slice(b"\r\n");
+            }
+            enc.extend_from_slice(if rng.bool() { b"0\r\n\r\n" } else { b"0\r\nX-T: 1\r\n\r\n" });
+            assert_eq!(decode_in_pieces(&enc, &mut rng).expect("valid encoding"), (body, enc.len()));
+            samples.push(enc);
+        }
+        // Damaged encodings: a body, an error or "incomplete", and never a panic.
+        let valid: Vec<&[u8]> = samples.iter().map(Vec::as_slice).collect();
+        let mut failed = 0;
+        for raw in crate::mutate::damaged(0xc4a8, &valid, 20_000) {
+            failed += usize::from(decode_in_pieces(&raw, &mut rng).is_err());
+        }
+        assert!(failed > 1000, "damage should break many encodings, broke {failed}");
     }
 
     fn head(raw: &str, head_only: bool) -> io::Result<(Response<()>, Framing, bool)> {
@@ -805,6 +884,69 @@ mod tests {
         assert!(ok("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n").2);
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+    }
+
+    /// Field lines as (lower-case name, value) pairs, through httparse.
+    fn fields_of(lines: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let block = [lines, b"\r\n"].concat();
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::parse_headers(&block, &mut slots) {
+            Ok(httparse::Status::Complete((n, fields))) if n == block.len() => {
+                fields.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect()
+            }
+            other => panic!("verbatim lines do not parse back ({other:?}): {:?}", String::from_utf8_lossy(lines)),
+        }
+    }
+
+    #[test]
+    fn damaged_response_heads_never_panic_and_both_modes_agree() {
+        let valid: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sun, 22 Nov 2026 08:00:00 GMT\r\nContent-Type: text/plain\r\n\
+              Content-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: x-a, close\r\nX-A: 1\r\nX-Request-ID: b\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n",
+            b"HTTP/1.0 404 Not Found\r\nKeep-Alive: timeout=5\r\nSet-Cookie: a=1\r\nVary: x\r\nSet-Cookie: b=2\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 7\r\n\r\n",
+        ];
+        let mut complete = 0;
+        for (i, raw) in crate::mutate::damaged(0x9a7e, valid, 20_000).into_iter().enumerate() {
+            let head_only = i % 5 == 0;
+            let (mut a, mut b) = (BytesMut::from(&raw[..]), BytesMut::from(&raw[..]));
+            let mut lines = Vec::new();
+            let map = parse_head(&mut a, &mut Vec::new(), head_only, None);
+            let verbatim = parse_head(&mut b, &mut Vec::new(), head_only, Some(&mut lines));
+            match (map, verbatim) {
+                (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+                (Ok(Some((m, m_framing, m_alive, _))), Ok(Some((v, v_framing, v_alive, kept)))) => {
+                    complete += 1;
+                    let raw = String::from_utf8_lossy(&raw);
+                    assert_eq!((m.status(), m.version(), m_alive), (v.status(), v.version(), v_alive), "{raw:?}");
+                    assert_eq!(format!("{m_framing:?}"), format!("{v_framing:?}"), "{raw:?}");
+                    assert_eq!(a, b, "the body stays in the buffer either way: {raw:?}");
+                    // The same fields, in the same order per name; X-Request-ID is the
+                    // proxy's own in verbatim mode.
+                    let mut from_map: Vec<(String, Vec<u8>)> = m
+                        .headers()
+                        .iter()
+                        .filter(|(n, _)| *n != "x-request-id")
+                        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                        .collect();
+                    let mut from_lines = fields_of(&lines);
+                    from_map.sort_by(|x, y| x.0.cmp(&y.0));
+                    from_lines.sort_by(|x, y| x.0.cmp(&y.0));
+                    assert_eq!(from_map, from_lines, "{raw:?}");
+                    let length = m.headers().get("content-length").and_then(|v| v.to_str().ok()?.trim().parse().ok());
+                    assert_eq!(kept.expect("verbatim").length, length, "{raw:?}");
+                }
+                (m, v) => panic!(
+                    "the modes disagree on {:?}: map {:?}, verbatim {:?}",
+                    String::from_utf8_lossy(&raw),
+                    m.map(|h| h.is_some()),
+                    v.map(|h| h.is_some())
+                ),
+            }
+        }
+        assert!(complete > 1000, "too few damaged heads stayed complete ({complete}) to compare the modes");
     }
 
     #[test]
