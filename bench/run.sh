@@ -646,6 +646,15 @@ cpu_ticks() {
     echo "$total"
 }
 
+# Busy clock ticks of the whole machine (all CPUs): user+nice+system+irq+softirq
+# from the first line of /proc/stat. Idle, iowait and steal (time the hypervisor
+# gave to someone else) are not work done here.
+machine_ticks() {
+    local _cpu user nice system idle iowait irq softirq _rest
+    read -r _cpu user nice system idle iowait irq softirq _rest </proc/stat
+    echo $((user + nice + system + irq + softirq))
+}
+
 # Sum of VmRSS (kB) over the session (nginx: master + worker).
 rss_kb() {
     local pid total=0 kb
@@ -759,10 +768,12 @@ measure_wrk() {
     local url="$scheme://127.0.0.1:${PORTS[$name]}/" out="$TMP/$test-$name-$round.txt"
     run_wrk "$url" "$WARMUP" "$TMP/warmup.txt"
 
-    local t0 t1
-    t0=$(cpu_ticks "$sid")
+    # The proxy, the backend and the machine as a whole (wrk, softirq), so the
+    # report can show where the CPU of one proxied request goes.
+    local t0 t1 b0 b1 m0 m1 bsid=${PIDS[backend]}
+    t0=$(cpu_ticks "$sid") b0=$(cpu_ticks "$bsid") m0=$(machine_ticks)
     run_wrk "$url" "$DURATION" "$out"
-    t1=$(cpu_ticks "$sid")
+    t1=$(cpu_ticks "$sid") b1=$(cpu_ticks "$bsid") m1=$(machine_ticks)
     check_alive "$name"
 
     local parsed req rps p99 err
@@ -770,6 +781,8 @@ measure_wrk() {
     read -r req rps p99 err <<<"$parsed"
     ((req > 0)) || die "wrk completed no requests against $name"
     record "$test" "$name" "$round" "$rps" "$p99" "$(rss_kb "$sid")" "$(cpu_per $((t1 - t0)) "$req")" "$req" "$err"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$name" "$round" "$(cpu_per $((t1 - t0)) "$req")" \
+        "$(cpu_per $((b1 - b0)) "$req")" "$(cpu_per $((m1 - m0)) "$req")" >>"$TMP/machine.tsv"
 }
 
 # The HTTP-mode measurement (kept as it was).
@@ -904,6 +917,33 @@ say_table() {
     say "$table"
 }
 
+# machine_table TEST BASE: where the CPU of one request goes, from machine.tsv
+# (measure_wrk tests only). Medians per proxy; "rest" is everything on the
+# machine that is neither the proxy nor the backend: wrk, and kernel work
+# accounted to no process (softirq, other tasks).
+machine_table() {
+    python3 - "$TMP/machine.tsv" "$PEERS" "$1" "$2" <<'EOF'
+import statistics, sys
+path, peers, test, base = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4]
+rows = {}
+for line in open(path):
+    t, name, _rnd, proxy, backend, machine = line.rstrip("\n").split("\t")
+    if t == test:
+        r = rows.setdefault(name, ([], [], []))
+        for col, v in zip(r, (proxy, backend, machine)):
+            col.append(float(v))
+if not rows:
+    sys.exit(0)
+print("CPU us per request across the machine (medians; rest = wrk and kernel work of no process):")
+print(f"  {'':<10} {'proxy':>8} {'backend':>8} {'rest':>8} {'machine':>8} {'x ' + base:>10}")
+med = {n: [statistics.median(c) for c in cols] for n, cols in rows.items()}
+for name in [p for p in peers if p in med]:
+    p, b, m = med[name]
+    ratio = f"{m / med[base][2]:.2f}" if base in med and med[base][2] > 0 else "-"
+    print(f"  {name:<10} {p:8.1f} {b:8.1f} {m - p - b:8.1f} {m:8.1f} {ratio:>10}")
+EOF
+}
+
 # ------------------------------------------------------------------- main --
 
 main() {
@@ -914,6 +954,7 @@ main() {
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-bench.XXXXXX")
     chmod 755 "$TMP"   # nginx workers run as nobody when started by root
     : >"$TMP/raw.tsv"
+    : >"$TMP/machine.tsv"
     CLK_TCK=$(getconf CLK_TCK)
     [[ $PIN == 1 ]] && CLIENT_PREFIX=(taskset -c 0)
 
@@ -1015,6 +1056,8 @@ main() {
         say "https-keepalive: HTTP/1.1 over TLS, $CONNECTIONS keep-alive connections (wrk); backend row = plain HTTP, no proxy"
         say_table https-keepalive "$base" "req/s" "p99 ms" "CPU us/req"
         say ""
+        say "$(machine_table https-keepalive "$base")"
+        say ""
         say "handshakes: new TLS connections per second, full handshakes, 1 sequential client (openssl s_time -new)"
         say_table handshakes "$base" "conn/s" "" "CPU us/conn"
         say ""
@@ -1028,6 +1071,8 @@ main() {
         say "       only; the machine is noisy."
     else
         say_table http "$base" "req/s" "p99 ms" "CPU us/req"
+        say ""
+        say "$(machine_table http "$base")"
         say ""
         say "notes: req/s and p99 from wrk. CPU us/req = (utime+stime of all the proxy's processes and threads"
         say "       during the measured run) / requests completed. RSS = sum of VmRSS over the proxy's processes"
