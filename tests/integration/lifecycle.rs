@@ -20,6 +20,10 @@ fn check_reports_file_line_field_and_suggestion() {
                 "hosts: [shop.test]\nroutes:\n  - path: '^/(['\n    match: regex\n    backend: http://127.0.0.1:9002\n  - path: /x\n    upstream: missing\n",
             ),
             ("lb", "host: lb.test\nbackends: [http://a:1]\noptions:\n  load_balancing: {algorithm: round_robbin}\n"),
+            (
+                "tunnel",
+                "host: t.test\nroutes:\n  - path: /\n    methods: [GET, connect]\n    backend: http://127.0.0.1:9003\n",
+            ),
         ],
     );
     let (code, out) = check(dir.path());
@@ -40,11 +44,15 @@ fn check_reports_file_line_field_and_suggestion() {
             "{}:4 options.load_balancing.algorithm: unknown algorithm \"round_robbin\" (did you mean `round_robin`?)",
             sites.join("lb.yaml").display()
         ),
+        format!(
+            "{}:4 routes[0].methods[1]: CONNECT opens a tunnel, which Gatehouse does not proxy",
+            sites.join("tunnel.yaml").display()
+        ),
     ];
     for e in expect {
         assert!(out.contains(&e), "missing {e:?} in:\n{out}");
     }
-    assert!(out.contains("5 error(s)"), "{out}");
+    assert!(out.contains("6 error(s)"), "{out}");
 
     // A valid configuration passes, without binding anything.
     let ok = tempfile::tempdir().expect("tempdir");

@@ -132,6 +132,11 @@ async fn ambiguous_framing_is_rejected() {
         b"GET / HTTP/1.1\r\nHost: f.test\r\nBad Header: x\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: f.test\r\nX-Ok: 1\r\nBad(name): x\r\n\r\n",
         b"GET / HTTP/1.1\r\n\r\n",
+        // Host confusion: routed on one host, read by the backend as another.
+        b"GET / HTTP/1.1\r\nHost: f.test\r\nHost: evil.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: evil.test@f.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: f.test/../admin\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: f.test evil.test\r\n\r\n",
     ];
     for attack in attacks {
         let out = raw_async(addr, attack, Duration::from_secs(3)).await;

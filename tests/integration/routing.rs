@@ -1,5 +1,7 @@
 //! Host and path routing, methods, priorities, normalisation, rewrites and redirects.
 
+use std::time::Duration;
+
 use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,4 +139,68 @@ async fn ip_literal_hosts_route_with_or_without_brackets() {
     assert_eq!(get(gh.http, "[::1]:8080", "/").await.json()["backend"], "v6");
     assert_eq!(get(gh.http, "[::1]", "/").await.json()["backend"], "v6");
     assert_eq!(get(gh.http, "127.0.0.1:8080", "/").await.json()["backend"], "v4");
+}
+
+/// Where the host comes from when the Host field is not the whole story: absolute-form
+/// requests (RFC 9112 §3.2.2), HTTP/1.0 without a Host, and CONNECT, which asks for a
+/// tunnel a reverse proxy does not open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_http10_and_connect() {
+    let (a, b, any) = tokio::join!(Backend::start("a"), Backend::start("b"), Backend::start("any"));
+    let gh = Gatehouse::start(
+        "",
+        &[
+            ("a", &format!("host: a.test\nbackend: {}\n", a.url())),
+            ("b", &format!("host: b.test\nroutes:\n  - path: /\n    methods: [GET, POST]\n    backend: {}\n", b.url())),
+            ("any", &format!("host: '*'\nbackend: {}\n", any.url())),
+        ],
+    );
+    let body = |out: &str| -> serde_json::Value {
+        let (_, json) = out.split_once("\r\n\r\n").expect("a response with a body");
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+
+    // The URI's authority routes and replaces the Host field on the way out.
+    let out = raw_async(
+        gh.http,
+        b"GET http://a.test/x?y=1 HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let seen = body(&out);
+    assert_eq!(seen["backend"], "a");
+    assert_eq!(seen["uri"], "/x?y=1", "origin form towards the backend");
+    assert_eq!(seen["headers"]["host"], "a.test");
+    assert_eq!(seen["headers"]["x-forwarded-host"], "a.test");
+
+    // HTTP/1.0 may leave the host out; the catch-all site answers, and the backend (spoken
+    // to in HTTP/1.1) gets its own address as Host.
+    let out = raw_async(gh.http, b"GET /old HTTP/1.0\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let seen = body(&out);
+    assert_eq!(seen["backend"], "any");
+    assert_eq!(seen["headers"]["host"], any.addr.to_string());
+    assert!(seen["headers"].get("x-forwarded-host").is_none(), "{seen}");
+
+    // CONNECT: 405 with the methods the route does take, and nothing reaches a backend.
+    let out = raw_async(
+        gh.http,
+        b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("\r\nallow: delete, get, head, options, patch, post, put, trace\r\n"),
+        "{out}"
+    );
+    let out = raw_async(
+        gh.http,
+        b"CONNECT b.test:443 HTTP/1.1\r\nHost: b.test:443\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 405") && out.to_ascii_lowercase().contains("\r\nallow: get, post\r\n"), "{out}");
+    assert_eq!(a.count() + b.count(), 1, "only the absolute-form request reached a or b");
 }

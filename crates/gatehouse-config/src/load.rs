@@ -1120,6 +1120,11 @@ fn build_route(
         for (i, m) in list.iter().enumerate() {
             let upper = m.value.trim().to_ascii_uppercase();
             match Method::from_bytes(upper.as_bytes()) {
+                Ok(Method::CONNECT) => cx.err_at(
+                    m,
+                    format!("{dot}methods[{i}]"),
+                    "CONNECT opens a tunnel, which Gatehouse does not proxy (use an L4 route for raw TCP)".to_string(),
+                ),
                 Ok(method) => out.push(method),
                 Err(_) => cx.err_at(m, format!("{dot}methods[{i}]"), format!("invalid method {:?}", m.value)),
             }

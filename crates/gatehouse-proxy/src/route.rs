@@ -29,6 +29,19 @@ pub struct Router {
     sites: Vec<Vec<Compiled>>,
 }
 
+/// The methods a route without a method list answers, for `Allow` (every method but
+/// CONNECT; extension methods pass too but are not listed).
+const ORDINARY: [Method; 8] = [
+    Method::DELETE,
+    Method::GET,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PATCH,
+    Method::POST,
+    Method::PUT,
+    Method::TRACE,
+];
+
 /// What routing decided.
 pub enum Lookup<'a> {
     Found(&'a Compiled),
@@ -105,6 +118,10 @@ impl Router {
             }
             match &c.route.methods {
                 Some(list) if !list.contains(method) => allowed.extend(list.iter()),
+                // CONNECT asks for a tunnel, which a reverse proxy does not open: a route
+                // without a method list takes every other method (configuration refuses
+                // CONNECT in a list).
+                None if *method == Method::CONNECT => allowed.extend(ORDINARY.iter()),
                 _ => return Lookup::Found(c),
             }
         }

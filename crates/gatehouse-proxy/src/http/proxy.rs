@@ -64,11 +64,13 @@ pub async fn handle(state: &RuntimeState, conn: &ConnInfo, req: Request<Inbound>
     let version = req.version();
     // Cheap clones (reference-counted bytes) so the request can move into the pipeline.
     let uri = req.uri().clone();
-    let host_header = req.headers().get(header::HOST).cloned();
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host_header = hosts.next().cloned();
+    let host_fields_ok = hosts.next().is_none() && host_header.as_ref().is_none_or(|h| valid_host(h.as_bytes()));
     let host = request_host(&uri, host_header.as_ref()).unwrap_or(Cow::Borrowed(""));
     let mut upstream: Option<&Arc<BackendState>> = None;
 
-    let meta = Meta { host: &host, host_header: host_header.as_ref(), rid: &rid };
+    let meta = Meta { host: &host, host_header: host_header.as_ref(), host_fields_ok, rid: &rid };
     let mut resp = match serve(state, conn, req, &meta, &mut upstream).await {
         Ok(r) => r,
         Err(e) => {
@@ -141,11 +143,20 @@ fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Optio
     }
 }
 
+/// RFC 9110 §7.2 with RFC 3986 §3.2.2: a Host value is a host (a name, an IPv4 address
+/// or a bracketed IPv6 literal) with an optional port, or empty. Spaces, slashes, `@`
+/// and the like would let the proxy route on one host while the backend reads another.
+fn valid_host(v: &[u8]) -> bool {
+    v.iter().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(b))
+}
+
 /// What `handle` has already worked out about the request.
 struct Meta<'a> {
     /// Routing host: lower-case, no port.
     host: &'a str,
     host_header: Option<&'a HeaderValue>,
+    /// At most one Host field, with a valid value (RFC 9112 §3.2 asks for 400 otherwise).
+    host_fields_ok: bool,
     rid: &'a HeaderValue,
 }
 
@@ -169,6 +180,9 @@ async fn serve<'s>(
     }
     if req.version() == Version::HTTP_11 && meta.host_header.is_none() && req.uri().authority().is_none() {
         return Err(ProxyError::BadRequest("missing Host header"));
+    }
+    if !meta.host_fields_ok {
+        return Err(ProxyError::BadRequest("several Host fields or an invalid Host value"));
     }
     // RFC 9110 §15.5.20: a request for a host that this connection's certificate does not
     // serve belongs on another connection.
@@ -325,14 +339,19 @@ async fn proxy<'s>(
     let headers = &mut parts.headers;
     hdr::strip_hop_by_hop(headers, upgrade);
     // HTTP/2 and HTTP/3 carry the host in the URI; HTTP/1.1 backends need it as a field.
+    // An HTTP/1.1 request in absolute form names its host there too, and then the Host
+    // field does not count (RFC 9112 §3.2.2): the backend gets the host that was routed on.
     let mut host_value = meta.host_header.cloned();
-    if host_value.is_none()
-        && let Some(a) = &authority
+    if let Some(a) = &authority
         && let Ok(v) = HeaderValue::from_str(a)
+        && host_value.as_ref() != Some(&v)
     {
         headers.insert(header::HOST, v.clone());
         host_value = Some(v);
     }
+    // An HTTP/1.0 request may come without any host; it goes out as HTTP/1.1, which
+    // needs one, so it gets the backend's (as nginx's default `proxy_set_header Host`).
+    let host_missing = host_value.is_none();
     let forwarding = hdr::Forwarding::new(
         headers,
         peer,
@@ -424,6 +443,9 @@ async fn proxy<'s>(
     let active = ActiveGuard::new(backend);
 
     let backend_label = || backend.backend.url();
+    if host_missing && let Ok(v) = HeaderValue::from_str(&backend.backend.addr.authority()) {
+        parts.headers.insert(header::HOST, v);
+    }
     if !matches!(conn_out, Conn::Raw(_))
         && let Some(f) = forwarding.take()
     {
