@@ -104,8 +104,11 @@ async fn least_conn_avoids_the_busy_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_fails_over_then_502() {
     let good = Backend::start("good").await;
-    // A port with nothing listening: bind, note the port, close.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    // A port that refuses connections: bound but never listening, and held for the whole
+    // test, so no other test can start listening on it meanwhile.
+    let held = tokio::net::TcpSocket::new_v4().expect("socket");
+    held.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let dead = held.local_addr().expect("addr");
     let gh = Gatehouse::start(
         "",
         &[
