@@ -269,6 +269,14 @@ async fn scripted_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::
                         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"
                     } else if first.contains("/chunked") {
                         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n"
+                    } else if first.contains("/both") {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello!\r\n0\r\n\r\n"
+                    } else if first.contains("/gzip") {
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"
+                    } else if first.contains("/badchunk") {
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n"
+                    } else if first.contains("/overlong") {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello world"
                     } else if first.contains("/close") {
                         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end").await;
                         return;
@@ -318,6 +326,42 @@ async fn http1_backend_framings_and_connection_reuse() {
     assert_eq!(get(gh.http, "s.test", "/close").await.text(), "until the end");
     assert_eq!(get(gh.http, "s.test", "/len").await.text(), "hello there");
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// Backend responses whose framing cannot be passed on safely get 502 while nothing has
+/// been sent, and never let bytes through where the client would read them as the next
+/// response; the proxy goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_backend_framing_is_502_and_never_splits_responses() {
+    let (addr, conns) = scripted_backend().await;
+    let gh = one_worker_in_front_of(addr);
+    // A bad head is the backend's fault only: 502, and the client's connection serves
+    // the next (pipelined) request. A body that breaks before its first byte went out
+    // also gets 502, and that connection closes.
+    for (path, answers) in [("/both", 2), ("/gzip", 2), ("/badchunk", 1)] {
+        let out = raw_async(
+            gh.http,
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: s.test\r\n\r\nGET /len HTTP/1.1\r\nHost: s.test\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+            Duration::from_secs(3),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 502"), "{path}: {out}");
+        assert!(out.contains("x-request-id: "), "{path}: {out}");
+        assert!(!out.contains("hello!") && !out.contains("hello\r\n"), "{path}: backend bytes passed: {out}");
+        assert_eq!(out.matches("HTTP/1.1 ").count(), answers, "{path}: {out}");
+        if answers == 2 {
+            assert!(out.ends_with("hello there"), "{path}: {out}");
+        }
+    }
+    // Five bytes declared, eleven sent: the client gets the five, and the rest never
+    // reaches anyone as a response (the backend connection is not reused with it).
+    let before = conns.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(get(gh.http, "s.test", "/overlong").await.text(), "hello");
+    assert_eq!(get(gh.http, "s.test", "/len").await.text(), "hello there");
+    assert!(conns.load(std::sync::atomic::Ordering::SeqCst) > before);
 }
 
 /// A pooled connection the backend closes as it is reused: an idempotent request is sent

@@ -399,8 +399,8 @@ async fn write_response<S: AsyncWrite + Unpin>(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    maps::give(parts.headers);
     if bodiless {
+        maps::give(parts.headers);
         write_all(io, out, timer).await?;
         flush(io, timer).await?;
         return Ok(keep_alive);
@@ -410,6 +410,21 @@ async fn write_response<S: AsyncWrite + Unpin>(
     // poll once without waiting so both go out in one write.
     let mut sent: u64 = 0;
     let mut pending = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+        Poll::Ready(Some(Err(e))) => {
+            // Nothing has gone out yet (a backend body broken from its first byte, such
+            // as a malformed chunk size): there is still time for a status code.
+            tracing::warn!(target: "gatehouse::proxy", error = %e, "backend response body failed before any byte was sent");
+            out.clear();
+            out.extend_from_slice(b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n");
+            if let Some(id) = parts.headers.get(&super::header::X_REQUEST_ID) {
+                put_field(out, b"x-request-id", id.as_bytes());
+            }
+            out.extend_from_slice(b"content-length: 16\r\nconnection: close\r\n\r\n502 Bad Gateway\n");
+            maps::give(parts.headers);
+            write_all(io, out, timer).await?;
+            flush(io, timer).await?;
+            return Ok(false);
+        }
         Poll::Ready(frame) => Some(frame),
         Poll::Pending => {
             write_all(io, out, timer).await?;
@@ -417,6 +432,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
             None
         }
     };
+    maps::give(parts.headers);
     loop {
         let frame = match pending.take() {
             Some(f) => f,
@@ -435,6 +451,11 @@ async fn write_response<S: AsyncWrite + Unpin>(
                         continue;
                     }
                     sent += data.len() as u64;
+                    if declared.is_some_and(|n| sent > n) {
+                        // More than the declared length: writing it would put the excess
+                        // where the client expects the next response (response splitting).
+                        return Err(io::Error::other("response body longer than its Content-Length"));
+                    }
                     if framing == Framing::Chunked {
                         let _ = write!(out, "{:x}\r\n", data.len());
                     }

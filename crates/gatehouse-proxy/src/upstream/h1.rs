@@ -415,7 +415,7 @@ fn parse_head(
         let mut resp = Response::new(());
         *resp.status_mut() = status;
         *resp.version_mut() = version;
-        let framing = facts.framing(status, head_only, version);
+        let framing = facts.framing(status, head_only, version)?;
         let keep_alive = facts.keeps_alive(version) && !matches!(framing, Framing::UntilClose);
         // Names the `Connection` field lists (usually none: `keep-alive` or `close`).
         let listed = connection.clone().map(|r| &buf[r]).filter(|c| hdr::connection_listed(c).next().is_some());
@@ -502,8 +502,9 @@ async fn read_more(conn: &mut Conn) -> io::Result<()> {
 #[derive(Default)]
 struct Facts {
     length: Option<u64>,
-    /// `Transfer-Encoding` was present; true when its last coding is `chunked`.
-    te: Option<bool>,
+    /// `Transfer-Encoding` fields seen, and whether each said exactly `chunked`.
+    te_fields: u8,
+    te_chunked: bool,
     close: bool,
     keep_alive: bool,
     date: bool,
@@ -521,8 +522,8 @@ impl Facts {
             }
             self.length = Some(n);
         } else if kind == FieldKind::TransferEncoding {
-            let last = value.rsplit(|b| *b == b',').next().unwrap_or(b"");
-            self.te = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            self.te_fields = self.te_fields.saturating_add(1);
+            self.te_chunked = value.trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if kind == FieldKind::Date {
             self.date = true;
         } else if kind == FieldKind::Connection {
@@ -534,16 +535,34 @@ impl Facts {
         Ok(())
     }
 
-    fn framing(&self, status: StatusCode, head_only: bool, version: Version) -> Framing {
+    /// How the body is framed. A `Transfer-Encoding` is accepted only as a single
+    /// `chunked` on HTTP/1.1 without a `Content-Length`: the proxy decodes chunked and
+    /// frames the body anew, so any other coding would reach the client undeclared, and
+    /// a length beside it is how responses get split (RFC 9112 §6.3 calls it an error).
+    fn framing(&self, status: StatusCode, head_only: bool, version: Version) -> io::Result<Framing> {
+        if self.te_fields > 0 {
+            let why = if self.length.is_some() {
+                "both Content-Length and Transfer-Encoding from backend"
+            } else if self.te_fields > 1 || !self.te_chunked {
+                "Transfer-Encoding from backend other than chunked"
+            } else if version != Version::HTTP_11 {
+                "Transfer-Encoding in an HTTP/1.0 response from backend"
+            } else {
+                ""
+            };
+            if !why.is_empty() {
+                return Err(io::Error::other(why));
+            }
+        }
         if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            return Framing::Empty;
+            return Ok(Framing::Empty);
         }
-        match (self.te, self.length) {
-            (Some(true), _) if version == Version::HTTP_11 => Framing::Chunked(Chunk::Size),
-            (Some(_), _) | (None, None) => Framing::UntilClose,
-            (None, Some(0)) => Framing::Empty,
-            (None, Some(n)) => Framing::Length(n),
-        }
+        Ok(match (self.te_fields > 0, self.length) {
+            (true, _) => Framing::Chunked(Chunk::Size),
+            (false, None) => Framing::UntilClose,
+            (false, Some(0)) => Framing::Empty,
+            (false, Some(n)) => Framing::Length(n),
+        })
     }
 
     fn keeps_alive(&self, version: Version) -> bool {
@@ -874,9 +893,21 @@ mod tests {
         assert!(matches!(ok("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").1, Framing::Length(5)));
         assert!(matches!(head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).expect("valid").1, Framing::Empty));
         assert!(matches!(ok("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n").1, Framing::Empty));
-        let chunked = ok("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        let chunked = ok("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert!(matches!(chunked.1, Framing::Chunked(_)));
         assert!(!chunked.0.headers().contains_key("transfer-encoding"));
+        // Codings the proxy would pass on undeclared, a length beside chunked (response
+        // splitting), and chunked where HTTP/1.0 has no chunked: all refused.
+        for bad in [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(head(bad, false).is_err(), "{bad:?}");
+        }
         let listed = ok("HTTP/1.1 200 OK\r\nConnection: x-a, close\r\nX-A: 1\r\nX-B: 2\r\nKeep-Alive: 5\r\n\r\n");
         assert_eq!(listed.0.headers().keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-b"]);
         assert!(!ok("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n").2);
