@@ -645,11 +645,19 @@ impl Pebble {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        // A port answering can also be another process that took it; pebble or
+        // challtestsrv then exits shortly after (and the DNS port, UDP too, is not probed
+        // at all): give them a moment to fail.
+        std::thread::sleep(Duration::from_millis(300));
+        if p.children.iter_mut().any(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+            p.stop();
+            return Err(p);
+        }
         Ok(p)
     }
 
     pub fn log(&self) -> String {
-        ["pebble.log", "pebble.err", "challtestsrv.log"]
+        ["pebble.log", "pebble.err", "challtestsrv.log", "challtestsrv.err"]
             .iter()
             .map(|f| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default())
             .collect::<Vec<_>>()

@@ -137,6 +137,12 @@ async fn ambiguous_framing_is_rejected() {
         b"GET / HTTP/1.1\r\nHost: evil.test@f.test\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: f.test/../admin\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: f.test evil.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: f.test:evil.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [f.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: f.test]\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [::1]evil.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: f.test:99999x\r\n\r\n",
+        b"GET http://evil.test@f.test/ HTTP/1.1\r\nHost: f.test\r\n\r\n",
     ];
     for attack in attacks {
         let out = raw_async(addr, attack, Duration::from_secs(3)).await;

@@ -69,6 +69,15 @@ async fn sni_selects_certificates_from_every_source() {
         let h = &r.json()["headers"];
         assert_eq!(h["x-forwarded-proto"], "https");
     }
+    // HTTP/1.0 may send no Host at all: the name from the handshake routes it, and the
+    // backend gets its own address as Host.
+    let conn = tls_connect(https, &connector, "a.test").await.expect("tls");
+    let mut old = http::Request::get("/x").body(http_body_util::Full::new(bytes::Bytes::new())).expect("request");
+    *old.version_mut() = http::Version::HTTP_10;
+    let r = send_on(conn.stream, old).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["host"], backend.addr.to_string());
+
     // No default configured and more than one certificate: an unknown name fails the handshake.
     let err = tls_connect(https, &connector, "unknown.test").await.err().expect("handshake must fail");
     assert!(!err.contains("NotValidForName"), "a certificate was sent: {err}");

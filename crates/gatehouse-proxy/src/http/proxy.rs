@@ -66,8 +66,11 @@ pub async fn handle(state: &RuntimeState, conn: &ConnInfo, req: Request<Inbound>
     let uri = req.uri().clone();
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host_header = hosts.next().cloned();
-    let host_fields_ok = hosts.next().is_none() && host_header.as_ref().is_none_or(|h| valid_host(h.as_bytes()));
-    let host = request_host(&uri, host_header.as_ref()).unwrap_or(Cow::Borrowed(""));
+    let single_host = hosts.next().is_none();
+    let (host, host_fields_ok) = match request_host(&uri, host_header.as_ref()) {
+        Some(h) => (h, single_host),
+        None => (Cow::Borrowed(""), false),
+    };
     let mut upstream: Option<&Arc<BackendState>> = None;
 
     let meta = Meta { host: &host, host_header: host_header.as_ref(), host_fields_ok, rid: &rid };
@@ -120,34 +123,48 @@ fn error_response(e: &ProxyError) -> Response<Outgoing> {
     r
 }
 
-/// Host from the URI authority (HTTP/2, absolute-form) or the Host header, lower-case,
-/// without port.
+/// The routing host: from the URI authority (HTTP/2, HTTP/3, absolute-form) or else the
+/// Host field; lower-case, without port, brackets or a trailing dot. `None` when the value
+/// is not a host with an optional port (see `host_part`), so that the proxy can never route
+/// on one host while the backend reads another.
 fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Option<Cow<'a, str>> {
-    let raw = match uri.authority() {
-        Some(a) => a.host(),
-        None => {
-            let h = host_header?.to_str().ok()?;
-            if h.starts_with('[') {
-                h.split_once(']').map(|(a, _)| &h[..a.len() + 1]).unwrap_or(h)
-            } else {
-                h.split(':').next().unwrap_or(h)
-            }
-        }
+    let value = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => match host_header {
+            Some(h) => h.to_str().ok()?,
+            None => "",
+        },
     };
-    // IPv6 literals route without their brackets, as configured hosts are stored.
-    let raw = raw.trim_end_matches('.').trim_start_matches('[').trim_end_matches(']');
-    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
-        Some(Cow::Owned(raw.to_ascii_lowercase()))
+    let host = host_part(value)?.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(host.to_ascii_lowercase()))
     } else {
-        Some(Cow::Borrowed(raw))
+        Some(Cow::Borrowed(host))
     }
 }
 
-/// RFC 9110 §7.2 with RFC 3986 §3.2.2: a Host value is a host (a name, an IPv4 address
-/// or a bracketed IPv6 literal) with an optional port, or empty. Spaces, slashes, `@`
-/// and the like would let the proxy route on one host while the backend reads another.
-fn valid_host(v: &[u8]) -> bool {
-    v.iter().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(b))
+/// The host of a Host value or URI authority, checked against RFC 3986 §3.2.2-3 (as RFC
+/// 9110 §7.2 asks): a name or IPv4 address, or an IP literal in brackets, then at most a
+/// `:` and digits. No user information (`evil.test@app.test`), no second colon, nothing
+/// after a bracket but the port. An empty value is an empty host.
+fn host_part(v: &str) -> Option<&str> {
+    let (host, rest) = match v.strip_prefix('[') {
+        Some(literal) => {
+            let (inside, rest) = literal.split_once(']')?;
+            let ip_chars = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
+            (!inside.is_empty() && inside.bytes().all(ip_chars)).then_some((inside, rest))?
+        }
+        None => {
+            let (host, rest) = v.split_at(v.find(':').unwrap_or(v.len()));
+            let name_chars = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
+            host.bytes().all(name_chars).then_some((host, rest))?
+        }
+    };
+    match rest.strip_prefix(':') {
+        None if rest.is_empty() => Some(host),
+        Some(port) if port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) => Some(host),
+        _ => None,
+    }
 }
 
 /// What `handle` has already worked out about the request.
@@ -155,7 +172,8 @@ struct Meta<'a> {
     /// Routing host: lower-case, no port.
     host: &'a str,
     host_header: Option<&'a HeaderValue>,
-    /// At most one Host field, with a valid value (RFC 9112 §3.2 asks for 400 otherwise).
+    /// At most one Host field, and a valid host where the request names one (RFC 9112
+    /// §3.2 asks for 400 otherwise).
     host_fields_ok: bool,
     rid: &'a HeaderValue,
 }
@@ -168,7 +186,12 @@ async fn serve<'s>(
     upstream: &mut Option<&'s Arc<BackendState>>,
 ) -> Result<Response<Outgoing>, ProxyError> {
     let h = req.headers();
-    let host = meta.host;
+    // An HTTP/1.0 request may name no host at all; over TLS the name the client asked for
+    // in the handshake stands in for it.
+    let host = match (&conn.tls, meta.host) {
+        (Some(t), "") => t.sni.as_deref().unwrap_or(""),
+        (_, host) => host,
+    };
     if req.version() <= Version::HTTP_11 && h.contains_key(header::TRANSFER_ENCODING) {
         // RFC 9112 §6.1: a message with both is a smuggling attempt until proven otherwise.
         // (hyper drops Content-Length when Transfer-Encoding is present; the raw-byte
@@ -182,7 +205,7 @@ async fn serve<'s>(
         return Err(ProxyError::BadRequest("missing Host header"));
     }
     if !meta.host_fields_ok {
-        return Err(ProxyError::BadRequest("several Host fields or an invalid Host value"));
+        return Err(ProxyError::BadRequest("several Host fields or an invalid host"));
     }
     // RFC 9110 §15.5.20: a request for a host that this connection's certificate does not
     // serve belongs on another connection.
@@ -343,8 +366,8 @@ async fn proxy<'s>(
     // field does not count (RFC 9112 §3.2.2): the backend gets the host that was routed on.
     let mut host_value = meta.host_header.cloned();
     if let Some(a) = &authority
+        && host_value.as_ref().is_none_or(|h| h.as_bytes() != a.as_bytes())
         && let Ok(v) = HeaderValue::from_str(a)
-        && host_value.as_ref() != Some(&v)
     {
         headers.insert(header::HOST, v.clone());
         host_value = Some(v);
@@ -443,7 +466,10 @@ async fn proxy<'s>(
     let active = ActiveGuard::new(backend);
 
     let backend_label = || backend.backend.url();
-    if host_missing && let Ok(v) = HeaderValue::from_str(&backend.backend.addr.authority()) {
+    if host_missing
+        && !parts.headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(&backend.backend.addr.authority())
+    {
         parts.headers.insert(header::HOST, v);
     }
     if !matches!(conn_out, Conn::Raw(_))

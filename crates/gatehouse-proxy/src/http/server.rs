@@ -409,22 +409,31 @@ async fn write_response<S: AsyncWrite + Unpin>(
     // The first chunk usually comes with the response head (or is already buffered):
     // poll once without waiting so both go out in one write.
     let mut sent: u64 = 0;
-    let mut pending = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
-        Poll::Ready(Some(Err(e))) => {
-            // Nothing has gone out yet (a backend body broken from its first byte, such
-            // as a malformed chunk size): there is still time for a status code.
-            tracing::warn!(target: "gatehouse::proxy", error = %e, "backend response body failed before any byte was sent");
-            out.clear();
-            out.extend_from_slice(b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n");
-            if let Some(id) = parts.headers.get(&super::header::X_REQUEST_ID) {
-                put_field(out, b"x-request-id", id.as_bytes());
-            }
-            out.extend_from_slice(b"content-length: 16\r\nconnection: close\r\n\r\n502 Bad Gateway\n");
-            maps::give(parts.headers);
-            write_all(io, out, timer).await?;
-            flush(io, timer).await?;
-            return Ok(false);
+    let first = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+        Poll::Ready(Some(Ok(frame)))
+            if declared.is_some_and(|n| frame.data_ref().is_some_and(|d| d.len() as u64 > n)) =>
+        {
+            Poll::Ready(Some(Err("response body longer than its Content-Length".into())))
         }
+        other => other,
+    };
+    if let Poll::Ready(Some(Err(e))) = &first {
+        // Nothing has gone out yet (a backend body broken from its first byte, such as a
+        // malformed chunk size): there is still time for a status code.
+        tracing::warn!(target: "gatehouse::proxy", error = %e, "backend response body failed before any byte was sent");
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n");
+        if let Some(id) = parts.headers.get(&super::header::X_REQUEST_ID) {
+            put_field(out, b"x-request-id", id.as_bytes());
+        }
+        out.extend_from_slice(b"content-length: 16\r\nconnection: close\r\n\r\n502 Bad Gateway\n");
+        maps::give(parts.headers);
+        write_all(io, out, timer).await?;
+        flush(io, timer).await?;
+        return Ok(false);
+    }
+    maps::give(parts.headers);
+    let mut pending = match first {
         Poll::Ready(frame) => Some(frame),
         Poll::Pending => {
             write_all(io, out, timer).await?;
@@ -432,7 +441,6 @@ async fn write_response<S: AsyncWrite + Unpin>(
             None
         }
     };
-    maps::give(parts.headers);
     loop {
         let frame = match pending.take() {
             Some(f) => f,
@@ -708,6 +716,42 @@ mod tests {
             }
         }
         assert!(served_here > 1000, "too few damaged heads stayed servable ({served_here})");
+    }
+
+    /// Writes `body` as a 200 declaring `length` bytes; the outcome and what the client got.
+    fn respond(body: Outgoing, length: &'static str) -> (io::Result<bool>, String) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        rt.block_on(async {
+            let mut resp = Response::new(body);
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static(length));
+            resp.headers_mut().insert(&super::super::header::X_REQUEST_ID, HeaderValue::from_static("rid-1"));
+            let wants = Wants { head: false, version: Version::HTTP_11, keep_alive: true, trailers: false };
+            let mut timer = Deadline::new(Instant::now() + Duration::from_secs(5));
+            let (mut client, mut out) = (Vec::new(), Vec::new());
+            let r = write_response(&mut client, &mut out, resp, &wants, true, &mut timer).await;
+            (r, String::from_utf8_lossy(&client).into_owned())
+        })
+    }
+
+    #[test]
+    fn nothing_past_a_declared_length_is_written() {
+        use http_body_util::BodyExt;
+        // Too long from the first piece: nothing has gone out, so the client gets a 502.
+        let (r, got) = respond(Outgoing::full("hello world"), "5");
+        assert!(matches!(r, Ok(false)), "{r:?}");
+        assert!(got.starts_with("HTTP/1.1 502 Bad Gateway\r\n") && got.contains("x-request-id: rid-1\r\n"), "{got}");
+        assert!(!got.contains("hello"), "{got}");
+        // Too long in a later piece: the head and the declared bytes went out, the rest
+        // does not, and the connection is given up.
+        let pieces = ["hello", " world"]
+            .map(|p| Ok::<_, crate::body::BoxError>(http_body::Frame::data(Bytes::from_static(p.as_bytes()))));
+        let stream = http_body_util::StreamBody::new(futures_util::stream::iter(pieces));
+        let (r, got) = respond(Outgoing::Boxed(stream.boxed_unsync()), "5");
+        assert!(r.is_err(), "{got}");
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("\r\n\r\nhello"), "{got:?}");
+        // Exactly the declared length passes.
+        let (r, got) = respond(Outgoing::full("hello"), "5");
+        assert!(matches!(r, Ok(true)) && got.ends_with("\r\n\r\nhello"), "{got:?}");
     }
 
     #[test]

@@ -415,8 +415,14 @@ fn parse_head(
         let mut resp = Response::new(());
         *resp.status_mut() = status;
         *resp.version_mut() = version;
-        let framing = facts.framing(status, head_only, version)?;
-        let keep_alive = facts.keeps_alive(version) && !matches!(framing, Framing::UntilClose);
+        let framing = facts.framing(status, head_only);
+        // Conflicting framing is an error where a body follows; where none does (HEAD,
+        // 204, 304) the head passes, but the connection is not trusted with another request.
+        let conflict = facts.conflict(version);
+        if let (Some(why), false) = (conflict, matches!(framing, Framing::Empty)) {
+            return Err(io::Error::other(why));
+        }
+        let keep_alive = conflict.is_none() && facts.keeps_alive(version) && !matches!(framing, Framing::UntilClose);
         // Names the `Connection` field lists (usually none: `keep-alive` or `close`).
         let listed = connection.clone().map(|r| &buf[r]).filter(|c| hdr::connection_listed(c).next().is_some());
         if let Some(l) = lines {
@@ -535,34 +541,36 @@ impl Facts {
         Ok(())
     }
 
-    /// How the body is framed. A `Transfer-Encoding` is accepted only as a single
-    /// `chunked` on HTTP/1.1 without a `Content-Length`: the proxy decodes chunked and
-    /// frames the body anew, so any other coding would reach the client undeclared, and
-    /// a length beside it is how responses get split (RFC 9112 §6.3 calls it an error).
-    fn framing(&self, status: StatusCode, head_only: bool, version: Version) -> io::Result<Framing> {
-        if self.te_fields > 0 {
-            let why = if self.length.is_some() {
-                "both Content-Length and Transfer-Encoding from backend"
-            } else if self.te_fields > 1 || !self.te_chunked {
-                "Transfer-Encoding from backend other than chunked"
-            } else if version != Version::HTTP_11 {
-                "Transfer-Encoding in an HTTP/1.0 response from backend"
-            } else {
-                ""
-            };
-            if !why.is_empty() {
-                return Err(io::Error::other(why));
-            }
+    /// Why the framing fields cannot be trusted, if they cannot. A `Transfer-Encoding` is
+    /// accepted only as a single `chunked` on HTTP/1.1 without a `Content-Length`: the
+    /// proxy decodes chunked and frames the body anew, so any other coding would reach the
+    /// client undeclared, and a length beside it is how responses get split (RFC 9112 §6.3
+    /// calls it an error).
+    fn conflict(&self, version: Version) -> Option<&'static str> {
+        if self.te_fields == 0 {
+            None
+        } else if self.length.is_some() {
+            Some("both Content-Length and Transfer-Encoding from backend")
+        } else if self.te_fields > 1 || !self.te_chunked {
+            Some("Transfer-Encoding from backend other than chunked")
+        } else if version != Version::HTTP_11 {
+            Some("Transfer-Encoding in an HTTP/1.0 response from backend")
+        } else {
+            None
         }
+    }
+
+    /// How the body is framed, for heads without a `conflict` (or without a body).
+    fn framing(&self, status: StatusCode, head_only: bool) -> Framing {
         if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            return Ok(Framing::Empty);
+            return Framing::Empty;
         }
-        Ok(match (self.te_fields > 0, self.length) {
+        match (self.te_fields > 0, self.length) {
             (true, _) => Framing::Chunked(Chunk::Size),
             (false, None) => Framing::UntilClose,
             (false, Some(0)) => Framing::Empty,
             (false, Some(n)) => Framing::Length(n),
-        })
+        }
     }
 
     fn keeps_alive(&self, version: Version) -> bool {
@@ -907,6 +915,9 @@ mod tests {
             "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(head(bad, false).is_err(), "{bad:?}");
+            // Without a body (HEAD) the head passes, and the connection is not reused.
+            let (_, framing, keep_alive) = head(bad, true).expect("bodiless");
+            assert!(matches!(framing, Framing::Empty) && !keep_alive, "{bad:?}");
         }
         let listed = ok("HTTP/1.1 200 OK\r\nConnection: x-a, close\r\nX-A: 1\r\nX-B: 2\r\nKeep-Alive: 5\r\n\r\n");
         assert_eq!(listed.0.headers().keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-b"]);
