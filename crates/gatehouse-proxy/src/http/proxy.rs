@@ -681,3 +681,42 @@ fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routed(authority: Option<&str>, host: Option<&'static str>) -> Option<String> {
+        let uri: Uri = match authority {
+            Some(a) => format!("http://{a}/").parse().expect("uri"),
+            None => Uri::from_static("/"),
+        };
+        let field = host.map(HeaderValue::from_static);
+        request_host(&uri, field.as_ref()).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn hosts_route_by_name_only_and_odd_shapes_are_refused() {
+        for (host, want) in [
+            ("App.Test", "app.test"),
+            ("app.test.:8443", "app.test"),
+            ("app.test:", "app.test"),
+            ("[::1]:8080", "::1"),
+            ("[2001:DB8::1]", "2001:db8::1"),
+            ("192.0.2.7:80", "192.0.2.7"),
+            ("", ""),
+        ] {
+            assert_eq!(routed(None, Some(host)).as_deref(), Some(want), "{host:?}");
+        }
+        for bad in
+            ["a.test:b.test", "a.test:80:81", "[a.test", "a.test]", "[::1]x", "[]", "a b", "a/b", "a@b", "a:123456"]
+        {
+            assert_eq!(routed(None, Some(bad)), None, "{bad:?}");
+        }
+        // The URI's authority wins over the field, user information included.
+        assert_eq!(routed(Some("shop.test:8080"), Some("other.test")).as_deref(), Some("shop.test"));
+        assert_eq!(routed(Some("evil.test@shop.test"), Some("shop.test")), None);
+        // No host anywhere (HTTP/1.0): an empty routing host.
+        assert_eq!(routed(None, None).as_deref(), Some(""));
+    }
+}
