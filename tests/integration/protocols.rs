@@ -232,6 +232,22 @@ async fn h2c_backend_on_ipv6_loopback() {
     assert_eq!(routes["routes"][0]["backends"][0]["url"], format!("h2c://[::1]:{}", backend.port()));
 }
 
+/// The scripted backend's answers by path (first match); anything else gets
+/// `hello there` with a length.
+const SCRIPTED: &[(&str, &[u8])] = &[
+    ("/drop", b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\nfresh connection"),
+    ("/continue", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"),
+    (
+        "/chunked",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+    ),
+    // Framings that must not reach a client as they are.
+    ("/both", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello!\r\n0\r\n\r\n"),
+    ("/gzip", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+    ("/badchunk", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n"),
+    ("/overlong", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello world"),
+];
+
 /// A hand-written HTTP/1.1 backend answering with framings a library server rarely
 /// produces; counts its connections so keep-alive reuse is visible.
 async fn scripted_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
@@ -261,27 +277,16 @@ async fn scripted_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::
                         // Closes a reused connection without answering, like a backend
                         // whose idle timeout fires just as the proxy reuses the connection.
                         return;
-                    } else if first.contains("/drop") {
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\nfresh connection"
-                    } else if first.starts_with("HEAD /len") {
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n"
-                    } else if first.contains("/continue") {
-                        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"
-                    } else if first.contains("/chunked") {
-                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n"
-                    } else if first.contains("/both") {
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello!\r\n0\r\n\r\n"
-                    } else if first.contains("/gzip") {
-                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"
-                    } else if first.contains("/badchunk") {
-                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n"
-                    } else if first.contains("/overlong") {
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello world"
                     } else if first.contains("/close") {
                         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end").await;
                         return;
+                    } else if first.starts_with("HEAD /len") {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n"
                     } else {
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello there"
+                        SCRIPTED
+                            .iter()
+                            .find(|(path, _)| first.contains(path))
+                            .map_or(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello there", |(_, reply)| reply)
                     };
                     if s.write_all(reply).await.is_err() {
                         return;
