@@ -68,6 +68,11 @@ pub async fn handle(state: &RuntimeState, conn: &ConnInfo, req: Request<Inbound>
     let host_header = hosts.next().cloned();
     let single_host = hosts.next().is_none();
     let (host, host_fields_ok) = match request_host(&uri, host_header.as_ref()) {
+        // An HTTP/1.0 request may name no host at all; over TLS the name the client asked
+        // for in the handshake stands in for it.
+        Some(h) if h.is_empty() => {
+            (Cow::Borrowed(conn.tls.as_ref().and_then(|t| t.sni.as_deref()).unwrap_or("")), single_host)
+        }
         Some(h) => (h, single_host),
         None => (Cow::Borrowed(""), false),
     };
@@ -106,7 +111,7 @@ pub async fn handle(state: &RuntimeState, conn: &ConnInfo, req: Request<Inbound>
     resp
 }
 
-fn error_response(e: &ProxyError) -> Response<Outgoing> {
+pub(super) fn error_response(e: &ProxyError) -> Response<Outgoing> {
     let status = e.status();
     let mut r = Response::new(Outgoing::full(Bytes::from(format!("{status}\n"))));
     *r.status_mut() = status;
@@ -186,12 +191,7 @@ async fn serve<'s>(
     upstream: &mut Option<&'s Arc<BackendState>>,
 ) -> Result<Response<Outgoing>, ProxyError> {
     let h = req.headers();
-    // An HTTP/1.0 request may name no host at all; over TLS the name the client asked for
-    // in the handshake stands in for it.
-    let host = match (&conn.tls, meta.host) {
-        (Some(t), "") => t.sni.as_deref().unwrap_or(""),
-        (_, host) => host,
-    };
+    let host = meta.host;
     if req.version() <= Version::HTTP_11 && h.contains_key(header::TRANSFER_ENCODING) {
         // RFC 9112 §6.1: a message with both is a smuggling attempt until proven otherwise.
         // (hyper drops Content-Length when Transfer-Encoding is present; the raw-byte

@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use super::header::maps;
 use super::{ConnInfo, handle};
 use crate::body::{Inbound, Outgoing};
+use crate::error::ProxyError;
 use crate::state::RuntimeState;
 use crate::timer::Deadline;
 
@@ -325,6 +326,10 @@ async fn read_some<S: AsyncRead + Unpin, F: Future>(
     .await
 }
 
+/// Why a response is cut off: writing past its declared length would put the excess
+/// where the client expects the next response (response splitting).
+const TOO_LONG: &str = "response body longer than its Content-Length";
+
 /// Writes the response; `Ok(true)` when the connection can serve another request.
 async fn write_response<S: AsyncWrite + Unpin>(
     io: &mut S,
@@ -413,23 +418,22 @@ async fn write_response<S: AsyncWrite + Unpin>(
         Poll::Ready(Some(Ok(frame)))
             if declared.is_some_and(|n| frame.data_ref().is_some_and(|d| d.len() as u64 > n)) =>
         {
-            Poll::Ready(Some(Err("response body longer than its Content-Length".into())))
+            Poll::Ready(Some(Err(TOO_LONG.into())))
         }
         other => other,
     };
     if let Poll::Ready(Some(Err(e))) = &first {
         // Nothing has gone out yet (a backend body broken from its first byte, such as a
-        // malformed chunk size): there is still time for a status code.
+        // malformed chunk size): there is still time for a status code. It is the usual
+        // error answer, with the request's ID, on a connection that then closes.
         tracing::warn!(target: "gatehouse::proxy", error = %e, "backend response body failed before any byte was sent");
-        out.clear();
-        out.extend_from_slice(b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n");
+        let failed = ProxyError::Upstream { backend: String::new(), reason: e.to_string() };
+        let mut answer = super::proxy::error_response(&failed);
         if let Some(id) = parts.headers.get(&super::header::X_REQUEST_ID) {
-            put_field(out, b"x-request-id", id.as_bytes());
+            answer.headers_mut().insert(&super::header::X_REQUEST_ID, id.clone());
         }
-        out.extend_from_slice(b"content-length: 16\r\nconnection: close\r\n\r\n502 Bad Gateway\n");
         maps::give(parts.headers);
-        write_all(io, out, timer).await?;
-        flush(io, timer).await?;
+        Box::pin(write_response(io, out, answer, wants, false, timer)).await?;
         return Ok(false);
     }
     maps::give(parts.headers);
@@ -460,9 +464,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
                     }
                     sent += data.len() as u64;
                     if declared.is_some_and(|n| sent > n) {
-                        // More than the declared length: writing it would put the excess
-                        // where the client expects the next response (response splitting).
-                        return Err(io::Error::other("response body longer than its Content-Length"));
+                        return Err(io::Error::other(TOO_LONG));
                     }
                     if framing == Framing::Chunked {
                         let _ = write!(out, "{:x}\r\n", data.len());
