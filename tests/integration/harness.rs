@@ -637,8 +637,7 @@ impl Pebble {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         for port in [acme, mgmt, ct_mgmt] {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                let exited = p.children.iter_mut().any(|c| matches!(c.try_wait(), Ok(Some(_))));
-                if exited || std::time::Instant::now() > deadline {
+                if p.exited() || std::time::Instant::now() > deadline {
                     p.stop();
                     return Err(p);
                 }
@@ -649,11 +648,16 @@ impl Pebble {
         // challtestsrv then exits shortly after (and the DNS port, UDP too, is not probed
         // at all): give them a moment to fail.
         std::thread::sleep(Duration::from_millis(300));
-        if p.children.iter_mut().any(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+        if p.exited() {
             p.stop();
             return Err(p);
         }
         Ok(p)
+    }
+
+    /// Pebble or challtestsrv has exited.
+    fn exited(&mut self) -> bool {
+        self.children.iter_mut().any(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
 
     pub fn log(&self) -> String {

@@ -155,18 +155,14 @@ async fn absolute_form_http10_and_connect() {
             ("any", &format!("host: '*'\nbackend: {}\n", any.url())),
         ],
     );
+    let ask = |request: &'static [u8]| raw_async(gh.http, request, Duration::from_secs(3));
     let body = |out: &str| -> serde_json::Value {
         let (_, json) = out.split_once("\r\n\r\n").expect("a response with a body");
         serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {out}"))
     };
 
     // The URI's authority routes and replaces the Host field on the way out.
-    let out = raw_async(
-        gh.http,
-        b"GET http://a.test/x?y=1 HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(3),
-    )
-    .await;
+    let out = ask(b"GET http://a.test/x?y=1 HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     let seen = body(&out);
     assert_eq!(seen["backend"], "a");
@@ -176,7 +172,7 @@ async fn absolute_form_http10_and_connect() {
 
     // HTTP/1.0 may leave the host out; the catch-all site answers, and the backend (spoken
     // to in HTTP/1.1) gets its own address as Host.
-    let out = raw_async(gh.http, b"GET /old HTTP/1.0\r\n\r\n", Duration::from_secs(3)).await;
+    let out = ask(b"GET /old HTTP/1.0\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     let seen = body(&out);
     assert_eq!(seen["backend"], "any");
@@ -184,23 +180,13 @@ async fn absolute_form_http10_and_connect() {
     assert!(seen["headers"].get("x-forwarded-host").is_none(), "{seen}");
 
     // CONNECT: 405 with the methods the route does take, and nothing reaches a backend.
-    let out = raw_async(
-        gh.http,
-        b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(3),
-    )
-    .await;
+    let out = ask(b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\nConnection: close\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 405"), "{out}");
     assert!(
         out.to_ascii_lowercase().contains("\r\nallow: delete, get, head, options, patch, post, put, trace\r\n"),
         "{out}"
     );
-    let out = raw_async(
-        gh.http,
-        b"CONNECT b.test:443 HTTP/1.1\r\nHost: b.test:443\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(3),
-    )
-    .await;
+    let out = ask(b"CONNECT b.test:443 HTTP/1.1\r\nHost: b.test:443\r\nConnection: close\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 405") && out.to_ascii_lowercase().contains("\r\nallow: get, post\r\n"), "{out}");
     assert_eq!(a.count() + b.count(), 1, "only the absolute-form request reached a or b");
 }
