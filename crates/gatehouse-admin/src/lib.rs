@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{StatusCode, header};
@@ -13,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use gatehouse_proxy::StateHandle;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use gatehouse_proxy::route::Compiled;
 use serde_json::{Value, json};
 
@@ -24,14 +27,26 @@ pub struct Admin {
     pub token: Option<Arc<str>>,
     /// The certificate resolver, when HTTPS is configured.
     pub certs: Option<Arc<gatehouse_proxy::tls::Resolver>>,
+    /// Time a client has to send a request head, and the longest idle time between
+    /// requests on a kept-alive connection (hyper's header-read timer covers both);
+    /// `server.header_read_timeout`.
+    pub header_read_timeout: Duration,
 }
 
-/// Serves the admin API on `listener` until `shutdown` resolves.
+/// Most admin connections open at once; more are closed as they arrive. With the default
+/// loopback address only local processes count; beyond loopback this bounds what an
+/// unauthenticated client can hold (before this, idle connections could use up the
+/// process's descriptors and make the proxy listeners fail to accept).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Serves the admin API on `listener` until `shutdown` resolves, then lets requests in
+/// flight finish for up to a second.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     admin: Admin,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let header_read = admin.header_read_timeout;
     let api = Router::new()
         .route("/api/routes", get(routes))
         .route("/api/certs", get(certs))
@@ -42,7 +57,53 @@ pub async fn serve(
         .route("/ready", get(ready))
         .merge(api)
         .with_state(admin);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(header_read).max_buf_size(64 * 1024);
+    let http = Arc::new(http);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %peer, limit = MAX_CONNECTIONS, "admin connection limit reached; closing new connection");
+            continue;
+        };
+        let svc = TowerToHyperService::new(app.clone());
+        let (http, mut stopping) = (http.clone(), stopping.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let conn = http.serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stopping.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(peer = %peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // Every slot back means every connection has ended.
+    let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(MAX_CONNECTIONS as u32)).await;
+    Ok(())
 }
 
 async fn require_token(State(admin): State<Admin>, req: Request, next: Next) -> Response {
@@ -93,9 +154,12 @@ async fn certs(State(admin): State<Admin>, RawQuery(query): RawQuery) -> Respons
     {
         None => 30,
         Some(v) => match v.parse() {
-            Ok(n) => n,
-            Err(_) => {
-                return (StatusCode::BAD_REQUEST, Json(json!({"error": "warn_days must be a whole number"})))
+            Ok(n) if (0..=36_500).contains(&n) => n,
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "warn_days must be a whole number of days from 0 to 36500"})),
+                )
                     .into_response();
             }
         },

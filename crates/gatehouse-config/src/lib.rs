@@ -6,6 +6,7 @@
 //! crate alone.
 
 mod error;
+pub mod file;
 mod load;
 pub mod model;
 mod raw;

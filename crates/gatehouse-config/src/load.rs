@@ -95,6 +95,18 @@ impl Ctx<'_> {
         }
     }
 
+    /// A duration that must be more than zero (a zero timeout fails every request).
+    fn timeout(&mut self, v: Option<&S<String>>, path: &str, default: Duration) -> Duration {
+        let d = self.duration(v, path, default);
+        if let Some(s) = v
+            && d.is_zero()
+        {
+            self.err_at(s, path, "a timeout of 0 would fail every request; give a duration such as \"30s\"");
+            return default;
+        }
+        d
+    }
+
     fn flag(&mut self, v: Option<&S<String>>, path: &str, default: bool) -> bool {
         match v.map(|s| (s, s.value.trim())) {
             None => default,
@@ -107,14 +119,35 @@ impl Ctx<'_> {
         }
     }
 
-    fn count(&mut self, v: Option<&S<String>>, path: &str, default: usize) -> usize {
+    /// A whole number from 0 to `max`. The bound keeps every count usable as it is (a
+    /// semaphore of 2^64 permits panics; a limit past any real machine is a typo).
+    fn count(&mut self, v: Option<&S<String>>, path: &str, default: usize, max: usize) -> usize {
         match v {
             None => default,
-            Some(s) => s.value.trim().parse().unwrap_or_else(|_| {
-                self.err_at(s, path, format!("expected a whole number, got {:?}", s.value));
-                default
-            }),
+            Some(s) => match s.value.trim().parse::<usize>() {
+                Ok(n) if n <= max => n,
+                Ok(_) => {
+                    self.err_at(s, path, format!("{} is too large: at most {max}", s.value.trim()));
+                    default
+                }
+                Err(_) => {
+                    self.err_at(s, path, format!("expected a whole number, got {:?}", s.value));
+                    default
+                }
+            },
         }
+    }
+
+    /// A size from `min` to `max` bytes.
+    fn size_in(&mut self, v: Option<&S<String>>, path: &str, default: u64, (min, max): (u64, u64)) -> u64 {
+        let n = self.size(v, path, default);
+        if let Some(s) = v
+            && !(min..=max).contains(&n)
+        {
+            self.err_at(s, path, format!("{:?} is out of range: from {} to {} bytes", s.value, min, max));
+            return default;
+        }
+        n
     }
 
     /// A size where `0`, `unlimited` and `none` mean no limit.
@@ -193,7 +226,7 @@ fn describe_yaml_error(full: &str) -> String {
 /// Loads and validates the main file at `path` and all site files it points to.
 pub fn load(path: &Path, env: &EnvOverrides) -> Result<Config, Errors> {
     let mut errors = Errors::default();
-    let src = match std::fs::read_to_string(path) {
+    let src = match crate::file::read_regular_text(path) {
         Ok(s) => s,
         Err(e) => {
             errors.push(Error::new(path, None, "", format!("cannot read configuration file: {e}")));
@@ -202,6 +235,13 @@ pub fn load(path: &Path, env: &EnvOverrides) -> Result<Config, Errors> {
     };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let main: raw::Main = parse_yaml(path, &src, &mut errors).ok_or_else(|| errors.clone())?;
+    if main.is_empty() {
+        // An empty file would start a server on 0.0.0.0:80 with no sites: almost certainly
+        // the wrong file, or one an editor left empty.
+        let hint = "the main file has no settings; it needs at least `listen` (see examples/quickstart/gatehouse.yaml)";
+        errors.push(Error::new(path, None, "", hint));
+        return Err(errors);
+    }
     let config = build(path, &base, main, env, &mut errors, None);
     if errors.is_empty() { Ok(config) } else { Err(errors) }
 }
@@ -241,9 +281,17 @@ fn build(
         None => default_workers(),
         Some(v) if v.text.trim() == "auto" => default_workers(),
         Some(v) => match v.text.trim().parse::<usize>() {
-            Ok(n) if n >= 1 => n,
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => n,
             _ => {
-                cx.value_err(&v, "workers", format!("expected a number >= 1 or \"auto\", got {:?}", v.text));
+                cx.value_err(
+                    &v,
+                    "workers",
+                    format!(
+                        "expected a number from 1 to {MAX_WORKERS} or \"auto\" (one per CPU: {}), got {:?}",
+                        default_workers(),
+                        v.text
+                    ),
+                );
                 1
             }
         },
@@ -264,9 +312,45 @@ fn build(
         "127.0.0.1:8080",
     );
 
-    let admin_token = pick(main.admin.as_ref().and_then(|a| a.token.as_ref()), env, "admin.token")
-        .map(|v| v.text)
-        .filter(|t| !t.is_empty());
+    // Two listeners of this process on one address would split its connections between
+    // them (SO_REUSEPORT); the OS refuses a second process, and this refuses the case
+    // where both are ours.
+    let mut taken = vec![("listen.http", listen_http)];
+    if let Some(https) = listen_https {
+        taken.push(("listen.https", https));
+    }
+    taken.push(("admin.listen", admin_listen));
+    for (i, (name, addr)) in taken.iter().enumerate() {
+        let clash = taken[..i].iter().find(|(_, other)| {
+            addr.port() != 0
+                && addr.port() == other.port()
+                && (addr.ip() == other.ip() || addr.ip().is_unspecified() || other.ip().is_unspecified())
+        });
+        if let Some((first, _)) = clash {
+            cx.err(None, *name, format!("{addr} is also {first}: each listener needs its own port"));
+        }
+    }
+
+    let admin_token = match pick(main.admin.as_ref().and_then(|a| a.token.as_ref()), env, "admin.token") {
+        // A token of spaces (or one with spaces around it, as an editor or `echo` may leave)
+        // would be a password nobody can type reliably: refuse it rather than trim it.
+        Some(v) if v.text.is_empty() => None,
+        Some(v) if v.text.trim() != v.text => {
+            let what = if v.text.trim().is_empty() { "is only spaces" } else { "has spaces around it" };
+            cx.value_err(
+                &v,
+                "admin.token",
+                format!("the token {what}; set a random string (e.g. `openssl rand -hex 32`) or remove the key"),
+            );
+            None
+        }
+        Some(v) if v.text.len() < 16 => {
+            cx.value_err(&v, "admin.token", format!("the token has {} characters; use at least 16 (e.g. `openssl rand -hex 32`)", v.text.len()));
+            None
+        }
+        Some(v) => Some(v.text),
+        None => None,
+    };
     if !admin_listen.ip().is_loopback() && admin_token.is_none() {
         let line = main.admin.as_ref().and_then(|a| a.listen.as_ref()).map(|l| l.referenced.line());
         cx.err(line, "admin.listen", format!("the admin API listens on {admin_listen}, beyond loopback: set admin.token (or GATEHOUSE_ADMIN_TOKEN) so it is not open to the network"));
@@ -322,7 +406,7 @@ fn build(
 
     let raw_server = main.server.unwrap_or_default();
     let server = ServerConfig {
-        header_read_timeout: cx.duration(
+        header_read_timeout: cx.timeout(
             raw_server.header_read_timeout.as_ref(),
             "server.header_read_timeout",
             Duration::from_secs(10),
@@ -332,8 +416,19 @@ fn build(
             "server.keepalive_timeout",
             Duration::from_secs(60),
         ),
-        send_timeout: cx.duration(raw_server.send_timeout.as_ref(), "server.send_timeout", Duration::from_secs(60)),
-        max_connections: cx.count(raw_server.max_connections.as_ref(), "server.max_connections", 0),
+        send_timeout: cx.timeout(raw_server.send_timeout.as_ref(), "server.send_timeout", Duration::from_secs(60)),
+        h2_ping_interval: match raw_server.h2_ping_interval.as_ref() {
+            None => None,
+            Some(v) if matches!(v.value.trim(), "0" | "off") => None,
+            Some(v) => {
+                let every = cx.duration(Some(v), "server.h2_ping_interval", Duration::from_secs(60));
+                if every < Duration::from_secs(1) {
+                    cx.err_at(v, "server.h2_ping_interval", "must be at least 1s (or off)");
+                }
+                Some(every)
+            }
+        },
+        max_connections: cx.count(raw_server.max_connections.as_ref(), "server.max_connections", 0, MAX_CONNECTIONS),
     };
 
     let mut trusted_proxies = Vec::new();
@@ -418,6 +513,16 @@ fn build(
     }
 }
 
+/// Upper bounds for counts and sizes; each is far past what a real deployment sets, so a
+/// value beyond it is a typo, and each keeps the value usable where it ends up.
+const MAX_WORKERS: usize = 1024;
+const MAX_CONNECTIONS: usize = 10_000_000;
+/// Limits on request heads: hyper's read buffer and HTTP/2's header-list size (a u32) are
+/// sized from them.
+const MAX_REQUEST_HEADERS: (u64, u64) = (1024, 16 << 20);
+const MAX_HEADER_COUNT: usize = 10_000;
+const MAX_URI_LENGTH: (u64, u64) = (16, 8 << 20);
+
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
 fn default_workers() -> usize {
@@ -476,7 +581,7 @@ fn read_sites_dir(cx: &mut Ctx<'_>, dir: &Path, raw: Option<&S<String>>) -> Vec<
     files
         .into_iter()
         .map(|p| {
-            let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read site file: {e}"));
+            let text = crate::file::read_regular_text(&p).map_err(|e| format!("cannot read site file: {e}"));
             (p, text)
         })
         .collect()
@@ -496,9 +601,9 @@ impl Layered {
     fn apply(&mut self, cx: &mut Ctx<'_>, o: &raw::Options, at: &str) {
         if let Some(t) = &o.timeouts {
             let d = &mut self.opts;
-            d.connect_timeout = cx.duration(t.connect.as_ref(), &format!("{at}.timeouts.connect"), d.connect_timeout);
-            d.read_timeout = cx.duration(t.read.as_ref(), &format!("{at}.timeouts.read"), d.read_timeout);
-            d.write_timeout = cx.duration(t.write.as_ref(), &format!("{at}.timeouts.write"), d.write_timeout);
+            d.connect_timeout = cx.timeout(t.connect.as_ref(), &format!("{at}.timeouts.connect"), d.connect_timeout);
+            d.read_timeout = cx.timeout(t.read.as_ref(), &format!("{at}.timeouts.read"), d.read_timeout);
+            d.write_timeout = cx.timeout(t.write.as_ref(), &format!("{at}.timeouts.write"), d.write_timeout);
             self.pool.idle_timeout =
                 cx.duration(t.idle.as_ref(), &format!("{at}.timeouts.idle"), self.pool.idle_timeout);
         }
@@ -515,33 +620,44 @@ impl Layered {
                     d.max_response_body,
                 );
             }
-            d.max_request_headers =
-                cx.size(l.request_headers.as_ref(), &format!("{at}.limits.request_headers"), d.max_request_headers);
+            d.max_request_headers = cx.size_in(
+                l.request_headers.as_ref(),
+                &format!("{at}.limits.request_headers"),
+                d.max_request_headers,
+                MAX_REQUEST_HEADERS,
+            );
             d.max_request_header_count = cx.count(
                 l.request_header_count.as_ref(),
                 &format!("{at}.limits.request_header_count"),
                 d.max_request_header_count,
+                MAX_HEADER_COUNT,
             );
-            d.max_uri_length =
-                cx.size(l.uri_length.as_ref(), &format!("{at}.limits.uri_length"), d.max_uri_length as u64) as usize;
+            d.max_uri_length = cx.size_in(
+                l.uri_length.as_ref(),
+                &format!("{at}.limits.uri_length"),
+                d.max_uri_length as u64,
+                MAX_URI_LENGTH,
+            ) as usize;
         }
         if let Some(p) = &o.pool {
             self.pool.max_idle_per_host = cx.count(
                 p.max_idle_per_host.as_ref(),
                 &format!("{at}.pool.max_idle_per_host"),
                 self.pool.max_idle_per_host,
+                MAX_CONNECTIONS,
             );
             self.pool.max_connections_per_host = cx.count(
                 p.max_connections_per_host.as_ref(),
                 &format!("{at}.pool.max_connections_per_host"),
                 self.pool.max_connections_per_host,
+                MAX_CONNECTIONS,
             );
         }
         if let Some(t) = &o.upstream_tls {
             let mut tls = self.pool.tls.clone();
             if let Some(ca) = &t.ca {
                 let p = self.base.join(&ca.value);
-                match std::fs::File::open(&p) {
+                match crate::file::check_regular(&p) {
                     Ok(_) => tls.ca = Some(p),
                     Err(e) => {
                         cx.err_at(ca, format!("{at}.upstream_tls.ca"), format!("cannot read {}: {e}", p.display()))
@@ -860,7 +976,7 @@ fn build_acme(cx: &mut Ctx<'_>, base: &Path, a: &raw::Acme, state_dir: PathBuf) 
     };
     let ca_root = a.ca_root.as_ref().and_then(|r| {
         let p = base.join(&r.value);
-        match std::fs::File::open(&p) {
+        match crate::file::check_regular(&p) {
             Ok(_) => Some(p),
             Err(e) => {
                 cx.err_at(r, "tls.acme.ca_root", format!("cannot read {}: {e}", p.display()));
@@ -941,7 +1057,7 @@ fn cert_pair(
             let mut ok = true;
             for (field, v) in [("cert", c), ("key", k)] {
                 let p = base.join(&v.value);
-                if let Err(e) = std::fs::File::open(&p) {
+                if let Err(e) = crate::file::check_regular(&p) {
                     cx.err_at(v, format!("{at}.{field}"), format!("cannot read {}: {e}", p.display()));
                     ok = false;
                 }
@@ -1170,7 +1286,27 @@ fn build_route(
     let rewrite = match &r.rewrite {
         None => None,
         Some(rw) => match Regex::new(&rw.pattern.value) {
-            Ok(pattern) => Some(Rewrite { pattern, replace: rw.replace.clone() }),
+            Ok(pattern) => {
+                for group in replacement_groups(&rw.replace) {
+                    let exists = match group.parse::<usize>() {
+                        Ok(n) => n < pattern.captures_len(),
+                        Err(_) => pattern.capture_names().flatten().any(|n| n == group),
+                    };
+                    if !exists {
+                        cx.err_at(
+                            &rw.pattern,
+                            format!("{dot}rewrite.replace"),
+                            format!(
+                                "`{}` names capture group `{group}`, which the pattern does not have (it has {} numbered group(s){}); write ${{1}}x, not $1x, when letters follow, and $$ for a literal $",
+                                rw.replace,
+                                pattern.captures_len() - 1,
+                                named_groups(&pattern),
+                            ),
+                        );
+                    }
+                }
+                Some(Rewrite { pattern, replace: rw.replace.clone() })
+            }
             Err(e) => {
                 cx.err_at(
                     &rw.pattern,
@@ -1277,6 +1413,37 @@ fn build_route(
     Some(Route { id, path, methods, priority, action, strip_prefix, rewrite, options: layer.opts })
 }
 
+/// The capture groups a replacement string refers to, read the way the regex crate reads
+/// them: `$$` is a literal `$`; `${name}`; otherwise `$` then the longest run of letters,
+/// digits and `_` (so `$1x` is the group named `1x`, not group 1 then `x`).
+fn replacement_groups(replace: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = replace;
+    while let Some(i) = rest.find('$') {
+        rest = &rest[i + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            rest = after;
+        } else if let Some(braced) = rest.strip_prefix('{') {
+            if let Some(end) = braced.find('}') {
+                out.push(&braced[..end]);
+                rest = &braced[end + 1..];
+            }
+        } else {
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            if end > 0 {
+                out.push(&rest[..end]);
+            }
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+fn named_groups(re: &Regex) -> String {
+    let names: Vec<&str> = re.capture_names().flatten().collect();
+    if names.is_empty() { String::new() } else { format!(" and named group(s) {}", names.join(", ")) }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -1368,6 +1535,69 @@ mod tests {
             e.iter().any(|m| m.starts_with("sites/s.yaml:9 routes[1].options.timeouts.connect: invalid duration")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn absurd_values_are_errors_with_their_bounds() {
+        let site = "host: a.test\nroutes:\n  - path: /x\n    backend: http://x:1\n    rewrite: {pattern: '^/x/(\\d+)$', replace: '/$2/$1x/${1}'}\n    options:\n      limits: {request_headers: 20GB, request_header_count: 99999999, uri_length: 0}\n      pool: {max_connections_per_host: 18446744073709551615}\n      timeouts: {read: 0s, connect: 213503982334602d}\n";
+        let e = errs(
+            "workers: 100000\nadmin: {token: '   '}\nserver: {keepalive_timeout: 18446744073709551615s, header_read_timeout: 0, max_connections: 99999999999, h2_ping_interval: 10ms}\nshutdown_timeout: 213503982334600d\n",
+            &[("s", site)],
+        );
+        let want = [
+            "gatehouse.yaml:1 workers: expected a number from 1 to 1024",
+            "gatehouse.yaml:2 admin.token: the token is only spaces",
+            "gatehouse.yaml:3 server.header_read_timeout: a timeout of 0 would fail every request",
+            "gatehouse.yaml:3 server.keepalive_timeout: duration \"18446744073709551615s\" is too long: at most 365d",
+            "gatehouse.yaml:3 server.max_connections: 99999999999 is too large: at most 10000000",
+            "gatehouse.yaml:3 server.h2_ping_interval: must be at least 1s",
+            "gatehouse.yaml:4 shutdown_timeout: duration \"213503982334600d\" is too long",
+            "sites/s.yaml:5 routes[0].rewrite.replace: `/$2/$1x/${1}` names capture group `2`",
+            "sites/s.yaml:5 routes[0].rewrite.replace: `/$2/$1x/${1}` names capture group `1x`",
+            "sites/s.yaml:7 routes[0].options.limits.request_headers: \"20GB\" is out of range",
+            "sites/s.yaml:7 routes[0].options.limits.request_header_count: 99999999 is too large",
+            "sites/s.yaml:7 routes[0].options.limits.uri_length: \"0\" is out of range",
+            "sites/s.yaml:8 routes[0].options.pool.max_connections_per_host: 18446744073709551615 is too large",
+            "sites/s.yaml:9 routes[0].options.timeouts.read: a timeout of 0",
+            "sites/s.yaml:9 routes[0].options.timeouts.connect: duration \"213503982334602d\" is too long",
+        ];
+        for w in want {
+            assert!(e.iter().any(|m| m.starts_with(w)), "missing {w:?} in {e:#?}");
+        }
+        assert_eq!(e.len(), want.len(), "{e:#?}");
+        // A token with spaces around it is refused too; a short one as well.
+        assert!(errs("admin: {token: ' abcdefghijklmnopq'}\n", &[])[0].contains("has spaces around it"));
+        assert!(errs("admin: {token: short}\n", &[])[0].contains("use at least 16"));
+    }
+
+    #[test]
+    fn values_at_the_bounds_and_unicode_classes_load() {
+        let site = "host: a.test\nroutes:\n  - path: '^/\\p{L}+$'\n    match: regex\n    backend: http://x:1\n    rewrite: {pattern: '^/(?P<w>\\p{L}+)$', replace: '/w/${w}/$$'}\n    options:\n      limits: {request_headers: 16MiB}\n      timeouts: {read: 365d}\n";
+        let c = load_from_str_for_tests(
+            "workers: 1024\nserver: {keepalive_timeout: 0, h2_ping_interval: 30s}\nadmin: {token: 0123456789abcdef}\n",
+            &[("s", site)],
+            Path::new("."),
+        )
+        .expect("valid");
+        assert_eq!(c.workers, 1024);
+        assert_eq!(c.server.keepalive_timeout, Duration::ZERO);
+        assert_eq!(c.server.h2_ping_interval, Some(Duration::from_secs(30)));
+        let r = &c.sites[0].routes[0];
+        let rw = r.rewrite.as_ref().expect("rewrite");
+        assert_eq!(rw.pattern.replace("/größe", rw.replace.as_str()), "/w/größe/$");
+        let off = load_from_str_for_tests("server: {h2_ping_interval: off}\n", &[], Path::new(".")).expect("valid");
+        assert_eq!(off.server.h2_ping_interval, None);
+    }
+
+    #[test]
+    fn empty_main_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for text in ["", "# only a comment\n"] {
+            let main = dir.path().join("gatehouse.yaml");
+            std::fs::write(&main, text).expect("write");
+            let e = load(&main, &EnvOverrides::default()).expect_err("empty main file");
+            assert!(e.to_string().contains("the main file has no settings"), "{e}");
+        }
     }
 
     #[test]

@@ -100,9 +100,11 @@ pub enum LogFormat {
 pub struct ServerConfig {
     /// Time a client has to send a complete request head (slowloris guard).
     pub header_read_timeout: Duration,
-    /// How long an idle HTTP/1.1 client connection is kept open between requests; the PING
-    /// interval for HTTP/2 client connections.
+    /// How long an idle client connection (HTTP/1.1 between requests, HTTP/2 with no open
+    /// stream) is kept open; zero turns keep-alive off (`Connection: close`, GOAWAY).
     pub keepalive_timeout: Duration,
+    /// PING interval on HTTP/2 client connections, to find dead peers; `None` = no PINGs.
+    pub h2_ping_interval: Option<Duration>,
     /// Time a client has to take each part of a response (HTTP/1.1) before the connection
     /// is closed.
     pub send_timeout: Duration,

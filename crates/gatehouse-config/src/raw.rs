@@ -29,6 +29,41 @@ pub struct Main {
     pub http3: Option<S<String>>,
 }
 
+impl Main {
+    /// True for a file with no keys at all (empty, or only comments).
+    pub fn is_empty(&self) -> bool {
+        // Destructured in full so that a new key cannot be forgotten here.
+        let Main {
+            workers,
+            listen,
+            admin,
+            sites_dir,
+            storage,
+            log,
+            shutdown_timeout,
+            server,
+            trusted_proxies,
+            dns_refresh,
+            defaults,
+            tls,
+            http3,
+        } = self;
+        workers.is_none()
+            && listen.is_none()
+            && admin.is_none()
+            && sites_dir.is_none()
+            && storage.is_none()
+            && log.is_none()
+            && shutdown_timeout.is_none()
+            && server.is_none()
+            && trusted_proxies.is_none()
+            && dns_refresh.is_none()
+            && defaults.is_none()
+            && tls.is_none()
+            && http3.is_none()
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
@@ -105,6 +140,8 @@ pub struct Server {
     pub keepalive_timeout: Option<S<String>>,
     pub send_timeout: Option<S<String>>,
     pub max_connections: Option<S<String>>,
+    /// PING interval on idle HTTP/2 client connections; off unless set.
+    pub h2_ping_interval: Option<S<String>>,
 }
 
 /// Per-site / per-route options, also the global `defaults`. Merged field by field:

@@ -3,16 +3,29 @@
 
 use std::time::Duration;
 
+/// The longest duration any setting accepts. Deadlines are worked out as "now + duration"
+/// on every request; with this bound no sum can reach the clock's limits, and no timeout,
+/// interval or renewal window needs more.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// The largest size any setting accepts (1 TiB). Sizes become buffer caps and counters;
+/// the bound keeps every conversion and sum exact.
+pub const MAX_SIZE: u64 = 1 << 40;
+
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"`, and sums such as `"1m30s"`. A bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty duration".into());
     }
+    let too_long = || format!("duration {s:?} is too long: at most 365d");
     if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+        let d = Duration::from_secs(secs);
+        return if d <= MAX_DURATION { Ok(d) } else { Err(too_long()) };
     }
-    let mut total = Duration::ZERO;
+    // Summed in f64 seconds and checked before any conversion: `Duration::from_secs_f64`
+    // panics on values it cannot hold, and a configuration file must never reach it.
+    let mut total = 0.0f64;
     let mut rest = s;
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
@@ -37,9 +50,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 return Err(format!("invalid duration {s:?}: unknown unit {other:?} (use ms, s, m, h, d)"));
             }
         };
-        total += Duration::from_secs_f64(secs);
+        total += secs;
+        if !total.is_finite() || total > MAX_DURATION.as_secs_f64() {
+            return Err(too_long());
+        }
     }
-    Ok(total)
+    Ok(Duration::from_secs_f64(total))
 }
 
 /// Parses `"10MB"`, `"64KB"`, `"1GiB"`, `"512"` (bytes). KB/MB/GB are powers of 1000,
@@ -61,7 +77,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             return Err(format!("invalid size {s:?}: unknown unit {other:?} (use B, KB, MB, GB, KiB, MiB, GiB)"));
         }
     };
-    Ok((value * mult as f64) as u64)
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes > MAX_SIZE as f64 {
+        return Err(format!("size {s:?} is too large: at most 1TiB"));
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -78,6 +98,38 @@ mod tests {
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("1.5").is_err());
         assert_eq!(parse_duration("5 s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("0.5ms"), Ok(Duration::from_micros(500)));
+    }
+
+    #[test]
+    fn durations_past_the_bound_are_errors_not_panics() {
+        // Each of these once panicked in `Duration::from_secs_f64` or later when added to
+        // `Instant::now()`.
+        for s in [
+            "213503982334602d",
+            "213503982334600d",
+            "18446744073709551615s",
+            "18446744073709551615",
+            "99999999999999999999999999999999999999999h",
+            "366d",
+            "364d25h",
+            "31536001",
+        ] {
+            let e = parse_duration(s).expect_err(s);
+            assert!(e.contains("too long"), "{s}: {e}");
+        }
+        assert!(parse_duration(&"1d".repeat(400)).expect_err("400 days").contains("too long"));
+        assert!(parse_duration("1.2.3s").is_err());
+    }
+
+    #[test]
+    fn sizes_past_the_bound_are_errors() {
+        assert_eq!(parse_size("1024GiB"), Ok(MAX_SIZE));
+        assert_eq!(parse_size("1099511627776"), Ok(MAX_SIZE));
+        for s in ["1099511627777", "18446744073709551616", "99999999999999999999999GB", "2000GB"] {
+            assert!(parse_size(s).expect_err(s).contains("too large"), "{s}");
+        }
     }
 
     #[test]

@@ -251,11 +251,27 @@ pub struct RequestBody {
     budget: Budget,
     start: Instant,
     progress: Arc<Progress>,
+    /// Request trailers go on only to HTTP/2 backends (gRPC), and only fields that may be
+    /// trailers; an HTTP/1.1 backend never sees them (as with nginx).
+    keep_trailers: bool,
 }
 
 impl RequestBody {
     pub fn new(inner: Inbound, limit: Option<u64>, timeout: Duration, start: Instant, progress: Arc<Progress>) -> Self {
-        RequestBody { inner, timer: IdleTimer::new(timeout), budget: Budget::new(limit), start, progress }
+        RequestBody {
+            inner,
+            timer: IdleTimer::new(timeout),
+            budget: Budget::new(limit),
+            start,
+            progress,
+            keep_trailers: false,
+        }
+    }
+
+    /// Passes the client's trailers on (for an HTTP/2 backend), less the fields that must
+    /// not be trailers.
+    pub fn keep_trailers(&mut self) {
+        self.keep_trailers = true;
     }
 
     fn finish(&self) {
@@ -271,6 +287,19 @@ impl Body for RequestBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
+                this.timer.progress();
+                this.finish();
+                let kept = match frame.into_trailers() {
+                    Ok(mut fields) if this.keep_trailers => {
+                        crate::http::header::sanitise_trailers(&mut fields);
+                        (!fields.is_empty()).then(|| Frame::trailers(fields))
+                    }
+                    _ => None,
+                };
+                // Trailers end the body: what is left of it is nothing.
+                Poll::Ready(kept.map(Ok))
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer.progress();
                 if let Some(limit) = frame.data_ref().and_then(|d| this.budget.exceeded(d.len())) {

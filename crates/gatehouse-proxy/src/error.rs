@@ -35,6 +35,8 @@ pub enum ProxyError {
     UriTooLong,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
 }
 
 impl ProxyError {
@@ -54,13 +56,20 @@ impl ProxyError {
             ProxyError::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UriTooLong => S::URI_TOO_LONG,
             ProxyError::BadRequest(_) => S::BAD_REQUEST,
+            ProxyError::NotImplemented(_) => S::NOT_IMPLEMENTED,
         }
     }
 
     /// Whether the client connection should be closed after this answer: framing
     /// problems and unread bodies leave the byte stream in an unknown state.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) | ProxyError::ClientTimeout)
+        matches!(
+            self,
+            ProxyError::BadRequest(_)
+                | ProxyError::NotImplemented(_)
+                | ProxyError::BodyTooLarge(_)
+                | ProxyError::ClientTimeout
+        )
     }
 }
 

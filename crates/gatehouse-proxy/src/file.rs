@@ -42,6 +42,10 @@ pub async fn serve(
     let Ok(mut meta) = tokio::fs::metadata(&path).await else {
         return plain(StatusCode::NOT_FOUND);
     };
+    if !meta.is_dir() && rel.ends_with('/') {
+        // `/file.bin/` names a directory that does not exist (nginx: 404).
+        return plain(StatusCode::NOT_FOUND);
+    }
     if meta.is_dir() {
         if !rel.ends_with('/') {
             // Like nginx: a directory without its slash redirects, so relative links work.
@@ -233,6 +237,15 @@ enum RangeSpec {
 
 /// One byte range (`a-b`, `a-`, `-n`). Several ranges are answered with the whole file,
 /// which RFC 9110 allows.
+/// A byte position: ASCII digits only; a number past u64 is as good as u64::MAX (a range
+/// end past the file is clamped to it, a start past it is unsatisfiable).
+fn position(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.parse::<u64>().unwrap_or(u64::MAX))
+}
+
 fn parse_range(v: &str, len: u64) -> RangeSpec {
     let Some(spec) = v.trim().strip_prefix("bytes=") else {
         return RangeSpec::Whole;
@@ -245,24 +258,21 @@ fn parse_range(v: &str, len: u64) -> RangeSpec {
     };
     let (a, b) = (a.trim(), b.trim());
     let parsed = if a.is_empty() {
-        match b.parse::<u64>() {
-            Ok(0) | Err(_) => {
-                return if b == "0" { RangeSpec::Unsatisfiable } else { RangeSpec::Whole };
-            }
-            Ok(n) if len == 0 => {
-                return if n > 0 { RangeSpec::Unsatisfiable } else { RangeSpec::Whole };
-            }
-            Ok(n) => (len.saturating_sub(n), len - 1),
+        match position(b) {
+            None => return RangeSpec::Whole,
+            Some(0) => return RangeSpec::Unsatisfiable,
+            Some(_) if len == 0 => return RangeSpec::Unsatisfiable,
+            Some(n) => (len.saturating_sub(n), len - 1),
         }
     } else {
-        let Ok(start) = a.parse::<u64>() else {
+        let Some(start) = position(a) else {
             return RangeSpec::Whole;
         };
         let end = if b.is_empty() {
             len.saturating_sub(1)
         } else {
-            match b.parse::<u64>() {
-                Ok(e) if e >= start => e.min(len.saturating_sub(1)),
+            match position(b) {
+                Some(e) if e >= start => e.min(len.saturating_sub(1)),
                 _ => return RangeSpec::Whole,
             }
         };
@@ -288,6 +298,13 @@ mod tests {
         assert_eq!(parse_range("bytes=10-", 10), RangeSpec::Unsatisfiable);
         assert_eq!(parse_range("bytes=0-1,3-4", 10), RangeSpec::Whole);
         assert_eq!(parse_range("items=0-1", 10), RangeSpec::Whole);
+        // Positions past u64 are clamped, not taken for garbage (which served the whole
+        // file with 200).
+        assert_eq!(parse_range("bytes=0-99999999999999999999999", 10), RangeSpec::Part(0, 9));
+        assert_eq!(parse_range("bytes=-99999999999999999999999", 10), RangeSpec::Part(0, 9));
+        assert_eq!(parse_range("bytes=99999999999999999999999-", 10), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=+1-2", 10), RangeSpec::Whole);
+        assert_eq!(parse_range("bytes=1-2x", 10), RangeSpec::Whole);
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub struct Server {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
+    // The cause is shown by the caller's error chain (`{:#}`), so it is not repeated here.
+    #[error("cannot listen on {addr}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("TLS setup failed: {0}")]
     Tls(String),

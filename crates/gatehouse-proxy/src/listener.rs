@@ -38,7 +38,24 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// Binds one socket per worker. With port 0 the first socket picks the port and the
 /// others join it.
+///
+/// SO_REUSEPORT alone would let a second Gatehouse, or a second listener of this one, join
+/// a port already in use and silently take part of its connections. So a fixed port is
+/// first bound once without SO_REUSEPORT: that fails with "address in use" whenever anyone
+/// else listens there, as nginx's bind would; only then do the workers' sockets share it.
 pub fn bind_workers(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        // Connections of an earlier run in TIME_WAIT do not hold the port.
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                std::io::Error::new(e.kind(), "address already in use (another process or listener holds this port)")
+            } else {
+                e
+            }
+        })?;
+    }
     let first = bind(addr)?;
     let actual = first.local_addr()?;
     let mut all = vec![first];
@@ -119,18 +136,27 @@ async fn worker(
     // worker, shared by its connections; both get the same HTTP/1 settings.
     let header_read = settings.server.header_read_timeout;
     let buf_size = settings.max_header_bytes.max(16 * 1024) + 16 * 1024;
+    // `keepalive_timeout: 0` turns keep-alive off, as in nginx: HTTP/1.1 answers with
+    // `Connection: close`, HTTP/2 gets GOAWAY once its streams are done.
+    let keep_alive = !settings.server.keepalive_timeout.is_zero();
     let mut h1 = hyper::server::conn::http1::Builder::new();
-    h1.timer(TokioTimer::new()).header_read_timeout(header_read).max_buf_size(buf_size).keep_alive(true);
+    h1.timer(TokioTimer::new()).header_read_timeout(header_read).max_buf_size(buf_size).keep_alive(keep_alive);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read).max_buf_size(buf_size).keep_alive(true);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read)
+        .max_buf_size(buf_size)
+        .keep_alive(keep_alive);
+    // PINGs only find dead peers; idle connections are closed by the idle timer in `serve`.
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
-        .keep_alive_interval(Some(settings.server.keepalive_timeout))
+        .keep_alive_interval(settings.server.h2_ping_interval)
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_header_list_size(settings.max_header_bytes as u32);
-    let hyper = Arc::new(Hyper { h1, auto: builder });
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    let hyper = Arc::new(Hyper { h1, auto: builder, header_read, idle: settings.server.keepalive_timeout });
     let fast = Arc::new(server::Settings {
         header_read,
         idle: settings.server.keepalive_timeout,
@@ -252,6 +278,63 @@ macro_rules! serve_until_shutdown {
 struct Hyper {
     h1: hyper::server::conn::http1::Builder,
     auto: auto::Builder<TokioExecutor>,
+    /// How long an HTTP/2 connection may wait for its first request, and stay open with no
+    /// stream in flight afterwards (zero: closed as soon as its streams are done).
+    header_read: Duration,
+    idle: Duration,
+}
+
+/// Requests in flight on one HTTP/2 connection; hyper has no idle timeout for HTTP/2, so
+/// without this a client could hold connections (and descriptors) open by sending nothing.
+#[derive(Default)]
+struct Streams {
+    active: std::sync::atomic::AtomicUsize,
+    started: std::sync::atomic::AtomicBool,
+    changed: tokio::sync::Notify,
+}
+
+impl Streams {
+    /// Resolves once the connection has had no stream in flight for the idle time (before
+    /// its first request: the header-read time).
+    async fn idle(&self, hyper: &Hyper) {
+        use std::sync::atomic::Ordering::Acquire;
+        loop {
+            let notified = self.changed.notified();
+            if self.active.load(Acquire) > 0 {
+                notified.await;
+                continue;
+            }
+            let wait = if self.started.load(Acquire) { hyper.idle } else { hyper.header_read };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {
+                    if self.active.load(Acquire) == 0 {
+                        return;
+                    }
+                }
+                _ = notified => {}
+            }
+        }
+    }
+}
+
+/// Counts a request as in flight on its connection until dropped.
+struct InFlight(Arc<Streams>);
+
+impl InFlight {
+    fn new(streams: &Arc<Streams>) -> Self {
+        use std::sync::atomic::Ordering::Release;
+        streams.started.store(true, Release);
+        streams.active.fetch_add(1, Release);
+        streams.changed.notify_waiters();
+        InFlight(streams.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, std::sync::atomic::Ordering::Release);
+        self.0.changed.notify_waiters();
+    }
 }
 
 /// Serves one client connection: HTTP/1.1 in `server`'s own loop until (if ever) it hands
@@ -278,15 +361,42 @@ async fn serve<S>(
     let framing = info.framing.clone();
     let shared = shared.clone();
     let info = ConnInfo { own_http1: false, ..info };
-    let svc = service_fn(move |req| {
-        let state = shared.load_full();
-        let info = info.clone();
-        async move { Ok::<_, Infallible>(handle(&state, &info, req.map(Inbound::Hyper)).await) }
-    });
     let result = if h2 {
+        let streams = Arc::new(Streams::default());
+        let counted = streams.clone();
+        let svc = service_fn(move |req| {
+            let state = shared.load_full();
+            let info = info.clone();
+            let in_flight = InFlight::new(&counted);
+            async move {
+                let resp = handle(&state, &info, req.map(Inbound::Hyper)).await;
+                drop(in_flight);
+                Ok::<_, Infallible>(resp)
+            }
+        });
         let io = TokioIo::new(Inspected::new(io, read, None));
-        serve_until_shutdown!(hyper.auto.serve_connection_with_upgrades(io, svc), stop)
+        let conn = hyper.auto.serve_connection_with_upgrades(io, svc);
+        let mut conn = std::pin::pin!(conn);
+        let mut stop = stop;
+        // GOAWAY on shutdown or when idle; streams in flight still finish.
+        let r: Result<(), Box<dyn std::error::Error + Send + Sync>> = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            _ = streams.idle(hyper) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        r
     } else {
+        let svc = service_fn(move |req| {
+            let state = shared.load_full();
+            let info = info.clone();
+            async move { Ok::<_, Infallible>(handle(&state, &info, req.map(Inbound::Hyper)).await) }
+        });
         // hyper resolves Content-Length + Transfer-Encoding silently; the scanner sees it.
         let io = TokioIo::new(Inspected::new(io, read, Some(framing)));
         serve_until_shutdown!(hyper.h1.serve_connection(io, svc).with_upgrades(), stop)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use gatehouse_config::file::read_regular;
 use gatehouse_config::{CertPair, HostPattern, Site, TlsConfig};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -58,6 +59,9 @@ pub struct Store {
     /// `(".example.test", cert)` for `*.example.test`, longest first.
     wildcard: Vec<(String, usize)>,
     default: Option<usize>,
+    /// Files in a certificate directory that were not used, and why (warnings, not errors:
+    /// such a directory often holds other files too).
+    notes: Vec<String>,
 }
 
 impl fmt::Debug for Store {
@@ -83,7 +87,9 @@ impl Store {
             }
         }
         for dir in tls.cert_dir.iter().chain(tls.acme_dir.iter()) {
-            for pair in scan_dir(dir) {
+            let (pairs, notes) = scan_dir(dir);
+            store.notes.extend(notes);
+            for pair in pairs {
                 match load_pair(&pair.cert, &pair.key, &provider) {
                     Ok(key) => store.add(key, format!("cert_dir: {}", pair.cert.display()), Some(pair.cert.clone())),
                     Err(e) => {
@@ -180,6 +186,11 @@ impl Store {
 
     pub fn certs(&self) -> &[Cert] {
         &self.certs
+    }
+
+    /// Files in a certificate directory that were not loaded, and why.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 }
 
@@ -280,15 +291,16 @@ pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, rustl
 }
 
 fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("cannot read certificate: {e}"))?
+    let pem = read_regular(cert).map_err(|e| format!("cannot read certificate: {e}"))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("invalid PEM certificate: {e}"))?;
     if chain.is_empty() {
         return Err("no certificate in the file".into());
     }
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
+    let key_pem = read_regular(key).map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
     let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => "the private key does not match the certificate".to_string(),
         other => format!("unusable certificate or key: {other}"),
@@ -350,9 +362,12 @@ fn self_signed(names: &[String], provider: &CryptoProvider) -> Result<Arc<Certif
 
 /// Certificate/key pairs in a directory: certbot's `live/<name>/fullchain.pem` +
 /// `privkey.pem` (also `<name>/fullchain.pem` directly under the directory), and flat
-/// `<name>.crt` or `<name>.pem` next to `<name>.key`.
-fn scan_dir(dir: &Path) -> Vec<CertPair> {
+/// `NAME.crt` or `NAME.pem` next to `NAME.key` or `NAME-key.pem` (mkcert's naming). NAME
+/// is everything before the last extension, dots included (`example.com.crt`). Files that
+/// look like part of a pair but are not paired come back as notes saying why.
+fn scan_dir(dir: &Path) -> (Vec<CertPair>, Vec<String>) {
     let mut out = Vec::new();
+    let mut notes = Vec::new();
     for base in [dir.join("live"), dir.to_path_buf()] {
         let Ok(entries) = std::fs::read_dir(&base) else { continue };
         let mut subdirs: Vec<PathBuf> =
@@ -360,32 +375,51 @@ fn scan_dir(dir: &Path) -> Vec<CertPair> {
         subdirs.sort();
         for d in subdirs {
             let (cert, key) = (d.join("fullchain.pem"), d.join("privkey.pem"));
-            if cert.is_file() && key.is_file() {
-                out.push(CertPair { cert, key, origin: "cert_dir".into() });
+            match (cert.is_file(), key.is_file()) {
+                (true, true) => out.push(CertPair { cert, key, origin: "cert_dir".into() }),
+                (true, false) => notes.push(format!("{}: no privkey.pem next to it; skipped", cert.display())),
+                _ => {}
             }
         }
     }
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+    let Ok(entries) = std::fs::read_dir(dir) else { return (out, notes) };
+    let mut files: Vec<(PathBuf, String)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| Some((p.clone(), p.file_name()?.to_str()?.to_string())))
+        .filter(|(_, name)| !name.starts_with('.'))
+        .collect();
     files.sort();
-    for f in &files {
-        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with('.') {
+    let is_key = |name: &str| name.ends_with(".key") || name.ends_with("-key.pem");
+    let mut keys_used = Vec::new();
+    for (path, name) in &files {
+        if is_key(name) {
             continue;
         }
-        let stem = match f.extension().and_then(|e| e.to_str()) {
-            Some("crt" | "pem") => f.with_extension(""),
-            _ => continue,
-        };
-        if stem.extension().is_some_and(|e| e == "key") {
+        let Some(stem) = name.strip_suffix(".crt").or_else(|| name.strip_suffix(".pem")) else { continue };
+        if !path.is_file() {
+            notes.push(format!("{}: not a regular file; skipped", path.display()));
             continue;
         }
-        let key = stem.with_extension("key");
-        if key.is_file() {
-            out.push(CertPair { cert: f.clone(), key, origin: "cert_dir".into() });
+        let candidates = [format!("{stem}.key"), format!("{stem}-key.pem")];
+        match candidates.iter().map(|k| dir.join(k)).find(|k| k.is_file()) {
+            Some(key) => {
+                keys_used.push(key.clone());
+                out.push(CertPair { cert: path.clone(), key, origin: "cert_dir".into() });
+            }
+            None => notes.push(format!(
+                "{}: no key next to it (looked for {} and {}); skipped",
+                path.display(),
+                candidates[0],
+                candidates[1]
+            )),
         }
     }
-    out
+    for (path, name) in &files {
+        if is_key(name) && !keys_used.contains(path) {
+            notes.push(format!("{}: a key with no certificate of the same name; skipped", path.display()));
+        }
+    }
+    (out, notes)
 }
 
 /// Watches the certificate directory and reloads the store when files change (debounced,
@@ -411,6 +445,9 @@ pub fn watch(
             let (store, problems) = Store::load(&tls, &sites, Some(&old));
             for p in &problems {
                 tracing::error!(problem = %p, "certificate not loaded; the previous one (if any) keeps serving");
+            }
+            for n in store.notes() {
+                tracing::warn!(file = %n, "certificate directory: file not used");
             }
             tracing::info!(certificates = store.certs().len(), "certificate directory reloaded");
             warn_expiry(&store);
@@ -442,6 +479,44 @@ pub fn warn_expiry(store: &Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flat_pairs_keep_dotted_names_and_unpaired_files_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        for f in [
+            "example.com.crt",
+            "example.com.key",
+            "_wildcard.example.org.pem",
+            "_wildcard.example.org-key.pem",
+            "alone.test.crt",
+            "orphan.test.key",
+            "README",
+        ] {
+            std::fs::write(d.join(f), "x").expect("write");
+        }
+        std::fs::create_dir_all(d.join("live/app.test")).expect("mkdir");
+        for f in ["fullchain.pem", "privkey.pem"] {
+            std::fs::write(d.join("live/app.test").join(f), "x").expect("write");
+        }
+        let (pairs, notes) = scan_dir(d);
+        let names: Vec<(String, String)> = pairs
+            .iter()
+            .map(|p| {
+                let rel = |x: &Path| x.strip_prefix(d).expect("inside").display().to_string();
+                (rel(&p.cert), rel(&p.key))
+            })
+            .collect();
+        let want = [
+            ("live/app.test/fullchain.pem", "live/app.test/privkey.pem"),
+            ("_wildcard.example.org.pem", "_wildcard.example.org-key.pem"),
+            ("example.com.crt", "example.com.key"),
+        ];
+        assert_eq!(names, want.map(|(c, k)| (c.to_string(), k.to_string())));
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].ends_with("alone.test.crt: no key next to it (looked for alone.test.key and alone.test-key.pem); skipped"), "{notes:?}");
+        assert!(notes[1].ends_with("orphan.test.key: a key with no certificate of the same name; skipped"), "{notes:?}");
+    }
 
     #[test]
     fn wildcards_cover_one_label() {

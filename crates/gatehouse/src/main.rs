@@ -41,6 +41,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Release builds abort on panic (Cargo.toml). Debug builds would only end the panicking
+    // thread and keep a crippled process running; abort there too, so every build — and
+    // the integration tests, which run a debug build — sees a panic as the dead server it
+    // is in production.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
@@ -55,6 +64,9 @@ fn main() -> ExitCode {
                         let (store, problems) = load_certificates(&c);
                         for p in &problems {
                             eprintln!("{p}");
+                        }
+                        for n in store.notes() {
+                            eprintln!("warning: certificate directory: {n}");
                         }
                         for host in store.uncovered(&c.sites) {
                             eprintln!("warning: no certificate covers {host}; it gets the default certificate, if any");
@@ -206,6 +218,9 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         if !problems.is_empty() {
             anyhow::bail!("certificates could not be loaded:\n  {}", problems.join("\n  "));
         }
+        for n in store.notes() {
+            tracing::warn!(file = %n, "certificate directory: file not used");
+        }
         if let Some(acme) = &config.tls.acme {
             wanted = acme_wanted(&config, acme, &store);
         }
@@ -239,6 +254,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         ready: ready.clone(),
         token: config.admin_token.as_deref().map(Arc::from),
         certs: resolver.clone(),
+        header_read_timeout: config.server.header_read_timeout,
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     control.spawn(async move {
@@ -291,7 +307,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         None => println!("gatehouse listening http={http_addr} admin={admin_addr}"),
     }
 
-    control.block_on(signals(&server, &path, resolver.as_deref()))?;
+    control.block_on(signals(&server, &path, resolver.as_ref()))?;
     ready.store(false, Ordering::Release);
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: finishing in-flight requests");
     let _ = stop_admin.send(());
@@ -301,37 +317,60 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM/SIGINT (returns) and handles SIGHUP (reload) meanwhile.
-async fn signals(server: &Server, path: &Path, certs: Option<&tls::Resolver>) -> Result<()> {
+/// Waits for SIGTERM/SIGINT (returns) and handles SIGHUP (reload) meanwhile. A reload runs
+/// beside the signal wait, not in place of it, so SIGTERM is honoured even while a reload
+/// reads files; a SIGHUP during a reload queues one more reload after it.
+async fn signals(server: &Server, path: &Path, certs: Option<&Arc<tls::Resolver>>) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut running: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>> = None;
+    let mut again = false;
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(server, path, certs).await,
+            _ = hup.recv() => {
+                if running.is_some() {
+                    again = true;
+                } else {
+                    running = Some(Box::pin(reload(server, path, certs)));
+                }
+            }
+            _ = async { if let Some(r) = running.as_mut() { r.await } }, if running.is_some() => {
+                running = again.then(|| Box::pin(reload(server, path, certs)) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>);
+                again = false;
+            }
         }
     }
 }
 
-/// parse -> validate -> build -> swap; on any error the running configuration stays.
-async fn reload(server: &Server, path: &Path, certs: Option<&tls::Resolver>) {
+/// parse -> validate -> build -> swap; on any error the running configuration stays. Files
+/// are read (configuration and certificates) on a blocking thread.
+async fn reload(server: &Server, path: &Path, certs: Option<&Arc<tls::Resolver>>) {
     let path = path.to_path_buf();
-    let loaded = tokio::task::spawn_blocking(move || gatehouse_config::load(&path, &EnvOverrides::from_env())).await;
+    let resolver = certs.cloned();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let config = gatehouse_config::load(&path, &EnvOverrides::from_env())?;
+        let store = resolver.map(|r| tls::Store::load(&config.tls, &config.sites, Some(&r.store())));
+        Ok::<_, gatehouse_config::Errors>((config, store))
+    })
+    .await;
     match loaded {
-        Ok(Ok(config)) => {
+        Ok(Ok((config, store))) => {
             let current = server.state();
             if config.listen_http != current.config.listen_http || config.workers != current.config.workers {
                 tracing::warn!(
                     "listen, admin, log, server, shutdown_timeout, dns_refresh and workers change only on restart; sites and defaults apply now"
                 );
             }
-            if let Some(resolver) = certs {
-                let (store, problems) = tls::Store::load(&config.tls, &config.sites, Some(&resolver.store()));
+            if let (Some(resolver), Some((store, problems))) = (certs, store) {
                 for p in &problems {
                     tracing::error!(problem = %p, "certificate not loaded on reload");
+                }
+                for n in store.notes() {
+                    tracing::warn!(file = %n, "certificate directory: file not used");
                 }
                 resolver.replace(store);
             }

@@ -14,6 +14,8 @@ pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// RFC 7540 §3.2.1: connection-specific, sent only with `Upgrade: h2c`.
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Header maps for the HTTP/1.1 hot path, kept per thread: a request or response head
 /// builds its map in one that earlier traffic already allocated, and the map goes back
@@ -67,6 +69,7 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
         || *name == header::UPGRADE
         || *name == KEEP_ALIVE
         || *name == PROXY_CONNECTION
+        || *name == HTTP2_SETTINGS
 }
 
 /// What a response field means to the proxy, told from the name's bytes (so a field that is
@@ -77,7 +80,8 @@ pub enum FieldKind {
     ContentLength,
     TransferEncoding,
     Connection,
-    /// Another hop-by-hop field: `TE`, `Trailer`, `Upgrade`, `Keep-Alive`, `Proxy-Connection`.
+    /// Another hop-by-hop field: `TE`, `Trailer`, `Upgrade`, `Keep-Alive`, `Proxy-Connection`,
+    /// `HTTP2-Settings`.
     HopByHop,
     Date,
     /// `X-Request-ID`, which the proxy sets on every response.
@@ -96,6 +100,7 @@ impl FieldKind {
             10 if is(b"keep-alive") => FieldKind::HopByHop,
             12 if is(b"x-request-id") => FieldKind::RequestId,
             14 if is(b"content-length") => FieldKind::ContentLength,
+            14 if is(b"http2-settings") => FieldKind::HopByHop,
             16 if is(b"proxy-connection") => FieldKind::HopByHop,
             17 if is(b"transfer-encoding") => FieldKind::TransferEncoding,
             _ => FieldKind::Other,
@@ -137,6 +142,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     const TR: u8 = 16;
     const TE_: u8 = 32;
     const UP: u8 = 64;
+    const H2S: u8 = 128;
     let mut found = 0u8;
     for name in h.keys() {
         found |= if name == header::CONNECTION {
@@ -153,6 +159,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             KA
         } else if name == PROXY_CONNECTION {
             PC
+        } else if name == HTTP2_SETTINGS {
+            H2S
         } else {
             0
         };
@@ -172,7 +180,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             }
         }
     }
-    for (bit, name) in [(KA, &KEEP_ALIVE), (PC, &PROXY_CONNECTION)] {
+    for (bit, name) in [(KA, &KEEP_ALIVE), (PC, &PROXY_CONNECTION), (H2S, &HTTP2_SETTINGS)] {
         if found & bit != 0 {
             h.remove(name);
         }
@@ -187,6 +195,90 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     } else if found & UP != 0 {
         h.remove(header::UPGRADE);
     }
+}
+
+/// Removes from request trailers every field that must not be a trailer (RFC 9110 §6.5.1):
+/// framing, routing, authentication and control fields, hop-by-hop fields and the
+/// forwarding fields the proxy vouches for. A client could otherwise set in a trailer what
+/// the proxy replaced or refused in the head (`X-Forwarded-For`, `Host`, ...).
+pub fn sanitise_trailers(h: &mut HeaderMap) {
+    const NEVER: &[&str] = &[
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "content-range",
+        "transfer-encoding",
+        "trailer",
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "expect",
+        "max-forwards",
+        "range",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "if-range",
+        "cache-control",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-real-ip",
+        "x-request-id",
+    ];
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| connection_listed(v.as_bytes()))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .collect();
+    let drop: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| is_hop_by_hop(k) || NEVER.contains(&k.as_str()) || k.as_str().starts_with("proxy-") || listed.contains(k))
+        .cloned()
+        .collect();
+    for name in drop {
+        h.remove(name);
+    }
+}
+
+/// Whether an HTTP/1.1 request asks for a protocol upgrade that may be passed on
+/// (WebSocket and the like), after taking `h2c` out of it.
+///
+/// `h2c` is never passed on: a backend that accepted it would give the client an HTTP/2
+/// connection that no route, filter or rule of Gatehouse sees ("h2c smuggling"). Its token
+/// (any case, with or without a version) and `h2` (TLS-only, never valid here) leave the
+/// `Upgrade` list, which goes when nothing else is left; the request is then served as the
+/// plain HTTP/1.1 request it also is.
+pub fn request_upgrade(h: &mut HeaderMap) -> bool {
+    if !h.contains_key(header::UPGRADE) {
+        return false;
+    }
+    let is_h2 = |t: &str| {
+        let name = t.split('/').next().unwrap_or("").trim();
+        name.eq_ignore_ascii_case("h2c") || name.eq_ignore_ascii_case("h2")
+    };
+    let values: Vec<&str> = h.get_all(header::UPGRADE).iter().map(|v| v.to_str().unwrap_or("h2c")).collect();
+    if values.iter().flat_map(|v| v.split(',')).any(is_h2) || values.len() > 1 {
+        let kept: Vec<&str> =
+            values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty() && !is_h2(t)).collect();
+        let kept = (!kept.is_empty()).then(|| HeaderValue::from_str(&kept.join(", ")).ok()).flatten();
+        match kept {
+            Some(v) => {
+                h.insert(header::UPGRADE, v);
+            }
+            None => {
+                h.remove(header::UPGRADE);
+                return false;
+            }
+        }
+    }
+    wants_upgrade(h)
 }
 
 /// Whether the request asks for a protocol upgrade (WebSocket) in HTTP/1.1 terms.
@@ -369,6 +461,51 @@ pub fn apply_rules(h: &mut HeaderMap, rules: &HeaderRules) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trailers_keep_only_what_may_be_a_trailer() {
+        let mut h = map(&[
+            ("grpc-status", "0"),
+            ("x-checksum", "abc"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("host", "evil.test"),
+            ("content-length", "5"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("proxy-authorization", "Basic eA=="),
+            ("authorization", "Bearer x"),
+            ("x-request-id", "forged"),
+            ("te", "trailers"),
+        ]);
+        sanitise_trailers(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort();
+        assert_eq!(left, ["grpc-status", "x-checksum"]);
+    }
+
+    #[test]
+    fn h2c_never_survives_an_upgrade() {
+        let upgrade = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = map(pairs);
+            let passes = request_upgrade(&mut h);
+            let left: Vec<String> =
+                h.get_all(header::UPGRADE).iter().map(|v| v.to_str().unwrap_or("?").to_string()).collect();
+            (passes, left)
+        };
+        let conn = ("connection", "Upgrade, HTTP2-Settings");
+        assert_eq!(upgrade(&[("upgrade", "h2c"), conn]), (false, vec![]));
+        assert_eq!(upgrade(&[("upgrade", "H2C"), conn]), (false, vec![]));
+        assert_eq!(upgrade(&[("upgrade", "h2c/1.0, h2"), conn]), (false, vec![]));
+        assert_eq!(upgrade(&[("upgrade", "websocket, h2c"), conn]), (true, vec!["websocket".to_string()]));
+        assert_eq!(upgrade(&[("upgrade", "h2c"), ("upgrade", "websocket"), conn]), (true, vec!["websocket".into()]));
+        assert_eq!(upgrade(&[("upgrade", "websocket"), ("connection", "upgrade")]), (true, vec!["websocket".into()]));
+        assert_eq!(upgrade(&[("upgrade", "websocket")]), (false, vec!["websocket".into()]));
+        // HTTP2-Settings is hop-by-hop, listed in Connection or not.
+        let mut h = map(&[("http2-settings", "AAMAAABkAAQAAP__"), ("x-keep", "1")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key("http2-settings") && h.contains_key("x-keep"));
+    }
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

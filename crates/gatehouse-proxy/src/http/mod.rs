@@ -3,7 +3,7 @@
 
 pub mod framing;
 pub mod header;
-mod proxy;
+pub(crate) mod proxy;
 pub mod server;
 
 pub use proxy::{ConnInfo, TlsInfo, handle};

@@ -132,7 +132,7 @@ pub(super) fn error_response(e: &ProxyError) -> Response<Outgoing> {
 /// Host field; lower-case, without port, brackets or a trailing dot. `None` when the value
 /// is not a host with an optional port (see `host_part`), so that the proxy can never route
 /// on one host while the backend reads another.
-fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Option<Cow<'a, str>> {
+pub(crate) fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Option<Cow<'a, str>> {
     let value = match uri.authority() {
         Some(a) => a.as_str(),
         None => match host_header {
@@ -152,7 +152,7 @@ fn request_host<'a>(uri: &'a Uri, host_header: Option<&'a HeaderValue>) -> Optio
 /// 9110 §7.2 asks): a name or IPv4 address, or an IP literal in brackets, then at most a
 /// `:` and digits. No user information (`evil.test@app.test`), no second colon, nothing
 /// after a bracket but the port. An empty value is an empty host.
-fn host_part(v: &str) -> Option<&str> {
+pub(crate) fn host_part(v: &str) -> Option<&str> {
     let (host, rest) = match v.strip_prefix('[') {
         Some(literal) => {
             let (inside, rest) = literal.split_once(']')?;
@@ -200,12 +200,34 @@ async fn serve<'s>(
         {
             return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
         }
+        // hyper frames `gzip, chunked` as chunked and would let the gzip coding vanish.
+        let mut codings = h.get_all(header::TRANSFER_ENCODING).iter().flat_map(|v| v.as_bytes().split(|b| *b == b','));
+        if !codings.all(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")) {
+            return Err(ProxyError::NotImplemented("a transfer coding other than chunked"));
+        }
     }
     if req.version() == Version::HTTP_11 && meta.host_header.is_none() && req.uri().authority().is_none() {
         return Err(ProxyError::BadRequest("missing Host header"));
     }
     if !meta.host_fields_ok {
         return Err(ProxyError::BadRequest("several Host fields or an invalid host"));
+    }
+    // Authority form (`GET host:port`) belongs to CONNECT alone (RFC 9112 §3.2.3), which
+    // is answered 405 by routing.
+    let uri = req.uri();
+    if uri.scheme().is_none() && uri.authority().is_some() && req.method() != http::Method::CONNECT {
+        return Err(ProxyError::BadRequest("authority-form target on a method other than CONNECT"));
+    }
+    // Asterisk form: a question about the server as a whole (RFC 9110 §9.3.7). Answered
+    // here; no backend has a resource called `*`.
+    if uri.path() == "*" {
+        if req.method() != http::Method::OPTIONS {
+            return Err(ProxyError::BadRequest("asterisk-form target on a method other than OPTIONS"));
+        }
+        let mut r = Response::new(Outgoing::Empty);
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        return Ok(r);
     }
     // RFC 9110 §15.5.20: a request for a host that this connection's certificate does not
     // serve belongs on another connection.
@@ -349,7 +371,7 @@ async fn proxy<'s>(
     upstream: &mut Option<&'s Arc<BackendState>>,
 ) -> Result<Response<Outgoing>, ProxyError> {
     let opts = &route.route.options;
-    let upgrade = req.version() == Version::HTTP_11 && hdr::wants_upgrade(req.headers());
+    let upgrade = req.version() == Version::HTTP_11 && hdr::request_upgrade(req.headers_mut());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
@@ -410,7 +432,7 @@ async fn proxy<'s>(
         })
     };
     let sent_at = Instant::now();
-    let (body, progress) = if body.is_end_stream() {
+    let (mut body, progress) = if body.is_end_stream() {
         (Outgoing::Empty, None)
     } else {
         let progress = Arc::new(Progress::default());
@@ -462,6 +484,9 @@ async fn proxy<'s>(
     let Some((backend, conn_out, key)) = chosen else {
         return Err(last_err);
     };
+    if let (Conn::H2(_), Outgoing::Request(b)) = (&conn_out, &mut body) {
+        b.keep_trailers();
+    }
     *upstream = Some(backend);
     let active = ActiveGuard::new(backend);
 

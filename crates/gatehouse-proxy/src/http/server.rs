@@ -40,7 +40,7 @@ use crate::state::RuntimeState;
 use crate::timer::Deadline;
 
 /// Most header fields a request head may have here (hyper's limit was 100).
-const MAX_HEADERS: usize = 256;
+pub(crate) const MAX_HEADERS: usize = 256;
 /// Body chunks up to this size are copied next to the head or chunk framing and go out in
 /// the same write.
 const COALESCE: usize = 16 * 1024;
@@ -103,11 +103,12 @@ where
                     }
                 } else {
                     match parse(&buf, &mut spare) {
-                        Ok(Some(head)) => break head,
-                        Ok(None) if buf.len() >= cfg.max_head => {
-                            reject(&mut io, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+                        Ok(Some(head)) if head.len <= cfg.max_head => break head,
+                        Ok(_) if buf.len() >= cfg.max_head => {
+                            reject(&mut io, too_large(&buf, cfg.max_head)).await;
                             return Outcome::Closed;
                         }
+                        Ok(Some(head)) => break head,
                         Ok(None) => {}
                         Err(status) => {
                             tracing::debug!(peer = %info.peer, status = status.as_u16(), "malformed request head");
@@ -146,7 +147,8 @@ where
         let resp = handle(state.load(), info, req).await;
         drop(raw);
 
-        let keep_alive = wants.keep_alive && !*stop.borrow();
+        // An idle time of zero is keep-alive off (`keepalive_timeout: 0`).
+        let keep_alive = wants.keep_alive && !cfg.idle.is_zero() && !*stop.borrow();
         let now = Instant::now();
         timer.set(now + cfg.send);
         match write_response(&mut io, &mut out, resp, &wants, keep_alive, &mut timer).await {
@@ -166,7 +168,7 @@ where
 }
 
 /// What the client's request head asked of the response.
-struct Wants {
+pub(crate) struct Wants {
     head: bool,
     version: Version,
     keep_alive: bool,
@@ -178,21 +180,36 @@ type Field = (HeaderName, (usize, usize));
 
 /// A parsed request head. Values are kept as ranges into the buffer so they can become
 /// slices of one shared `Bytes` instead of copies.
-struct Head {
-    len: usize,
-    method: Method,
-    path: (usize, usize),
-    version: Version,
-    fields: Vec<Field>,
+pub(crate) struct Head {
+    pub(crate) len: usize,
+    pub(crate) method: Method,
+    pub(crate) path: (usize, usize),
+    pub(crate) version: Version,
+    pub(crate) fields: Vec<Field>,
     keep_alive: bool,
     trailers: bool,
     /// The request needs hyper (body, upgrade, `Expect`).
-    hand_off: bool,
+    pub(crate) hand_off: bool,
 }
+
+/// The answer to a head longer than `max`: 414 while the request line alone does not fit
+/// (RFC 9110 §15.5.15), 431 when the fields do not.
+fn too_large(buf: &[u8], max: usize) -> StatusCode {
+    match memchr::memchr(b'\n', buf) {
+        Some(end) if end < max => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        _ => StatusCode::URI_TOO_LONG,
+    }
+}
+
+/// The longest request target `http::Uri` holds; longer ones are answered 414 here rather
+/// than failing to parse (400).
+const MAX_TARGET: usize = u16::MAX as usize - 1;
+/// The longest field name `http::HeaderName` holds; longer ones are answered 431.
+const MAX_NAME: usize = u16::MAX as usize;
 
 /// Parses a request head: `Ok(None)` while incomplete; `Err(status)` for heads that must be
 /// refused (malformed, ambiguous framing, too many fields).
-fn parse(buf: &[u8], spare: &mut Vec<Field>) -> Result<Option<Head>, StatusCode> {
+pub(crate) fn parse(buf: &[u8], spare: &mut Vec<Field>) -> Result<Option<Head>, StatusCode> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut slots) {
@@ -208,6 +225,9 @@ fn parse(buf: &[u8], spare: &mut Vec<Field>) -> Result<Option<Head>, StatusCode>
     };
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
     let path = range(req.path.unwrap_or("").as_bytes());
+    if path.1 - path.0 > MAX_TARGET {
+        return Err(StatusCode::URI_TOO_LONG);
+    }
     let version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let mut head = Head {
         len,
@@ -221,7 +241,11 @@ fn parse(buf: &[u8], spare: &mut Vec<Field>) -> Result<Option<Head>, StatusCode>
     };
     let mut length: Option<u64> = None;
     let mut chunked = false;
+    let mut chunked_fields = 0;
     for h in req.headers.iter() {
+        if h.name.len() > MAX_NAME {
+            return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
         if name == header::CONTENT_LENGTH {
             // RFC 9112 §6.3: several different lengths are an error; repeats of one are not.
@@ -234,10 +258,17 @@ fn parse(buf: &[u8], spare: &mut Vec<Field>) -> Result<Option<Head>, StatusCode>
             }
             length = Some(n);
         } else if name == header::TRANSFER_ENCODING {
-            // Only a final `chunked` frames a request body (RFC 9112 §6.3); HTTP/1.0 has none.
+            // Only a final `chunked` frames a request body (RFC 9112 §6.3), applied once;
+            // HTTP/1.0 has none. A coding before it (`gzip, chunked`) cannot be passed on
+            // as if it were not there: 501, as nginx answers.
+            chunked_fields += 1;
             let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
-            if version == Version::HTTP_10 || !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            if version == Version::HTTP_10 || !last.trim_ascii().eq_ignore_ascii_case(b"chunked") || chunked_fields > 1
+            {
                 return Err(StatusCode::BAD_REQUEST);
+            }
+            if h.value.contains(&b',') {
+                return Err(StatusCode::NOT_IMPLEMENTED);
             }
             chunked = true;
         } else if name == header::CONNECTION {
@@ -267,7 +298,7 @@ fn parse(buf: &[u8], spare: &mut Vec<Field>) -> Result<Option<Head>, StatusCode>
 
 impl Head {
     /// Builds the request; hands the emptied field list back for the next request.
-    fn into_request(mut self, raw: &Bytes, spare: &mut Vec<Field>) -> Result<(Request<Inbound>, Wants), StatusCode> {
+    pub(crate) fn into_request(mut self, raw: &Bytes, spare: &mut Vec<Field>) -> Result<(Request<Inbound>, Wants), StatusCode> {
         let uri = Uri::from_maybe_shared(raw.slice(self.path.0..self.path.1)).map_err(|_| StatusCode::BAD_REQUEST)?;
         // Room for the forwarding headers the proxy adds, so the map is not grown per request.
         let mut headers = maps::take(self.fields.len() + 8);
@@ -769,6 +800,17 @@ mod tests {
         ] {
             assert_eq!(head(raw).err(), Some(StatusCode::BAD_REQUEST), "{raw}");
         }
+        for raw in ["POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked , chunked\r\n\r\n"] {
+            assert_eq!(head(raw).err(), Some(StatusCode::NOT_IMPLEMENTED), "{raw}");
+        }
+        let twice = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(head(twice).err(), Some(StatusCode::BAD_REQUEST));
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+        assert_eq!(head(&long_target).err(), Some(StatusCode::URI_TOO_LONG));
+        let long_name = format!("GET / HTTP/1.1\r\n{}: 1\r\n\r\n", "a".repeat(100_000));
+        assert_eq!(head(&long_name).err(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        assert_eq!(too_large(b"GET /aaaa", 8), StatusCode::URI_TOO_LONG);
+        assert_eq!(too_large(b"GET / HTTP/1.1\r\nX: aaaaaaaaaaa", 16), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         let repeated = head("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
         assert!(repeated.expect("valid").expect("complete").hand_off);
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: 1\r\n".repeat(MAX_HEADERS + 1));

@@ -307,7 +307,7 @@ fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Framing {
+pub(crate) enum Framing {
     Empty,
     Length(u64),
     Chunked(Chunk),
@@ -315,7 +315,7 @@ enum Framing {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Chunk {
+pub(crate) enum Chunk {
     Size,
     Data(u64),
     DataEnd,
@@ -337,7 +337,7 @@ async fn read_head(conn: &mut Conn, head_only: bool, verbatim: bool) -> io::Resu
 
 /// A parsed response head: the response (its fields in the map, or in `Verbatim`), how
 /// its body is framed, and whether the connection can be reused after it.
-type Head = (Response<()>, Framing, bool, Option<Verbatim>);
+pub(crate) type Head = (Response<()>, Framing, bool, Option<Verbatim>);
 
 /// The backend's response fields kept as lines (`name: value\r\n`) instead of a
 /// `HeaderMap`, for a client side that writes HTTP/1.1 itself and would only turn the map
@@ -354,7 +354,7 @@ pub struct Verbatim {
 /// Parses a buffered response head (skipping 1xx answers). Header values become slices of
 /// the head's bytes rather than copies; framing and keep-alive are read off the raw fields.
 /// With `verbatim`, the fields are written there as lines and the map stays empty.
-fn parse_head(
+pub(crate) fn parse_head(
     buf: &mut BytesMut,
     fields: &mut Vec<(HeaderName, std::ops::Range<usize>)>,
     head_only: bool,
@@ -723,7 +723,7 @@ impl Drop for RawBody {
 /// One step of the chunked decoder over what is buffered. Returns the next state and, when
 /// a piece of data was decoded, the data (`Some(empty)` = progress without data, `None` =
 /// need more bytes).
-fn chunk_step(buf: &mut BytesMut, state: Chunk) -> io::Result<(Framing, Option<Bytes>)> {
+pub(crate) fn chunk_step(buf: &mut BytesMut, state: Chunk) -> io::Result<(Framing, Option<Bytes>)> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("invalid chunked body from backend: {m}"));
     match state {
         Chunk::Size => {
