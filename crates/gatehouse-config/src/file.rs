@@ -11,8 +11,15 @@ use std::path::Path;
 /// The largest configuration, certificate or key file read (1 MiB); real ones are a few KB.
 pub const MAX_FILE: u64 = 1 << 20;
 
+/// The largest CA bundle read (16 MiB): a system bundle is a few hundred KB.
+pub const MAX_BUNDLE: u64 = 16 << 20;
+
 /// Fails unless `path` (after symlinks) is a regular file no larger than `MAX_FILE`.
 pub fn check_regular(path: &Path) -> io::Result<()> {
+    check_regular_up_to(path, MAX_FILE)
+}
+
+fn check_regular_up_to(path: &Path, cap: u64) -> io::Result<()> {
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
         let kind = match () {
@@ -22,22 +29,27 @@ pub fn check_regular(path: &Path) -> io::Result<()> {
         };
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{kind}, not a regular file")));
     }
-    if meta.len() > MAX_FILE {
-        return Err(too_large());
+    if meta.len() > cap {
+        return Err(too_large(cap));
     }
     Ok(())
 }
 
 /// Reads a regular file of at most `MAX_FILE` bytes.
 pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
-    check_regular(path)?;
+    read_regular_up_to(path, MAX_FILE)
+}
+
+/// Reads a regular file of at most `cap` bytes.
+pub fn read_regular_up_to(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
+    check_regular_up_to(path, cap)?;
     let file = std::fs::File::open(path)?;
     // The file may have been swapped or grown since it was checked: read one byte past the
     // cap and refuse if it is there, rather than trust the size seen a moment ago.
     let mut out = Vec::new();
-    file.take(MAX_FILE + 1).read_to_end(&mut out)?;
-    if out.len() as u64 > MAX_FILE {
-        return Err(too_large());
+    file.take(cap + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > cap {
+        return Err(too_large(cap));
     }
     Ok(out)
 }
@@ -48,8 +60,8 @@ pub fn read_regular_text(path: &Path) -> io::Result<String> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
-fn too_large() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, format!("larger than {} KiB", MAX_FILE / 1024))
+fn too_large(cap: u64) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("larger than {} KiB", cap / 1024))
 }
 
 fn is_fifo(meta: &std::fs::Metadata) -> bool {

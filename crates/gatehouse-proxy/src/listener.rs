@@ -18,7 +18,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use crate::body::Inbound;
+use crate::body::{Inbound, Outgoing};
 use crate::http::framing::{Flags, Inspected};
 use crate::http::{ConnInfo, TlsInfo, handle, server};
 use crate::state::RuntimeState;
@@ -317,8 +317,36 @@ impl Streams {
     }
 }
 
-/// Counts a request as in flight on its connection until dropped.
+/// Counts a request as in flight on its connection until dropped: it goes with the
+/// response body, so a long download keeps its connection from counting as idle.
 struct InFlight(Arc<Streams>);
+
+/// A response body that holds its stream's `InFlight` until hyper drops it (sent, or
+/// the stream reset).
+struct Tracked {
+    body: Outgoing,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 impl InFlight {
     fn new(streams: &Arc<Streams>) -> Self {
@@ -370,8 +398,16 @@ async fn serve<S>(
             let in_flight = InFlight::new(&counted);
             async move {
                 let resp = handle(&state, &info, req.map(Inbound::Hyper)).await;
-                drop(in_flight);
-                Ok::<_, Infallible>(resp)
+                Ok::<_, Infallible>(resp.map(|body| {
+                    if http_body::Body::is_end_stream(&body) {
+                        body
+                    } else {
+                        Outgoing::Boxed(http_body_util::BodyExt::boxed_unsync(Tracked {
+                            body,
+                            _in_flight: in_flight,
+                        }))
+                    }
+                }))
             }
         });
         let io = TokioIo::new(Inspected::new(io, read, None));
@@ -386,8 +422,13 @@ async fn serve<S>(
                 conn.await
             }
             _ = streams.idle(hyper) => {
+                // Nothing is in flight, so the close need not wait long: a client that
+                // never answers the GOAWAY's PING must not keep the connection.
                 conn.as_mut().graceful_shutdown();
-                conn.await
+                match tokio::time::timeout(hyper.header_read, conn).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(()),
+                }
             }
         };
         r

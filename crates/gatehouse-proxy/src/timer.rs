@@ -9,6 +9,14 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
+/// `at + d`, saturating a year out instead of panicking. Configuration bounds every duration
+/// to 365 days, so this never saturates in practice; it keeps a deadline from ever being
+/// the thing that aborts the process.
+#[inline]
+pub fn after(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d).or_else(|| at.checked_add(Duration::from_secs(365 * 86_400))).unwrap_or(at)
+}
+
 /// One connection timer with a movable deadline. Moving the deadline later costs nothing;
 /// the sleep is re-armed only when it fires before the current deadline.
 pub struct Deadline {
@@ -67,7 +75,7 @@ impl IdleTimer {
     /// Called when the inner body is pending; true once the period has run out.
     pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.armed {
-            let at = Instant::now() + self.limit;
+            let at = after(Instant::now(), self.limit);
             match &mut self.deadline {
                 Some(d) => d.set(at),
                 None => self.deadline = Some(Deadline::new(at)),

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::timer::after;
+
 use bytes::Bytes;
 use gatehouse_config::{Action, HashKey, RouteOptions};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -664,16 +666,16 @@ async fn with_read_timeout<F: std::future::Future>(
     fut: F,
 ) -> Result<F::Output, ()> {
     let mut fut = std::pin::pin!(fut);
-    let mut deadline = start + limit;
+    let mut deadline = after(start, limit);
     loop {
         match tokio::time::timeout_at(deadline, fut.as_mut()).await {
             Ok(out) => return Ok(out),
             Err(_) => match progress {
                 None => return Err(()),
                 Some(p) => match p.finished(start) {
-                    Some(done) if done + limit <= deadline => return Err(()),
-                    Some(done) => deadline = done + limit,
-                    None => deadline = Instant::now() + limit,
+                    Some(done) if after(done, limit) <= deadline => return Err(()),
+                    Some(done) => deadline = after(done, limit),
+                    None => deadline = after(Instant::now(), limit),
                 },
             },
         }

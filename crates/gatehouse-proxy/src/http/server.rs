@@ -37,7 +37,7 @@ use super::{ConnInfo, handle};
 use crate::body::{Inbound, Outgoing};
 use crate::error::ProxyError;
 use crate::state::RuntimeState;
-use crate::timer::Deadline;
+use crate::timer::{Deadline, after};
 
 /// Most header fields a request head may have here (hyper's limit was 100).
 pub(crate) const MAX_HEADERS: usize = 256;
@@ -80,7 +80,7 @@ where
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     // Reused for every request's parsed fields.
     let mut spare = Vec::new();
-    let mut timer = Deadline::new(Instant::now() + cfg.header_read);
+    let mut timer = Deadline::new(after(Instant::now(), cfg.header_read));
     let mut first = true;
     // The live configuration, re-read only when a reload has swapped it.
     let mut state = arc_swap::Cache::new(shared);
@@ -119,7 +119,7 @@ where
                 }
                 if !head_deadline {
                     head_deadline = true;
-                    timer.set(Instant::now() + cfg.header_read);
+                    timer.set(after(Instant::now(), cfg.header_read));
                 }
             }
             match read_some(&mut io, &mut buf, &mut timer, stopping.as_mut()).await {
@@ -150,7 +150,7 @@ where
         // An idle time of zero is keep-alive off (`keepalive_timeout: 0`).
         let keep_alive = wants.keep_alive && !cfg.idle.is_zero() && !*stop.borrow();
         let now = Instant::now();
-        timer.set(now + cfg.send);
+        timer.set(after(now, cfg.send));
         match write_response(&mut io, &mut out, resp, &wants, keep_alive, &mut timer).await {
             Ok(true) => {}
             Ok(false) => {
@@ -163,7 +163,7 @@ where
             }
         }
         // Counted from the start of the response: one clock read per request is enough.
-        timer.set(now + cfg.idle);
+        timer.set(after(now, cfg.idle));
     }
 }
 
@@ -249,9 +249,12 @@ pub(crate) fn parse(buf: &[u8], spare: &mut Vec<Field>) -> Result<Option<Head>, 
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
         if name == header::CONTENT_LENGTH {
             // RFC 9112 §6.3: several different lengths are an error; repeats of one are not.
-            let n = std::str::from_utf8(h.value)
+            // Digits only (RFC 9110 §8.6): `u64::from_str` would also take `+5`.
+            let digits = h.value.trim_ascii();
+            let n = std::str::from_utf8(digits)
                 .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
                 .ok_or(StatusCode::BAD_REQUEST)?;
             if length.is_some_and(|l| l != n) {
                 return Err(StatusCode::BAD_REQUEST);
@@ -793,6 +796,7 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc",
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n",

@@ -258,7 +258,7 @@ async fn exchange(
 
     // The wait for the answer starts once the request is out (for a bodiless one, that is
     // as good as when the request started; a clock read saved).
-    conn.timer.set(if empty { started } else { Instant::now() } + read_timeout);
+    conn.timer.set(crate::timer::after(if empty { started } else { Instant::now() }, read_timeout));
     match read_head(&mut conn, head_only, verbatim).await {
         Ok(head) => Ok((conn, head)),
         Err(e) => {
@@ -286,7 +286,7 @@ async fn write(stream: &mut Stream, timer: &mut Deadline, mut data: &[u8], limit
     if data.is_empty() {
         return Ok(());
     }
-    timer.set(Instant::now() + limit);
+    timer.set(crate::timer::after(Instant::now(), limit));
     crate::http::server::write_all(stream, data, timer).await.map_err(|e| {
         if e.kind() == io::ErrorKind::TimedOut {
             io::Error::new(io::ErrorKind::TimedOut, "backend stopped reading the request")
@@ -519,9 +519,13 @@ struct Facts {
 impl Facts {
     fn see(&mut self, kind: FieldKind, value: &[u8]) -> io::Result<()> {
         if kind == FieldKind::ContentLength {
-            let n = std::str::from_utf8(value)
+            // 1*DIGIT (RFC 9110 §8.6): `u64::from_str` would also take a `+`, and `str::trim`
+            // Unicode spaces, so a length the client cannot read the same way would pass on.
+            let digits = value.trim_ascii();
+            let n = std::str::from_utf8(digits)
                 .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
+                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(|| io::Error::other("invalid Content-Length from backend"))?;
             if self.length.is_some_and(|l| l != n) {
                 return Err(io::Error::other("several Content-Length headers from backend"));
@@ -926,6 +930,9 @@ mod tests {
         assert!(ok("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n").2);
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+        // Found by fuzz/ (response_head): a sign, or Unicode white space, is not a length.
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n", false).is_err());
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 5\u{a0}\r\n\r\n", false).is_err());
     }
 
     /// Field lines as (lower-case name, value) pairs, through httparse.

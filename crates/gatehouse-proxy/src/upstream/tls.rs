@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gatehouse_config::UpstreamTls;
+use gatehouse_config::file::{MAX_BUNDLE, read_regular, read_regular_up_to};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -21,10 +22,8 @@ pub fn connector(cfg: &UpstreamTls) -> Result<tokio_rustls::TlsConnector, String
             .or_else(|| SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.is_file()).map(Path::to_path_buf))
             .ok_or("no system CA bundle found; set upstream_tls.ca")?,
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&bundle)
-        .map_err(|e| format!("cannot read {}: {e}", bundle.display()))?
-        .filter_map(Result::ok)
-        .collect();
+    let pem = read_regular_up_to(&bundle, MAX_BUNDLE).map_err(|e| format!("cannot read {}: {e}", bundle.display()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {
         return Err(format!("{} holds no usable CA certificate", bundle.display()));
@@ -37,11 +36,11 @@ pub fn connector(cfg: &UpstreamTls) -> Result<tokio_rustls::TlsConnector, String
     let mut config = match &cfg.client {
         None => builder.with_no_client_auth(),
         Some(pair) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pair.cert)
-                .map_err(|e| format!("cannot read {}: {e}", pair.cert.display()))?
+            let read = |p: &Path| read_regular(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&pair.cert)?)
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("invalid PEM in {}: {e}", pair.cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(&pair.key)
+            let key = PrivateKeyDer::from_pem_slice(&read(&pair.key)?)
                 .map_err(|e| format!("cannot read {}: {e}", pair.key.display()))?;
             builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
         }
