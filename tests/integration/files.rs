@@ -15,9 +15,15 @@ fn setup() -> Gatehouse {
     std::fs::write(root.join("docs/index.html"), "docs index").expect("write");
     std::fs::write(root.join("digits.txt"), "0123456789").expect("write");
     std::fs::write(root.join("with space.txt"), "spaced").expect("write");
-    // A secret next to the root, and a symlink pointing at it from inside.
+    // A secret next to the root, and symlinks pointing at it from inside: to the file, and
+    // to its directory.
     std::fs::write(dir.path().join("secret.txt"), "top secret").expect("write");
     std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("leak.txt")).expect("symlink");
+    std::os::unix::fs::symlink(dir.path(), root.join("up")).expect("symlink");
+    // Symlinks that stay inside the root: absolute and relative, to a file and a directory.
+    std::os::unix::fs::symlink(root.join("digits.txt"), root.join("alias.txt")).expect("symlink");
+    std::os::unix::fs::symlink("../digits.txt", root.join("docs/relative.txt")).expect("symlink");
+    std::os::unix::fs::symlink("docs", root.join("manual")).expect("symlink");
     write_config(dir.path(), "", &[("files", "host: files.test\nstatic: public\n")]);
     Gatehouse::start_in(dir)
 }
@@ -77,7 +83,31 @@ async fn static_files_types_validators_and_ranges() {
         .header("host", "files.test")
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .expect("req");
-    assert_eq!(send(a, post).await.status, 405);
+    let r = send(a, post).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+}
+
+/// Symbolic links are followed while their target stays inside the root (documented in
+/// docs/configuration.md, "Static files"); one that leads out is a 404, as if missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_follow_symlinks_only_inside_the_root() {
+    let gh = setup();
+    let a = gh.http;
+    let r = get(a, "files.test", "/alias.txt").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "0123456789"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(get(a, "files.test", "/docs/relative.txt").await.text(), "0123456789");
+    assert_eq!(get(a, "files.test", "/manual/").await.text(), "docs index");
+    assert_eq!(get(a, "files.test", "/manual/index.html").await.text(), "docs index");
+    // What counts is where the whole path finally resolves: out through `up` and back in
+    // is inside.
+    assert_eq!(get(a, "files.test", "/up/public/digits.txt").await.text(), "0123456789");
+    for outside in ["/leak.txt", "/up/secret.txt"] {
+        let r = get(a, "files.test", outside).await;
+        assert_eq!(r.status, 404, "{outside}: {}", r.text());
+        assert!(!r.text().contains("top secret"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,20 @@ pub struct Gatehouse {
     pub admin: SocketAddr,
 }
 
+/// A gatehouse that exited (or said nothing for 20 s) instead of starting.
+pub struct NotStarted {
+    pub dir: tempfile::TempDir,
+    /// Its stderr.
+    pub log: String,
+}
+
+impl NotStarted {
+    /// It could not bind a listener because the address was taken.
+    pub fn port_taken(&self) -> bool {
+        self.log.contains("cannot listen on") && self.log.contains("in use")
+    }
+}
+
 impl Gatehouse {
     /// Starts gatehouse with `main_extra` appended to a main file that listens on port 0,
     /// and `sites` written to `sites/<name>.yaml`.
@@ -38,7 +52,22 @@ impl Gatehouse {
         Self::start_in(configured(main_extra, sites))
     }
 
+    /// Like `start`, with the main file passed through `edit` (to change a line
+    /// `write_config` writes, such as `workers: 2`).
+    pub fn start_edited(main_extra: &str, sites: &[(&str, &str)], edit: impl Fn(String) -> String) -> Gatehouse {
+        let dir = configured(main_extra, sites);
+        let main = std::fs::read_to_string(dir.path().join("gatehouse.yaml")).expect("read main file");
+        std::fs::write(dir.path().join("gatehouse.yaml"), edit(main)).expect("write main file");
+        Self::start_in(dir)
+    }
+
     pub fn start_in(dir: tempfile::TempDir) -> Gatehouse {
+        Self::launch(dir, Command::new(BIN)).unwrap_or_else(|f| panic!("gatehouse did not start; stderr:\n{}", f.log))
+    }
+
+    /// Like `start_in`, but hands the directory back when gatehouse did not start, for
+    /// callers that retry (a fixed port lost to another process: see [`lease_ports`]).
+    pub fn try_start_in(dir: tempfile::TempDir) -> Result<Gatehouse, NotStarted> {
         Self::launch(dir, Command::new(BIN))
     }
 
@@ -46,15 +75,18 @@ impl Gatehouse {
     /// private mount namespace), so a test controls what backend host names resolve to,
     /// and rewriting that file (in place) changes the answers. Its `/etc/resolv.conf` is
     /// empty, so a name missing from `hosts` fails at once on loopback instead of asking
-    /// the machine's DNS server. `None` where mount namespaces are not available (not
-    /// root); CI runs as root and insists.
-    pub fn start_with_hosts(main_extra: &str, sites: &[(&str, &str)], hosts: &Path) -> Option<Gatehouse> {
-        let probe = Command::new("unshare").args(["--mount", "--propagation", "private", "true"]).status();
-        if !probe.is_ok_and(|s| s.success()) {
-            assert!(std::env::var_os("CI").is_none(), "CI runs as root: mount namespaces must work there");
-            eprintln!("skipped: no mount namespaces here (unshare --mount needs root)");
-            return None;
-        }
+    /// the machine's DNS server. Needs `unshare` (util-linux) and root, as CI and the
+    /// development machines have; the test fails, naming that, where they are missing.
+    pub fn start_with_hosts(main_extra: &str, sites: &[(&str, &str)], hosts: &Path) -> Gatehouse {
+        let probe = output_within(
+            Command::new("unshare").args(["--mount", "--propagation", "private", "true"]),
+            Duration::from_secs(10),
+        );
+        assert!(
+            probe.as_ref().is_ok_and(|o| o.status.success()),
+            "this test needs mount namespaces: run the tests as root with `unshare` installed \
+             (apt-get install util-linux), as .ci/run does; probe: {probe:?}"
+        );
         let mut cmd = Command::new("unshare");
         // sh: $0 is the hosts file, "$@" the gatehouse command line (exec keeps the pid).
         cmd.args([
@@ -67,11 +99,13 @@ impl Gatehouse {
         ])
         .arg(hosts)
         .arg(BIN);
-        Some(Self::launch(configured(main_extra, sites), cmd))
+        Self::launch(configured(main_extra, sites), cmd)
+            .unwrap_or_else(|f| panic!("gatehouse did not start; stderr:\n{}", f.log))
     }
 
-    /// Runs `cmd run --config <dir>/gatehouse.yaml` and waits for its startup line.
-    fn launch(dir: tempfile::TempDir, mut cmd: Command) -> Gatehouse {
+    /// Runs `cmd run --config <dir>/gatehouse.yaml` and waits (20 s at most) for its
+    /// startup line.
+    fn launch(dir: tempfile::TempDir, mut cmd: Command) -> Result<Gatehouse, NotStarted> {
         let mut child = cmd
             .args(["run", "--config"])
             .arg(dir.path().join("gatehouse.yaml"))
@@ -93,8 +127,9 @@ impl Gatehouse {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
-                panic!("gatehouse did not start; stderr:\n{log}");
+                return Err(NotStarted { dir, log });
             }
         };
         let addr = |key: &str| -> SocketAddr {
@@ -105,7 +140,7 @@ impl Gatehouse {
         };
         let (http, admin) = (addr("http="), addr("admin="));
         let https = line.split_whitespace().find_map(|w| w.strip_prefix("https=")).and_then(|a| a.parse().ok());
-        Gatehouse { child: Some(child), dir, http, https, admin }
+        Ok(Gatehouse { child: Some(child), dir, http, https, admin })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -168,14 +203,103 @@ pub fn write_config(dir: &Path, main_extra: &str, sites: &[(&str, &str)]) {
 
 /// Runs `gatehouse check` on a directory and returns (exit code, stdout+stderr).
 pub fn check(dir: &Path) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.join("gatehouse.yaml"))
-        .env_remove("GATEHOUSE_CONFIG")
-        .output()
-        .expect("run check");
+    let out = output_within(
+        Command::new(BIN).args(["check", "--config"]).arg(dir.join("gatehouse.yaml")).env_remove("GATEHOUSE_CONFIG"),
+        Duration::from_secs(30),
+    )
+    .expect("gatehouse check");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// `Command::output` with a time limit: a process still running after `limit` is killed
+/// and reported as an error, so a hung child cannot hang the test run.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<std::process::Output> {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pipe = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = pipe(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = pipe(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{cmd:?} still running after {limit:?}; killed"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(std::process::Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+}
+
+/// How long any single network exchange of a test may take before the test fails: far
+/// above what loopback needs, far below CI's limit.
+pub const NET_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Polls `cond` (every 20 ms) until it holds or `limit` has passed; true if it held.
+/// Tests wait on conditions with this instead of sleeping.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Awaits `fut`, failing the test with `what` if it takes longer than `NET_TIMEOUT`: for
+/// network calls the helpers above do not cover.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(NET_TIMEOUT, fut).await.unwrap_or_else(|_| panic!("{what}: no result within {NET_TIMEOUT:?}"))
+}
+
+/// `wait_until` for conditions that need to await (a request).
+pub async fn wait_until_async<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if tokio::time::timeout_at(deadline, cond()).await.unwrap_or(false) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `wait_until` for tests without a runtime.
+pub fn wait_until_blocking(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -185,11 +309,15 @@ pub fn check(dir: &Path) -> (i32, String) {
 #[derive(Default)]
 pub struct Seen {
     pub requests: AtomicUsize,
+    /// Connections accepted.
+    pub connections: AtomicUsize,
 }
 
 /// An HTTP/1.1 + h2c backend answering with a JSON echo of the request, with a few special
 /// paths: `/sleep/<ms>` waits before answering, `/stream/<n>/<ms>` sends n chunks with a
-/// pause, `/bytes/<n>` sends n bytes.
+/// pause, `/bytes/<n>` sends n bytes, `/chunked-bytes/<n>` sends n bytes in 16 KiB chunks
+/// without a length. Each request field `x-reply-header: NAME: VALUE` adds that field to
+/// the echo's response.
 pub struct Backend {
     pub addr: SocketAddr,
     pub name: String,
@@ -210,6 +338,7 @@ impl Backend {
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { break };
+                s.connections.fetch_add(1, Ordering::SeqCst);
                 let (n, s) = (n.clone(), s.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| echo(n.clone(), s.clone(), req));
@@ -228,6 +357,10 @@ impl Backend {
 
     pub fn count(&self) -> usize {
         self.seen.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.seen.connections.load(Ordering::SeqCst)
     }
 }
 
@@ -260,10 +393,26 @@ async fn echo(name: String, seen: Arc<Seen>, req: Request<Incoming>) -> Result<R
             let n: usize = n.parse().unwrap_or(0);
             return Ok(Response::new(full(vec![b'x'; n])));
         }
+        ["chunked-bytes", n] => {
+            let n: usize = n.parse().unwrap_or(0);
+            let stream = futures_util::stream::unfold(0usize, move |sent| async move {
+                (sent < n).then(|| {
+                    let len = (n - sent).min(16 * 1024);
+                    (Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![b'x'; len]))), sent + len)
+                })
+            });
+            return Ok(Response::new(http_body_util::StreamBody::new(stream).boxed()));
+        }
         _ => {}
     }
     let method = req.method().to_string();
     let uri = req.uri().to_string();
+    let reply_headers: Vec<(String, String)> = req
+        .headers()
+        .get_all("x-reply-header")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split_once(':').map(|(n, v)| (n.trim().to_string(), v.trim().to_string())))
+        .collect();
     let version = format!("{:?}", req.version());
     // Repeated headers are joined with ", " so tests can see every value.
     let headers: serde_json::Map<String, Value> = req
@@ -286,6 +435,11 @@ async fn echo(name: String, seen: Arc<Seen>, req: Request<Incoming>) -> Result<R
     resp.headers_mut().insert("x-request-id", "from-backend".parse().expect("static"));
     resp.headers_mut().append("set-cookie", "a=1".parse().expect("static"));
     resp.headers_mut().append("set-cookie", "b=2".parse().expect("static"));
+    for (name, value) in reply_headers {
+        if let (Ok(n), Ok(v)) = (http::HeaderName::try_from(name), http::HeaderValue::try_from(value)) {
+            resp.headers_mut().append(n, v);
+        }
+    }
     Ok(resp)
 }
 
@@ -312,15 +466,16 @@ impl Reply {
     }
 }
 
-/// One request on a fresh HTTP/1.1 connection.
+/// One request on a fresh HTTP/1.1 connection; the whole exchange within `NET_TIMEOUT`.
 pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-    tokio::spawn(conn);
-    let resp = tx.send_request(req).await.expect("response");
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.expect("body").to_bytes();
-    Reply { status: parts.status, headers: parts.headers, body }
+    let what = format!("{} {} to {addr}", req.method(), req.uri());
+    let exchange = async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        send_on(stream, req).await
+    };
+    tokio::time::timeout(NET_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no complete response within {NET_TIMEOUT:?}"))
 }
 
 /// GET `path` with the given Host header.
@@ -336,14 +491,26 @@ pub async fn get_with(addr: SocketAddr, host: &str, path: &str, headers: &[(&str
     send(addr, b.body(Full::new(Bytes::new())).expect("request")).await
 }
 
-/// Writes raw bytes and reads until the server closes or `limit` passes.
+/// Writes raw bytes and reads until the server closes or `limit` (in all) passes.
 pub fn raw(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(limit)).expect("timeout");
+    raw_until(addr, bytes, limit, None)
+}
+
+/// `raw`, also stopping as soon as what was read contains `marker` (for answers on a
+/// connection the server keeps open).
+pub fn raw_until(addr: SocketAddr, bytes: &[u8], limit: Duration, marker: Option<&str>) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
+    s.set_write_timeout(Some(NET_TIMEOUT)).expect("timeout");
     s.write_all(bytes).expect("write");
+    let deadline = std::time::Instant::now() + limit;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    loop {
+    while !marker.is_some_and(|m| String::from_utf8_lossy(&out).contains(m)) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        s.set_read_timeout(Some(left)).expect("timeout");
         match s.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
@@ -471,26 +638,37 @@ pub async fn tls_connect(
     connector: &tokio_rustls::TlsConnector,
     sni: &str,
 ) -> Result<TlsConn, String> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let name = rustls_pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
-    let stream = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let handshake = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        connector.connect(name, tcp).await.map_err(|e| e.to_string())
+    };
+    let stream = tokio::time::timeout(NET_TIMEOUT, handshake)
+        .await
+        .map_err(|_| format!("no TLS handshake with {addr} within {NET_TIMEOUT:?}"))??;
     let (_, session) = stream.get_ref();
     let peer_der = session.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec()).unwrap_or_default();
     let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
     Ok(TlsConn { stream, peer_der, alpn })
 }
 
-/// One HTTP/1.1 request over an established TLS connection.
+/// One HTTP/1.1 request over an established connection (TLS or not), within `NET_TIMEOUT`.
 pub async fn send_on<IO>(io: IO, req: Request<Full<Bytes>>) -> Reply
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.expect("handshake");
-    tokio::spawn(conn);
-    let resp = tx.send_request(req).await.expect("response");
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.expect("body").to_bytes();
-    Reply { status: parts.status, headers: parts.headers, body }
+    let what = format!("{} {}", req.method(), req.uri());
+    let exchange = async move {
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.expect("handshake");
+        tokio::spawn(conn);
+        let resp = tx.send_request(req).await.expect("response");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply { status: parts.status, headers: parts.headers, body }
+    };
+    tokio::time::timeout(NET_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no complete response within {NET_TIMEOUT:?}"))
 }
 
 pub fn get_req(host: &str, path: &str) -> Request<Full<Bytes>> {
@@ -547,16 +725,58 @@ pub fn accept_any_connector() -> tokio_rustls::TlsConnector {
 // ---------------------------------------------------------------------------------------
 // ACME: Debian's pebble and pebble-challtestsrv
 
-/// `N` distinct free loopback ports. All are held open until every one is picked, so two
-/// picks can never return the same port; they are released on return, so another process
-/// could still take one: only for servers that must know each other's ports up front, and
-/// their starters retry when a bind is lost (see [`Pebble::start`]).
-pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<std::net::TcpListener> =
-        (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    std::array::from_fn(|i| held[i].local_addr().expect("addr").port())
+/// A loopback port this test process has to itself until the lease is dropped, for
+/// servers that must know each other's ports before they start (pebble and the gatehouse
+/// whose listeners it validates). Leased ports lie below the ephemeral range, so no
+/// `bind(…:0)` and no outgoing connection of another test can be given one, and each lease
+/// holds an exclusive lock (`$TMPDIR/gatehouse-test-ports/PORT.lock`) that every other
+/// test process honours, so two tests never lease the same port. Only a process outside
+/// the test suite could still take one: starters retry the whole start then.
+pub struct PortLease {
+    pub port: u16,
+    _lock: std::fs::File,
 }
 
+/// Ports that services on developer machines commonly hold; never leased.
+const RESERVED_PORTS: [u16; 6] = [5432, 3306, 6379, 5672, 1883, 4222];
+
+/// `N` distinct leased ports, each free on 127.0.0.1 for TCP and UDP when leased.
+pub fn lease_ports<const N: usize>() -> [PortLease; N] {
+    let dir = std::env::temp_dir().join("gatehouse-test-ports");
+    std::fs::create_dir_all(&dir).expect("port lock directory");
+    let mut seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+            ^ (u64::from(std::process::id()) << 32)
+            | 1;
+    let mut leases: Vec<PortLease> = Vec::new();
+    for _ in 0..2000 {
+        if leases.len() == N {
+            break;
+        }
+        // xorshift64: no dependency needed for picking a port.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = 20_000 + (seed % 12_000) as u16;
+        if RESERVED_PORTS.contains(&port) || leases.iter().any(|l| l.port == port) {
+            continue;
+        }
+        let Ok(lock) =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(format!("{port}.lock")))
+        else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            leases.push(PortLease { port, _lock: lock });
+        }
+    }
+    leases.try_into().unwrap_or_else(|l: Vec<PortLease>| panic!("only {} of {N} ports could be leased", l.len()))
+}
 /// Pebble (ACME server) with pebble-challtestsrv as its DNS: every name resolves to
 /// 127.0.0.1 and TXT records can be set through `mgmt`.
 pub struct Pebble {
@@ -568,20 +788,24 @@ pub struct Pebble {
     pub dir: tempfile::TempDir,
 }
 
+/// Lifetime of the certificates the test pebble issues: 45 days, so a `renew_before`
+/// within the 365-day limit of durations can force a renewal, and fresh certificates are
+/// not within the 30-day expiry warning.
+pub const PEBBLE_CERT_DAYS: u64 = 45;
+
 impl Pebble {
-    /// `http_port` / `tls_port`: where pebble's validator connects (gatehouse's listeners).
-    /// Pebble's own four ports are picked here; when one of them was taken between the pick
-    /// and the bind (other tests run in parallel), both servers start again on new ports.
+    /// `http_port` / `tls_port`: where pebble's validator connects (gatehouse's listeners,
+    /// or a refusing port to rule a challenge type out). Pebble's own four ports are
+    /// leased here (see [`PortLease`]); if one was taken anyway by a process outside the
+    /// test suite, both servers start again on new ports.
     pub fn start(http_port: u16, tls_port: u16) -> Pebble {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let ports = loop {
-                let ports = free_ports::<4>();
-                if !ports.iter().any(|p| *p == http_port || *p == tls_port) {
-                    break ports;
-                }
-            };
+            let leases = lease_ports::<4>();
+            let ports = leases.each_ref().map(|l| l.port);
+            // Released just before pebble binds them: pebble's sockets hold them from then on.
+            drop(leases);
             match Pebble::try_start(http_port, tls_port, ports) {
                 Ok(p) => return p,
                 Err(p) if attempt < 3 && p.log().contains("address already in use") => drop(p),
@@ -604,7 +828,8 @@ impl Pebble {
             "httpPort": http_port,
             "tlsPort": tls_port,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": false
+            "externalAccountBindingRequired": false,
+            "certificateValidityPeriod": PEBBLE_CERT_DAYS * 86_400
         }});
         std::fs::write(dir.path().join("pebble.json"), config.to_string()).expect("write");
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log");
@@ -632,23 +857,17 @@ impl Pebble {
             challtest_mgmt: ct_mgmt,
             dir,
         };
-        // Pebble's management port too: a lost bind there makes pebble exit while its ACME
-        // port may already have answered once.
+        // Ready when each of its servers answers as itself: the ACME directory over TLS
+        // with pebble's certificate, challtestsrv's DNS with a DNS answer, and the two
+        // management ports (pebble's too: a lost bind there makes pebble exit while its
+        // ACME port may already have answered once).
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        for port in [acme, mgmt, ct_mgmt] {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if p.exited() || std::time::Instant::now() > deadline {
-                    p.stop();
-                    return Err(p);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        // A port answering can also be another process that took it; pebble or
-        // challtestsrv then exits shortly after (and the DNS port, UDP too, is not probed
-        // at all): give them a moment to fail.
-        std::thread::sleep(Duration::from_millis(300));
-        if p.exited() {
+        let probe =
+            |port: u16| TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), NET_TIMEOUT).is_ok();
+        let ready = wait_until_blocking(Duration::from_secs(15), || {
+            p.exited() || (probe(mgmt) && probe(ct_mgmt) && dns_answers(dns) && directory_answers(acme, &ca).is_ok())
+        });
+        if !ready || p.exited() || std::time::Instant::now() > deadline {
             p.stop();
             return Err(p);
         }
@@ -680,4 +899,47 @@ impl Drop for Pebble {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// challtestsrv's DNS server answers a query for an A record on `port` (UDP).
+fn dns_answers(port: u16) -> bool {
+    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else { return false };
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(300)));
+    // Header: id 0x4748, recursion desired, one question; then "probe.test." A IN.
+    let mut q = vec![0x47, 0x48, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["probe", "test"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    if sock.send_to(&q, ("127.0.0.1", port)).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    matches!(sock.recv(&mut buf), Ok(n) if n >= 12 && buf[..2] == [0x47, 0x48] && buf[2] & 0x80 != 0)
+}
+
+/// Fetches pebble's ACME directory over TLS (trusting only `ca`) and checks it is one.
+fn directory_answers(port: u16, ca: &TestCa) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name.to_owned()).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), NET_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(format!("GET /dir HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    if text.starts_with("HTTP/1.1 200") && text.contains("newAccount") { Ok(()) } else { Err(text.into_owned()) }
 }

@@ -117,5 +117,65 @@ options:
     assert_eq!(r.header("strict-transport-security"), Some("max-age=63072000; includeSubDomains"));
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
-    assert!(r.header("permissions-policy").is_some());
+    assert_eq!(r.header("permissions-policy"), Some("camera=(), microphone=(), geolocation=(), payment=(), usb=()"));
+    assert_eq!(r.header("cross-origin-opener-policy"), Some("same-origin"));
+    // Each preset field once.
+    for name in ["strict-transport-security", "x-frame-options", "permissions-policy"] {
+        assert_eq!(r.headers.get_all(name).iter().count(), 1, "{name}");
+    }
+}
+
+/// The preset documented for every site of the quickstart: exactly its four fields, with
+/// their values, on proxied, static and redirect answers (replacing what a backend sent),
+/// and not on Gatehouse's own error answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_basic_preset_on_real_responses() {
+    let b = Backend::start("b").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("public")).expect("mkdir");
+    std::fs::write(dir.path().join("public/page.html"), "<p>page</p>").expect("write");
+    write_config(
+        dir.path(),
+        "defaults:\n  headers: {preset: security-basic}\n",
+        &[(
+            "s",
+            &format!(
+                "host: s.test\nroutes:\n  - path: /api\n    backend: {}\n  - path: /old\n    redirect: {{to: /new}}\n  - path: /\n    static: public\n",
+                b.url()
+            ),
+        )],
+    );
+    let gh = Gatehouse::start_in(dir);
+    let preset = [
+        ("strict-transport-security", "max-age=31536000"),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "SAMEORIGIN"),
+        ("referrer-policy", "strict-origin-when-cross-origin"),
+    ];
+    let not_in_basic = ["permissions-policy", "content-security-policy", "cross-origin-opener-policy"];
+    let proxied = get_with(gh.http, "s.test", "/api", &[("x-reply-header", "X-Frame-Options: DENY")]).await;
+    let static_file = get(gh.http, "s.test", "/page.html").await;
+    let static_404 = get(gh.http, "s.test", "/missing.html").await;
+    let redirect = get(gh.http, "s.test", "/old").await;
+    assert_eq!(
+        (proxied.status.as_u16(), static_file.status.as_u16(), static_404.status.as_u16(), redirect.status.as_u16()),
+        (200, 200, 404, 302)
+    );
+    for (what, r) in
+        [("proxied", &proxied), ("static", &static_file), ("static 404", &static_404), ("redirect", &redirect)]
+    {
+        for (name, value) in preset {
+            let values: Vec<_> = r.headers.get_all(name).iter().collect();
+            assert_eq!(values, [value], "{what}: {name}");
+        }
+        for name in not_in_basic {
+            assert!(r.header(name).is_none(), "{what}: {name}");
+        }
+    }
+    // Gatehouse's own error answers (here: no site for the host) carry none of them.
+    let own = get(gh.http, "nowhere.test", "/").await;
+    assert_eq!(own.status, 404);
+    for (name, _) in preset {
+        assert!(own.header(name).is_none(), "{name} on a generated error");
+    }
 }

@@ -1,5 +1,6 @@
 //! Timeouts and limits, each with its status code, and the HTTP/1.1 framing rejections.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -59,7 +60,11 @@ async fn header_read_timeout_closes_slowloris_connections() {
     let out = raw_async(addr, b"GET / HTTP/1.1\r\nHost: lim.test\r\nX-Slow: 1", Duration::from_secs(5)).await;
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(4), "connection stayed open {waited:?}");
-    assert!(!out.contains("200 OK"), "{out}");
+    // Part of a head arrived: 408, then the connection closes (documented for
+    // server.header_read_timeout), and nothing reaches the backend.
+    assert!(out.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{out}");
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+    assert!(waited >= Duration::from_millis(400), "answered after {waited:?}, before the 500 ms timeout");
     assert_eq!(b.count(), 0);
 }
 
@@ -152,4 +157,176 @@ async fn ambiguous_framing_is_rejected() {
     assert_eq!(b.count(), 0, "the backend must see none of these");
     // The same connection handling still serves good requests.
     assert_eq!(get(addr, "f.test", "/").await.status, 200);
+}
+
+/// A response without `Content-Length` that grows past `limits.response_body` is cut off:
+/// the head (200) has gone out, the chunked body never ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_response_over_the_limit_is_cut_off() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start("", &[("lim", &limited_site(&b))]);
+    let out = raw_async(
+        gh.http,
+        b"GET /chunked-bytes/50000 HTTP/1.1\r\nHost: lim.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK\r\n") && out.contains("transfer-encoding: chunked"),
+        "{}",
+        &out[..out.len().min(300)]
+    );
+    assert!(!out.ends_with("0\r\n\r\n"), "the body was completed");
+    let body = |out: &str| out.split_once("\r\n\r\n").map_or(0, |(_, b)| b.matches('x').count());
+    let body_bytes = body(&out);
+    assert!(body_bytes <= 10_000 + 16 * 1024, "{body_bytes} bytes passed a 10 KB limit");
+    // Within the limit, the same kind of response passes whole.
+    let out = raw_async(
+        gh.http,
+        b"GET /chunked-bytes/5000 HTTP/1.1\r\nHost: lim.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(out.ends_with("\r\n0\r\n\r\n") && body(&out) == 5000, "{}", &out[..out.len().min(300)]);
+}
+
+/// `server.send_timeout`: a client that stops reading a large response is disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_timeout_drops_clients_that_stop_reading() {
+    let b = Backend::start("b").await;
+    let gh =
+        Gatehouse::start("server: {send_timeout: 1s}\n", &[("s", &format!("host: s.test\nbackend: {}\n", b.url()))]);
+    let total = 64 * 1024 * 1024;
+    let mut s = std::net::TcpStream::connect_timeout(&gh.http, NET_TIMEOUT).expect("connect");
+    std::io::Write::write_all(&mut s, format!("GET /bytes/{total} HTTP/1.1\r\nHost: s.test\r\n\r\n").as_bytes())
+        .expect("write");
+    // The client reads nothing. Once the socket buffers are full the proxy waits for it,
+    // 1 s at most, then gives up: the request ends (no longer in flight).
+    assert!(wait_until(Duration::from_secs(10), || b.count() == 1).await);
+    let ended = wait_until_async(Duration::from_secs(15), || async {
+        let routes = get(gh.admin, "localhost", "/api/routes").await.json();
+        routes["routes"][0]["backends"][0]["active"] == 0
+    })
+    .await;
+    assert!(ended, "the stalled response was still in flight after 15 s");
+    // What the client can still read is less than the whole response, then the end.
+    let got = tokio::task::spawn_blocking(move || {
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0usize;
+        loop {
+            match std::io::Read::read(&mut s, &mut buf) {
+                Ok(0) => return Ok(got),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(got),
+                Err(e) => return Err(format!("{e} after {got} bytes")),
+            }
+        }
+    })
+    .await
+    .expect("join")
+    .expect("the connection was closed");
+    assert!(got < total, "the whole response arrived ({got} bytes)");
+}
+
+/// `pool.max_connections_per_host`: with the one slot taken for longer than
+/// `timeouts.connect`, the next request gets 503; once the slot is free, requests pass.
+/// One worker: an idle pooled connection holds its slot, and only its own worker's pool
+/// can reuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_per_backend_is_503() {
+    let b = Backend::start("b").await;
+    let site = format!(
+        "host: cap.test\nbackend: {}\noptions:\n  pool: {{max_connections_per_host: 1}}\n  timeouts: {{connect: 300ms}}\n",
+        b.url()
+    );
+    let gh = Gatehouse::start_edited("", &[("cap", &site)], |main| main.replace("workers: 2", "workers: 1"));
+    let addr = gh.http;
+    let slow = tokio::spawn(async move { get(addr, "cap.test", "/sleep/2000").await });
+    assert!(wait_until(Duration::from_secs(10), || b.count() == 1).await);
+    let started = std::time::Instant::now();
+    let r = get(gh.http, "cap.test", "/").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(started.elapsed() >= Duration::from_millis(250), "503 before the connect timeout: {:?}", started.elapsed());
+    assert_eq!(b.count(), 1, "the capped request reached the backend");
+    assert_eq!(slow.await.expect("join").status, 200);
+    assert_eq!(get(gh.http, "cap.test", "/").await.status, 200);
+    assert_eq!(b.connections(), 1, "the slot's connection is reused");
+}
+
+/// A loopback listener whose accept queue is full: connecting to it hangs (the kernel drops
+/// the SYNs) instead of failing, like a backend that is down behind a firewall, without
+/// any packet leaving the machine. Returns it with the connections that fill it.
+fn unresponsive_backend() -> (tokio::net::TcpListener, Vec<std::net::TcpStream>, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let listener = socket.listen(0).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => held.push(s),
+            Err(_) => return (listener, held, addr),
+        }
+    }
+    panic!("the accept queue of {addr} never filled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_is_504() {
+    let (_listener, _held, addr) = unresponsive_backend();
+    let gh = Gatehouse::start(
+        "",
+        &[("slow", &format!("host: slow.test\nbackend: http://{addr}\noptions:\n  timeouts: {{connect: 500ms}}\n"))],
+    );
+    let started = std::time::Instant::now();
+    let r = get(gh.http, "slow.test", "/").await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "504 after {took:?}");
+}
+
+/// `server.max_connections` (per worker): a connection beyond it is closed at once,
+/// without an answer; when one closes, new ones are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_closes_connections_beyond_the_limit() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start_edited(
+        "server: {max_connections: 2}\n",
+        &[("m", &format!("host: m.test\nbackend: {}\n", b.url()))],
+        |main| main.replace("workers: 2", "workers: 1"),
+    );
+    // Two open keep-alive connections, each served once.
+    let addr = gh.http;
+    let open = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        (0..2)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
+                s.set_read_timeout(Some(NET_TIMEOUT)).expect("timeout");
+                s.write_all(b"GET / HTTP/1.1\r\nHost: m.test\r\n\r\n").expect("write");
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).expect("read");
+                assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+                s
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("join");
+    // A third is closed without an answer.
+    let started = std::time::Instant::now();
+    let out = raw_async(gh.http, b"GET / HTTP/1.1\r\nHost: m.test\r\n\r\n", Duration::from_secs(5)).await;
+    assert_eq!(out, "", "a connection beyond the limit was answered");
+    assert!(started.elapsed() < Duration::from_secs(3), "closed only after {:?}", started.elapsed());
+    assert!(wait_until(Duration::from_secs(5), || gh.log().contains("connection limit reached")).await, "{}", gh.log());
+    // One closes: new connections are served again.
+    drop(open);
+    let served = wait_until_async(Duration::from_secs(10), || async {
+        raw_async(gh.http, b"GET / HTTP/1.1\r\nHost: m.test\r\nConnection: close\r\n\r\n", Duration::from_secs(2))
+            .await
+            .starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert!(served, "no connection served after the others closed");
 }

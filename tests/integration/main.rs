@@ -4,6 +4,7 @@ mod harness;
 
 mod acme;
 mod balance;
+mod defects;
 mod files;
 mod headers;
 mod lifecycle;

@@ -46,6 +46,12 @@ routes:
     redirect: {{to: 'https://new.test{{uri}}', code: 308}}
   - path: /moved
     redirect: {{to: /new}}
+  - path: /host
+    strip_prefix: true
+    redirect: {{to: 'https://{{host}}/h{{uri}}', code: 301}}
+  - path: /svc/v2
+    strip_prefix: /svc
+    backend: {a}
 ",
         a = a.url(),
         b = b.url(),
@@ -116,6 +122,16 @@ routes:
     let r = get(gh.http, "app.test", "/moved").await;
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some("/new"));
+    // {host}: the request's host, lower-case, without port; {uri} after strip_prefix.
+    let r = get(gh.http, "WWW.App.Test:8080", "/host/a?q=1").await;
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://www.app.test/h/a?q=1"));
+    assert!(r.body.is_empty());
+
+    // strip_prefix with a path: that prefix goes, on a segment boundary, whatever the
+    // route's own path.
+    assert_eq!(get(gh.http, "app.test", "/svc/v2/users?id=1").await.json()["uri"], "/v2/users?id=1");
+    assert_eq!(get(gh.http, "app.test", "/svc/v2").await.json()["uri"], "/v2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
