@@ -315,19 +315,21 @@ fn build(
     // Two listeners of this process on one address would split its connections between
     // them (SO_REUSEPORT); the OS refuses a second process, and this refuses the case
     // where both are ours.
-    let mut taken = vec![("listen.http", listen_http)];
+    let line = |v: Option<&S<String>>| v.map(|s| s.referenced.line());
+    let listen = main.listen.as_ref();
+    let mut taken = vec![("listen.http", listen_http, line(listen.and_then(|l| l.http.as_ref())))];
     if let Some(https) = listen_https {
-        taken.push(("listen.https", https));
+        taken.push(("listen.https", https, line(listen.and_then(|l| l.https.as_ref()))));
     }
-    taken.push(("admin.listen", admin_listen));
-    for (i, (name, addr)) in taken.iter().enumerate() {
-        let clash = taken[..i].iter().find(|(_, other)| {
+    taken.push(("admin.listen", admin_listen, line(main.admin.as_ref().and_then(|a| a.listen.as_ref()))));
+    for (i, (name, addr, at)) in taken.iter().enumerate() {
+        let clash = taken[..i].iter().find(|(_, other, _)| {
             addr.port() != 0
                 && addr.port() == other.port()
                 && (addr.ip() == other.ip() || addr.ip().is_unspecified() || other.ip().is_unspecified())
         });
-        if let Some((first, _)) = clash {
-            cx.err(None, *name, format!("{addr} is also {first}: each listener needs its own port"));
+        if let Some((first, _, _)) = clash {
+            cx.err(*at, *name, format!("{addr} is also {first}: each listener needs its own port"));
         }
     }
 
