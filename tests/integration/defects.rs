@@ -149,7 +149,7 @@ async fn admin_connections_are_capped_and_idle_ones_closed() {
     // The admin API answers again.
     let r = get(gh.admin, "127.0.0.1", "/health").await;
     assert_eq!((r.status.as_u16(), r.json()["status"].as_str()), (200, Some("ok")));
-    assert!(gh.log().contains("admin connection limit reached"), "{}", gh.log());
+    assert!(gh.log().contains("admin connection limit per client reached"), "{}", gh.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,6 +293,29 @@ async fn keepalive_zero_is_connection_close_and_goaway_without_pings() {
     };
     let body = tokio::time::timeout(NET_TIMEOUT, exchange).await.expect("within the timeout");
     assert_eq!(&body[..], b"chunk0\nchunk1\nchunk2\nchunk3\n");
+
+    // A client that asks for a body and never grants flow-control window holds nothing
+    // past send_timeout (1 s here): the connection is closed.
+    let gh = Gatehouse::start("server: {send_timeout: 1s}\n", &[("a", &site)]);
+    let addr = gh.http;
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
+        // Preface, then SETTINGS with INITIAL_WINDOW_SIZE (4) = 0.
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x00")
+            .expect("preface");
+        // HEADERS (END_STREAM | END_HEADERS) on stream 1: GET http://a.test/bytes/100000, in
+        // HPACK: indexed :method GET and :scheme http, literal :path and :authority.
+        let mut block = vec![0x82, 0x86, 0x04, 13];
+        block.extend_from_slice(b"/bytes/100000");
+        block.extend_from_slice(&[0x01, 6]);
+        block.extend_from_slice(b"a.test");
+        let mut frame = vec![0, 0, block.len() as u8, 0x01, 0x05, 0, 0, 0, 1];
+        frame.extend_from_slice(&block);
+        s.write_all(&frame).expect("headers");
+        assert!(closed_within(&mut s, Duration::from_secs(15)), "a client granting no window kept its connection");
+    })
+    .await
+    .expect("client");
     tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
         s.write_all(PREFACE).expect("preface");
@@ -517,6 +540,10 @@ async fn certificate_directories_pair_dotted_and_mkcert_names_and_say_what_they_
     std::fs::write(certs.join("_wildcard.w.example.test-key.pem"), &wild.key_pem).expect("key");
     std::fs::write(certs.join("lonely.example.test.crt"), &dotted.cert_pem).expect("crt");
     std::fs::write(certs.join("orphan.example.test.key"), &dotted.key_pem).expect("key");
+    // mkcert's own CA pair sits in the same kind of directory; it is no server certificate.
+    let (ca_cert, ca_key) = ca.pair();
+    std::fs::write(certs.join("rootCA.pem"), ca_cert).expect("ca");
+    std::fs::write(certs.join("rootCA-key.pem"), ca_key).expect("ca key");
 
     let sites = [("shop", "host: shop.example.test\nstatic: .\n"), ("w", "host: a.w.example.test\nstatic: .\n")];
     let main = format!("tls: {{cert_dir: {}}}\n", certs.display());
@@ -532,6 +559,7 @@ async fn certificate_directories_pair_dotted_and_mkcert_names_and_say_what_they_
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("lonely.example.test.crt: no key next to it (looked for lonely.example.test.key and lonely.example.test-key.pem)"), "{out}");
     assert!(out.contains("orphan.example.test.key: a key with no certificate of the same name"), "{out}");
+    assert!(out.contains("rootCA.pem: a CA certificate (basicConstraints CA:TRUE), not a server certificate"), "{out}");
     assert!(!out.contains("no certificate covers"), "{out}");
 
     let gh = Gatehouse::start_in(dir);

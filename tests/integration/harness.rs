@@ -608,6 +608,11 @@ impl TestCa {
         self.issuer.pem()
     }
 
+    /// The CA's certificate and private key in PEM, as mkcert or cfssl leave them on disk.
+    pub fn pair(&self) -> (String, String) {
+        (self.issuer.pem(), self.issuer.key().serialize_pem())
+    }
+
     /// A client that trusts only this CA, offering `alpn`.
     pub fn connector(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();

@@ -38,6 +38,110 @@ pub struct Admin {
 /// unauthenticated client can hold (before this, idle connections could use up the
 /// process's descriptors and make the proxy listeners fail to accept).
 pub const MAX_CONNECTIONS: usize = 64;
+/// Most admin connections open at once from one client address, so one client cannot take
+/// every slot.
+pub const MAX_PER_PEER: usize = 16;
+
+type Peers = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// One connection counted against its client address until dropped.
+struct PeerSlot {
+    peers: Peers,
+    ip: std::net::IpAddr,
+}
+
+impl PeerSlot {
+    fn take(peers: &Peers, ip: std::net::IpAddr) -> Option<PeerSlot> {
+        let mut map = peers.lock().ok()?;
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot { peers: peers.clone(), ip })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.peers.lock()
+            && let Some(n) = map.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A stream whose writes fail once one has made no progress for `limit`.
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        WriteDeadline { inner, limit, stalled: None }
+    }
+
+    /// Maps a pending write to an error once the deadline has passed; any progress clears it.
+    fn watch<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        r: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::task::Poll;
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let limit = self.limit;
+        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "admin client stopped reading")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        self.watch(cx, r)
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, r)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, r)
+    }
+}
 
 /// Serves the admin API on `listener` until `shutdown` resolves, then lets requests in
 /// flight finish for up to a second.
@@ -62,6 +166,7 @@ pub async fn serve(
     http.timer(TokioTimer::new()).header_read_timeout(header_read).max_buf_size(64 * 1024);
     let http = Arc::new(http);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let peers: Peers = Arc::default();
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -77,6 +182,10 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let Some(per_peer) = PeerSlot::take(&peers, peer.ip()) else {
+            tracing::warn!(peer = %peer, limit = MAX_PER_PEER, "admin connection limit per client reached; closing new connection");
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(peer = %peer, limit = MAX_CONNECTIONS, "admin connection limit reached; closing new connection");
             continue;
@@ -84,7 +193,11 @@ pub async fn serve(
         let svc = TowerToHyperService::new(app.clone());
         let (http, mut stopping) = (http.clone(), stopping.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, per_peer);
+            // A client that stops reading (pipelining requests it never collects) must not
+            // keep its slot: a write that makes no progress for the header-read time ends
+            // the connection.
+            let stream = WriteDeadline::new(stream, header_read);
             let conn = http.serve_connection(TokioIo::new(stream), svc);
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
@@ -236,4 +349,33 @@ fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_makes_no_progress_fails_after_the_limit() {
+        // The other end never reads: after 64 bytes the pipe is full.
+        let (near, _far) = tokio::io::duplex(64);
+        let mut s = WriteDeadline::new(near, Duration::from_secs(10));
+        let start = tokio::time::Instant::now();
+        let err = s.write_all(&[0u8; 1024]).await.expect_err("the reader is gone quiet");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn one_client_gets_a_share_of_the_slots() {
+        let peers: Peers = Arc::default();
+        let ip: std::net::IpAddr = [192, 0, 2, 1].into();
+        let held: Vec<PeerSlot> = (0..MAX_PER_PEER).map(|_| PeerSlot::take(&peers, ip).expect("slot")).collect();
+        assert!(PeerSlot::take(&peers, ip).is_none());
+        assert!(PeerSlot::take(&peers, [192, 0, 2, 2].into()).is_some(), "another client is not affected");
+        drop(held);
+        assert!(PeerSlot::take(&peers, ip).is_some());
+        assert!(peers.lock().expect("lock").is_empty(), "entries go when their connections do");
+    }
 }

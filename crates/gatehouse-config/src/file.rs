@@ -43,7 +43,14 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
 /// Reads a regular file of at most `cap` bytes.
 pub fn read_regular_up_to(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
     check_regular_up_to(path, cap)?;
-    let file = std::fs::File::open(path)?;
+    // Opened without blocking and checked again on the open file: a FIFO put in the file's
+    // place after the check must not block the open (and with it a reload).
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
     // The file may have been swapped or grown since it was checked: read one byte past the
     // cap and refuse if it is there, rather than trust the size seen a moment ago.
     let mut out = Vec::new();

@@ -346,7 +346,9 @@ fn build(
             );
             None
         }
-        Some(v) if v.text.len() < 16 => {
+        // A short token is a guessable one; it matters where the admin API is reachable
+        // from the network (loopback-only setups may keep theirs).
+        Some(v) if v.text.len() < 16 && !admin_listen.ip().is_loopback() => {
             cx.value_err(&v, "admin.token", format!("the token has {} characters; use at least 16 (e.g. `openssl rand -hex 32`)", v.text.len()));
             None
         }
@@ -634,6 +636,12 @@ impl Layered {
                 d.max_request_header_count,
                 MAX_HEADER_COUNT,
             );
+            if let Some(v) = &l.request_header_count
+                && d.max_request_header_count == 0
+            {
+                cx.err_at(v, format!("{at}.limits.request_header_count"), "0 would refuse every request (431); at least 1");
+                d.max_request_header_count = 1;
+            }
             d.max_uri_length = cx.size_in(
                 l.uri_length.as_ref(),
                 &format!("{at}.limits.uri_length"),
@@ -1569,7 +1577,10 @@ mod tests {
         assert_eq!(e.len(), want.len(), "{e:#?}");
         // A token with spaces around it is refused too; a short one as well.
         assert!(errs("admin: {token: ' abcdefghijklmnopq'}\n", &[])[0].contains("has spaces around it"));
-        assert!(errs("admin: {token: short}\n", &[])[0].contains("use at least 16"));
+        assert!(errs("admin: {listen: '0.0.0.0:9', token: short}\n", &[])[0].contains("use at least 16"));
+        assert!(errs("admin: {token: short}\n", &[]).is_empty(), "a short token is fine on loopback");
+        let zero = "host: a.test\nbackend: http://x:1\noptions: {limits: {request_header_count: 0}}\n";
+        assert!(errs("", &[("s", zero)])[0].contains("request_header_count: 0 would refuse every request"));
     }
 
     #[test]

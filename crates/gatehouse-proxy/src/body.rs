@@ -252,8 +252,8 @@ pub struct RequestBody {
     start: Instant,
     progress: Arc<Progress>,
     /// Request trailers go on only to HTTP/2 backends (gRPC), and only fields that may be
-    /// trailers; an HTTP/1.1 backend never sees them (as with nginx).
-    keep_trailers: bool,
+    /// trailers; an HTTP/1.1 backend never sees them (as with nginx). `None`: dropped.
+    keep_trailers: Option<Vec<http::HeaderName>>,
 }
 
 impl RequestBody {
@@ -264,14 +264,16 @@ impl RequestBody {
             budget: Budget::new(limit),
             start,
             progress,
-            keep_trailers: false,
+            keep_trailers: None,
         }
     }
 
     /// Passes the client's trailers on (for an HTTP/2 backend), less the fields that must
-    /// not be trailers.
-    pub fn keep_trailers(&mut self) {
-        self.keep_trailers = true;
+    /// not be trailers and the fields `rules` (the route's request header rules) set, add
+    /// or remove: a trailer must not undo what the route did to the head.
+    pub fn keep_trailers(&mut self, rules: &gatehouse_config::HeaderRules) {
+        let touched = rules.remove.iter().chain(rules.set.iter().chain(rules.add.iter()).map(|(n, _)| n));
+        self.keep_trailers = Some(touched.cloned().collect());
     }
 
     fn finish(&self) {
@@ -291,8 +293,11 @@ impl Body for RequestBody {
                 this.timer.progress();
                 this.finish();
                 let kept = match frame.into_trailers() {
-                    Ok(mut fields) if this.keep_trailers => {
+                    Ok(mut fields) if this.keep_trailers.is_some() => {
                         crate::http::header::sanitise_trailers(&mut fields);
+                        for name in this.keep_trailers.iter().flatten() {
+                            fields.remove(name);
+                        }
                         (!fields.is_empty()).then(|| Frame::trailers(fields))
                     }
                     _ => None,

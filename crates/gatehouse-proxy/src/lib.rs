@@ -6,6 +6,9 @@
 pub mod body;
 pub mod error;
 mod file;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hash;
 pub mod http;
 #[cfg(feature = "http3")]
@@ -122,11 +125,11 @@ impl Server {
         self.shared.load_full()
     }
 
-    /// Swaps in a new configuration. Listener-level settings (addresses, workers) need a restart.
-    pub fn reload(&self, config: Arc<Config>) {
-        let old = self.shared.load_full();
-        let next = RuntimeState::build(config, Some(&old), self.https_addr.map(|a| a.port()), old.h3_port);
-        self.shared.store(Arc::new(next));
+    /// What a reload needs, apart from the server: building a state can block (backend
+    /// host names are resolved), so it runs on a blocking thread, not where signals are
+    /// handled. Listener-level settings (addresses, workers) need a restart.
+    pub fn reloader(&self) -> Reloader {
+        Reloader { shared: self.shared.clone(), https_port: self.https_addr.map(|a| a.port()) }
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the shutdown timeout) and
@@ -141,6 +144,27 @@ impl Server {
     /// A cheap handle for other components (admin API) that only read state.
     pub fn watcher(&self) -> StateHandle {
         StateHandle(self.shared.clone())
+    }
+}
+
+/// Builds and publishes new states for a running server; see `Server::reloader`.
+#[derive(Clone)]
+pub struct Reloader {
+    shared: Arc<ArcSwap<RuntimeState>>,
+    https_port: Option<u16>,
+}
+
+impl Reloader {
+    /// The state for `config`, taking over unchanged upstream groups from the live one.
+    /// May block on DNS.
+    pub fn build(&self, config: Arc<Config>) -> RuntimeState {
+        let old = self.shared.load_full();
+        RuntimeState::build(config, Some(&old), self.https_port, old.h3_port)
+    }
+
+    /// Publishes `state`; requests in flight keep the one they started with.
+    pub fn swap(&self, state: RuntimeState) {
+        self.shared.store(Arc::new(state));
     }
 }
 

@@ -18,8 +18,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use crate::body::{Inbound, Outgoing};
+use crate::body::Inbound;
 use crate::http::framing::{Flags, Inspected};
+use crate::http::streams::{End, InFlight, Limits, Streams};
 use crate::http::{ConnInfo, TlsInfo, handle, server};
 use crate::state::RuntimeState;
 use crate::upstream::pool;
@@ -156,7 +157,9 @@ async fn worker(
         .keep_alive_interval(settings.server.h2_ping_interval)
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
-    let hyper = Arc::new(Hyper { h1, auto: builder, header_read, idle: settings.server.keepalive_timeout });
+    let limits =
+        Limits { first: header_read, idle: settings.server.keepalive_timeout, send: settings.server.send_timeout };
+    let hyper = Arc::new(Hyper { h1, auto: builder, limits });
     let fast = Arc::new(server::Settings {
         header_read,
         idle: settings.server.keepalive_timeout,
@@ -278,92 +281,10 @@ macro_rules! serve_until_shutdown {
 struct Hyper {
     h1: hyper::server::conn::http1::Builder,
     auto: auto::Builder<TokioExecutor>,
-    /// How long an HTTP/2 connection may wait for its first request, and stay open with no
-    /// stream in flight afterwards (zero: closed as soon as its streams are done).
-    header_read: Duration,
-    idle: Duration,
+    /// When an HTTP/2 connection ends (`http::streams`).
+    limits: Limits,
 }
 
-/// Requests in flight on one HTTP/2 connection; hyper has no idle timeout for HTTP/2, so
-/// without this a client could hold connections (and descriptors) open by sending nothing.
-#[derive(Default)]
-struct Streams {
-    active: std::sync::atomic::AtomicUsize,
-    started: std::sync::atomic::AtomicBool,
-    changed: tokio::sync::Notify,
-}
-
-impl Streams {
-    /// Resolves once the connection has had no stream in flight for the idle time (before
-    /// its first request: the header-read time).
-    async fn idle(&self, hyper: &Hyper) {
-        use std::sync::atomic::Ordering::Acquire;
-        loop {
-            let notified = self.changed.notified();
-            if self.active.load(Acquire) > 0 {
-                notified.await;
-                continue;
-            }
-            let wait = if self.started.load(Acquire) { hyper.idle } else { hyper.header_read };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {
-                    if self.active.load(Acquire) == 0 {
-                        return;
-                    }
-                }
-                _ = notified => {}
-            }
-        }
-    }
-}
-
-/// Counts a request as in flight on its connection until dropped: it goes with the
-/// response body, so a long download keeps its connection from counting as idle.
-struct InFlight(Arc<Streams>);
-
-/// A response body that holds its stream's `InFlight` until hyper drops it (sent, or
-/// the stream reset).
-struct Tracked {
-    body: Outgoing,
-    _in_flight: InFlight,
-}
-
-impl http_body::Body for Tracked {
-    type Data = Bytes;
-    type Error = crate::body::BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl InFlight {
-    fn new(streams: &Arc<Streams>) -> Self {
-        use std::sync::atomic::Ordering::Release;
-        streams.started.store(true, Release);
-        streams.active.fetch_add(1, Release);
-        streams.changed.notify_waiters();
-        InFlight(streams.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, std::sync::atomic::Ordering::Release);
-        self.0.changed.notify_waiters();
-    }
-}
 
 /// Serves one client connection: HTTP/1.1 in `server`'s own loop until (if ever) it hands
 /// the connection to hyper; HTTP/2 (ALPN `h2` or the prior-knowledge preface) in hyper.
@@ -390,7 +311,7 @@ async fn serve<S>(
     let shared = shared.clone();
     let info = ConnInfo { own_http1: false, ..info };
     let result = if h2 {
-        let streams = Arc::new(Streams::default());
+        let streams = Streams::new();
         let counted = streams.clone();
         let svc = service_fn(move |req| {
             let state = shared.load_full();
@@ -398,38 +319,39 @@ async fn serve<S>(
             let in_flight = InFlight::new(&counted);
             async move {
                 let resp = handle(&state, &info, req.map(Inbound::Hyper)).await;
-                Ok::<_, Infallible>(resp.map(|body| {
-                    if http_body::Body::is_end_stream(&body) {
-                        body
-                    } else {
-                        Outgoing::Boxed(http_body_util::BodyExt::boxed_unsync(Tracked {
-                            body,
-                            _in_flight: in_flight,
-                        }))
-                    }
-                }))
+                Ok::<_, Infallible>(resp.map(|body| in_flight.respond(body)))
             }
         });
         let io = TokioIo::new(Inspected::new(io, read, None));
         let conn = hyper.auto.serve_connection_with_upgrades(io, svc);
         let mut conn = std::pin::pin!(conn);
         let mut stop = stop;
-        // GOAWAY on shutdown or when idle; streams in flight still finish.
+        let limits = hyper.limits;
         let r: Result<(), Box<dyn std::error::Error + Send + Sync>> = tokio::select! {
             r = conn.as_mut() => r,
+            // GOAWAY on shutdown; streams in flight finish (within the shutdown timeout).
             _ = stop.changed() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
-            _ = streams.idle(hyper) => {
-                // Nothing is in flight, so the close need not wait long: a client that
-                // never answers the GOAWAY's PING must not keep the connection.
-                conn.as_mut().graceful_shutdown();
-                match tokio::time::timeout(hyper.header_read, conn).await {
-                    Ok(r) => r,
-                    Err(_) => Ok(()),
+            end = streams.end(limits) => match end {
+                // GOAWAY. Requests the client sent before it saw the GOAWAY are still
+                // served; the connection then ends like any other, but sooner: after the
+                // header-read time with nothing in flight, or at a stall.
+                End::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    let after = Limits { first: limits.first, idle: limits.first, send: limits.send };
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = streams.end(after) => Ok(()),
+                    }
                 }
-            }
+                // The client takes nothing: dropping the connection closes it.
+                End::Stalled => {
+                    tracing::debug!("HTTP/2 client took no response data within send_timeout; closing");
+                    Ok(())
+                }
+            },
         };
         r
     } else {

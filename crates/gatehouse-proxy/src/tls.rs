@@ -91,6 +91,13 @@ impl Store {
             store.notes.extend(notes);
             for pair in pairs {
                 match load_pair(&pair.cert, &pair.key, &provider) {
+                    // mkcert's `rootCA.pem` + `rootCA-key.pem`, cfssl's `ca.pem` + `ca-key.pem`:
+                    // a CA pair is not a server's certificate, and would otherwise become the
+                    // default one.
+                    Ok(key) if is_ca(&key) => store.notes.push(format!(
+                        "{}: a CA certificate (basicConstraints CA:TRUE), not a server certificate; skipped",
+                        pair.cert.display()
+                    )),
                     Ok(key) => store.add(key, format!("cert_dir: {}", pair.cert.display()), Some(pair.cert.clone())),
                     Err(e) => {
                         problems.push(format!("{}: {e}", pair.cert.display()));
@@ -339,6 +346,14 @@ fn describe(key: &CertifiedKey, source: String, path: Option<PathBuf>) -> Option
         source,
         path,
     })
+}
+
+/// Whether the leaf certificate is a CA's (basicConstraints CA:TRUE).
+fn is_ca(key: &CertifiedKey) -> bool {
+    key.cert
+        .first()
+        .and_then(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
+        .is_some_and(|(_, cert)| cert.is_ca())
 }
 
 /// `localhost`, `*.localhost` and IP addresses: names no public CA certifies.

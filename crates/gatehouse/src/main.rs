@@ -347,18 +347,21 @@ async fn signals(server: &Server, path: &Path, certs: Option<&Arc<tls::Resolver>
 }
 
 /// parse -> validate -> build -> swap; on any error the running configuration stays. Files
-/// are read (configuration and certificates) on a blocking thread.
+/// (configuration and certificates) are read and the new state is built (DNS lookups) on a
+/// blocking thread; only the swap happens here.
 async fn reload(server: &Server, path: &Path, certs: Option<&Arc<tls::Resolver>>) {
     let path = path.to_path_buf();
     let resolver = certs.cloned();
+    let reloader = server.reloader();
     let loaded = tokio::task::spawn_blocking(move || {
-        let config = gatehouse_config::load(&path, &EnvOverrides::from_env())?;
+        let config = Arc::new(gatehouse_config::load(&path, &EnvOverrides::from_env())?);
         let store = resolver.map(|r| tls::Store::load(&config.tls, &config.sites, Some(&r.store())));
-        Ok::<_, gatehouse_config::Errors>((config, store))
+        let state = reloader.build(config.clone());
+        Ok::<_, gatehouse_config::Errors>((config, store, state))
     })
     .await;
     match loaded {
-        Ok(Ok((config, store))) => {
+        Ok(Ok((config, store, state))) => {
             let current = server.state();
             if config.listen_http != current.config.listen_http || config.workers != current.config.workers {
                 tracing::warn!(
@@ -374,7 +377,7 @@ async fn reload(server: &Server, path: &Path, certs: Option<&Arc<tls::Resolver>>
                 }
                 resolver.replace(store);
             }
-            server.reload(Arc::new(config));
+            server.reloader().swap(state);
             tracing::info!("configuration reloaded");
         }
         Ok(Err(errors)) => {

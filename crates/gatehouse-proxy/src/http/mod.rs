@@ -5,5 +5,6 @@ pub mod framing;
 pub mod header;
 pub(crate) mod proxy;
 pub mod server;
+pub(crate) mod streams;
 
 pub use proxy::{ConnInfo, TlsInfo, handle};

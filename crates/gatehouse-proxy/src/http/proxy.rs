@@ -487,7 +487,7 @@ async fn proxy<'s>(
         return Err(last_err);
     };
     if let (Conn::H2(_), Outgoing::Request(b)) = (&conn_out, &mut body) {
-        b.keep_trailers();
+        b.keep_trailers(&opts.request_headers);
     }
     *upstream = Some(backend);
     let active = ActiveGuard::new(backend);
