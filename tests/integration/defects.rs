@@ -275,8 +275,26 @@ async fn keepalive_zero_is_connection_close_and_goaway_without_pings() {
     // An idle HTTP/2 connection with keep-alive on also ends, after the idle time...
     let gh = Gatehouse::start("server: {keepalive_timeout: 1s, header_read_timeout: 1s}\n", &[("a", &site)]);
     let addr = gh.http;
-    // ... but a response still streaming is not idle: 4 chunks 800 ms apart outlast the
-    // 1 s idle time and the 1 s grace after GOAWAY, and arrive whole.
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
+        s.write_all(PREFACE).expect("preface");
+        let types = h2_frames(&mut s, Duration::from_secs(10));
+        let goaway = types.iter().position(|t| *t == GOAWAY);
+        assert!(goaway.is_some(), "{types:?}");
+        let before = &types[..goaway.unwrap_or(0)];
+        assert!(!before.contains(&PING), "PINGs are off unless server.h2_ping_interval is set: {types:?}");
+    })
+    .await
+    .expect("client");
+
+    // ... but a response still streaming is not idle: 8 chunks 800 ms apart outlast the
+    // 1 s idle time and the 3 s grace after a GOAWAY, and arrive whole. (The first request
+    // has 3 s, so a loaded machine cannot make this connection idle before it.)
+    let gh = Gatehouse::start(
+        "server: {keepalive_timeout: 1s, header_read_timeout: 3s, send_timeout: 1s}\n",
+        &[("a", &site)],
+    );
+    let addr = gh.http;
     let exchange = async {
         use http_body_util::BodyExt;
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -285,19 +303,18 @@ async fn keepalive_zero_is_connection_close_and_goaway_without_pings() {
             .await
             .expect("h2 handshake");
         tokio::spawn(conn);
-        let req = http::Request::get("http://a.test/stream/4/800")
+        let req = http::Request::get("http://a.test/stream/8/800")
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .expect("request");
         let resp = tx.send_request(req).await.expect("response");
         resp.into_body().collect().await.expect("whole body").to_bytes()
     };
     let body = tokio::time::timeout(NET_TIMEOUT, exchange).await.expect("within the timeout");
-    assert_eq!(&body[..], b"chunk0\nchunk1\nchunk2\nchunk3\n");
+    assert_eq!(&body[..], (0..8).map(|i| format!("chunk{i}\n")).collect::<String>().as_bytes());
 
     // A client that asks for a body and never grants flow-control window holds nothing
-    // past send_timeout (1 s here): the connection is closed.
-    let gh = Gatehouse::start("server: {send_timeout: 1s}\n", &[("a", &site)]);
-    let addr = gh.http;
+    // past send_timeout (1 s here): the connection is closed. (Waiting between the chunks
+    // above was the backend's doing, not a stall.)
     tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
         // Preface, then SETTINGS with INITIAL_WINDOW_SIZE (4) = 0.
@@ -313,17 +330,6 @@ async fn keepalive_zero_is_connection_close_and_goaway_without_pings() {
         frame.extend_from_slice(&block);
         s.write_all(&frame).expect("headers");
         assert!(closed_within(&mut s, Duration::from_secs(15)), "a client granting no window kept its connection");
-    })
-    .await
-    .expect("client");
-    tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
-        s.write_all(PREFACE).expect("preface");
-        let types = h2_frames(&mut s, Duration::from_secs(10));
-        let goaway = types.iter().position(|t| *t == GOAWAY);
-        assert!(goaway.is_some(), "{types:?}");
-        let before = &types[..goaway.unwrap_or(0)];
-        assert!(!before.contains(&PING), "PINGs are off unless server.h2_ping_interval is set: {types:?}");
     })
     .await
     .expect("client");
@@ -441,10 +447,22 @@ async fn request_trailers_and_h2c_upgrades_never_reach_the_backend() {
 
     // h2c in every spelling: served as the plain HTTP/1.1 request it also is.
     for (req, upgrade_left) in [
-        ("GET /h HTTP/1.1\r\nHost: a.test\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", None),
-        ("GET /h HTTP/1.1\r\nHost: a.test\r\nUpgrade: H2C\r\nConnection: upgrade, http2-settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", None),
-        ("GET /h HTTP/1.1\r\nHost: a.test\r\nUpgrade: foo/2, h2c\r\nConnection: Upgrade\r\n\r\n", Some("upgrade: foo/2")),
-        ("GET /h HTTP/1.0\r\nHost: a.test\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", None),
+        (
+            "GET /h HTTP/1.1\r\nHost: a.test\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+            None,
+        ),
+        (
+            "GET /h HTTP/1.1\r\nHost: a.test\r\nUpgrade: H2C\r\nConnection: upgrade, http2-settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+            None,
+        ),
+        (
+            "GET /h HTTP/1.1\r\nHost: a.test\r\nUpgrade: foo/2, h2c\r\nConnection: Upgrade\r\n\r\n",
+            Some("upgrade: foo/2"),
+        ),
+        (
+            "GET /h HTTP/1.0\r\nHost: a.test\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+            None,
+        ),
         ("GET /h HTTP/1.1\r\nHost: a.test\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", None),
     ] {
         let before = rec.requests().len();
@@ -472,9 +490,8 @@ async fn request_shapes_nginx_refuses_are_refused() {
     let long_name = format!("GET / HTTP/1.1\r\nHost: a.test\r\n{}: 1\r\n\r\n", "n".repeat(100_000));
     // The second request of each pair goes through hyper: the first one's body handed the
     // connection over.
-    let via_hyper = |second: &str| {
-        format!("POST /first HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\nhi{second}")
-    };
+    let via_hyper =
+        |second: &str| format!("POST /first HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\nhi{second}");
     let cases: Vec<(String, &str)> = vec![
         ("POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".into(), "HTTP/1.1 501"),
         (

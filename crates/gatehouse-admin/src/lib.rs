@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use gatehouse_proxy::StateHandle;
+use gatehouse_proxy::route::Compiled;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use gatehouse_proxy::route::Compiled;
 use serde_json::{Value, json};
 
 #[derive(Clone)]
@@ -129,7 +129,10 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S
         self.watch(cx, r)
     }
 
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
         self.watch(cx, r)
     }

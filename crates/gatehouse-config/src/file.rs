@@ -63,8 +63,7 @@ pub fn read_regular_up_to(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
 
 /// `read_regular` for text files.
 pub fn read_regular_text(path: &Path) -> io::Result<String> {
-    String::from_utf8(read_regular(path)?)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+    String::from_utf8(read_regular(path)?).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 fn too_large(cap: u64) -> io::Error {

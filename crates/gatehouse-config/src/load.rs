@@ -349,7 +349,11 @@ fn build(
         // A short token is a guessable one; it matters where the admin API is reachable
         // from the network (loopback-only setups may keep theirs).
         Some(v) if v.text.len() < 16 && !admin_listen.ip().is_loopback() => {
-            cx.value_err(&v, "admin.token", format!("the token has {} characters; use at least 16 (e.g. `openssl rand -hex 32`)", v.text.len()));
+            cx.value_err(
+                &v,
+                "admin.token",
+                format!("the token has {} characters; use at least 16 (e.g. `openssl rand -hex 32`)", v.text.len()),
+            );
             None
         }
         Some(v) => Some(v.text),
@@ -639,7 +643,11 @@ impl Layered {
             if let Some(v) = &l.request_header_count
                 && d.max_request_header_count == 0
             {
-                cx.err_at(v, format!("{at}.limits.request_header_count"), "0 would refuse every request (431); at least 1");
+                cx.err_at(
+                    v,
+                    format!("{at}.limits.request_header_count"),
+                    "0 would refuse every request (431); at least 1",
+                );
                 d.max_request_header_count = 1;
             }
             d.max_uri_length = cx.size_in(

@@ -285,7 +285,6 @@ struct Hyper {
     limits: Limits,
 }
 
-
 /// Serves one client connection: HTTP/1.1 in `server`'s own loop until (if ever) it hands
 /// the connection to hyper; HTTP/2 (ALPN `h2` or the prior-knowledge preface) in hyper.
 async fn serve<S>(
@@ -307,6 +306,26 @@ async fn serve<S>(
             server::Outcome::HandOff { io, read, h2 } => (io, read, h2),
         }
     };
+    // Boxed, behind `dyn`: hyper's connection futures are large and most connections never
+    // get here; inline (or inlined into this poll) they would make every connection's
+    // future, and each of its polls, bigger.
+    let rest: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+        Box::pin(serve_hyper(io, read, h2, info, shared, hyper, stop));
+    rest.await;
+}
+
+/// Serves the rest of a connection in hyper: HTTP/2, or HTTP/1.1 after the hand-off.
+async fn serve_hyper<S>(
+    io: S,
+    read: Bytes,
+    h2: bool,
+    info: ConnInfo,
+    shared: &Arc<ArcSwap<RuntimeState>>,
+    hyper: &Hyper,
+    stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let framing = info.framing.clone();
     let shared = shared.clone();
     let info = ConnInfo { own_http1: false, ..info };

@@ -529,8 +529,16 @@ mod tests {
         ];
         assert_eq!(names, want.map(|(c, k)| (c.to_string(), k.to_string())));
         assert_eq!(notes.len(), 2, "{notes:?}");
-        assert!(notes[0].ends_with("alone.test.crt: no key next to it (looked for alone.test.key and alone.test-key.pem); skipped"), "{notes:?}");
-        assert!(notes[1].ends_with("orphan.test.key: a key with no certificate of the same name; skipped"), "{notes:?}");
+        assert!(
+            notes[0].ends_with(
+                "alone.test.crt: no key next to it (looked for alone.test.key and alone.test-key.pem); skipped"
+            ),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].ends_with("orphan.test.key: a key with no certificate of the same name; skipped"),
+            "{notes:?}"
+        );
     }
 
     #[test]

@@ -239,7 +239,9 @@ pub fn sanitise_trailers(h: &mut HeaderMap) {
         .collect();
     let drop: Vec<HeaderName> = h
         .keys()
-        .filter(|k| is_hop_by_hop(k) || NEVER.contains(&k.as_str()) || k.as_str().starts_with("proxy-") || listed.contains(k))
+        .filter(|k| {
+            is_hop_by_hop(k) || NEVER.contains(&k.as_str()) || k.as_str().starts_with("proxy-") || listed.contains(k)
+        })
         .cloned()
         .collect();
     for name in drop {

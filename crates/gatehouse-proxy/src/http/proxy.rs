@@ -195,18 +195,7 @@ async fn serve<'s>(
     let h = req.headers();
     let host = meta.host;
     if req.version() <= Version::HTTP_11 && h.contains_key(header::TRANSFER_ENCODING) {
-        // RFC 9112 §6.1: a message with both is a smuggling attempt until proven otherwise.
-        // (hyper drops Content-Length when Transfer-Encoding is present; the raw-byte
-        // scanner saw both then.)
-        if h.contains_key(header::CONTENT_LENGTH) || (req.version() == Version::HTTP_11 && conn.framing.take_conflict())
-        {
-            return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
-        }
-        // hyper frames `gzip, chunked` as chunked and would let the gzip coding vanish.
-        let mut codings = h.get_all(header::TRANSFER_ENCODING).iter().flat_map(|v| v.as_bytes().split(|b| *b == b','));
-        if !codings.all(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")) {
-            return Err(ProxyError::NotImplemented("a transfer coding other than chunked"));
-        }
+        check_transfer_encoding(&req, conn)?;
     }
     if req.version() == Version::HTTP_11 && meta.host_header.is_none() && req.uri().authority().is_none() {
         return Err(ProxyError::BadRequest("missing Host header"));
@@ -214,22 +203,12 @@ async fn serve<'s>(
     if !meta.host_fields_ok {
         return Err(ProxyError::BadRequest("several Host fields or an invalid host"));
     }
-    // Authority form (`GET host:port`) belongs to CONNECT alone (RFC 9112 §3.2.3), which
-    // is answered 405 by routing.
     let uri = req.uri();
-    if uri.scheme().is_none() && uri.authority().is_some() && req.method() != http::Method::CONNECT {
-        return Err(ProxyError::BadRequest("authority-form target on a method other than CONNECT"));
-    }
-    // Asterisk form: a question about the server as a whole (RFC 9110 §9.3.7). Answered
-    // here; no backend has a resource called `*`.
-    if uri.path() == "*" {
-        if req.method() != http::Method::OPTIONS {
-            return Err(ProxyError::BadRequest("asterisk-form target on a method other than OPTIONS"));
-        }
-        let mut r = Response::new(Outgoing::Empty);
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
-        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        return Ok(r);
+    // (The raw target's first byte: `uri.path()` would search it for a `?`.)
+    if (uri.scheme().is_none() && uri.authority().is_some() && req.method() != http::Method::CONNECT)
+        || uri.path_and_query().is_some_and(|pq| pq.as_str().starts_with('*'))
+    {
+        return unusual_target(&req);
     }
     // RFC 9110 §15.5.20: a request for a host that this connection's certificate does not
     // serve belongs on another connection.
@@ -298,6 +277,42 @@ async fn serve<'s>(
     };
     hdr::apply_rules(resp.headers_mut(), &opts.response_headers);
     Ok(resp)
+}
+
+/// The framing checks for a request with `Transfer-Encoding` (rare, and kept out of line).
+#[cold]
+fn check_transfer_encoding(req: &Request<Inbound>, conn: &ConnInfo) -> Result<(), ProxyError> {
+    let h = req.headers();
+    // RFC 9112 §6.1: a message with both is a smuggling attempt until proven otherwise.
+    // (hyper drops Content-Length when Transfer-Encoding is present; the raw-byte scanner
+    // saw both then.)
+    if h.contains_key(header::CONTENT_LENGTH) || (req.version() == Version::HTTP_11 && conn.framing.take_conflict()) {
+        return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
+    }
+    // hyper frames `gzip, chunked` as chunked and would let the gzip coding vanish.
+    let mut codings = h.get_all(header::TRANSFER_ENCODING).iter().flat_map(|v| v.as_bytes().split(|b| *b == b','));
+    if !codings.all(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")) {
+        return Err(ProxyError::NotImplemented("a transfer coding other than chunked"));
+    }
+    Ok(())
+}
+
+/// Authority form (`GET host:port`) belongs to CONNECT alone (RFC 9112 §3.2.3), which
+/// routing answers with 405. Asterisk form is a question about the server as a whole (RFC
+/// 9110 §9.3.7), answered here: no backend has a resource called `*`.
+#[cold]
+fn unusual_target(req: &Request<Inbound>) -> Result<Response<Outgoing>, ProxyError> {
+    let method = req.method();
+    if req.uri().path() != "*" {
+        return Err(ProxyError::BadRequest("authority-form target on a method other than CONNECT"));
+    }
+    if method != http::Method::OPTIONS {
+        return Err(ProxyError::BadRequest("asterisk-form target on a method other than OPTIONS"));
+    }
+    let mut r = Response::new(Outgoing::Empty);
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Ok(r)
 }
 
 /// 308 to the same URI on HTTPS (308 keeps the method and body, unlike 301).

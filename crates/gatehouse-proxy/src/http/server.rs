@@ -301,7 +301,11 @@ pub(crate) fn parse(buf: &[u8], spare: &mut Vec<Field>) -> Result<Option<Head>, 
 
 impl Head {
     /// Builds the request; hands the emptied field list back for the next request.
-    pub(crate) fn into_request(mut self, raw: &Bytes, spare: &mut Vec<Field>) -> Result<(Request<Inbound>, Wants), StatusCode> {
+    pub(crate) fn into_request(
+        mut self,
+        raw: &Bytes,
+        spare: &mut Vec<Field>,
+    ) -> Result<(Request<Inbound>, Wants), StatusCode> {
         let uri = Uri::from_maybe_shared(raw.slice(self.path.0..self.path.1)).map_err(|_| StatusCode::BAD_REQUEST)?;
         // Room for the forwarding headers the proxy adds, so the map is not grown per request.
         let mut headers = maps::take(self.fields.len() + 8);
@@ -804,7 +808,10 @@ mod tests {
         ] {
             assert_eq!(head(raw).err(), Some(StatusCode::BAD_REQUEST), "{raw}");
         }
-        for raw in ["POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked , chunked\r\n\r\n"] {
+        for raw in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked , chunked\r\n\r\n",
+        ] {
             assert_eq!(head(raw).err(), Some(StatusCode::NOT_IMPLEMENTED), "{raw}");
         }
         let twice = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
