@@ -99,19 +99,6 @@ fn ows_trim(value: &[u8]) -> &[u8] {
     &value[start..end]
 }
 
-/// KNOWN BUG in `server::parse`, found by these targets and not fixed here (that code is
-/// being worked on elsewhere): it reads `Content-Length` with `str::trim` and
-/// `u64::from_str`, which take a `+` sign and Unicode white space, so
-/// `Content-Length: +0` (or `0` followed by U+00A0) counts as zero and the request is served
-/// here, while hyper refuses it and the backend gets a length field RFC 9110 §8.6 says is
-/// invalid. Seeds: `fuzz/corpus/request_*/regression-cl-*`. The targets step over heads
-/// whose only oddity is such a length, so the fuzzer goes on finding other things; remove
-/// this once the parser takes 1*DIGIT only.
-fn lax_zero_length(value: &[u8]) -> bool {
-    strict_length(value).is_none()
-        && std::str::from_utf8(value).ok().and_then(|s| s.trim().parse::<u64>().ok()) == Some(0)
-}
-
 fn show(data: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(data))
 }
@@ -121,8 +108,9 @@ fn show(data: &[u8]) -> String {
 
 /// The own HTTP/1.1 loop's request-head parser (`server::parse` + `Head::into_request`).
 ///
-/// - Its verdict matches httparse's (incomplete / error / complete at the same length),
-///   431 exactly for too many fields, 400 for every other refusal.
+/// - Its verdict matches httparse's (incomplete / error / complete at the same length):
+///   what httparse refuses is 400 (431 for too many fields); a well-formed head is only
+///   refused with 400 (framing), 414 or 431 (own limits) or 501 (a coding before chunked).
 /// - Every prefix of a complete head is incomplete, and the head alone (without what
 ///   follows it) parses to the same head.
 /// - Anything that could frame a body, switch protocols or expect a 100 is handed to
@@ -182,10 +170,6 @@ pub fn request_head(data: &[u8]) {
             _ => false,
         })
         .count();
-    let lax = fields.iter().filter(|(n, v)| n == "content-length" && lax_zero_length(v)).count();
-    if !head.hand_off && reasons > 0 && reasons == lax {
-        return; // lax_zero_length: the known bug.
-    }
     assert_eq!(head.hand_off, reasons > 0, "hand-off verdict wrong for {}", show(data));
     if head.hand_off {
         return;
@@ -381,11 +365,6 @@ pub fn request_differential(data: &[u8]) {
                 show(data)
             );
         }
-        (Ours::Served(mine), Hyper::Refused(_))
-            if mine.headers.get_all(http::header::CONTENT_LENGTH).iter().any(|v| lax_zero_length(v.as_bytes())) =>
-        {
-            // lax_zero_length: the known bug.
-        }
         (Ours::Served(_), Hyper::Refused(why)) => {
             panic!("we serve what hyper refuses ({why}): {}", show(data))
         }
@@ -479,17 +458,11 @@ fn response_head_once(data: &[u8], head_only: bool) {
     assert_eq!(sorted.0, sorted.1, "the modes pass on different fields: {}", show(data));
     assert!(from_lines.iter().all(|(n, _)| n != "x-request-id"));
 
-    // KNOWN BUG in `h1::parse_head`, not fixed here (the fix is more than a line on the
-    // hot path): only the last `Connection` field's names are removed, so with two
-    // `Connection` fields the names the first lists pass on to the client. Seed:
-    // `fuzz/corpus/response_head/connection-two-fields`. Checked for the last field only
-    // until that is fixed.
-    let last_connection = raw_fields.iter().rposition(|(n, _)| n == "connection");
+    // Every `Connection` field counts (several are one list, RFC 9110 §5.3). Seed:
+    // `fuzz/corpus/response_head/connection-two-fields` (once only the last one counted).
     let listed: Vec<String> = raw_fields
         .iter()
-        .enumerate()
-        .filter(|(i, _)| Some(*i) == last_connection)
-        .map(|(_, f)| f)
+        .filter(|(n, _)| n == "connection")
         .flat_map(|(_, v)| v.split(|b| *b == b',').map(|t| String::from_utf8_lossy(ows_trim(t)).to_ascii_lowercase()))
         // Connection options, not field names.
         .filter(|t| t != "close" && t != "keep-alive")

@@ -384,6 +384,7 @@ pub(crate) fn parse_head(
         // Hop-by-hop fields stop here (RFC 9110 §7.6.1), so the response needs no
         // stripping pass later; the ones `Connection` lists are removed below.
         let mut connection = None;
+        let mut connection_fields = 0u32;
         let mut lines = verbatim;
         if let Some(l) = lines.as_deref_mut() {
             l.clear();
@@ -397,7 +398,8 @@ pub(crate) fn parse_head(
             let start = h.value.as_ptr() as usize - base;
             let range = start..start + h.value.len();
             if kind == FieldKind::Connection {
-                connection = Some(range);
+                connection_fields += 1;
+                connection = connection.or(Some(range));
                 continue;
             }
             if kind.is_hop_by_hop() {
@@ -423,8 +425,23 @@ pub(crate) fn parse_head(
             return Err(io::Error::other(why));
         }
         let keep_alive = conflict.is_none() && facts.keeps_alive(version) && !matches!(framing, Framing::UntilClose);
-        // Names the `Connection` field lists (usually none: `keep-alive` or `close`).
-        let listed = connection.clone().map(|r| &buf[r]).filter(|c| hdr::connection_listed(c).next().is_some());
+        // Several `Connection` fields (rare) count as one list (RFC 9110 §5.3); found by
+        // fuzz/ (response_head): only the last one's names used to be removed.
+        let joined: Option<Vec<u8>> = (connection_fields > 1).then(|| {
+            let values: Vec<&[u8]> = parsed
+                .headers
+                .iter()
+                .filter(|h| FieldKind::of(h.name.as_bytes()) == FieldKind::Connection)
+                .map(|h| h.value)
+                .collect();
+            values.join(&b","[..])
+        });
+        // Names the `Connection` fields list (usually none: `keep-alive` or `close`).
+        let listed = match &joined {
+            Some(all) => Some(all.as_slice()),
+            None => connection.clone().map(|r| &buf[r]),
+        }
+        .filter(|c| hdr::connection_listed(c).next().is_some());
         if let Some(l) = lines {
             copier.flush(buf, l);
             if let Some(c) = listed {
@@ -450,7 +467,7 @@ pub(crate) fn parse_head(
             map.append(name, HeaderValue::from_maybe_shared(head.slice(range)).map_err(io::Error::other)?);
         }
         if let (true, Some(range)) = (listed, connection) {
-            hdr::remove_connection_listed(&mut map, &head[range]);
+            hdr::remove_connection_listed(&mut map, joined.as_deref().unwrap_or(&head[range]));
         }
         *resp.headers_mut() = map;
         return Ok(Some((resp, framing, keep_alive, None)));
@@ -944,6 +961,21 @@ mod tests {
         // Found by fuzz/ (response_head): a sign, or Unicode white space, is not a length.
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n", false).is_err());
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 5\u{a0}\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn every_connection_field_names_hop_by_hop_fields() {
+        // Found by fuzz/ (response_head): with two Connection fields only the last one's
+        // names were removed. Both modes, since they build the fields differently.
+        let raw = "HTTP/1.1 200 OK\r\nConnection: x-a\r\nX-A: 1\r\nConnection: x-b, keep-alive\r\nX-B: 2\r\nX-C: 3\r\nContent-Length: 0\r\n\r\n";
+        let (resp, _, _) = head(raw, false).expect("valid");
+        let mut names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["content-length", "x-c"]);
+        let mut lines = Vec::new();
+        let mut buf = BytesMut::from(raw.as_bytes());
+        parse_head(&mut buf, &mut Vec::new(), false, Some(&mut lines)).expect("valid").expect("complete");
+        assert_eq!(String::from_utf8_lossy(&lines), "X-C: 3\r\nContent-Length: 0\r\n");
     }
 
     /// Field lines as (lower-case name, value) pairs, through httparse.
