@@ -15,17 +15,13 @@ fn acme_config(dir: &Path, pebble: &Pebble, http: u16, https: u16, acme_extra: &
     write_config(
         dir,
         &format!(
-            "tls:\n  acme:\n    email: admin@example.test\n    ca: {}\n    ca_root: pebble-ca.pem\n{acme_extra}",
+            "listen: {{http: 127.0.0.1:{http}, https: 127.0.0.1:{https}}}\ntls:\n  acme:\n    email: admin@example.test\n    ca: {}\n    ca_root: pebble-ca.pem\n{acme_extra}",
             pebble.directory
         ),
         &[("shop", &format!("hosts: [shop.test, www.shop.test]\nbackend: {}\n", backend.url()))],
     );
     let main = std::fs::read_to_string(dir.join("gatehouse.yaml"))
         .expect("read")
-        .replace(
-            "listen: {http: 127.0.0.1:0}",
-            &format!("listen: {{http: 127.0.0.1:{http}, https: 127.0.0.1:{https}}}"),
-        )
         .replace("log: {level: warn, format: json}", "log: {level: info, format: json}");
     std::fs::write(dir.join("gatehouse.yaml"), main).expect("write");
 }

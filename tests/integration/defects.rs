@@ -162,13 +162,7 @@ async fn a_port_in_use_is_refused_like_nginx_does() {
     // A second Gatehouse on the same address (SO_REUSEPORT used to let it in silently,
     // taking half the connections).
     let second = tempfile::tempdir().expect("tempdir");
-    write_config(second.path(), "", &[("a", &site)]);
-    let main = std::fs::read_to_string(second.path().join("gatehouse.yaml")).expect("main");
-    std::fs::write(
-        second.path().join("gatehouse.yaml"),
-        main.replace("listen: {http: 127.0.0.1:0}", &format!("listen: {{http: 127.0.0.1:{port}}}")),
-    )
-    .expect("main");
+    write_config(second.path(), &format!("listen: {{http: 127.0.0.1:{port}}}\n"), &[("a", &site)]);
     let out = output_within(
         Command::new(BIN).args(["run", "--config"]).arg(second.path().join("gatehouse.yaml")),
         Duration::from_secs(20),
@@ -185,9 +179,6 @@ async fn a_port_in_use_is_refused_like_nginx_does() {
 
     // Two listeners of one configuration on one port.
     write_config(second.path(), &format!("listen: {{http: 127.0.0.1:{port}, https: 127.0.0.1:{port}}}\n"), &[]);
-    let main = std::fs::read_to_string(second.path().join("gatehouse.yaml")).expect("main");
-    std::fs::write(second.path().join("gatehouse.yaml"), main.replace("listen: {http: 127.0.0.1:0}\n", ""))
-        .expect("main");
     let (code, out) = check(second.path());
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("listen.https: 127.0.0.1:{port} is also listen.http")), "{out}");
@@ -563,15 +554,7 @@ async fn certificate_directories_pair_dotted_and_mkcert_names_and_say_what_they_
     std::fs::write(certs.join("rootCA-key.pem"), ca_key).expect("ca key");
 
     let sites = [("shop", "host: shop.example.test\nstatic: .\n"), ("w", "host: a.w.example.test\nstatic: .\n")];
-    let main = format!("tls: {{cert_dir: {}}}\n", certs.display());
-    write_config(dir.path(), &main, &sites);
-    let with_https = |dir: &std::path::Path| {
-        let path = dir.join("gatehouse.yaml");
-        let text = std::fs::read_to_string(&path).expect("main");
-        let text = text.replacen("listen: {http: 127.0.0.1:0}", "listen: {http: 127.0.0.1:0, https: 127.0.0.1:0}", 1);
-        std::fs::write(&path, text).expect("main");
-    };
-    with_https(dir.path());
+    write_config(dir.path(), &format!("{HTTPS}tls: {{cert_dir: {}}}\n", certs.display()), &sites);
     let (code, out) = check(dir.path());
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("lonely.example.test.crt: no key next to it (looked for lonely.example.test.key and lonely.example.test-key.pem)"), "{out}");

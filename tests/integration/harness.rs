@@ -192,14 +192,20 @@ fn configured(main_extra: &str, sites: &[(&str, &str)]) -> tempfile::TempDir {
 
 pub fn write_config(dir: &Path, main_extra: &str, sites: &[(&str, &str)]) {
     std::fs::create_dir_all(dir.join("sites")).expect("sites dir");
+    // `main_extra` may bring its own `listen:` (e.g. `HTTPS`); then it replaces the default.
+    let listen =
+        if main_extra.lines().any(|l| l.starts_with("listen:")) { "" } else { "listen: {http: 127.0.0.1:0}\n" };
     let main = format!(
-        "workers: 2\nlisten: {{http: 127.0.0.1:0}}\nadmin: {{listen: 127.0.0.1:0}}\nsites_dir: sites\nstorage: {{path: data/gatehouse.db}}\nlog: {{level: warn, format: json}}\nshutdown_timeout: 10s\n{main_extra}"
+        "workers: 2\n{listen}admin: {{listen: 127.0.0.1:0}}\nsites_dir: sites\nstorage: {{path: data/gatehouse.db}}\nlog: {{level: warn, format: json}}\nshutdown_timeout: 10s\n{main_extra}"
     );
     std::fs::write(dir.join("gatehouse.yaml"), main).expect("main file");
     for (name, text) in sites {
         std::fs::write(dir.join("sites").join(format!("{name}.yaml")), text).expect("site file");
     }
 }
+
+/// A `listen:` line for `write_config`'s `main_extra`: HTTP and HTTPS, both on port 0.
+pub const HTTPS: &str = "listen: {http: 127.0.0.1:0, https: 127.0.0.1:0}\n";
 
 /// Runs `gatehouse check` on a directory and returns (exit code, stdout+stderr).
 pub fn check(dir: &Path) -> (i32, String) {

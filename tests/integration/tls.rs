@@ -37,20 +37,13 @@ async fn setup(extra_tls: &str, backend: &Backend) -> Setup {
     let url = backend.url();
     write_config(
         d,
-        &format!("listen: {{http: 127.0.0.1:0, https: 127.0.0.1:0}}\ntls:\n  cert_dir: certs\n{extra_tls}"),
+        &format!("{HTTPS}tls:\n  cert_dir: certs\n{extra_tls}"),
         &[
             ("a", &format!("host: a.test\nbackend: {url}\ntls: {{cert: files/a.crt, key: files/a.key}}\n")),
             ("w", &format!("host: '*.w.test'\nbackend: {url}\n")),
             ("b", &format!("host: b.test\nbackend: {url}\nhttps_redirect: false\n")),
         ],
     );
-    // write_config put a `listen:` line first; the one appended above must win, so drop the first.
-    let main = std::fs::read_to_string(d.join("gatehouse.yaml")).expect("read").replacen(
-        "listen: {http: 127.0.0.1:0}\n",
-        "",
-        1,
-    );
-    std::fs::write(d.join("gatehouse.yaml"), main).expect("write");
     let gh = Gatehouse::start_in(dir);
     Setup { gh, ca, a, wild, b }
 }
@@ -224,11 +217,7 @@ async fn certificate_directory_hot_swap_under_load() {
 async fn localhost_gets_a_self_signed_certificate() {
     let backend = Backend::start("app").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    write_config(dir.path(), "", &[("local", &format!("host: localhost\nbackend: {}\n", backend.url()))]);
-    let main = std::fs::read_to_string(dir.path().join("gatehouse.yaml"))
-        .expect("read")
-        .replace("listen: {http: 127.0.0.1:0}", "listen: {http: 127.0.0.1:0, https: 127.0.0.1:0}");
-    std::fs::write(dir.path().join("gatehouse.yaml"), main).expect("write");
+    write_config(dir.path(), HTTPS, &[("local", &format!("host: localhost\nbackend: {}\n", backend.url()))]);
     let gh = Gatehouse::start_in(dir);
     let https = gh.https.expect("https");
     let conn = tls_connect(https, &accept_any_connector(), "localhost").await.expect("handshake");
@@ -247,11 +236,12 @@ fn check_reports_tls_mistakes() {
     let d = dir.path();
     write(d, "a.crt", &one.cert_pem);
     write(d, "a.key", &two.key_pem);
-    write_config(d, "tls:\n  cert: a.crt\n  key: a.key\n", &[("a", "host: a.test\nbackend: http://127.0.0.1:9\n")]);
-    let main = std::fs::read_to_string(d.join("gatehouse.yaml"))
-        .expect("read")
-        .replace("listen: {http: 127.0.0.1:0}", "listen: {http: 127.0.0.1:0, https: 127.0.0.1:0}");
-    std::fs::write(d.join("gatehouse.yaml"), &main).expect("write");
+    write_config(
+        d,
+        &format!("{HTTPS}tls:\n  cert: a.crt\n  key: a.key\n"),
+        &[("a", "host: a.test\nbackend: http://127.0.0.1:9\n")],
+    );
+    let main = std::fs::read_to_string(d.join("gatehouse.yaml")).expect("read");
     let (code, out) = check(d);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("a.crt: the private key does not match the certificate"), "{out}");
@@ -507,7 +497,7 @@ async fn http3_goes_through_the_same_routes() {
     write(d, "a.key", &a.key_pem);
     write_config(
         d,
-        "http3: true\ntls: {cert: a.crt, key: a.key}\n",
+        &format!("{HTTPS}http3: true\ntls: {{cert: a.crt, key: a.key}}\n"),
         &[(
             "a",
             &format!(
@@ -516,10 +506,6 @@ async fn http3_goes_through_the_same_routes() {
             ),
         )],
     );
-    let main = std::fs::read_to_string(d.join("gatehouse.yaml"))
-        .expect("read")
-        .replace("listen: {http: 127.0.0.1:0}", "listen: {http: 127.0.0.1:0, https: 127.0.0.1:0}");
-    std::fs::write(d.join("gatehouse.yaml"), main).expect("write");
     let gh = Gatehouse::start_in(dir);
     let https = gh.https.expect("https");
 
@@ -572,15 +558,9 @@ async fn sighup_reloads_explicit_certificate_pairs() {
     write(d, "files/a.key", &old.key_pem);
     write_config(
         d,
-        "listen: {http: 127.0.0.1:0, https: 127.0.0.1:0}\n",
+        HTTPS,
         &[("a", &format!("host: a.test\nbackend: {}\ntls: {{cert: files/a.crt, key: files/a.key}}\n", backend.url()))],
     );
-    let main = std::fs::read_to_string(d.join("gatehouse.yaml")).expect("read").replacen(
-        "listen: {http: 127.0.0.1:0}\n",
-        "",
-        1,
-    );
-    std::fs::write(d.join("gatehouse.yaml"), main).expect("write");
     let gh = Gatehouse::start_in(dir);
     let https = gh.https.expect("https");
     let connector = ca.connector(&[b"http/1.1"]);
@@ -610,15 +590,9 @@ async fn cert_dir_takes_certbot_pairs_without_live() {
     write(d, "certs/c.test/privkey.pem", &c.key_pem);
     write_config(
         d,
-        "listen: {http: 127.0.0.1:0, https: 127.0.0.1:0}\ntls: {cert_dir: certs}\n",
+        &format!("{HTTPS}tls: {{cert_dir: certs}}\n"),
         &[("c", &format!("host: c.test\nbackend: {}\n", backend.url()))],
     );
-    let main = std::fs::read_to_string(d.join("gatehouse.yaml")).expect("read").replacen(
-        "listen: {http: 127.0.0.1:0}\n",
-        "",
-        1,
-    );
-    std::fs::write(d.join("gatehouse.yaml"), main).expect("write");
     let gh = Gatehouse::start_in(dir);
     let conn = tls_connect(gh.https.expect("https"), &ca.connector(&[b"http/1.1"]), "c.test").await.expect("tls");
     assert_eq!(conn.peer_der, c.der);
