@@ -1,0 +1,185 @@
+use super::*;
+
+fn errs(main: &str, sites: &[(&str, &str)]) -> Vec<String> {
+    match load_from_str_for_tests(main, sites, Path::new(".")) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn short_form_site_loads() {
+    let c = load_from_str_for_tests(
+        "listen: {http: 127.0.0.1:0}\n",
+        &[("app", "host: app.test\nbackend: http://127.0.0.1:9000\n")],
+        Path::new("."),
+    )
+    .expect("valid");
+    assert_eq!(c.sites.len(), 1);
+    assert_eq!(c.sites[0].hosts, vec![HostPattern::Exact("app.test".into())]);
+    let Action::Proxy(up) = &c.sites[0].routes[0].action else { panic!("expected proxy") };
+    assert_eq!(up.backends[0].addr, BackendAddr::Tcp { host: "127.0.0.1".into(), port: 9000 });
+}
+
+#[test]
+fn unknown_key_names_file_line_path_and_suggestion() {
+    let e = errs(
+        "",
+        &[(
+            "panel",
+            "host: a.test\nroutes:\n  - path: /\n    backend: http://x:1\n  - path: /b\n    bakend: http://x:2\n",
+        )],
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("sites/panel.yaml:6 routes[1].bakend: unknown key `bakend` (did you mean `backend`?)"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn numbers_are_accepted_where_strings_are_parsed() {
+    let c = load_from_str_for_tests(
+        "workers: 3\nlisten: {http: 127.0.0.1:0}\n",
+        &[(
+            "a",
+            "host: a.test\nbackend: http://x:1\noptions: {limits: {request_header_count: 20, request_body: 1000}}\n",
+        )],
+        Path::new("."),
+    )
+    .expect("valid");
+    assert_eq!(c.workers, 3);
+    assert_eq!(c.sites[0].routes[0].options.max_request_header_count, 20);
+    assert_eq!(c.sites[0].routes[0].options.max_request_body, Some(1000));
+}
+
+#[test]
+fn semantic_errors_are_all_reported() {
+    let e = errs(
+        "log: {level: verbose}\n",
+        &[(
+            "s",
+            "host: a.test\nroutes:\n  - path: '(['\n    match: regex\n    backend: http://x:1\n  - path: /x\n    backend: ftp://x\n    options:\n      timeouts: {connect: 5 parsecs}\n",
+        )],
+    );
+    assert!(e.iter().any(|m| m.starts_with("gatehouse.yaml:1 log.level: unknown log level")), "{e:?}");
+    assert!(e.iter().any(|m| m.starts_with("sites/s.yaml:3 routes[0].path: invalid regex")), "{e:?}");
+    assert!(e.iter().any(|m| m.starts_with("sites/s.yaml:7 routes[1].backend[0]: invalid backend")), "{e:?}");
+    assert!(
+        e.iter().any(|m| m.starts_with("sites/s.yaml:9 routes[1].options.timeouts.connect: invalid duration")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn absurd_values_are_errors_with_their_bounds() {
+    let site = "host: a.test\nroutes:\n  - path: /x\n    backend: http://x:1\n    rewrite: {pattern: '^/x/(\\d+)$', replace: '/$2/$1x/${1}'}\n    options:\n      limits: {request_headers: 20GB, request_header_count: 99999999, uri_length: 0}\n      pool: {max_connections_per_host: 18446744073709551615}\n      timeouts: {read: 0s, connect: 213503982334602d}\n";
+    let e = errs(
+        "workers: 100000\nadmin: {token: '   '}\nserver: {keepalive_timeout: 18446744073709551615s, header_read_timeout: 0, max_connections: 99999999999, h2_ping_interval: 10ms}\nshutdown_timeout: 213503982334600d\n",
+        &[("s", site)],
+    );
+    let want = [
+        "gatehouse.yaml:1 workers: expected a number from 1 to 1024",
+        "gatehouse.yaml:2 admin.token: the token is only spaces",
+        "gatehouse.yaml:3 server.header_read_timeout: a timeout of 0 would fail every request",
+        "gatehouse.yaml:3 server.keepalive_timeout: duration \"18446744073709551615s\" is too long: at most 365d",
+        "gatehouse.yaml:3 server.max_connections: 99999999999 is too large: at most 10000000",
+        "gatehouse.yaml:3 server.h2_ping_interval: must be at least 1s",
+        "gatehouse.yaml:4 shutdown_timeout: duration \"213503982334600d\" is too long",
+        "sites/s.yaml:5 routes[0].rewrite.replace: `/$2/$1x/${1}` names capture group `2`",
+        "sites/s.yaml:5 routes[0].rewrite.replace: `/$2/$1x/${1}` names capture group `1x`",
+        "sites/s.yaml:7 routes[0].options.limits.request_headers: \"20GB\" is out of range",
+        "sites/s.yaml:7 routes[0].options.limits.request_header_count: 99999999 is too large",
+        "sites/s.yaml:7 routes[0].options.limits.uri_length: \"0\" is out of range",
+        "sites/s.yaml:8 routes[0].options.pool.max_connections_per_host: 18446744073709551615 is too large",
+        "sites/s.yaml:9 routes[0].options.timeouts.read: a timeout of 0",
+        "sites/s.yaml:9 routes[0].options.timeouts.connect: duration \"213503982334602d\" is too long",
+    ];
+    for w in want {
+        assert!(e.iter().any(|m| m.starts_with(w)), "missing {w:?} in {e:#?}");
+    }
+    assert_eq!(e.len(), want.len(), "{e:#?}");
+    // A token with spaces around it is refused too; a short one as well.
+    assert!(errs("admin: {token: ' abcdefghijklmnopq'}\n", &[])[0].contains("has spaces around it"));
+    assert!(errs("admin: {listen: '0.0.0.0:9', token: short}\n", &[])[0].contains("use at least 16"));
+    assert!(errs("admin: {token: short}\n", &[]).is_empty(), "a short token is fine on loopback");
+    let zero = "host: a.test\nbackend: http://x:1\noptions: {limits: {request_header_count: 0}}\n";
+    assert!(errs("", &[("s", zero)])[0].contains("request_header_count: 0 would refuse every request"));
+}
+
+#[test]
+fn values_at_the_bounds_and_unicode_classes_load() {
+    let site = "host: a.test\nroutes:\n  - path: '^/\\p{L}+$'\n    match: regex\n    backend: http://x:1\n    rewrite: {pattern: '^/(?P<w>\\p{L}+)$', replace: '/w/${w}/$$'}\n    options:\n      limits: {request_headers: 16MiB}\n      timeouts: {read: 365d}\n";
+    let c = load_from_str_for_tests(
+        "workers: 1024\nserver: {keepalive_timeout: 0, h2_ping_interval: 30s}\nadmin: {token: 0123456789abcdef}\n",
+        &[("s", site)],
+        Path::new("."),
+    )
+    .expect("valid");
+    assert_eq!(c.workers, 1024);
+    assert_eq!(c.server.keepalive_timeout, Duration::ZERO);
+    assert_eq!(c.server.h2_ping_interval, Some(Duration::from_secs(30)));
+    let r = &c.sites[0].routes[0];
+    let rw = r.rewrite.as_ref().expect("rewrite");
+    assert_eq!(rw.pattern.replace("/größe", rw.replace.as_str()), "/w/größe/$");
+    let off = load_from_str_for_tests("server: {h2_ping_interval: off}\n", &[], Path::new(".")).expect("valid");
+    assert_eq!(off.server.h2_ping_interval, None);
+}
+
+#[test]
+fn empty_main_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for text in ["", "# only a comment\n"] {
+        let main = dir.path().join("gatehouse.yaml");
+        std::fs::write(&main, text).expect("write");
+        let e = load(&main, &EnvOverrides::default()).expect_err("empty main file");
+        assert!(e.to_string().contains("the main file has no settings"), "{e}");
+    }
+}
+
+#[test]
+fn presets_can_be_overridden_by_sites() {
+    let c = load_from_str_for_tests(
+        "defaults: {headers: {preset: security-basic}}\n",
+        &[("a", "host: a.test\nbackend: http://x:1\noptions:\n  headers:\n    response:\n      set: {X-Frame-Options: DENY}\n      remove: [Strict-Transport-Security]\n")],
+        Path::new("."),
+    )
+    .expect("valid");
+    let rules = &c.sites[0].routes[0].options.response_headers;
+    assert!(rules.set.iter().any(|(n, v)| n == "x-frame-options" && v == "DENY"));
+    assert!(!rules.set.iter().any(|(n, _)| n == "strict-transport-security"));
+    assert!(rules.set.iter().any(|(n, _)| n == "x-content-type-options"));
+}
+
+#[test]
+fn env_overrides_win_and_bad_values_name_the_variable() {
+    let dir = std::env::temp_dir().join(format!("gh-env-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sites")).expect("mkdir");
+    std::fs::write(dir.join("gatehouse.yaml"), "listen: {http: 127.0.0.1:1}\n").expect("write");
+    std::fs::write(dir.join("sites/a.yaml"), "host: a.test\nbackend: http://x:1\n").expect("write");
+    let env = EnvOverrides::from_pairs([("GATEHOUSE_LISTEN_HTTP".to_string(), "127.0.0.1:2".to_string())]);
+    let c = load(&dir.join("gatehouse.yaml"), &env).expect("valid");
+    assert_eq!(c.listen_http.port(), 2);
+    let env = EnvOverrides::from_pairs([("GATEHOUSE_LOG_FORMAT".to_string(), "xml".to_string())]);
+    let e = load(&dir.join("gatehouse.yaml"), &env).expect_err("invalid");
+    assert!(e.to_string().starts_with("environment GATEHOUSE_LOG_FORMAT: unknown log format"), "{e}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn dns_refresh_must_be_positive() {
+    let e = errs("dns_refresh: 0s\n", &[("a", "host: a.test\nbackend: http://x:1\n")]);
+    assert_eq!(e, vec!["gatehouse.yaml:1 dns_refresh: must be at least 1s".to_string()]);
+}
+
+#[test]
+fn backends_parse() {
+    let b = parse_backend("unix:/run/app.sock").expect("unix");
+    assert_eq!(b.addr, BackendAddr::Unix("/run/app.sock".into()));
+    let b = parse_backend("h2c://[::1]:50051 weight=3").expect("h2c");
+    assert!(b.h2c);
+    assert_eq!(b.weight, 3);
+    assert!(parse_backend("http://x:1/path").is_err());
+    assert!(parse_backend("http://x:1 weight=0").is_err());
+}
