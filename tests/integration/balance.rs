@@ -285,6 +285,17 @@ async fn settled(gh: &Gatehouse, n: u64) {
     assert!(ok, "the proxy never showed {n} requests in flight: {:?}", backend_counters(gh, "lb").await);
 }
 
+/// Waits until the backends hold `n` requests between them: the proxy counts a request in
+/// flight as soon as it has a connection, a moment before the backend has read it.
+async fn holding(a: &Holding, b: &Holding, n: usize) {
+    let total = || a.held.load(Ordering::SeqCst) + b.held.load(Ordering::SeqCst);
+    assert!(
+        wait_until(Duration::from_secs(10), || total() == n).await,
+        "the backends hold {} requests, not {n}",
+        total()
+    );
+}
+
 /// Starts a `/hold` request in the background.
 fn hold(gh: &Gatehouse) -> tokio::task::JoinHandle<Reply> {
     let addr = gh.http;
@@ -314,6 +325,7 @@ async fn least_conn_follows_requests_in_flight() {
     // (round robin would alternate, random would pick the busy one half of the time).
     holds.push(hold(&gh));
     settled(&gh, 1).await;
+    holding(&a, &b, 1).await;
     let idle = if a.held.load(Ordering::SeqCst) == 1 { "b" } else { "a" };
     for _ in 0..8 {
         assert_eq!(quick(&gh).await, idle, "a request went to the busy backend");
@@ -322,6 +334,7 @@ async fn least_conn_follows_requests_in_flight() {
     // A second hold goes to the idle backend too, evening them out.
     holds.push(hold(&gh));
     settled(&gh, 2).await;
+    holding(&a, &b, 2).await;
     assert_eq!((a.held.load(Ordering::SeqCst), b.held.load(Ordering::SeqCst)), (1, 1));
     release.send(true).expect("release");
     for h in holds {
@@ -343,11 +356,13 @@ async fn least_conn_divides_by_weight() {
         holds.push(hold(&gh));
         settled(&gh, n).await;
     }
+    holding(&a, &b, 4).await;
     assert_eq!(held(), (3, 1));
     // 3/3 against 1/1 is a tie; the fifth goes either way, and then each quick request
     // goes to the other one: (4, 1) makes b the lower (1/1 < 4/3), (3, 2) makes a (3/3 < 2/1).
     holds.push(hold(&gh));
     settled(&gh, 5).await;
+    holding(&a, &b, 5).await;
     let lower = match held() {
         (4, 1) => "b",
         (3, 2) => "a",

@@ -16,15 +16,17 @@ pub const MAX_BUNDLE: u64 = 16 << 20;
 
 /// Fails unless `path` (after symlinks) is a regular file no larger than `MAX_FILE`.
 pub fn check_regular(path: &Path) -> io::Result<()> {
-    check_regular_up_to(path, MAX_FILE)
+    regular(&std::fs::metadata(path)?, MAX_FILE)
 }
 
-fn check_regular_up_to(path: &Path, cap: u64) -> io::Result<()> {
-    let meta = std::fs::metadata(path)?;
+/// Whether `meta` is a regular file of at most `cap` bytes, as an error saying what it is
+/// otherwise.
+fn regular(meta: &std::fs::Metadata, cap: u64) -> io::Result<()> {
     if !meta.is_file() {
+        use std::os::unix::fs::FileTypeExt;
         let kind = match () {
             _ if meta.is_dir() => "a directory",
-            _ if is_fifo(&meta) => "a FIFO",
+            _ if meta.file_type().is_fifo() => "a FIFO",
             _ => "a device or socket",
         };
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{kind}, not a regular file")));
@@ -42,17 +44,13 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
 
 /// Reads a regular file of at most `cap` bytes.
 pub fn read_regular_up_to(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
-    check_regular_up_to(path, cap)?;
-    // Opened without blocking and checked again on the open file: a FIFO put in the file's
-    // place after the check must not block the open (and with it a reload).
+    // Opened without blocking, then checked on the open file (not the path, which may
+    // change in between): opening a FIFO must not block (and with it a reload).
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
-    }
-    // The file may have been swapped or grown since it was checked: read one byte past the
-    // cap and refuse if it is there, rather than trust the size seen a moment ago.
+    regular(&file.metadata()?, cap)?;
+    // The file may grow while it is read: read one byte past the cap and refuse if it is
+    // there, rather than trust the size seen a moment ago.
     let mut out = Vec::new();
     file.take(cap + 1).read_to_end(&mut out)?;
     if out.len() as u64 > cap {
@@ -68,11 +66,6 @@ pub fn read_regular_text(path: &Path) -> io::Result<String> {
 
 fn too_large(cap: u64) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("larger than {} KiB", cap / 1024))
-}
-
-fn is_fifo(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    meta.file_type().is_fifo()
 }
 
 #[cfg(test)]

@@ -293,11 +293,8 @@ impl Body for RequestBody {
                 this.timer.progress();
                 this.finish();
                 let kept = match frame.into_trailers() {
-                    Ok(mut fields) if this.keep_trailers.is_some() => {
-                        crate::http::header::sanitise_trailers(&mut fields);
-                        for name in this.keep_trailers.iter().flatten() {
-                            fields.remove(name);
-                        }
+                    Ok(mut fields) if let Some(touched) = &this.keep_trailers => {
+                        crate::http::header::sanitise_trailers(&mut fields, touched);
                         (!fields.is_empty()).then(|| Frame::trailers(fields))
                     }
                     _ => None,

@@ -199,6 +199,13 @@ impl Store {
     pub fn notes(&self) -> &[String] {
         &self.notes
     }
+
+    /// Logs `notes`, one warning each (start, reload, directory change).
+    pub fn warn_notes(&self) {
+        for n in &self.notes {
+            tracing::warn!(file = %n, "certificate directory: file not used");
+        }
+    }
 }
 
 /// Picks the certificate by SNI; unknown or missing SNI gets the default, or the handshake
@@ -461,9 +468,7 @@ pub fn watch(
             for p in &problems {
                 tracing::error!(problem = %p, "certificate not loaded; the previous one (if any) keeps serving");
             }
-            for n in store.notes() {
-                tracing::warn!(file = %n, "certificate directory: file not used");
-            }
+            store.warn_notes();
             tracing::info!(certificates = store.certs().len(), "certificate directory reloaded");
             warn_expiry(&store);
             r.replace(store);

@@ -218,9 +218,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         if !problems.is_empty() {
             anyhow::bail!("certificates could not be loaded:\n  {}", problems.join("\n  "));
         }
-        for n in store.notes() {
-            tracing::warn!(file = %n, "certificate directory: file not used");
-        }
+        store.warn_notes();
         if let Some(acme) = &config.tls.acme {
             wanted = acme_wanted(&config, acme, &store);
         }
@@ -325,7 +323,9 @@ async fn signals(server: &Server, path: &Path, certs: Option<&Arc<tls::Resolver>
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut running: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>> = None;
+    type Reload<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+    let start = || -> Reload<'_> { Box::pin(reload(server, path, certs)) };
+    let mut running: Option<Reload<'_>> = None;
     let mut again = false;
     loop {
         tokio::select! {
@@ -335,11 +335,11 @@ async fn signals(server: &Server, path: &Path, certs: Option<&Arc<tls::Resolver>
                 if running.is_some() {
                     again = true;
                 } else {
-                    running = Some(Box::pin(reload(server, path, certs)));
+                    running = Some(start());
                 }
             }
             _ = async { if let Some(r) = running.as_mut() { r.await } }, if running.is_some() => {
-                running = again.then(|| Box::pin(reload(server, path, certs)) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>);
+                running = again.then(start);
                 again = false;
             }
         }
@@ -372,9 +372,7 @@ async fn reload(server: &Server, path: &Path, certs: Option<&Arc<tls::Resolver>>
                 for p in &problems {
                     tracing::error!(problem = %p, "certificate not loaded on reload");
                 }
-                for n in store.notes() {
-                    tracing::warn!(file = %n, "certificate directory: file not used");
-                }
+                store.warn_notes();
                 resolver.replace(store);
             }
             server.reloader().swap(state);

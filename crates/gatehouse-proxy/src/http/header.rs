@@ -198,20 +198,18 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Removes from request trailers every field that must not be a trailer (RFC 9110 §6.5.1):
-/// framing, routing, authentication and control fields, hop-by-hop fields and the
-/// forwarding fields the proxy vouches for. A client could otherwise set in a trailer what
-/// the proxy replaced or refused in the head (`X-Forwarded-For`, `Host`, ...).
-pub fn sanitise_trailers(h: &mut HeaderMap) {
+/// framing, routing, authentication and control fields, hop-by-hop fields (`Proxy-*` too),
+/// the forwarding fields the proxy vouches for, and `also` (the fields the route's request
+/// rules set, add or remove). A client could otherwise set in a trailer what the proxy
+/// replaced or refused in the head (`X-Forwarded-For`, `Host`, ...).
+pub fn sanitise_trailers(h: &mut HeaderMap, also: &[HeaderName]) {
     const NEVER: &[&str] = &[
         "host",
         "content-length",
         "content-type",
         "content-encoding",
         "content-range",
-        "transfer-encoding",
-        "trailer",
         "authorization",
-        "proxy-authorization",
         "cookie",
         "set-cookie",
         "expect",
@@ -240,7 +238,11 @@ pub fn sanitise_trailers(h: &mut HeaderMap) {
     let drop: Vec<HeaderName> = h
         .keys()
         .filter(|k| {
-            is_hop_by_hop(k) || NEVER.contains(&k.as_str()) || k.as_str().starts_with("proxy-") || listed.contains(k)
+            is_hop_by_hop(k)
+                || NEVER.contains(&k.as_str())
+                || k.as_str().starts_with("proxy-")
+                || listed.contains(k)
+                || also.contains(k)
         })
         .cloned()
         .collect();
@@ -265,6 +267,7 @@ pub fn request_upgrade(h: &mut HeaderMap) -> bool {
         let name = t.split('/').next().unwrap_or("").trim();
         name.eq_ignore_ascii_case("h2c") || name.eq_ignore_ascii_case("h2")
     };
+    // A value that is not text cannot be checked, so it goes the way h2c goes.
     let values: Vec<&str> = h.get_all(header::UPGRADE).iter().map(|v| v.to_str().unwrap_or("h2c")).collect();
     if values.iter().flat_map(|v| v.split(',')).any(is_h2) || values.len() > 1 {
         let kept: Vec<&str> =
@@ -479,8 +482,9 @@ mod tests {
             ("authorization", "Bearer x"),
             ("x-request-id", "forged"),
             ("te", "trailers"),
+            ("x-auth-user", "admin"),
         ]);
-        sanitise_trailers(&mut h);
+        sanitise_trailers(&mut h, &[HeaderName::from_static("x-auth-user")]);
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort();
         assert_eq!(left, ["grpc-status", "x-checksum"]);

@@ -12,8 +12,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::timer::after;
-
 use bytes::Bytes;
 use gatehouse_config::{Action, HashKey, RouteOptions};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -26,6 +24,7 @@ use crate::body::{Inbound, Outgoing, Progress, RequestBody, UpstreamBody};
 use crate::error::{BodyError, ProxyError, find_body_error};
 use crate::route::{Compiled, Lookup, has_prefix, normalise_path};
 use crate::state::RuntimeState;
+use crate::timer::after;
 use crate::upstream::h1;
 use crate::upstream::pool::{self, Conn};
 use crate::upstream::{ActiveGuard, BackendState, Group, hash_key};
