@@ -72,6 +72,8 @@ pub enum Outgoing {
     Request(Box<RequestBody>),
     /// Anything else (static files).
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
+    /// A response whose access record is emitted when it ends (`observe::Logged`).
+    Logged(Box<crate::observe::Logged>),
 }
 
 impl Outgoing {
@@ -84,6 +86,7 @@ impl Outgoing {
     pub fn verbatim(&self) -> Option<(&[u8], crate::upstream::h1::Verbatim)> {
         match self {
             Outgoing::Raw(b) => b.verbatim(),
+            Outgoing::Logged(l) => l.inner().verbatim(),
             _ => None,
         }
     }
@@ -101,6 +104,7 @@ impl Body for Outgoing {
             Outgoing::Raw(r) => Pin::new(r.as_mut()).poll_frame(cx),
             Outgoing::Request(r) => Pin::new(r.as_mut()).poll_frame(cx),
             Outgoing::Boxed(b) => Pin::new(b).poll_frame(cx),
+            Outgoing::Logged(l) => Pin::new(l.as_mut()).poll_frame(cx),
         }
     }
 
@@ -112,6 +116,7 @@ impl Body for Outgoing {
             Outgoing::Raw(r) => r.is_end_stream(),
             Outgoing::Request(r) => r.inner.is_end_stream(),
             Outgoing::Boxed(b) => b.is_end_stream(),
+            Outgoing::Logged(l) => l.is_end_stream(),
         }
     }
 
@@ -123,6 +128,7 @@ impl Body for Outgoing {
             Outgoing::Raw(r) => r.size_hint(),
             Outgoing::Request(r) => r.inner.size_hint(),
             Outgoing::Boxed(b) => b.size_hint(),
+            Outgoing::Logged(l) => l.size_hint(),
         }
     }
 }
@@ -231,6 +237,8 @@ impl Drop for UpstreamBody {
 pub struct Progress {
     /// Milliseconds after the start at which the body ended, plus one; 0 while it still flows.
     done_at_ms: AtomicU64,
+    /// Body bytes received so far (for the access record).
+    bytes: AtomicU64,
 }
 
 impl Progress {
@@ -240,6 +248,10 @@ impl Progress {
             0 => None,
             ms => Some(start + Duration::from_millis(ms - 1)),
         }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -304,15 +316,21 @@ impl Body for RequestBody {
             }
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer.progress();
-                if let Some(limit) = frame.data_ref().and_then(|d| this.budget.exceeded(d.len())) {
-                    return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge(limit)))));
+                if let Some(d) = frame.data_ref() {
+                    this.progress.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    if let Some(limit) = this.budget.exceeded(d.len()) {
+                        return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge(limit)))));
+                    }
                 }
                 if this.inner.is_end_stream() {
                     this.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            // Whatever breaks the client's body (bad chunk framing, a reset stream, a
+            // closed connection) is the client's doing: marked so, it becomes a 400 and is
+            // never taken for a backend failure.
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(BodyError::Client(e.to_string()))))),
             Poll::Ready(None) => {
                 this.finish();
                 Poll::Ready(None)

@@ -1,8 +1,61 @@
-//! The one place where proxy failures become HTTP status codes.
+//! Why a request failed, who is to blame, and what the client is told.
+//!
+//! Every failure on the request path is a `ProxyError`. Each one knows its **side**
+//! (the client, a backend, or Gatehouse itself) and whether trying again is safe; `status`
+//! is the only place that picks a status code, and `answer` the only place that builds the
+//! error response. Passive health checks and breakers (later) count only `Side::Backend`:
+//! a client that sends garbage can never make a healthy backend look broken.
 
 use std::fmt;
 
-/// Why a request could not be proxied. Every variant maps to one status in `status()`.
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::body::Outgoing;
+
+/// Who caused a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The request itself: malformed, too large, too slow, cut off.
+    Client,
+    /// A backend: refused, reset, timed out, answered with something unusable.
+    Backend,
+    /// Gatehouse: a limit of its own (connection pool full) or a fault of its own.
+    Gatehouse,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Backend => "backend",
+            Side::Gatehouse => "gatehouse",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a failed attempt may be made again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    No,
+    /// Nothing reached a backend (the connection failed): safe for every method, on
+    /// another backend.
+    Safe,
+    /// A pooled connection turned out to be closed by the backend as the request went out,
+    /// so no application saw it: safe for a bodiless idempotent request, on a new
+    /// connection to the same backend.
+    Stale,
+}
+
+/// Why a request could not be served. Every variant maps to one status in `status()` and
+/// one side in `side()`.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no site serves this host")]
@@ -21,6 +74,9 @@ pub enum ProxyError {
     ReadTimeout { backend: String },
     #[error("upstream {backend} failed: {reason}")]
     Upstream { backend: String, reason: String },
+    /// `Upstream`, on a reused connection, before any byte of an answer (see `Retry::Stale`).
+    #[error("upstream {backend} closed a pooled connection: {reason}")]
+    Stale { backend: String, reason: String },
     #[error("upstream response too large ({size} bytes > {limit})")]
     ResponseTooLarge { size: u64, limit: u64 },
     #[error("all {0} connections to the backend are busy")]
@@ -29,6 +85,10 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     #[error("client sent the request body too slowly")]
     ClientTimeout,
+    /// The client's request body broke off or was malformed (bad chunk framing, a reset
+    /// stream, a closed connection).
+    #[error("client request body failed: {0}")]
+    ClientBody(String),
     #[error("request header section too large")]
     HeadersTooLarge,
     #[error("request URI too long")]
@@ -40,23 +100,69 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    pub fn status(&self) -> http::StatusCode {
-        use http::StatusCode as S;
+    pub fn status(&self) -> StatusCode {
+        use StatusCode as S;
         match self {
             ProxyError::NoSite | ProxyError::NoRoute => S::NOT_FOUND,
             ProxyError::MethodNotAllowed(_) => S::METHOD_NOT_ALLOWED,
             ProxyError::Misdirected => S::MISDIRECTED_REQUEST,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::ResponseTooLarge { .. } => {
-                S::BAD_GATEWAY
-            }
+            ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::Stale { .. }
+            | ProxyError::ResponseTooLarge { .. } => S::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::ReadTimeout { .. } => S::GATEWAY_TIMEOUT,
             ProxyError::PoolExhausted(_) => S::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge(_) => S::PAYLOAD_TOO_LARGE,
             ProxyError::ClientTimeout => S::REQUEST_TIMEOUT,
             ProxyError::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UriTooLong => S::URI_TOO_LONG,
-            ProxyError::BadRequest(_) => S::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => S::BAD_REQUEST,
             ProxyError::NotImplemented(_) => S::NOT_IMPLEMENTED,
+        }
+    }
+
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::ReadTimeout { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::Stale { .. }
+            | ProxyError::ResponseTooLarge { .. } => Side::Backend,
+            ProxyError::PoolExhausted(_) => Side::Gatehouse,
+            _ => Side::Client,
+        }
+    }
+
+    pub fn retry(&self) -> Retry {
+        match self {
+            ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. } => Retry::Safe,
+            ProxyError::Stale { .. } => Retry::Stale,
+            _ => Retry::No,
+        }
+    }
+
+    /// A short stable name for logs and records (`connect_timeout`, `client_body`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::NoSite => "no_site",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::Misdirected => "misdirected",
+            ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+            ProxyError::Connect { .. } => "connect",
+            ProxyError::ConnectTimeout { .. } => "connect_timeout",
+            ProxyError::ReadTimeout { .. } => "read_timeout",
+            ProxyError::Upstream { .. } => "upstream",
+            ProxyError::Stale { .. } => "stale_connection",
+            ProxyError::ResponseTooLarge { .. } => "response_too_large",
+            ProxyError::PoolExhausted(_) => "pool_exhausted",
+            ProxyError::BodyTooLarge(_) => "body_too_large",
+            ProxyError::ClientTimeout => "client_timeout",
+            ProxyError::ClientBody(_) => "client_body",
+            ProxyError::HeadersTooLarge => "headers_too_large",
+            ProxyError::UriTooLong => "uri_too_long",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::NotImplemented(_) => "not_implemented",
         }
     }
 
@@ -69,12 +175,32 @@ impl ProxyError {
                 | ProxyError::NotImplemented(_)
                 | ProxyError::BodyTooLarge(_)
                 | ProxyError::ClientTimeout
+                | ProxyError::ClientBody(_)
         )
+    }
+
+    /// The error response: the status line's text as a plain-text body, `Allow` on 405,
+    /// `Connection: close` where the connection cannot go on.
+    pub fn answer(&self) -> Response<Outgoing> {
+        let status = self.status();
+        let mut r = Response::new(Outgoing::full(Bytes::from(format!("{status}\n"))));
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if let ProxyError::MethodNotAllowed(allow) = self
+            && let Ok(v) = HeaderValue::from_str(allow)
+        {
+            h.insert(header::ALLOW, v);
+        }
+        if self.closes_connection() {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
     }
 }
 
 /// Errors raised inside streaming bodies (request or response).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {
     /// The request body went past the route's limit.
     TooLarge(u64),
@@ -82,6 +208,8 @@ pub enum BodyError {
     Timeout,
     /// The response body went past the route's limit.
     ResponseTooLarge(u64),
+    /// The client's request body failed (malformed framing, reset, closed early).
+    Client(String),
 }
 
 impl fmt::Display for BodyError {
@@ -90,6 +218,7 @@ impl fmt::Display for BodyError {
             BodyError::TooLarge(n) => write!(f, "request body larger than {n} bytes"),
             BodyError::Timeout => f.write_str("body timed out"),
             BodyError::ResponseTooLarge(n) => write!(f, "response body larger than {n} bytes"),
+            BodyError::Client(reason) => write!(f, "client request body failed: {reason}"),
         }
     }
 }
@@ -97,13 +226,53 @@ impl fmt::Display for BodyError {
 impl std::error::Error for BodyError {}
 
 /// Finds a `BodyError` anywhere in an error's source chain (hyper wraps body errors).
-pub fn find_body_error(e: &(dyn std::error::Error + 'static)) -> Option<BodyError> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+pub fn find_body_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e BodyError> {
+    let mut cur: Option<&'e (dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(b) = err.downcast_ref::<BodyError>() {
-            return Some(*b);
+            return Some(b);
         }
         cur = err.source();
     }
     None
+}
+
+/// A request-side body error as the proxy error it stands for; `None` for errors of the
+/// response side, which belong to the backend.
+pub fn client_body_error(e: &BodyError) -> Option<ProxyError> {
+    match e {
+        BodyError::TooLarge(n) => Some(ProxyError::BodyTooLarge(*n)),
+        BodyError::Timeout => Some(ProxyError::ClientTimeout),
+        BodyError::Client(reason) => Some(ProxyError::ClientBody(reason.clone())),
+        BodyError::ResponseTooLarge(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_fault_is_never_the_backends() {
+        let client = [
+            ProxyError::ClientBody("bad chunk".into()),
+            ProxyError::ClientTimeout,
+            ProxyError::BodyTooLarge(1),
+            ProxyError::BadRequest("x"),
+        ];
+        for e in &client {
+            assert_eq!(e.side(), Side::Client, "{e}");
+            assert!(e.status().is_client_error(), "{e}");
+            assert!(e.closes_connection(), "{e}");
+            assert_eq!(e.retry(), Retry::No, "{e}");
+        }
+        let backend = ProxyError::Connect { backend: "b".into(), reason: "refused".into() };
+        assert_eq!(
+            (backend.side(), backend.retry(), backend.status()),
+            (Side::Backend, Retry::Safe, StatusCode::BAD_GATEWAY)
+        );
+        let timeout = ProxyError::ReadTimeout { backend: "b".into() };
+        assert_eq!((timeout.side(), timeout.retry()), (Side::Backend, Retry::No));
+        assert_eq!(ProxyError::PoolExhausted(4).side(), Side::Gatehouse);
+    }
 }

@@ -25,7 +25,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::http::framing::{Flags, Inspected};
-use crate::http::proxy::{host_part, request_host};
+use crate::http::request::{host as request_host, host_part};
 use crate::http::server::{self, MAX_HEADERS};
 use crate::upstream::h1::{self, Chunk, Framing};
 

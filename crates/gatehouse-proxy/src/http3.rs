@@ -16,8 +16,9 @@ use http_body_util::BodyExt;
 use tokio::sync::watch;
 
 use crate::body::{BoxError, Inbound, Outgoing};
+use crate::conn::{ConnInfo, TlsInfo};
 use crate::http::framing::Flags;
-use crate::http::{ConnInfo, TlsInfo, handle};
+use crate::http::handle;
 use crate::state::RuntimeState;
 use crate::tls::Resolver;
 
@@ -40,6 +41,7 @@ pub async fn serve(
     config: quinn::ServerConfig,
     shared: Arc<ArcSwap<RuntimeState>>,
     resolver: Arc<Resolver>,
+    sink: Option<Arc<dyn crate::observe::LogSink>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let endpoint = match quinn::Endpoint::new(
@@ -60,9 +62,9 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let Some(incoming) = incoming else { break };
-        let (shared, resolver) = (shared.clone(), resolver.clone());
+        let (shared, resolver, sink) = (shared.clone(), resolver.clone(), sink.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection(incoming, shared, resolver).await {
+            if let Err(e) = connection(incoming, shared, resolver, sink).await {
                 tracing::debug!(error = %e, "HTTP/3 connection ended");
             }
         });
@@ -76,6 +78,7 @@ async fn connection(
     incoming: quinn::Incoming,
     shared: Arc<ArcSwap<RuntimeState>>,
     resolver: Arc<Resolver>,
+    sink: Option<Arc<dyn crate::observe::LogSink>>,
 ) -> Result<(), BoxError> {
     let conn = incoming.await?;
     let peer = conn.remote_address();
@@ -91,6 +94,7 @@ async fn connection(
         tls: Some(Arc::new(TlsInfo { sni, resolver })),
         challenges: None,
         own_http1: false,
+        sink,
     };
     let mut h3 = h3::server::builder().build::<_, Bytes>(h3_quinn::Connection::new(conn)).await?;
     while let Some(resolver) = h3.accept().await? {

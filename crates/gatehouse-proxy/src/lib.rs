@@ -4,8 +4,10 @@
 //! itself and never touches storage (see ../shared/DESIGN.md §3).
 
 pub mod body;
+pub mod conn;
 pub mod error;
 mod file;
+pub mod filter;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -16,6 +18,8 @@ pub mod http3;
 pub mod listener;
 #[cfg(test)]
 mod mutate;
+pub mod observe;
+pub mod pipeline;
 pub mod route;
 pub mod state;
 pub mod timer;
@@ -93,6 +97,7 @@ impl Server {
             max_header_bytes: max_header_bytes(&config),
             tls,
             challenges,
+            sink: access_sink(),
         });
         let mut https = https.into_iter();
         let sockets = http
@@ -175,6 +180,21 @@ pub struct StateHandle(Arc<ArcSwap<RuntimeState>>);
 impl StateHandle {
     pub fn load(&self) -> Arc<RuntimeState> {
         self.0.load_full()
+    }
+}
+
+/// The access-log sink when the access log is on (`log.level` lets `access` through at
+/// `info`); otherwise none, and requests build no records at all.
+fn access_sink() -> Option<Arc<dyn observe::LogSink>> {
+    if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        return None;
+    }
+    match observe::LineSink::start() {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the access log writer; access records are off");
+            None
+        }
     }
 }
 

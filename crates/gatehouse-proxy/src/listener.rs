@@ -19,9 +19,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use crate::body::Inbound;
+use crate::conn::{ConnInfo, TlsInfo};
 use crate::http::framing::{Flags, Inspected};
 use crate::http::streams::{End, InFlight, Limits, Streams};
-use crate::http::{ConnInfo, TlsInfo, handle, server};
+use crate::http::{handle, server};
 use crate::state::RuntimeState;
 use crate::upstream::pool;
 
@@ -76,6 +77,8 @@ pub struct WorkerSettings {
     pub tls: Option<(tokio_rustls::TlsAcceptor, Arc<crate::tls::Resolver>)>,
     /// Pending ACME challenges, answered on the HTTP listener.
     pub challenges: Option<Arc<crate::tls::Challenges>>,
+    /// Where access records go; `None` when the access log is off.
+    pub sink: Option<Arc<dyn crate::observe::LogSink>>,
 }
 
 /// One worker's sockets: the HTTP listener and, when configured, the HTTPS one.
@@ -120,7 +123,7 @@ async fn worker(
 ) {
     #[cfg(feature = "http3")]
     if let Some((udp, cfg, resolver)) = sockets.h3 {
-        tokio::spawn(crate::http3::serve(udp, cfg, shared.clone(), resolver, shutdown.clone()));
+        tokio::spawn(crate::http3::serve(udp, cfg, shared.clone(), resolver, settings.sink.clone(), shutdown.clone()));
     }
     let registered = tokio::net::TcpListener::from_std(sockets.http)
         .and_then(|http| Ok((http, sockets.https.map(tokio::net::TcpListener::from_std).transpose()?)));
@@ -217,6 +220,7 @@ async fn worker(
             tls: None,
             challenges: settings.challenges.clone(),
             own_http1: true,
+            sink: settings.sink.clone(),
         };
         let (shared, stop, alive) = (shared.clone(), shutdown.clone(), alive.clone());
         let (hyper, fast) = (hyper.clone(), fast.clone());
@@ -327,6 +331,7 @@ async fn serve_hyper<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let framing = info.framing.clone();
+    let (peer, peer_sink) = (info.peer, info.sink.clone());
     let shared = shared.clone();
     let info = ConnInfo { own_http1: false, ..info };
     let result = if h2 {
@@ -385,6 +390,25 @@ async fn serve_hyper<S>(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "client connection ended with an error");
+        // hyper answered a malformed request itself, without asking the pipeline: the
+        // record is written here.
+        if let (Some(sink), Some(status)) = (&peer_sink, own_answer(e.as_ref())) {
+            sink.record(crate::observe::AccessRecord::early(peer.ip(), status, &e.to_string()));
+        }
+    }
+}
+
+/// The status hyper's HTTP/1 server sends when it refuses a request head on its own.
+fn own_answer(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let e = e.downcast_ref::<hyper::Error>()?;
+    if e.is_parse_too_large() {
+        Some(431)
+    } else if e.is_parse() {
+        Some(400)
+    } else if e.is_timeout() {
+        Some(408)
+    } else {
+        None
     }
 }
 

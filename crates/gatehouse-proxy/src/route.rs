@@ -9,6 +9,7 @@ use std::sync::Arc;
 use gatehouse_config::{HostPattern, PathMatch, Route, Site};
 use http::Method;
 
+use crate::filter::{self, Chain};
 use crate::hash::FxHashMap;
 use crate::upstream::Group;
 
@@ -17,8 +18,8 @@ pub struct Compiled {
     pub route: Route,
     pub site: Arc<str>,
     pub group: Option<Arc<Group>>,
-    /// The site redirects plain HTTP to HTTPS.
-    pub https_redirect: bool,
+    /// The route's filters, compiled with it.
+    pub chain: Chain,
 }
 
 pub struct Router {
@@ -27,6 +28,8 @@ pub struct Router {
     wildcard: Vec<(String, usize)>,
     any: Option<usize>,
     sites: Vec<Vec<Compiled>>,
+    /// Filters that run before routing, for every host.
+    pub before: Chain,
 }
 
 /// The methods a route without a method list answers, for `Allow` (every method but
@@ -52,7 +55,7 @@ pub enum Lookup<'a> {
 }
 
 impl Router {
-    pub fn new(sites: &[Site], group_for: impl Fn(&Route) -> Option<Arc<Group>>) -> Self {
+    pub fn new(sites: &[Site], group_for: impl Fn(&Route) -> Option<Arc<Group>>, env: &filter::Env) -> Self {
         let mut exact = FxHashMap::default();
         let mut wildcard = Vec::new();
         let mut any = None;
@@ -77,7 +80,7 @@ impl Router {
                         route: r.clone(),
                         site: name.clone(),
                         group: group_for(r),
-                        https_redirect: site.https_redirect,
+                        chain: filter::chain_for(r, site, env),
                     };
                     (order, c)
                 })
@@ -92,7 +95,7 @@ impl Router {
             tables.push(routes.into_iter().map(|(_, c)| c).collect());
         }
         wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
-        Router { exact, wildcard, any, sites: tables }
+        Router { exact, wildcard, any, sites: tables, before: filter::before_routing() }
     }
 
     /// Routes a request. `host` is lower-case without port; `path` is normalised.
@@ -161,6 +164,23 @@ pub fn path_matches(m: &PathMatch, path: &str) -> bool {
 /// Prefix match on a segment boundary; `p` has no trailing slash (`""` is the root).
 pub fn has_prefix(path: &str, p: &str) -> bool {
     path.starts_with(p) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/' || p.is_empty())
+}
+
+/// Applies the route's `strip_prefix` and `rewrite` to the normalised path.
+pub fn rewrite_path<'a>(route: &Compiled, path: &'a str) -> Cow<'a, str> {
+    let mut out: Cow<'a, str> = Cow::Borrowed(path);
+    if let Some(prefix) = &route.route.strip_prefix
+        && has_prefix(path, prefix)
+    {
+        let rest = &path[prefix.len()..];
+        out = if rest.starts_with('/') { Cow::Borrowed(rest) } else { Cow::Owned(format!("/{rest}")) };
+    }
+    if let Some(rw) = &route.route.rewrite
+        && let Cow::Owned(s) = rw.pattern.replace(&out, rw.replace.as_str())
+    {
+        out = Cow::Owned(if s.starts_with('/') { s } else { format!("/{s}") });
+    }
+    out
 }
 
 /// Normalises a request path before routing, so that `/a/./b`, `/a//b`, `/a/x/../b` and

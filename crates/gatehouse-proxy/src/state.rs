@@ -38,10 +38,15 @@ impl RuntimeState {
             _ => None,
         });
         let groups = build_groups(upstreams, previous.map_or(&empty, |p| &p.groups));
-        let router = Router::new(&config.sites, |r| match &r.action {
-            Action::Proxy(up) => groups.get(&up.key).cloned(),
-            _ => None,
-        });
+        let env = crate::filter::Env { https_port };
+        let router = Router::new(
+            &config.sites,
+            |r| match &r.action {
+                Action::Proxy(up) => groups.get(&up.key).cloned(),
+                _ => None,
+            },
+            &env,
+        );
         let alt_svc = h3_port.and_then(|p| http::HeaderValue::from_str(&format!("h3=\":{p}\"; ma=86400")).ok());
         RuntimeState { trusted: config.trusted_proxies.clone(), config, router, groups, https_port, h3_port, alt_svc }
     }

@@ -1,10 +1,13 @@
-//! The HTTP request pipeline shared by HTTP/1.1 and HTTP/2:
-//! early checks -> route -> action (proxy, static, redirect) -> response headers -> access log.
+//! HTTP on the client side: the own HTTP/1.1 loop (`server`), wire helpers, framing and
+//! header handling, early request checks, and the proxy action. The phases themselves are
+//! ordered in `crate::pipeline`.
 
 pub mod framing;
 pub mod header;
 pub(crate) mod proxy;
+pub(crate) mod request;
 pub mod server;
 pub(crate) mod streams;
+pub mod wire;
 
-pub use proxy::{ConnInfo, TlsInfo, handle};
+pub use crate::pipeline::handle;

@@ -21,7 +21,7 @@ use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
@@ -33,9 +33,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::header::maps;
-use super::{ConnInfo, handle};
+use super::wire::{date, flush, put_field, write_all};
 use crate::body::{Inbound, Outgoing};
+use crate::conn::ConnInfo;
 use crate::error::ProxyError;
+use crate::error::Side;
+use crate::observe::{AccessRecord, Failure};
 use crate::state::RuntimeState;
 use crate::timer::{Deadline, after};
 
@@ -105,13 +108,16 @@ where
                     match parse(&buf, &mut spare) {
                         Ok(Some(head)) if head.len <= cfg.max_head => break head,
                         Ok(_) if buf.len() >= cfg.max_head => {
-                            reject(&mut io, too_large(&buf, cfg.max_head)).await;
+                            let status = too_large(&buf, cfg.max_head);
+                            early(info, status, "request head too large");
+                            reject(&mut io, status).await;
                             return Outcome::Closed;
                         }
                         Ok(Some(head)) => break head,
                         Ok(None) => {}
                         Err(status) => {
                             tracing::debug!(peer = %info.peer, status = status.as_u16(), "malformed request head");
+                            early(info, status, "malformed request head");
                             reject(&mut io, status).await;
                             return Outcome::Closed;
                         }
@@ -125,6 +131,7 @@ where
             match read_some(&mut io, &mut buf, &mut timer, stopping.as_mut()).await {
                 Read::Data => {}
                 Read::Timeout if !buf.is_empty() => {
+                    early(info, StatusCode::REQUEST_TIMEOUT, "request head not complete in time");
                     reject(&mut io, StatusCode::REQUEST_TIMEOUT).await;
                     return Outcome::Closed;
                 }
@@ -140,18 +147,29 @@ where
         let (req, wants) = match head.into_request(&raw, &mut spare) {
             Ok(r) => r,
             Err(status) => {
+                early(info, status, "malformed request head");
                 reject(&mut io, status).await;
                 return Outcome::Closed;
             }
         };
-        let resp = handle(state.load(), info, req).await;
+        let (resp, pending) = crate::pipeline::serve(state.load(), info, req).await;
         drop(raw);
 
         // An idle time of zero is keep-alive off (`keepalive_timeout: 0`).
         let keep_alive = wants.keep_alive && !cfg.idle.is_zero() && !*stop.borrow();
         let now = Instant::now();
         timer.set(after(now, cfg.send));
-        match write_response(&mut io, &mut out, resp, &wants, keep_alive, &mut timer).await {
+        let mut delivered = Delivered { status: resp.status(), bytes: 0, body_failed: None };
+        let written = write_response(&mut io, &mut out, resp, &wants, keep_alive, &mut timer, &mut delivered).await;
+        if let Some(p) = pending {
+            let cut = match (&written, delivered.body_failed) {
+                (_, Some(reason)) => Some(Failure { side: Side::Backend, kind: "response_body", reason }),
+                (Err(e), None) => Some(Failure { side: Side::Client, kind: "client_gone", reason: e.to_string() }),
+                _ => None,
+            };
+            p.finish(delivered.status.as_u16(), delivered.bytes, cut);
+        }
+        match written {
             Ok(true) => {}
             Ok(false) => {
                 shutdown(&mut io, &mut timer).await;
@@ -376,6 +394,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
     wants: &Wants,
     mut keep_alive: bool,
     timer: &mut Deadline,
+    delivered: &mut Delivered,
 ) -> io::Result<bool> {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
@@ -466,12 +485,16 @@ async fn write_response<S: AsyncWrite + Unpin>(
         // error answer, with the request's ID, on a connection that then closes.
         tracing::warn!(target: "gatehouse::proxy", error = %e, "backend response body failed before any byte was sent");
         let failed = ProxyError::Upstream { backend: String::new(), reason: e.to_string() };
-        let mut answer = super::proxy::error_response(&failed);
+        let mut answer = failed.answer();
         if let Some(id) = parts.headers.get(&super::header::X_REQUEST_ID) {
             answer.headers_mut().insert(&super::header::X_REQUEST_ID, id.clone());
         }
         maps::give(parts.headers);
-        Box::pin(write_response(io, out, answer, wants, false, timer)).await?;
+        delivered.status = answer.status();
+        delivered.body_failed = Some(format!("response body failed: {e}"));
+        let mut answered = Delivered { status: answer.status(), bytes: 0, body_failed: None };
+        Box::pin(write_response(io, out, answer, wants, false, timer, &mut answered)).await?;
+        delivered.bytes = answered.bytes;
         return Ok(false);
     }
     maps::give(parts.headers);
@@ -493,6 +516,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
             Some(Err(e)) => {
                 // Too late for a status code: cut the connection so the client sees the
                 // response is incomplete.
+                delivered.body_failed = Some(format!("response body failed: {e}"));
                 return Err(io::Error::other(e));
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -502,6 +526,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
                     }
                     sent += data.len() as u64;
                     if declared.is_some_and(|n| sent > n) {
+                        delivered.body_failed = Some(TOO_LONG.into());
                         return Err(io::Error::other(TOO_LONG));
                     }
                     if framing == Framing::Chunked {
@@ -522,6 +547,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
                     if !body.is_end_stream() {
                         write_all(io, out, timer).await?;
                         out.clear();
+                        delivered.bytes = sent;
                     }
                 }
                 Err(frame) => {
@@ -533,6 +559,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
                         out.extend_from_slice(b"\r\n");
                         write_all(io, out, timer).await?;
                         out.clear();
+                        delivered.bytes = sent;
                         flush(io, timer).await?;
                         return Ok(keep_alive);
                     }
@@ -547,14 +574,34 @@ async fn write_response<S: AsyncWrite + Unpin>(
         write_all(io, out, timer).await?;
         out.clear();
     }
+    delivered.bytes = sent;
     flush(io, timer).await?;
     if let Some(n) = declared
         && n != sent
     {
         // The backend's body did not match its Content-Length: the framing is broken.
-        return Err(io::Error::other(format!("response body was {sent} bytes, declared {n}")));
+        let reason = format!("response body was {sent} bytes, declared {n}");
+        delivered.body_failed = Some(reason.clone());
+        return Err(io::Error::other(reason));
     }
     Ok(keep_alive && framing != Framing::Close)
+}
+
+/// What a response write got to the client, for its access record.
+struct Delivered {
+    /// The status sent (a 502 when the backend's body failed before its first byte).
+    status: StatusCode,
+    /// Body bytes written to the connection.
+    bytes: u64,
+    /// Why the backend's body did not end normally.
+    body_failed: Option<String>,
+}
+
+/// Records a request refused before it reached the pipeline.
+fn early(info: &ConnInfo, status: StatusCode, reason: &str) {
+    if let Some(sink) = &info.sink {
+        sink.record(AccessRecord::early(info.peer.ip(), status.as_u16(), reason));
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -562,14 +609,6 @@ enum Framing {
     Length,
     Chunked,
     Close,
-}
-
-pub(crate) fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.reserve(name.len() + value.len() + 4);
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends `name: value\r\n` lines, leaving out those whose name `set` has. (The lines
@@ -588,61 +627,6 @@ fn put_lines(out: &mut Vec<u8>, lines: &[u8], set: &HeaderMap) {
             out.extend_from_slice(line);
         }
     }
-}
-
-/// The current HTTP date, formatted once per second per thread.
-fn date() -> [u8; 29] {
-    use std::cell::Cell;
-    thread_local! {
-        static CACHE: Cell<(u64, [u8; 29])> = const { Cell::new((0, [0; 29])) };
-    }
-    let now = SystemTime::now();
-    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    CACHE.with(|c| {
-        let (at, text) = c.get();
-        if at == secs {
-            return text;
-        }
-        let mut fresh = [0u8; 29];
-        let s = httpdate::fmt_http_date(now);
-        if s.len() == 29 {
-            fresh.copy_from_slice(s.as_bytes());
-        }
-        c.set((secs, fresh));
-        fresh
-    })
-}
-
-/// Writes all of `data` within the timer's deadline.
-pub(crate) async fn write_all<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    mut data: &[u8],
-    timer: &mut Deadline,
-) -> io::Result<()> {
-    while !data.is_empty() {
-        let n = poll_fn(|cx| match Pin::new(&mut *io).poll_write(cx, data) {
-            Poll::Pending if timer.poll_expired(cx) => {
-                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")))
-            }
-            other => other,
-        })
-        .await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        data = &data[n..];
-    }
-    Ok(())
-}
-
-async fn flush<S: AsyncWrite + Unpin>(io: &mut S, timer: &mut Deadline) -> io::Result<()> {
-    poll_fn(|cx| match Pin::new(&mut *io).poll_flush(cx) {
-        Poll::Pending if timer.poll_expired(cx) => {
-            Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")))
-        }
-        other => other,
-    })
-    .await
 }
 
 /// Closes the write side (TLS close_notify), bounded by the timer.

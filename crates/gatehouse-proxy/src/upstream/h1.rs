@@ -287,7 +287,7 @@ async fn write(stream: &mut Stream, timer: &mut Deadline, mut data: &[u8], limit
         return Ok(());
     }
     timer.set(crate::timer::after(Instant::now(), limit));
-    crate::http::server::write_all(stream, data, timer).await.map_err(|e| {
+    crate::http::wire::write_all(stream, data, timer).await.map_err(|e| {
         if e.kind() == io::ErrorKind::TimedOut {
             io::Error::new(io::ErrorKind::TimedOut, "backend stopped reading the request")
         } else {
@@ -303,7 +303,7 @@ fn write_headers(out: &mut Vec<u8>, h: &HeaderMap) {
 }
 
 fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    crate::http::server::put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    crate::http::wire::put_field(out, name.as_str().as_bytes(), value.as_bytes());
 }
 
 #[derive(Debug, Clone, Copy)]

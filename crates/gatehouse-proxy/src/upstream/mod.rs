@@ -4,8 +4,10 @@
 //!
 //! Shared across worker threads, so everything here is atomics or `ArcSwap`; no locks.
 
+pub mod exchange;
 pub mod h1;
 pub mod pool;
+pub mod select;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -35,6 +37,9 @@ pub struct BackendState {
     pub active: AtomicUsize,
     /// Requests sent, for the admin API and tests of distribution.
     pub requests: AtomicU64,
+    /// Attempts that failed on the backend's side (`exchange::report`); a client's broken
+    /// request never counts.
+    pub failures: AtomicU64,
     /// Caps open connections across all workers when `max_connections_per_host` is set.
     pub permits: Option<Arc<Semaphore>>,
 }
@@ -53,6 +58,7 @@ impl BackendState {
             targets: ArcSwap::from_pointee(targets),
             active: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
             permits: (max_conns > 0).then(|| Arc::new(Semaphore::new(max_conns))),
         }
     }

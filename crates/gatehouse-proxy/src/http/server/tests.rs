@@ -93,7 +93,8 @@ fn respond(body: Outgoing, length: &'static str) -> (io::Result<bool>, String) {
         let wants = Wants { head: false, version: Version::HTTP_11, keep_alive: true, trailers: false };
         let mut timer = Deadline::new(Instant::now() + Duration::from_secs(5));
         let (mut client, mut out) = (Vec::new(), Vec::new());
-        let r = write_response(&mut client, &mut out, resp, &wants, true, &mut timer).await;
+        let mut delivered = Delivered { status: resp.status(), bytes: 0, body_failed: None };
+        let r = write_response(&mut client, &mut out, resp, &wants, true, &mut timer, &mut delivered).await;
         (r, String::from_utf8_lossy(&client).into_owned())
     })
 }

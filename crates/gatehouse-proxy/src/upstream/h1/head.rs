@@ -103,7 +103,7 @@ pub(crate) fn parse_head(
                     let kind = FieldKind::of(h.name.as_bytes());
                     let named = hdr::connection_listed(c).any(|t| t.eq_ignore_ascii_case(h.name.as_bytes()));
                     if !kind.is_hop_by_hop() && kind != FieldKind::RequestId && !named {
-                        crate::http::server::put_field(l, h.name.as_bytes(), h.value);
+                        crate::http::wire::put_field(l, h.name.as_bytes(), h.value);
                     }
                 }
             }

@@ -1,0 +1,132 @@
+//! The filter seam: per-route policy as small modules instead of branches in the request
+//! function.
+//!
+//! A **request filter** looks at a routed request and either lets it go on (`Continue`) or
+//! answers it (`Respond`). A **response filter** edits the response head on its way out.
+//! Each route's filters are compiled once per configuration load into its `Chain`, in the
+//! order DESIGN.md §4 gives; a route without filters pays one branch per request. The
+//! pipeline (`crate::pipeline`) is the only caller and the only place the phases are
+//! ordered; filters never call each other.
+//!
+//! Filters run on worker threads: no blocking calls, no locks shared between workers, and
+//! nothing per request that could be done when the chain is built.
+
+mod acme;
+mod headers;
+mod https_redirect;
+mod redirect;
+
+use http::{Request, Response};
+
+use crate::body::{Inbound, Outgoing};
+use crate::pipeline::Ctx;
+
+pub use acme::AcmeHttp01;
+pub use headers::ResponseHeaders;
+pub use https_redirect::HttpsRedirect;
+pub use redirect::Redirect;
+
+/// What a request filter decided.
+pub enum Verdict {
+    Continue,
+    Respond(Response<Outgoing>),
+}
+
+/// Looks at a request before it is served. `path` is the normalised path the route
+/// matched on.
+pub trait RequestFilter: Send + Sync {
+    /// For logs and the admin API.
+    fn name(&self) -> &'static str;
+    fn request(&self, cx: &Ctx<'_>, req: &mut Request<Inbound>, path: &str) -> Verdict;
+}
+
+/// Edits a response head on its way to the client (responses the route produced: its
+/// backend's, its static files', its filters'; not Gatehouse's own error answers).
+pub trait ResponseFilter: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn response(&self, cx: &Ctx<'_>, resp: &mut Response<Outgoing>);
+}
+
+/// One route's filters, in the order they run.
+#[derive(Default)]
+pub struct Chain {
+    request: Box<[Box<dyn RequestFilter>]>,
+    response: Box<[Box<dyn ResponseFilter>]>,
+}
+
+impl Chain {
+    pub fn new(request: Vec<Box<dyn RequestFilter>>, response: Vec<Box<dyn ResponseFilter>>) -> Self {
+        Chain { request: request.into(), response: response.into() }
+    }
+
+    /// Runs the request filters until one answers.
+    #[inline]
+    pub fn on_request(&self, cx: &Ctx<'_>, req: &mut Request<Inbound>, path: &str) -> Verdict {
+        if self.request.is_empty() {
+            return Verdict::Continue;
+        }
+        self.run_request(cx, req, path)
+    }
+
+    fn run_request(&self, cx: &Ctx<'_>, req: &mut Request<Inbound>, path: &str) -> Verdict {
+        for f in self.request.iter() {
+            if let Verdict::Respond(r) = f.request(cx, req, path) {
+                tracing::debug!(target: "gatehouse::filter", filter = f.name(), status = r.status().as_u16(), "request answered by a filter");
+                return Verdict::Respond(r);
+            }
+        }
+        Verdict::Continue
+    }
+
+    #[inline]
+    pub fn on_response(&self, cx: &Ctx<'_>, resp: &mut Response<Outgoing>) {
+        for f in self.response.iter() {
+            f.response(cx, resp);
+        }
+    }
+
+    /// Whether any response filter edits heads: a route whose chain has none can let the
+    /// own HTTP/1.1 loop copy a backend's field lines as they came (see
+    /// `upstream::h1::Wanted::verbatim`).
+    pub fn edits_responses(&self) -> bool {
+        !self.response.is_empty()
+    }
+
+    /// The filters' names in order, for the admin API.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.request.iter().map(|f| f.name()).chain(self.response.iter().map(|f| f.name())).collect()
+    }
+}
+
+/// What building a route's chain needs beyond the route itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Env {
+    /// The bound HTTPS port, for HTTP -> HTTPS redirects.
+    pub https_port: Option<u16>,
+}
+
+/// Compiles a route's chain, in DESIGN.md §4 order: HTTPS redirect, then (later: bans,
+/// maintenance, CORS, rate limits, WAF, auth) the route's own redirect; response filters:
+/// header rules.
+pub fn chain_for(route: &gatehouse_config::Route, site: &gatehouse_config::Site, env: &Env) -> Chain {
+    let mut request: Vec<Box<dyn RequestFilter>> = Vec::new();
+    let mut response: Vec<Box<dyn ResponseFilter>> = Vec::new();
+    if site.https_redirect
+        && let Some(port) = env.https_port
+    {
+        request.push(Box::new(HttpsRedirect::new(port)));
+    }
+    if let gatehouse_config::Action::Redirect { to, code } = &route.action {
+        request.push(Box::new(Redirect::new(to.clone(), *code)));
+    }
+    if !route.options.response_headers.is_empty() {
+        response.push(Box::new(ResponseHeaders::new(route.options.response_headers.clone())));
+    }
+    Chain::new(request, response)
+}
+
+/// The filters that run before routing, for every host (a validation request may name a
+/// host no site serves yet).
+pub fn before_routing() -> Chain {
+    Chain::new(vec![Box::new(AcmeHttp01)], Vec::new())
+}

@@ -1,0 +1,84 @@
+//! A response body that emits its request's access record when it ends: read to the end,
+//! failed, or dropped by the connection (client gone, stream reset). Used for responses
+//! that hyper or the HTTP/3 loop write; the own HTTP/1.1 loop finishes records itself.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use super::{Failure, Pending};
+use crate::body::{BoxError, Outgoing};
+use crate::error::Side;
+
+pub struct Logged {
+    inner: Outgoing,
+    pending: Option<Pending>,
+    sent: u64,
+}
+
+impl Logged {
+    pub fn new(inner: Outgoing, pending: Pending) -> Self {
+        Logged { inner, pending: Some(pending), sent: 0 }
+    }
+
+    fn finish(&mut self, cut: Option<Failure>) {
+        if let Some(p) = self.pending.take() {
+            let status = p.status();
+            p.finish(status, self.sent, cut);
+        }
+    }
+
+    pub fn inner(&self) -> &Outgoing {
+        &self.inner
+    }
+}
+
+impl Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.sent += d.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish(None);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let reason = format!("response body failed: {e}");
+                this.finish(Some(Failure { side: Side::Backend, kind: "response_body", reason }));
+            }
+            Poll::Ready(None) => this.finish(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if self.pending.is_some() {
+            let cut = (!self.inner.is_end_stream()).then(|| Failure {
+                side: Side::Client,
+                kind: "client_gone",
+                reason: "the client connection ended before the response was complete".into(),
+            });
+            self.finish(cut);
+        }
+    }
+}

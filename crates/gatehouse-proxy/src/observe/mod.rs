@@ -1,0 +1,132 @@
+//! Access records: one per request, emitted when its response has ended (body finished,
+//! failed or dropped) with the status the client saw and the bytes that moved, into a
+//! `LogSink`.
+//!
+//! The request path never waits here: a sink takes a record or drops it (and counts the
+//! drop). Today's sink writes the access line; the SQLite store plugs in as another sink.
+//! Nothing is built when no sink is installed (the access log off): one branch per request.
+
+mod logged;
+mod sink;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderValue, Method, Version};
+use tokio::time::Instant;
+
+use crate::body::Progress;
+use crate::error::{ProxyError, Side};
+
+pub use logged::Logged;
+pub use sink::{LineSink, LogSink};
+
+/// What went wrong with a request, for its record.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub side: Side,
+    /// A stable short name (`ProxyError::kind`, or `response_body` / `client_gone`).
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+impl Failure {
+    pub fn of(e: &ProxyError) -> Self {
+        Failure { side: e.side(), kind: e.kind(), reason: e.to_string() }
+    }
+}
+
+/// One request, as it ended.
+#[derive(Debug, Clone)]
+pub struct AccessRecord {
+    /// When the request head was complete.
+    pub time: SystemTime,
+    pub duration: Duration,
+    pub request_id: Option<HeaderValue>,
+    /// The client: the peer, or the address `trusted_proxies` forwarding vouches for.
+    pub client: IpAddr,
+    pub version: Version,
+    /// `None` for requests refused before their head could be read.
+    pub method: Option<Method>,
+    pub host: String,
+    pub path: String,
+    pub site: Option<Arc<str>>,
+    pub route: Option<String>,
+    pub backend: Option<String>,
+    /// The status the client saw (for a response cut off midway, the one it started with).
+    pub status: u16,
+    /// Request body bytes received from the client.
+    pub bytes_in: u64,
+    /// Response body bytes handed to the client connection.
+    pub bytes_out: u64,
+    /// Attempts beyond the first (a stale pooled connection, a failed connect).
+    pub retries: u32,
+    pub error: Option<Failure>,
+}
+
+impl AccessRecord {
+    /// A record for a request refused before it reached the pipeline (malformed or too
+    /// large head, timeout before the head was complete, hyper's own answers).
+    pub fn early(client: IpAddr, status: u16, reason: &str) -> Self {
+        AccessRecord {
+            time: SystemTime::now(),
+            duration: Duration::ZERO,
+            request_id: None,
+            client,
+            version: Version::HTTP_11,
+            method: None,
+            host: String::new(),
+            path: String::new(),
+            site: None,
+            route: None,
+            backend: None,
+            status,
+            bytes_in: 0,
+            bytes_out: 0,
+            retries: 0,
+            error: Some(Failure { side: Side::Client, kind: "bad_request_head", reason: reason.to_string() }),
+        }
+    }
+}
+
+/// A record waiting for its response to end.
+pub struct Pending {
+    record: AccessRecord,
+    started: Instant,
+    /// Counts the request body's bytes while it streams to a backend.
+    progress: Option<Arc<Progress>>,
+    sink: Arc<dyn LogSink>,
+}
+
+impl Pending {
+    pub fn new(
+        record: AccessRecord,
+        started: Instant,
+        progress: Option<Arc<Progress>>,
+        sink: Arc<dyn LogSink>,
+    ) -> Self {
+        Pending { record, started, progress, sink }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.record.status
+    }
+
+    /// The response ended: `status` is what the client saw, `bytes_out` what it was
+    /// given, `cut` why the body did not end normally.
+    pub fn finish(self, status: u16, bytes_out: u64, cut: Option<Failure>) {
+        let mut record = self.record;
+        record.status = status;
+        record.bytes_out = bytes_out;
+        record.duration = self.started.elapsed();
+        if let Some(p) = &self.progress {
+            record.bytes_in = p.bytes();
+        }
+        if let Some(cut) = cut {
+            // The first failure is the cause; a cut after it is its consequence.
+            record.error.get_or_insert(cut);
+        }
+        self.sink.record(record);
+    }
+}

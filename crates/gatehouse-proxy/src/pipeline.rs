@@ -1,0 +1,211 @@
+//! The request pipeline: the one place that orders the phases of a request, for every
+//! client protocol (the own HTTP/1.1 loop, hyper's HTTP/1.1 and HTTP/2, HTTP/3).
+//!
+//! ```text
+//! early request   request id, host, real client IP (trusted_proxies), framing checks
+//! before routing  filters for every host (ACME HTTP-01)
+//! route           host -> site -> route (path, method: 404 / 405 + Allow)
+//! request filters the route's chain (HTTPS redirect, redirect; later bans, limits, WAF, auth)
+//! limits          URI, header and body sizes
+//! action          static files, or select upstream -> exchange (http::proxy)
+//! response filters the route's chain (header rules)
+//! log             the access record, emitted when the response body has ended
+//! ```
+//!
+//! A `Ctx` on the stack carries what the phases share. Every failure is a `ProxyError`,
+//! answered by `ProxyError::answer`; nothing here picks a status code. Runs on worker
+//! threads: no blocking, no locks shared between workers.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use gatehouse_config::Action;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use tokio::time::Instant;
+
+use crate::body::{Inbound, Outgoing, Progress};
+use crate::conn::ConnInfo;
+use crate::error::ProxyError;
+use crate::filter::Verdict;
+use crate::http::header as hdr;
+use crate::http::request;
+use crate::observe::{AccessRecord, Failure, Logged, Pending};
+use crate::route::{Compiled, Lookup, normalise_path};
+use crate::state::RuntimeState;
+use crate::upstream::BackendState;
+
+/// What the phases of one request share.
+pub struct Ctx<'a> {
+    pub state: &'a RuntimeState,
+    pub conn: &'a ConnInfo,
+    /// The request ID (the client's when sane, else a new one); sent to the backend and
+    /// back to the client.
+    pub id: HeaderValue,
+    /// The client: the peer, or, behind a trusted proxy, the address it forwarded for.
+    pub client: IpAddr,
+    /// The peer is one of `trusted_proxies`.
+    pub peer_trusted: bool,
+    /// Routing host: lower-case, no port, no trailing dot.
+    pub host: &'a str,
+    pub host_header: Option<&'a HeaderValue>,
+    /// At most one Host field, and a valid host where the request names one.
+    pub host_fields_ok: bool,
+    /// The request target as the client sent it.
+    pub uri: &'a Uri,
+    pub route: Option<&'a Compiled>,
+    /// The backend that answered (or failed last).
+    pub backend: Option<&'a Arc<BackendState>>,
+    /// Attempts beyond the first.
+    pub retries: u32,
+    /// The request body's progress, once it streams to a backend.
+    pub progress: Option<Arc<Progress>>,
+}
+
+/// Serves one request; its access record (when the access log is on) is emitted when the
+/// returned body ends. For callers that hand the response to hyper or HTTP/3.
+pub async fn handle(state: &RuntimeState, conn: &ConnInfo, req: Request<Inbound>) -> Response<Outgoing> {
+    let (resp, pending) = serve(state, conn, req).await;
+    match pending {
+        None => resp,
+        Some(p) => resp.map(|body| Outgoing::Logged(Box::new(Logged::new(body, p)))),
+    }
+}
+
+/// Serves one request and hands back its pending access record, for a caller that writes
+/// the response itself and so knows what the client got (the own HTTP/1.1 loop). Never
+/// fails: errors are answered with their status code.
+pub async fn serve(
+    state: &RuntimeState,
+    conn: &ConnInfo,
+    req: Request<Inbound>,
+) -> (Response<Outgoing>, Option<Pending>) {
+    // Early request. The clock is only read when a record will be written.
+    let started = conn.sink.as_ref().map(|_| (Instant::now(), SystemTime::now()));
+    let id = hdr::request_id(req.headers());
+    let version = req.version();
+    let method = started.map(|_| req.method().clone());
+    // Cheap clones (reference-counted bytes) so the request can move through the phases.
+    let uri = req.uri().clone();
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host_header = hosts.next().cloned();
+    let single_host = hosts.next().is_none();
+    let (host, host_fields_ok) = match request::host(&uri, host_header.as_ref()) {
+        // An HTTP/1.0 request may name no host at all; over TLS the name the client asked
+        // for in the handshake stands in for it.
+        Some(h) if h.is_empty() => {
+            (Cow::Borrowed(conn.tls.as_ref().and_then(|t| t.sni.as_deref()).unwrap_or("")), single_host)
+        }
+        Some(h) => (h, single_host),
+        None => (Cow::Borrowed(""), false),
+    };
+    let peer = conn.peer.ip();
+    let peer_trusted = !state.trusted.is_empty() && hdr::is_trusted(peer, &state.trusted);
+    let client = if peer_trusted { hdr::client_ip(peer, req.headers(), &state.trusted) } else { peer };
+    let mut cx = Ctx {
+        state,
+        conn,
+        id,
+        client,
+        peer_trusted,
+        host: &host,
+        host_header: host_header.as_ref(),
+        host_fields_ok,
+        uri: &uri,
+        route: None,
+        backend: None,
+        retries: 0,
+        progress: None,
+    };
+
+    let mut failure = None;
+    let mut resp = match phases(&mut cx, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(target: "gatehouse::proxy", host = %cx.host, path = %uri.path(), side = %e.side(), error = %e, "request failed");
+            }
+            if started.is_some() {
+                failure = Some(Failure::of(&e));
+            }
+            e.answer()
+        }
+    };
+    resp.headers_mut().insert(&hdr::X_REQUEST_ID, cx.id.clone());
+    // Advertise HTTP/3 to HTTPS clients that are not using it yet.
+    if let (Some(alt), Some(_)) = (&state.alt_svc, &conn.tls)
+        && version != Version::HTTP_3
+    {
+        resp.headers_mut().insert(header::ALT_SVC, alt.clone());
+    }
+    let pending = match (started, &conn.sink) {
+        (Some((at, time)), Some(sink)) => {
+            let record = AccessRecord {
+                time,
+                duration: Default::default(),
+                request_id: Some(cx.id.clone()),
+                client: cx.client,
+                version,
+                method,
+                host: cx.host.to_string(),
+                path: uri.path().to_string(),
+                site: cx.route.map(|r| r.site.clone()),
+                route: cx.route.map(|r| r.route.id.clone()),
+                backend: cx.backend.map(|b| b.backend.url()),
+                status: resp.status().as_u16(),
+                bytes_in: 0,
+                bytes_out: 0,
+                retries: cx.retries,
+                error: failure,
+            };
+            Some(Pending::new(record, at, cx.progress.take(), sink.clone()))
+        }
+        _ => None,
+    };
+    (resp, pending)
+}
+
+/// The phases after the early request, in order; see the module chart.
+async fn phases<'a>(cx: &mut Ctx<'a>, mut req: Request<Inbound>) -> Result<Response<Outgoing>, ProxyError> {
+    request::check(cx, &req)?;
+    if request::unusual_target(&req) {
+        return request::answer_unusual_target(&req);
+    }
+    let uri = cx.uri;
+    let path = normalise_path(uri.path());
+    let state = cx.state;
+    if let Verdict::Respond(r) = state.router.before.on_request(cx, &mut req, &path) {
+        return Ok(r);
+    }
+    let route = match state.router.lookup(cx.host, &path, req.method()) {
+        Lookup::Found(c) => c,
+        Lookup::NoSite => return Err(ProxyError::NoSite),
+        Lookup::NoRoute => return Err(ProxyError::NoRoute),
+        Lookup::MethodNotAllowed(allow) => return Err(ProxyError::MethodNotAllowed(allow)),
+    };
+    cx.route = Some(route);
+    if let Verdict::Respond(mut r) = route.chain.on_request(cx, &mut req, &path) {
+        route.chain.on_response(cx, &mut r);
+        return Ok(r);
+    }
+    request::check_limits(&req, &route.route.options)?;
+    let mut resp = match &route.route.action {
+        // Boxed so the proxy path's future does not carry the file server's size.
+        Action::Static(dir) => {
+            let target = crate::route::rewrite_path(route, &path);
+            Box::pin(crate::file::serve(dir, &target, &path, req.method(), req.headers())).await
+        }
+        Action::Proxy(_) => {
+            let Some(group) = &route.group else {
+                return Err(ProxyError::NoRoute);
+            };
+            crate::http::proxy::forward(cx, route, group, req, &path).await?
+        }
+        // Answered by the route's `Redirect` filter.
+        Action::Redirect { .. } => return Err(ProxyError::NoRoute),
+    };
+    route.chain.on_response(cx, &mut resp);
+    Ok(resp)
+}
