@@ -319,6 +319,7 @@ fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
         "match": kind,
         "methods": r.methods.as_ref().map(|m| m.iter().map(|m| m.as_str().to_string()).collect::<Vec<_>>()),
         "priority": r.priority,
+        "filters": c.chain.names(),
     });
     match &r.action {
         Action::Proxy(up) => {
@@ -334,6 +335,7 @@ fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
                             "weight": b.backend.weight,
                             "active": b.active.load(Ordering::Relaxed),
                             "requests": b.requests.load(Ordering::Relaxed),
+                            "failures": b.failures.load(Ordering::Relaxed),
                         })
                     })
                     .collect(),
