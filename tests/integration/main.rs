@@ -9,6 +9,7 @@ mod files;
 mod headers;
 mod lifecycle;
 mod limits;
+mod pipeline;
 mod protocols;
 mod routing;
 mod tls;

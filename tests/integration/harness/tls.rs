@@ -198,3 +198,55 @@ pub fn accept_any_connector() -> tokio_rustls::TlsConnector {
         .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
+
+/// A request over HTTP/3 (quinn + h3 client) to the HTTPS port's UDP side, within
+/// `NET_TIMEOUT`.
+pub async fn h3_request(
+    ca: &TestCa,
+    addr: std::net::SocketAddr,
+    sni: &str,
+    req: http::Request<()>,
+    body: Option<&'static str>,
+) -> (http::Response<()>, Vec<u8>) {
+    within("HTTP/3 request", h3_exchange(ca, addr, sni, req, body)).await
+}
+
+pub async fn h3_exchange(
+    ca: &TestCa,
+    addr: std::net::SocketAddr,
+    sni: &str,
+    req: http::Request<()>,
+    body: Option<&'static str>,
+) -> (http::Response<()>, Vec<u8>) {
+    use bytes::Buf;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der: rustls_pki_types::CertificateDer<'static> =
+        rustls_pki_types::pem::PemObject::from_pem_slice(ca.pem().as_bytes()).expect("ca pem");
+    roots.add(ca_der).expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic config");
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+    let conn = endpoint.connect(addr, sni).expect("connect").await.expect("QUIC handshake");
+    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(conn)).await.expect("h3");
+    tokio::spawn(async move {
+        let _ = driver.wait_idle().await;
+    });
+    let mut stream = sender.send_request(req).await.expect("send request");
+    if let Some(b) = body {
+        stream.send_data(bytes::Bytes::from(b)).await.expect("send body");
+    }
+    stream.finish().await.expect("finish");
+    let resp = stream.recv_response().await.expect("response");
+    let mut data = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.expect("data") {
+        data.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    (resp, data)
+}
