@@ -8,6 +8,7 @@
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -176,12 +177,14 @@ fn closed_port() -> SocketAddr {
 /// A hand-written backend that answers every request (after reading its head and a
 /// `Content-Length` body) with `Content-Length: 100000`, then sends only 1000 bytes and
 /// closes: a response body that fails midway.
-async fn cut_off_backend() -> SocketAddr {
+/// With `release`, it closes only once notified (after the client has its 1000 bytes).
+async fn cut_off_backend(release: Option<Arc<tokio::sync::Notify>>) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            let release = release.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -211,6 +214,9 @@ async fn cut_off_backend() -> SocketAddr {
                 reply.extend_from_slice(&[b'x'; 1000]);
                 let _ = s.write_all(&reply).await;
                 let _ = s.flush().await;
+                if let Some(r) = release {
+                    r.notified().await;
+                }
                 let _ = s.shutdown().await;
             });
         }
@@ -237,7 +243,18 @@ struct H2Wire {
 /// its own, and reads frames until stream 1 ends, is reset, the connection ends, or
 /// `NET_TIMEOUT` passes. No HTTP/2 library in between: what is counted is what arrived.
 async fn h2_raw_get(addr: SocketAddr, authority: &'static str, path: &'static str) -> H2Wire {
+    h2_raw_get_releasing(addr, authority, path, None).await
+}
+
+/// `h2_raw_get`, notifying `release` once the given number of DATA bytes has arrived.
+async fn h2_raw_get_releasing(
+    addr: SocketAddr,
+    authority: &'static str,
+    path: &'static str,
+    release: Option<(u64, Arc<tokio::sync::Notify>)>,
+) -> H2Wire {
     tokio::task::spawn_blocking(move || {
+        let mut release = release;
         let mut s = std::net::TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
         s.set_write_timeout(Some(NET_TIMEOUT)).expect("timeout");
         s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").expect("preface");
@@ -298,6 +315,12 @@ async fn h2_raw_get(addr: SocketAddr, authority: &'static str, path: &'static st
                     _ => {}
                 }
             }
+            if let Some((n, r)) = &release
+                && wire.data >= *n
+            {
+                r.notify_one();
+                release = None;
+            }
             if wire.ended || wire.reset.is_some() || wire.frames.contains(&7) {
                 return wire;
             }
@@ -314,6 +337,33 @@ async fn h2_raw_get(addr: SocketAddr, authority: &'static str, path: &'static st
     })
     .await
     .expect("join")
+}
+
+/// Sends `req` and reads until the response body has `body` bytes, then notifies
+/// `release` and reads on until the server closes (or `NET_TIMEOUT` passes).
+async fn raw_releasing(addr: SocketAddr, req: &[u8], body: usize, release: &tokio::sync::Notify) -> RawReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    within("a response read in two parts", async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(req).await.expect("write");
+        let mut reply = RawReply { bytes: Vec::new(), closed: false };
+        let mut released = false;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if !released && reply.body().len() >= body && reply.bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+                release.notify_one();
+                released = true;
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    reply.closed = true;
+                    return reply;
+                }
+                Ok(n) => reply.bytes.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
 }
 
 fn write(dir: &Path, rel: &str, text: &str) {
@@ -386,7 +436,7 @@ async fn broken_chunked_request_bodies_are_the_clients_fault_over_http1() {
         let reply = raw_exchange(gh.http, broken_chunked_request(case), false, Duration::from_secs(10)).await;
         let text = reply.text();
         assert!(
-            text.starts_with("HTTP/1.1 502 "),
+            text.starts_with("HTTP/1.1 400 "),
             "{what}: the answer must be 400 (the client's fault), got: {text:?}"
         );
         assert!(reply.closed, "{what}: the connection was left open after the 400: {text:?}");
@@ -418,8 +468,8 @@ async fn broken_chunked_request_bodies_are_the_clients_fault_over_http1() {
     assert_eq!(failures(&gh, "p", "/").await, 0);
 }
 
-/// A request body cut short (the client half-closes after 10 of 100 bytes): the client's
-/// fault, never the backend's.
+/// A request body cut short (the client half-closes, or closes, after 10 of 100 bytes):
+/// the client's fault, never the backend's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_body_cut_short_is_the_clients_fault() {
     let backend = Backend::start("app").await;
@@ -433,57 +483,81 @@ async fn a_request_body_cut_short_is_the_clients_fault() {
     .await;
     assert!(!reply.text().starts_with("HTTP/1.1 502"), "a client's short body answered 502: {:?}", reply.text());
     let rec = record_for(&gh, "/up/short").await;
-    assert_record(&rec, &[("error_side", "backend".into()), ("error", "client_body".into()), ("bytes_in", 10.into())]);
+    assert_record(&rec, &[("error_side", "client".into()), ("error", "client_body".into()), ("bytes_in", 10.into())]);
+    assert_ne!(rec["status"], 502, "{rec}");
+    assert_eq!(failures(&gh, "p", "/").await, 0, "{rec}");
+
+    // The same, but the client closes its connection for good once the backend has the
+    // request head.
+    let before = backend.count();
+    let addr = gh.http;
+    let socket = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
+        s.write_all(b"POST /up/dropped HTTP/1.1\r\nHost: p.test\r\nContent-Length: 100\r\n\r\n0123456789")
+            .expect("write");
+        s
+    })
+    .await
+    .expect("join");
+    let reached = wait_until(Duration::from_secs(10), || backend.count() > before).await;
+    assert!(reached, "the request never reached the backend: {}", gh.log());
+    drop(socket);
+    let rec = record_for(&gh, "/up/dropped").await;
+    assert_record(&rec, &[("error_side", "client".into()), ("bytes_in", 10.into())]);
     assert_ne!(rec["status"], 502, "{rec}");
     assert_eq!(failures(&gh, "p", "/").await, 0, "{rec}");
     assert_eq!(get(gh.http, "p.test", "/after").await.status, 200);
 }
 
-/// Over HTTP/2: a client that sends DATA and then resets its stream, and one whose
-/// connection drops mid-body, after the backend already has the request. Neither is the
-/// backend's fault.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_client_that_resets_its_request_body_is_not_the_backends_fault() {
+/// Over HTTP/2 (h2c): a client that sends DATA and then gives up (`reset`: its body fails,
+/// so hyper's client resets the stream with RST_STREAM; `dropped`: its TCP connection is
+/// closed), after the backend already has the request head. The backend must not be
+/// blamed, and the request must get its record, with the client's side.
+async fn http2_client_gives_up(case: &str) {
     let backend = Backend::start("app").await;
     let gh = start_logged(&[("p", &site("p.test", &format!("backend: {}\n", backend.url())))]);
-
-    for case in ["reset", "dropped"] {
-        let (mut tx, conn) = h2c(gh.http).await;
-        let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-        let req = Request::post(format!("http://p.test/h2/{case}"))
-            .body(StreamBody::new(tokio_stream_from(body_rx)).boxed())
-            .expect("request");
-        let before = backend.count();
-        let answer = tokio::spawn(async move { tx.send_request(req).await.map(|r| r.status().as_u16()) });
-        body_tx.send(Ok(Frame::data(Bytes::from_static(b"hello")))).await.expect("send");
-        // The backend has the request head (and is reading its body) before the client
-        // gives up.
-        let reached = wait_until(Duration::from_secs(10), || backend.count() > before).await;
-        assert!(reached, "{case}: the request never reached the backend: {}", gh.log());
-        if case == "reset" {
-            // hyper's client resets the stream (RST_STREAM) when its body fails.
-            body_tx.send(Err(std::io::Error::other("client gives up"))).await.expect("send");
-        } else {
-            conn.abort();
-        }
-        let path = format!("/h2/{case}");
-        let logged = wait_until(Duration::from_secs(10), || records(&gh).iter().any(|r| r["path"] == path)).await;
-        assert_eq!(failures(&gh, "p", "/").await, 0, "{case}: the backend was blamed; log:\n{}", gh.log());
-        assert!(logged, "{case}: no access record for {path}; log:\n{}", gh.log());
-        let rec = record_for(&gh, &path).await;
-        // The client gave up on the stream, so it may never hear an answer; if it does,
-        // it is not a 502.
-        if answer.is_finished() {
-            let answered = answer.await.expect("join");
-            assert!(!matches!(answered, Ok(502)), "{case}: answered 502");
-        } else {
-            answer.abort();
-        }
-        assert_record(&rec, &[("error_side", "client".into()), ("version", "HTTP/2.0".into())]);
-        assert_ne!(rec["status"], 502, "{case}: {rec}");
-        assert_eq!(failures(&gh, "p", "/").await, 0, "{case}: the backend was blamed; record: {rec}");
+    let (mut tx, conn) = h2c(gh.http).await;
+    let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    let req = Request::post(format!("http://p.test/h2/{case}"))
+        .body(StreamBody::new(tokio_stream_from(body_rx)).boxed())
+        .expect("request");
+    let answer = tokio::spawn(async move { tx.send_request(req).await.map(|r| r.status().as_u16()) });
+    body_tx.send(Ok(Frame::data(Bytes::from_static(b"hello")))).await.expect("send");
+    // The backend has the request head (and is reading its body) before the client gives up.
+    let reached = wait_until(Duration::from_secs(10), || backend.count() > 0).await;
+    assert!(reached, "{case}: the request never reached the backend: {}", gh.log());
+    if case == "reset" {
+        body_tx.send(Err(std::io::Error::other("client gives up"))).await.expect("send");
+    } else {
+        conn.abort();
     }
+    let path = format!("/h2/{case}");
+    let logged = wait_until(Duration::from_secs(10), || records(&gh).iter().any(|r| r["path"] == path)).await;
+    assert_eq!(failures(&gh, "p", "/").await, 0, "{case}: the backend was blamed; log:\n{}", gh.log());
+    assert!(logged, "{case}: no access record for {path} within 10 s; log:\n{}", gh.log());
+    let rec = record_for(&gh, &path).await;
+    // The client gave up on the stream, so it may never hear an answer; if it does, it is
+    // not a 502.
+    if answer.is_finished() {
+        let answered = answer.await.expect("join");
+        assert!(!matches!(answered, Ok(502)), "{case}: answered 502");
+    } else {
+        answer.abort();
+    }
+    assert_record(&rec, &[("error_side", "client".into()), ("version", "HTTP/2.0".into()), ("bytes_in", 5.into())]);
+    assert_ne!(rec["status"], 502, "{case}: {rec}");
+    assert_eq!(failures(&gh, "p", "/").await, 0, "{case}: the backend was blamed; record: {rec}");
     assert_eq!(get(gh.http, "p.test", "/after").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_resets_its_request_stream_is_not_the_backends_fault() {
+    http2_client_gives_up("reset").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_drops_its_connection_mid_body_is_not_the_backends_fault() {
+    http2_client_gives_up("dropped").await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -533,7 +607,7 @@ async fn check_cut_over_http1(gh: &Gatehouse, path: &str, reply: RawReply) {
 /// HTTP/1.1, a bodiless request: Gatehouse's own loop writes the response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_cut_midway_is_recorded_as_the_client_saw_it_http1_own_loop() {
-    let gh = cut_site(cut_off_backend().await);
+    let gh = cut_site(cut_off_backend(None).await);
     let reply = raw_exchange(
         gh.http,
         b"GET /cut/own-loop HTTP/1.1\r\nHost: c.test\r\n\r\n".to_vec(),
@@ -548,7 +622,7 @@ async fn a_response_cut_midway_is_recorded_as_the_client_saw_it_http1_own_loop()
 /// writes the response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_cut_midway_is_recorded_as_the_client_saw_it_http1_hyper() {
-    let gh = cut_site(cut_off_backend().await);
+    let gh = cut_site(cut_off_backend(None).await);
     let reply = raw_exchange(
         gh.http,
         b"POST /cut/hyper-h1 HTTP/1.1\r\nHost: c.test\r\nContent-Length: 2\r\n\r\nhi".to_vec(),
@@ -564,7 +638,7 @@ async fn a_response_cut_midway_is_recorded_as_the_client_saw_it_http1_hyper() {
 /// raw frame reader: a library client may hide a response head once its stream is reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_cut_midway_is_recorded_as_the_client_saw_it_http2() {
-    let gh = cut_site(cut_off_backend().await);
+    let gh = cut_site(cut_off_backend(None).await);
     let wire = h2_raw_get(gh.http, "c.test", "/cut/h2").await;
     let rec = record_for(&gh, "/cut/h2").await;
     assert_eq!(
@@ -576,6 +650,31 @@ async fn a_response_cut_midway_is_recorded_as_the_client_saw_it_http2() {
     assert!(!wire.ended && wire.reset.is_some(), "a cut-off body must not end cleanly: {wire:?}");
     assert_cut_record(&rec);
     assert_eq!(rec["version"], "HTTP/2.0", "{rec}");
+}
+
+/// The same cut, but the backend closes only after the client has the 1000 bytes: then
+/// they have certainly been written, over every protocol, and the record must say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_cut_after_the_client_got_its_bytes_is_recorded_as_such() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gh = cut_site(cut_off_backend(Some(release.clone())).await);
+
+    for (path, req) in [
+        ("/late-cut/own-loop", b"GET /late-cut/own-loop HTTP/1.1\r\nHost: c.test\r\n\r\n".to_vec()),
+        (
+            "/late-cut/hyper-h1",
+            b"POST /late-cut/hyper-h1 HTTP/1.1\r\nHost: c.test\r\nContent-Length: 2\r\n\r\nhi".to_vec(),
+        ),
+    ] {
+        let reply = raw_releasing(gh.http, &req, 1000, &release).await;
+        check_cut_over_http1(&gh, path, reply).await;
+    }
+
+    let wire = h2_raw_get_releasing(gh.http, "c.test", "/late-cut/h2", Some((1000, release.clone()))).await;
+    let rec = record_for(&gh, "/late-cut/h2").await;
+    assert_eq!((wire.status, wire.data), (Some(200), 1000), "{wire:?}; record: {rec}");
+    assert!(!wire.ended, "a cut-off body must not end cleanly: {wire:?}");
+    assert_cut_record(&rec);
 }
 
 /// Requests refused before they are routed still get a record with their status.
@@ -602,7 +701,7 @@ async fn early_rejects_are_recorded_with_their_status() {
     big.extend_from_slice(&vec![b'a'; 70_000]);
     big.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
     let reply = raw_exchange(gh.http, big, false, Duration::from_secs(10)).await;
-    assert!(reply.text().starts_with("HTTP/1.1 413 "), "{:?}", reply.text());
+    assert!(reply.text().starts_with("HTTP/1.1 431 "), "{:?}", reply.text());
     let rec = record_where(&gh, "the 431 for a 70 KB field", |r| r["status"] == 431).await;
     assert_eq!(rec["error_side"], "client", "{rec}");
 
@@ -640,6 +739,24 @@ async fn early_rejects_are_recorded_with_their_status() {
     );
 }
 
+/// As the access log's documentation has it (configuration.md, Access log): `method`,
+/// `host`, `path` and `version` are `-` for a request refused before its head could be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_record_says_dash_for_the_request_it_could_not_read() {
+    let backend = Backend::start("app").await;
+    let gh = start_logged(&[("p", &site("p.test", &format!("backend: {}\n", backend.url())))]);
+    let reply = raw_exchange(
+        gh.http,
+        b"GET /bad-name HTTP/1.1\r\nHost: p.test\r\nBad Name: x\r\n\r\n".to_vec(),
+        false,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(reply.text().starts_with("HTTP/1.1 400 "), "{:?}", reply.text());
+    let rec = record_where(&gh, "the 400 for a space in a field name", |r| r["status"] == 400).await;
+    assert_record(&rec, &[("method", "-".into()), ("host", "-".into()), ("path", "-".into()), ("version", "-".into())]);
+}
+
 /// One request, one record, with the fields the access log promises.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_access_record_has_every_field() {
@@ -661,7 +778,7 @@ async fn an_access_record_has_every_field() {
             ("host", "p.test".into()),
             ("version", "HTTP/1.1".into()),
             ("status", 200.into()),
-            ("bytes_in", 6.into()),
+            ("bytes_in", 5.into()),
             ("bytes_out", (r.body.len() as u64).into()),
             ("site", "p".into()),
             ("route", "p#0".into()),
@@ -784,7 +901,7 @@ async fn filters_behave_the_same_over_http1_http2_and_http3() {
         for (name, value) in PRESET {
             assert_eq!(r.header(name), Some(*value), "{proto:?}: {name} on a proxied response");
         }
-        assert_eq!(r.header("x-filtered"), Some("no"), "{proto:?}: response set rule");
+        assert_eq!(r.header("x-filtered"), Some("yes"), "{proto:?}: response set rule");
         assert_eq!(r.header("x-backend"), None, "{proto:?}: response remove rule");
         assert!(r.header("x-request-id").is_some_and(|v| v.len() == 32), "{proto:?}");
 
@@ -852,7 +969,7 @@ async fn the_admin_api_lists_each_routes_filters_and_backend_failures() {
         ("f", "/only-get", vec!["https_redirect", "response_headers"]),
         ("f", "/app", vec!["https_redirect", "response_headers"]),
         ("n", "/go", vec!["redirect"]),
-        ("n", "/h", vec!["redirect"]),
+        ("n", "/h", vec!["response_headers"]),
         ("n", "/", vec![]),
     ] {
         let r = route_entry(&s.gh, site, path).await;
@@ -866,4 +983,33 @@ async fn the_admin_api_lists_each_routes_filters_and_backend_failures() {
     let r = route_entry(&gh, "p", "/").await;
     assert_eq!(r["filters"], serde_json::json!([]), "{r}");
     assert_eq!(r["backends"][0]["failures"], 0, "{r}");
+}
+
+/// Over HTTP/3: a client that sends DATA and then resets its request stream, after the
+/// backend already has the request, is not the backend's fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http3_client_that_resets_its_request_body_is_not_the_backends_fault() {
+    let backend = Backend::start("app").await;
+    let s = filters_setup(&backend).await;
+    let H3Client { endpoint: _endpoint, mut sender } =
+        within("HTTP/3 connection", h3_connect(&s.ca, s.https, "f.test")).await;
+    let req = Request::post("https://f.test/app/h3-reset").body(()).expect("request");
+    let mut stream = within("HTTP/3 request", sender.send_request(req)).await.expect("send request");
+    within("HTTP/3 body", stream.send_data(Bytes::from_static(b"hello"))).await.expect("send body");
+    let reached = wait_until(Duration::from_secs(10), || backend.count() > 0).await;
+    assert!(reached, "the request never reached the backend: {}", s.gh.log());
+    // RESET_STREAM on the request's sending side.
+    stream.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+    let logged =
+        wait_until(Duration::from_secs(10), || records(&s.gh).iter().any(|r| r["path"] == "/app/h3-reset")).await;
+    assert_eq!(failures(&s.gh, "f", "/app").await, 0, "the backend was blamed; log:\n{}", s.gh.log());
+    assert!(logged, "no access record for /app/h3-reset; log:\n{}", s.gh.log());
+    let rec = record_for(&s.gh, "/app/h3-reset").await;
+    assert_record(&rec, &[("error_side", "client".into()), ("version", "HTTP/3.0".into())]);
+    assert_ne!(rec["status"], 502, "{rec}");
+    // The backend still serves, over HTTP/3 too.
+    let (resp, _) =
+        h3_request(&s.ca, s.https, "f.test", Request::get("https://f.test/app/after").body(()).expect("req"), None)
+            .await;
+    assert_eq!(resp.status(), 200);
 }

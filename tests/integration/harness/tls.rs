@@ -219,6 +219,30 @@ pub async fn h3_exchange(
     body: Option<&'static str>,
 ) -> (http::Response<()>, Vec<u8>) {
     use bytes::Buf;
+    let H3Client { endpoint: _endpoint, mut sender } = h3_connect(ca, addr, sni).await;
+    let mut stream = sender.send_request(req).await.expect("send request");
+    if let Some(b) = body {
+        stream.send_data(bytes::Bytes::from(b)).await.expect("send body");
+    }
+    stream.finish().await.expect("finish");
+    let resp = stream.recv_response().await.expect("response");
+    let mut data = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.expect("data") {
+        data.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    (resp, data)
+}
+
+/// An HTTP/3 connection (its endpoint must live as long as it is used) and its request
+/// sender; the connection's driver runs in a task of its own.
+pub struct H3Client {
+    pub endpoint: quinn::Endpoint,
+    pub sender: h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>,
+}
+
+/// Opens an HTTP/3 connection to `addr` (trusting only `ca`), without a time limit: wrap
+/// it in `within`.
+pub async fn h3_connect(ca: &TestCa, addr: std::net::SocketAddr, sni: &str) -> H3Client {
     let mut roots = rustls::RootCertStore::empty();
     let ca_der: rustls_pki_types::CertificateDer<'static> =
         rustls_pki_types::pem::PemObject::from_pem_slice(ca.pem().as_bytes()).expect("ca pem");
@@ -234,19 +258,9 @@ pub async fn h3_exchange(
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
     endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
     let conn = endpoint.connect(addr, sni).expect("connect").await.expect("QUIC handshake");
-    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(conn)).await.expect("h3");
+    let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(conn)).await.expect("h3");
     tokio::spawn(async move {
         let _ = driver.wait_idle().await;
     });
-    let mut stream = sender.send_request(req).await.expect("send request");
-    if let Some(b) = body {
-        stream.send_data(bytes::Bytes::from(b)).await.expect("send body");
-    }
-    stream.finish().await.expect("finish");
-    let resp = stream.recv_response().await.expect("response");
-    let mut data = Vec::new();
-    while let Some(mut chunk) = stream.recv_data().await.expect("data") {
-        data.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-    }
-    (resp, data)
+    H3Client { endpoint, sender }
 }
