@@ -516,7 +516,12 @@ async fn a_request_body_cut_short_is_the_clients_fault() {
 async fn http2_client_gives_up(case: &str) {
     let backend = Backend::start("app").await;
     let gh = start_logged(&[("p", &site("p.test", &format!("backend: {}\n", backend.url())))]);
-    let (mut tx, conn) = h2c(gh.http).await;
+    let stream = within("connect", tokio::net::TcpStream::connect(gh.http)).await.expect("connect");
+    // hyper's HTTP/2 client runs the connection in a task of its own that lives as long as a
+    // stream does, so ending the socket is the way to drop the connection.
+    let socket = stream.into_std().expect("std stream");
+    let kill = socket.try_clone().expect("clone socket");
+    let (mut tx, _conn) = h2_client(tokio::net::TcpStream::from_std(socket).expect("tokio stream")).await;
     let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     let req = Request::post(format!("http://p.test/h2/{case}"))
         .body(StreamBody::new(tokio_stream_from(body_rx)).boxed())
@@ -529,7 +534,7 @@ async fn http2_client_gives_up(case: &str) {
     if case == "reset" {
         body_tx.send(Err(std::io::Error::other("client gives up"))).await.expect("send");
     } else {
-        conn.abort();
+        kill.shutdown(std::net::Shutdown::Both).expect("shut the connection down");
     }
     let path = format!("/h2/{case}");
     let logged = wait_until(Duration::from_secs(10), || records(&gh).iter().any(|r| r["path"] == path)).await;

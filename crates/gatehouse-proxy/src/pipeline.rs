@@ -26,13 +26,13 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use tokio::time::Instant;
 
-use crate::body::{Inbound, Outgoing, Progress};
+use crate::body::{Inbound, Outgoing};
 use crate::conn::ConnInfo;
 use crate::error::ProxyError;
 use crate::filter::Verdict;
 use crate::http::header as hdr;
 use crate::http::request;
-use crate::observe::{AccessRecord, Failure, Logged, Pending};
+use crate::observe::{AccessRecord, Failure, Logged, Pending, Unfinished};
 use crate::route::{Compiled, Lookup, normalise_path};
 use crate::state::RuntimeState;
 use crate::upstream::BackendState;
@@ -60,8 +60,8 @@ pub struct Ctx<'a> {
     pub backend: Option<&'a Arc<BackendState>>,
     /// Attempts beyond the first.
     pub retries: u32,
-    /// The request body's progress, once it streams to a backend.
-    pub progress: Option<Arc<Progress>>,
+    /// The request's access record while the pipeline works on it (access log on).
+    pub record: Option<Unfinished>,
 }
 
 /// Serves one request; its access record (when the access log is on) is emitted when the
@@ -82,11 +82,9 @@ pub async fn serve(
     conn: &ConnInfo,
     req: Request<Inbound>,
 ) -> (Response<Outgoing>, Option<Pending>) {
-    // Early request. The clock is only read when a record will be written.
-    let started = conn.sink.as_ref().map(|_| (Instant::now(), SystemTime::now()));
+    // Early request.
     let id = hdr::request_id(req.headers());
     let version = req.version();
-    let method = started.map(|_| req.method().clone());
     // Cheap clones (reference-counted bytes) so the request can move through the phases.
     let uri = req.uri().clone();
     let mut hosts = req.headers().get_all(header::HOST).iter();
@@ -104,6 +102,28 @@ pub async fn serve(
     let peer = conn.peer.ip();
     let peer_trusted = !state.trusted.is_empty() && hdr::is_trusted(peer, &state.trusted);
     let client = if peer_trusted { hdr::client_ip(peer, req.headers(), &state.trusted) } else { peer };
+    // The record, when the access log is on; emitted even if this future is dropped.
+    let record = conn.sink.as_ref().map(|sink| {
+        let record = AccessRecord {
+            time: SystemTime::now(),
+            duration: Default::default(),
+            request_id: Some(id.clone()),
+            client,
+            version: Some(version),
+            method: Some(req.method().clone()),
+            host: host.to_string(),
+            path: uri.path().to_string(),
+            site: None,
+            route: None,
+            backend: None,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            retries: 0,
+            error: None,
+        };
+        Unfinished::new(record, Instant::now(), sink.clone())
+    });
     let mut cx = Ctx {
         state,
         conn,
@@ -117,7 +137,7 @@ pub async fn serve(
         route: None,
         backend: None,
         retries: 0,
-        progress: None,
+        record,
     };
 
     let mut failure = None;
@@ -127,7 +147,7 @@ pub async fn serve(
             if e.status().is_server_error() {
                 tracing::warn!(target: "gatehouse::proxy", host = %cx.host, path = %uri.path(), side = %e.side(), error = %e, "request failed");
             }
-            if started.is_some() {
+            if cx.record.is_some() {
                 failure = Some(Failure::of(&e));
             }
             e.answer()
@@ -140,30 +160,17 @@ pub async fn serve(
     {
         resp.headers_mut().insert(header::ALT_SVC, alt.clone());
     }
-    let pending = match (started, &conn.sink) {
-        (Some((at, time)), Some(sink)) => {
-            let record = AccessRecord {
-                time,
-                duration: Default::default(),
-                request_id: Some(cx.id.clone()),
-                client: cx.client,
-                version,
-                method,
-                host: cx.host.to_string(),
-                path: uri.path().to_string(),
-                site: cx.route.map(|r| r.site.clone()),
-                route: cx.route.map(|r| r.route.id.clone()),
-                backend: cx.backend.map(|b| b.backend.url()),
-                status: resp.status().as_u16(),
-                bytes_in: 0,
-                bytes_out: 0,
-                retries: cx.retries,
-                error: failure,
-            };
-            Some(Pending::new(record, at, cx.progress.take(), sink.clone()))
-        }
-        _ => None,
-    };
+    let (route, backend, retries) = (cx.route, cx.backend, cx.retries);
+    let pending = cx.record.take().map(|u| {
+        u.respond(|r| {
+            r.site = route.map(|c| c.site.clone());
+            r.route = route.map(|c| c.route.id.clone());
+            r.backend = backend.map(|b| b.backend.url());
+            r.status = resp.status().as_u16();
+            r.retries = retries;
+            r.error = failure;
+        })
+    });
     (resp, pending)
 }
 

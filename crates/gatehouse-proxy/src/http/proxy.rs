@@ -139,7 +139,9 @@ fn outbound(cx: &mut Ctx<'_>, route: &Compiled, group: &Group, mut req: Request<
     } else {
         let progress = Arc::new(Progress::default());
         let body = RequestBody::new(body, opts.max_request_body, opts.write_timeout, sent_at, progress.clone());
-        cx.progress = Some(progress.clone());
+        if let Some(r) = &mut cx.record {
+            r.watch(progress.clone());
+        }
         (Outgoing::Request(Box::new(body)), Some(progress))
     };
     Outbound { parts, body, progress, forwarding, pq, host_missing, wants_trailers, client_upgrade, sent_at }

@@ -16,11 +16,13 @@ pub struct Logged {
     inner: Outgoing,
     pending: Option<Pending>,
     sent: u64,
+    /// A body error held back for one poll (see `poll_frame`).
+    failed: Option<BoxError>,
 }
 
 impl Logged {
     pub fn new(inner: Outgoing, pending: Pending) -> Self {
-        Logged { inner, pending: Some(pending), sent: 0 }
+        Logged { inner, pending: Some(pending), sent: 0, failed: None }
     }
 
     fn finish(&mut self, cut: Option<Failure>) {
@@ -41,9 +43,12 @@ impl Body for Logged {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
+        match polled {
+            Poll::Ready(Some(Ok(ref frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.sent += d.len() as u64;
                 }
@@ -54,6 +59,13 @@ impl Body for Logged {
             Poll::Ready(Some(Err(e))) => {
                 let reason = format!("response body failed: {e}");
                 this.finish(Some(Failure { side: Side::Backend, kind: "response_body", reason }));
+                // hyper drops what it has buffered for the client (HTTP/1.1) or queued on
+                // the stream (HTTP/2) as soon as a body fails. Held back for one poll, the
+                // error lets the connection flush what it was already given first, so the
+                // client gets every byte the record counts, then the cut.
+                this.failed = Some(e);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             Poll::Ready(None) => this.finish(None),
             Poll::Pending => {}

@@ -46,7 +46,8 @@ pub struct AccessRecord {
     pub request_id: Option<HeaderValue>,
     /// The client: the peer, or the address `trusted_proxies` forwarding vouches for.
     pub client: IpAddr,
-    pub version: Version,
+    /// `None` for requests refused before their head could be read.
+    pub version: Option<Version>,
     /// `None` for requests refused before their head could be read.
     pub method: Option<Method>,
     pub host: String,
@@ -74,7 +75,7 @@ impl AccessRecord {
             duration: Duration::ZERO,
             request_id: None,
             client,
-            version: Version::HTTP_11,
+            version: None,
             method: None,
             host: String::new(),
             path: String::new(),
@@ -86,6 +87,54 @@ impl AccessRecord {
             bytes_out: 0,
             retries: 0,
             error: Some(Failure { side: Side::Client, kind: "bad_request_head", reason: reason.to_string() }),
+        }
+    }
+}
+
+/// The record of a request still in the pipeline. Dropped unfinished — the client went
+/// away (its connection closed, its HTTP/2 stream was reset) before a response existed,
+/// and the server dropped the request — it is emitted with status 499 (nginx's "client
+/// closed request"), so such requests are not missing from the log.
+pub struct Unfinished {
+    record: Option<AccessRecord>,
+    started: Instant,
+    /// Counts the request body's bytes once it streams to a backend.
+    progress: Option<Arc<Progress>>,
+    sink: Arc<dyn LogSink>,
+}
+
+impl Unfinished {
+    pub fn new(record: AccessRecord, started: Instant, sink: Arc<dyn LogSink>) -> Self {
+        Unfinished { record: Some(record), started, progress: None, sink }
+    }
+
+    /// The request body's bytes are counted by `progress`.
+    pub fn watch(&mut self, progress: Arc<Progress>) {
+        self.progress = Some(progress);
+    }
+
+    /// The pipeline has a response: the record now waits for the response to end.
+    pub fn respond(mut self, fill: impl FnOnce(&mut AccessRecord)) -> Pending {
+        let mut record = self.record.take().unwrap_or_else(|| AccessRecord::early(IpAddr::from([0, 0, 0, 0]), 0, ""));
+        fill(&mut record);
+        Pending { record, started: self.started, progress: self.progress.take(), sink: self.sink.clone() }
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.status = 499;
+            record.duration = self.started.elapsed();
+            if let Some(p) = &self.progress {
+                record.bytes_in = p.bytes();
+            }
+            record.error = Some(Failure {
+                side: Side::Client,
+                kind: "client_gone",
+                reason: "the client went away before the response was ready".into(),
+            });
+            self.sink.record(record);
         }
     }
 }

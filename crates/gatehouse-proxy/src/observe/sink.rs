@@ -69,9 +69,9 @@ fn write(r: &AccessRecord) {
         target: "access",
         client = %r.client,
         method = r.method.as_ref().map_or("-", |m| m.as_str()),
-        host = %r.host,
-        path = %r.path,
-        version = ?r.version,
+        host = dash(&r.host),
+        path = dash(&r.path),
+        version = r.version.map_or("-", version),
         status = r.status,
         bytes_in = r.bytes_in,
         bytes_out = r.bytes_out,
@@ -85,4 +85,19 @@ fn write(r: &AccessRecord) {
         reason = reason,
         request_id = r.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
     );
+}
+
+fn dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+fn version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "-",
+    }
 }
