@@ -25,9 +25,13 @@ impl<'g> Selection<'g> {
         let first = group.pick(request_hash(group, client, headers));
         Selection { group, first, tried: 0 }
     }
+}
+
+impl<'g> Iterator for Selection<'g> {
+    type Item = &'g Arc<BackendState>;
 
     /// The next backend to try, or `None` once every backend has had its turn.
-    pub fn next(&mut self) -> Option<&'g Arc<BackendState>> {
+    fn next(&mut self) -> Option<&'g Arc<BackendState>> {
         let n = self.group.backends.len();
         if self.tried >= n {
             return None;
