@@ -10,5 +10,6 @@ mod headers;
 mod lifecycle;
 mod limits;
 mod protocols;
+mod reload;
 mod routing;
 mod tls;
