@@ -365,3 +365,47 @@ async fn reloads_under_load_drop_no_request() {
     assert!(failures.is_empty(), "{} of {} requests failed: {failures:?}", failures.len(), sent.load(Ordering::SeqCst));
     assert!(bs[1].count() > 0, "the second backend took requests in the rounds that had it");
 }
+
+/// The certificate-directory watcher loads certificates with the running configuration,
+/// not the one the process started with: a `default_host` changed by a reload stays
+/// after the directory changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_watcher_follows_the_reloaded_configuration() {
+    let backend = Backend::start("app").await;
+    let ca = TestCa::new();
+    let (a, b, c) = (ca.issue(&["a.test"]), ca.issue(&["b.test"]), ca.issue(&["c.test"]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("mkdir");
+    for (name, issued) in [("a", &a), ("b", &b)] {
+        std::fs::write(certs.join(format!("{name}.test.key")), &issued.key_pem).expect("write");
+        std::fs::write(certs.join(format!("{name}.test.crt")), &issued.cert_pem).expect("write");
+    }
+    let sites: Vec<(String, String)> = ["a", "b", "c"]
+        .iter()
+        .map(|n| (n.to_string(), site(&format!("{n}.test"), &format!("backend: {}\n", backend.url()))))
+        .collect();
+    let sites: Vec<(&str, &str)> = sites.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    write_config(dir.path(), &format!("{HTTPS}tls: {{cert_dir: certs, default_host: a.test}}\n"), &sites);
+    let gh = Gatehouse::start_in(dir);
+    let https = gh.https.expect("https");
+    let served = |sni: &'static str| async move {
+        tls_connect(https, &accept_any_connector(), sni).await.map(|c| c.peer_der).unwrap_or_default()
+    };
+    assert_eq!(served("unknown.test").await, a.der);
+
+    // Reloaded (by the watcher, so no reload of the main file is still to come) with
+    // another default.
+    let main = gh.dir.path().join("gatehouse.yaml");
+    let text = std::fs::read_to_string(&main).expect("read").replace("default_host: a.test", "default_host: b.test");
+    std::fs::write(&main, text).expect("write");
+    let switched = wait_until_async(APPLY, || async { served("unknown.test").await == b.der }).await;
+    assert!(switched, "the new default_host did not apply: {}", gh.log());
+
+    // A certificate added to the directory is served, and the default stays the reloaded one.
+    std::fs::write(certs.join("c.test.key"), &c.key_pem).expect("write");
+    std::fs::write(certs.join("c.test.crt"), &c.cert_pem).expect("write");
+    let added = wait_until_async(APPLY, || async { served("c.test").await == c.der }).await;
+    assert!(added, "the new certificate was not loaded: {}", gh.log());
+    assert_eq!(served("unknown.test").await, b.der, "the directory reload used the startup configuration");
+}
