@@ -175,7 +175,7 @@ impl Reloading {
         tracing::info!(
             version,
             sites = config.sites.len(),
-            took_ms = started.elapsed().as_millis() as u64,
+            took_us = started.elapsed().as_micros() as u64,
             "configuration reloaded"
         );
         self.follow();

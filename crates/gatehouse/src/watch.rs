@@ -58,6 +58,11 @@ impl Targets {
     /// and backup files are not.
     fn relevant(&self, path: &Path) -> bool {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+        // Kubernetes updates a mounted ConfigMap or Secret by pointing `..data` at a new
+        // directory; the files themselves are symlinks through it and see no event.
+        if name == "..data" {
+            return path.parent().is_some_and(|d| self.dirs.contains(d));
+        }
         if is_temporary(name) {
             return false;
         }
@@ -152,12 +157,20 @@ mod tests {
     #[test]
     fn only_configuration_files_count() {
         let t = Targets {
-            dirs: BTreeSet::new(),
+            dirs: [PathBuf::from("/etc/gh"), PathBuf::from("/etc/gh/sites"), PathBuf::from("/etc/ssl")]
+                .into_iter()
+                .collect(),
             main: PathBuf::from("/etc/gh/gatehouse.yaml"),
             sites_dir: PathBuf::from("/etc/gh/sites"),
             referenced: [PathBuf::from("/etc/ssl/app.pem")].into_iter().collect(),
         };
-        for p in ["/etc/gh/gatehouse.yaml", "/etc/gh/sites/app.yaml", "/etc/gh/sites/new.yml", "/etc/ssl/app.pem"] {
+        for p in [
+            "/etc/gh/gatehouse.yaml",
+            "/etc/gh/sites/app.yaml",
+            "/etc/gh/sites/new.yml",
+            "/etc/ssl/app.pem",
+            "/etc/gh/sites/..data",
+        ] {
             assert!(t.relevant(Path::new(p)), "{p}");
         }
         for p in [
@@ -169,6 +182,8 @@ mod tests {
             "/etc/gh/sites/notes.txt",
             "/etc/gh/sites/sub/app.yaml",
             "/etc/ssl/other.pem",
+            "/etc/gh/sites/..data_tmp",
+            "/var/..data",
         ] {
             assert!(!t.relevant(Path::new(p)), "{p}");
         }
