@@ -140,6 +140,9 @@ impl AllowedHost {
                 p => Some(p.strip_prefix(':')?.parse::<u16>().ok()?),
             };
             (v6.to_string(), port)
+        } else if s.parse::<std::net::Ipv6Addr>().is_ok() {
+            // `::1` is an address, not `::` with port 1.
+            (s.to_string(), None)
         } else {
             match s.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), Some(p.parse::<u16>().ok()?)),

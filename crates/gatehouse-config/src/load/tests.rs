@@ -187,7 +187,7 @@ fn backends_parse() {
 #[test]
 fn admin_allowed_hosts_are_parsed_and_checked() {
     let c = load_from_str_for_tests(
-        "listen: {http: 127.0.0.1:0}\nadmin:\n  allowed_hosts: [Admin.Example.NET, '10.0.0.5:9180', '[::1]', '*']\n",
+        "listen: {http: 127.0.0.1:0}\nadmin:\n  allowed_hosts: [Admin.Example.NET, '10.0.0.5:9180', '[::1]', '*', '::2']\n",
         &[],
         Path::new("."),
     )
@@ -197,6 +197,7 @@ fn admin_allowed_hosts_are_parsed_and_checked() {
         AllowedHost::Host { name: "10.0.0.5".into(), port: Some(9180) },
         AllowedHost::Host { name: "::1".into(), port: None },
         AllowedHost::Any,
+        AllowedHost::Host { name: "::2".into(), port: None },
     ];
     assert_eq!(c.admin_allowed_hosts, Some(want));
     assert_eq!(
