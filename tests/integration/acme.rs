@@ -190,6 +190,32 @@ esac
     assert!(!acme.pebble.log().contains(PEBBLE_HTTP01), "an HTTP-01 challenge was tried:\n{}", acme.pebble.log());
 }
 
+/// ACME follows the running configuration: a site added by a reload (here through the file
+/// watcher) gets its certificate without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_added_by_reload_gets_a_certificate() {
+    let backend = Backend::start("shop").await;
+    let acme = start_acme("    challenge: http-01\n", None, Reach::HttpOnly, &backend);
+    acme.wait_for_certificate(Duration::from_secs(60)).await;
+    let gh = &acme.gh;
+    std::fs::write(gh.dir.path().join("sites/blog.yaml"), format!("host: blog.test\nbackend: {}\n", backend.url()))
+        .expect("write");
+    let issued = wait_until_async(Duration::from_secs(60), || async {
+        let inv = get(gh.admin, "localhost", "/api/certs").await.json();
+        inv["certificates"].as_array().expect("list").iter().any(|c| {
+            c["names"].as_array().is_some_and(|n| n.iter().any(|n| n == "blog.test"))
+                && c["issuer"].as_str().is_some_and(|i| i.contains("Pebble"))
+        })
+    })
+    .await;
+    assert!(issued, "no certificate for the added site.\ngatehouse:\n{}\npebble:\n{}", gh.log(), acme.pebble.log());
+    let conn = tls_connect(gh.https.expect("https"), &accept_any_connector(), "blog.test").await.expect("handshake");
+    let r = send_on(conn.stream, get_req("blog.test", "/")).await;
+    assert_eq!(r.status, 200);
+    // The first site's certificate was not requested again.
+    assert_eq!(acme.gh.log().matches("certificate issued").count(), 2, "{}", acme.gh.log());
+}
+
 /// The `attempt` and `retry_in` of each logged failed certificate request, in order.
 fn failures(log: &str) -> Vec<(u64, String)> {
     log.lines()

@@ -543,3 +543,32 @@ mod pebble;
 mod tls;
 pub use pebble::*;
 pub use tls::*;
+
+// ---------------------------------------------------------------------------------------
+// Admin API helpers for reload tests
+
+/// A request with `method` to `path` on `addr` with the given Host and headers; the whole
+/// exchange within `NET_TIMEOUT`.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: http::Method,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut b = Request::builder().method(method).uri(path).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(addr, b.body(Full::new(Bytes::new())).expect("request")).await
+}
+
+/// `POST /api/reload` on the admin listener, as a local tool would send it.
+pub async fn admin_reload(gh: &Gatehouse) -> Reply {
+    request_with(gh.admin, http::Method::POST, "localhost", "/api/reload", &[]).await
+}
+
+/// The running configuration's version, from `GET /api/config`.
+pub async fn config_version(gh: &Gatehouse) -> u64 {
+    get(gh.admin, "localhost", "/api/config").await.json()["version"].as_u64().expect("version")
+}

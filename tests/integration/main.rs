@@ -11,5 +11,6 @@ mod lifecycle;
 mod limits;
 mod pipeline;
 mod protocols;
+mod reload;
 mod routing;
 mod tls;

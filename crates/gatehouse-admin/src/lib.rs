@@ -1,23 +1,40 @@
-//! The admin listener: liveness and readiness probes and a read-only JSON view of the
-//! routes. Runs on the control runtime, never on a proxy worker. Loopback by default; any
-//! other address requires a bearer token for `/api/*` (enforced by configuration).
+//! The admin listener: liveness and readiness probes, read-only JSON views of the routes,
+//! certificates and running configuration, and `POST /api/reload`. Runs on the control
+//! runtime, never on a proxy worker. Loopback by default; any other address requires a
+//! bearer token for `/api/*` (enforced by configuration). Requests that change something
+//! pass the `guard` (Host, Origin, Sec-Fetch-Site) first.
+//!
+//! Does not reload by itself: the binary hands in the reload capability, so this crate
+//! never depends on it.
+
+mod api;
+mod conn;
+pub mod guard;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use gatehouse_proxy::StateHandle;
-use gatehouse_proxy::route::Compiled;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use serde_json::{Value, json};
+use serde_json::json;
+
+use conn::{PeerSlot, Peers, WriteDeadline};
+
+/// The outcome of one reload: the version now running, or why the configuration was refused.
+pub type ReloadOutcome = Result<u64, Vec<gatehouse_config::Error>>;
+
+/// Runs one reload (queued behind one already running) and resolves with its outcome.
+pub type Reload = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ReloadOutcome> + Send>> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Admin {
@@ -31,6 +48,10 @@ pub struct Admin {
     /// requests on a kept-alive connection (hyper's header-read timer covers both);
     /// `server.header_read_timeout`.
     pub header_read_timeout: Duration,
+    /// `POST /api/reload`; `None` answers 503.
+    pub reload: Option<Reload>,
+    /// Hosts that requests changing something may name (`admin.allowed_hosts`).
+    pub allowed_hosts: Arc<guard::Allowed>,
 }
 
 /// Most admin connections open at once; more are closed as they arrive. With the default
@@ -42,110 +63,6 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// every slot.
 pub const MAX_PER_PEER: usize = 16;
 
-type Peers = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
-
-/// One connection counted against its client address until dropped.
-struct PeerSlot {
-    peers: Peers,
-    ip: std::net::IpAddr,
-}
-
-impl PeerSlot {
-    fn take(peers: &Peers, ip: std::net::IpAddr) -> Option<PeerSlot> {
-        let mut map = peers.lock().ok()?;
-        let n = map.entry(ip).or_insert(0);
-        if *n >= MAX_PER_PEER {
-            return None;
-        }
-        *n += 1;
-        Some(PeerSlot { peers: peers.clone(), ip })
-    }
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        if let Ok(mut map) = self.peers.lock()
-            && let Some(n) = map.get_mut(&self.ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// A stream whose writes fail once one has made no progress for `limit`.
-struct WriteDeadline<S> {
-    inner: S,
-    limit: Duration,
-    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<S> WriteDeadline<S> {
-    fn new(inner: S, limit: Duration) -> Self {
-        WriteDeadline { inner, limit, stalled: None }
-    }
-
-    /// Maps a pending write to an error once the deadline has passed; any progress clears it.
-    fn watch<T>(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-        r: std::task::Poll<std::io::Result<T>>,
-    ) -> std::task::Poll<std::io::Result<T>> {
-        use std::task::Poll;
-        if r.is_ready() {
-            self.stalled = None;
-            return r;
-        }
-        let limit = self.limit;
-        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "admin client stopped reading")))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
-        self.watch(cx, r)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(cx, r)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.watch(cx, r)
-    }
-}
-
 /// Serves the admin API on `listener` until `shutdown` resolves, then lets requests in
 /// flight finish for up to a second.
 pub async fn serve(
@@ -155,14 +72,18 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let header_read = admin.header_read_timeout;
     let api = Router::new()
-        .route("/api/routes", get(routes))
-        .route("/api/certs", get(certs))
+        .route("/api/routes", get(api::routes))
+        .route("/api/certs", get(api::certs))
+        .route("/api/config", get(api::config))
+        .route("/api/reload", post(api::reload))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/live", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/ready", get(ready))
+        .route("/ready", get(api::ready))
         .merge(api)
+        // Outside the token check: a page that cannot know the token still gets no further.
+        .layer(middleware::from_fn_with_state(admin.clone(), guard::guard))
         .with_state(admin);
 
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -238,149 +159,4 @@ async fn require_token(State(admin): State<Admin>, req: Request, next: Next) -> 
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
-    if admin.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"})))
-    }
-}
-
-async fn routes(State(admin): State<Admin>) -> Json<Value> {
-    let state = admin.state.load();
-    let hosts_of = |site: &str| -> Vec<String> {
-        state
-            .config
-            .sites
-            .iter()
-            .find(|s| s.name == site)
-            .map(|s| s.hosts.iter().map(ToString::to_string).collect())
-            .unwrap_or_default()
-    };
-    let list: Vec<Value> = state.router.routes().map(|c| route_json(c, hosts_of(&c.site))).collect();
-    Json(json!({ "routes": list }))
-}
-
-/// The certificate inventory. `?warn_days=N` (default 30) flags certificates with N days
-/// or fewer left.
-async fn certs(State(admin): State<Admin>, RawQuery(query): RawQuery) -> Response {
-    let warn_days: i64 = match query.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("warn_days=")))
-    {
-        None => 30,
-        Some(v) => match v.parse() {
-            Ok(n) if (0..=36_500).contains(&n) => n,
-            _ => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({"error": "warn_days must be a whole number of days from 0 to 36500"})),
-                )
-                    .into_response();
-            }
-        },
-    };
-    let Some(resolver) = &admin.certs else { return Json(json!({"certificates": []})).into_response() };
-    let store = resolver.store();
-    let list: Vec<Value> = store
-        .certs()
-        .iter()
-        .map(|c| {
-            let days = c.info.days_remaining();
-            let not_after = std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.info.not_after.max(0) as u64);
-            json!({
-                "subject": c.info.subject,
-                "names": c.info.names,
-                "issuer": c.info.issuer,
-                "not_after": httpdate::fmt_http_date(not_after),
-                "not_after_unix": c.info.not_after,
-                "days_remaining": days,
-                "warn": days <= warn_days,
-                "source": c.info.source,
-            })
-        })
-        .collect();
-    Json(json!({"warn_days": warn_days, "certificates": list})).into_response()
-}
-
-fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
-    use gatehouse_config::{Action, PathMatch};
-    let r = &c.route;
-    let (kind, path) = match &r.path {
-        PathMatch::Exact(p) => ("exact", p.clone()),
-        PathMatch::Prefix(p) => ("prefix", if p.is_empty() { "/".to_string() } else { p.clone() }),
-        PathMatch::Regex(re) => ("regex", re.as_str().to_string()),
-    };
-    let mut v = json!({
-        "id": r.id,
-        "site": &*c.site,
-        "hosts": hosts,
-        "path": path,
-        "match": kind,
-        "methods": r.methods.as_ref().map(|m| m.iter().map(|m| m.as_str().to_string()).collect::<Vec<_>>()),
-        "priority": r.priority,
-        "filters": c.chain.names(),
-    });
-    match &r.action {
-        Action::Proxy(up) => {
-            v["action"] = json!("proxy");
-            v["load_balancing"] = json!(up.balance.algorithm.name());
-            let backends: Vec<Value> = match &c.group {
-                Some(g) => g
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        json!({
-                            "url": b.backend.url(),
-                            "weight": b.backend.weight,
-                            "active": b.active.load(Ordering::Relaxed),
-                            "requests": b.requests.load(Ordering::Relaxed),
-                            "failures": b.failures.load(Ordering::Relaxed),
-                        })
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            v["backends"] = json!(backends);
-        }
-        Action::Static(dir) => {
-            v["action"] = json!("static");
-            v["root"] = json!(dir.root.display().to_string());
-        }
-        Action::Redirect { to, code } => {
-            v["action"] = json!("redirect");
-            v["to"] = json!(to);
-            v["code"] = json!(code.as_u16());
-        }
-    }
-    v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncWriteExt;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_write_that_makes_no_progress_fails_after_the_limit() {
-        // The other end never reads: after 64 bytes the pipe is full.
-        let (near, _far) = tokio::io::duplex(64);
-        let mut s = WriteDeadline::new(near, Duration::from_secs(10));
-        let start = tokio::time::Instant::now();
-        let err = s.write_all(&[0u8; 1024]).await.expect_err("the reader is gone quiet");
-        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
-        assert_eq!(start.elapsed(), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn one_client_gets_a_share_of_the_slots() {
-        let peers: Peers = Arc::default();
-        let ip: std::net::IpAddr = [192, 0, 2, 1].into();
-        let held: Vec<PeerSlot> = (0..MAX_PER_PEER).map(|_| PeerSlot::take(&peers, ip).expect("slot")).collect();
-        assert!(PeerSlot::take(&peers, ip).is_none());
-        assert!(PeerSlot::take(&peers, [192, 0, 2, 2].into()).is_some(), "another client is not affected");
-        drop(held);
-        assert!(PeerSlot::take(&peers, ip).is_some());
-        assert!(peers.lock().expect("lock").is_empty(), "entries go when their connections do");
-    }
 }

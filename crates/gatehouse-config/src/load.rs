@@ -359,6 +359,23 @@ fn build(
         Some(v) => Some(v.text),
         None => None,
     };
+    let admin_allowed_hosts = main.admin.as_ref().and_then(|a| a.allowed_hosts.as_ref()).map(|list| {
+        if list.value.is_empty() {
+            cx.err_at(list, "admin.allowed_hosts", "an empty list would refuse every change through the admin API; remove the key to allow loopback names and admin.listen");
+        }
+        let mut out = Vec::new();
+        for (i, h) in list.value.iter().enumerate() {
+            match AllowedHost::parse(&h.value) {
+                Some(a) => out.push(a),
+                None => cx.err_at(
+                    h,
+                    format!("admin.allowed_hosts[{i}]"),
+                    format!("expected a host name or IP address with an optional port (admin.example.net, 10.0.0.5:9180, [::1]) or \"*\", got {:?}", h.value),
+                ),
+            }
+        }
+        out
+    });
     if !admin_listen.ip().is_loopback() && admin_token.is_none() {
         let line = main.admin.as_ref().and_then(|a| a.listen.as_ref()).map(|l| l.referenced.line());
         cx.err(line, "admin.listen", format!("the admin API listens on {admin_listen}, beyond loopback: set admin.token (or GATEHOUSE_ADMIN_TOKEN) so it is not open to the network"));
@@ -510,6 +527,7 @@ fn build(
         tls,
         admin_listen,
         admin_token,
+        admin_allowed_hosts,
         sites_dir,
         storage_path,
         log: LogConfig { level, format },
@@ -656,8 +674,9 @@ fn build_site(
             cx.err(None, format!("{at}.backends"), "an upstream needs at least one backend");
             continue;
         }
-        let key = format!("{name}/{uname}:{}", backend_list_key(&backends));
-        named.insert(uname.clone(), Arc::new(Upstream { key, backends, balance, pool: site_layer.pool.clone() }));
+        let id = format!("{name}/{uname}");
+        let key = format!("{id}:{}", backend_list_key(&backends));
+        named.insert(uname.clone(), Arc::new(Upstream { key, id, backends, balance, pool: site_layer.pool.clone() }));
     }
 
     let wrote_routes = s.routes.as_ref().is_some_and(|r| !r.is_empty());

@@ -25,6 +25,9 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Bearer token for the admin API; required when it listens beyond loopback.
     pub admin_token: Option<String>,
+    /// `Host` values the admin API accepts on requests that change something; `None` =
+    /// loopback names and the admin listen address.
+    pub admin_allowed_hosts: Option<Vec<AllowedHost>>,
     pub sites_dir: PathBuf,
     pub storage_path: PathBuf,
     pub log: LogConfig,
@@ -96,7 +99,7 @@ pub enum LogFormat {
 }
 
 /// Downstream connection settings (apply before a request is routed).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Time a client has to send a complete request head (slowloris guard).
     pub header_read_timeout: Duration,
@@ -110,6 +113,103 @@ pub struct ServerConfig {
     pub send_timeout: Duration,
     /// Concurrent client connections per worker; 0 = unlimited.
     pub max_connections: usize,
+}
+
+/// One entry of `admin.allowed_hosts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedHost {
+    /// `*`: any `Host`.
+    Any,
+    /// A name or IP address (lower-case, IPv6 without brackets), with a port or any port.
+    Host { name: String, port: Option<u16> },
+}
+
+impl AllowedHost {
+    /// `*`, `name`, `name:port`, `10.0.0.1[:port]`, `[::1][:port]`; also used on `Host`
+    /// and `Origin` values, so both sides are read the same way.
+    pub fn parse(s: &str) -> Option<AllowedHost> {
+        let s = s.trim();
+        if s == "*" {
+            return Some(AllowedHost::Any);
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (v6, after) = rest.split_once(']')?;
+            v6.parse::<std::net::Ipv6Addr>().ok()?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':')?.parse::<u16>().ok()?),
+            };
+            (v6.to_string(), port)
+        } else if s.parse::<std::net::Ipv6Addr>().is_ok() {
+            // `::1` is an address, not `::` with port 1.
+            (s.to_string(), None)
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p.parse::<u16>().ok()?)),
+                None => (s.to_string(), None),
+            }
+        };
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && (host.parse::<std::net::IpAddr>().is_ok()
+                || host.split('.').all(|l| {
+                    !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }));
+        valid.then(|| AllowedHost::Host { name: host.to_ascii_lowercase(), port })
+    }
+
+    /// Whether a request's `Host` (parsed with `parse`) is this entry.
+    pub fn admits(&self, name: &str, port: Option<u16>) -> bool {
+        match self {
+            AllowedHost::Any => true,
+            AllowedHost::Host { name: n, port: p } => n == name && (p.is_none() || *p == port),
+        }
+    }
+}
+
+impl std::fmt::Display for AllowedHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AllowedHost::Any => f.write_str("*"),
+            AllowedHost::Host { name, port } => {
+                if name.contains(':') {
+                    write!(f, "[{name}]")?;
+                } else {
+                    f.write_str(name)?;
+                }
+                match port {
+                    Some(p) => write!(f, ":{p}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Every file this configuration was built from: the main file, each site file, and
+    /// the certificate, key and CA files they name, each once, in that order. Directories
+    /// (`tls.cert_dir`, static roots) are not listed.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = vec![self.source.clone()];
+        out.extend(self.sites.iter().map(|s| s.file.clone()));
+        for pair in &self.tls.pairs {
+            out.extend([pair.cert.clone(), pair.key.clone()]);
+        }
+        for route in self.sites.iter().flat_map(|s| s.routes.iter()) {
+            if let Action::Proxy(up) = &route.action {
+                let tls = &up.pool.tls;
+                out.extend(tls.ca.iter().cloned());
+                if let Some(c) = &tls.client {
+                    out.extend([c.cert.clone(), c.key.clone()]);
+                }
+            }
+        }
+        out.extend(self.tls.acme.as_ref().and_then(|a| a.ca_root.clone()));
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|p| seen.insert(p.clone()));
+        out
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +299,9 @@ pub struct StaticDir {
 pub struct Upstream {
     /// Identity used to carry balancer state and counters across reloads.
     pub key: String,
+    /// The upstream's identity apart from its backends: `SITE/NAME` for a named upstream,
+    /// the route id for inline backends. Backend state is carried across reloads within it.
+    pub id: String,
     pub backends: Vec<Backend>,
     pub balance: Balance,
     pub pool: PoolSettings,

@@ -117,6 +117,8 @@ pub struct SiteTls {
 pub struct Admin {
     pub listen: Option<S<String>>,
     pub token: Option<S<String>>,
+    /// `Host` values accepted on requests that change something (DNS-rebinding guard).
+    pub allowed_hosts: Option<S<Vec<S<String>>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -160,8 +160,14 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// The state for `config`, taking over unchanged upstream groups from the live one.
-    /// May block on DNS.
+    /// The state requests are served from right now.
+    pub fn live(&self) -> Arc<RuntimeState> {
+        self.shared.load_full()
+    }
+
+    /// The state for `config`, taking over unchanged upstream groups and backends from the
+    /// live one; its version is the live one's plus one. May block on DNS. Callers run one
+    /// build-and-swap at a time.
     pub fn build(&self, config: Arc<Config>) -> RuntimeState {
         let old = self.shared.load_full();
         RuntimeState::build(config, Some(&old), self.https_port, old.h3_port)

@@ -21,11 +21,17 @@ pub struct RuntimeState {
     /// The HTTP/3 port when HTTP/3 runs, and the Alt-Svc value advertising it.
     pub h3_port: Option<u16>,
     pub alt_svc: Option<http::HeaderValue>,
+    /// 1 for the configuration the process started with, one more per published reload.
+    pub version: u64,
+    /// When this state was built.
+    pub loaded_at: std::time::SystemTime,
 }
 
 impl RuntimeState {
     /// Builds the state for `config`, taking over upstream groups (with their counters and
-    /// balancer positions) from `previous` where the group is unchanged.
+    /// balancer positions) from `previous` where the group is unchanged, and the state of
+    /// each unchanged backend where the group changed. Its version is one more than
+    /// `previous`'s: reloads are serialised, so the state built is the next one published.
     pub fn build(
         config: Arc<Config>,
         previous: Option<&RuntimeState>,
@@ -48,6 +54,16 @@ impl RuntimeState {
             &env,
         );
         let alt_svc = h3_port.and_then(|p| http::HeaderValue::from_str(&format!("h3=\":{p}\"; ma=86400")).ok());
-        RuntimeState { trusted: config.trusted_proxies.clone(), config, router, groups, https_port, h3_port, alt_svc }
+        RuntimeState {
+            trusted: config.trusted_proxies.clone(),
+            config,
+            router,
+            groups,
+            https_port,
+            h3_port,
+            alt_svc,
+            version: previous.map_or(1, |p| p.version + 1),
+            loaded_at: std::time::SystemTime::now(),
+        }
     }
 }

@@ -444,41 +444,41 @@ fn scan_dir(dir: &Path) -> (Vec<CertPair>, Vec<String>) {
     (out, notes)
 }
 
-/// Watches the certificate directory and reloads the store when files change (debounced,
-/// so a renewal writing several files swaps once). Returns the watcher, which must be kept.
+/// Watches the certificate directory `dir` (recursively) and calls `on_change` once the
+/// files have been quiet for 500 ms, so a renewal writing several files reloads once.
+/// Returns the watcher, which must be kept.
+///
+/// Does not load certificates itself: the caller reloads the store from the configuration
+/// running at that moment, one reload at a time (a store built here from a configuration
+/// captured earlier could replace the one a configuration reload just published).
+/// Openings and reads (`IN_OPEN`) are not changes: loading the store opens every file, and
+/// counting that would make each reload cause the next.
 pub fn watch(
-    resolver: Arc<Resolver>,
-    tls: TlsConfig,
-    sites: Vec<Site>,
-) -> Result<
-    Option<notify_debouncer_full::Debouncer<notify::RecommendedWatcher, notify_debouncer_full::RecommendedCache>>,
-    String,
-> {
-    let Some(dir) = tls.cert_dir.clone() else { return Ok(None) };
-    let r = resolver.clone();
+    dir: &Path,
+    on_change: impl Fn() + Send + 'static,
+) -> Result<notify_debouncer_full::Debouncer<notify::RecommendedWatcher, notify_debouncer_full::RecommendedCache>, String>
+{
+    use notify::event::{AccessKind, AccessMode, EventKind};
     let mut debouncer = notify_debouncer_full::new_debouncer(
         Duration::from_millis(500),
         None,
         move |res: notify_debouncer_full::DebounceEventResult| {
-            if res.is_err() {
-                return;
+            let Ok(events) = res else { return };
+            let changed = events.iter().any(|e| match e.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+                EventKind::Access(_) => false,
+                _ => true,
+            });
+            if changed {
+                on_change();
             }
-            let old = r.store();
-            let (store, problems) = Store::load(&tls, &sites, Some(&old));
-            for p in &problems {
-                tracing::error!(problem = %p, "certificate not loaded; the previous one (if any) keeps serving");
-            }
-            store.warn_notes();
-            tracing::info!(certificates = store.certs().len(), "certificate directory reloaded");
-            warn_expiry(&store);
-            r.replace(store);
         },
     )
     .map_err(|e| e.to_string())?;
     debouncer
-        .watch(&dir, notify::RecursiveMode::Recursive)
+        .watch(dir, notify::RecursiveMode::Recursive)
         .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
-    Ok(Some(debouncer))
+    Ok(debouncer)
 }
 
 /// Logs certificates close to expiry: a warning at 30 days or less, an error at 7 or less.

@@ -1,7 +1,13 @@
 //! The `gatehouse` binary: command line, configuration loading, startup checks, wiring of
-//! the proxy workers and the admin listener, signals (reload, graceful shutdown).
+//! the proxy workers, the admin listener and the reload path, signals (reload, graceful
+//! shutdown).
 //!
-//! Owns process lifecycle only; request handling lives in gatehouse-proxy.
+//! Owns process lifecycle only; request handling lives in gatehouse-proxy, reloading in
+//! `reload`.
+
+mod acme;
+mod reload;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -109,67 +115,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sites' host names that need a certificate from ACME: exact names (wildcards only with
-/// DNS-01) that are not local and not covered by a certificate of another source.
-fn acme_wanted(
-    config: &Config,
-    acme: &gatehouse_config::AcmeConfig,
-    store: &tls::Store,
-) -> Vec<gatehouse_acme::Wanted> {
-    use gatehouse_config::{AcmeChallenge, HostPattern};
-    let mut out = Vec::new();
-    for site in &config.sites {
-        let hosts: Vec<String> = site
-            .hosts
-            .iter()
-            .filter_map(|h| match h {
-                HostPattern::Exact(n) if !tls::is_local(n) => Some(n.clone()),
-                HostPattern::Wildcard(_) if matches!(acme.challenge, AcmeChallenge::Dns01 { .. }) => {
-                    Some(h.to_string())
-                }
-                _ => None,
-            })
-            .filter(|n| match store.lookup(n) {
-                None => true,
-                // Our own earlier issuance does not count as "covered elsewhere".
-                Some(c) => {
-                    config.tls.acme_dir.as_ref().is_some_and(|d| c.info.path.as_ref().is_some_and(|p| p.starts_with(d)))
-                }
-            })
-            .collect();
-        if !hosts.is_empty() {
-            out.push(gatehouse_acme::Wanted { site: site.name.clone(), hosts });
-        }
-    }
-    out
-}
-
-/// ACME challenge answers go to the proxy's listeners.
-struct Responder(Arc<tls::Challenges>);
-
-impl gatehouse_acme::Responder for Responder {
-    fn http01_set(&self, token: &str, key_authorization: &str) {
-        if let Ok(mut m) = self.0.http01.write() {
-            m.insert(token.to_string(), key_authorization.to_string());
-        }
-    }
-    fn http01_clear(&self, token: &str) {
-        if let Ok(mut m) = self.0.http01.write() {
-            m.remove(token);
-        }
-    }
-    fn tls_alpn01_set(&self, domain: &str, cert_der: Vec<u8>, key_der: Vec<u8>) {
-        if let Err(e) = self.0.set_tls_alpn(domain, cert_der, key_der) {
-            tracing::error!(domain, error = %e, "cannot install the TLS-ALPN-01 certificate");
-        }
-    }
-    fn tls_alpn01_clear(&self, domain: &str) {
-        if let Ok(mut m) = self.0.tls_alpn.write() {
-            m.remove(domain);
-        }
-    }
-}
-
 /// Loads the certificates the configuration names; problems come back as messages.
 fn load_certificates(c: &Config) -> (tls::Store, Vec<String>) {
     tls::Store::load(&c.tls, &c.sites, None)
@@ -220,7 +165,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         }
         store.warn_notes();
         if let Some(acme) = &config.tls.acme {
-            wanted = acme_wanted(&config, acme, &store);
+            wanted = acme::wanted(&config, acme, &store);
         }
         for host in store.uncovered(&config.sites) {
             if !wanted.iter().any(|w: &gatehouse_acme::Wanted| w.hosts.contains(&host)) {
@@ -234,11 +179,6 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     };
     let server = Server::start(config.clone(), resolver.clone(), Some(challenges.clone()))?;
     let http_addr = server.http_addr();
-    // Keeps watching the certificate directory while it lives.
-    let _cert_watch = match &resolver {
-        Some(r) => tls::watch(r.clone(), config.tls.clone(), config.sites.clone()).map_err(anyhow::Error::msg)?,
-        None => None,
-    };
 
     // The control runtime: admin API, signals, DNS refresh. Proxy workers have their own.
     let control = tokio::runtime::Builder::new_multi_thread()
@@ -247,12 +187,18 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         .enable_all()
         .build()?;
     let ready = Arc::new(AtomicBool::new(false));
+    let queue = reload::Queue::default();
     let admin = gatehouse_admin::Admin {
         state: server.watcher(),
         ready: ready.clone(),
         token: config.admin_token.as_deref().map(Arc::from),
         certs: resolver.clone(),
         header_read_timeout: config.server.header_read_timeout,
+        reload: Some(queue.for_admin()),
+        allowed_hosts: Arc::new(gatehouse_admin::guard::Allowed::new(
+            config.admin_allowed_hosts.as_deref(),
+            config.admin_listen,
+        )),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     control.spawn(async move {
@@ -283,19 +229,16 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
             }
         });
     }
-    if let (Some(acme), Some(resolver)) = (config.tls.acme.clone(), resolver.clone())
-        && !wanted.is_empty()
-    {
-        let reload_config = config.clone();
-        let issued = Arc::new(move || {
-            let (store, problems) = tls::Store::load(&reload_config.tls, &reload_config.sites, Some(&resolver.store()));
-            for p in &problems {
-                tracing::error!(problem = %p, "certificate not loaded");
-            }
-            resolver.replace(store);
-        });
-        control.spawn(gatehouse_acme::maintain(acme, wanted, Arc::new(Responder(challenges.clone())), issued));
-    }
+    // Watchers, ACME and every reload from here on. The watchers and the signal handlers
+    // are in place before the startup line: a change made right after it is not missed.
+    let mut reloading =
+        reload::Reloading::new(path, server.reloader(), resolver.clone(), challenges.clone(), queue.clone());
+    let signals = {
+        let _runtime = control.enter();
+        reloading.follow();
+        Signals::new()?
+    };
+    control.spawn(reloading.run());
 
     ready.store(true, Ordering::Release);
     tracing::info!(http = %http_addr, admin = %admin_addr, workers = config.workers, "gatehouse started");
@@ -305,7 +248,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         None => println!("gatehouse listening http={http_addr} admin={admin_addr}"),
     }
 
-    control.block_on(signals(&server, &path, resolver.as_ref()))?;
+    control.block_on(signals.wait(&queue));
     ready.store(false, Ordering::Release);
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: finishing in-flight requests");
     let _ = stop_admin.send(());
@@ -315,74 +258,33 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM/SIGINT (returns) and handles SIGHUP (reload) meanwhile. A reload runs
-/// beside the signal wait, not in place of it, so SIGTERM is honoured even while a reload
-/// reads files; a SIGHUP during a reload queues one more reload after it.
-async fn signals(server: &Server, path: &Path, certs: Option<&Arc<tls::Resolver>>) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    type Reload<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
-    let start = || -> Reload<'_> { Box::pin(reload(server, path, certs)) };
-    let mut running: Option<Reload<'_>> = None;
-    let mut again = false;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
-                if running.is_some() {
-                    again = true;
-                } else {
-                    running = Some(start());
-                }
-            }
-            _ = async { if let Some(r) = running.as_mut() { r.await } }, if running.is_some() => {
-                running = again.then(start);
-                again = false;
-            }
-        }
-    }
+/// The signals `run` obeys.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
-/// parse -> validate -> build -> swap; on any error the running configuration stays. Files
-/// (configuration and certificates) are read and the new state is built (DNS lookups) on a
-/// blocking thread; only the swap happens here.
-async fn reload(server: &Server, path: &Path, certs: Option<&Arc<tls::Resolver>>) {
-    let path = path.to_path_buf();
-    let resolver = certs.cloned();
-    let reloader = server.reloader();
-    let loaded = tokio::task::spawn_blocking(move || {
-        let config = Arc::new(gatehouse_config::load(&path, &EnvOverrides::from_env())?);
-        let store = resolver.map(|r| tls::Store::load(&config.tls, &config.sites, Some(&r.store())));
-        let state = reloader.build(config.clone());
-        Ok::<_, gatehouse_config::Errors>((config, store, state))
-    })
-    .await;
-    match loaded {
-        Ok(Ok((config, store, state))) => {
-            let current = server.state();
-            if config.listen_http != current.config.listen_http || config.workers != current.config.workers {
-                tracing::warn!(
-                    "listen, admin, log, server, shutdown_timeout, dns_refresh and workers change only on restart; sites and defaults apply now"
-                );
-            }
-            if let (Some(resolver), Some((store, problems))) = (certs, store) {
-                for p in &problems {
-                    tracing::error!(problem = %p, "certificate not loaded on reload");
-                }
-                store.warn_notes();
-                resolver.replace(store);
-            }
-            server.reloader().swap(state);
-            tracing::info!("configuration reloaded");
-        }
-        Ok(Err(errors)) => {
-            for e in errors.iter() {
-                tracing::error!(error = %e, "reload rejected; the running configuration stays");
+impl Signals {
+    /// Installs the handlers; needs the runtime's context.
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Returns on SIGTERM or SIGINT; a SIGHUP asks for a reload, which runs beside this
+    /// wait (`reload::Reloading`), so SIGTERM is obeyed even while a reload reads files.
+    async fn wait(mut self, queue: &reload::Queue) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => queue.config(),
             }
         }
-        Err(e) => tracing::error!(error = %e, "reload task failed"),
     }
 }

@@ -183,3 +183,49 @@ fn backends_parse() {
     assert!(parse_backend("http://x:1/path").is_err());
     assert!(parse_backend("http://x:1 weight=0").is_err());
 }
+
+#[test]
+fn admin_allowed_hosts_are_parsed_and_checked() {
+    let c = load_from_str_for_tests(
+        "listen: {http: 127.0.0.1:0}\nadmin:\n  allowed_hosts: [Admin.Example.NET, '10.0.0.5:9180', '[::1]', '*', '::2']\n",
+        &[],
+        Path::new("."),
+    )
+    .expect("valid");
+    let want = vec![
+        AllowedHost::Host { name: "admin.example.net".into(), port: None },
+        AllowedHost::Host { name: "10.0.0.5".into(), port: Some(9180) },
+        AllowedHost::Host { name: "::1".into(), port: None },
+        AllowedHost::Any,
+        AllowedHost::Host { name: "::2".into(), port: None },
+    ];
+    assert_eq!(c.admin_allowed_hosts, Some(want));
+    assert_eq!(
+        load_from_str_for_tests("listen: {http: 127.0.0.1:0}\n", &[], Path::new("."))
+            .expect("valid")
+            .admin_allowed_hosts,
+        None
+    );
+    let e = errs("admin:\n  allowed_hosts:\n    - http://a.test\n    - 'a.test:99999'\n", &[]);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with("gatehouse.yaml:3 admin.allowed_hosts[0]: expected a host name"), "{}", e[0]);
+    assert!(e[1].starts_with("gatehouse.yaml:4 admin.allowed_hosts[1]:"), "{}", e[1]);
+    let e = errs("admin:\n  allowed_hosts: []\n", &[]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("gatehouse.yaml:2 admin.allowed_hosts: an empty list"), "{}", e[0]);
+}
+
+#[test]
+fn files_lists_main_sites_and_referenced_files_once() {
+    let c = load_from_str_for_tests(
+        "listen: {http: 127.0.0.1:0}\n",
+        &[
+            ("a", "host: a.test\nbackend: http://127.0.0.1:1\n"),
+            ("b", "host: b.test\nroutes:\n  - {path: /x, backend: http://127.0.0.1:2}\n  - {path: /y, backend: http://127.0.0.1:3}\n"),
+        ],
+        Path::new("."),
+    )
+    .expect("valid");
+    let files: Vec<String> = c.files().iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(files, ["gatehouse.yaml", "sites/a.yaml", "sites/b.yaml"]);
+}

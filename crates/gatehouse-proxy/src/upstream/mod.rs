@@ -1,6 +1,7 @@
 //! Upstream groups: the backends behind a route, their resolved addresses, load-balancing
-//! state and counters. State is keyed by the upstream's configuration key so it survives
-//! reloads that do not change the group.
+//! state and counters. A group is kept whole across a reload that does not change it; when
+//! it changes, each backend's state (counters, connection permits, resolved addresses) is
+//! still kept where that backend did not change (see `build_groups`).
 //!
 //! Shared across worker threads, so everything here is atomics or `ArcSwap`; no locks.
 
@@ -122,11 +123,18 @@ pub struct Group {
 const RING_POINTS: u32 = 160;
 
 impl Group {
-    pub fn new(config: Arc<Upstream>) -> Self {
+    /// A group for `config`, taking each backend's state from `spare` where it holds one
+    /// for the same backend (see `build_groups`).
+    fn new(config: Arc<Upstream>, spare: &mut Spare) -> Self {
+        let max_conns = config.pool.max_connections_per_host;
+        let mut seen: Vec<&Backend> = Vec::new();
         let backends: Vec<Arc<BackendState>> = config
             .backends
             .iter()
-            .map(|b| Arc::new(BackendState::new(b.clone(), config.pool.max_connections_per_host)))
+            .map(|b| {
+                let key = BackendKey::new(&config.id, b, max_conns, &mut seen);
+                spare.remove(&key).unwrap_or_else(|| Arc::new(BackendState::new(b.clone(), max_conns)))
+            })
             .collect();
         let weights: Vec<u32> = config.backends.iter().map(|b| b.weight).collect();
         let weighted_order = if config.balance.algorithm == Algorithm::WeightedRoundRobin {
@@ -244,22 +252,70 @@ fn build_ring(backends: &[Backend]) -> Vec<(u64, u32)> {
     ring
 }
 
-/// Keeps groups (and so their counters) across reloads: a group whose key is unchanged is
-/// reused as is.
+/// What a backend's state is carried across reloads by: the upstream it belongs to (its
+/// id, without the backend list), the backend as written (address, scheme, weight: the
+/// state holds it), which occurrence of it this is (a list may name one backend twice),
+/// and the connection cap its permits were made for.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct BackendKey {
+    upstream: String,
+    backend: Backend,
+    nth: usize,
+    max_conns: usize,
+}
+
+impl BackendKey {
+    /// `seen` holds the backends of the same list before this one.
+    fn new<'a>(upstream: &str, backend: &'a Backend, max_conns: usize, seen: &mut Vec<&'a Backend>) -> Self {
+        let nth = seen.iter().filter(|b| **b == backend).count();
+        seen.push(backend);
+        BackendKey { upstream: upstream.to_string(), backend: backend.clone(), nth, max_conns }
+    }
+}
+
+/// The previous states' backends not taken yet.
+type Spare = HashMap<BackendKey, Arc<BackendState>>;
+
+/// Keeps state across reloads: a group whose key (upstream id and backend list), balancing
+/// and pool settings are unchanged is reused as is (balancer position included). Any other
+/// group is built anew, but each of its backends takes over the state of the same backend
+/// of the same upstream in `previous` (in-flight and request counters, connection permits,
+/// resolved addresses), so adding or removing one backend leaves the others as they were.
+/// A backend whose weight or `max_connections_per_host` changed starts afresh.
 pub fn build_groups(
     upstreams: impl Iterator<Item = Arc<Upstream>>,
     previous: &HashMap<String, Arc<Group>>,
 ) -> HashMap<String, Arc<Group>> {
-    let mut out = HashMap::new();
-    for up in upstreams {
-        if out.contains_key(&up.key) {
-            continue;
+    let mut spare: Spare = HashMap::new();
+    for g in previous.values() {
+        let mut seen = Vec::new();
+        let max_conns = g.config.pool.max_connections_per_host;
+        for (b, state) in g.config.backends.iter().zip(&g.backends) {
+            spare.insert(BackendKey::new(&g.config.id, b, max_conns, &mut seen), state.clone());
         }
-        let group = match previous.get(&up.key) {
-            Some(g) if g.config.balance == up.balance && g.config.pool == up.pool => g.clone(),
-            _ => Arc::new(Group::new(up.clone())),
-        };
-        out.insert(up.key.clone(), group);
+    }
+    let upstreams: Vec<Arc<Upstream>> = upstreams.collect();
+    let mut out = HashMap::new();
+    // Whole groups first, so a rebuilt group never takes a state a reused one still holds.
+    for up in &upstreams {
+        if let Some(g) = previous.get(&up.key)
+            && g.config.balance == up.balance
+            && g.config.pool == up.pool
+            && !out.contains_key(&up.key)
+        {
+            let mut seen = Vec::new();
+            let max_conns = g.config.pool.max_connections_per_host;
+            for b in &g.config.backends {
+                spare.remove(&BackendKey::new(&g.config.id, b, max_conns, &mut seen));
+            }
+            out.insert(up.key.clone(), g.clone());
+        }
+    }
+    for up in upstreams {
+        if !out.contains_key(&up.key) {
+            let group = Arc::new(Group::new(up.clone(), &mut spare));
+            out.insert(up.key.clone(), group);
+        }
     }
     out
 }
@@ -267,6 +323,81 @@ pub fn build_groups(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_config::{Balance, HashKey, PoolSettings};
+
+    fn upstream(id: &str, ports: &[u16], max_conns: usize) -> Arc<Upstream> {
+        let backends: Vec<Backend> = ports
+            .iter()
+            .map(|p| Backend {
+                addr: BackendAddr::Tcp { host: "127.0.0.1".into(), port: *p },
+                weight: 1,
+                h2c: false,
+                tls: false,
+            })
+            .collect();
+        let list: Vec<String> = backends.iter().map(Backend::url).collect();
+        Arc::new(Upstream {
+            key: format!("{id}:{}", list.join(",")),
+            id: id.into(),
+            backends,
+            balance: Balance { algorithm: Algorithm::RoundRobin, hash_key: HashKey::ClientIp },
+            pool: PoolSettings { max_connections_per_host: max_conns, ..PoolSettings::default() },
+        })
+    }
+
+    fn state(groups: &HashMap<String, Arc<Group>>, up: &Upstream, i: usize) -> Arc<BackendState> {
+        groups[&up.key].backends[i].clone()
+    }
+
+    #[test]
+    fn backends_keep_their_state_when_others_are_added_or_removed() {
+        let two = upstream("site/app", &[1001, 1002], 4);
+        let groups = build_groups([two.clone()].into_iter(), &HashMap::new());
+        let (a, b) = (state(&groups, &two, 0), state(&groups, &two, 1));
+        a.requests.store(7, Ordering::Relaxed);
+        b.requests.store(3, Ordering::Relaxed);
+        let held = a.permits.as_ref().expect("capped").clone().try_acquire_owned().expect("permit");
+
+        // Unchanged: the same group.
+        let same = build_groups([two.clone()].into_iter(), &groups);
+        assert!(Arc::ptr_eq(&same[&two.key], &groups[&two.key]));
+
+        // One backend added: a new group, the old backends' states carried over.
+        let three = upstream("site/app", &[1001, 1002, 1003], 4);
+        let grown = build_groups([three.clone()].into_iter(), &groups);
+        assert!(Arc::ptr_eq(&state(&grown, &three, 0), &a));
+        assert!(Arc::ptr_eq(&state(&grown, &three, 1), &b));
+        assert_eq!(state(&grown, &three, 0).requests.load(Ordering::Relaxed), 7);
+        assert_eq!(state(&grown, &three, 0).permits.as_ref().map(|p| p.available_permits()), Some(3));
+        assert_eq!(state(&grown, &three, 2).requests.load(Ordering::Relaxed), 0);
+        drop(held);
+
+        // The first removed: the others keep theirs.
+        let tail = upstream("site/app", &[1002, 1003], 4);
+        let shrunk = build_groups([tail.clone()].into_iter(), &grown);
+        assert!(Arc::ptr_eq(&state(&shrunk, &tail, 0), &b));
+        assert!(Arc::ptr_eq(&state(&shrunk, &tail, 1), &state(&grown, &three, 2)));
+
+        // Another upstream naming the same backend, or a different cap, does not share it.
+        let other = upstream("site/other", &[1002], 4);
+        let capped = upstream("site/app", &[1002, 1003], 8);
+        let next = build_groups([other.clone(), capped.clone()].into_iter(), &shrunk);
+        assert!(!Arc::ptr_eq(&state(&next, &other, 0), &b));
+        assert!(!Arc::ptr_eq(&state(&next, &capped, 0), &b));
+        assert_eq!(state(&next, &capped, 0).permits.as_ref().map(|p| p.available_permits()), Some(8));
+    }
+
+    #[test]
+    fn a_backend_listed_twice_keeps_two_states() {
+        let up = upstream("site/app", &[1001, 1001], 0);
+        let groups = build_groups([up.clone()].into_iter(), &HashMap::new());
+        let (x, y) = (state(&groups, &up, 0), state(&groups, &up, 1));
+        assert!(!Arc::ptr_eq(&x, &y));
+        let more = upstream("site/app", &[1001, 1001, 1002], 0);
+        let next = build_groups([more.clone()].into_iter(), &groups);
+        assert!(Arc::ptr_eq(&state(&next, &more, 0), &x));
+        assert!(Arc::ptr_eq(&state(&next, &more, 1), &y));
+    }
 
     #[test]
     fn smooth_weighted_matches_nginx_sequence() {

@@ -1,0 +1,169 @@
+//! The admin endpoints' handlers: readiness, the route and certificate views, the running
+//! configuration and reload. Reads the published state; must not change it except through
+//! the reload capability the binary hands in.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gatehouse_proxy::route::Compiled;
+use serde_json::{Value, json};
+
+use crate::Admin;
+
+pub(crate) async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
+    if admin.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"})))
+    }
+}
+
+pub(crate) async fn routes(State(admin): State<Admin>) -> Json<Value> {
+    let state = admin.state.load();
+    let hosts_of = |site: &str| -> Vec<String> {
+        state
+            .config
+            .sites
+            .iter()
+            .find(|s| s.name == site)
+            .map(|s| s.hosts.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    };
+    let list: Vec<Value> = state.router.routes().map(|c| route_json(c, hosts_of(&c.site))).collect();
+    Json(json!({ "routes": list }))
+}
+
+/// The certificate inventory. `?warn_days=N` (default 30) flags certificates with N days
+/// or fewer left.
+pub(crate) async fn certs(State(admin): State<Admin>, RawQuery(query): RawQuery) -> Response {
+    let warn_days: i64 = match query.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("warn_days=")))
+    {
+        None => 30,
+        Some(v) => match v.parse() {
+            Ok(n) if (0..=36_500).contains(&n) => n,
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "warn_days must be a whole number of days from 0 to 36500"})),
+                )
+                    .into_response();
+            }
+        },
+    };
+    let Some(resolver) = &admin.certs else { return Json(json!({"certificates": []})).into_response() };
+    let store = resolver.store();
+    let list: Vec<Value> = store
+        .certs()
+        .iter()
+        .map(|c| {
+            let days = c.info.days_remaining();
+            let not_after = std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.info.not_after.max(0) as u64);
+            json!({
+                "subject": c.info.subject,
+                "names": c.info.names,
+                "issuer": c.info.issuer,
+                "not_after": httpdate::fmt_http_date(not_after),
+                "not_after_unix": c.info.not_after,
+                "days_remaining": days,
+                "warn": days <= warn_days,
+                "source": c.info.source,
+            })
+        })
+        .collect();
+    Json(json!({"warn_days": warn_days, "certificates": list})).into_response()
+}
+
+fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
+    use gatehouse_config::{Action, PathMatch};
+    let r = &c.route;
+    let (kind, path) = match &r.path {
+        PathMatch::Exact(p) => ("exact", p.clone()),
+        PathMatch::Prefix(p) => ("prefix", if p.is_empty() { "/".to_string() } else { p.clone() }),
+        PathMatch::Regex(re) => ("regex", re.as_str().to_string()),
+    };
+    let mut v = json!({
+        "id": r.id,
+        "site": &*c.site,
+        "hosts": hosts,
+        "path": path,
+        "match": kind,
+        "methods": r.methods.as_ref().map(|m| m.iter().map(|m| m.as_str().to_string()).collect::<Vec<_>>()),
+        "priority": r.priority,
+        "filters": c.chain.names(),
+    });
+    match &r.action {
+        Action::Proxy(up) => {
+            v["action"] = json!("proxy");
+            v["load_balancing"] = json!(up.balance.algorithm.name());
+            let backends: Vec<Value> = match &c.group {
+                Some(g) => g
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        json!({
+                            "url": b.backend.url(),
+                            "weight": b.backend.weight,
+                            "active": b.active.load(Ordering::Relaxed),
+                            "requests": b.requests.load(Ordering::Relaxed),
+                            "failures": b.failures.load(Ordering::Relaxed),
+                        })
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            v["backends"] = json!(backends);
+        }
+        Action::Static(dir) => {
+            v["action"] = json!("static");
+            v["root"] = json!(dir.root.display().to_string());
+        }
+        Action::Redirect { to, code } => {
+            v["action"] = json!("redirect");
+            v["to"] = json!(to);
+            v["code"] = json!(code.as_u16());
+        }
+    }
+    v
+}
+
+/// `POST /api/reload`: runs the one reload path and answers with its outcome.
+pub(crate) async fn reload(State(admin): State<Admin>) -> Response {
+    let Some(reload) = admin.reload.clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "reload is not available"}))).into_response();
+    };
+    match reload().await {
+        Ok(version) => Json(json!({"version": version})).into_response(),
+        Err(errors) => {
+            let list: Vec<Value> = errors
+                .iter()
+                .map(|e| {
+                    json!({
+                        "file": e.file.display().to_string(),
+                        "line": e.line,
+                        "field": e.path,
+                        "message": e.message,
+                    })
+                })
+                .collect();
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"errors": list}))).into_response()
+        }
+    }
+}
+
+/// `GET /api/config`: the running version and what it was built from.
+pub(crate) async fn config(State(admin): State<Admin>) -> Json<Value> {
+    let state = admin.state.load();
+    let c = &state.config;
+    let loaded_at = state.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let files: Vec<String> = c.files().iter().map(|p| p.display().to_string()).collect();
+    Json(json!({
+        "version": state.version,
+        "loaded_at": loaded_at,
+        "files": files,
+        "sites": c.sites.len(),
+        "routes": c.sites.iter().map(|s| s.routes.len()).sum::<usize>(),
+    }))
+}

@@ -1,0 +1,275 @@
+//! The one reload path: parse -> validate -> build -> swap, for every source (SIGHUP, the
+//! file watcher, `POST /api/reload`), one reload at a time.
+//!
+//! Owns the reload queue, the order of a reload's steps, and what follows a reload: the
+//! watched files and directories, and the ACME maintenance task. Must not run on a proxy
+//! worker and must not read files or resolve names on the control runtime's threads: those
+//! run on the blocking pool. Never changes the running state unless the whole new
+//! configuration was accepted.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use gatehouse_config::{Config, EnvOverrides, Error};
+use gatehouse_proxy::{Reloader, tls};
+use tokio::sync::{Notify, oneshot};
+
+use crate::acme::Acme;
+use crate::watch::Watch;
+
+/// The version now running, or every reason the configuration was refused.
+pub type Outcome = Result<u64, Vec<Error>>;
+
+/// Reloads asked for and not started yet.
+#[derive(Default)]
+struct Pending {
+    /// Read the configuration again (certificates included).
+    config: bool,
+    /// Only the certificates, with the running configuration (directory change, ACME).
+    certs: bool,
+    /// Callers waiting for the outcome of the next configuration reload.
+    waiters: Vec<oneshot::Sender<Outcome>>,
+}
+
+/// Where reloads are asked for, from any thread. Requests that arrive while a reload runs
+/// are merged into one reload after it: a burst of signals or file events costs one more
+/// reload, and every caller waiting sees an outcome that includes its change.
+#[derive(Clone, Default)]
+pub struct Queue {
+    pending: Arc<Mutex<Pending>>,
+    wake: Arc<Notify>,
+}
+
+impl Queue {
+    /// Asks for a configuration reload without waiting for it (SIGHUP, file watcher).
+    pub fn config(&self) {
+        self.ask(|p| p.config = true);
+    }
+
+    /// Asks for the certificates to be loaded again with the running configuration.
+    pub fn certs(&self) {
+        self.ask(|p| p.certs = true);
+    }
+
+    /// Asks for a configuration reload and waits for its outcome (admin API).
+    pub async fn reload(&self) -> Outcome {
+        let (tx, rx) = oneshot::channel();
+        self.ask(|p| {
+            p.config = true;
+            p.waiters.push(tx);
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(vec![Error::new(Path::new("gatehouse"), None, "", "shutting down; nothing was reloaded")])
+        })
+    }
+
+    /// The reload capability the admin API is given.
+    pub fn for_admin(&self) -> gatehouse_admin::Reload {
+        let queue = self.clone();
+        Arc::new(move || {
+            let queue = queue.clone();
+            Box::pin(async move { queue.reload().await })
+        })
+    }
+
+    fn ask(&self, f: impl FnOnce(&mut Pending)) {
+        // A poisoned lock means a panic elsewhere, and panics abort this process.
+        if let Ok(mut p) = self.pending.lock() {
+            f(&mut p);
+        }
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Pending {
+        self.pending.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+    }
+}
+
+/// Runs the reloads `Queue` asks for, one at a time, and keeps what depends on the running
+/// configuration (watchers, ACME) following it.
+pub struct Reloading {
+    path: PathBuf,
+    reloader: Reloader,
+    /// The certificate resolver, when the process serves HTTPS.
+    certs: Option<Arc<tls::Resolver>>,
+    queue: Queue,
+    watch: Watch,
+    acme: Acme,
+}
+
+impl Reloading {
+    pub fn new(
+        path: PathBuf,
+        reloader: Reloader,
+        certs: Option<Arc<tls::Resolver>>,
+        challenges: Arc<tls::Challenges>,
+        queue: Queue,
+    ) -> Self {
+        Reloading { path, reloader, certs, queue, watch: Watch::default(), acme: Acme::new(challenges) }
+    }
+
+    /// Serves the queue until the runtime ends. `follow` first, to start the watchers and
+    /// ACME for the configuration the process started with.
+    pub async fn run(mut self) {
+        loop {
+            self.queue.wake.notified().await;
+            let asked = self.queue.take();
+            if asked.config {
+                let outcome = self.reload().await;
+                for w in asked.waiters {
+                    let _ = w.send(outcome.clone());
+                }
+            } else if asked.certs {
+                self.reload_certs().await;
+            }
+        }
+    }
+
+    /// parse -> validate -> build -> swap. Files (configuration and certificates) are read
+    /// and the state is built (backend names resolved) on a blocking thread; then the
+    /// certificate store and the state are swapped one right after the other, so routes
+    /// and certificates change together. On any configuration error nothing changes and
+    /// each error is logged on its own line (`file:line field: message`).
+    pub async fn reload(&mut self) -> Outcome {
+        let started = Instant::now();
+        let (path, reloader, resolver) = (self.path.clone(), self.reloader.clone(), self.certs.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            let config = Arc::new(gatehouse_config::load(&path, &EnvOverrides::from_env()).map_err(|e| e.0)?);
+            let store = resolver.map(|r| tls::Store::load(&config.tls, &config.sites, Some(&r.store())));
+            let state = reloader.build(config.clone());
+            Ok::<_, Vec<Error>>((config, store, state))
+        })
+        .await;
+        let (config, store, state) = match built {
+            Ok(Ok(b)) => b,
+            Ok(Err(errors)) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "reload rejected; the running configuration stays");
+                }
+                return Err(errors);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload task failed; the running configuration stays");
+                return Err(vec![Error::new(&self.path, None, "", format!("reload task failed: {e}"))]);
+            }
+        };
+        let live = self.reloader.live();
+        let restart = restart_only(&live.config, &config);
+        if !restart.is_empty() {
+            tracing::warn!(
+                settings = %restart.join(", "),
+                "these settings change only on restart; the running values stay, everything else applies now"
+            );
+        }
+        if let (Some(resolver), Some((store, problems))) = (&self.certs, store) {
+            for p in &problems {
+                tracing::error!(problem = %p, "certificate not loaded on reload");
+            }
+            store.warn_notes();
+            tls::warn_expiry(&store);
+            resolver.replace(store);
+        }
+        let version = state.version;
+        self.reloader.swap(state);
+        tracing::info!(
+            version,
+            sites = config.sites.len(),
+            took_us = started.elapsed().as_micros() as u64,
+            "configuration reloaded"
+        );
+        self.follow();
+        Ok(version)
+    }
+
+    /// The certificates again, with the running configuration: a change in the certificate
+    /// directory, or a certificate ACME just stored.
+    async fn reload_certs(&mut self) {
+        let Some(resolver) = self.certs.clone() else { return };
+        let config = self.reloader.live().config.clone();
+        let r = resolver.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || tls::Store::load(&config.tls, &config.sites, Some(&r.store())));
+        let Ok((store, problems)) = loaded.await else {
+            tracing::error!("certificate reload task failed; the current certificates stay");
+            return;
+        };
+        for p in &problems {
+            tracing::error!(problem = %p, "certificate not loaded; the previous one (if any) keeps serving");
+        }
+        store.warn_notes();
+        tracing::info!(certificates = store.certs().len(), "certificates reloaded");
+        tls::warn_expiry(&store);
+        resolver.replace(store);
+        // A certificate that now covers a host may take it off ACME's list, or the reverse.
+        self.follow();
+    }
+
+    /// Points the watchers and ACME at the running configuration and certificates. Needs
+    /// the control runtime's context (ACME runs there).
+    pub fn follow(&mut self) {
+        let config = self.reloader.live().config.clone();
+        self.watch.follow(&config, self.certs.is_some(), &self.queue);
+        if let Some(resolver) = &self.certs {
+            self.acme.follow(&config, &resolver.store(), &self.queue);
+        }
+    }
+}
+
+/// Settings a reload reads but cannot apply (listeners, workers, admin, logging, …), by
+/// their configuration names, where `new` differs from `old`.
+fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
+    let checks: [(&'static str, bool); 12] = [
+        ("workers", old.workers != new.workers),
+        ("listen.http", old.listen_http != new.listen_http),
+        ("listen.https", old.listen_https != new.listen_https),
+        ("http3", old.http3 != new.http3),
+        ("admin.listen", old.admin_listen != new.admin_listen),
+        ("admin.token", old.admin_token != new.admin_token),
+        ("admin.allowed_hosts", old.admin_allowed_hosts != new.admin_allowed_hosts),
+        ("log", old.log != new.log),
+        ("shutdown_timeout", old.shutdown_timeout != new.shutdown_timeout),
+        ("server", old.server != new.server),
+        ("dns_refresh", old.dns_refresh != new.dns_refresh),
+        ("storage.path", old.storage_path != new.storage_path),
+    ];
+    checks.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_during_a_reload_merge_into_one_more() {
+        let q = Queue::default();
+        q.config();
+        q.certs();
+        let waiting = tokio::spawn({
+            let q = q.clone();
+            async move { q.reload().await }
+        });
+        // Let the waiter register.
+        while q.pending.lock().expect("lock").waiters.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let asked = q.take();
+        assert!(asked.config && asked.certs);
+        assert_eq!(asked.waiters.len(), 1);
+        assert!(!q.take().config, "taken once");
+        for w in asked.waiters {
+            let _ = w.send(Ok(7));
+        }
+        assert_eq!(waiting.await.expect("join"), Ok(7));
+    }
+
+    #[test]
+    fn restart_only_settings_are_named() {
+        let base = std::path::Path::new(".");
+        let a = gatehouse_config::load_from_str_for_tests("listen: {http: 127.0.0.1:1}\n", &[], base).expect("valid");
+        let b = gatehouse_config::load_from_str_for_tests("listen: {http: 127.0.0.1:2}\nworkers: 7\n", &[], base)
+            .expect("valid");
+        assert_eq!(restart_only(&a, &a), Vec::<&str>::new());
+        assert_eq!(restart_only(&a, &b), ["workers", "listen.http"]);
+    }
+}
