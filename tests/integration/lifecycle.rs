@@ -143,8 +143,8 @@ async fn admin_endpoints() {
         routes,
         json!({"routes": [{
             "id": "a#0", "site": "a", "hosts": ["a.test"], "path": "/api", "match": "prefix",
-            "methods": ["GET"], "priority": 0, "action": "proxy", "load_balancing": "round_robin",
-            "backends": [{"url": b.url(), "weight": 1, "active": 0, "requests": 1}]
+            "methods": ["GET"], "priority": 0, "filters": [], "action": "proxy", "load_balancing": "round_robin",
+            "backends": [{"url": b.url(), "weight": 1, "active": 0, "requests": 1, "failures": 0}]
         }]})
     );
     // Without HTTPS there are no certificates.
