@@ -1018,3 +1018,39 @@ async fn an_http3_client_that_resets_its_request_body_is_not_the_backends_fault(
             .await;
     assert_eq!(resp.status(), 200);
 }
+
+/// Gatehouse's own faults are found when the configuration is built, not as 502s at request
+/// time: a CA file for `https://` backends that holds no certificate is refused by `check`,
+/// by `run`, and by a reload (422 naming the site file), while the old configuration serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_tls_client_that_cannot_be_built_is_refused_when_the_configuration_is_built() {
+    let backend = Backend::start("app").await;
+    let broken = "host: t.test\nbackend: https://127.0.0.1:9\noptions: {upstream_tls: {ca: not-a-ca.pem}}\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), "", &[("t", broken)]);
+    std::fs::write(dir.path().join("sites/not-a-ca.pem"), "this is no certificate\n").expect("write");
+    std::fs::write(dir.path().join("not-a-ca.pem"), "this is no certificate\n").expect("write");
+
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 1, "check accepted an unusable TLS client:\n{out}");
+    assert!(out.contains("t.yaml") && out.contains("upstream_tls") && out.contains("no usable CA"), "{out}");
+    match Gatehouse::try_start_in(dir) {
+        Ok(_) => panic!("run started with an unusable TLS client"),
+        Err(failed) => assert!(failed.log.contains("no usable CA"), "{}", failed.log),
+    }
+
+    // A reload to the same configuration is refused; the running one keeps serving.
+    let gh = Gatehouse::start("", &[("t", &site("t.test", &format!("backend: {}\n", backend.url())))]);
+    std::fs::write(gh.dir.path().join("sites/not-a-ca.pem"), "this is no certificate\n").expect("write");
+    std::fs::write(gh.dir.path().join("not-a-ca.pem"), "this is no certificate\n").expect("write");
+    std::fs::write(gh.dir.path().join("sites/t.yaml"), broken).expect("write");
+    let reply = admin_reload(&gh).await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    let errors = reply.json()["errors"].clone();
+    assert!(
+        errors.as_array().is_some_and(|e| e.iter().any(|e| e["file"].as_str().is_some_and(|f| f.ends_with("t.yaml"))
+            && e["field"].as_str().is_some_and(|f| f.contains("upstream_tls")))),
+        "{errors}"
+    );
+    assert_eq!(get(gh.http, "t.test", "/").await.status, 200, "the old configuration stopped serving");
+}

@@ -54,6 +54,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    #[error("the configuration cannot be put to work:\n{0}")]
+    Config(String),
     #[error("cannot start worker threads: {0}")]
     Threads(std::io::Error),
 }
@@ -110,7 +112,8 @@ impl Server {
             })
             .collect();
         let h3_port = https_addr.filter(|_| config.http3 && cfg!(feature = "http3")).map(|a| a.port());
-        let state = RuntimeState::build(config, None, https_addr.map(|a| a.port()), h3_port);
+        let state = RuntimeState::build(config, None, https_addr.map(|a| a.port()), h3_port)
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let shared = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = watch::channel(false);
         let workers = listener::spawn_workers(sockets, shared.clone(), rx, settings).map_err(StartError::Threads)?;
@@ -167,8 +170,8 @@ impl Reloader {
 
     /// The state for `config`, taking over unchanged upstream groups and backends from the
     /// live one; its version is the live one's plus one. May block on DNS. Callers run one
-    /// build-and-swap at a time.
-    pub fn build(&self, config: Arc<Config>) -> RuntimeState {
+    /// build-and-swap at a time. Fails as `RuntimeState::build` does.
+    pub fn build(&self, config: Arc<Config>) -> Result<RuntimeState, gatehouse_config::Errors> {
         let old = self.shared.load_full();
         RuntimeState::build(config, Some(&old), self.https_port, old.h3_port)
     }

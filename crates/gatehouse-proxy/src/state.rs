@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use gatehouse_config::{Action, Config};
+use gatehouse_config::{Action, Config, Error, Errors};
 use ipnet::IpNet;
 
 use crate::route::Router;
@@ -32,18 +32,24 @@ impl RuntimeState {
     /// balancer positions) from `previous` where the group is unchanged, and the state of
     /// each unchanged backend where the group changed. Its version is one more than
     /// `previous`'s: reloads are serialised, so the state built is the next one published.
+    ///
+    /// Fails when a part of the state cannot be made from a valid configuration: today, a
+    /// backend TLS client (a CA file without a usable certificate, a client key that does
+    /// not fit its certificate). Such a fault is Gatehouse's to report when the
+    /// configuration is loaded, not a 502 for every request that would use it.
     pub fn build(
         config: Arc<Config>,
         previous: Option<&RuntimeState>,
         https_port: Option<u16>,
         h3_port: Option<u16>,
-    ) -> Self {
+    ) -> Result<Self, Errors> {
         let empty = HashMap::new();
         let upstreams = config.sites.iter().flat_map(|s| s.routes.iter()).filter_map(|r| match &r.action {
             Action::Proxy(up) => Some(up.clone()),
             _ => None,
         });
         let groups = build_groups(upstreams, previous.map_or(&empty, |p| &p.groups));
+        unusable_tls(&config, &groups)?;
         let env = crate::filter::Env { https_port };
         let router = Router::new(
             &config.sites,
@@ -54,7 +60,7 @@ impl RuntimeState {
             &env,
         );
         let alt_svc = h3_port.and_then(|p| http::HeaderValue::from_str(&format!("h3=\":{p}\"; ma=86400")).ok());
-        RuntimeState {
+        Ok(RuntimeState {
             trusted: config.trusted_proxies.clone(),
             config,
             router,
@@ -64,6 +70,24 @@ impl RuntimeState {
             alt_svc,
             version: previous.map_or(1, |p| p.version + 1),
             loaded_at: std::time::SystemTime::now(),
+        })
+    }
+}
+
+/// One error per upstream whose TLS client could not be built, at the first route using it.
+fn unusable_tls(config: &Config, groups: &HashMap<String, Arc<Group>>) -> Result<(), Errors> {
+    let mut errors = Errors::default();
+    let mut reported = std::collections::HashSet::new();
+    for site in &config.sites {
+        for (i, route) in site.routes.iter().enumerate() {
+            if let Action::Proxy(up) = &route.action
+                && let Some(Some(Err(e))) = groups.get(&up.key).map(|g| &g.tls)
+                && reported.insert(up.key.clone())
+            {
+                let message = format!("the TLS client for this route's https:// backends cannot be built: {e}");
+                errors.push(Error::new(&site.file, None, format!("routes[{i}].upstream_tls"), message));
+            }
         }
     }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
 }

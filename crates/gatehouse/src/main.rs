@@ -83,7 +83,15 @@ fn main() -> ExitCode {
                         }
                     }
                     let routes: usize = c.sites.iter().map(|s| s.routes.len()).sum();
-                    println!("{}: configuration OK ({} sites, {routes} routes)", path.display(), c.sites.len());
+                    let sites = c.sites.len();
+                    // What `run` and a reload build from it (backend TLS clients), so a
+                    // configuration `check` passes is one they accept.
+                    if let Err(errors) = gatehouse_proxy::RuntimeState::build(Arc::new(c), None, None, None) {
+                        eprintln!("{errors}");
+                        eprintln!("{} error(s) in the configuration", errors.len());
+                        return ExitCode::FAILURE;
+                    }
+                    println!("{}: configuration OK ({sites} sites, {routes} routes)", path.display());
                     ExitCode::SUCCESS
                 }
                 Err(errors) => {

@@ -137,7 +137,7 @@ impl Reloading {
         let built = tokio::task::spawn_blocking(move || {
             let config = Arc::new(gatehouse_config::load(&path, &EnvOverrides::from_env()).map_err(|e| e.0)?);
             let store = resolver.map(|r| tls::Store::load(&config.tls, &config.sites, Some(&r.store())));
-            let state = reloader.build(config.clone());
+            let state = reloader.build(config.clone()).map_err(|e| e.0)?;
             Ok::<_, Vec<Error>>((config, store, state))
         })
         .await;

@@ -190,6 +190,8 @@ async fn connect(
     let tls = match &group.tls {
         None => None,
         Some(Ok(c)) => Some(c),
+        // Not reached: a state with an unusable TLS client is refused when it is built
+        // (`RuntimeState::build`).
         Some(Err(e)) => {
             return Err(ProxyError::Connect { backend: backend.backend.url(), reason: format!("TLS settings: {e}") });
         }
