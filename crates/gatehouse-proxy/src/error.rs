@@ -68,6 +68,9 @@ pub enum ProxyError {
     MethodNotAllowed(String),
     #[error("connect to {backend} failed: {reason}")]
     Connect { backend: String, reason: String },
+    /// The backend's host name resolved to no address (at build time and since).
+    #[error("{backend}: host name does not resolve")]
+    Unresolved { backend: String },
     #[error("connect to {backend} timed out")]
     ConnectTimeout { backend: String },
     #[error("upstream {backend} did not answer in time")]
@@ -107,6 +110,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => S::METHOD_NOT_ALLOWED,
             ProxyError::Misdirected => S::MISDIRECTED_REQUEST,
             ProxyError::Connect { .. }
+            | ProxyError::Unresolved { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::Stale { .. }
             | ProxyError::ResponseTooLarge { .. } => S::BAD_GATEWAY,
@@ -129,14 +133,18 @@ impl ProxyError {
             | ProxyError::Upstream { .. }
             | ProxyError::Stale { .. }
             | ProxyError::ResponseTooLarge { .. } => Side::Backend,
-            ProxyError::PoolExhausted(_) => Side::Gatehouse,
+            // Nothing was asked of the backend: its name did not resolve (DNS or the
+            // configuration), or Gatehouse's own connection limit was reached.
+            ProxyError::PoolExhausted(_) | ProxyError::Unresolved { .. } => Side::Gatehouse,
             _ => Side::Client,
         }
     }
 
     pub fn retry(&self) -> Retry {
         match self {
-            ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. } => Retry::Safe,
+            ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. } | ProxyError::Unresolved { .. } => {
+                Retry::Safe
+            }
             ProxyError::Stale { .. } => Retry::Stale,
             _ => Retry::No,
         }
@@ -150,6 +158,7 @@ impl ProxyError {
             ProxyError::Misdirected => "misdirected",
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::Connect { .. } => "connect",
+            ProxyError::Unresolved { .. } => "unresolved",
             ProxyError::ConnectTimeout { .. } => "connect_timeout",
             ProxyError::ReadTimeout { .. } => "read_timeout",
             ProxyError::Upstream { .. } => "upstream",
@@ -274,5 +283,9 @@ mod tests {
         let timeout = ProxyError::ReadTimeout { backend: "b".into() };
         assert_eq!((timeout.side(), timeout.retry()), (Side::Backend, Retry::No));
         assert_eq!(ProxyError::PoolExhausted(4).side(), Side::Gatehouse);
+        // A name that does not resolve never reached the backend: not its failure, and the
+        // next backend may still serve the request.
+        let unresolved = ProxyError::Unresolved { backend: "http://app.internal:80".into() };
+        assert_eq!((unresolved.side(), unresolved.retry()), (Side::Gatehouse, Retry::Safe));
     }
 }

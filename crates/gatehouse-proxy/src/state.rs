@@ -74,6 +74,22 @@ impl RuntimeState {
     }
 }
 
+impl RuntimeState {
+    /// Backend host names that resolved to no address when the state was built (or since).
+    pub fn unresolved(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .groups
+            .values()
+            .flat_map(|g| g.backends.iter())
+            .filter(|b| b.targets.load().is_empty())
+            .filter_map(|b| b.dns_name().map(|(host, port)| format!("{host}:{port}")))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
 /// One error per upstream whose TLS client could not be built, at the first route using it.
 fn unusable_tls(config: &Config, groups: &HashMap<String, Arc<Group>>) -> Result<(), Errors> {
     let mut errors = Errors::default();

@@ -86,10 +86,19 @@ fn main() -> ExitCode {
                     let sites = c.sites.len();
                     // What `run` and a reload build from it (backend TLS clients), so a
                     // configuration `check` passes is one they accept.
-                    if let Err(errors) = gatehouse_proxy::RuntimeState::build(Arc::new(c), None, None, None) {
-                        eprintln!("{errors}");
-                        eprintln!("{} error(s) in the configuration", errors.len());
-                        return ExitCode::FAILURE;
+                    match gatehouse_proxy::RuntimeState::build(Arc::new(c), None, None, None) {
+                        Err(errors) => {
+                            eprintln!("{errors}");
+                            eprintln!("{} error(s) in the configuration", errors.len());
+                            return ExitCode::FAILURE;
+                        }
+                        Ok(state) => {
+                            for name in state.unresolved() {
+                                eprintln!(
+                                    "warning: backend host {name} does not resolve now; requests to it fail (502) until it does"
+                                );
+                            }
+                        }
                     }
                     println!("{}: configuration OK ({sites} sites, {routes} routes)", path.display());
                     ExitCode::SUCCESS

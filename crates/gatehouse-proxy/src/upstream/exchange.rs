@@ -198,10 +198,7 @@ async fn connect(
     };
     let targets = backend.targets.load();
     if targets.is_empty() {
-        return Err(ProxyError::Connect {
-            backend: backend.backend.url(),
-            reason: "host name does not resolve".into(),
-        });
+        return Err(ProxyError::Unresolved { backend: backend.backend.url() });
     }
     let start = if targets.len() == 1 { 0 } else { backend.requests.load(Ordering::Relaxed) as usize };
     let mut last = None;
