@@ -450,6 +450,11 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
 }
 
+/// The `Content-Length` value, when it is a number.
+pub fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
 /// Applies configured edits: remove, then set, then add.
 pub fn apply_rules(h: &mut HeaderMap, rules: &HeaderRules) {
     for n in &rules.remove {

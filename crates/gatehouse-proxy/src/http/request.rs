@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use gatehouse_config::RouteOptions;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 
@@ -144,17 +144,13 @@ pub(crate) fn check_limits(req: &Request<Inbound>, opts: &RouteOptions) -> Resul
     // Content-Length is not even looked up).
     if let Some(max) = opts.max_request_body
         && !req.body().is_end_stream()
-        && let Some(len) = content_length(h)
+        && let Some(len) = super::header::content_length(h)
         // Also answers `Expect: 100-continue` before the client sends the body.
         && len > max
     {
         return Err(ProxyError::BodyTooLarge(max));
     }
     Ok(())
-}
-
-pub(crate) fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 #[cfg(test)]

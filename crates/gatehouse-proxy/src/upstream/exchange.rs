@@ -245,8 +245,8 @@ fn finish(
 ) -> Result<Response<Outgoing>, ProxyError> {
     // Only parse the length when a limit is set (the common case has none).
     if let Some(limit) = opts.max_response_body
-        && let Some(len) = crate::http::request::content_length(resp.headers())
-            .or_else(|| resp.body().verbatim().and_then(|(_, v)| v.length))
+        && let Some(len) =
+            hdr::content_length(resp.headers()).or_else(|| resp.body().verbatim().and_then(|(_, v)| v.length))
         && len > limit
     {
         tracing::warn!(target: "gatehouse::proxy", backend = %label(), size = len, limit, "upstream response larger than the limit");

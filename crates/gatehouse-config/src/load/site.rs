@@ -1,0 +1,194 @@
+//! Site files: reading the sites directory, building each site (hosts, routes), and the
+//! checks across sites (a host served twice).
+
+use super::*;
+
+pub(super) fn read_sites_dir(
+    cx: &mut Ctx<'_>,
+    dir: &Path,
+    raw: Option<&S<String>>,
+) -> Vec<(PathBuf, Result<String, String>)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            let line = raw.map(|r| r.referenced.line());
+            cx.err(line, "sites_dir", format!("cannot read sites directory {}: {e}", dir.display()));
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.')))
+        .collect();
+    files.sort();
+    // `a.yaml` and `a.yml` would both be site "a": refuse rather than merge silently.
+    for pair in files.windows(2) {
+        if pair[0].file_stem() == pair[1].file_stem() {
+            cx.err(
+                None,
+                "sites_dir",
+                format!("{} and {} name the same site; keep one", pair[0].display(), pair[1].display()),
+            );
+        }
+    }
+    files
+        .into_iter()
+        .map(|p| {
+            let text = crate::file::read_regular_text(&p).map_err(|e| format!("cannot read site file: {e}"));
+            (p, text)
+        })
+        .collect()
+}
+
+pub(super) fn build_site(
+    cx: &mut Ctx<'_>,
+    file: &Path,
+    base: &Path,
+    s: raw::Site,
+    defaults: &Layered,
+    https: bool,
+    pairs: &mut Vec<CertPair>,
+) -> Option<Site> {
+    let name = file.file_stem().and_then(|n| n.to_str()).unwrap_or("site").to_string();
+    if let Some(t) = &s.tls {
+        if let Some(pair) = cert_pair(cx, base, t.cert.as_ref(), t.key.as_ref(), "tls", &name) {
+            pairs.push(pair);
+        }
+        if !https {
+            cx.err(
+                t.cert.as_ref().map(|c| c.referenced.line()),
+                "tls",
+                "this site has a certificate but the main file has no listen.https",
+            );
+        }
+    }
+    let https_redirect = cx.flag(s.https_redirect.as_ref(), "https_redirect", https);
+    let mut hosts = Vec::new();
+    let mut raw_hosts: Vec<(String, &S<String>)> = Vec::new();
+    if let Some(h) = &s.host {
+        raw_hosts.push(("host".into(), h));
+    }
+    for (i, h) in s.hosts.iter().flatten().enumerate() {
+        raw_hosts.push((format!("hosts[{i}]"), h));
+    }
+    if raw_hosts.is_empty() {
+        cx.err(Some(1), "host", "a site needs `host` or `hosts` (use \"*\" for a catch-all)");
+    }
+    for (path, h) in raw_hosts {
+        match parse_host(&h.value) {
+            Ok(p) => hosts.push(p),
+            Err(e) => cx.err_at(h, path, e),
+        }
+    }
+
+    let mut site_layer = defaults.clone();
+    if let Some(o) = &s.options {
+        site_layer.apply(cx, o, "options");
+    }
+
+    let mut named: BTreeMap<String, Arc<Upstream>> = BTreeMap::new();
+    for (uname, u) in s.upstreams.iter().flatten() {
+        let at = format!("upstreams.{uname}");
+        let mut balance = site_layer.balance();
+        if let Some(b) = &u.load_balancing {
+            balance = parse_balance(cx, b, &format!("{at}.load_balancing"), balance);
+        }
+        let backends = parse_backends(cx, &u.backends, &format!("{at}.backends"));
+        if backends.is_empty() && !u.backends.is_empty() {
+            continue;
+        }
+        if u.backends.is_empty() {
+            cx.err(None, format!("{at}.backends"), "an upstream needs at least one backend");
+            continue;
+        }
+        let id = format!("{name}/{uname}");
+        let key = format!("{id}:{}", backend_list_key(&backends));
+        named.insert(uname.clone(), Arc::new(Upstream { key, id, backends, balance, pool: site_layer.pool.clone() }));
+    }
+
+    let wrote_routes = s.routes.as_ref().is_some_and(|r| !r.is_empty());
+    let mut routes = Vec::new();
+    for (i, r) in s.routes.into_iter().flatten().enumerate() {
+        let at = format!("routes[{i}]");
+        if let Some(route) = build_route(cx, base, &name, i, r, &at, &site_layer, &named) {
+            routes.push(route);
+        }
+    }
+    // The short form (`backend`, `backends`, `static`, `redirect` at site level) is a
+    // catch-all route after the explicit ones.
+    let short = raw::Route {
+        backend: s.backend,
+        backends: s.backends,
+        static_dir: s.static_dir,
+        redirect: s.redirect,
+        priority: None,
+        ..Default::default()
+    };
+    let has_short =
+        short.backend.is_some() || short.backends.is_some() || short.static_dir.is_some() || short.redirect.is_some();
+    if has_short {
+        let idx = routes.len();
+        if let Some(mut route) = build_route(cx, base, &name, idx, short, "", &site_layer, &named) {
+            route.priority = i32::MIN;
+            routes.push(route);
+        }
+    } else if !wrote_routes {
+        cx.err(Some(1), "", "a site needs `backend`, `backends`, `static`, `redirect` or `routes`");
+    }
+    Some(Site { name, file: file.to_path_buf(), hosts, routes, https_redirect: https_redirect && https })
+}
+
+pub(super) fn parse_host(h: &str) -> Result<HostPattern, String> {
+    let mut h = h.trim().to_ascii_lowercase();
+    // `[::1]` and `::1` are the same host; requests are matched without brackets.
+    if h.starts_with('[') && h.ends_with(']') {
+        h = h[1..h.len() - 1].to_string();
+    }
+    if h == "*" {
+        return Ok(HostPattern::Any);
+    }
+    let (pattern, body) = match h.strip_prefix("*.") {
+        Some(rest) => (HostPattern::Wildcard(format!(".{rest}")), rest.to_string()),
+        None => (HostPattern::Exact(h.clone()), h.clone()),
+    };
+    let valid = !body.is_empty()
+        && body.len() <= 253
+        && body.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    let ip_literal = body.starts_with('[') && body.ends_with(']') && IpAddr::from_str(&body[1..body.len() - 1]).is_ok();
+    if valid || ip_literal || IpAddr::from_str(&body).is_ok() {
+        Ok(pattern)
+    } else {
+        Err(format!(
+            "invalid host {h:?}: expected a name like example.test, *.example.test or \"*\" (no scheme, port or path)"
+        ))
+    }
+}
+
+pub(super) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+pub(super) fn check_host_conflicts(sites: &[Site], errors: &mut Errors) {
+    let mut seen: HashMap<String, &Site> = HashMap::new();
+    for site in sites {
+        for h in &site.hosts {
+            let key = h.to_string();
+            match seen.get(&key) {
+                Some(other) if other.name != site.name => errors.push(Error::new(
+                    &site.file,
+                    None,
+                    "hosts",
+                    format!("host {key:?} is already served by {}", other.file.display()),
+                )),
+                _ => {
+                    seen.insert(key, site);
+                }
+            }
+        }
+    }
+}
