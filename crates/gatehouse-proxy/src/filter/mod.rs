@@ -2,7 +2,9 @@
 //! function.
 //!
 //! A **request filter** looks at a routed request and either lets it go on (`Continue`) or
-//! answers it (`Respond`). A **response filter** edits the response head on its way out.
+//! answers it (`Respond`). A **response filter** edits the response on its way out; it
+//! gets the whole response, so a body filter (compression, to come) is a response filter
+//! that wraps the body in a streaming transform (and fixes the framing fields it changes).
 //! Each route's filters are compiled once per configuration load into its `Chain`, in the
 //! order DESIGN.md §4 gives; a route without filters pays one branch per request. The
 //! pipeline (`crate::pipeline`) is the only caller and the only place the phases are
