@@ -61,7 +61,8 @@ pub struct Ctx<'a> {
     /// Attempts beyond the first.
     pub retries: u32,
     /// The request's access record while the pipeline works on it (access log on).
-    pub record: Option<Unfinished>,
+    /// Boxed: a record is large, and the context (in every request's future) must not be.
+    pub record: Option<Box<Unfinished>>,
 }
 
 /// Serves one request; its access record (when the access log is on) is emitted when the
@@ -81,7 +82,7 @@ pub async fn serve(
     state: &RuntimeState,
     conn: &ConnInfo,
     req: Request<Inbound>,
-) -> (Response<Outgoing>, Option<Pending>) {
+) -> (Response<Outgoing>, Option<Box<Pending>>) {
     // Early request.
     let id = hdr::request_id(req.headers());
     let version = req.version();
@@ -122,7 +123,7 @@ pub async fn serve(
             retries: 0,
             error: None,
         };
-        Unfinished::new(record, Instant::now(), sink.clone())
+        Box::new(Unfinished::new(record, Instant::now(), sink.clone()))
     });
     let mut cx = Ctx {
         state,

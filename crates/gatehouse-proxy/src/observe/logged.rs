@@ -14,14 +14,14 @@ use crate::error::Side;
 
 pub struct Logged {
     inner: Outgoing,
-    pending: Option<Pending>,
+    pending: Option<Box<Pending>>,
     sent: u64,
     /// A body error held back for one poll (see `poll_frame`).
     failed: Option<BoxError>,
 }
 
 impl Logged {
-    pub fn new(inner: Outgoing, pending: Pending) -> Self {
+    pub fn new(inner: Outgoing, pending: Box<Pending>) -> Self {
         Logged { inner, pending: Some(pending), sent: 0, failed: None }
     }
 

@@ -114,10 +114,10 @@ impl Unfinished {
     }
 
     /// The pipeline has a response: the record now waits for the response to end.
-    pub fn respond(mut self, fill: impl FnOnce(&mut AccessRecord)) -> Pending {
+    pub fn respond(mut self, fill: impl FnOnce(&mut AccessRecord)) -> Box<Pending> {
         let mut record = self.record.take().unwrap_or_else(|| AccessRecord::early(IpAddr::from([0, 0, 0, 0]), 0, ""));
         fill(&mut record);
-        Pending { record, started: self.started, progress: self.progress.take(), sink: self.sink.clone() }
+        Box::new(Pending { record, started: self.started, progress: self.progress.take(), sink: self.sink.clone() })
     }
 }
 
