@@ -82,7 +82,7 @@ fn write(r: &AccessRecord) {
         retries = r.retries,
         error_side = side,
         error = kind,
-        reason = reason,
+        reason = dash(reason),
         request_id = r.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
     );
 }
