@@ -254,6 +254,31 @@ async fn connection_cap_per_backend_is_503() {
     assert_eq!(b.connections(), 1, "the slot's connection is reused");
 }
 
+/// With two backends, a request that finds one backend's connection cap full goes to the
+/// other one (nothing was sent, so failing over is safe), instead of answering 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_connection_cap_fails_over_to_the_next_backend() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let site = format!(
+        "host: cap.test\nbackends: [{}, {}]\noptions:\n  pool: {{max_connections_per_host: 1}}\n  timeouts: {{connect: 300ms}}\n",
+        a.url(),
+        b.url()
+    );
+    let gh = Gatehouse::start_edited("", &[("cap", &site)], |main| main.replace("workers: 2", "workers: 1"));
+    let addr = gh.http;
+    // Round robin: the first request takes backend a's one slot and holds it.
+    let slow = tokio::spawn(async move { get(addr, "cap.test", "/sleep/2000").await });
+    assert!(wait_until(Duration::from_secs(10), || a.count() == 1).await);
+    // The next two: one is b's turn anyway; the other is a's turn, finds a full and fails
+    // over to b. Neither is a 503.
+    for _ in 0..2 {
+        let r = get(gh.http, "cap.test", "/").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!((a.count(), b.count()), (1, 2), "the capped request did not move to backend b");
+    assert_eq!(slow.await.expect("join").status, 200);
+}
+
 /// A loopback listener whose accept queue is full: connecting to it hangs (the kernel drops
 /// the SYNs) instead of failing, like a backend that is down behind a firewall, without
 /// any packet leaving the machine. Returns it with the connections that fill it.

@@ -142,9 +142,11 @@ impl ProxyError {
 
     pub fn retry(&self) -> Retry {
         match self {
-            ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. } | ProxyError::Unresolved { .. } => {
-                Retry::Safe
-            }
+            // Nothing was sent: no connection, or none free under `max_connections_per_host`.
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::Unresolved { .. }
+            | ProxyError::PoolExhausted(_) => Retry::Safe,
             ProxyError::Stale { .. } => Retry::Stale,
             _ => Retry::No,
         }

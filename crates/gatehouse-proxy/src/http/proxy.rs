@@ -38,7 +38,8 @@ pub(crate) async fn forward<'a>(
     let replayable = matches!(out.body, Outgoing::Empty) && out.parts.method.is_idempotent();
     let upgrade = out.client_upgrade.is_some();
     let verbatim = cx.conn.own_http1 && !route.chain.edits_responses();
-    let mut want = if upgrade { Want::Upgrade } else { Want::Pooled };
+    let first_want = if upgrade { Want::Upgrade } else { Want::Pooled };
+    let mut want = first_want;
 
     let mut selection = Selection::new(group, cx.client, &out.parts.headers);
     let mut backend = selection.next();
@@ -51,15 +52,20 @@ pub(crate) async fn forward<'a>(
         exchange::report(b, &outcome);
         match outcome {
             Err(e) => match e.retry() {
-                // Nothing reached this backend: the next one may serve it.
-                Retry::Safe if let Some(next) = selection.next() => {
+                // Nothing reached this backend: the next one may serve it (unless the
+                // request already went to hyper, which keeps it).
+                Retry::Safe
+                    if !out.consumed
+                        && let Some(next) = selection.next() =>
+                {
                     cx.retries += 1;
                     backend = Some(next);
+                    want = first_want;
                 }
                 // The backend closed a pooled connection as the request went out (an idle
                 // timeout racing with reuse), so no application saw it: send it again on a
                 // new connection, as nginx and HAProxy do for idempotent requests.
-                Retry::Stale if replayable && want == Want::Pooled => {
+                Retry::Stale if replayable && !out.consumed && want == Want::Pooled => {
                     tracing::debug!(target: "gatehouse::proxy", backend = %b.backend.url(), error = %e, "pooled connection was closed; retrying on a new one");
                     cx.retries += 1;
                     want = Want::Fresh;
@@ -144,5 +150,17 @@ fn outbound(cx: &mut Ctx<'_>, route: &Compiled, group: &Group, mut req: Request<
         }
         (Outgoing::Request(Box::new(body)), Some(progress))
     };
-    Outbound { parts, body, progress, forwarding, pq, host_missing, wants_trailers, client_upgrade, sent_at }
+    Outbound {
+        parts,
+        body,
+        progress,
+        forwarding,
+        pq,
+        host_missing,
+        wants_trailers,
+        client_upgrade,
+        sent_at,
+        active: None,
+        consumed: false,
+    }
 }

@@ -43,6 +43,12 @@ pub struct Outbound {
     /// When the request left for the backend; the read timeout counts from here (or from
     /// the end of the request body).
     pub sent_at: Instant,
+    /// The request counted in flight at the backend tried last, kept for a second attempt
+    /// at the same backend (which is then not counted twice).
+    pub active: Option<ActiveGuard>,
+    /// The request's parts and body have gone to hyper: there is nothing left to send
+    /// again, whatever the error says.
+    pub consumed: bool,
 }
 
 /// How the response should come back.
@@ -66,7 +72,10 @@ pub async fn attempt(
     if let (Conn::H2(_), Outgoing::Request(b)) = (&conn, &mut out.body) {
         b.keep_trailers(&opts.request_headers);
     }
-    let active = ActiveGuard::new(backend);
+    let active = match out.active.take() {
+        Some(a) if a.counts(backend) => a,
+        _ => ActiveGuard::new(backend),
+    };
     let label = || backend.backend.url();
     if out.host_missing
         && !out.parts.headers.contains_key(header::HOST)
@@ -92,18 +101,19 @@ pub async fn attempt(
             let reused = raw.reused;
             let timing = (out.sent_at, opts.read_timeout);
             let h1_wanted = h1::Wanted { limit: opts.max_response_body, verbatim: wanted.verbatim };
-            let resp = h1::send(raw, parts, body, out.forwarding.as_ref(), timing, h1_wanted, active).await.map_err(
-                |failed| {
-                    if failed.unanswered && reused {
-                        ProxyError::Stale { backend: label(), reason: failed.error.to_string() }
-                    } else {
-                        raw_error(failed.error, label())
-                    }
-                },
-            )?;
+            let sent = h1::send(raw, parts, body, out.forwarding.as_ref(), timing, h1_wanted, active).await;
+            let resp = match sent {
+                Ok(resp) => resp,
+                Err(failed) if failed.unanswered && reused => {
+                    out.active = Some(failed.active);
+                    return Err(ProxyError::Stale { backend: label(), reason: failed.error.to_string() });
+                }
+                Err(failed) => return Err(raw_error(failed.error, label())),
+            };
             return finish(resp, opts, &label, false);
         }
         Conn::H1(mut pooled) => {
+            out.consumed = true;
             let mut parts = take_parts(&mut out.parts);
             parts.version = Version::HTTP_11;
             if let Some(pq) = out.pq.take() {
@@ -120,6 +130,7 @@ pub async fn attempt(
             (sent, Some(pooled))
         }
         Conn::H2(mut tx) => {
+            out.consumed = true;
             let mut parts = take_parts(&mut out.parts);
             parts.version = Version::HTTP_2;
             if out.wants_trailers {
@@ -220,9 +231,12 @@ async fn connect(
 /// breakers will listen. Only the backend's own failures count; a client's broken request
 /// or a limit of Gatehouse's never does.
 pub fn report(backend: &BackendState, outcome: &Result<Response<Outgoing>, ProxyError>) {
+    // Of the backend's side, a pooled connection it closed while idle is ordinary keep-alive
+    // housekeeping, and a response over `limits.response_body` is Gatehouse's limit at work:
+    // neither says the backend is unwell.
     if let Err(e) = outcome
         && e.side() == Side::Backend
-        && !matches!(e, ProxyError::Stale { .. })
+        && !matches!(e, ProxyError::Stale { .. } | ProxyError::ResponseTooLarge { .. })
     {
         backend.failures.fetch_add(1, Ordering::Relaxed);
     }

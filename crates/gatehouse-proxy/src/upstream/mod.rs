@@ -95,6 +95,11 @@ impl ActiveGuard {
         b.requests.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(b.clone())
     }
+
+    /// Whether this guard counts a request at `b`.
+    pub fn counts(&self, b: &Arc<BackendState>) -> bool {
+        Arc::ptr_eq(&self.0, b)
+    }
 }
 
 impl Drop for ActiveGuard {
