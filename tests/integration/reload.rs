@@ -209,9 +209,15 @@ async fn changing_admin_requests_need_an_admin_host_the_same_origin_and_the_toke
         assert_eq!((r.status.as_u16(), r.json()), (401, json!({"error": "missing or wrong bearer token"})));
     }
 
-    // Reads are as before: any Host, with the token.
+    // Reads need an admin Host too (a rebound name must not read the configuration), but
+    // no Origin check; the probes answer any Host.
     let r = get_with(gh.admin, "evil.test", "/api/config", &[("authorization", &bearer)]).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r =
+        get_with(gh.admin, "localhost", "/api/config", &[("authorization", &bearer), ("origin", "http://evil.test")])
+            .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(gh.admin, "evil.test", "/health").await.status, 200);
     // Every changing method is guarded, not only the ones routed.
     let r = request_with(gh.admin, Method::DELETE, "evil.test", "/api/reload", &[("authorization", &bearer)]).await;
     assert_eq!(r.status, 403);

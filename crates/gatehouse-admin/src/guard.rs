@@ -53,10 +53,23 @@ impl Allowed {
             _ => false,
         }
     }
+
+    /// Like `admits`, but only by a listed name: `*` admits any `Host`, never any page's
+    /// `Origin`.
+    fn names(&self, authority: &str) -> bool {
+        match AllowedHost::parse(authority) {
+            Some(AllowedHost::Host { name, port }) => {
+                self.0.iter().any(|a| !matches!(a, AllowedHost::Any) && a.admits(&name, port))
+            }
+            _ => false,
+        }
+    }
 }
 
-/// Why a changing request is refused, if it is.
-fn refusal(allowed: &Allowed, headers: &HeaderMap, uri_authority: Option<&str>) -> Option<String> {
+/// Why a request to the API is refused, if it is: every request must name an admin host
+/// (a rebound name must not read the routes, files and certificates either); a request
+/// that changes something must also not come from another origin's page.
+fn refusal(allowed: &Allowed, headers: &HeaderMap, uri_authority: Option<&str>, changes: bool) -> Option<String> {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(uri_authority);
     match host {
         None => return Some("a request that changes something needs a Host header".into()),
@@ -65,6 +78,9 @@ fn refusal(allowed: &Allowed, headers: &HeaderMap, uri_authority: Option<&str>) 
         }
         Some(_) => {}
     }
+    if !changes {
+        return None;
+    }
     if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")) {
         return Some("cross-site requests may not change anything (Sec-Fetch-Site: cross-site)".into());
     }
@@ -72,7 +88,10 @@ fn refusal(allowed: &Allowed, headers: &HeaderMap, uri_authority: Option<&str>) 
         let text = origin.to_str().unwrap_or("");
         // `scheme://host[:port]`; `null` (sandboxed frames, file: pages) has no host.
         let authority = text.split_once("://").map(|(_, rest)| rest).filter(|a| !a.contains('/'));
-        if !authority.is_some_and(|a| allowed.admits(a)) {
+        // The page's own origin is the admin listener (the same authority as `Host`), or a
+        // host the list names.
+        let same = |a: &str| host.is_some_and(|h| h.eq_ignore_ascii_case(a));
+        if !authority.is_some_and(|a| same(a) || allowed.names(a)) {
             return Some(format!("Origin {text:?} is not an admin host (see admin.allowed_hosts)"));
         }
     }
@@ -81,8 +100,12 @@ fn refusal(allowed: &Allowed, headers: &HeaderMap, uri_authority: Option<&str>) 
 
 /// Middleware: refuses changing requests with 403 and a JSON reason.
 pub(crate) async fn guard(State(admin): State<Admin>, req: Request, next: Next) -> Response {
-    let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !reads && let Some(why) = refusal(&admin.allowed_hosts, req.headers(), req.uri().authority().map(|a| a.as_str()))
+    // Probes (`/health`, `/live`, `/ready`) answer whatever name a load balancer uses.
+    let api = req.uri().path().starts_with("/api/");
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if (api || changes)
+        && let Some(why) =
+            refusal(&admin.allowed_hosts, req.headers(), req.uri().authority().map(|a| a.as_str()), changes)
     {
         tracing::warn!(method = %req.method(), path = %req.uri().path(), reason = %why, "admin request refused");
         return (StatusCode::FORBIDDEN, Json(json!({"error": why}))).into_response();
@@ -107,24 +130,33 @@ mod tests {
         let a = Allowed::new(None, "10.0.0.5:9180".parse().expect("addr"));
         for host in ["localhost", "localhost:9180", "127.0.0.1:1", "[::1]:9180", "[::1]", "10.0.0.5:9180", "LOCALHOST"]
         {
-            assert_eq!(refusal(&a, &headers(&[("host", host)]), None), None, "{host}");
+            assert_eq!(refusal(&a, &headers(&[("host", host)]), None, true), None, "{host}");
         }
         for host in ["evil.test", "evil.test:9180", "127.0.0.2", "localhost.evil.test", "10.0.0.6", "*", ""] {
-            assert!(refusal(&a, &headers(&[("host", host)]), None).is_some(), "{host}");
+            assert!(refusal(&a, &headers(&[("host", host)]), None, true).is_some(), "{host}");
         }
-        assert!(refusal(&a, &headers(&[]), None).is_some(), "no Host");
-        assert_eq!(refusal(&a, &headers(&[]), Some("127.0.0.1:80")), None, "absolute-form URI");
+        assert!(refusal(&a, &headers(&[]), None, true).is_some(), "no Host");
+        assert_eq!(refusal(&a, &headers(&[]), Some("127.0.0.1:80"), true), None, "absolute-form URI");
     }
 
     #[test]
     fn configured_hosts_replace_the_defaults() {
         let list = [AllowedHost::Host { name: "admin.example.net".into(), port: Some(443) }];
         let a = Allowed::new(Some(&list), "127.0.0.1:9180".parse().expect("addr"));
-        assert_eq!(refusal(&a, &headers(&[("host", "admin.example.net:443")]), None), None);
-        assert!(refusal(&a, &headers(&[("host", "admin.example.net")]), None).is_some(), "port differs");
-        assert!(refusal(&a, &headers(&[("host", "localhost")]), None).is_some());
+        assert_eq!(refusal(&a, &headers(&[("host", "admin.example.net:443")]), None, true), None);
+        assert!(refusal(&a, &headers(&[("host", "admin.example.net")]), None, true).is_some(), "port differs");
+        assert!(refusal(&a, &headers(&[("host", "localhost")]), None, true).is_some());
         let any = Allowed::new(Some(&[AllowedHost::Any]), "127.0.0.1:9180".parse().expect("addr"));
-        assert_eq!(refusal(&any, &headers(&[("host", "whatever.test")]), None), None);
+        assert_eq!(refusal(&any, &headers(&[("host", "whatever.test")]), None, true), None);
+        // `*` takes any Host, but a page of another origin still cannot change anything.
+        let from =
+            |origin: &'static str| refusal(&any, &headers(&[("host", "admin.test"), ("origin", origin)]), None, true);
+        assert_eq!(from("https://admin.test"), None, "same origin");
+        assert!(from("https://evil.test").is_some(), "another origin");
+        // Reading needs an admin Host too (DNS rebinding), but no Origin check.
+        let a = Allowed::new(None, "127.0.0.1:9180".parse().expect("addr"));
+        assert!(refusal(&a, &headers(&[("host", "rebound.evil.test")]), None, false).is_some());
+        assert_eq!(refusal(&a, &headers(&[("host", "localhost"), ("origin", "https://evil.test")]), None, false), None);
     }
 
     #[test]
@@ -133,7 +165,7 @@ mod tests {
         let ok = |extra: &[(&'static str, &'static str)]| {
             let mut all = vec![("host", "127.0.0.1:9180")];
             all.extend_from_slice(extra);
-            refusal(&a, &headers(&all), None)
+            refusal(&a, &headers(&all), None, true)
         };
         assert_eq!(ok(&[("origin", "http://127.0.0.1:9180")]), None);
         assert_eq!(ok(&[("origin", "http://localhost:3000"), ("sec-fetch-site", "same-site")]), None);

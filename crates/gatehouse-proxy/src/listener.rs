@@ -398,16 +398,22 @@ async fn serve_hyper<S>(
     }
 }
 
-/// The status hyper's HTTP/1 server sends when it refuses a request head on its own.
+/// The status hyper's HTTP/1 server sends when it refuses a request head on its own
+/// (its `on_error`: 400 for a bad method, URI, version or field, 431 for a head too large,
+/// 414 for a URI too long; other parse errors close without an answer). hyper's public API
+/// tells "too large" from "too long" only through the message.
 fn own_answer(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
     let e = e.downcast_ref::<hyper::Error>()?;
+    if !e.is_parse() {
+        return None;
+    }
+    let text = e.to_string();
     if e.is_parse_too_large() {
-        Some(431)
-    } else if e.is_parse() {
-        Some(400)
-    } else {
-        // A header-read timeout closes without an answer: nobody saw a status.
+        Some(if text.contains("URI too long") { 414 } else { 431 })
+    } else if text.contains("HTTP2 preface") || text.contains("status-code") || text.contains("internal error") {
         None
+    } else {
+        Some(400)
     }
 }
 

@@ -161,14 +161,9 @@ pub async fn serve(
     {
         resp.headers_mut().insert(header::ALT_SVC, alt.clone());
     }
-    let (route, backend, retries) = (cx.route, cx.backend, cx.retries);
     let pending = cx.record.take().map(|u| {
         u.respond(|r| {
-            r.site = route.map(|c| c.site.clone());
-            r.route = route.map(|c| c.route.id.clone());
-            r.backend = backend.map(|b| b.backend.url());
             r.status = resp.status().as_u16();
-            r.retries = retries;
             r.error = failure;
         })
     });
@@ -194,6 +189,9 @@ async fn phases<'a>(cx: &mut Ctx<'a>, mut req: Request<Inbound>) -> Result<Respo
         Lookup::MethodNotAllowed(allow) => return Err(ProxyError::MethodNotAllowed(allow)),
     };
     cx.route = Some(route);
+    if let Some(r) = &mut cx.record {
+        r.routed(&route.site, &route.route.id);
+    }
     if let Verdict::Respond(mut r) = route.chain.on_request(cx, &mut req, &path) {
         route.chain.on_response(cx, &mut r);
         return Ok(r);

@@ -95,7 +95,7 @@ impl Router {
             tables.push(routes.into_iter().map(|(_, c)| c).collect());
         }
         wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
-        Router { exact, wildcard, any, sites: tables, before: filter::before_routing() }
+        Router { exact, wildcard, any, sites: tables, before: filter::before_routing(env) }
     }
 
     /// Routes a request. `host` is lower-case without port; `path` is normalised.

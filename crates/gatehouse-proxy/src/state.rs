@@ -50,7 +50,9 @@ impl RuntimeState {
         });
         let groups = build_groups(upstreams, previous.map_or(&empty, |p| &p.groups));
         unusable_tls(&config, &groups)?;
-        let env = crate::filter::Env { https_port };
+        let acme_http01 =
+            config.tls.acme.as_ref().is_some_and(|a| a.challenge == gatehouse_config::AcmeChallenge::Http01);
+        let env = crate::filter::Env { https_port, acme_http01 };
         let router = Router::new(
             &config.sites,
             |r| match &r.action {

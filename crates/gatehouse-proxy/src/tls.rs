@@ -458,18 +458,12 @@ pub fn watch(
     on_change: impl Fn() + Send + 'static,
 ) -> Result<notify_debouncer_full::Debouncer<notify::RecommendedWatcher, notify_debouncer_full::RecommendedCache>, String>
 {
-    use notify::event::{AccessKind, AccessMode, EventKind};
     let mut debouncer = notify_debouncer_full::new_debouncer(
         Duration::from_millis(500),
         None,
         move |res: notify_debouncer_full::DebounceEventResult| {
             let Ok(events) = res else { return };
-            let changed = events.iter().any(|e| match e.kind {
-                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-                EventKind::Access(_) => false,
-                _ => true,
-            });
-            if changed {
+            if events.iter().any(|e| is_change(&e.kind)) {
                 on_change();
             }
         },
@@ -479,6 +473,17 @@ pub fn watch(
         .watch(dir, notify::RecursiveMode::Recursive)
         .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
     Ok(debouncer)
+}
+
+/// Whether a file event is a change. Openings and reads are not: every reload opens the
+/// files it reads, and counting that would make each reload ask for the next.
+pub fn is_change(kind: &notify::event::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 /// Logs certificates close to expiry: a warning at 30 days or less, an error at 7 or less.

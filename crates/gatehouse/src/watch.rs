@@ -13,7 +13,6 @@ use std::time::Duration;
 use gatehouse_config::Config;
 use gatehouse_proxy::tls;
 use notify::RecursiveMode;
-use notify::event::{AccessKind, AccessMode, EventKind};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use crate::reload::Queue;
@@ -33,6 +32,9 @@ struct Targets {
     sites_dir: PathBuf,
     /// Certificate, key and CA files the configuration names.
     referenced: HashSet<PathBuf>,
+    /// Device and inode of each watched directory: a directory replaced by another of the
+    /// same name (`mv sites.new sites`) must be watched anew, or later edits go unseen.
+    identity: Vec<Option<(u64, u64)>>,
 }
 
 impl Targets {
@@ -50,7 +52,15 @@ impl Targets {
             dirs.extend(f.parent().map(Path::to_path_buf));
             referenced.insert(f);
         }
-        Targets { dirs, main, sites_dir, referenced }
+        let identity = dirs
+            .iter()
+            .map(|d| {
+                std::fs::metadata(d)
+                    .ok()
+                    .map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)))
+            })
+            .collect();
+        Targets { dirs, main, sites_dir, referenced, identity }
     }
 
     /// Whether a change to `path` can change the configuration: the main file, a site file
@@ -66,7 +76,9 @@ impl Targets {
         if is_temporary(name) {
             return false;
         }
+        // The sites directory itself replaced or removed: a reload watches the new one.
         path == self.main
+            || path == self.sites_dir
             || (path.parent() == Some(self.sites_dir.as_path()) && (name.ends_with(".yaml") || name.ends_with(".yml")))
             || self.referenced.contains(path)
     }
@@ -79,16 +91,6 @@ fn is_temporary(name: &str) -> bool {
         || name.ends_with(".swp")
         || name.ends_with(".swx")
         || name.ends_with(".tmp")
-}
-
-/// Whether an event is a change. Openings are not: every reload opens the files it reads,
-/// and counting that would make each reload ask for the next.
-fn is_change(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
-    }
 }
 
 /// An absolute path without `.` components, as the watcher reports paths.
@@ -136,7 +138,8 @@ fn files_watcher(targets: &Targets, queue: Queue) -> Result<Watcher, notify::Err
     let t = targets.clone();
     let mut w = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
         let Ok(events) = res else { return };
-        let changed = events.iter().filter(|e| is_change(&e.kind)).flat_map(|e| e.paths.iter()).find(|p| t.relevant(p));
+        let changed =
+            events.iter().filter(|e| tls::is_change(&e.kind)).flat_map(|e| e.paths.iter()).find(|p| t.relevant(p));
         if let Some(path) = changed {
             tracing::info!(file = %path.display(), "configuration file changed; reloading");
             queue.config();
@@ -163,6 +166,7 @@ mod tests {
             main: PathBuf::from("/etc/gh/gatehouse.yaml"),
             sites_dir: PathBuf::from("/etc/gh/sites"),
             referenced: [PathBuf::from("/etc/ssl/app.pem")].into_iter().collect(),
+            identity: Vec::new(),
         };
         for p in [
             "/etc/gh/gatehouse.yaml",
@@ -170,6 +174,7 @@ mod tests {
             "/etc/gh/sites/new.yml",
             "/etc/ssl/app.pem",
             "/etc/gh/sites/..data",
+            "/etc/gh/sites",
         ] {
             assert!(t.relevant(Path::new(p)), "{p}");
         }
@@ -191,10 +196,26 @@ mod tests {
 
     #[test]
     fn openings_are_not_changes() {
-        assert!(!is_change(&EventKind::Access(AccessKind::Open(AccessMode::Any))));
-        assert!(is_change(&EventKind::Access(AccessKind::Close(AccessMode::Write))));
-        assert!(is_change(&EventKind::Create(notify::event::CreateKind::File)));
-        assert!(is_change(&EventKind::Remove(notify::event::RemoveKind::File)));
+        use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, RemoveKind};
+        assert!(!tls::is_change(&EventKind::Access(AccessKind::Open(AccessMode::Any))));
+        assert!(tls::is_change(&EventKind::Access(AccessKind::Close(AccessMode::Write))));
+        assert!(tls::is_change(&EventKind::Create(CreateKind::File)));
+        assert!(tls::is_change(&EventKind::Remove(RemoveKind::File)));
+    }
+
+    #[test]
+    fn a_replaced_directory_is_watched_anew() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("sites")).expect("mkdir");
+        std::fs::write(d.join("gatehouse.yaml"), "listen: {http: 127.0.0.1:0}\nsites_dir: sites\n").expect("write");
+        let config = gatehouse_config::load(&d.join("gatehouse.yaml"), &Default::default()).expect("config");
+        let before = Targets::of(&config);
+        assert_eq!(before, Targets::of(&config), "same directories, same targets");
+        std::fs::create_dir_all(d.join("sites.new")).expect("mkdir");
+        std::fs::remove_dir(d.join("sites")).expect("rmdir");
+        std::fs::rename(d.join("sites.new"), d.join("sites")).expect("rename");
+        assert_ne!(before, Targets::of(&config), "the replaced sites directory must be watched again");
     }
 
     #[test]

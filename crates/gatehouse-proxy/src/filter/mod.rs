@@ -105,6 +105,8 @@ impl Chain {
 pub struct Env {
     /// The bound HTTPS port, for HTTP -> HTTPS redirects.
     pub https_port: Option<u16>,
+    /// ACME validates over HTTP-01, so its answers are given before routing.
+    pub acme_http01: bool,
 }
 
 /// Compiles a route's chain, in DESIGN.md §4 order: HTTPS redirect, then (later: bans,
@@ -129,6 +131,10 @@ pub fn chain_for(route: &gatehouse_config::Route, site: &gatehouse_config::Site,
 
 /// The filters that run before routing, for every host (a validation request may name a
 /// host no site serves yet).
-pub fn before_routing() -> Chain {
-    Chain::new(vec![Box::new(AcmeHttp01)], Vec::new())
+pub fn before_routing(env: &Env) -> Chain {
+    let mut request: Vec<Box<dyn RequestFilter>> = Vec::new();
+    if env.acme_http01 {
+        request.push(Box::new(AcmeHttp01));
+    }
+    Chain::new(request, Vec::new())
 }

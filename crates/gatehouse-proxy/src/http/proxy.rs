@@ -48,6 +48,9 @@ pub(crate) async fn forward<'a>(
             break Err(ProxyError::Connect { backend: String::new(), reason: "no backends".into() });
         };
         cx.backend = Some(b);
+        if let Some(r) = &mut cx.record {
+            r.tried(b.backend.url(), cx.retries);
+        }
         let outcome = exchange::attempt(group, b, &mut out, Wanted { opts, verbatim, want }).await;
         exchange::report(b, &outcome);
         match outcome {

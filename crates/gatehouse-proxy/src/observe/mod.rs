@@ -113,11 +113,32 @@ impl Unfinished {
         self.progress = Some(progress);
     }
 
+    /// Routing found the request's site and route.
+    pub fn routed(&mut self, site: &Arc<str>, route: &str) {
+        if let Some(r) = &mut self.record {
+            r.site = Some(site.clone());
+            r.route = Some(route.to_string());
+        }
+    }
+
+    /// An attempt goes to `backend` (its URL).
+    pub fn tried(&mut self, backend: String, retries: u32) {
+        if let Some(r) = &mut self.record {
+            r.backend = Some(backend);
+            r.retries = retries;
+        }
+    }
+
     /// The pipeline has a response: the record now waits for the response to end.
     pub fn respond(mut self, fill: impl FnOnce(&mut AccessRecord)) -> Box<Pending> {
         let mut record = self.record.take().unwrap_or_else(|| AccessRecord::early(IpAddr::from([0, 0, 0, 0]), 0, ""));
         fill(&mut record);
-        Box::new(Pending { record, started: self.started, progress: self.progress.take(), sink: self.sink.clone() })
+        Box::new(Pending {
+            record: Some(record),
+            started: self.started,
+            progress: self.progress.take(),
+            sink: self.sink.clone(),
+        })
     }
 }
 
@@ -141,7 +162,8 @@ impl Drop for Unfinished {
 
 /// A record waiting for its response to end.
 pub struct Pending {
-    record: AccessRecord,
+    /// `None` once emitted.
+    record: Option<AccessRecord>,
     started: Instant,
     /// Counts the request body's bytes while it streams to a backend.
     progress: Option<Arc<Progress>>,
@@ -149,23 +171,19 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn new(
-        record: AccessRecord,
-        started: Instant,
-        progress: Option<Arc<Progress>>,
-        sink: Arc<dyn LogSink>,
-    ) -> Self {
-        Pending { record, started, progress, sink }
-    }
-
+    /// The status the response started with.
     pub fn status(&self) -> u16 {
-        self.record.status
+        self.record.as_ref().map_or(0, |r| r.status)
     }
 
     /// The response ended: `status` is what the client saw, `bytes_out` what it was
     /// given, `cut` why the body did not end normally.
-    pub fn finish(self, status: u16, bytes_out: u64, cut: Option<Failure>) {
-        let mut record = self.record;
+    pub fn finish(mut self, status: u16, bytes_out: u64, cut: Option<Failure>) {
+        self.emit(status, bytes_out, cut);
+    }
+
+    fn emit(&mut self, status: u16, bytes_out: u64, cut: Option<Failure>) {
+        let Some(mut record) = self.record.take() else { return };
         record.status = status;
         record.bytes_out = bytes_out;
         record.duration = self.started.elapsed();
@@ -177,5 +195,20 @@ impl Pending {
             record.error.get_or_insert(cut);
         }
         self.sink.record(record);
+    }
+}
+
+/// Dropped before its response ended: the connection's task was dropped mid-response,
+/// which happens when the shutdown timeout ends the connections still open.
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(status) = self.record.as_ref().map(|r| r.status) {
+            let cut = Failure {
+                side: Side::Gatehouse,
+                kind: "shutdown",
+                reason: "the response was cut off when the shutdown timeout ended the connection".into(),
+            };
+            self.emit(status, 0, Some(cut));
+        }
     }
 }

@@ -12,8 +12,6 @@ use super::AccessRecord;
 /// counts it.
 pub trait LogSink: Send + Sync {
     fn record(&self, record: AccessRecord);
-    /// Records dropped because the sink was full.
-    fn dropped(&self) -> u64;
 }
 
 /// Records waiting for the writer thread; beyond this they are dropped.
@@ -53,10 +51,6 @@ impl LogSink for LineSink {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-    }
-
-    fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 
