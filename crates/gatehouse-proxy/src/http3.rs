@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::body::{BoxError, Inbound, Outgoing};
 use crate::conn::{ConnInfo, TlsInfo};
 use crate::http::framing::Flags;
-use crate::http::handle;
+use crate::pipeline::handle;
 use crate::state::RuntimeState;
 use crate::tls::Resolver;
 

@@ -21,8 +21,9 @@ use tokio::sync::watch;
 use crate::body::Inbound;
 use crate::conn::{ConnInfo, TlsInfo};
 use crate::http::framing::{Flags, Inspected};
+use crate::http::server;
 use crate::http::streams::{End, InFlight, Limits, Streams};
-use crate::http::{handle, server};
+use crate::pipeline::handle;
 use crate::state::RuntimeState;
 use crate::upstream::pool;
 

@@ -1,5 +1,6 @@
 //! `RuntimeState`: everything a worker needs to serve requests, built from one validated
 //! configuration and published atomically. In-flight requests keep the state they started with.
+//! Building may block (backend names are resolved): it must never run on a worker thread.
 
 use std::collections::HashMap;
 use std::sync::Arc;

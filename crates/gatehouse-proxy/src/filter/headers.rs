@@ -1,5 +1,6 @@
 //! Response header rules (`headers.response`: remove, set, add; presets such as
-//! `security-basic` arrive here as rules, expanded by the configuration loader).
+//! `security-basic` arrive here as rules, expanded by the configuration loader). Edits the
+//! head only; must not touch the body or its framing fields.
 
 use gatehouse_config::HeaderRules;
 use http::Response;

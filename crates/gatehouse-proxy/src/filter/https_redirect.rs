@@ -1,7 +1,7 @@
 //! HTTP -> HTTPS: a plain-HTTP request to a site with `https_redirect` gets a 308 to the
 //! same URI on the HTTPS port (308 keeps the method and body, unlike 301). ACME HTTP-01
 //! paths stay on HTTP: the validation server follows no redirect to a certificate that
-//! does not exist yet.
+//! does not exist yet. Must not redirect requests that arrived over TLS.
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};

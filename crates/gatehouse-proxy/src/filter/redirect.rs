@@ -1,5 +1,6 @@
 //! A route's own redirect (`redirect: {to, code}`): `{uri}` in the target becomes the
-//! request's path (after `strip_prefix` and `rewrite`) and query, `{host}` its host.
+//! request's path (after `strip_prefix` and `rewrite`) and query, `{host}` its host. Must
+//! not read the request body: a redirect answers before any of it is read.
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};

@@ -9,5 +9,3 @@ pub(crate) mod request;
 pub mod server;
 pub(crate) mod streams;
 pub mod wire;
-
-pub use crate::pipeline::handle;

@@ -1,6 +1,7 @@
 //! Early checks on a request head, before and just after routing: the routing host, framing
 //! (`Transfer-Encoding`), Host fields, unusual request targets, the connection's
 //! certificate, and the route's size limits. Each failure is a client-side `ProxyError`.
+//! Looks at the head only; must not read the body or touch a backend.
 
 use std::borrow::Cow;
 

@@ -37,7 +37,6 @@ use super::wire::{date, flush, put_field, write_all};
 use crate::body::{Inbound, Outgoing};
 use crate::conn::ConnInfo;
 use crate::error::ProxyError;
-use crate::error::Side;
 use crate::observe::{AccessRecord, Failure};
 use crate::state::RuntimeState;
 use crate::timer::{Deadline, after};
@@ -163,8 +162,8 @@ where
         let written = write_response(&mut io, &mut out, resp, &wants, keep_alive, &mut timer, &mut delivered).await;
         if let Some(p) = pending {
             let cut = match (&written, delivered.body_failed) {
-                (_, Some(reason)) => Some(Failure { side: Side::Backend, kind: "response_body", reason }),
-                (Err(e), None) => Some(Failure { side: Side::Client, kind: "client_gone", reason: e.to_string() }),
+                (_, Some(reason)) => Some(Failure::response_body(reason)),
+                (Err(e), None) => Some(Failure::client_gone(e.to_string())),
                 _ => None,
             };
             p.finish(delivered.status.as_u16(), delivered.bytes, cut);

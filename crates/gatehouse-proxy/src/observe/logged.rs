@@ -1,6 +1,7 @@
 //! A response body that emits its request's access record when it ends: read to the end,
 //! failed, or dropped by the connection (client gone, stream reset). Used for responses
 //! that hyper or the HTTP/3 loop write; the own HTTP/1.1 loop finishes records itself.
+//! Must not change what the body yields, only when an error is yielded (see `poll_frame`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -10,7 +11,6 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::{Failure, Pending};
 use crate::body::{BoxError, Outgoing};
-use crate::error::Side;
 
 pub struct Logged {
     inner: Outgoing,
@@ -57,8 +57,7 @@ impl Body for Logged {
                 }
             }
             Poll::Ready(Some(Err(e))) => {
-                let reason = format!("response body failed: {e}");
-                this.finish(Some(Failure { side: Side::Backend, kind: "response_body", reason }));
+                this.finish(Some(Failure::response_body(format!("response body failed: {e}"))));
                 // hyper drops what it has buffered for the client (HTTP/1.1) or queued on
                 // the stream (HTTP/2) as soon as a body fails. Held back for one poll, the
                 // error lets the connection flush what it was already given first, so the
@@ -85,11 +84,8 @@ impl Body for Logged {
 impl Drop for Logged {
     fn drop(&mut self) {
         if self.pending.is_some() {
-            let cut = (!self.inner.is_end_stream()).then(|| Failure {
-                side: Side::Client,
-                kind: "client_gone",
-                reason: "the client connection ended before the response was complete".into(),
-            });
+            let cut = (!self.inner.is_end_stream())
+                .then(|| Failure::client_gone("the client connection ended before the response was complete"));
             self.finish(cut);
         }
     }

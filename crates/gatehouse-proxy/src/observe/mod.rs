@@ -35,6 +35,16 @@ impl Failure {
     pub fn of(e: &ProxyError) -> Self {
         Failure { side: e.side(), kind: e.kind(), reason: e.to_string() }
     }
+
+    /// The client left before its response was complete.
+    pub fn client_gone(reason: impl Into<String>) -> Self {
+        Failure { side: Side::Client, kind: "client_gone", reason: reason.into() }
+    }
+
+    /// The backend's response body broke off after its head.
+    pub fn response_body(reason: impl Into<String>) -> Self {
+        Failure { side: Side::Backend, kind: "response_body", reason: reason.into() }
+    }
 }
 
 /// One request, as it ended.
@@ -150,11 +160,7 @@ impl Drop for Unfinished {
             if let Some(p) = &self.progress {
                 record.bytes_in = p.bytes();
             }
-            record.error = Some(Failure {
-                side: Side::Client,
-                kind: "client_gone",
-                reason: "the client went away before the response was ready".into(),
-            });
+            record.error = Some(Failure::client_gone("the client went away before the response was ready"));
             self.sink.record(record);
         }
     }
