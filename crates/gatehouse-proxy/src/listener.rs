@@ -213,7 +213,7 @@ async fn worker(
         let _ = stream.set_nodelay(true);
         let peer_value =
             http::HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(http::HeaderValue::from_static("unknown"));
-        let mut info = ConnInfo {
+        let info = ConnInfo {
             peer,
             peer_value,
             proto: "http",
@@ -229,28 +229,15 @@ async fn worker(
         tokio::spawn(async move {
             let _permit = permit;
             let _alive = alive;
-            let Some((acceptor, resolver)) = tls else {
-                serve(stream, false, info, &shared, &fast, &hyper, stop).await;
-                return;
-            };
-            let stream = match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                    return;
+            match tls {
+                None => serve(stream, false, info, &shared, &fast, &hyper, stop).await,
+                // Boxed: a plain connection's future must not carry the size of the TLS
+                // handshake and stream (the two branches would share one state layout).
+                Some((acceptor, resolver)) => {
+                    let tls = Tls { acceptor, resolver, header_read };
+                    Box::pin(serve_tls(stream, tls, info, &shared, &fast, &hyper, stop)).await
                 }
-                Err(_) => return,
-            };
-            let (_, session) = stream.get_ref();
-            if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
-                // A TLS-ALPN-01 validation ends with the handshake.
-                return;
             }
-            let h2 = session.alpn_protocol() == Some(b"h2");
-            let sni = session.server_name().map(|s| s.to_ascii_lowercase());
-            info.proto = "https";
-            info.tls = Some(Arc::new(TlsInfo { sni, resolver }));
-            serve(stream, h2, info, &shared, &fast, &hyper, stop).await;
         });
     }
     drop(listener);
@@ -263,6 +250,46 @@ async fn worker(
             tracing::warn!("shutdown timeout reached; closing remaining connections");
         }
     }
+}
+
+/// What a TLS connection needs beyond a plain one.
+struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    resolver: Arc<crate::tls::Resolver>,
+    /// The handshake must be over within the header-read time.
+    header_read: Duration,
+}
+
+/// Completes the TLS handshake (ALPN decides HTTP/2, `acme-tls/1` ends the connection),
+/// then serves the connection like a plain one.
+async fn serve_tls(
+    stream: tokio::net::TcpStream,
+    tls: Tls,
+    mut info: ConnInfo,
+    shared: &Arc<ArcSwap<RuntimeState>>,
+    fast: &server::Settings,
+    hyper: &Hyper,
+    stop: watch::Receiver<bool>,
+) {
+    let peer = info.peer;
+    let stream = match tokio::time::timeout(tls.header_read, tls.acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let (_, session) = stream.get_ref();
+    if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+        // A TLS-ALPN-01 validation ends with the handshake.
+        return;
+    }
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let sni = session.server_name().map(|s| s.to_ascii_lowercase());
+    info.proto = "https";
+    info.tls = Some(Arc::new(TlsInfo { sni, resolver: tls.resolver }));
+    serve(stream, h2, info, shared, fast, hyper, stop).await;
 }
 
 /// Serves a connection; on shutdown lets the in-flight request finish, then closes. A

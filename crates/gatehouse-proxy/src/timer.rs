@@ -29,6 +29,11 @@ impl Deadline {
         Deadline { at, sleep: None }
     }
 
+    /// The current deadline.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+
     pub fn set(&mut self, at: Instant) {
         self.at = at;
         if let Some(s) = &mut self.sleep

@@ -20,6 +20,7 @@ use std::future::{Future, poll_fn};
 use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -66,8 +67,19 @@ pub enum Outcome<S> {
     },
 }
 
+/// How long a connection keeps its request state (the boxed `busy` loop and its buffers)
+/// after a response while no next request arrives. A busy keep-alive connection keeps it
+/// from one request to the next and allocates nothing; one idle for longer gives it back
+/// and holds only the small idle wait.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Serves requests on `io` until the client closes, a timeout or error ends the
 /// connection, shutdown is signalled, or a request needs hyper.
+///
+/// Two states. **Idle**: waiting for the first bytes of a request, holding no buffer (one
+/// is lent by the worker's free list only while a read is tried). **Busy**: the request
+/// loop (`busy`), boxed, so its state — parsing, the pipeline, the response write — is
+/// allocated while requests come and freed after `LINGER` without one.
 pub async fn serve<S>(
     mut io: S,
     info: &ConnInfo,
@@ -78,47 +90,101 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut out: Vec<u8> = Vec::with_capacity(1024);
-    // Reused for every request's parsed fields.
-    let mut spare = Vec::new();
+    let mut buf = BytesMut::new();
     let mut timer = Deadline::new(after(Instant::now(), cfg.header_read));
-    let mut first = true;
     // The live configuration, re-read only when a reload has swapped it.
     let mut state = arc_swap::Cache::new(shared);
     // One wait for the shutdown signal serves the whole connection (a fresh one per
     // request would register and unregister a waiter each time).
     let mut watcher = stop.clone();
     let mut stopping = std::pin::pin!(watcher.changed());
+    let mut first = true;
     loop {
+        // Idle: the head-read deadline for a new connection, the keep-alive one later.
+        // Running out here, with nothing received, closes without an answer.
+        match read_some(&mut io, &mut buf, &mut timer, stopping.as_mut(), true).await {
+            Read::Data => {}
+            Read::Closed | Read::Timeout | Read::Stop => return Outcome::Closed,
+        }
+        let mut conn = Busy { io: &mut io, buf: &mut buf, timer: &mut timer, first: &mut first };
+        let ended = Box::pin(busy(&mut conn, info, &mut state, cfg, &stop, stopping.as_mut())).await;
+        match ended {
+            Ended::Lingered => super::spare::give_read_buffer(std::mem::take(&mut buf)),
+            Ended::Closed => return Outcome::Closed,
+            Ended::HandOff { h2 } => return Outcome::HandOff { io, read: buf.freeze(), h2 },
+        }
+    }
+}
+
+/// What the busy loop works on, borrowed from the connection.
+struct Busy<'a, S> {
+    io: &'a mut S,
+    buf: &'a mut BytesMut,
+    timer: &'a mut Deadline,
+    /// No request has been read on this connection yet.
+    first: &'a mut bool,
+}
+
+/// Why the busy loop returned.
+enum Ended {
+    /// No new request within `LINGER`: back to idle.
+    Lingered,
+    Closed,
+    /// A request for hyper; the connection and `buf` go to it.
+    HandOff {
+        h2: bool,
+    },
+}
+
+/// Serves requests as long as they come, starting with the bytes already in `buf`.
+async fn busy<S, F>(
+    conn: &mut Busy<'_, S>,
+    info: &ConnInfo,
+    state: &mut arc_swap::Cache<&ArcSwap<RuntimeState>, Arc<RuntimeState>>,
+    cfg: &Settings,
+    stop: &watch::Receiver<bool>,
+    mut stopping: Pin<&mut F>,
+) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Future,
+{
+    let Busy { io, buf, timer, first } = conn;
+    // Reused for every request's parsed fields while the connection is busy.
+    let mut spare = super::spare::field_list();
+    let mut out = super::spare::write_buffer();
+    // When the wait for the next request gives up and goes idle: `LINGER` after the last
+    // response started (its clock read serves both deadlines).
+    let mut rest_at: Option<Instant> = None;
+    let ended = loop {
         // Wait for a complete request head. The timer carries the head-read deadline from
         // the connection's start, or from the first byte of a later head; until then, the
-        // idle deadline.
-        let mut head_deadline = first;
+        // keep-alive deadline, or `LINGER` if that comes first.
+        let mut head_deadline = **first;
         let head = loop {
             if !buf.is_empty() {
-                if first && b"PRI ".starts_with(&buf[..buf.len().min(4)]) {
+                if **first && b"PRI ".starts_with(&buf[..buf.len().min(4)]) {
                     if buf.len() < 4 {
                         // Too short to tell; read on.
                     } else {
-                        return Outcome::HandOff { io, read: buf.freeze(), h2: true };
+                        break Err(Ended::HandOff { h2: true });
                     }
                 } else {
-                    match parse(&buf, &mut spare) {
-                        Ok(Some(head)) if head.len <= cfg.max_head => break head,
+                    match parse(buf, &mut spare) {
+                        Ok(Some(head)) if head.len <= cfg.max_head => break Ok(head),
                         Ok(_) if buf.len() >= cfg.max_head => {
-                            let status = too_large(&buf, cfg.max_head);
+                            let status = too_large(buf, cfg.max_head);
                             early(info, status, "request head too large");
-                            reject(&mut io, status).await;
-                            return Outcome::Closed;
+                            reject(*io, status).await;
+                            break Err(Ended::Closed);
                         }
-                        Ok(Some(head)) => break head,
+                        Ok(Some(head)) => break Ok(head),
                         Ok(None) => {}
                         Err(status) => {
                             tracing::debug!(peer = %info.peer, status = status.as_u16(), "malformed request head");
                             early(info, status, "malformed request head");
-                            reject(&mut io, status).await;
-                            return Outcome::Closed;
+                            reject(*io, status).await;
+                            break Err(Ended::Closed);
                         }
                     }
                 }
@@ -127,19 +193,36 @@ where
                     timer.set(after(Instant::now(), cfg.header_read));
                 }
             }
-            match read_some(&mut io, &mut buf, &mut timer, stopping.as_mut()).await {
+            // Between requests the wait ends at `LINGER`; the keep-alive deadline stays.
+            let keep_alive_until = timer.at();
+            let linger = rest_at.take().filter(|l| buf.is_empty() && *l < keep_alive_until);
+            if let Some(l) = linger {
+                timer.set(l);
+            }
+            match read_some(*io, buf, timer, stopping.as_mut(), false).await {
                 Read::Data => {}
                 Read::Timeout if !buf.is_empty() => {
                     early(info, StatusCode::REQUEST_TIMEOUT, "request head not complete in time");
-                    reject(&mut io, StatusCode::REQUEST_TIMEOUT).await;
-                    return Outcome::Closed;
+                    reject(*io, StatusCode::REQUEST_TIMEOUT).await;
+                    break Err(Ended::Closed);
                 }
-                Read::Closed | Read::Timeout | Read::Stop => return Outcome::Closed,
+                Read::Timeout if linger.is_some() => {
+                    timer.set(keep_alive_until);
+                    break Err(Ended::Lingered);
+                }
+                Read::Closed | Read::Timeout | Read::Stop => break Err(Ended::Closed),
+            }
+            if linger.is_some() {
+                timer.set(keep_alive_until);
             }
         };
-        first = false;
+        let head = match head {
+            Ok(h) => h,
+            Err(ended) => break ended,
+        };
+        **first = false;
         if head.hand_off {
-            return Outcome::HandOff { io, read: buf.freeze(), h2: false };
+            break Ended::HandOff { h2: false };
         }
 
         let raw = buf.split_to(head.len).freeze();
@@ -147,8 +230,8 @@ where
             Ok(r) => r,
             Err(status) => {
                 early(info, status, "malformed request head");
-                reject(&mut io, status).await;
-                return Outcome::Closed;
+                reject(*io, status).await;
+                break Ended::Closed;
             }
         };
         let (resp, pending) = crate::pipeline::serve(state.load(), info, req).await;
@@ -159,7 +242,7 @@ where
         let now = Instant::now();
         timer.set(after(now, cfg.send));
         let mut delivered = Delivered { status: resp.status(), bytes: 0, body_failed: None };
-        let written = write_response(&mut io, &mut out, resp, &wants, keep_alive, &mut timer, &mut delivered).await;
+        let written = write_response(*io, &mut out, resp, &wants, keep_alive, timer, &mut delivered).await;
         if let Some(p) = pending {
             let cut = match (&written, delivered.body_failed) {
                 (_, Some(reason)) => Some(Failure::response_body(reason)),
@@ -171,17 +254,21 @@ where
         match written {
             Ok(true) => {}
             Ok(false) => {
-                shutdown(&mut io, &mut timer).await;
-                return Outcome::Closed;
+                shutdown(*io, timer).await;
+                break Ended::Closed;
             }
             Err(e) => {
                 tracing::debug!(peer = %info.peer, error = %e, "response not delivered");
-                return Outcome::Closed;
+                break Ended::Closed;
             }
         }
         // Counted from the start of the response: one clock read per request is enough.
         timer.set(after(now, cfg.idle));
-    }
+        rest_at = Some(after(now, LINGER));
+    };
+    super::spare::give_field_list(spare);
+    super::spare::give_write_buffer(out);
+    ended
 }
 
 /// What the client's request head asked of the response.
@@ -193,7 +280,7 @@ pub(crate) struct Wants {
 }
 
 /// A header field: its name and where its value sits in the head.
-type Field = (HeaderName, (usize, usize));
+pub(crate) type Field = (HeaderName, (usize, usize));
 
 /// A parsed request head. Values are kept as ranges into the buffer so they can become
 /// slices of one shared `Bytes` instead of copies.
@@ -354,20 +441,28 @@ enum Read {
 }
 
 /// Reads what is available. The timer and the shutdown signal are only looked at when the
-/// socket has nothing yet.
+/// socket has nothing yet. With `lend`, an empty buffer is given back to the worker's free
+/// list while the read waits (an idle connection holds none).
 /// `stopping` resolves on shutdown; it must not be polled again once it has.
 async fn read_some<S: AsyncRead + Unpin, F: Future>(
     io: &mut S,
     buf: &mut BytesMut,
     timer: &mut Deadline,
     mut stopping: Pin<&mut F>,
+    lend: bool,
 ) -> Read {
     poll_fn(|cx| {
-        buf.reserve(4096);
+        if buf.capacity() == 0 {
+            *buf = super::spare::read_buffer();
+        }
+        buf.reserve(super::spare::READ);
         match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Read::Closed),
             Poll::Ready(Ok(_)) => Poll::Ready(Read::Data),
             Poll::Pending => {
+                if lend && buf.is_empty() {
+                    super::spare::give_read_buffer(std::mem::take(buf));
+                }
                 if stopping.as_mut().poll(cx).is_ready() {
                     Poll::Ready(Read::Stop)
                 } else if timer.poll_expired(cx) {

@@ -153,3 +153,72 @@ fn refuses_ambiguous_framing() {
     let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: 1\r\n".repeat(MAX_HEADERS + 1));
     assert_eq!(head(&many).err(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
 }
+
+/// A redirecting site (no backend needed) and the loop's settings for the tests below.
+fn redirecting() -> (arc_swap::ArcSwap<RuntimeState>, ConnInfo, Settings) {
+    let sites = [("a", "host: a.test\nredirect: {to: \"https://a.test{uri}\", code: 301}\n")];
+    let config =
+        gatehouse_config::load_from_str_for_tests("listen: {http: 127.0.0.1:0}\n", &sites, std::path::Path::new("/"))
+            .expect("config");
+    let state = RuntimeState::build(std::sync::Arc::new(config), None, None, None).expect("state");
+    let info = ConnInfo {
+        peer: "127.0.0.1:1".parse().expect("addr"),
+        proto: "http",
+        peer_value: HeaderValue::from_static("127.0.0.1"),
+        framing: Default::default(),
+        tls: None,
+        challenges: None,
+        own_http1: true,
+        sink: None,
+    };
+    let cfg = Settings {
+        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(5),
+        send: Duration::from_secs(10),
+        max_head: 16 * 1024,
+    };
+    (arc_swap::ArcSwap::from_pointee(state), info, cfg)
+}
+
+/// An idle connection's future holds the idle wait only: the request loop, the pipeline and
+/// the buffers are allocated while requests come (what each of 10,000 idle keep-alive
+/// connections costs; see bench/connections.sh).
+#[test]
+fn an_idle_connection_holds_only_a_small_future() {
+    let (shared, info, cfg) = redirecting();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let (a, _b) = tokio::io::duplex(64);
+    let serving = serve(a, &info, &shared, &cfg, rx);
+    let size = std::mem::size_of_val(&serving);
+    assert!(size <= 1024, "the connection future is {size} bytes");
+}
+
+/// A keep-alive connection that gives its request state back after `LINGER` without a
+/// request still serves the next one, and is closed at the keep-alive deadline. (Paused
+/// clock: the runtime moves time on when everything waits.)
+#[tokio::test(start_paused = true)]
+async fn a_connection_idle_past_linger_serves_the_next_request_and_closes_at_keep_alive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (shared, info, cfg) = redirecting();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let (server, mut client) = tokio::io::duplex(64 * 1024);
+    let serving = serve(server, &info, &shared, &cfg, rx);
+    let talking = async {
+        let mut got = vec![0u8; 4096];
+        for gap in [Duration::ZERO, LINGER * 2, Duration::from_secs(4)] {
+            tokio::time::sleep(gap).await;
+            client.write_all(b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n").await.expect("write");
+            let n = client.read(&mut got).await.expect("read");
+            let text = String::from_utf8_lossy(&got[..n]).into_owned();
+            assert!(text.starts_with("HTTP/1.1 301"), "after {gap:?} idle: {text}");
+            assert!(text.contains("location: https://a.test/x"), "{text}");
+        }
+        // Past the keep-alive deadline (5 s after the last response) the server closes.
+        let started = tokio::time::Instant::now();
+        let n = client.read(&mut got).await.expect("read");
+        assert_eq!(n, 0, "the connection stayed open");
+        assert!(started.elapsed() >= Duration::from_secs(4), "closed after {:?}", started.elapsed());
+    };
+    let (outcome, ()) = tokio::join!(serving, talking);
+    assert!(matches!(outcome, Outcome::Closed));
+}

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Memory per client connection, Gatehouse beside nginx and HAProxy (one worker each, plain
+# HTTP/1.1, an nginx backend). For each proxy: RSS at rest, then N keep-alive client
+# connections are opened (loopback only) and every other one is served one request; RSS
+# with all N open (idle), and RSS again after they are closed. Prints KB per connection.
+#
+#   bench/connections.sh            N=10000 by default; PEERS="nginx haproxy gatehouse"
+#
+# The kernel's socket buffers are not in any process's RSS, so this is what each proxy
+# itself keeps per connection: buffers, connection state, task and future sizes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-10000}
+PEERS=${PEERS:-"nginx haproxy gatehouse"}
+BIN=${GATEHOUSE_BIN:-target/release/gatehouse}
+[ -x "$BIN" ] || cargo build --release -p gatehouse
+(( N >= 2 && N <= 60000 )) || { echo "N must be between 2 and 60000"; exit 1; }
+missing=()
+for tool in nginx haproxy python3; do
+  [[ " $PEERS nginx python3 " == *" $tool "* ]] && ! command -v "$tool" >/dev/null && missing+=("$tool")
+done
+if (( ${#missing[@]} )); then
+  [[ $(id -u) == 0 ]] || { echo "missing ${missing[*]}: apt-get install ${missing[*]}"; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Every proxy and the client need N descriptors and more; HAProxy reserves two per
+# connection (client and server side) and refuses to start without them.
+HARD=$(ulimit -Hn); [[ $HARD == unlimited ]] && HARD=1048576
+if [[ " $PEERS " == *" haproxy "* ]] && (( N * 2 + 512 > HARD )); then
+  N=$(( (HARD - 512) / 2 ))
+  echo "note: the descriptor limit ($HARD) lets HAProxy hold $N connections; measuring every proxy with N=$N"
+fi
+ulimit -n $(( N * 2 + 512 < HARD ? N * 2 + 512 : HARD ))
+
+TMP=$(mktemp -d /tmp/gatehouse-connections.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BACKEND=$(port)
+
+nginx_conf() { # $1 dir, $2 server block
+  mkdir -p "$1"
+  cat >"$1/nginx.conf" <<CONF
+worker_processes 1;
+worker_rlimit_nofile $(( N + 512 ));
+master_process off;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log;
+events { worker_connections $(( N * 2 + 256 )); }
+http {
+  access_log off;
+  client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1; uwsgi_temp_path $1; scgi_temp_path $1;
+  keepalive_timeout 300s;
+  keepalive_requests 1000000;
+  $2
+}
+CONF
+}
+nginx_conf "$TMP/backend" "server { listen 127.0.0.1:$BACKEND backlog=4096; location / { return 200 \"hello from backend\n\"; } }"
+nginx -c "$TMP/backend/nginx.conf" & PIDS+=($!)
+
+start() { # $1 peer, $2 port; prints the pid whose RSS counts
+  local p=$1 at=$2
+  case $p in
+    nginx)
+      nginx_conf "$TMP/nginx" "upstream b { server 127.0.0.1:$BACKEND; keepalive 64; } server { listen 127.0.0.1:$at backlog=4096; location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+      nginx -c "$TMP/nginx/nginx.conf" >/dev/null 2>&1 & echo $! ;;
+    haproxy)
+      mkdir -p "$TMP/haproxy"
+      cat >"$TMP/haproxy/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    maxconn $(( N + 64 ))
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 30s
+    timeout http-keep-alive 300s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$at
+    default_backend be
+backend be
+    server backend 127.0.0.1:$BACKEND
+CONF
+      haproxy -f "$TMP/haproxy/haproxy.cfg" >/dev/null 2>&1 & echo $! ;;
+    gatehouse)
+      mkdir -p "$TMP/gh/sites"
+      cat >"$TMP/gh/gatehouse.yaml" <<CONF
+workers: 1
+listen: {http: 127.0.0.1:$at}
+admin: {listen: 127.0.0.1:0}
+sites_dir: sites
+storage: {path: data/gh.db}
+log: {level: warn}
+server: {keepalive_timeout: 300s, header_read_timeout: 300s}
+CONF
+      printf 'host: "*"\nbackend: http://127.0.0.1:%s\n' "$BACKEND" >"$TMP/gh/sites/bench.yaml"
+      "$BIN" run --config "$TMP/gh/gatehouse.yaml" >/dev/null 2>"$TMP/gh/err.log" & echo $! ;;
+  esac
+}
+
+# The client: opens N connections, serves every other one a request, reports the proxy's
+# RSS at rest, with all open, and after closing them.
+cat >"$TMP/client.py" <<'PY'
+import socket, sys, time
+pid, port, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+def rss():
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+def settle():
+    # RSS settles once the proxy has dealt with what was sent.
+    last, same = rss(), 0
+    while same < 5:
+        time.sleep(0.2)
+        now = rss()
+        same = same + 1 if now == last else 0
+        last = now
+    return last
+REQ = b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n"
+def answer(s):
+    s.sendall(REQ)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk: raise SystemExit("connection closed by the proxy")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0])
+    while len(body) < length:
+        body += s.recv(65536)
+# Warm up: the proxy's own backend connection and first allocations.
+w = socket.create_connection(("127.0.0.1", port), timeout=10); answer(w); w.close()
+base = settle()
+conns = []
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if i % 2 == 0:
+        answer(s)
+    conns.append(s)
+held = settle()
+for s in conns[1::2]:
+    answer(s)   # the other half, still alive after the wait
+for s in conns:
+    s.close()
+after = settle()
+print(f"{base} {held} {after}")
+PY
+
+printf '%-10s %12s %14s %12s %16s\n' proxy "rest KB" "N open KB" "per conn" "after close KB"
+for p in $PEERS; do
+  at=$(port)
+  pid=$(start "$p" "$at"); PIDS+=("$pid")
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$at/" && break; sleep 0.1; done
+  read -r base held after < <(python3 "$TMP/client.py" "$pid" "$at" "$N")
+  per=$(python3 -c "print(f'{($held - $base) / $N:.2f} KB')")
+  printf '%-10s %12d %14d %12s %16d\n' "$p" "$base" "$held" "$per" "$after"
+  kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+done
+echo "command: N=$N bench/connections.sh ($(git rev-parse --short HEAD)); one worker each, plain HTTP/1.1, half of the connections served one request"
