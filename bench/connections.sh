@@ -5,12 +5,14 @@
 # with all N open (idle), and RSS again after they are closed. Prints KB per connection.
 #
 #   bench/connections.sh            N=10000 by default; PEERS="nginx haproxy gatehouse"
+#   MODE=tls bench/connections.sh   the same over TLS 1.3 (one ECDSA P-256 certificate)
 #
 # The kernel's socket buffers are not in any process's RSS, so this is what each proxy
 # itself keeps per connection: buffers, connection state, task and future sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
+MODE=${MODE:-plain}
 PEERS=${PEERS:-"nginx haproxy gatehouse"}
 BIN=${GATEHOUSE_BIN:-target/release/gatehouse}
 [ -x "$BIN" ] || cargo build --release -p gatehouse
@@ -38,6 +40,11 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BACKEND=$(port)
+if [[ $MODE == tls ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench.test \
+    -addext subjectAltName=DNS:bench.test -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+  cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/both.pem"
+fi
 
 nginx_conf() { # $1 dir, $2 server block
   mkdir -p "$1"
@@ -65,7 +72,9 @@ start() { # $1 peer, $2 port; prints the pid whose RSS counts
   local p=$1 at=$2
   case $p in
     nginx)
-      nginx_conf "$TMP/nginx" "upstream b { server 127.0.0.1:$BACKEND; keepalive 64; } server { listen 127.0.0.1:$at backlog=4096; location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+      local ssl=""
+      [[ $MODE == tls ]] && ssl=" ssl; ssl_certificate $TMP/cert.pem; ssl_certificate_key $TMP/key.pem; ssl_protocols TLSv1.3"
+      nginx_conf "$TMP/nginx" "upstream b { server 127.0.0.1:$BACKEND; keepalive 64; } server { listen 127.0.0.1:$at backlog=4096$ssl; location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
       nginx -c "$TMP/nginx/nginx.conf" >/dev/null 2>&1 & echo $! ;;
     haproxy)
       mkdir -p "$TMP/haproxy"
@@ -81,7 +90,7 @@ defaults
     timeout http-keep-alive 300s
     http-reuse always
 frontend fe
-    bind 127.0.0.1:$at
+    bind 127.0.0.1:$at$([[ $MODE == tls ]] && echo " ssl crt $TMP/both.pem ssl-min-ver TLSv1.3")
     default_backend be
 backend be
     server backend 127.0.0.1:$BACKEND
@@ -89,16 +98,20 @@ CONF
       haproxy -f "$TMP/haproxy/haproxy.cfg" >/dev/null 2>&1 & echo $! ;;
     gatehouse)
       mkdir -p "$TMP/gh/sites"
+      local listen="{http: 127.0.0.1:$(port)}"
+      [[ $MODE == tls ]] || listen="{http: 127.0.0.1:$at}"
+      [[ $MODE == tls ]] && listen="{http: 127.0.0.1:$(port), https: 127.0.0.1:$at}"
       cat >"$TMP/gh/gatehouse.yaml" <<CONF
 workers: 1
-listen: {http: 127.0.0.1:$at}
+listen: $listen
 admin: {listen: 127.0.0.1:0}
 sites_dir: sites
 storage: {path: data/gh.db}
 log: {level: warn}
 server: {keepalive_timeout: 300s, header_read_timeout: 300s}
 CONF
-      printf 'host: "*"\nbackend: http://127.0.0.1:%s\n' "$BACKEND" >"$TMP/gh/sites/bench.yaml"
+      printf 'host: bench.test\nbackend: http://127.0.0.1:%s\n' "$BACKEND" >"$TMP/gh/sites/bench.yaml"
+      [[ $MODE == tls ]] && printf 'tls: {cert: %s, key: %s}\n' "$TMP/cert.pem" "$TMP/key.pem" >>"$TMP/gh/sites/bench.yaml"
       "$BIN" run --config "$TMP/gh/gatehouse.yaml" >/dev/null 2>"$TMP/gh/err.log" & echo $! ;;
   esac
 }
@@ -106,8 +119,14 @@ CONF
 # The client: opens N connections, serves every other one a request, reports the proxy's
 # RSS at rest, with all open, and after closing them.
 cat >"$TMP/client.py" <<'PY'
-import socket, sys, time
-pid, port, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+import socket, ssl, sys, time
+pid, port, n, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+def connect():
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return ctx.wrap_socket(s, server_hostname="bench.test") if mode == "tls" else s
 def rss():
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -135,11 +154,11 @@ def answer(s):
     while len(body) < length:
         body += s.recv(65536)
 # Warm up: the proxy's own backend connection and first allocations.
-w = socket.create_connection(("127.0.0.1", port), timeout=10); answer(w); w.close()
+w = connect(); answer(w); w.close()
 base = settle()
 conns = []
 for i in range(n):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = connect()
     if i % 2 == 0:
         answer(s)
     conns.append(s)
@@ -156,10 +175,11 @@ printf '%-10s %12s %14s %12s %16s\n' proxy "rest KB" "N open KB" "per conn" "aft
 for p in $PEERS; do
   at=$(port)
   pid=$(start "$p" "$at"); PIDS+=("$pid")
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$at/" && break; sleep 0.1; done
-  read -r base held after < <(python3 "$TMP/client.py" "$pid" "$at" "$N")
+  scheme=http; [[ $MODE == tls ]] && scheme=https
+  for _ in $(seq 100); do curl -skf -o /dev/null --resolve "bench.test:$at:127.0.0.1" "$scheme://bench.test:$at/" && break; sleep 0.1; done
+  read -r base held after < <(python3 "$TMP/client.py" "$pid" "$at" "$N" "$MODE")
   per=$(python3 -c "print(f'{($held - $base) / $N:.2f} KB')")
   printf '%-10s %12d %14d %12s %16d\n' "$p" "$base" "$held" "$per" "$after"
   kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
 done
-echo "command: N=$N bench/connections.sh ($(git rev-parse --short HEAD)); one worker each, plain HTTP/1.1, half of the connections served one request"
+echo "command: MODE=$MODE N=$N bench/connections.sh ($(git rev-parse --short HEAD)); one worker each, $MODE HTTP/1.1, half of the connections served one request"
