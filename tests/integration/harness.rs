@@ -572,3 +572,14 @@ pub async fn admin_reload(gh: &Gatehouse) -> Reply {
 pub async fn config_version(gh: &Gatehouse) -> u64 {
     get(gh.admin, "localhost", "/api/config").await.json()["version"].as_u64().expect("version")
 }
+
+impl Gatehouse {
+    /// Like `start`, with the binary run through `prefix` (a command that execs its
+    /// arguments, such as `prlimit --nofile=…`).
+    pub fn start_under(prefix: &[&str], main_extra: &str, sites: &[(&str, &str)]) -> Gatehouse {
+        let mut cmd = Command::new(prefix[0]);
+        cmd.args(&prefix[1..]).arg(BIN);
+        Self::launch(configured(main_extra, sites), cmd)
+            .unwrap_or_else(|f| panic!("gatehouse did not start; stderr:\n{}", f.log))
+    }
+}

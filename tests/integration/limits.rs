@@ -355,3 +355,27 @@ async fn max_connections_closes_connections_beyond_the_limit() {
     .await;
     assert!(served, "no connection served after the others closed");
 }
+
+/// The soft open-file limit is raised to the hard one at start (as nginx's
+/// `worker_rlimit_nofile`), and connections configured beyond what it allows are named in
+/// a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_file_limit_is_raised_to_the_hard_limit_at_start() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start_under(
+        &["prlimit", "--nofile=300:4096"],
+        "server: {max_connections: 5000}\n",
+        &[("a", &site("a.test", &format!("backend: {}\n", b.url())))],
+    );
+    let pid = gh.child.as_ref().expect("running").id();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("open files line");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["4096", "4096"], "{line}");
+    assert!(
+        gh.log().contains("server.max_connections x workers needs up to 20000 descriptors"),
+        "no warning about the limit: {}",
+        gh.log()
+    );
+    assert_eq!(get(gh.http, "a.test", "/").await.status, 200);
+}

@@ -166,7 +166,45 @@ fn startup_checks(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Raises the soft descriptor limit to the hard one, as nginx's `worker_rlimit_nofile`
+/// does: every client connection, backend connection and file is a descriptor, and the
+/// usual soft limit (1024) would cap a busy proxy at a few hundred clients. Logs when the
+/// configured connections cannot fit.
+fn raise_descriptor_limit(config: &Config) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let current = getrlimit(Resource::Nofile);
+    let mut limit = current.current;
+    if current.current != current.maximum {
+        match setrlimit(Resource::Nofile, Rlimit { current: current.maximum, maximum: current.maximum }) {
+            Ok(()) => {
+                limit = current.maximum;
+                tracing::info!(
+                    from = current.current.map_or("unlimited".to_string(), |n| n.to_string()),
+                    to = current.maximum.map_or("unlimited".to_string(), |n| n.to_string()),
+                    "raised the open-file limit to its hard limit"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    let wanted = (config.server.max_connections as u64).saturating_mul(config.workers as u64);
+    if let Some(limit) = limit
+        && wanted > 0
+        && wanted > limit / 2
+    {
+        // A proxied connection needs two descriptors: the client's and the backend's.
+        tracing::warn!(
+            max_connections = config.server.max_connections,
+            workers = config.workers,
+            open_file_limit = limit,
+            "server.max_connections x workers needs up to {} descriptors (client and backend side); the open-file limit is {limit}: connections beyond it fail to be accepted (raise LimitNOFILE / ulimit -Hn)",
+            wanted.saturating_mul(2)
+        );
+    }
+}
+
 fn run(path: PathBuf, config: Config) -> Result<()> {
+    raise_descriptor_limit(&config);
     startup_checks(&config)?;
     let config = Arc::new(config);
     let admin_listener = std::net::TcpListener::bind(config.admin_listen)
