@@ -454,6 +454,12 @@ fn build(
             }
         },
         max_connections: cx.count(raw_server.max_connections.as_ref(), "server.max_connections", 0, MAX_CONNECTIONS),
+        max_connections_per_ip: cx.count(
+            raw_server.max_connections_per_ip.as_ref(),
+            "server.max_connections_per_ip",
+            0,
+            MAX_CONNECTIONS,
+        ),
     };
 
     let mut trusted_proxies = Vec::new();

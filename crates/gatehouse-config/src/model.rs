@@ -111,8 +111,12 @@ pub struct ServerConfig {
     /// Time a client has to take each part of a response (HTTP/1.1) before the connection
     /// is closed.
     pub send_timeout: Duration,
-    /// Concurrent client connections per worker; 0 = unlimited.
+    /// Concurrent client connections of the whole process; 0 = unlimited. At the limit
+    /// no more are accepted until one closes.
     pub max_connections: usize,
+    /// Concurrent client connections from one address; 0 = unlimited. Beyond it a new
+    /// connection is closed unanswered.
+    pub max_connections_per_ip: usize,
 }
 
 /// One entry of `admin.allowed_hosts`.

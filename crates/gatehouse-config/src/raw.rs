@@ -142,6 +142,7 @@ pub struct Server {
     pub keepalive_timeout: Option<S<String>>,
     pub send_timeout: Option<S<String>>,
     pub max_connections: Option<S<String>>,
+    pub max_connections_per_ip: Option<S<String>>,
     /// PING interval on idle HTTP/2 client connections; off unless set.
     pub h2_ping_interval: Option<S<String>>,
 }

@@ -3,6 +3,7 @@
 //! The binary gives this crate a validated `Config`; it never reads files or environment
 //! itself and never touches storage (see ../shared/DESIGN.md §3).
 
+pub mod admission;
 pub mod body;
 pub mod conn;
 pub mod error;
@@ -100,6 +101,7 @@ impl Server {
             tls,
             challenges,
             sink: access_sink(),
+            admission: admission::Admission::new(&config.server),
         });
         let mut https = https.into_iter();
         let sockets = http

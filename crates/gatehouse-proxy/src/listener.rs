@@ -80,6 +80,8 @@ pub struct WorkerSettings {
     pub challenges: Option<Arc<crate::tls::Challenges>>,
     /// Where access records go; `None` when the access log is off.
     pub sink: Option<Arc<dyn crate::observe::LogSink>>,
+    /// Connection limits shared by every worker.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 /// One worker's sockets: the HTTP listener and, when configured, the HTTPS one.
@@ -172,8 +174,7 @@ async fn worker(
     });
     // Each connection task holds a sender; when all are gone, every connection has ended.
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
-    let limit = (settings.server.max_connections > 0)
-        .then(|| Arc::new(tokio::sync::Semaphore::new(settings.server.max_connections)));
+    let admission = settings.admission.clone();
 
     // Idle upstream connections past their time are closed in the background too, not only
     // when the next checkout finds them.
@@ -186,6 +187,12 @@ async fn worker(
     });
 
     loop {
+        // At `server.max_connections` the worker stops accepting until a connection ends:
+        // new ones wait in the kernel's queue.
+        tokio::select! {
+            _ = admission.wait_for_room() => {}
+            _ = shutdown.changed() => break,
+        }
         let (accepted, secure) = tokio::select! {
             r = listener.accept() => (r, false),
             r = accept_maybe(https.as_ref()) => (r, true),
@@ -200,15 +207,14 @@ async fn worker(
                 continue;
             }
         };
-        let permit = match &limit {
-            Some(sem) => match sem.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    tracing::warn!(peer = %peer, "connection limit reached; closing new connection");
-                    continue;
-                }
-            },
-            None => None,
+        let slot = tokio::select! {
+            s = admission.room() => s,
+            _ = shutdown.changed() => break,
+        };
+        let Some(permit) = admission.admit(peer.ip(), slot) else {
+            // Closed unanswered, before TLS: one address must not take every place.
+            tracing::debug!(peer = %peer, "connections per address at the limit; closing the new one");
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let peer_value =

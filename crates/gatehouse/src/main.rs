@@ -187,7 +187,7 @@ fn raise_descriptor_limit(config: &Config) {
             Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
         }
     }
-    let wanted = (config.server.max_connections as u64).saturating_mul(config.workers as u64);
+    let wanted = config.server.max_connections as u64;
     if let Some(limit) = limit
         && wanted > 0
         && wanted > limit / 2
@@ -195,9 +195,8 @@ fn raise_descriptor_limit(config: &Config) {
         // A proxied connection needs two descriptors: the client's and the backend's.
         tracing::warn!(
             max_connections = config.server.max_connections,
-            workers = config.workers,
             open_file_limit = limit,
-            "server.max_connections x workers needs up to {} descriptors (client and backend side); the open-file limit is {limit}: connections beyond it fail to be accepted (raise LimitNOFILE / ulimit -Hn)",
+            "server.max_connections needs up to {} descriptors (client and backend side); the open-file limit is {limit}: connections beyond it fail to be accepted (raise LimitNOFILE / ulimit -Hn)",
             wanted.saturating_mul(2)
         );
     }
