@@ -460,6 +460,21 @@ fn build(
             0,
             MAX_CONNECTIONS,
         ),
+        request_body_min_rate: raw_server.request_body_min_rate.as_ref().and_then(|v| {
+            // `1KB/s`, or `1KB`; `0` and `off` turn it off.
+            let text = v.value.trim();
+            if matches!(text, "0" | "off") {
+                return None;
+            }
+            match parse_size(text.strip_suffix("/s").unwrap_or(text)) {
+                Ok(0) => None,
+                Ok(n) => Some(n),
+                Err(e) => {
+                    cx.err_at(v, "server.request_body_min_rate", format!("{e} per second, e.g. \"1KB/s\""));
+                    None
+                }
+            }
+        }),
     };
 
     let mut trusted_proxies = Vec::new();

@@ -117,6 +117,9 @@ pub struct ServerConfig {
     /// Concurrent client connections from one address; 0 = unlimited. Beyond it a new
     /// connection is closed unanswered.
     pub max_connections_per_ip: usize,
+    /// Slowest average request-body rate accepted, in bytes per second, after a grace
+    /// period; `None` = no minimum.
+    pub request_body_min_rate: Option<u64>,
 }
 
 /// One entry of `admin.allowed_hosts`.

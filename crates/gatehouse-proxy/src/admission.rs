@@ -108,6 +108,7 @@ mod tests {
             send_timeout: std::time::Duration::from_secs(1),
             max_connections: total,
             max_connections_per_ip: per_ip,
+            request_body_min_rate: None,
         }
     }
 

@@ -266,7 +266,13 @@ pub struct RequestBody {
     /// Request trailers go on only to HTTP/2 backends (gRPC), and only fields that may be
     /// trailers; an HTTP/1.1 backend never sees them (as with nginx). `None`: dropped.
     keep_trailers: Option<Vec<http::HeaderName>>,
+    /// `server.request_body_min_rate`, bytes per second.
+    min_rate: Option<u64>,
 }
+
+/// How long a body may take before its average rate is held against
+/// `server.request_body_min_rate` (a slow start, TCP's included, is not a slow client).
+pub const MIN_RATE_GRACE: Duration = Duration::from_secs(5);
 
 impl RequestBody {
     pub fn new(inner: Inbound, limit: Option<u64>, timeout: Duration, start: Instant, progress: Arc<Progress>) -> Self {
@@ -277,7 +283,16 @@ impl RequestBody {
             start,
             progress,
             keep_trailers: None,
+            min_rate: None,
         }
+    }
+
+    /// Fails the body (408) when, after `MIN_RATE_GRACE`, it has come in slower than
+    /// `rate` bytes per second on average: a client that trickles a byte just before each
+    /// `timeouts.write` would otherwise hold its connection and backend slot for good.
+    pub fn min_rate(mut self, rate: Option<u64>) -> Self {
+        self.min_rate = rate;
+        self
     }
 
     /// Passes the client's trailers on (for an HTTP/2 backend), less the fields that must
@@ -317,9 +332,17 @@ impl Body for RequestBody {
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer.progress();
                 if let Some(d) = frame.data_ref() {
-                    this.progress.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    let bytes = this.progress.bytes.fetch_add(d.len() as u64, Ordering::Relaxed) + d.len() as u64;
                     if let Some(limit) = this.budget.exceeded(d.len()) {
                         return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge(limit)))));
+                    }
+                    if let Some(rate) = this.min_rate
+                        && !this.inner.is_end_stream()
+                    {
+                        let elapsed = this.start.elapsed();
+                        if elapsed > MIN_RATE_GRACE && (bytes as f64) < rate as f64 * elapsed.as_secs_f64() {
+                            return Poll::Ready(Some(Err(Box::new(BodyError::TooSlow(rate)))));
+                        }
                     }
                 }
                 if this.inner.is_end_stream() {
@@ -350,5 +373,50 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A client body of `chunks` pieces of 10 bytes, one every `every`.
+    fn trickle(chunks: usize, every: Duration) -> Inbound {
+        let stream = futures_util::stream::unfold(0, move |n| async move {
+            if n == chunks {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"0123456789"))), n + 1))
+        });
+        Inbound::Other(http_body_util::StreamBody::new(stream).boxed_unsync())
+    }
+
+    async fn read_all(inbound: Inbound, rate: Option<u64>) -> Result<usize, BodyError> {
+        let progress = Arc::new(Progress::default());
+        let mut body =
+            RequestBody::new(inbound, None, Duration::from_secs(60), Instant::now(), progress).min_rate(rate);
+        let mut got = 0;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => got += f.data_ref().map_or(0, |d| d.len()),
+                Err(e) => return Err(e.downcast_ref::<BodyError>().cloned().expect("a body error")),
+            }
+        }
+        Ok(got)
+    }
+
+    /// `server.request_body_min_rate`: 10 bytes a second against a minimum of 100 fails
+    /// once the grace period is over; the same trickle passes without a minimum, and a
+    /// body at twice the rate passes with it. (Paused clock.)
+    #[tokio::test(start_paused = true)]
+    async fn a_body_under_the_minimum_rate_fails_after_the_grace_period() {
+        let started = Instant::now();
+        assert_eq!(read_all(trickle(20, Duration::from_secs(1)), Some(100)).await, Err(BodyError::TooSlow(100)));
+        let took = started.elapsed();
+        assert!(took > MIN_RATE_GRACE && took <= MIN_RATE_GRACE + Duration::from_secs(1), "failed after {took:?}");
+        assert_eq!(read_all(trickle(20, Duration::from_secs(1)), None).await, Ok(200));
+        assert_eq!(read_all(trickle(200, Duration::from_millis(50)), Some(100)).await, Ok(2000));
     }
 }

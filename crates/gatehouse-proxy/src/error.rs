@@ -88,6 +88,9 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     #[error("client sent the request body too slowly")]
     ClientTimeout,
+    /// The request body's average rate stayed under `server.request_body_min_rate`.
+    #[error("request body slower than {0} bytes per second")]
+    BodyTooSlow(u64),
     /// The client's request body broke off or was malformed (bad chunk framing, a reset
     /// stream, a closed connection).
     #[error("client request body failed: {0}")]
@@ -117,7 +120,7 @@ impl ProxyError {
             ProxyError::ConnectTimeout { .. } | ProxyError::ReadTimeout { .. } => S::GATEWAY_TIMEOUT,
             ProxyError::PoolExhausted(_) => S::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge(_) => S::PAYLOAD_TOO_LARGE,
-            ProxyError::ClientTimeout => S::REQUEST_TIMEOUT,
+            ProxyError::ClientTimeout | ProxyError::BodyTooSlow(_) => S::REQUEST_TIMEOUT,
             ProxyError::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UriTooLong => S::URI_TOO_LONG,
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => S::BAD_REQUEST,
@@ -169,6 +172,7 @@ impl ProxyError {
             ProxyError::PoolExhausted(_) => "pool_exhausted",
             ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::ClientTimeout => "client_timeout",
+            ProxyError::BodyTooSlow(_) => "body_too_slow",
             ProxyError::ClientBody(_) => "client_body",
             ProxyError::HeadersTooLarge => "headers_too_large",
             ProxyError::UriTooLong => "uri_too_long",
@@ -186,6 +190,7 @@ impl ProxyError {
                 | ProxyError::NotImplemented(_)
                 | ProxyError::BodyTooLarge(_)
                 | ProxyError::ClientTimeout
+                | ProxyError::BodyTooSlow(_)
                 | ProxyError::ClientBody(_)
         )
     }
@@ -221,6 +226,8 @@ pub enum BodyError {
     ResponseTooLarge(u64),
     /// The client's request body failed (malformed framing, reset, closed early).
     Client(String),
+    /// The request body came in slower than the minimum rate (bytes per second).
+    TooSlow(u64),
 }
 
 impl fmt::Display for BodyError {
@@ -230,6 +237,7 @@ impl fmt::Display for BodyError {
             BodyError::Timeout => f.write_str("body timed out"),
             BodyError::ResponseTooLarge(n) => write!(f, "response body larger than {n} bytes"),
             BodyError::Client(reason) => write!(f, "client request body failed: {reason}"),
+            BodyError::TooSlow(rate) => write!(f, "request body slower than {rate} bytes per second"),
         }
     }
 }
@@ -255,6 +263,7 @@ pub fn client_body_error(e: &BodyError) -> Option<ProxyError> {
         BodyError::TooLarge(n) => Some(ProxyError::BodyTooLarge(*n)),
         BodyError::Timeout => Some(ProxyError::ClientTimeout),
         BodyError::Client(reason) => Some(ProxyError::ClientBody(reason.clone())),
+        BodyError::TooSlow(rate) => Some(ProxyError::BodyTooSlow(*rate)),
         BodyError::ResponseTooLarge(_) => None,
     }
 }
@@ -285,6 +294,12 @@ mod tests {
         let timeout = ProxyError::ReadTimeout { backend: "b".into() };
         assert_eq!((timeout.side(), timeout.retry()), (Side::Backend, Retry::No));
         assert_eq!(ProxyError::PoolExhausted(4).side(), Side::Gatehouse);
+        // A body under `server.request_body_min_rate` is the client's: 408, connection closed.
+        let slow = client_body_error(&BodyError::TooSlow(100)).expect("a request-side error");
+        assert_eq!(
+            (slow.status(), slow.side(), slow.closes_connection()),
+            (StatusCode::REQUEST_TIMEOUT, Side::Client, true)
+        );
         // A name that does not resolve never reached the backend: not its failure, and the
         // next backend may still serve the request.
         let unresolved = ProxyError::Unresolved { backend: "http://app.internal:80".into() };

@@ -229,3 +229,20 @@ fn files_lists_main_sites_and_referenced_files_once() {
     let files: Vec<String> = c.files().iter().map(|p| p.display().to_string()).collect();
     assert_eq!(files, ["gatehouse.yaml", "sites/a.yaml", "sites/b.yaml"]);
 }
+
+#[test]
+fn request_body_min_rate_takes_a_size_per_second() {
+    let site = [("s", "host: a.test\nbackend: http://127.0.0.1:1\n")];
+    let rate = |v: &str| {
+        load_from_str_for_tests(&format!("server: {{request_body_min_rate: {v}}}\n"), &site, Path::new("."))
+            .expect("config")
+            .server
+            .request_body_min_rate
+    };
+    assert_eq!(rate("1KB/s"), rate("1KB"));
+    assert!(rate("1KB/s").is_some_and(|n| n >= 1000));
+    assert_eq!(rate("off"), None);
+    assert_eq!(rate("0"), None);
+    let e = errs("server: {request_body_min_rate: fast}\n", &site);
+    assert!(e.iter().any(|e| e.contains("server.request_body_min_rate") && e.contains("per second")), "{e:?}");
+}

@@ -147,7 +147,8 @@ fn outbound(cx: &mut Ctx<'_>, route: &Compiled, group: &Group, mut req: Request<
         (Outgoing::Empty, None)
     } else {
         let progress = Arc::new(Progress::default());
-        let body = RequestBody::new(body, opts.max_request_body, opts.write_timeout, sent_at, progress.clone());
+        let body = RequestBody::new(body, opts.max_request_body, opts.write_timeout, sent_at, progress.clone())
+            .min_rate(cx.state.config.server.request_body_min_rate);
         if let Some(r) = &mut cx.record {
             r.watch(progress.clone());
         }
