@@ -6,6 +6,7 @@
 #
 #   bench/connections.sh            N=10000 by default; PEERS="nginx haproxy gatehouse"
 #   MODE=tls bench/connections.sh   the same over TLS 1.3 (one ECDSA P-256 certificate)
+#   LOAD=1 bench/connections.sh     then wrk with N concurrent connections through each
 #
 # The kernel's socket buffers are not in any process's RSS, so this is what each proxy
 # itself keeps per connection: buffers, connection state, task and future sizes.
@@ -13,13 +14,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
 MODE=${MODE:-plain}
+LOAD=${LOAD:-0}         # 1: also wrk with N concurrent connections through each proxy
+DURATION=${DURATION:-8}
+LOADS=()
 PEERS=${PEERS:-"nginx haproxy gatehouse"}
 BIN=${GATEHOUSE_BIN:-target/release/gatehouse}
 [ -x "$BIN" ] || cargo build --release -p gatehouse
 (( N >= 2 && N <= 60000 )) || { echo "N must be between 2 and 60000"; exit 1; }
 missing=()
-for tool in nginx haproxy python3; do
-  [[ " $PEERS nginx python3 " == *" $tool "* ]] && ! command -v "$tool" >/dev/null && missing+=("$tool")
+for tool in nginx haproxy python3 wrk; do
+  [[ " $PEERS nginx python3 $([[ $LOAD == 1 ]] && echo wrk) " == *" $tool "* ]] && ! command -v "$tool" >/dev/null && missing+=("$tool")
 done
 if (( ${#missing[@]} )); then
   [[ $(id -u) == 0 ]] || { echo "missing ${missing[*]}: apt-get install ${missing[*]}"; exit 1; }
@@ -180,6 +184,15 @@ for p in $PEERS; do
   read -r base held after < <(python3 "$TMP/client.py" "$pid" "$at" "$N" "$MODE")
   per=$(python3 -c "print(f'{($held - $base) / $N:.2f} KB')")
   printf '%-10s %12d %14d %12s %16d\n' "$p" "$base" "$held" "$per" "$after"
+  if [[ $LOAD == 1 ]]; then
+    # All N connections busy at once: wrk keeps N requests in flight.
+    wrk -t2 -c"$N" -d"${DURATION}s" --latency "$scheme://127.0.0.1:$at/" -H "Host: bench.test" >"$TMP/wrk-$p.txt" 2>&1 || true
+    LOADS+=("$(printf '%-10s %10s req/s   p99 %s' "$p" "$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk-$p.txt")" "$(awk '$1 == "99%" {print $2}' "$TMP/wrk-$p.txt")")")
+  fi
   kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
 done
+if [[ $LOAD == 1 ]]; then
+  echo "wrk -t2 -c$N -d${DURATION}s through each proxy:"
+  printf '%s\n' "${LOADS[@]}"
+fi
 echo "command: MODE=$MODE N=$N bench/connections.sh ($(git rev-parse --short HEAD)); one worker each, $MODE HTTP/1.1, half of the connections served one request"
