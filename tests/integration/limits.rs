@@ -431,3 +431,89 @@ async fn the_open_file_limit_is_raised_to_the_hard_limit_at_start() {
     );
     assert_eq!(get(gh.http, "a.test", "/").await.status, 200);
 }
+
+/// A PROXY protocol version 2 header for a TCP4 connection from `src`.
+fn proxy_v2(src: [u8; 4], port: u16) -> Vec<u8> {
+    let mut out = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    out.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    out.extend_from_slice(&src);
+    out.extend_from_slice(&[127, 0, 0, 1]);
+    out.extend_from_slice(&port.to_be_bytes());
+    out.extend_from_slice(&80u16.to_be_bytes());
+    out
+}
+
+/// `server.proxy_protocol`: connections from a listed load balancer start with a PROXY
+/// header (version 1 or 2), whose address becomes the client's (the backend's
+/// `X-Real-IP`); from a listed source a connection without one is closed unanswered; from
+/// any other source the same bytes are only a malformed request (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_gives_the_client_address_from_listed_balancers_only() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start(
+        "server: {proxy_protocol: [127.0.0.1/32]}\n",
+        &[("p", &format!("host: p.test\nbackend: {}\n", b.url()))],
+    );
+    let request = b"GET / HTTP/1.1\r\nHost: p.test\r\nConnection: close\r\n\r\n";
+    let v1 = [&b"PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n"[..], request].concat();
+    let out = raw_async(gh.http, &v1, NET_TIMEOUT).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("\"x-real-ip\":\"203.0.113.7\""), "the backend did not see the client's address: {out}");
+    let v2 = [proxy_v2([198, 51, 100, 9], 4444), request.to_vec()].concat();
+    let out = raw_async(gh.http, &v2, NET_TIMEOUT).await;
+    assert!(out.contains("\"x-real-ip\":\"198.51.100.9\""), "version 2: {out}");
+    // Required from a listed source.
+    assert_eq!(
+        raw_async(gh.http, request, NET_TIMEOUT).await,
+        "",
+        "a listed source's connection without a header was served"
+    );
+    // Anyone else cannot claim an address: the header is just not HTTP.
+    let other = within("a connection from 127.0.0.2", async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.2:0".parse().expect("addr")).expect("bind 127.0.0.2");
+        let mut s = socket.connect(gh.http).await.expect("connect");
+        s.write_all(&v1).await.expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await;
+    assert!(other.starts_with("HTTP/1.1 400"), "an unlisted source's PROXY header was believed: {other}");
+}
+
+/// Behind a load balancer, `server.max_connections_per_ip` counts the address in the PROXY
+/// header, not the balancer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_address_limit_counts_the_proxy_protocol_address() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start(
+        "server: {proxy_protocol: [127.0.0.1/32], max_connections_per_ip: 1}\n",
+        &[("p", &format!("host: p.test\nbackend: {}\n", b.url()))],
+    );
+    let addr = gh.http;
+    let open = |src: &'static str| async move {
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
+            s.set_read_timeout(Some(NET_TIMEOUT)).expect("timeout");
+            s.write_all(
+                format!("PROXY TCP4 {src} 192.0.2.1 5555 80\r\nGET / HTTP/1.1\r\nHost: p.test\r\n\r\n").as_bytes(),
+            )
+            .expect("write");
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            (s, String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .await
+        .expect("join")
+    };
+    // Two clients behind the same balancer: both served, both kept open.
+    let (_a, first) = open("203.0.113.7").await;
+    let (_b, second) = open("203.0.113.8").await;
+    assert!(first.starts_with("HTTP/1.1 200") && second.starts_with("HTTP/1.1 200"), "{first}\n{second}");
+    // A second connection of the first client is one too many.
+    let (_c, third) = open("203.0.113.7").await;
+    assert_eq!(third, "", "a second connection from the same client address was served");
+}

@@ -475,7 +475,19 @@ fn build(
                 }
             }
         }),
+        proxy_protocol: Vec::new(),
     };
+    let mut server = server;
+    for (i, s) in raw_server.proxy_protocol.iter().flatten().enumerate() {
+        match parse_cidr(&s.value) {
+            Some(net) => server.proxy_protocol.push(net),
+            None => cx.err_at(
+                s,
+                format!("server.proxy_protocol[{i}]"),
+                format!("{:?} is not an IP address or CIDR range (e.g. 10.0.0.0/8)", s.value),
+            ),
+        }
+    }
 
     let mut trusted_proxies = Vec::new();
     for (i, s) in main.trusted_proxies.iter().flatten().enumerate() {

@@ -120,6 +120,8 @@ pub struct ServerConfig {
     /// Slowest average request-body rate accepted, in bytes per second, after a grace
     /// period; `None` = no minimum.
     pub request_body_min_rate: Option<u64>,
+    /// Peers that must open each connection with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: Vec<ipnet::IpNet>,
 }
 
 /// One entry of `admin.allowed_hosts`.

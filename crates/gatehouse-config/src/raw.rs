@@ -144,6 +144,7 @@ pub struct Server {
     pub max_connections: Option<S<String>>,
     pub max_connections_per_ip: Option<S<String>>,
     pub request_body_min_rate: Option<S<String>>,
+    pub proxy_protocol: Option<Vec<S<String>>>,
     /// PING interval on idle HTTP/2 client connections; off unless set.
     pub h2_ping_interval: Option<S<String>>,
 }

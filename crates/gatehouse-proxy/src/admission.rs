@@ -109,6 +109,7 @@ mod tests {
             max_connections: total,
             max_connections_per_ip: per_ip,
             request_body_min_rate: None,
+            proxy_protocol: Vec::new(),
         }
     }
 

@@ -21,6 +21,7 @@ pub mod listener;
 mod mutate;
 pub mod observe;
 pub mod pipeline;
+pub mod proxy_protocol;
 pub mod route;
 pub mod state;
 pub mod timer;

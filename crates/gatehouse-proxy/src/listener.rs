@@ -175,6 +175,7 @@ async fn worker(
     // Each connection task holds a sender; when all are gone, every connection has ended.
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let admission = settings.admission.clone();
+    let proxy_from = settings.server.proxy_protocol.clone();
 
     // Idle upstream connections past their time are closed in the background too, not only
     // when the next checkout finds them.
@@ -211,10 +212,20 @@ async fn worker(
             s = admission.room() => s,
             _ = shutdown.changed() => break,
         };
-        let Some(permit) = admission.admit(peer.ip(), slot) else {
-            // Closed unanswered, before TLS: one address must not take every place.
-            tracing::debug!(peer = %peer, "connections per address at the limit; closing the new one");
-            continue;
+        // A load balancer's connection says whose it is in a PROXY header, read in the
+        // connection's task; the per-address limit then counts that address.
+        let balanced = !proxy_from.is_empty() && crate::http::header::is_trusted(peer.ip(), &proxy_from);
+        let (permit, slot) = if balanced {
+            (None, slot)
+        } else {
+            match admission.admit(peer.ip(), slot) {
+                Some(ticket) => (Some(ticket), None),
+                None => {
+                    // Closed unanswered, before TLS: one address must not take every place.
+                    tracing::debug!(peer = %peer, "connections per address at the limit; closing the new one");
+                    continue;
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         let peer_value =
@@ -232,17 +243,21 @@ async fn worker(
         let (shared, stop, alive) = (shared.clone(), shutdown.clone(), alive.clone());
         let (hyper, fast) = (hyper.clone(), fast.clone());
         let tls = if secure { settings.tls.clone() } else { None };
+        let admission = admission.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _alive = alive;
+            let tls = tls.map(|(acceptor, resolver)| Tls { acceptor, resolver, header_read });
+            if balanced {
+                let behind = Balanced { admission, slot, header_read };
+                Box::pin(serve_balanced(stream, behind, tls, info, &shared, &fast, &hyper, stop)).await;
+                return;
+            }
             match tls {
                 None => serve(stream, false, info, &shared, &fast, &hyper, stop).await,
                 // Boxed: a plain connection's future must not carry the size of the TLS
                 // handshake and stream (the two branches would share one state layout).
-                Some((acceptor, resolver)) => {
-                    let tls = Tls { acceptor, resolver, header_read };
-                    Box::pin(serve_tls(stream, tls, info, &shared, &fast, &hyper, stop)).await
-                }
+                Some(tls) => Box::pin(serve_tls(stream, tls, info, &shared, &fast, &hyper, stop)).await,
             }
         });
     }
@@ -266,17 +281,65 @@ struct Tls {
     header_read: Duration,
 }
 
-/// Completes the TLS handshake (ALPN decides HTTP/2, `acme-tls/1` ends the connection),
-/// then serves the connection like a plain one.
-async fn serve_tls(
-    stream: tokio::net::TcpStream,
-    tls: Tls,
+/// What a connection from a load balancer (`server.proxy_protocol`) needs.
+struct Balanced {
+    admission: Arc<crate::admission::Admission>,
+    /// Its place under `server.max_connections`, taken at accept.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The PROXY header must arrive within the header-read time.
+    header_read: Duration,
+}
+
+/// Reads the PROXY header (required from these peers), takes the client's address from
+/// it, applies the per-address limit to that address, then serves the connection as any
+/// other, starting with what followed the header.
+#[allow(clippy::too_many_arguments)]
+async fn serve_balanced(
+    mut stream: tokio::net::TcpStream,
+    behind: Balanced,
+    tls: Option<Tls>,
     mut info: ConnInfo,
     shared: &Arc<ArcSwap<RuntimeState>>,
     fast: &server::Settings,
     hyper: &Hyper,
     stop: watch::Receiver<bool>,
 ) {
+    let (header, rest) = match crate::proxy_protocol::read(&mut stream, behind.header_read).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::debug!(peer = %info.peer, error = %e, "connection from a PROXY protocol source refused");
+            return;
+        }
+    };
+    if let Some(client) = header.source {
+        info.peer = client;
+        info.peer_value =
+            http::HeaderValue::from_str(&client.ip().to_string()).unwrap_or(http::HeaderValue::from_static("unknown"));
+    }
+    let Some(_ticket) = behind.admission.admit(info.peer.ip(), behind.slot) else {
+        tracing::debug!(peer = %info.peer, "connections per address at the limit; closing the new one");
+        return;
+    };
+    let io = Inspected::new(stream, rest, None);
+    match tls {
+        None => serve(io, false, info, shared, fast, hyper, stop).await,
+        Some(tls) => serve_tls(io, tls, info, shared, fast, hyper, stop).await,
+    }
+}
+
+/// Completes the TLS handshake (ALPN decides HTTP/2, `acme-tls/1` ends the connection),
+/// then serves the connection like a plain one.
+async fn serve_tls<S>(
+    stream: S,
+    tls: Tls,
+    mut info: ConnInfo,
+    shared: &Arc<ArcSwap<RuntimeState>>,
+    fast: &server::Settings,
+    hyper: &Hyper,
+    stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let peer = info.peer;
     let stream = match tokio::time::timeout(tls.header_read, tls.acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
