@@ -14,7 +14,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 
 seconds="${FUZZ_SECONDS:-60}"
-targets="${FUZZ_TARGETS:-request_head request_differential response_head chunked scanner host}"
+targets="${FUZZ_TARGETS:-request_head request_differential response_head chunked scanner host proxy_header}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 target_dir="${FUZZ_TARGET_DIR:-$here/target}"
 # cargo fuzz needs nightly flags; only the stable toolchain is installed.

@@ -44,6 +44,7 @@ pub const TARGETS: &[Target] = &[
     ("chunked", chunked),
     ("scanner", scanner),
     ("host", host),
+    ("proxy_header", proxy_header),
 ];
 
 /// A small deterministic generator seeded from the input, for read boundaries.
@@ -547,6 +548,44 @@ pub fn host(data: &[u8]) {
             let theirs = theirs.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(theirs);
             assert_eq!(ours.as_ref(), theirs.trim_end_matches('.').to_ascii_lowercase(), "{v:?}");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// PROXY protocol headers (proxy_protocol.rs)
+
+/// The PROXY protocol parser (`proxy_protocol::parse`).
+///
+/// - A complete header is a prefix of the input, and every shorter prefix of it is
+///   incomplete (never an error, never another header); the header alone parses the same.
+/// - What follows a header does not change it.
+/// - A version 1 header is at most 107 bytes; any header at most 4 KB.
+/// - An address is only ever taken from a header that names one (`LOCAL` / `UNKNOWN`
+///   keep the peer's).
+pub fn proxy_header(data: &[u8]) {
+    use crate::proxy_protocol::parse;
+    match parse(data) {
+        Ok(Some(h)) => {
+            assert!(h.len > 0 && h.len <= data.len() && h.len <= 4096, "{h:?} of {}", show(data));
+            if data.starts_with(b"PROXY ") {
+                assert!(h.len <= 107, "{h:?}: a version 1 line past 107 bytes");
+                let line = &data[..h.len];
+                assert!(line.ends_with(b"\r\n"), "{}", show(line));
+                assert_eq!(h.source.is_none(), line.starts_with(b"PROXY UNKNOWN"), "{}", show(line));
+            }
+            let alone = parse(&data[..h.len]);
+            assert_eq!(alone, Ok(Some(h.clone())), "the header alone parses differently: {}", show(data));
+            for cut in cuts(h.len) {
+                assert_eq!(parse(&data[..cut]), Ok(None), "prefix of {cut} bytes of {}", show(data));
+            }
+        }
+        Ok(None) => {
+            // Incomplete: every prefix is incomplete too.
+            for cut in cuts(data.len()) {
+                assert_eq!(parse(&data[..cut]), Ok(None), "prefix of {cut} bytes of {}", show(data));
+            }
+        }
+        Err(_) => {}
     }
 }
 
