@@ -6,6 +6,7 @@
 #
 #   bench/connections.sh            N=10000 by default; PEERS="nginx haproxy gatehouse"
 #   MODE=tls bench/connections.sh   the same over TLS 1.3 (one ECDSA P-256 certificate)
+#   MODE=h2c bench/connections.sh   HTTP/2 with prior knowledge (plain), idle after SETTINGS
 #   LOAD=1 bench/connections.sh     then wrk with N concurrent connections through each
 #
 # The kernel's socket buffers are not in any process's RSS, so this is what each proxy
@@ -78,6 +79,7 @@ start() { # $1 peer, $2 port; prints the pid whose RSS counts
     nginx)
       local ssl=""
       [[ $MODE == tls ]] && ssl=" ssl; ssl_certificate $TMP/cert.pem; ssl_certificate_key $TMP/key.pem; ssl_protocols TLSv1.3"
+      [[ $MODE == h2c ]] && ssl=" http2"
       nginx_conf "$TMP/nginx" "upstream b { server 127.0.0.1:$BACKEND; keepalive 64; } server { listen 127.0.0.1:$at backlog=4096$ssl; location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
       nginx -c "$TMP/nginx/nginx.conf" >/dev/null 2>&1 & echo $! ;;
     haproxy)
@@ -94,7 +96,7 @@ defaults
     timeout http-keep-alive 300s
     http-reuse always
 frontend fe
-    bind 127.0.0.1:$at$([[ $MODE == tls ]] && echo " ssl crt $TMP/both.pem ssl-min-ver TLSv1.3")
+    bind 127.0.0.1:$at$([[ $MODE == tls ]] && echo " ssl crt $TMP/both.pem ssl-min-ver TLSv1.3")$([[ $MODE == h2c ]] && echo " proto h2")
     default_backend be
 backend be
     server backend 127.0.0.1:$BACKEND
@@ -130,6 +132,8 @@ ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 def connect():
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if mode == "h2c":
+        s.sendall(H2_START)
     return ctx.wrap_socket(s, server_hostname="bench.test") if mode == "tls" else s
 def rss():
     with open(f"/proc/{pid}/status") as f:
@@ -146,7 +150,32 @@ def settle():
         last = now
     return last
 REQ = b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n"
+# HTTP/2 with prior knowledge: the preface and an empty SETTINGS frame, then (to be served)
+# one GET on stream 1: :method GET, :scheme http, :path / (static table), :authority.
+H2_START = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+H2_BLOCK = b"\x82\x86\x84\x41\x0abench.test"
+H2_GET = len(H2_BLOCK).to_bytes(3, "big") + b"\x01\x05\x00\x00\x00\x01" + H2_BLOCK
+def h2_answer(s, stream_get):
+    s.sendall(stream_get)
+    data = b""
+    # Read frames until a DATA or HEADERS frame with END_STREAM on stream 1.
+    while True:
+        while len(data) < 9:
+            chunk = s.recv(65536)
+            if not chunk: raise SystemExit("connection closed by the proxy")
+            data += chunk
+        length = int.from_bytes(data[:3], "big"); kind, flags = data[3], data[4]
+        stream = int.from_bytes(data[5:9], "big") & 0x7fffffff
+        while len(data) < 9 + length:
+            chunk = s.recv(65536)
+            if not chunk: raise SystemExit("connection closed by the proxy")
+            data += chunk
+        data = data[9 + length:]
+        if stream == 1 and kind in (0, 1) and flags & 1:
+            return
 def answer(s):
+    if mode == "h2c":
+        return h2_answer(s, H2_GET)
     s.sendall(REQ)
     data = b""
     while b"\r\n\r\n" not in data:
@@ -168,7 +197,10 @@ for i in range(n):
     conns.append(s)
 held = settle()
 for s in conns[1::2]:
-    answer(s)   # the other half, still alive after the wait
+    if mode == "h2c":
+        h2_answer(s, H2_GET)   # stream 1 is still unused on these
+    else:
+        answer(s)   # the other half, still alive after the wait
 for s in conns:
     s.close()
 after = settle()
@@ -180,7 +212,8 @@ for p in $PEERS; do
   at=$(port)
   pid=$(start "$p" "$at"); PIDS+=("$pid")
   scheme=http; [[ $MODE == tls ]] && scheme=https
-  for _ in $(seq 100); do curl -skf -o /dev/null --resolve "bench.test:$at:127.0.0.1" "$scheme://bench.test:$at/" && break; sleep 0.1; done
+  h2=(); [[ $MODE == h2c ]] && h2=(--http2-prior-knowledge)
+  for _ in $(seq 100); do curl -skf "${h2[@]}" -o /dev/null --resolve "bench.test:$at:127.0.0.1" "$scheme://bench.test:$at/" && break; sleep 0.1; done
   read -r base held after < <(python3 "$TMP/client.py" "$pid" "$at" "$N" "$MODE")
   per=$(python3 -c "print(f'{($held - $base) / $N:.2f} KB')")
   printf '%-10s %12d %14d %12s %16d\n' "$p" "$base" "$held" "$per" "$after"
@@ -195,4 +228,4 @@ if [[ $LOAD == 1 ]]; then
   echo "wrk -t2 -c$N -d${DURATION}s through each proxy:"
   printf '%s\n' "${LOADS[@]}"
 fi
-echo "command: MODE=$MODE N=$N bench/connections.sh ($(git rev-parse --short HEAD)); one worker each, $MODE HTTP/1.1, half of the connections served one request"
+echo "command: MODE=$MODE N=$N bench/connections.sh ($(git rev-parse --short HEAD)); one worker each, $(case $MODE in tls) echo "HTTP/1.1 over TLS 1.3";; h2c) echo "HTTP/2 with prior knowledge";; *) echo "plain HTTP/1.1";; esac), half of the connections served one request"
