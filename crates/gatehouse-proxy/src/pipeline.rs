@@ -32,7 +32,7 @@ use crate::error::ProxyError;
 use crate::filter::Verdict;
 use crate::http::header as hdr;
 use crate::http::request;
-use crate::observe::{AccessRecord, Failure, Logged, Pending, Unfinished};
+use crate::observe::{AccessRecord, Failure, Logged, Pending};
 use crate::route::{Compiled, Lookup, normalise_path};
 use crate::state::RuntimeState;
 use crate::upstream::BackendState;
@@ -62,7 +62,7 @@ pub struct Ctx<'a> {
     pub retries: u32,
     /// The request's access record while the pipeline works on it (access log on).
     /// Boxed: a record is large, and the context (in every request's future) must not be.
-    pub record: Option<Box<Unfinished>>,
+    pub record: Option<Box<Pending>>,
 }
 
 /// Serves one request; its access record (when the access log is on) is emitted when the
@@ -123,7 +123,7 @@ pub async fn serve(
             retries: 0,
             error: None,
         };
-        Box::new(Unfinished::new(record, Instant::now(), sink.clone()))
+        Box::new(Pending::new(record, Instant::now(), sink.clone()))
     });
     let mut cx = Ctx {
         state,
@@ -161,12 +161,10 @@ pub async fn serve(
     {
         resp.headers_mut().insert(header::ALT_SVC, alt.clone());
     }
-    let pending = cx.record.take().map(|u| {
-        u.respond(|r| {
-            r.status = resp.status().as_u16();
-            r.error = failure;
-        })
-    });
+    let mut pending = cx.record.take();
+    if let Some(p) = &mut pending {
+        p.respond(resp.status().as_u16(), failure);
+    }
     (resp, pending)
 }
 

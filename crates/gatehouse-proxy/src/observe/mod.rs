@@ -101,21 +101,29 @@ impl AccessRecord {
     }
 }
 
-/// The record of a request still in the pipeline. Dropped unfinished — the client went
-/// away (its connection closed, its HTTP/2 stream was reset) before a response existed,
-/// and the server dropped the request — it is emitted with status 499 (nginx's "client
-/// closed request"), so such requests are not missing from the log.
-pub struct Unfinished {
+/// The access record of a request not logged yet. It is filled in as the pipeline goes
+/// (`routed`, `tried`, `watch`), marked when the pipeline has a response (`respond`), and
+/// emitted when that response has ended (`finish`). Dropped before that, it is emitted all
+/// the same, so no request is missing from the log:
+/// - before a response existed, the client went away (its connection closed, its HTTP/2
+///   stream was reset) and the server dropped the request: status 499, nginx's "client
+///   closed request", on the client's side;
+/// - mid-response, the connection's task was dropped, which happens when the shutdown
+///   timeout ends the connections still open: the status sent, cut by `shutdown`.
+pub struct Pending {
+    /// `None` once emitted.
     record: Option<AccessRecord>,
     started: Instant,
+    /// The pipeline has a response (`record.status` is its status).
+    responded: bool,
     /// Counts the request body's bytes once it streams to a backend.
     progress: Option<Arc<Progress>>,
     sink: Arc<dyn LogSink>,
 }
 
-impl Unfinished {
+impl Pending {
     pub fn new(record: AccessRecord, started: Instant, sink: Arc<dyn LogSink>) -> Self {
-        Unfinished { record: Some(record), started, progress: None, sink }
+        Pending { record: Some(record), started, responded: false, progress: None, sink }
     }
 
     /// The request body's bytes are counted by `progress`.
@@ -139,44 +147,15 @@ impl Unfinished {
         }
     }
 
-    /// The pipeline has a response: the record now waits for the response to end.
-    pub fn respond(mut self, fill: impl FnOnce(&mut AccessRecord)) -> Box<Pending> {
-        let mut record = self.record.take().unwrap_or_else(|| AccessRecord::early(IpAddr::from([0, 0, 0, 0]), 0, ""));
-        fill(&mut record);
-        Box::new(Pending {
-            record: Some(record),
-            started: self.started,
-            progress: self.progress.take(),
-            sink: self.sink.clone(),
-        })
-    }
-}
-
-impl Drop for Unfinished {
-    fn drop(&mut self) {
-        if let Some(mut record) = self.record.take() {
-            record.status = 499;
-            record.duration = self.started.elapsed();
-            if let Some(p) = &self.progress {
-                record.bytes_in = p.bytes();
-            }
-            record.error = Some(Failure::client_gone("the client went away before the response was ready"));
-            self.sink.record(record);
+    /// The pipeline answers with `status` (and `error`, when it answers a failure).
+    pub fn respond(&mut self, status: u16, error: Option<Failure>) {
+        if let Some(r) = &mut self.record {
+            r.status = status;
+            r.error = error;
         }
+        self.responded = true;
     }
-}
 
-/// A record waiting for its response to end.
-pub struct Pending {
-    /// `None` once emitted.
-    record: Option<AccessRecord>,
-    started: Instant,
-    /// Counts the request body's bytes while it streams to a backend.
-    progress: Option<Arc<Progress>>,
-    sink: Arc<dyn LogSink>,
-}
-
-impl Pending {
     /// The status the response started with.
     pub fn status(&self) -> u16 {
         self.record.as_ref().map_or(0, |r| r.status)
@@ -204,17 +183,20 @@ impl Pending {
     }
 }
 
-/// Dropped before its response ended: the connection's task was dropped mid-response,
-/// which happens when the shutdown timeout ends the connections still open.
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(status) = self.record.as_ref().map(|r| r.status) {
+        if self.record.is_none() {
+            return;
+        }
+        if self.responded {
             let cut = Failure {
                 side: Side::Gatehouse,
                 kind: "shutdown",
                 reason: "the response was cut off when the shutdown timeout ended the connection".into(),
             };
-            self.emit(status, 0, Some(cut));
+            self.emit(self.status(), 0, Some(cut));
+        } else {
+            self.emit(499, 0, Some(Failure::client_gone("the client went away before the response was ready")));
         }
     }
 }
