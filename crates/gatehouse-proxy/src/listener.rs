@@ -165,12 +165,17 @@ async fn worker(
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     let limits =
         Limits { first: header_read, idle: settings.server.keepalive_timeout, send: settings.server.send_timeout };
-    let hyper = Arc::new(Hyper { h1, auto: builder, limits });
-    let fast = Arc::new(server::Settings {
+    let fast = server::Settings {
         header_read,
         idle: settings.server.keepalive_timeout,
         send: settings.server.send_timeout,
         max_head: buf_size,
+    };
+    let serving = Arc::new(Serving {
+        shared: shared.clone(),
+        fast,
+        hyper: Hyper { h1, auto: builder, limits },
+        stop: shutdown.clone(),
     });
     // Each connection task holds a sender; when all are gone, every connection has ended.
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
@@ -240,8 +245,7 @@ async fn worker(
             own_http1: true,
             sink: settings.sink.clone(),
         };
-        let (shared, stop, alive) = (shared.clone(), shutdown.clone(), alive.clone());
-        let (hyper, fast) = (hyper.clone(), fast.clone());
+        let (serving, alive) = (serving.clone(), alive.clone());
         let tls = if secure { settings.tls.clone() } else { None };
         let admission = admission.clone();
         tokio::spawn(async move {
@@ -250,14 +254,14 @@ async fn worker(
             let tls = tls.map(|(acceptor, resolver)| Tls { acceptor, resolver, header_read });
             if balanced {
                 let behind = Balanced { admission, slot, header_read };
-                Box::pin(serve_balanced(stream, behind, tls, info, &shared, &fast, &hyper, stop)).await;
+                Box::pin(serve_balanced(stream, behind, tls, info, &serving)).await;
                 return;
             }
             match tls {
-                None => serve(stream, false, info, &shared, &fast, &hyper, stop).await,
+                None => serve(stream, false, info, &serving).await,
                 // Boxed: a plain connection's future must not carry the size of the TLS
                 // handshake and stream (the two branches would share one state layout).
-                Some(tls) => Box::pin(serve_tls(stream, tls, info, &shared, &fast, &hyper, stop)).await,
+                Some(tls) => Box::pin(serve_tls(stream, tls, info, &serving)).await,
             }
         });
     }
@@ -293,16 +297,12 @@ struct Balanced {
 /// Reads the PROXY header (required from these peers), takes the client's address from
 /// it, applies the per-address limit to that address, then serves the connection as any
 /// other, starting with what followed the header.
-#[allow(clippy::too_many_arguments)]
 async fn serve_balanced(
     mut stream: tokio::net::TcpStream,
     behind: Balanced,
     tls: Option<Tls>,
     mut info: ConnInfo,
-    shared: &Arc<ArcSwap<RuntimeState>>,
-    fast: &server::Settings,
-    hyper: &Hyper,
-    stop: watch::Receiver<bool>,
+    serving: &Serving,
 ) {
     let (header, rest) = match crate::proxy_protocol::read(&mut stream, behind.header_read).await {
         Ok(h) => h,
@@ -322,22 +322,15 @@ async fn serve_balanced(
     };
     let io = Inspected::new(stream, rest, None);
     match tls {
-        None => serve(io, false, info, shared, fast, hyper, stop).await,
-        Some(tls) => serve_tls(io, tls, info, shared, fast, hyper, stop).await,
+        None => serve(io, false, info, serving).await,
+        Some(tls) => serve_tls(io, tls, info, serving).await,
     }
 }
 
 /// Completes the TLS handshake (ALPN decides HTTP/2, `acme-tls/1` ends the connection),
 /// then serves the connection like a plain one.
-async fn serve_tls<S>(
-    stream: S,
-    tls: Tls,
-    mut info: ConnInfo,
-    shared: &Arc<ArcSwap<RuntimeState>>,
-    fast: &server::Settings,
-    hyper: &Hyper,
-    stop: watch::Receiver<bool>,
-) where
+async fn serve_tls<S>(stream: S, tls: Tls, mut info: ConnInfo, serving: &Serving)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
@@ -358,7 +351,7 @@ async fn serve_tls<S>(
     let sni = session.server_name().map(|s| s.to_ascii_lowercase());
     info.proto = "https";
     info.tls = Some(Arc::new(TlsInfo { sni, resolver: tls.resolver }));
-    serve(stream, h2, info, shared, fast, hyper, stop).await;
+    serve(stream, h2, info, serving).await;
 }
 
 /// Serves a connection; on shutdown lets the in-flight request finish, then closes. A
@@ -378,6 +371,16 @@ macro_rules! serve_until_shutdown {
     }};
 }
 
+/// What every connection of a worker is served with.
+struct Serving {
+    shared: Arc<ArcSwap<RuntimeState>>,
+    /// The own HTTP/1.1 loop's settings.
+    fast: server::Settings,
+    hyper: Hyper,
+    /// Shutdown: each connection watches its own clone.
+    stop: watch::Receiver<bool>,
+}
+
 /// hyper's servers, for the connections and requests the HTTP/1.1 loop hands over.
 struct Hyper {
     h1: hyper::server::conn::http1::Builder,
@@ -388,21 +391,14 @@ struct Hyper {
 
 /// Serves one client connection: HTTP/1.1 in `server`'s own loop until (if ever) it hands
 /// the connection to hyper; HTTP/2 (ALPN `h2` or the prior-knowledge preface) in hyper.
-async fn serve<S>(
-    io: S,
-    alpn_h2: bool,
-    info: ConnInfo,
-    shared: &Arc<ArcSwap<RuntimeState>>,
-    fast: &server::Settings,
-    hyper: &Hyper,
-    stop: watch::Receiver<bool>,
-) where
+async fn serve<S>(io: S, alpn_h2: bool, info: ConnInfo, serving: &Serving)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (io, read, h2) = if alpn_h2 {
         (io, Bytes::new(), true)
     } else {
-        match server::serve(io, &info, shared, fast, stop.clone()).await {
+        match server::serve(io, &info, &serving.shared, &serving.fast, serving.stop.clone()).await {
             server::Outcome::Closed => return,
             server::Outcome::HandOff { io, read, h2 } => (io, read, h2),
         }
@@ -411,25 +407,18 @@ async fn serve<S>(
     // get here; inline (or inlined into this poll) they would make every connection's
     // future, and each of its polls, bigger.
     let rest: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
-        Box::pin(serve_hyper(io, read, h2, info, shared, hyper, stop));
+        Box::pin(serve_hyper(io, read, h2, info, serving));
     rest.await;
 }
 
 /// Serves the rest of a connection in hyper: HTTP/2, or HTTP/1.1 after the hand-off.
-async fn serve_hyper<S>(
-    io: S,
-    read: Bytes,
-    h2: bool,
-    info: ConnInfo,
-    shared: &Arc<ArcSwap<RuntimeState>>,
-    hyper: &Hyper,
-    stop: watch::Receiver<bool>,
-) where
+async fn serve_hyper<S>(io: S, read: Bytes, h2: bool, info: ConnInfo, serving: &Serving)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let framing = info.framing.clone();
     let (peer, peer_sink) = (info.peer, info.sink.clone());
-    let shared = shared.clone();
+    let (shared, hyper, stop) = (serving.shared.clone(), &serving.hyper, serving.stop.clone());
     let info = ConnInfo { own_http1: false, ..info };
     let result = if h2 {
         let streams = Streams::new();
