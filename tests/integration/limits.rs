@@ -331,6 +331,23 @@ async fn served_connections(addr: SocketAddr, host: &'static str, n: usize) -> V
     .expect("join")
 }
 
+/// Sends `bytes` from 127.0.0.2 (another client than the tests' usual 127.0.0.1) and
+/// reads until the server closes.
+async fn from_another_address(to: SocketAddr, bytes: &[u8]) -> String {
+    within("a connection from 127.0.0.2", async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.2:0".parse().expect("addr")).expect("bind 127.0.0.2");
+        let mut s = socket.connect(to).await.expect("connect");
+        s.write_all(bytes).await.expect("write");
+        let mut out = Vec::new();
+        // A server that answers and closes at once may reset: what arrived counts.
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+}
+
 /// `server.max_connections` counts the whole process (two workers here): at the limit no
 /// further connection is accepted (it waits in the kernel's queue, unanswered, and is not
 /// closed); when one of the others closes, the waiting one is served.
@@ -386,17 +403,7 @@ async fn max_connections_per_ip_closes_the_excess_connection() {
     let out = raw_async(gh.http, b"GET / HTTP/1.1\r\nHost: m.test\r\n\r\n", Duration::from_secs(5)).await;
     assert_eq!(out, "", "a third connection from the same address was answered");
     // Another loopback address is another client.
-    let other = within("a connection from 127.0.0.2", async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind("127.0.0.2:0".parse().expect("addr")).expect("bind 127.0.0.2");
-        let mut s = socket.connect(gh.http).await.expect("connect");
-        s.write_all(b"GET / HTTP/1.1\r\nHost: m.test\r\nConnection: close\r\n\r\n").await.expect("write");
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.expect("read");
-        String::from_utf8_lossy(&out).into_owned()
-    })
-    .await;
+    let other = from_another_address(gh.http, b"GET / HTTP/1.1\r\nHost: m.test\r\nConnection: close\r\n\r\n").await;
     assert!(other.starts_with("HTTP/1.1 200"), "another address was refused: {other:?}");
     drop(open);
     let served = wait_until_async(Duration::from_secs(10), || async {
@@ -469,17 +476,7 @@ async fn proxy_protocol_gives_the_client_address_from_listed_balancers_only() {
         "a listed source's connection without a header was served"
     );
     // Anyone else cannot claim an address: the header is just not HTTP.
-    let other = within("a connection from 127.0.0.2", async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind("127.0.0.2:0".parse().expect("addr")).expect("bind 127.0.0.2");
-        let mut s = socket.connect(gh.http).await.expect("connect");
-        s.write_all(&v1).await.expect("write");
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
-        String::from_utf8_lossy(&out).into_owned()
-    })
-    .await;
+    let other = from_another_address(gh.http, &v1).await;
     assert!(other.starts_with("HTTP/1.1 400"), "an unlisted source's PROXY header was believed: {other}");
 }
 
