@@ -49,8 +49,8 @@ impl RuntimeState {
             Action::Proxy(up) => Some(up.clone()),
             _ => None,
         });
-        let groups = build_groups(upstreams, previous.map_or(&empty, |p| &p.groups));
-        unusable_tls(&config, &groups)?;
+        let groups = build_groups(upstreams, previous.map_or(&empty, |p| &p.groups))
+            .map_err(|failed| unusable_tls(&config, &failed))?;
         let acme_http01 =
             config.tls.acme.as_ref().is_some_and(|a| a.challenge == gatehouse_config::AcmeChallenge::Http01);
         let env = crate::filter::Env { https_port, acme_http01 };
@@ -93,20 +93,18 @@ impl RuntimeState {
     }
 }
 
-/// One error per upstream whose TLS client could not be built, at the first route using it.
-fn unusable_tls(config: &Config, groups: &HashMap<String, Arc<Group>>) -> Result<(), Errors> {
+/// One error per upstream whose group could not be built (its TLS client), located at the
+/// first route using it.
+fn unusable_tls(config: &Config, failed: &[crate::upstream::Unbuilt]) -> Errors {
     let mut errors = Errors::default();
-    let mut reported = std::collections::HashSet::new();
-    for site in &config.sites {
-        for (i, route) in site.routes.iter().enumerate() {
-            if let Action::Proxy(up) = &route.action
-                && let Some(Some(Err(e))) = groups.get(&up.key).map(|g| &g.tls)
-                && reported.insert(up.key.clone())
-            {
-                let message = format!("the TLS client for this route's https:// backends cannot be built: {e}");
-                errors.push(Error::new(&site.file, None, format!("routes[{i}].upstream_tls"), message));
-            }
+    for (key, why) in failed {
+        let first = config.sites.iter().find_map(|site| {
+            site.routes.iter().position(|r| matches!(&r.action, Action::Proxy(up) if up.key == *key)).map(|i| (site, i))
+        });
+        if let Some((site, i)) = first {
+            let message = format!("the TLS client for this route's https:// backends cannot be built: {why}");
+            errors.push(Error::new(&site.file, None, format!("routes[{i}].upstream_tls"), message));
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    errors
 }

@@ -198,15 +198,7 @@ async fn connect(
     want: pool::Want,
     now: Instant,
 ) -> Result<Conn, ProxyError> {
-    let tls = match &group.tls {
-        None => None,
-        Some(Ok(c)) => Some(c),
-        // Not reached: a state with an unusable TLS client is refused when it is built
-        // (`RuntimeState::build`).
-        Some(Err(e)) => {
-            return Err(ProxyError::Connect { backend: backend.backend.url(), reason: format!("TLS settings: {e}") });
-        }
-    };
+    let tls = group.tls.as_ref();
     let targets = backend.targets.load();
     if targets.is_empty() {
         return Err(ProxyError::Unresolved { backend: backend.backend.url() });

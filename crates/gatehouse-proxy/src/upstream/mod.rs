@@ -117,8 +117,8 @@ pub struct Group {
     weighted_order: Vec<u32>,
     /// Consistent-hash ring: (point, backend index), sorted by point.
     ring: Vec<(u64, u32)>,
-    /// TLS client for `https://` backends; `Err` holds why it could not be built.
-    pub tls: Option<Result<tokio_rustls::TlsConnector, String>>,
+    /// TLS client for `https://` backends.
+    pub tls: Option<tokio_rustls::TlsConnector>,
     /// Identifies the TLS settings in pool keys (0 = plain).
     pub tls_profile: u64,
 }
@@ -130,7 +130,9 @@ const RING_POINTS: u32 = 160;
 impl Group {
     /// A group for `config`, taking each backend's state from `spare` where it holds one
     /// for the same backend (see `build_groups`).
-    fn new(config: Arc<Upstream>, spare: &mut Spare) -> Self {
+    /// Fails when the TLS client for its `https://` backends cannot be built (the message
+    /// says why).
+    fn new(config: Arc<Upstream>, spare: &mut Spare) -> Result<Self, String> {
         let max_conns = config.pool.max_connections_per_host;
         let mut seen: Vec<&Backend> = Vec::new();
         let backends: Vec<Arc<BackendState>> = config
@@ -152,12 +154,9 @@ impl Group {
         } else {
             Vec::new()
         };
-        let tls = config.backends.iter().any(|b| b.tls).then(|| {
-            tls::connector(&config.pool.tls)
-                .inspect_err(|e| tracing::error!(error = %e, "backend TLS settings unusable"))
-        });
+        let tls = config.backends.iter().any(|b| b.tls).then(|| tls::connector(&config.pool.tls)).transpose()?;
         let tls_profile = if tls.is_some() { hash_of(format!("{:?}", config.pool.tls)) | 1 } else { 0 };
-        Group { config, backends, cursor: AtomicUsize::new(0), weighted_order, ring, tls, tls_profile }
+        Ok(Group { config, backends, cursor: AtomicUsize::new(0), weighted_order, ring, tls, tls_profile })
     }
 
     /// Picks the first backend to try. `hash` is the request's hash key for consistent hashing.
@@ -281,16 +280,21 @@ impl BackendKey {
 /// The previous states' backends not taken yet.
 type Spare = HashMap<BackendKey, Arc<BackendState>>;
 
+/// An upstream (by key) whose group could not be built, and why.
+pub type Unbuilt = (String, String);
+
 /// Keeps state across reloads: a group whose key (upstream id and backend list), balancing
 /// and pool settings are unchanged is reused as is (balancer position included). Any other
 /// group is built anew, but each of its backends takes over the state of the same backend
 /// of the same upstream in `previous` (in-flight and request counters, connection permits,
 /// resolved addresses), so adding or removing one backend leaves the others as they were.
 /// A backend whose weight or `max_connections_per_host` changed starts afresh.
+///
+/// Fails with the upstreams whose group cannot be built, and why.
 pub fn build_groups(
     upstreams: impl Iterator<Item = Arc<Upstream>>,
     previous: &HashMap<String, Arc<Group>>,
-) -> HashMap<String, Arc<Group>> {
+) -> Result<HashMap<String, Arc<Group>>, Vec<Unbuilt>> {
     let mut spare: Spare = HashMap::new();
     for g in previous.values() {
         let mut seen = Vec::new();
@@ -316,13 +320,18 @@ pub fn build_groups(
             out.insert(up.key.clone(), g.clone());
         }
     }
+    let mut failed: Vec<Unbuilt> = Vec::new();
     for up in upstreams {
-        if !out.contains_key(&up.key) {
-            let group = Arc::new(Group::new(up.clone(), &mut spare));
-            out.insert(up.key.clone(), group);
+        if !out.contains_key(&up.key) && !failed.iter().any(|(key, _)| *key == up.key) {
+            match Group::new(up.clone(), &mut spare) {
+                Ok(group) => {
+                    out.insert(up.key.clone(), Arc::new(group));
+                }
+                Err(e) => failed.push((up.key.clone(), e)),
+            }
         }
     }
-    out
+    if failed.is_empty() { Ok(out) } else { Err(failed) }
 }
 
 #[cfg(test)]
@@ -357,19 +366,19 @@ mod tests {
     #[test]
     fn backends_keep_their_state_when_others_are_added_or_removed() {
         let two = upstream("site/app", &[1001, 1002], 4);
-        let groups = build_groups([two.clone()].into_iter(), &HashMap::new());
+        let groups = build_groups([two.clone()].into_iter(), &HashMap::new()).expect("groups");
         let (a, b) = (state(&groups, &two, 0), state(&groups, &two, 1));
         a.requests.store(7, Ordering::Relaxed);
         b.requests.store(3, Ordering::Relaxed);
         let held = a.permits.as_ref().expect("capped").clone().try_acquire_owned().expect("permit");
 
         // Unchanged: the same group.
-        let same = build_groups([two.clone()].into_iter(), &groups);
+        let same = build_groups([two.clone()].into_iter(), &groups).expect("groups");
         assert!(Arc::ptr_eq(&same[&two.key], &groups[&two.key]));
 
         // One backend added: a new group, the old backends' states carried over.
         let three = upstream("site/app", &[1001, 1002, 1003], 4);
-        let grown = build_groups([three.clone()].into_iter(), &groups);
+        let grown = build_groups([three.clone()].into_iter(), &groups).expect("groups");
         assert!(Arc::ptr_eq(&state(&grown, &three, 0), &a));
         assert!(Arc::ptr_eq(&state(&grown, &three, 1), &b));
         assert_eq!(state(&grown, &three, 0).requests.load(Ordering::Relaxed), 7);
@@ -379,14 +388,14 @@ mod tests {
 
         // The first removed: the others keep theirs.
         let tail = upstream("site/app", &[1002, 1003], 4);
-        let shrunk = build_groups([tail.clone()].into_iter(), &grown);
+        let shrunk = build_groups([tail.clone()].into_iter(), &grown).expect("groups");
         assert!(Arc::ptr_eq(&state(&shrunk, &tail, 0), &b));
         assert!(Arc::ptr_eq(&state(&shrunk, &tail, 1), &state(&grown, &three, 2)));
 
         // Another upstream naming the same backend, or a different cap, does not share it.
         let other = upstream("site/other", &[1002], 4);
         let capped = upstream("site/app", &[1002, 1003], 8);
-        let next = build_groups([other.clone(), capped.clone()].into_iter(), &shrunk);
+        let next = build_groups([other.clone(), capped.clone()].into_iter(), &shrunk).expect("groups");
         assert!(!Arc::ptr_eq(&state(&next, &other, 0), &b));
         assert!(!Arc::ptr_eq(&state(&next, &capped, 0), &b));
         assert_eq!(state(&next, &capped, 0).permits.as_ref().map(|p| p.available_permits()), Some(8));
@@ -395,11 +404,11 @@ mod tests {
     #[test]
     fn a_backend_listed_twice_keeps_two_states() {
         let up = upstream("site/app", &[1001, 1001], 0);
-        let groups = build_groups([up.clone()].into_iter(), &HashMap::new());
+        let groups = build_groups([up.clone()].into_iter(), &HashMap::new()).expect("groups");
         let (x, y) = (state(&groups, &up, 0), state(&groups, &up, 1));
         assert!(!Arc::ptr_eq(&x, &y));
         let more = upstream("site/app", &[1001, 1001, 1002], 0);
-        let next = build_groups([more.clone()].into_iter(), &groups);
+        let next = build_groups([more.clone()].into_iter(), &groups).expect("groups");
         assert!(Arc::ptr_eq(&state(&next, &more, 0), &x));
         assert!(Arc::ptr_eq(&state(&next, &more, 1), &y));
     }
