@@ -140,10 +140,10 @@ def rss():
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
-def settle():
-    # RSS settles once the proxy has dealt with what was sent.
+def settle(quiet=1.0):
+    # RSS settles once the proxy has dealt with what was sent: unchanged for `quiet` s.
     last, same = rss(), 0
-    while same < 5:
+    while same < quiet / 0.2:
         time.sleep(0.2)
         now = rss()
         same = same + 1 if now == last else 0
@@ -203,7 +203,8 @@ for s in conns[1::2]:
         answer(s)   # the other half, still alive after the wait
 for s in conns:
     s.close()
-after = settle()
+# Gatehouse hands freed memory back after a second without work; 3 s covers it.
+after = settle(3.0)
 print(f"{base} {held} {after}")
 PY
 

@@ -18,7 +18,8 @@
 #
 # Knobs (environment): MODE (http|https, default http), DURATION (s, default
 # 8), ROUNDS (default 3), PEERS (default "nginx haproxy caddy gatehouse"; in
-# MODE=https "nginx haproxy gatehouse"), PIN (1 = taskset),
+# MODE=https "nginx haproxy gatehouse"), PIN (1 = taskset), WORKERS (worker
+# processes/threads per proxy, default 1; bench/scaling.sh compares 1 and 2),
 # GATEHOUSE_BIN (default <repo>/target/release/gatehouse), KEEP_TMP (1 = keep
 # the temp dir with configs and logs, for debugging).
 
@@ -39,6 +40,7 @@ else
     PEERS=${PEERS:-"nginx haproxy caddy gatehouse"}
 fi
 PIN=${PIN:-0}
+WORKERS=${WORKERS:-1}
 # SAME_HEADERS=1: nginx and haproxy also send what Gatehouse sends by default
 # (X-Forwarded-For/-Proto/-Host, X-Real-IP, the client's Host, X-Request-ID up
 # and back), so every proxy does the same work. Default 0: their minimal configs.
@@ -75,7 +77,7 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # Exact invocation, printed at the top of the report (effective knobs included
 # so a run can be reproduced even when they came from the environment).
-CMDLINE="MODE=$MODE DURATION=$DURATION ROUNDS=$ROUNDS PEERS=\"$PEERS\" PIN=$PIN SAME_HEADERS=$SAME_HEADERS"
+CMDLINE="MODE=$MODE DURATION=$DURATION ROUNDS=$ROUNDS PEERS=\"$PEERS\" PIN=$PIN WORKERS=$WORKERS SAME_HEADERS=$SAME_HEADERS"
 [[ " $PEERS " == *" gatehouse "* ]] && CMDLINE+=" GATEHOUSE_BIN=$(printf %q "$GATEHOUSE_BIN")"
 CMDLINE+=" $(printf %q "$0")"
 for arg in "$@"; do CMDLINE+=" $(printf %q "$arg")"; done
@@ -142,6 +144,8 @@ validate_knobs() {
     [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (seconds), got '$DURATION'"
     [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, got '$ROUNDS'"
     [[ $PIN == 0 || $PIN == 1 ]] || die "PIN must be 0 or 1, got '$PIN'"
+    [[ $WORKERS =~ ^[1-9][0-9]?$ ]] || die "WORKERS must be 1-99, got '$WORKERS'"
+    [[ $PIN == 0 || $WORKERS == 1 ]] || die "PIN=1 puts the proxy on one CPU; use it with WORKERS=1 only"
     [[ -n ${PEERS// /} ]] || die "PEERS is empty"
     local p uniq=""
     for p in $PEERS; do
@@ -278,9 +282,9 @@ EOF
 # Common nginx preamble. Everything (pid, logs, temp paths) lives in the
 # instance dir so no system path is touched and instances don't collide.
 nginx_preamble() {
-    local dir=$1
+    local dir=$1 workers=${2:-1}
     cat <<EOF
-worker_processes 1;
+worker_processes $workers;
 daemon off;                 # we supervise it; keeps the master pid = \$!
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
@@ -354,7 +358,7 @@ write_nginx_conf() {
     fi
     mkdir -p "$dir/tmp"
     {
-        nginx_preamble "$dir"
+        nginx_preamble "$dir" "$WORKERS"
         cat <<EOF
 http {
     access_log off;
@@ -386,7 +390,7 @@ write_haproxy_conf() {
     # No "log" lines anywhere => haproxy logs nothing.
     cat >"$TMP/haproxy/haproxy.cfg" <<EOF
 global
-    nbthread 1
+    nbthread $WORKERS
     maxconn 4096
 
 defaults
@@ -469,7 +473,7 @@ write_gatehouse_conf() {
         # Certificate paths are relative to the main file. default_host: clients
         # that send no SNI (h2load, s_time, curl to an IP) get this certificate.
         cat >"$TMP/gatehouse/gatehouse.yaml" <<EOF
-workers: 1
+workers: $WORKERS
 listen: {http: 127.0.0.1:${PORTS[gatehouse_http]}, https: 127.0.0.1:${PORTS[gatehouse]}}
 tls: {cert: ../tls/server.crt, key: ../tls/server.key, default_host: $TLS_HOST}
 admin: {listen: 127.0.0.1:${PORTS[gatehouse_admin]}}
@@ -487,7 +491,7 @@ EOF
         return
     fi
     cat >"$TMP/gatehouse/gatehouse.yaml" <<EOF
-workers: 1
+workers: $WORKERS
 listen: {http: 127.0.0.1:${PORTS[gatehouse]}}
 admin: {listen: 127.0.0.1:${PORTS[gatehouse_admin]}}
 sites_dir: sites
@@ -591,7 +595,7 @@ start_peer() {
         ;;
     caddy)
         write_caddy_conf
-        start_server caddy 1 env GOMAXPROCS=1 HOME="$TMP/caddy" \
+        start_server caddy 1 env GOMAXPROCS=$WORKERS HOME="$TMP/caddy" \
             XDG_DATA_HOME="$TMP/caddy/data" XDG_CONFIG_HOME="$TMP/caddy/config" \
             caddy run --adapter caddyfile --config "$TMP/caddy/Caddyfile"
         ;;

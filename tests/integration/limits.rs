@@ -514,3 +514,204 @@ async fn the_per_address_limit_counts_the_proxy_protocol_address() {
     let (_c, third) = open("203.0.113.7").await;
     assert_eq!(third, "", "a second connection from the same client address was served");
 }
+
+/// Reads one response with a `Content-Length` from `s`; returns its head.
+fn read_response(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("read a response");
+        assert!(n > 0, "closed before a whole response: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return text[..end].to_string();
+            }
+        }
+    }
+}
+
+/// How long the server took to close `s`, counted from now; panics if it sent anything.
+fn closed_after(s: &mut std::net::TcpStream) -> Duration {
+    use std::io::Read;
+    let started = std::time::Instant::now();
+    s.set_read_timeout(Some(NET_TIMEOUT)).expect("timeout");
+    let mut buf = [0u8; 1024];
+    match s.read(&mut buf) {
+        Ok(0) => started.elapsed(),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => started.elapsed(),
+        Ok(n) => panic!("sent on an idle connection: {}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => panic!("not closed within {NET_TIMEOUT:?}: {e}"),
+    }
+}
+
+/// An idle keep-alive HTTP/1.1 connection lasts `keepalive_timeout`, not the shorter
+/// `header_read_timeout`, whether the own loop serves it or hyper (after a request with a
+/// body); a request head begun after the idle wait has `header_read_timeout` from its
+/// first byte, on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_head_timers_are_separate_on_http1() {
+    use std::io::Write;
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start(
+        "server: {header_read_timeout: 1s, keepalive_timeout: 3s}\n",
+        &[("m", &format!("host: m.test\nbackend: {}\n", b.url()))],
+    );
+    let addr = gh.http;
+    let requests: [&[u8]; 2] = [
+        b"GET / HTTP/1.1\r\nHost: m.test\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: m.test\r\nContent-Length: 5\r\n\r\nhello",
+    ];
+    tokio::task::spawn_blocking(move || {
+        for request in requests {
+            let what = String::from_utf8_lossy(&request[..4]).into_owned();
+            // Idle after a response: closed at the idle time.
+            let mut s = std::net::TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
+            s.set_read_timeout(Some(NET_TIMEOUT)).expect("timeout");
+            s.write_all(request).expect("write");
+            assert!(read_response(&mut s).starts_with("HTTP/1.1 200"), "{what}");
+            let idle = closed_after(&mut s);
+            assert!(
+                idle >= Duration::from_millis(2700) && idle < Duration::from_secs(8),
+                "{what}: idle connection closed after {idle:?}, not at keepalive_timeout (3 s)"
+            );
+            // A head begun on a kept-alive connection: closed at the head time.
+            let mut s = std::net::TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
+            s.set_read_timeout(Some(NET_TIMEOUT)).expect("timeout");
+            s.write_all(request).expect("write");
+            assert!(read_response(&mut s).starts_with("HTTP/1.1 200"), "{what}");
+            s.write_all(b"GET / HTTP/1.1\r\nHost: m.test\r\n").expect("write");
+            let started = std::time::Instant::now();
+            use std::io::Read;
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+            let head = started.elapsed();
+            assert!(
+                head >= Duration::from_millis(800) && head < Duration::from_millis(2500),
+                "{what}: an unfinished head lasted {head:?}, not header_read_timeout (1 s)"
+            );
+            // The own loop answers 408; hyper's connection closes without an answer.
+            let rest = String::from_utf8_lossy(&rest);
+            assert!(rest.is_empty() || rest.starts_with("HTTP/1.1 408"), "{what}: {rest}");
+        }
+    })
+    .await
+    .expect("client");
+}
+
+/// `server.request_body_min_rate`: a body arriving slower than the rate (after the grace
+/// period) gets 408 and the connection is closed; the same body at a normal speed passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_slower_than_the_minimum_rate_get_408() {
+    use std::io::{Read, Write};
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start(
+        "server: {request_body_min_rate: 1KB/s}\n",
+        &[("m", &format!("host: m.test\nbackend: {}\n", b.url()))],
+    );
+    let addr = gh.http;
+    let (out, took) = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
+        s.write_all(b"POST / HTTP/1.1\r\nHost: m.test\r\nContent-Length: 100000\r\n\r\n").expect("write");
+        s.set_nonblocking(true).expect("nonblocking");
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        // 50 bytes every 100 ms (500 B/s), each pause well within timeouts.write, until
+        // the server answers (or 20 s pass).
+        while started.elapsed() < Duration::from_secs(20) {
+            let mut buf = [0u8; 1024];
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+            if !out.is_empty() {
+                continue;
+            }
+            if s.write_all(&[b'x'; 50]).is_err() {
+                continue;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (String::from_utf8_lossy(&out).into_owned(), started.elapsed())
+    })
+    .await
+    .expect("client");
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}\n{}", gh.log());
+    assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(15), "cut off after {took:?}");
+    // The same body at loopback speed is not affected.
+    let req = http::Request::post("/")
+        .header("host", "m.test")
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 100_000])))
+        .expect("request");
+    let r = send(gh.http, req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body_len"], 100_000);
+}
+
+/// CPU time (user + system, in clock ticks) the process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces) start at the state, field 3;
+    // utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Out of file descriptors (a hard limit of 64 here, far below what the clients open),
+/// accept fails with EMFILE: the workers back off instead of spinning on it, the pending
+/// connections wait in the kernel's queue, and they are served once descriptors are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_workers_back_off_and_recover() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start_under(
+        &["prlimit", "--nofile=64:64"],
+        "",
+        &[("m", &format!("host: m.test\nbackend: {}\n", b.url()))],
+    );
+    let pid = gh.child.as_ref().expect("running").id();
+    let addr = gh.http;
+    // More connections than descriptors: the last ones cannot be accepted.
+    let held = tokio::task::spawn_blocking(move || {
+        (0..80).map(|_| std::net::TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect")).collect::<Vec<_>>()
+    })
+    .await
+    .expect("join");
+    assert!(
+        wait_until(NET_TIMEOUT, || gh.log().contains("accept failed")).await,
+        "descriptors never ran out: {}",
+        gh.log()
+    );
+    // Observed over one second: a worker spinning on accept would use all of it.
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 30, "{used} ticks of CPU in one second out of descriptors: the accept loop spins");
+    // A request on one of the connections not yet accepted is answered once descriptors
+    // are free again.
+    let mut held = held;
+    let waiting = held.pop().expect("a connection");
+    drop(held);
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = waiting;
+        s.set_read_timeout(Some(NET_TIMEOUT)).expect("timeout");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: m.test\r\nConnection: close\r\n\r\n").expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .expect("join");
+    assert!(out.starts_with("HTTP/1.1 200"), "not served after descriptors were freed: {out:?}\n{}", gh.log());
+    assert_eq!(get(gh.http, "m.test", "/").await.status, 200);
+}

@@ -65,10 +65,15 @@ pub enum StartError {
 impl Server {
     /// Binds the HTTP listener and, with `listen.https` and a certificate resolver, the HTTPS
     /// listener (one socket each per worker), and starts the workers.
+    ///
+    /// `release_memory`, when given, is called on a worker's thread once the worker has been
+    /// quiet for a second after work, to hand memory the allocator caches back to the system
+    /// (the binary passes its allocator's collect).
     pub fn start(
         config: Arc<Config>,
         resolver: Option<Arc<tls::Resolver>>,
         challenges: Option<Arc<tls::Challenges>>,
+        release_memory: Option<fn()>,
     ) -> Result<Server, StartError> {
         let listen_err = |addr| move |source| StartError::Listen { addr, source };
         let http =
@@ -103,6 +108,7 @@ impl Server {
             challenges,
             sink: access_sink(),
             admission: admission::Admission::new(&config.server),
+            release_memory,
         });
         let mut https = https.into_iter();
         let sockets = http

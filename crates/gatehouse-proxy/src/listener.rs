@@ -82,6 +82,9 @@ pub struct WorkerSettings {
     pub sink: Option<Arc<dyn crate::observe::LogSink>>,
     /// Connection limits shared by every worker.
     pub admission: Arc<crate::admission::Admission>,
+    /// Hands memory the allocator keeps cached back to the system; called on a worker's
+    /// thread once it has been quiet for a second after work (`Server::start`).
+    pub release_memory: Option<fn()>,
 }
 
 /// One worker's sockets: the HTTP listener and, when configured, the HTTPS one.
@@ -146,8 +149,10 @@ async fn worker(
     // `keepalive_timeout: 0` turns keep-alive off, as in nginx: HTTP/1.1 answers with
     // `Connection: close`, HTTP/2 gets GOAWAY once its streams are done.
     let keep_alive = !settings.server.keepalive_timeout.is_zero();
+    // hyper's own head timer would also run while the connection is idle (one timer for
+    // both); `Streams` times the two apart, as the own loop does.
     let mut h1 = hyper::server::conn::http1::Builder::new();
-    h1.timer(TokioTimer::new()).header_read_timeout(header_read).max_buf_size(buf_size).keep_alive(keep_alive);
+    h1.timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(buf_size).keep_alive(keep_alive);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -163,8 +168,12 @@ async fn worker(
         .keep_alive_interval(settings.server.h2_ping_interval)
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
-    let limits =
-        Limits { first: header_read, idle: settings.server.keepalive_timeout, send: settings.server.send_timeout };
+    let limits = Limits {
+        first: header_read,
+        idle: settings.server.keepalive_timeout,
+        send: settings.server.send_timeout,
+        head: header_read,
+    };
     let fast = server::Settings {
         header_read,
         idle: settings.server.keepalive_timeout,
@@ -190,6 +199,26 @@ async fn worker(
             tick.tick().await;
             pool::prune(Duration::from_secs(300));
         }
+    });
+
+    // After a burst the memory its requests used is free but stays cached by the allocator
+    // (mimalloc returns pages to the system on later allocations, which a quiet worker does
+    // not make). Once the worker has taken on no work for a second, it is released.
+    let releaser = settings.release_memory.map(|release| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let (mut seen, mut dirty) = (crate::http::spare::activity(), false);
+            loop {
+                tick.tick().await;
+                let now = crate::http::spare::activity();
+                if now != seen {
+                    (seen, dirty) = (now, true);
+                } else if dirty {
+                    release();
+                    dirty = false;
+                }
+            }
+        })
     });
 
     loop {
@@ -232,6 +261,7 @@ async fn worker(
                 }
             }
         };
+        crate::http::spare::touch();
         let _ = stream.set_nodelay(true);
         let peer_value =
             http::HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(http::HeaderValue::from_static("unknown"));
@@ -251,6 +281,7 @@ async fn worker(
         tokio::spawn(async move {
             let _permit = permit;
             let _alive = alive;
+            let _ends = crate::http::spare::Ends;
             let tls = tls.map(|(acceptor, resolver)| Tls { acceptor, resolver, header_read });
             if balanced {
                 let behind = Balanced { admission, slot, header_read };
@@ -269,6 +300,9 @@ async fn worker(
     drop(https);
     drop(alive);
     pruner.abort();
+    if let Some(r) = releaser {
+        r.abort();
+    }
     tokio::select! {
         _ = all_done.recv() => {}
         _ = tokio::time::sleep(settings.shutdown_timeout) => {
@@ -334,14 +368,20 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
-    let stream = match tokio::time::timeout(tls.header_read, tls.acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-            return;
+    // The handshake's state lives in its own allocation, freed when it ends, and the
+    // stream (rustls's connection, about 1 KB inline) in another that the connection keeps:
+    // neither takes room in this future for the connection's whole life.
+    let handshake = Box::pin(async {
+        match tokio::time::timeout(tls.header_read, tls.acceptor.accept(stream)).await {
+            Ok(Ok(s)) => Some(Box::new(s)),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => None,
         }
-        Err(_) => return,
-    };
+    });
+    let Some(stream) = handshake.await else { return };
     let (_, session) = stream.get_ref();
     if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
         // A TLS-ALPN-01 validation ends with the handshake.
@@ -354,18 +394,43 @@ where
     serve(stream, h2, info, serving).await;
 }
 
-/// Serves a connection; on shutdown lets the in-flight request finish, then closes. A
-/// macro because hyper's two connection types share `graceful_shutdown` but no trait.
-macro_rules! serve_until_shutdown {
-    ($conn:expr, $stop:expr) => {{
+/// Serves a connection until it ends, shutdown is signalled (the in-flight requests
+/// finish, then it closes: GOAWAY on HTTP/2) or `Streams` says it should end. A macro
+/// because hyper's two connection types share `graceful_shutdown` but no trait.
+macro_rules! serve_watched {
+    ($conn:expr, $stop:expr, $streams:expr, $limits:expr) => {{
         let mut conn = std::pin::pin!($conn);
         let mut stop = $stop;
+        let (streams, limits) = ($streams, $limits);
         let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = tokio::select! {
             r = conn.as_mut() => r.map_err(Into::into),
             _ = stop.changed() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await.map_err(Into::into)
             }
+            end = streams.end(limits) => match end {
+                // Closed gracefully (GOAWAY on HTTP/2). Requests the client sent before it
+                // saw the GOAWAY are still served; the connection then ends like any other,
+                // but sooner: after the header-read time with nothing in flight, or at a stall.
+                End::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    let after = Limits { idle: limits.first, ..limits };
+                    tokio::select! {
+                        r = conn.as_mut() => r.map_err(Into::into),
+                        _ = streams.end(after) => Ok(()),
+                    }
+                }
+                // The client takes nothing, or sends a head too slowly: dropping the
+                // connection closes it.
+                End::Stalled => {
+                    tracing::debug!("client took no response data within send_timeout; closing");
+                    Ok(())
+                }
+                End::SlowHead => {
+                    tracing::debug!("request head not complete within header_read_timeout; closing");
+                    Ok(())
+                }
+            },
         };
         result
     }};
@@ -420,59 +485,25 @@ where
     let (peer, peer_sink) = (info.peer, info.sink.clone());
     let (shared, hyper, stop) = (serving.shared.clone(), &serving.hyper, serving.stop.clone());
     let info = ConnInfo { own_http1: false, ..info };
+    let streams = Streams::new();
+    let counted = streams.clone();
+    let svc = service_fn(move |req| {
+        let state = shared.load_full();
+        let info = info.clone();
+        let in_flight = InFlight::new(&counted);
+        async move {
+            let resp = handle(&state, &info, req.map(Inbound::Hyper)).await;
+            Ok::<_, Infallible>(resp.map(|body| in_flight.respond(body)))
+        }
+    });
+    let limits = hyper.limits;
     let result = if h2 {
-        let streams = Streams::new();
-        let counted = streams.clone();
-        let svc = service_fn(move |req| {
-            let state = shared.load_full();
-            let info = info.clone();
-            let in_flight = InFlight::new(&counted);
-            async move {
-                let resp = handle(&state, &info, req.map(Inbound::Hyper)).await;
-                Ok::<_, Infallible>(resp.map(|body| in_flight.respond(body)))
-            }
-        });
         let io = TokioIo::new(Inspected::new(io, read, None));
-        let conn = hyper.auto.serve_connection_with_upgrades(io, svc);
-        let mut conn = std::pin::pin!(conn);
-        let mut stop = stop;
-        let limits = hyper.limits;
-        let r: Result<(), Box<dyn std::error::Error + Send + Sync>> = tokio::select! {
-            r = conn.as_mut() => r,
-            // GOAWAY on shutdown; streams in flight finish (within the shutdown timeout).
-            _ = stop.changed() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-            end = streams.end(limits) => match end {
-                // GOAWAY. Requests the client sent before it saw the GOAWAY are still
-                // served; the connection then ends like any other, but sooner: after the
-                // header-read time with nothing in flight, or at a stall.
-                End::Idle => {
-                    conn.as_mut().graceful_shutdown();
-                    let after = Limits { first: limits.first, idle: limits.first, send: limits.send };
-                    tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = streams.end(after) => Ok(()),
-                    }
-                }
-                // The client takes nothing: dropping the connection closes it.
-                End::Stalled => {
-                    tracing::debug!("HTTP/2 client took no response data within send_timeout; closing");
-                    Ok(())
-                }
-            },
-        };
-        r
+        serve_watched!(hyper.auto.serve_connection_with_upgrades(io, svc), stop, &streams, limits)
     } else {
-        let svc = service_fn(move |req| {
-            let state = shared.load_full();
-            let info = info.clone();
-            async move { Ok::<_, Infallible>(handle(&state, &info, req.map(Inbound::Hyper)).await) }
-        });
         // hyper resolves Content-Length + Transfer-Encoding silently; the scanner sees it.
-        let io = TokioIo::new(Inspected::new(io, read, Some(framing)));
-        serve_until_shutdown!(hyper.h1.serve_connection(io, svc).with_upgrades(), stop)
+        let io = TokioIo::new(Inspected::new(io, read, Some(framing)).watched(streams.clone()));
+        serve_watched!(hyper.h1.serve_connection(io, svc).with_upgrades(), stop, &streams, limits)
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "client connection ended with an error");

@@ -93,11 +93,17 @@ pub struct Inspected<IO> {
     io: IO,
     replay: Bytes,
     scan: Option<(Scanner, Arc<Flags>)>,
+    /// HTTP/1.1: told of every read, to time request heads (`Streams::read`).
+    watch: Option<Arc<crate::http::streams::Streams>>,
 }
 
 impl<IO> Inspected<IO> {
     pub fn new(io: IO, replay: Bytes, flags: Option<Arc<Flags>>) -> Self {
-        Inspected { io, replay, scan: flags.map(|f| (Scanner::default(), f)) }
+        Inspected { io, replay, scan: flags.map(|f| (Scanner::default(), f)), watch: None }
+    }
+
+    pub(crate) fn watched(self, streams: Arc<crate::http::streams::Streams>) -> Self {
+        Inspected { watch: Some(streams), ..self }
     }
 }
 
@@ -115,6 +121,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Inspected<IO> {
         };
         if let (Poll::Ready(Ok(())), Some((scanner, flags))) = (&res, &mut this.scan) {
             scanner.feed(&buf.filled()[before..], flags);
+        }
+        if let (Poll::Ready(Ok(())), Some(streams)) = (&res, &this.watch)
+            && buf.filled().len() > before
+        {
+            streams.read();
         }
         res
     }

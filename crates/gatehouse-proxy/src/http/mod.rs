@@ -7,6 +7,6 @@ pub mod header;
 pub(crate) mod proxy;
 pub(crate) mod request;
 pub mod server;
-mod spare;
+pub(crate) mod spare;
 pub(crate) mod streams;
 pub mod wire;

@@ -70,7 +70,8 @@ pub enum Outcome<S> {
 /// How long a connection keeps its request state (the boxed `busy` loop and its buffers)
 /// after a response while no next request arrives. A busy keep-alive connection keeps it
 /// from one request to the next and allocates nothing; one idle for longer gives it back
-/// and holds only the small idle wait.
+/// and holds only the small idle wait. A worker lets a bounded number of connections
+/// linger at a time (`spare::linger`).
 const LINGER: Duration = Duration::from_secs(1);
 
 /// Serves requests on `io` until the client closes, a timeout or error ends the
@@ -150,6 +151,7 @@ where
     F: Future,
 {
     let Busy { io, buf, timer, first } = conn;
+    super::spare::touch();
     // Reused for every request's parsed fields while the connection is busy.
     let mut spare = super::spare::field_list();
     let mut out = super::spare::write_buffer();
@@ -193,12 +195,15 @@ where
                     timer.set(after(Instant::now(), cfg.header_read));
                 }
             }
-            // Between requests the wait ends at `LINGER`; the keep-alive deadline stays.
+            // Between requests the wait ends at `LINGER` (at once, after one read, when the
+            // worker has no place to linger left); the keep-alive deadline stays.
             let keep_alive_until = timer.at();
             let linger = rest_at.take().filter(|l| buf.is_empty() && *l < keep_alive_until);
-            if let Some(l) = linger {
-                timer.set(l);
-            }
+            let _place = linger.and_then(|l| {
+                let place = super::spare::linger();
+                timer.set(if place.is_some() { l } else { Instant::now() });
+                place
+            });
             match read_some(*io, buf, timer, stopping.as_mut(), false).await {
                 Read::Data => {}
                 Read::Timeout if !buf.is_empty() => {

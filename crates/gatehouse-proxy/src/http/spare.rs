@@ -9,7 +9,7 @@
 //! touch another thread. Must not keep buffers that grew large (one request with a big
 //! head must not pin that memory for good).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::thread::LocalKey;
 
 use bytes::BytesMut;
@@ -26,6 +26,8 @@ const WRITE_KEEP: usize = 16 * 1024;
 const FIELDS_KEEP: usize = 64;
 
 thread_local! {
+    static ACTIVITY: Cell<u64> = const { Cell::new(0) };
+    static LINGERING: Cell<usize> = const { Cell::new(0) };
     static READS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     static WRITES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     static FIELDS: RefCell<Vec<Vec<super::server::Field>>> = const { RefCell::new(Vec::new()) };
@@ -75,5 +77,59 @@ pub(crate) fn field_list() -> Vec<super::server::Field> {
 pub(crate) fn give_field_list(fields: Vec<super::server::Field>) {
     if fields.is_empty() && fields.capacity() > 0 && fields.capacity() <= FIELDS_KEEP {
         give(&FIELDS, fields);
+    }
+}
+
+/// A connection of this worker keeping its request state while it waits for its next
+/// request (`server::LINGER`). At most `KEEP` at a time per worker: beyond that, a
+/// connection whose next request is not already there gives its state back at once, so a
+/// burst over many connections (10,000 clients sending one request each) does not leave
+/// 10,000 request states allocated for the linger time.
+pub(crate) struct Linger(());
+
+/// A place to linger, if one is free.
+pub(crate) fn linger() -> Option<Linger> {
+    LINGERING.with(|n| {
+        (n.get() < KEEP).then(|| {
+            n.set(n.get() + 1);
+            Linger(())
+        })
+    })
+}
+
+impl Drop for Linger {
+    fn drop(&mut self) {
+        LINGERING.with(|n| n.set(n.get() - 1));
+    }
+}
+
+/// Notes work taken on by this worker (a connection accepted or ended, a request loop
+/// started).
+pub(crate) fn touch() {
+    ACTIVITY.with(|a| a.set(a.get().wrapping_add(1)));
+}
+
+/// Changes while the worker takes on work; the memory release waits for it to settle.
+pub(crate) fn activity() -> u64 {
+    ACTIVITY.with(Cell::get)
+}
+
+/// Notes the end of a connection when dropped (its memory is free from then on).
+pub(crate) struct Ends;
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        touch();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lingering_is_bounded_per_worker() {
+        let places: Vec<_> = std::iter::from_fn(super::linger).take(super::KEEP + 1).collect();
+        assert_eq!(places.len(), super::KEEP, "more connections lingered than the bound");
+        drop(places);
+        assert!(super::linger().is_some(), "a place given back is free again");
     }
 }

@@ -1,7 +1,9 @@
-//! When an HTTP/2 client connection should end. hyper closes an HTTP/2 connection only when
-//! the client does, and has no idle or send timeout for it; without these a client could
-//! hold connections (descriptors, backend pool slots) by sending nothing, or by opening
-//! streams and never granting flow-control window.
+//! When a client connection served by hyper should end. hyper closes an HTTP/2 connection
+//! only when the client does, and has no idle or send timeout for it; without these a
+//! client could hold connections (descriptors, backend pool slots) by sending nothing, or by
+//! opening streams and never granting flow-control window. hyper's HTTP/1.1 server has one
+//! timer for the idle wait and the request head together; here they are two, as in the own
+//! HTTP/1.1 loop: the idle time, then the head time from the first byte of the next request.
 //!
 //! `Streams` counts the requests in flight on one connection. A request is in flight from
 //! the moment hyper hands it to the service until its response body is dropped (sent, or
@@ -24,10 +26,13 @@ use tokio::time::Instant;
 
 use crate::body::{BoxError, Outgoing};
 
-/// The requests in flight on one HTTP/2 connection.
+/// The requests in flight on one connection served by hyper.
 pub(crate) struct Streams {
     start: Instant,
     active: AtomicUsize,
+    /// HTTP/1.1: when the first byte of a request head arrived with nothing in flight, in
+    /// milliseconds since `start` plus one; 0 when no head is being read.
+    head_ms: AtomicU64,
     /// In-flight requests waiting on the backend.
     waiting: AtomicUsize,
     started: AtomicBool,
@@ -45,6 +50,8 @@ pub(crate) enum End {
     /// Every request in flight has had its data ready and the client took none of it for
     /// the send time: close now (the client is not reading, so a GOAWAY would not help).
     Stalled,
+    /// HTTP/1.1: a request head begun and not finished within the head time: close now.
+    SlowHead,
 }
 
 /// The times `Streams::end` works with.
@@ -56,6 +63,8 @@ pub(crate) struct Limits {
     pub idle: Duration,
     /// With requests in flight and all of them waiting on the client.
     pub send: Duration,
+    /// HTTP/1.1: from the first byte of a request head to its end.
+    pub head: Duration,
 }
 
 impl Streams {
@@ -63,6 +72,7 @@ impl Streams {
         Arc::new(Streams {
             start: Instant::now(),
             active: AtomicUsize::new(0),
+            head_ms: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             started: AtomicBool::new(false),
             progress_ms: AtomicU64::new(0),
@@ -77,10 +87,23 @@ impl Streams {
             // Created before the counters are read: a change after the read still wakes it.
             let notified = self.changed.notified();
             if self.active.load(Ordering::Acquire) == 0 {
+                let head_ms = self.head_ms.load(Ordering::Acquire);
+                if head_ms != 0 {
+                    let since = self.start + Duration::from_millis(head_ms - 1);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(since + limits.head) => {
+                            if self.active.load(Ordering::Acquire) == 0 && self.head_ms.load(Ordering::Acquire) == head_ms {
+                                return End::SlowHead;
+                            }
+                        }
+                        _ = notified => {}
+                    }
+                    continue;
+                }
                 let wait = if self.started.load(Ordering::Acquire) { limits.idle } else { limits.first };
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {
-                        if self.active.load(Ordering::Acquire) == 0 {
+                        if self.active.load(Ordering::Acquire) == 0 && self.head_ms.load(Ordering::Acquire) == 0 {
                             return End::Idle;
                         }
                     }
@@ -106,6 +129,15 @@ impl Streams {
             && Duration::from_millis(since) >= send
     }
 
+    /// HTTP/1.1: bytes arrived. With no request in flight they begin the next request's
+    /// head, which from now on has the head time, not the idle time, to be complete.
+    pub(crate) fn read(&self) {
+        if self.active.load(Ordering::Acquire) == 0 && self.head_ms.load(Ordering::Acquire) == 0 {
+            self.head_ms.store(self.start.elapsed().as_millis() as u64 + 1, Ordering::Release);
+            self.changed.notify_waiters();
+        }
+    }
+
     fn progress(&self) {
         self.progress_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Release);
     }
@@ -121,6 +153,7 @@ pub(crate) struct InFlight {
 impl InFlight {
     pub(crate) fn new(streams: &Arc<Streams>) -> InFlight {
         streams.started.store(true, Ordering::Release);
+        streams.head_ms.store(0, Ordering::Release);
         streams.waiting.fetch_add(1, Ordering::AcqRel);
         streams.active.fetch_add(1, Ordering::AcqRel);
         streams.changed.notify_waiters();
@@ -195,8 +228,12 @@ impl Body for Tracked {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits =
-        Limits { first: Duration::from_secs(3), idle: Duration::from_secs(5), send: Duration::from_secs(7) };
+    const LIMITS: Limits = Limits {
+        first: Duration::from_secs(3),
+        idle: Duration::from_secs(5),
+        send: Duration::from_secs(7),
+        head: Duration::from_secs(2),
+    };
 
     /// Runs `end` on paused time and returns what it decided and after how long.
     async fn ends(streams: &Arc<Streams>) -> (End, Duration) {
@@ -211,6 +248,23 @@ mod tests {
         assert_eq!(ends(&s).await, (End::Idle, LIMITS.first));
         let req = InFlight::new(&s);
         drop(req.respond(Outgoing::Empty));
+        assert_eq!(ends(&s).await, (End::Idle, LIMITS.idle));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_begun_has_the_head_time_not_the_idle_time() {
+        let s = Streams::new();
+        drop(InFlight::new(&s).respond(Outgoing::Empty));
+        // Idle for a while, then the first byte of the next request.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        s.read();
+        assert_eq!(ends(&s).await, (End::SlowHead, LIMITS.head));
+        // The head completes in time: the request is served, and the idle time starts over.
+        s.read();
+        drop(InFlight::new(&s).respond(Outgoing::Empty));
+        s.read();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        drop(InFlight::new(&s).respond(Outgoing::Empty));
         assert_eq!(ends(&s).await, (End::Idle, LIMITS.idle));
     }
 
