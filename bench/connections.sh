@@ -7,7 +7,9 @@
 #   bench/connections.sh            N=10000 by default; PEERS="nginx haproxy gatehouse"
 #   MODE=tls bench/connections.sh   the same over TLS 1.3 (one ECDSA P-256 certificate)
 #   MODE=h2c bench/connections.sh   HTTP/2 with prior knowledge (plain), idle after SETTINGS
-#   LOAD=1 bench/connections.sh     then wrk with N concurrent connections through each
+#   LOAD=1 bench/connections.sh     then wrk with N concurrent connections through each,
+#                                   and a fixed rate (RATE req/s in all, default N/2) over N
+#                                   connections, below saturation: p50/p99
 #
 # The kernel's socket buffers are not in any process's RSS, so this is what each proxy
 # itself keeps per connection: buffers, connection state, task and future sizes.
@@ -18,6 +20,8 @@ MODE=${MODE:-plain}
 LOAD=${LOAD:-0}         # 1: also wrk with N concurrent connections through each proxy
 DURATION=${DURATION:-8}
 LOADS=()
+PACED=()
+RATE=${RATE:-$(( N / 2 ))}   # LOAD=1: the fixed-rate run's total requests per second
 PEERS=${PEERS:-"nginx haproxy gatehouse"}
 BIN=${GATEHOUSE_BIN:-target/release/gatehouse}
 [ -x "$BIN" ] || cargo build --release -p gatehouse
@@ -209,24 +213,45 @@ print(f"{base} {held} {after}")
 PY
 
 printf '%-10s %12s %14s %12s %16s\n' proxy "rest KB" "N open KB" "per conn" "after close KB"
+scheme=http; [[ $MODE == tls ]] && scheme=https
+ready() { # $1 port: waits until the proxy answers
+  local h2=(); [[ $MODE == h2c ]] && h2=(--http2-prior-knowledge)
+  for _ in $(seq 100); do curl -skf "${h2[@]}" -o /dev/null --resolve "bench.test:$1:127.0.0.1" "$scheme://bench.test:$1/" && break; sleep 0.1; done
+}
+
 for p in $PEERS; do
   at=$(port)
   pid=$(start "$p" "$at"); PIDS+=("$pid")
-  scheme=http; [[ $MODE == tls ]] && scheme=https
-  h2=(); [[ $MODE == h2c ]] && h2=(--http2-prior-knowledge)
-  for _ in $(seq 100); do curl -skf "${h2[@]}" -o /dev/null --resolve "bench.test:$at:127.0.0.1" "$scheme://bench.test:$at/" && break; sleep 0.1; done
+  ready "$at"
   read -r base held after < <(python3 "$TMP/client.py" "$pid" "$at" "$N" "$MODE")
   per=$(python3 -c "print(f'{($held - $base) / $N:.2f} KB')")
   printf '%-10s %12d %14d %12s %16d\n' "$p" "$base" "$held" "$per" "$after"
-  if [[ $LOAD == 1 ]]; then
-    # All N connections busy at once: wrk keeps N requests in flight.
-    wrk -t2 -c"$N" -d"${DURATION}s" --latency "$scheme://127.0.0.1:$at/" -H "Host: bench.test" >"$TMP/wrk-$p.txt" 2>&1 || true
-    LOADS+=("$(printf '%-10s %10s req/s   p99 %s' "$p" "$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk-$p.txt")" "$(awk '$1 == "99%" {print $2}' "$TMP/wrk-$p.txt")")")
-  fi
   kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
 done
 if [[ $LOAD == 1 ]]; then
-  echo "wrk -t2 -c$N -d${DURATION}s through each proxy:"
+  # Each proxy freshly started, twice, in the order given and then reversed (the machine's
+  # state after one heavy run, such as sockets in TIME_WAIT, weighs on the next).
+  cat >"$TMP/paced.lua" <<LUA
+math.randomseed(os.time())
+function delay() return math.random(0, math.floor(2000 * $N / $RATE)) end
+LUA
+  for p in $PEERS $(printf '%s\n' $PEERS | tac); do
+    at=$(port)
+    pid=$(start "$p" "$at"); PIDS+=("$pid")
+    ready "$at"
+    # All N connections busy at once: wrk keeps N requests in flight.
+    wrk -t2 -c"$N" -d"${DURATION}s" --latency "$scheme://127.0.0.1:$at/" -H "Host: bench.test" >"$TMP/wrk-$p.txt" 2>&1 || true
+    LOADS+=("$(printf '%-10s %10s req/s   p99 %s' "$p" "$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk-$p.txt")" "$(awk '$1 == "99%" {print $2}' "$TMP/wrk-$p.txt")")")
+    # The same N connections, paced: RATE requests per second in all. Each connection
+    # waits a random 0..2x(N/RATE) s before each request (wrk's `delay` hook), so the
+    # requests spread evenly instead of arriving in bursts; wrk measures each from send.
+    wrk -t2 -c"$N" -d"${DURATION}s" --latency -s "$TMP/paced.lua" "$scheme://127.0.0.1:$at/" -H "Host: bench.test" >"$TMP/paced-$p.txt" 2>&1 || true
+    PACED+=("$(printf '%-10s %10s req/s   p50 %s   p99 %s' "$p" "$(awk '/Requests\/sec/ {print $2}' "$TMP/paced-$p.txt")" "$(awk '$1 == "50%" {print $2}' "$TMP/paced-$p.txt")" "$(awk '$1 == "99%" {print $2}' "$TMP/paced-$p.txt")")")
+    kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  done
+  echo "wrk -t2 -c$N -d${DURATION}s through each proxy (in run order):"
   printf '%s\n' "${LOADS[@]}"
+  echo "wrk paced to about $RATE req/s in all over $N connections (${DURATION}s, in run order):"
+  printf '%s\n' "${PACED[@]}"
 fi
 echo "command: MODE=$MODE N=$N bench/connections.sh ($(git rev-parse --short HEAD)); one worker each, $(case $MODE in tls) echo "HTTP/1.1 over TLS 1.3";; h2c) echo "HTTP/2 with prior knowledge";; *) echo "plain HTTP/1.1";; esac), half of the connections served one request"

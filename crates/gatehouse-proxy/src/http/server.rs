@@ -195,15 +195,21 @@ where
                     timer.set(after(Instant::now(), cfg.header_read));
                 }
             }
-            // Between requests the wait ends at `LINGER` (at once, after one read, when the
-            // worker has no place to linger left); the keep-alive deadline stays.
+            // Between requests the wait ends at `LINGER`; the keep-alive deadline stays.
+            // When the worker has no place to linger left, the state goes back at once (the
+            // idle wait reads what may already be there).
             let keep_alive_until = timer.at();
             let linger = rest_at.take().filter(|l| buf.is_empty() && *l < keep_alive_until);
-            let _place = linger.and_then(|l| {
-                let place = super::spare::linger();
-                timer.set(if place.is_some() { l } else { Instant::now() });
-                place
-            });
+            let _place = match linger {
+                Some(l) => match super::spare::linger() {
+                    Some(place) => {
+                        timer.set(l);
+                        Some(place)
+                    }
+                    None => break Err(Ended::Lingered),
+                },
+                None => None,
+            };
             match read_some(*io, buf, timer, stopping.as_mut(), false).await {
                 Read::Data => {}
                 Read::Timeout if !buf.is_empty() => {
