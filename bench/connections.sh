@@ -236,6 +236,11 @@ math.randomseed(os.time())
 function delay() return math.random(0, math.floor(2000 * $N / $RATE)) end
 LUA
   for p in $PEERS $(printf '%s\n' $PEERS | tac); do
+    # Each saturating run opens tens of thousands of backend connections (every proxy keeps
+    # 64 idle ones and closes the rest), and their TIME_WAIT sockets make the next run's
+    # connects search for a free port (half the CPU in the kernel): wait until they are
+    # gone (Linux keeps them 60 s).
+    for _ in $(seq 75); do (( $(ss -Htan state time-wait | wc -l) < 1000 )) && break; sleep 1; done
     at=$(port)
     pid=$(start "$p" "$at"); PIDS+=("$pid")
     ready "$at"

@@ -485,7 +485,7 @@ EOF
 host: "*"
 backend: http://127.0.0.1:${PORTS[backend]}
 https_redirect: false
-# Default is 64 idle backend connections; h2load has $UPSTREAM_IDLE requests in flight.
+# Default is 10000 idle backend connections per worker; h2load has $UPSTREAM_IDLE requests in flight.
 options: {pool: {max_idle_per_host: $UPSTREAM_IDLE}}
 EOF
         return

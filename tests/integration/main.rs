@@ -13,4 +13,5 @@ mod pipeline;
 mod protocols;
 mod reload;
 mod routing;
+mod store;
 mod tls;

@@ -421,6 +421,41 @@ fn build(
         },
     };
 
+    let logging = {
+        let raw = main.logging.unwrap_or_default();
+        let requests = cx.flag(raw.requests.as_ref(), "logging.requests", true);
+        let mask_pii = cx.flag(raw.mask_pii.as_ref(), "logging.mask_pii", true);
+        let method = match raw.mask_ip_method.as_ref().map(|v| (v, v.value.trim())) {
+            None | Some((_, "last_octet")) => MaskIpMethod::LastOctet,
+            Some((_, "none")) => MaskIpMethod::None,
+            Some((v, "hash")) => {
+                cx.err_at(
+                    v,
+                    "logging.mask_ip_method",
+                    "`hash` (keyed hashing with a rotating salt) is not built yet; use last_octet or none",
+                );
+                MaskIpMethod::LastOctet
+            }
+            Some((v, other)) => {
+                cx.err_at(
+                    v,
+                    "logging.mask_ip_method",
+                    format!("unknown method {other:?}; expected last_octet or none"),
+                );
+                MaskIpMethod::LastOctet
+            }
+        };
+        let mask_ip = if mask_pii { method } else { MaskIpMethod::None };
+        let mut strip_headers = Vec::new();
+        for h in raw.strip_headers.iter().flatten() {
+            match http::HeaderName::from_bytes(h.value.trim().as_bytes()) {
+                Ok(n) => strip_headers.push(n.as_str().to_string()),
+                Err(_) => cx.err_at(h, "logging.strip_headers", format!("{:?} is not a header name", h.value)),
+            }
+        }
+        LoggingConfig { requests, mask_ip, strip_headers }
+    };
+
     let shutdown_timeout = match pick(main.shutdown_timeout.as_ref(), env, "shutdown_timeout") {
         None => Duration::from_secs(30),
         Some(v) => parse_duration(&v.text).unwrap_or_else(|e| {
@@ -563,6 +598,7 @@ fn build(
         admin_allowed_hosts,
         sites_dir,
         storage_path,
+        logging,
         log: LogConfig { level, format },
         shutdown_timeout,
         server,

@@ -31,6 +31,7 @@ pub struct Config {
     pub sites_dir: PathBuf,
     pub storage_path: PathBuf,
     pub log: LogConfig,
+    pub logging: LoggingConfig,
     pub shutdown_timeout: Duration,
     pub server: ServerConfig,
     pub trusted_proxies: Vec<IpNet>,
@@ -90,6 +91,25 @@ pub struct CertPair {
 pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
+}
+
+/// What is stored about each request (`logging`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    /// Request logs go into the database.
+    pub requests: bool,
+    pub mask_ip: MaskIpMethod,
+    /// Header names (lower case) never stored.
+    pub strip_headers: Vec<String>,
+}
+
+/// How client addresses are stored (`logging.mask_ip_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskIpMethod {
+    /// IPv4 without its last octet, IPv6 to its /64.
+    LastOctet,
+    /// Whole (`mask_ip_method: none` or `mask_pii: false`).
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,7 +362,7 @@ pub struct UpstreamTls {
 impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
-            max_idle_per_host: 64,
+            max_idle_per_host: 10_000,
             max_connections_per_host: 0,
             idle_timeout: Duration::from_secs(60),
             tls: UpstreamTls::default(),

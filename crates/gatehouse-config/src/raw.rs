@@ -19,6 +19,8 @@ pub struct Main {
     pub sites_dir: Option<S<String>>,
     pub storage: Option<Storage>,
     pub log: Option<Log>,
+    /// What is stored about each request (the proxy-manager's `logging` key).
+    pub logging: Option<Logging>,
     pub shutdown_timeout: Option<S<String>>,
     pub server: Option<Server>,
     pub trusted_proxies: Option<Vec<S<String>>>,
@@ -40,6 +42,7 @@ impl Main {
             sites_dir,
             storage,
             log,
+            logging,
             shutdown_timeout,
             server,
             trusted_proxies,
@@ -54,6 +57,7 @@ impl Main {
             && sites_dir.is_none()
             && storage.is_none()
             && log.is_none()
+            && logging.is_none()
             && shutdown_timeout.is_none()
             && server.is_none()
             && trusted_proxies.is_none()
@@ -125,6 +129,18 @@ pub struct Admin {
 #[serde(deny_unknown_fields)]
 pub struct Storage {
     pub path: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    /// Request logs into the database (default true).
+    pub requests: Option<S<String>>,
+    pub mask_pii: Option<S<String>>,
+    pub mask_ip_method: Option<S<String>>,
+    /// Headers never stored. No header is stored today; the names are checked and kept
+    /// for when header capture comes.
+    pub strip_headers: Option<Vec<S<String>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -68,12 +68,14 @@ impl Server {
     ///
     /// `release_memory`, when given, is called on a worker's thread once the worker has been
     /// quiet for a second after work, to hand memory the allocator caches back to the system
-    /// (the binary passes its allocator's collect).
+    /// (the binary passes its allocator's collect). `sink` takes every access record (the
+    /// binary's: the access line log and the database).
     pub fn start(
         config: Arc<Config>,
         resolver: Option<Arc<tls::Resolver>>,
         challenges: Option<Arc<tls::Challenges>>,
         release_memory: Option<fn()>,
+        sink: Option<Arc<dyn observe::LogSink>>,
     ) -> Result<Server, StartError> {
         let listen_err = |addr| move |source| StartError::Listen { addr, source };
         let http =
@@ -106,7 +108,7 @@ impl Server {
             max_header_bytes: max_header_bytes(&config),
             tls,
             challenges,
-            sink: access_sink(),
+            sink,
             admission: admission::Admission::new(&config.server),
             release_memory,
         });
@@ -203,19 +205,6 @@ impl StateHandle {
 
 /// The access-log sink when the access log is on (`log.level` lets `access` through at
 /// `info`); otherwise none, and requests build no records at all.
-fn access_sink() -> Option<Arc<dyn observe::LogSink>> {
-    if !tracing::enabled!(target: "access", tracing::Level::INFO) {
-        return None;
-    }
-    match observe::LineSink::start() {
-        Ok(s) => Some(Arc::new(s)),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the access log writer; access records are off");
-            None
-        }
-    }
-}
-
 fn max_header_bytes(config: &Config) -> usize {
     config
         .sites

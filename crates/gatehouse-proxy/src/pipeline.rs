@@ -113,7 +113,7 @@ pub async fn serve(
             version: Some(version),
             method: Some(req.method().clone()),
             host: host.to_string(),
-            path: uri.path().to_string(),
+            path: uri.path_and_query().map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string()),
             site: None,
             route: None,
             backend: None,

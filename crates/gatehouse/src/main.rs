@@ -6,6 +6,7 @@
 //! `reload`.
 
 mod acme;
+mod logs;
 mod reload;
 mod watch;
 
@@ -248,7 +249,8 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     } else {
         None
     };
-    let server = Server::start(config.clone(), resolver.clone(), Some(challenges.clone()), Some(release_memory))?;
+    let sink = logs::start(&config)?;
+    let server = Server::start(config.clone(), resolver.clone(), Some(challenges.clone()), Some(release_memory), sink)?;
     let http_addr = server.http_addr();
 
     // The control runtime: admin API, signals, DNS refresh. Proxy workers have their own.

@@ -61,6 +61,7 @@ pub struct AccessRecord {
     /// `None` for requests refused before their head could be read.
     pub method: Option<Method>,
     pub host: String,
+    /// Path and query, as the client sent them.
     pub path: String,
     pub site: Option<Arc<str>>,
     pub route: Option<String>,

@@ -64,7 +64,9 @@ fn write(r: &AccessRecord) {
         client = %r.client,
         method = r.method.as_ref().map_or("-", |m| m.as_str()),
         host = dash(&r.host),
-        path = dash(&r.path),
+        // The query stays out of the line: it may carry secrets (the database stores it
+        // with their values redacted).
+        path = dash(r.path.split('?').next().unwrap_or_default()),
         version = r.version.map_or("-", version),
         status = r.status,
         bytes_in = r.bytes_in,

@@ -1,0 +1,103 @@
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn row(client: &str, path: &str) -> RequestRow {
+    RequestRow {
+        time_ms: 1_796_000_000_000,
+        site: Some("shop".into()),
+        route: Some("/".into()),
+        backend: Some("http://127.0.0.1:8080".into()),
+        method: Some("GET".into()),
+        host: "shop.test".into(),
+        path: path.into(),
+        status: 200,
+        duration_us: 1500,
+        bytes_in: 0,
+        bytes_out: 42,
+        client: client.parse::<IpAddr>().expect("ip"),
+        request_id: Some("abc".into()),
+        retries: 0,
+        error: None,
+    }
+}
+
+#[test]
+fn addresses_are_masked_and_secrets_redacted_when_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut db = Sqlite::open(&dir.path().join("data/gh.db"), MaskIp::LastOctet).expect("open");
+    db.insert_requests(&[
+        row("203.0.113.77", "/reset?token=s3cr3t&page=2"),
+        row("2001:db8:1:2:3:4:5:6", "/login?Password=x&next=/home"),
+        row("::ffff:198.51.100.9", "/plain"),
+    ])
+    .expect("insert");
+    let got = db.recent_requests(10).expect("read");
+    let clients: Vec<&str> = got.iter().rev().map(|r| r.client.as_str()).collect();
+    assert_eq!(clients, ["203.0.113.0", "2001:db8:1:2::", "198.51.100.0"]);
+    let paths: Vec<&str> = got.iter().rev().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/reset?token=[REDACTED]&page=2", "/login?Password=[REDACTED]&next=/home", "/plain"]);
+}
+
+#[test]
+fn the_client_hash_tells_addresses_of_one_masked_form_apart_and_survives_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gh.db");
+    let db = Sqlite::open(&path, MaskIp::LastOctet).expect("open");
+    let (a, b) = ("203.0.113.7".parse().expect("ip"), "203.0.113.8".parse().expect("ip"));
+    assert_eq!(mask_ip(a, MaskIp::LastOctet), mask_ip(b, MaskIp::LastOctet));
+    assert_ne!(db.client_key(a), db.client_key(b));
+    let before = db.client_key(a);
+    drop(db);
+    let db = Sqlite::open(&path, MaskIp::LastOctet).expect("reopen");
+    assert_eq!(db.client_key(a), before, "the key changed across restarts");
+    // Another database has another key: a hash means nothing outside its database.
+    let other = Sqlite::open(&dir.path().join("other.db"), MaskIp::LastOctet).expect("open");
+    assert_ne!(other.client_key(a), before);
+}
+
+#[test]
+fn migrations_run_once_and_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gh.db");
+    drop(Sqlite::open(&path, MaskIp::LastOctet).expect("create"));
+    drop(Sqlite::open(&path, MaskIp::LastOctet).expect("reopen: migrations must not run twice"));
+    let conn = rusqlite::Connection::open(&path).expect("raw");
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).expect("version");
+    assert_eq!(version, schema::VERSION);
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).expect("mode");
+    assert_eq!(mode, "wal");
+    conn.pragma_update(None, "user_version", schema::VERSION + 1).expect("bump");
+    drop(conn);
+    match Sqlite::open(&path, MaskIp::LastOctet) {
+        Err(e @ StoreError::TooNew { .. }) => assert!(e.to_string().contains("newer"), "{e}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a database from a newer Gatehouse was opened"),
+    }
+}
+
+#[test]
+fn the_writer_batches_rows_and_drops_what_does_not_fit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gh.db");
+    let writer = Writer::start(Sqlite::open(&path, MaskIp::LastOctet).expect("open"), 100_000).expect("writer");
+    for i in 0..5000 {
+        assert!(writer.log(row("192.0.2.1", &format!("/{i}"))));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while writer.stats().written.load(std::sync::atomic::Ordering::Relaxed) < 5000 {
+        assert!(Instant::now() < deadline, "rows not written within 30 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let db = Sqlite::open(&path, MaskIp::LastOctet).expect("reader");
+    assert_eq!(db.recent_requests(10_000).expect("read").len(), 5000);
+
+    // A queue of one, and a writer that cannot keep up with a burst: the overflow is
+    // dropped and counted, and `log` never blocks.
+    let small = Writer::start(Sqlite::open(&path, MaskIp::LastOctet).expect("open"), 1).expect("writer");
+    let sent = (0..10_000).filter(|i| small.log(row("192.0.2.1", &format!("/burst/{i}")))).count();
+    let dropped = small.stats().dropped.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(dropped > 0, "nothing dropped from a queue of one");
+    assert_eq!(sent as u64 + dropped, 10_000);
+}

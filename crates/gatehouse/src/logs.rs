@@ -1,0 +1,77 @@
+//! Where access records go: the access line log (when `access` logging is on) and the
+//! database's request log (`logging.requests`, on by default). Both take records without
+//! blocking; their own threads format and write.
+
+use std::sync::Arc;
+
+use gatehouse_config::{Config, MaskIpMethod};
+use gatehouse_proxy::observe::{AccessRecord, LineSink, LogSink};
+use gatehouse_store::{MaskIp, RequestRow, Sqlite, Writer};
+
+/// Rows waiting for the database writer; beyond this they are dropped and counted.
+const QUEUE: usize = 65_536;
+
+struct Sinks {
+    line: Option<LineSink>,
+    store: Option<Writer>,
+}
+
+impl LogSink for Sinks {
+    fn record(&self, r: AccessRecord) {
+        match (&self.line, &self.store) {
+            (Some(line), Some(store)) => {
+                store.log(row(&r));
+                line.record(r);
+            }
+            (Some(line), None) => line.record(r),
+            (None, Some(store)) => {
+                store.log(row(&r));
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// The sink the workers get, if anything takes records.
+pub fn start(config: &Config) -> anyhow::Result<Option<Arc<dyn LogSink>>> {
+    let line = if tracing::enabled!(target: "access", tracing::Level::INFO) { Some(LineSink::start()?) } else { None };
+    let store = if config.logging.requests {
+        let mask = match config.logging.mask_ip {
+            MaskIpMethod::LastOctet => MaskIp::LastOctet,
+            MaskIpMethod::None => MaskIp::Off,
+        };
+        let db = Sqlite::open(&config.storage_path, mask)?;
+        Some(Writer::start(db, QUEUE)?)
+    } else {
+        None
+    };
+    if line.is_none() && store.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Sinks { line, store })))
+}
+
+fn row(r: &AccessRecord) -> RequestRow {
+    let time_ms = r
+        .time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    RequestRow {
+        time_ms,
+        site: r.site.as_deref().map(str::to_string),
+        route: r.route.clone(),
+        backend: r.backend.clone(),
+        method: r.method.as_ref().map(|m| m.as_str().to_string()),
+        host: r.host.clone(),
+        path: r.path.clone(),
+        status: r.status,
+        duration_us: u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX),
+        bytes_in: r.bytes_in,
+        bytes_out: r.bytes_out,
+        client: r.client,
+        request_id: r.request_id.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string),
+        retries: r.retries,
+        error: r.error.as_ref().map(|f| (f.side.as_str().to_string(), f.kind.to_string(), f.reason.clone())),
+    }
+}
