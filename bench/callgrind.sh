@@ -43,6 +43,7 @@ admin: {listen: 127.0.0.1:$GH_ADMIN}
 sites_dir: sites
 storage: {path: data/gh.db}
 log: {level: warn}
+logging: {requests: false}
 CONF
 printf 'host: "*"\nbackend: http://127.0.0.1:%s\n' "$BACKEND" >"$TMP/gh/sites/bench.yaml"
 nginx -c "$TMP/backend/nginx.conf" & PIDS+=($!)

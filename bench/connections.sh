@@ -118,6 +118,8 @@ admin: {listen: 127.0.0.1:0}
 sites_dir: sites
 storage: {path: data/gh.db}
 log: {level: warn}
+# The peers log nothing (nginx access_log off): neither does Gatehouse here.
+logging: {requests: false}
 server: {keepalive_timeout: 300s, header_read_timeout: 300s}
 CONF
       printf 'host: bench.test\nbackend: http://127.0.0.1:%s\n' "$BACKEND" >"$TMP/gh/sites/bench.yaml"

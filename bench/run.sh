@@ -41,6 +41,9 @@ else
 fi
 PIN=${PIN:-0}
 WORKERS=${WORKERS:-1}
+# REQUEST_LOG=1: Gatehouse stores a row per request in its database (its default); 0 (the
+# default here): off, like the peers' access logs. bench/request-log.sh compares the two.
+REQUEST_LOG=${REQUEST_LOG:-0}
 # SAME_HEADERS=1: nginx and haproxy also send what Gatehouse sends by default
 # (X-Forwarded-For/-Proto/-Host, X-Real-IP, the client's Host, X-Request-ID up
 # and back), so every proxy does the same work. Default 0: their minimal configs.
@@ -77,7 +80,7 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # Exact invocation, printed at the top of the report (effective knobs included
 # so a run can be reproduced even when they came from the environment).
-CMDLINE="MODE=$MODE DURATION=$DURATION ROUNDS=$ROUNDS PEERS=\"$PEERS\" PIN=$PIN WORKERS=$WORKERS SAME_HEADERS=$SAME_HEADERS"
+CMDLINE="MODE=$MODE DURATION=$DURATION ROUNDS=$ROUNDS PEERS=\"$PEERS\" PIN=$PIN WORKERS=$WORKERS REQUEST_LOG=$REQUEST_LOG SAME_HEADERS=$SAME_HEADERS"
 [[ " $PEERS " == *" gatehouse "* ]] && CMDLINE+=" GATEHOUSE_BIN=$(printf %q "$GATEHOUSE_BIN")"
 CMDLINE+=" $(printf %q "$0")"
 for arg in "$@"; do CMDLINE+=" $(printf %q "$arg")"; done
@@ -480,6 +483,7 @@ admin: {listen: 127.0.0.1:${PORTS[gatehouse_admin]}}
 sites_dir: sites
 storage: {path: $TMP/gatehouse/data/gatehouse.db}
 log: {level: warn}
+logging: {requests: $([[ $REQUEST_LOG == 1 ]] && echo true || echo false)}
 EOF
         cat >"$TMP/gatehouse/sites/bench.yaml" <<EOF
 host: "*"
@@ -497,6 +501,7 @@ admin: {listen: 127.0.0.1:${PORTS[gatehouse_admin]}}
 sites_dir: sites
 storage: {path: $TMP/gatehouse/data/gatehouse.db}
 log: {level: warn}
+logging: {requests: $([[ $REQUEST_LOG == 1 ]] && echo true || echo false)}
 EOF
     cat >"$TMP/gatehouse/sites/bench.yaml" <<EOF
 host: "*"
