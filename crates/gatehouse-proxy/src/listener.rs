@@ -197,7 +197,7 @@ async fn worker(
         let mut tick = tokio::time::interval(Duration::from_secs(15));
         loop {
             tick.tick().await;
-            pool::prune(Duration::from_secs(300));
+            pool::prune();
         }
     });
 

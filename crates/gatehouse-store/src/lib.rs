@@ -87,6 +87,8 @@ pub struct Sqlite {
     /// Key of the keyed hash stored beside each masked address (created with the database).
     key: aws_lc_rs::hmac::Key,
     mask: MaskIp,
+    /// The last client's masked form and hash: consecutive rows mostly share a client.
+    last: Option<(IpAddr, String, Vec<u8>)>,
 }
 
 impl Sqlite {
@@ -106,17 +108,30 @@ impl Sqlite {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
         schema::migrate(&mut conn, path)?;
         let key = schema::hash_key(&conn)?;
-        Ok(Sqlite { conn, key, mask })
+        Ok(Sqlite { conn, key, mask, last: None })
     }
 
     /// The keyed hash of a full client address, as stored beside its masked form.
     pub fn client_key(&self, ip: IpAddr) -> Vec<u8> {
         mask::client_key(&self.key, ip)
     }
+
+    /// The stored forms of `ip` (masked, keyed hash), reusing the previous row's.
+    fn client(&mut self, ip: IpAddr) -> (String, Vec<u8>) {
+        match &self.last {
+            Some((last, masked, key)) if *last == ip => (masked.clone(), key.clone()),
+            _ => {
+                let forms = (mask_ip(ip, self.mask), mask::client_key(&self.key, ip));
+                self.last = Some((ip, forms.0.clone(), forms.1.clone()));
+                forms
+            }
+        }
+    }
 }
 
 impl Store for Sqlite {
     fn insert_requests(&mut self, rows: &[RequestRow]) -> Result<(), StoreError> {
+        let clients: Vec<(String, Vec<u8>)> = rows.iter().map(|r| self.client(r.client)).collect();
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
@@ -124,7 +139,7 @@ impl Store for Sqlite {
                    bytes_in, bytes_out, client, client_key, request_id, retries, error_side, error_kind, error_reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )?;
-            for r in rows {
+            for (r, (masked, key)) in rows.iter().zip(&clients) {
                 let (side, kind, reason) = match &r.error {
                     Some((s, k, why)) => (Some(s.as_str()), Some(k.as_str()), Some(why.as_str())),
                     None => (None, None, None),
@@ -141,8 +156,8 @@ impl Store for Sqlite {
                     i64::try_from(r.duration_us).unwrap_or(i64::MAX),
                     i64::try_from(r.bytes_in).unwrap_or(i64::MAX),
                     i64::try_from(r.bytes_out).unwrap_or(i64::MAX),
-                    mask_ip(r.client, self.mask),
-                    mask::client_key(&self.key, r.client),
+                    masked,
+                    key,
                     r.request_id,
                     r.retries,
                     side,

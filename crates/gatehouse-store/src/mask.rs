@@ -42,9 +42,9 @@ const SECRET_NAMES: &[&str] = &["token", "key", "password", "secret", "auth", "s
 pub const REDACTED: &str = "[REDACTED]";
 
 /// The path with the values of secret query parameters replaced by `[REDACTED]`.
-pub fn redact_path(path: &str) -> String {
+pub fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
     let Some((before, query)) = path.split_once('?') else {
-        return path.to_string();
+        return std::borrow::Cow::Borrowed(path);
     };
     let mut out = String::with_capacity(path.len());
     out.push_str(before);
@@ -62,7 +62,7 @@ pub fn redact_path(path: &str) -> String {
             _ => out.push_str(pair),
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 fn is_secret(name: &str) -> bool {

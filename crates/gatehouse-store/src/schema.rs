@@ -37,7 +37,6 @@ const MIGRATIONS: &[&str] = &[
         error_reason TEXT
     );
     CREATE INDEX request_logs_time ON request_logs (time_ms);
-    CREATE INDEX request_logs_client_key ON request_logs (client_key);
     CREATE TABLE audit_log (
         id INTEGER PRIMARY KEY,
         time_ms INTEGER NOT NULL,

@@ -91,6 +91,8 @@ pub struct Conn {
     pub buf: BytesMut,
     pub key: Key,
     pub max_idle: usize,
+    /// How long it may stay idle in the pool (`timeouts.idle`).
+    pub idle_timeout: std::time::Duration,
     /// Held while the connection exists (`pool.max_connections_per_host`).
     pub _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The response-head timeout, kept with the connection so a request does not register

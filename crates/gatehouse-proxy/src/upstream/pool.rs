@@ -27,7 +27,8 @@ type H2 = http2::SendRequest<Outgoing>;
 
 struct Idle {
     tx: H1,
-    since: Instant,
+    /// When it stops being reusable (`timeouts.idle` after it went idle).
+    until: Instant,
 }
 
 /// Connections are shared only between requests that would have opened the same one: same
@@ -40,6 +41,7 @@ pub struct Key {
 }
 
 thread_local! {
+    /// Idle inline-client connections, each with the time it stops being reusable.
     static IDLE_RAW: RefCell<FxHashMap<Key, Vec<(super::h1::Conn, Instant)>>> = RefCell::new(FxHashMap::default());
     static IDLE: RefCell<FxHashMap<Key, Vec<Idle>>> = RefCell::new(FxHashMap::default());
     static SHARED_H2: RefCell<FxHashMap<Key, H2>> = RefCell::new(FxHashMap::default());
@@ -59,6 +61,7 @@ pub struct Pooled {
     pub tx: H1,
     key: Key,
     max_idle: usize,
+    idle_timeout: Duration,
 }
 
 impl Pooled {
@@ -70,7 +73,7 @@ impl Pooled {
             let mut m = m.borrow_mut();
             let list = m.entry(self.key).or_default();
             if list.len() < self.max_idle {
-                list.push(Idle { tx: self.tx, since: Instant::now() });
+                list.push(Idle { tx: self.tx, until: crate::timer::after(Instant::now(), self.idle_timeout) });
             }
         });
     }
@@ -109,8 +112,8 @@ pub async fn checkout(
     let raw = !backend.backend.h2c && tls.is_none() && want != Want::Upgrade;
     if raw && !fresh {
         loop {
-            let Some((conn, since)) = IDLE_RAW.with(|m| m.borrow_mut().get_mut(key).and_then(Vec::pop)) else { break };
-            if now.saturating_duration_since(since) <= settings.idle_timeout && conn.stream.is_idle_and_open() {
+            let Some((conn, until)) = IDLE_RAW.with(|m| m.borrow_mut().get_mut(key).and_then(Vec::pop)) else { break };
+            if now <= until && conn.stream.is_idle_and_open() {
                 let mut conn = conn;
                 conn.reused = true;
                 return Ok(Conn::Raw(conn));
@@ -118,13 +121,18 @@ pub async fn checkout(
         }
     } else if !backend.backend.h2c && !fresh {
         while let Some(mut idle) = pop_idle(key) {
-            if now.saturating_duration_since(idle.since) > settings.idle_timeout || idle.tx.is_closed() {
+            if now > idle.until || idle.tx.is_closed() {
                 continue;
             }
             // A connection whose previous response just ended may need one turn of its
             // task before it takes the next request.
             if idle.tx.ready().await.is_ok() {
-                return Ok(Conn::H1(Pooled { tx: idle.tx, key: key.clone(), max_idle: settings.max_idle_per_host }));
+                return Ok(Conn::H1(Pooled {
+                    tx: idle.tx,
+                    key: key.clone(),
+                    max_idle: settings.max_idle_per_host,
+                    idle_timeout: settings.idle_timeout,
+                }));
             }
         }
     }
@@ -179,12 +187,18 @@ pub async fn checkout(
         Ok(Ok(c)) => c,
     };
     Ok(match conn {
-        Handshaken::H1(tx) => Conn::H1(Pooled { tx, key: key.clone(), max_idle: settings.max_idle_per_host }),
+        Handshaken::H1(tx) => Conn::H1(Pooled {
+            tx,
+            key: key.clone(),
+            max_idle: settings.max_idle_per_host,
+            idle_timeout: settings.idle_timeout,
+        }),
         Handshaken::Raw(stream, permit) => Conn::Raw(super::h1::Conn {
             stream,
             buf: bytes::BytesMut::new(),
             key: key.clone(),
             max_idle: settings.max_idle_per_host,
+            idle_timeout: settings.idle_timeout,
             _permit: permit,
             timer: crate::timer::Deadline::new(now),
             out: Vec::new(),
@@ -220,13 +234,13 @@ pub fn release_raw(conn: super::h1::Conn) {
     }
     IDLE_RAW.with(|m| {
         let mut m = m.borrow_mut();
-        let since = conn.used_at;
+        let until = crate::timer::after(conn.used_at, conn.idle_timeout);
         if let Some(list) = m.get_mut(&conn.key) {
             if list.len() < conn.max_idle {
-                list.push((conn, since));
+                list.push((conn, until));
             }
         } else {
-            m.insert(conn.key.clone(), vec![(conn, since)]);
+            m.insert(conn.key.clone(), vec![(conn, until)]);
         }
     });
 }
@@ -268,19 +282,21 @@ where
     }
 }
 
-/// Drops idle connections older than `max_age` on this worker; run periodically.
-pub fn prune(max_age: Duration) {
+/// Closes this worker's idle connections past their `timeouts.idle` (or closed by the
+/// backend); run periodically, so a burst's connections do not stay open for good.
+pub fn prune() {
+    let now = Instant::now();
     IDLE.with(|m| {
         let mut m = m.borrow_mut();
         for list in m.values_mut() {
-            list.retain(|i| i.since.elapsed() <= max_age && !i.tx.is_closed());
+            list.retain(|i| now <= i.until && !i.tx.is_closed());
         }
         m.retain(|_, l| !l.is_empty());
     });
     IDLE_RAW.with(|m| {
         let mut m = m.borrow_mut();
         for list in m.values_mut() {
-            list.retain(|(conn, since)| since.elapsed() <= max_age && conn.stream.is_idle_and_open());
+            list.retain(|(conn, until)| now <= *until && conn.stream.is_idle_and_open());
         }
         m.retain(|_, l| !l.is_empty());
     });
