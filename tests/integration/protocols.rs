@@ -525,3 +525,46 @@ async fn idle_pool_keeps_at_most_max_idle_per_host() {
         assert_eq!(b.connections(), want, "max_idle_per_host {max_idle}");
     }
 }
+
+/// Established TCP connections (IPv4, from /proc/net/tcp) whose remote end is `port`:
+/// Gatehouse's connections to a backend listening there.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // f[2] = remote "ADDR:PORT" in hex, f[3] = state ("01" = established).
+            f.len() > 3
+                && f[3] == "01"
+                && f[2].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+        })
+        .count()
+}
+
+/// Idle pooled backend connections are closed in the background once idle for
+/// `timeouts.idle`, not kept until a later request finds them stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_backend_connections_close_after_the_idle_timeout() {
+    let b = Backend::start("b").await;
+    let site = format!("host: p.test\nbackend: {}\noptions:\n  timeouts: {{idle: 1s}}\n", b.url());
+    let gh = Gatehouse::start("", &[("p", &site)]);
+    let reqs: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = gh.http;
+            tokio::spawn(async move { get(addr, "p.test", "/sleep/300").await.status })
+        })
+        .collect();
+    for r in reqs {
+        assert_eq!(r.await.expect("join"), 200);
+    }
+    let port = b.addr.port();
+    assert!(connections_to(port) >= 1, "no pooled backend connection after the requests");
+    // The pruner looks every 15 s; 1 s of idle time is long past by its next look.
+    assert!(
+        wait_until(Duration::from_secs(20), || connections_to(port) == 0).await,
+        "{} idle backend connections still open",
+        connections_to(port)
+    );
+}
