@@ -20,12 +20,12 @@ impl LogSink for Sinks {
     fn record(&self, r: AccessRecord) {
         match (&self.line, &self.store) {
             (Some(line), Some(store)) => {
-                store.log(row(&r));
+                store.log(row(r.clone()));
                 line.record(r);
             }
             (Some(line), None) => line.record(r),
             (None, Some(store)) => {
-                store.log(row(&r));
+                store.log(row(r));
             }
             (None, None) => {}
         }
@@ -51,7 +51,8 @@ pub fn start(config: &Config) -> anyhow::Result<Option<Arc<dyn LogSink>>> {
     Ok(Some(Arc::new(Sinks { line, store })))
 }
 
-fn row(r: &AccessRecord) -> RequestRow {
+/// The record as a row, taking its strings over (this runs on a worker, per request).
+fn row(r: AccessRecord) -> RequestRow {
     let time_ms = r
         .time
         .duration_since(std::time::UNIX_EPOCH)
@@ -60,11 +61,11 @@ fn row(r: &AccessRecord) -> RequestRow {
     RequestRow {
         time_ms,
         site: r.site.as_deref().map(str::to_string),
-        route: r.route.clone(),
-        backend: r.backend.clone(),
+        route: r.route,
+        backend: r.backend,
         method: r.method.as_ref().map(|m| m.as_str().to_string()),
-        host: r.host.clone(),
-        path: r.path.clone(),
+        host: r.host,
+        path: r.path,
         status: r.status,
         duration_us: u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX),
         bytes_in: r.bytes_in,
@@ -72,6 +73,6 @@ fn row(r: &AccessRecord) -> RequestRow {
         client: r.client,
         request_id: r.request_id.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string),
         retries: r.retries,
-        error: r.error.as_ref().map(|f| (f.side.as_str().to_string(), f.kind.to_string(), f.reason.clone())),
+        error: r.error.map(|f| (f.side.as_str().to_string(), f.kind.to_string(), f.reason)),
     }
 }
