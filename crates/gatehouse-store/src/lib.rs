@@ -13,7 +13,7 @@ mod writer;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use mask::{MaskIp, mask_ip, redact_path};
+pub use mask::{MaskIp, mask_addr, mask_ip, redact_path};
 pub use writer::{Writer, WriterStats};
 
 /// One proxied request as it is stored. The client address arrives whole and is masked

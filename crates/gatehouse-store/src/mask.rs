@@ -15,15 +15,20 @@ pub enum MaskIp {
 
 /// The stored form of a client address.
 pub fn mask_ip(ip: IpAddr, how: MaskIp) -> String {
+    mask_addr(ip, how).to_string()
+}
+
+/// The client address with what `how` hides zeroed (IPv4-mapped IPv6 counts as IPv4).
+pub fn mask_addr(ip: IpAddr, how: MaskIp) -> IpAddr {
     match (how, ip.to_canonical()) {
-        (MaskIp::Off, ip) => ip.to_string(),
+        (MaskIp::Off, ip) => ip,
         (MaskIp::LastOctet, IpAddr::V4(v4)) => {
             let [a, b, c, _] = v4.octets();
-            std::net::Ipv4Addr::new(a, b, c, 0).to_string()
+            IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 0))
         }
         (MaskIp::LastOctet, IpAddr::V6(v6)) => {
             let s = v6.segments();
-            std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0).to_string()
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
         }
     }
 }

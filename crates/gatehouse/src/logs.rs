@@ -1,12 +1,13 @@
 //! Where access records go: the access line log (when `access` logging is on) and the
 //! database's request log (`logging.requests`, on by default). Both take records without
-//! blocking; their own threads format and write.
+//! blocking; their own threads format and write. Both mask the client address as
+//! `logging.mask_ip_method` says (the database also keeps a keyed hash of the whole one).
 
 use std::sync::Arc;
 
 use gatehouse_config::{Config, MaskIpMethod};
 use gatehouse_proxy::observe::{AccessRecord, LineSink, LogSink};
-use gatehouse_store::{MaskIp, RequestRow, Sqlite, Writer};
+use gatehouse_store::{MaskIp, RequestRow, Sqlite, Writer, mask_addr};
 
 /// Rows waiting for the database writer; beyond this they are dropped and counted.
 const QUEUE: usize = 65_536;
@@ -14,6 +15,7 @@ const QUEUE: usize = 65_536;
 struct Sinks {
     line: Option<LineSink>,
     store: Option<Writer>,
+    mask: MaskIp,
 }
 
 impl LogSink for Sinks {
@@ -21,9 +23,9 @@ impl LogSink for Sinks {
         match (&self.line, &self.store) {
             (Some(line), Some(store)) => {
                 store.log(row(r.clone()));
-                line.record(r);
+                line.record(self.masked(r));
             }
-            (Some(line), None) => line.record(r),
+            (Some(line), None) => line.record(self.masked(r)),
             (None, Some(store)) => {
                 store.log(row(r));
             }
@@ -32,14 +34,22 @@ impl LogSink for Sinks {
     }
 }
 
+impl Sinks {
+    /// The record for the line log: the client address masked.
+    fn masked(&self, mut r: AccessRecord) -> AccessRecord {
+        r.client = mask_addr(r.client, self.mask);
+        r
+    }
+}
+
 /// The sink the workers get, if anything takes records.
 pub fn start(config: &Config) -> anyhow::Result<Option<Arc<dyn LogSink>>> {
     let line = if tracing::enabled!(target: "access", tracing::Level::INFO) { Some(LineSink::start()?) } else { None };
+    let mask = match config.logging.mask_ip {
+        MaskIpMethod::LastOctet => MaskIp::LastOctet,
+        MaskIpMethod::None => MaskIp::Off,
+    };
     let store = if config.logging.requests {
-        let mask = match config.logging.mask_ip {
-            MaskIpMethod::LastOctet => MaskIp::LastOctet,
-            MaskIpMethod::None => MaskIp::Off,
-        };
         let db = Sqlite::open(&config.storage_path, mask)?;
         Some(Writer::start(db, QUEUE)?)
     } else {
@@ -48,7 +58,7 @@ pub fn start(config: &Config) -> anyhow::Result<Option<Arc<dyn LogSink>>> {
     if line.is_none() && store.is_none() {
         return Ok(None);
     }
-    Ok(Some(Arc::new(Sinks { line, store })))
+    Ok(Some(Arc::new(Sinks { line, store, mask })))
 }
 
 /// The record as a row, taking its strings over (this runs on a worker, per request).
