@@ -498,6 +498,16 @@ async fn expect_100_continue_is_answered_before_the_body() {
     assert_eq!(b.count(), 1);
 }
 
+/// Three requests to `p.test` at once, each held 300 ms by the backend (so each needs a
+/// backend connection of its own); all must succeed.
+async fn three_at_once(addr: std::net::SocketAddr) {
+    let reqs: Vec<_> =
+        (0..3).map(|_| tokio::spawn(async move { get(addr, "p.test", "/sleep/300").await.status })).collect();
+    for r in reqs {
+        assert_eq!(r.await.expect("join"), 200);
+    }
+}
+
 /// `pool.max_idle_per_host`: of several connections opened for concurrent requests, only
 /// that many stay pooled for later ones (one worker, so one pool).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,15 +518,7 @@ async fn idle_pool_keeps_at_most_max_idle_per_host() {
         let gh = Gatehouse::start_edited("", &[("p", &site)], |main| main.replace("workers: 2", "workers: 1"));
         for round in 1..=2 {
             // Three at once: each needs a connection of its own.
-            let reqs: Vec<_> = (0..3)
-                .map(|_| {
-                    let addr = gh.http;
-                    tokio::spawn(async move { get(addr, "p.test", "/sleep/300").await.status })
-                })
-                .collect();
-            for r in reqs {
-                assert_eq!(r.await.expect("join"), 200);
-            }
+            three_at_once(gh.http).await;
             if round == 1 {
                 assert_eq!(b.connections(), 3, "max_idle_per_host {max_idle}");
             }
@@ -550,15 +552,7 @@ async fn idle_backend_connections_close_after_the_idle_timeout() {
     let b = Backend::start("b").await;
     let site = format!("host: p.test\nbackend: {}\noptions:\n  timeouts: {{idle: 1s}}\n", b.url());
     let gh = Gatehouse::start("", &[("p", &site)]);
-    let reqs: Vec<_> = (0..3)
-        .map(|_| {
-            let addr = gh.http;
-            tokio::spawn(async move { get(addr, "p.test", "/sleep/300").await.status })
-        })
-        .collect();
-    for r in reqs {
-        assert_eq!(r.await.expect("join"), 200);
-    }
+    three_at_once(gh.http).await;
     let port = b.addr.port();
     assert!(connections_to(port) >= 1, "no pooled backend connection after the requests");
     // The pruner looks every 15 s; 1 s of idle time is long past by its next look.

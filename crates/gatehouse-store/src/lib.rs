@@ -57,14 +57,14 @@ pub struct StoredRequest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("database {path}: {reason}")]
+    Open { path: PathBuf, reason: rusqlite::Error },
     #[error(
         "database {path} has schema version {found}, newer than this Gatehouse knows ({known}); use the newer binary or restore a backup"
     )]
     TooNew { path: PathBuf, found: i64, known: i64 },
-    #[error("cannot create the database directory {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    #[error("cannot create the database directory {path}: {reason}")]
+    Dir { path: PathBuf, reason: std::io::Error },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("no randomness available for the client hash key")]
@@ -95,9 +95,9 @@ impl Sqlite {
     /// Opens (creating it and its directory if needed) the database at `path`, in WAL
     /// mode with foreign keys on, and brings its schema up to date.
     pub fn open(path: &Path, mask: MaskIp) -> Result<Sqlite, StoreError> {
-        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let open_err = |reason| StoreError::Open { path: path.to_path_buf(), reason };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|reason| StoreError::Dir { path: dir.to_path_buf(), reason })?;
         }
         let mut conn = rusqlite::Connection::open(path).map_err(open_err)?;
         // WAL: readers never block the writer; NORMAL: a commit is durable once the WAL is

@@ -71,6 +71,6 @@ pub fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn is_secret(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    SECRET_NAMES.iter().any(|s| name.contains(s))
+    let name = name.as_bytes();
+    SECRET_NAMES.iter().any(|s| name.windows(s.len()).any(|w| w.eq_ignore_ascii_case(s.as_bytes())))
 }
