@@ -25,7 +25,7 @@ median() { # $1 file, $2 column (3 = req/s, 6 = CPU us/req, 7 = requests)
 sum() { awk -v c="$2" 'f && $1 == "gatehouse" {s += $c} /^raw / {f=1} END {print s + 0}' "$1"; }
 
 db="${KEPT[1]}/gatehouse/data/gatehouse.db"
-stored=$(python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM request_logs').fetchone()[0])" "$db")
+stored=$(python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM requests').fetchone()[0])" "$db")
 served=$(sum "${FILE[1]}" 7)
 off=$(median "${FILE[0]}" 3); on=$(median "${FILE[1]}" 3)
 echo

@@ -17,7 +17,7 @@ fn rows(gh: &Gatehouse) -> Vec<Row> {
     }
     let conn = rusqlite::Connection::open(db_path(gh)).expect("open the database");
     let mut q = conn
-        .prepare("SELECT client, method, path, status, site, request_id FROM request_logs ORDER BY id")
+        .prepare("SELECT client, method, path, status, site, request_id FROM request_log ORDER BY time_us, id")
         .expect("the request log table");
     q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
         .and_then(|rows| rows.collect())
@@ -28,7 +28,8 @@ fn rows(gh: &Gatehouse) -> Vec<Row> {
 async fn requests_are_stored_with_masked_addresses_and_redacted_secrets() {
     let b = Backend::start("b").await;
     let gh = Gatehouse::start("", &[("shop", &format!("host: shop.test\nbackend: {}\n", b.url()))]);
-    assert_eq!(get(gh.http, "shop.test", "/reset?token=s3cr3t&page=2").await.status, 200);
+    let agent = [("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0")];
+    assert_eq!(get_with(gh.http, "shop.test", "/reset?token=s3cr3t&page=2", &agent).await.status, 200);
     assert_eq!(get(gh.http, "shop.test", "/other").await.status, 200);
     assert_eq!(get(gh.http, "nowhere.test", "/").await.status, 404);
     assert!(wait_until(NET_TIMEOUT, || rows(&gh).len() == 3).await, "rows: {:?}\n{}", rows(&gh), gh.log());
@@ -40,6 +41,12 @@ async fn requests_are_stored_with_masked_addresses_and_redacted_secrets() {
     assert_eq!((stored[0].3, stored[0].4.as_deref()), (200, Some("shop")));
     assert!(stored[0].5.as_deref().is_some_and(|id| !id.is_empty()), "no request id: {stored:?}");
     assert_eq!(stored[2].3, 404);
+    let conn = rusqlite::Connection::open(db_path(&gh)).expect("open");
+    let agents: Vec<Option<String>> = conn
+        .prepare("SELECT user_agent FROM request_log ORDER BY time_us, id")
+        .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+        .expect("user agents");
+    assert_eq!(agents, [Some(agent[0].1.to_string()), None, None]);
     let raw = std::fs::read(db_path(&gh)).unwrap_or_default();
     let wal = std::fs::read(gh.dir.path().join("data/gatehouse.db-wal")).unwrap_or_default();
     for bytes in [raw, wal] {
@@ -101,6 +108,6 @@ async fn a_kill_under_load_leaves_a_consistent_database() {
     let conn = rusqlite::Connection::open(db_path(&gh)).expect("the database opens after a kill");
     let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
     assert_eq!(check, "ok");
-    let count: i64 = conn.query_row("SELECT count(*) FROM request_logs", [], |r| r.get(0)).expect("count");
+    let count: i64 = conn.query_row("SELECT count(*) FROM requests", [], |r| r.get(0)).expect("count");
     assert!(count >= 200, "rows committed before the kill are gone: {count}");
 }

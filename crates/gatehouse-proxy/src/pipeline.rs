@@ -114,6 +114,7 @@ pub async fn serve(
             method: Some(req.method().clone()),
             host: host.to_string(),
             path: uri.path_and_query().map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string()),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
             site: None,
             route: None,
             backend: None,

@@ -45,7 +45,87 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT
     );
     CREATE INDEX audit_log_time ON audit_log (time_ms);",
+    // 2: request rows name their repeated strings (site, route, backend, method, host,
+    // user agent, error side and kind) and their client by id, and their time in
+    // microseconds (rows from several workers interleave; the time orders them). A row shrinks from about
+    // 190 to about 60 bytes and costs the writer less; `request_log` reads like the old
+    // table. No foreign keys on `requests`: checking eight of them per row would cost more
+    // than the row, and only the writer thread inserts, resolving every id it writes.
+    "CREATE TABLE strings (
+        id INTEGER PRIMARY KEY,
+        text TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE clients (
+        id INTEGER PRIMARY KEY,
+        masked TEXT NOT NULL,
+        key BLOB NOT NULL UNIQUE
+    );
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        time_us INTEGER NOT NULL,
+        site INTEGER,
+        route INTEGER,
+        backend INTEGER,
+        method INTEGER,
+        host INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        duration_us INTEGER NOT NULL,
+        bytes_in INTEGER NOT NULL,
+        bytes_out INTEGER NOT NULL,
+        client INTEGER NOT NULL,
+        user_agent INTEGER,
+        country INTEGER,
+        request_id TEXT,
+        retries INTEGER NOT NULL,
+        error_side INTEGER,
+        error_kind INTEGER,
+        error_reason TEXT
+    );
+    CREATE INDEX requests_time ON requests (time_us);
+    INSERT OR IGNORE INTO strings (text)
+        SELECT site FROM request_logs WHERE site IS NOT NULL
+        UNION SELECT route FROM request_logs WHERE route IS NOT NULL
+        UNION SELECT backend FROM request_logs WHERE backend IS NOT NULL
+        UNION SELECT method FROM request_logs WHERE method IS NOT NULL
+        UNION SELECT host FROM request_logs
+        UNION SELECT error_side FROM request_logs WHERE error_side IS NOT NULL
+        UNION SELECT error_kind FROM request_logs WHERE error_kind IS NOT NULL;
+    INSERT OR IGNORE INTO clients (masked, key) SELECT client, client_key FROM request_logs ORDER BY id;
+    INSERT INTO requests (time_us, site, route, backend, method, host, path, status, duration_us, bytes_in,
+            bytes_out, client, request_id, retries, error_side, error_kind, error_reason)
+        SELECT l.time_ms * 1000,
+            (SELECT id FROM strings WHERE text = l.site), (SELECT id FROM strings WHERE text = l.route),
+            (SELECT id FROM strings WHERE text = l.backend), (SELECT id FROM strings WHERE text = l.method),
+            (SELECT id FROM strings WHERE text = l.host), l.path, l.status, l.duration_us, l.bytes_in,
+            l.bytes_out, (SELECT id FROM clients WHERE key = l.client_key), l.request_id, l.retries,
+            (SELECT id FROM strings WHERE text = l.error_side), (SELECT id FROM strings WHERE text = l.error_kind),
+            l.error_reason
+        FROM request_logs l ORDER BY l.id;
+    DROP TABLE request_logs;
+    CREATE VIEW request_log AS
+        SELECT r.id, r.time_us, site.text AS site, route.text AS route, backend.text AS backend,
+            method.text AS method, host.text AS host, r.path, r.status, r.duration_us, r.bytes_in,
+            r.bytes_out, c.masked AS client, ua.text AS user_agent, country.text AS country,
+            r.request_id, r.retries, side.text AS error_side, kind.text AS error_kind, r.error_reason
+        FROM requests r
+        LEFT JOIN strings site ON site.id = r.site
+        LEFT JOIN strings route ON route.id = r.route
+        LEFT JOIN strings backend ON backend.id = r.backend
+        LEFT JOIN strings method ON method.id = r.method
+        LEFT JOIN strings host ON host.id = r.host
+        LEFT JOIN clients c ON c.id = r.client
+        LEFT JOIN strings ua ON ua.id = r.user_agent
+        LEFT JOIN strings country ON country.id = r.country
+        LEFT JOIN strings side ON side.id = r.error_side
+        LEFT JOIN strings kind ON kind.id = r.error_kind;",
 ];
+
+/// The SQL of migration `n` (1-based), for tests that build an older database.
+#[cfg(test)]
+pub(crate) fn migration(n: usize) -> &'static str {
+    MIGRATIONS[n - 1]
+}
 
 /// The schema version this build writes.
 pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -3,35 +3,63 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-fn row(client: &str, path: &str) -> RequestRow {
+fn row<'a>(client: &str, path: &'a str) -> RequestRow<'a> {
     RequestRow {
-        time_ms: 1_796_000_000_000,
-        site: Some("shop".into()),
-        route: Some("/".into()),
-        backend: Some("http://127.0.0.1:8080".into()),
-        method: Some("GET".into()),
-        host: "shop.test".into(),
-        path: path.into(),
+        time_us: 1_796_000_000_000_000,
+        site: Some("shop"),
+        route: Some("/"),
+        backend: Some("http://127.0.0.1:8080"),
+        method: Some("GET"),
+        host: "shop.test",
+        path,
         status: 200,
         duration_us: 1500,
         bytes_in: 0,
         bytes_out: 42,
         client: client.parse::<IpAddr>().expect("ip"),
-        request_id: Some("abc".into()),
+        user_agent: Some("curl/8.0"),
+        country: None,
+        request_id: Some("abc"),
         retries: 0,
         error: None,
     }
+}
+
+fn batch(rows: &[RequestRow<'_>]) -> Batch {
+    let mut b = Batch::new();
+    for r in rows {
+        b.push(r);
+    }
+    b
+}
+
+#[test]
+fn a_batch_gives_back_the_rows_pushed_into_it() {
+    let long = "x".repeat(20_000);
+    let mut odd = row("2001:db8::1", "/é?q=1");
+    odd.site = None;
+    odd.user_agent = Some(&long);
+    odd.error = Some(RowError { side: "backend", kind: "connect", reason: "refused" });
+    let rows = [row("192.0.2.1", "/a"), odd.clone(), row("::ffff:192.0.2.9", "")];
+    let b = batch(&rows);
+    assert_eq!(b.len(), 3);
+    let back: Vec<RequestRow<'_>> = b.iter().collect();
+    assert_eq!(back[0], rows[0]);
+    assert_eq!(back[2], rows[2]);
+    // Over-long fields are cut, the rest comes back as it went in.
+    assert_eq!(back[1].user_agent.map(str::len), Some(8 * 1024));
+    assert_eq!(RequestRow { user_agent: odd.user_agent, ..back[1].clone() }, odd);
 }
 
 #[test]
 fn addresses_are_masked_and_secrets_redacted_when_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut db = Sqlite::open(&dir.path().join("data/gh.db"), MaskIp::LastOctet).expect("open");
-    db.insert_requests(&[
+    db.insert_requests(&batch(&[
         row("203.0.113.77", "/reset?token=s3cr3t&page=2"),
         row("2001:db8:1:2:3:4:5:6", "/login?Password=x&next=/home"),
         row("::ffff:198.51.100.9", "/plain"),
-    ])
+    ]))
     .expect("insert");
     let got = db.recent_requests(10).expect("read");
     let clients: Vec<&str> = got.iter().rev().map(|r| r.client.as_str()).collect();
@@ -81,9 +109,9 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
 fn the_writer_batches_rows_and_drops_what_does_not_fit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gh.db");
-    let writer = Writer::start(Sqlite::open(&path, MaskIp::LastOctet).expect("open"), 100_000).expect("writer");
+    let writer = Writer::start(Sqlite::open(&path, MaskIp::LastOctet).expect("open"), 100_000, 2).expect("writer");
     for i in 0..5000 {
-        assert!(writer.log(row("192.0.2.1", &format!("/{i}"))));
+        assert!(writer.log(&row("192.0.2.1", &format!("/{i}"))));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while writer.stats().written.load(std::sync::atomic::Ordering::Relaxed) < 5000 {
@@ -95,9 +123,57 @@ fn the_writer_batches_rows_and_drops_what_does_not_fit() {
 
     // A queue of one, and a writer that cannot keep up with a burst: the overflow is
     // dropped and counted, and `log` never blocks.
-    let small = Writer::start(Sqlite::open(&path, MaskIp::LastOctet).expect("open"), 1).expect("writer");
-    let sent = (0..10_000).filter(|i| small.log(row("192.0.2.1", &format!("/burst/{i}")))).count();
+    let small = Writer::start(Sqlite::open(&path, MaskIp::LastOctet).expect("open"), 1, 1).expect("writer");
+    let sent = (0..10_000).filter(|i| small.log(&row("192.0.2.1", &format!("/burst/{i}")))).count();
     let dropped = small.stats().dropped.load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped > 0, "nothing dropped from a queue of one");
     assert_eq!(sent as u64 + dropped, 10_000);
+}
+
+#[test]
+fn dropping_the_last_writer_writes_what_is_queued() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gh.db");
+    let writer = Writer::start(Sqlite::open(&path, MaskIp::LastOctet).expect("open"), 100_000, 1).expect("writer");
+    let second = writer.clone();
+    for i in 0..300 {
+        assert!(writer.log(&row("192.0.2.1", &format!("/{i}"))));
+    }
+    drop(writer);
+    assert!(second.log(&row("192.0.2.1", "/last")), "a clone still writes");
+    drop(second);
+    let db = Sqlite::open(&path, MaskIp::LastOctet).expect("reader");
+    assert_eq!(db.recent_requests(1000).expect("read").len(), 301, "rows queued at shutdown were lost");
+}
+
+#[test]
+fn a_version_1_database_keeps_its_rows_through_the_migration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gh.db");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("raw");
+        let mut conn = conn;
+        let tx = conn.transaction().expect("tx");
+        tx.execute_batch(schema::migration(1)).expect("v1");
+        tx.pragma_update(None, "user_version", 1).expect("version");
+        tx.execute_batch(
+            "INSERT INTO request_logs (time_ms, site, route, backend, method, host, path, status, duration_us,
+               bytes_in, bytes_out, client, client_key, request_id, retries, error_side, error_kind, error_reason)
+             VALUES (1, 'shop', '/', NULL, 'GET', 'shop.test', '/a', 200, 5, 0, 1, '192.0.2.0', x'01', 'r1', 0, NULL, NULL, NULL),
+                    (2, 'shop', '/', 'http://b', 'POST', 'shop.test', '/b', 502, 7, 3, 4, '192.0.2.0', x'02', 'r2', 1,
+                     'backend', 'connect', 'refused');",
+        )
+        .expect("rows");
+        tx.commit().expect("commit");
+    }
+    let db = Sqlite::open(&path, MaskIp::LastOctet).expect("migrate");
+    let got = db.recent_requests(10).expect("read");
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[0].path.as_str(), got[0].status, got[0].error_side.as_deref()), ("/b", 502, Some("backend")));
+    assert_eq!(
+        (got[1].method.as_deref(), got[1].site.as_deref(), got[1].client.as_str()),
+        (Some("GET"), Some("shop"), "192.0.2.0")
+    );
+    let clients: i64 = db.connection().query_row("SELECT count(*) FROM clients", [], |r| r.get(0)).expect("count");
+    assert_eq!(clients, 2, "two full addresses (two hashes) share one masked form");
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use gatehouse_config::{Config, MaskIpMethod};
 use gatehouse_proxy::observe::{AccessRecord, LineSink, LogSink};
-use gatehouse_store::{MaskIp, RequestRow, Sqlite, Writer, mask_addr};
+use gatehouse_store::{MaskIp, RequestRow, RowError, Sqlite, Writer, mask_addr};
 
 /// Rows waiting for the database writer; beyond this they are dropped and counted.
 const QUEUE: usize = 65_536;
@@ -22,12 +22,12 @@ impl LogSink for Sinks {
     fn record(&self, r: AccessRecord) {
         match (&self.line, &self.store) {
             (Some(line), Some(store)) => {
-                store.log(row(r.clone()));
+                store.log(&row(&r));
                 line.record(self.masked(r));
             }
             (Some(line), None) => line.record(self.masked(r)),
             (None, Some(store)) => {
-                store.log(row(r));
+                store.log(&row(&r));
             }
             (None, None) => {}
         }
@@ -51,7 +51,7 @@ pub fn start(config: &Config) -> anyhow::Result<Option<Arc<dyn LogSink>>> {
     };
     let store = if config.logging.requests {
         let db = Sqlite::open(&config.storage_path, mask)?;
-        Some(Writer::start(db, QUEUE)?)
+        Some(Writer::start(db, QUEUE, config.workers)?)
     } else {
         None
     };
@@ -61,28 +61,30 @@ pub fn start(config: &Config) -> anyhow::Result<Option<Arc<dyn LogSink>>> {
     Ok(Some(Arc::new(Sinks { line, store, mask })))
 }
 
-/// The record as a row, taking its strings over (this runs on a worker, per request).
-fn row(r: AccessRecord) -> RequestRow {
-    let time_ms = r
+/// The record as a row, borrowing its strings (this runs on a worker, per request).
+fn row(r: &AccessRecord) -> RequestRow<'_> {
+    let time_us = r
         .time
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     RequestRow {
-        time_ms,
-        site: r.site.as_deref().map(str::to_string),
-        route: r.route,
-        backend: r.backend,
-        method: r.method.as_ref().map(|m| m.as_str().to_string()),
-        host: r.host,
-        path: r.path,
+        time_us,
+        site: r.site.as_deref(),
+        route: r.route.as_deref(),
+        backend: r.backend.as_deref(),
+        method: r.method.as_ref().map(|m| m.as_str()),
+        host: &r.host,
+        path: &r.path,
         status: r.status,
         duration_us: u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX),
         bytes_in: r.bytes_in,
         bytes_out: r.bytes_out,
         client: r.client,
-        request_id: r.request_id.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string),
+        user_agent: r.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+        country: None,
+        request_id: r.request_id.as_ref().and_then(|v| v.to_str().ok()),
         retries: r.retries,
-        error: r.error.map(|f| (f.side.as_str().to_string(), f.kind.to_string(), f.reason)),
+        error: r.error.as_ref().map(|f| RowError { side: f.side.as_str(), kind: f.kind, reason: &f.reason }),
     }
 }

@@ -63,6 +63,7 @@ pub struct AccessRecord {
     pub host: String,
     /// Path and query, as the client sent them.
     pub path: String,
+    pub user_agent: Option<HeaderValue>,
     pub site: Option<Arc<str>>,
     pub route: Option<String>,
     pub backend: Option<String>,
@@ -90,6 +91,7 @@ impl AccessRecord {
             method: None,
             host: String::new(),
             path: String::new(),
+            user_agent: None,
             site: None,
             route: None,
             backend: None,

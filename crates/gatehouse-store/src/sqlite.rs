@@ -1,0 +1,207 @@
+//! The SQLite store. One connection per `Sqlite`; the writer thread owns the one that
+//! writes, and readers (the admin API) open their own (WAL lets them read while it writes).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use rusqlite::OptionalExtension;
+
+use crate::mask::{self, MaskIp, mask_ip, redact_path};
+use crate::row::Batch;
+use crate::{Store, StoreError, StoredRequest, schema};
+
+/// Ids remembered by the writer before its caches start over (bounds their memory when a
+/// flood brings many distinct user agents, hosts or clients).
+const CACHE: usize = 100_000;
+
+pub struct Sqlite {
+    conn: rusqlite::Connection,
+    /// Key of the keyed hash stored beside each masked address (created with the database).
+    key: aws_lc_rs::hmac::Key,
+    mask: MaskIp,
+    /// Ids of the strings rows refer to (sites, routes, user agents, …).
+    strings: HashMap<Box<str>, i64>,
+    /// Ids of the clients rows refer to, by full address.
+    clients: HashMap<IpAddr, i64>,
+}
+
+impl Sqlite {
+    /// Opens (creating it and its directory if needed) the database at `path`, in WAL
+    /// mode with foreign keys on, and brings its schema up to date.
+    pub fn open(path: &Path, mask: MaskIp) -> Result<Sqlite, StoreError> {
+        let open_err = |reason| StoreError::Open { path: path.to_path_buf(), reason };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|reason| StoreError::Dir { path: dir.to_path_buf(), reason })?;
+        }
+        let mut conn = rusqlite::Connection::open(path).map_err(open_err)?;
+        // WAL: readers never block the writer; NORMAL: a commit is durable once the WAL is
+        // checkpointed, and a crash (kill -9) never corrupts the database.
+        // Larger pages than the 4 KiB default: fewer page headers, WAL frames and B-tree
+        // splits per row (the writer inserts about 11% faster). Takes effect on a new
+        // database only.
+        conn.pragma_update(None, "page_size", 16_384).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        schema::migrate(&mut conn, path)?;
+        let key = schema::hash_key(&conn)?;
+        Ok(Sqlite { conn, key, mask, strings: HashMap::new(), clients: HashMap::new() })
+    }
+
+    /// The keyed hash of a full client address, as stored beside its masked form.
+    pub fn client_key(&self, ip: IpAddr) -> Vec<u8> {
+        mask::client_key(&self.key, ip)
+    }
+
+    /// The connection, for reads this type has no method for (tests, tools).
+    pub fn connection(&self) -> &rusqlite::Connection {
+        &self.conn
+    }
+
+    /// Forgets the remembered ids (after rows that used them may have been deleted).
+    pub(crate) fn forget_ids(&mut self) {
+        self.strings.clear();
+        self.clients.clear();
+    }
+}
+
+/// The id of `text` in `strings`, adding it when new.
+fn string_id(conn: &rusqlite::Connection, cache: &mut HashMap<Box<str>, i64>, text: &str) -> rusqlite::Result<i64> {
+    if let Some(id) = cache.get(text) {
+        return Ok(*id);
+    }
+    let found: Option<i64> =
+        conn.prepare_cached("SELECT id FROM strings WHERE text = ?1")?.query_row([text], |r| r.get(0)).optional()?;
+    let id = match found {
+        Some(id) => id,
+        None => {
+            conn.prepare_cached("INSERT INTO strings (text) VALUES (?1)")?.execute([text])?;
+            conn.last_insert_rowid()
+        }
+    };
+    if cache.len() >= CACHE {
+        cache.clear();
+    }
+    cache.insert(text.into(), id);
+    Ok(id)
+}
+
+fn opt_string_id(
+    conn: &rusqlite::Connection,
+    cache: &mut HashMap<Box<str>, i64>,
+    text: Option<&str>,
+) -> rusqlite::Result<Option<i64>> {
+    text.map(|t| string_id(conn, cache, t)).transpose()
+}
+
+/// The id of the client with full address `ip`, adding it (masked, with its keyed hash)
+/// when new.
+fn client_id(
+    conn: &rusqlite::Connection,
+    cache: &mut HashMap<IpAddr, i64>,
+    key: &aws_lc_rs::hmac::Key,
+    mask: MaskIp,
+    ip: IpAddr,
+) -> rusqlite::Result<i64> {
+    if let Some(id) = cache.get(&ip) {
+        return Ok(*id);
+    }
+    let hash = mask::client_key(key, ip);
+    let found: Option<i64> =
+        conn.prepare_cached("SELECT id FROM clients WHERE key = ?1")?.query_row([&hash], |r| r.get(0)).optional()?;
+    let id = match found {
+        Some(id) => id,
+        None => {
+            conn.prepare_cached("INSERT INTO clients (masked, key) VALUES (?1, ?2)")?
+                .execute(rusqlite::params![mask_ip(ip, mask), hash])?;
+            conn.last_insert_rowid()
+        }
+    };
+    if cache.len() >= CACHE {
+        cache.clear();
+    }
+    cache.insert(ip, id);
+    Ok(id)
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Store for Sqlite {
+    fn insert_requests(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let Sqlite { conn, key, mask, strings, clients } = self;
+        let tx = conn.transaction()?;
+        let result = (|| -> rusqlite::Result<()> {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO requests (time_us, site, route, backend, method, host, path, status, duration_us,
+                   bytes_in, bytes_out, client, user_agent, country, request_id, retries, error_side, error_kind,
+                   error_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            )?;
+            for r in batch.iter() {
+                let mut s = |t| opt_string_id(&tx, strings, t);
+                let (site, route, backend, method) = (s(r.site)?, s(r.route)?, s(r.backend)?, s(r.method)?);
+                let (host, user_agent, country) = (s(Some(r.host))?, s(r.user_agent)?, s(r.country)?);
+                let (side, kind) = (s(r.error.map(|e| e.side))?, s(r.error.map(|e| e.kind))?);
+                let client = client_id(&tx, clients, key, *mask, r.client)?;
+                insert.execute(rusqlite::params![
+                    r.time_us,
+                    site,
+                    route,
+                    backend,
+                    method,
+                    host,
+                    redact_path(r.path),
+                    r.status,
+                    clamp(r.duration_us),
+                    clamp(r.bytes_in),
+                    clamp(r.bytes_out),
+                    client,
+                    user_agent,
+                    country,
+                    r.request_id,
+                    r.retries,
+                    side,
+                    kind,
+                    r.error.map(|e| e.reason),
+                ])?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(tx.commit()?),
+            Err(e) => {
+                // Ids remembered during the failed transaction were rolled back with it.
+                drop(tx);
+                self.forget_ids();
+                Err(e.into())
+            }
+        }
+    }
+
+    fn recent_requests(&self, limit: usize) -> Result<Vec<StoredRequest>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT id, time_us, site, route, method, path, status, client, request_id, error_side, user_agent
+             FROM request_log ORDER BY time_us DESC, id DESC LIMIT ?1",
+        )?;
+        let rows = q.query_map([clamp(limit as u64)], |r| {
+            Ok(StoredRequest {
+                id: r.get(0)?,
+                time_us: r.get(1)?,
+                site: r.get(2)?,
+                route: r.get(3)?,
+                method: r.get(4)?,
+                path: r.get(5)?,
+                status: r.get(6)?,
+                client: r.get(7)?,
+                request_id: r.get(8)?,
+                error_side: r.get(9)?,
+                user_agent: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
