@@ -7,12 +7,18 @@
 //! PostgreSQL implementation for several nodes can follow behind the same trait.
 
 mod mask;
+mod read;
+mod retention;
 mod row;
 mod schema;
 mod sqlite;
 mod writer;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
+
+pub use read::{AuditRow, LogQuery, Reader};
+pub use retention::{Pruned, Retention};
 
 pub use mask::{MaskIp, mask_addr, mask_ip, redact_path};
 pub use row::{Batch, RequestRow, RowError};
@@ -20,19 +26,55 @@ pub use sqlite::Sqlite;
 pub use writer::{Writer, WriterStats};
 
 /// A stored request, as read back (client masked).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StoredRequest {
     pub id: i64,
     pub time_us: i64,
     pub site: Option<String>,
     pub route: Option<String>,
+    pub backend: Option<String>,
     pub method: Option<String>,
+    pub host: String,
     pub path: String,
     pub status: u16,
+    pub duration_us: i64,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
     pub client: String,
-    pub request_id: Option<String>,
-    pub error_side: Option<String>,
     pub user_agent: Option<String>,
+    pub country: Option<String>,
+    pub request_id: Option<String>,
+    pub retries: u32,
+    pub error_side: Option<String>,
+    pub error_kind: Option<String>,
+    pub error_reason: Option<String>,
+}
+
+/// One entry of the audit log: who changed what, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// Where the change came from: `api`, `sighup`, `file`, `startup`, …
+    pub source: String,
+    /// What happened: `config_reload`, `config_reload_failed`, `gdpr_erase`, …
+    pub action: String,
+    /// Details as JSON text (a diff, the errors, counts); never a secret or a full address.
+    pub detail: String,
+}
+
+impl AuditEntry {
+    /// An entry made now.
+    pub fn now(source: impl Into<String>, action: impl Into<String>, detail: impl Into<String>) -> Self {
+        AuditEntry { time_ms: now_us() / 1000, source: source.into(), action: action.into(), detail: detail.into() }
+    }
+}
+
+/// Now, in microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +101,15 @@ pub trait Store: Send {
     fn insert_requests(&mut self, rows: &Batch) -> Result<(), StoreError>;
     /// The most recent request rows, newest first.
     fn recent_requests(&self, limit: usize) -> Result<Vec<StoredRequest>, StoreError>;
+    /// Appends an entry to the audit log.
+    fn audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Deletes every request row of the client with full address `ip` (matched on its
+    /// keyed hash, so the other addresses sharing its masked form keep theirs) and the
+    /// client itself; returns the rows deleted.
+    fn erase_client(&mut self, ip: IpAddr) -> Result<u64, StoreError>;
+    /// Deletes what `retention` says is due at `now_us`, then what no row refers to any
+    /// more, and gives the freed pages back to the file system.
+    fn apply_retention(&mut self, now_us: i64, retention: &Retention) -> Result<Pruned, StoreError>;
 }
 
 #[cfg(test)]

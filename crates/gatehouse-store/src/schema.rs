@@ -146,6 +146,13 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
     Ok(())
 }
 
+/// The stored key, for a read-only connection (the writer made it when it created the
+/// database).
+pub(crate) fn read_hash_key(conn: &Connection) -> Result<aws_lc_rs::hmac::Key, StoreError> {
+    let bytes: Vec<u8> = conn.query_row("SELECT value FROM meta WHERE key = 'client_hash_key'", [], |r| r.get(0))?;
+    Ok(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes))
+}
+
 /// The key of the keyed hash of client addresses: made at random when the database is
 /// created and kept in it, so hashes stay comparable across restarts (GDPR lookups) and
 /// mean nothing without the database.

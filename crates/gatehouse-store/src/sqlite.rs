@@ -8,8 +8,10 @@ use std::path::Path;
 use rusqlite::OptionalExtension;
 
 use crate::mask::{self, MaskIp, mask_ip, redact_path};
+use crate::read::{REQUEST_COLUMNS, request};
+use crate::retention::{self, Pruned, Retention};
 use crate::row::Batch;
-use crate::{Store, StoreError, StoredRequest, schema};
+use crate::{AuditEntry, Store, StoreError, StoredRequest, schema};
 
 /// Ids remembered by the writer before its caches start over (bounds their memory when a
 /// flood brings many distinct user agents, hosts or clients).
@@ -41,6 +43,9 @@ impl Sqlite {
         // splits per row (the writer inserts about 11% faster). Takes effect on a new
         // database only.
         conn.pragma_update(None, "page_size", 16_384).map_err(open_err)?;
+        // Lets the retention job give freed pages back (`PRAGMA incremental_vacuum`).
+        // Takes effect on a new database only; older ones are converted by that job.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
@@ -183,25 +188,33 @@ impl Store for Sqlite {
     }
 
     fn recent_requests(&self, limit: usize) -> Result<Vec<StoredRequest>, StoreError> {
-        let mut q = self.conn.prepare_cached(
-            "SELECT id, time_us, site, route, method, path, status, client, request_id, error_side, user_agent
-             FROM request_log ORDER BY time_us DESC, id DESC LIMIT ?1",
-        )?;
-        let rows = q.query_map([clamp(limit as u64)], |r| {
-            Ok(StoredRequest {
-                id: r.get(0)?,
-                time_us: r.get(1)?,
-                site: r.get(2)?,
-                route: r.get(3)?,
-                method: r.get(4)?,
-                path: r.get(5)?,
-                status: r.get(6)?,
-                client: r.get(7)?,
-                request_id: r.get(8)?,
-                error_side: r.get(9)?,
-                user_agent: r.get(10)?,
-            })
-        })?;
+        let mut q = self.conn.prepare_cached(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM request_log ORDER BY time_us DESC, id DESC LIMIT ?1"
+        ))?;
+        let rows = q.query_map([clamp(limit as u64)], request)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn audit(&mut self, e: &AuditEntry) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("INSERT INTO audit_log (time_ms, source, action, detail) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(rusqlite::params![e.time_ms, e.source, e.action, e.detail])?;
+        Ok(())
+    }
+
+    fn erase_client(&mut self, ip: IpAddr) -> Result<u64, StoreError> {
+        let hash = self.client_key(ip);
+        let tx = self.conn.transaction()?;
+        let rows = tx.execute("DELETE FROM requests WHERE client IN (SELECT id FROM clients WHERE key = ?1)", [&hash])?;
+        tx.execute("DELETE FROM clients WHERE key = ?1", [&hash])?;
+        tx.commit()?;
+        self.forget_ids();
+        Ok(rows as u64)
+    }
+
+    fn apply_retention(&mut self, now_us: i64, r: &Retention) -> Result<Pruned, StoreError> {
+        // Strings and clients may be deleted: the ids remembered must be looked up again.
+        self.forget_ids();
+        Ok(retention::apply(&self.conn, now_us, r)?)
     }
 }

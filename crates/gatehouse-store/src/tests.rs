@@ -177,3 +177,126 @@ fn a_version_1_database_keeps_its_rows_through_the_migration() {
     let clients: i64 = db.connection().query_row("SELECT count(*) FROM clients", [], |r| r.get(0)).expect("count");
     assert_eq!(clients, 2, "two full addresses (two hashes) share one masked form");
 }
+
+const DAY_US: i64 = 86_400 * 1_000_000;
+
+#[test]
+fn retention_deletes_exactly_what_is_due_and_what_nothing_refers_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gh.db");
+    let mut db = Sqlite::open(&path, MaskIp::LastOctet).expect("open");
+    let now = 1_800_000_000_000_000;
+    let aged = |days: i64, status: u16, p: &'static str, agent: &'static str| RequestRow {
+        time_us: now - days * DAY_US,
+        status,
+        user_agent: Some(agent),
+        ..row("192.0.2.1", p)
+    };
+    db.insert_requests(&batch(&[
+        aged(8, 200, "/access-due", "old-agent/1"),
+        aged(6, 200, "/access-kept", "kept-agent/1"),
+        aged(8, 500, "/error-kept", "kept-agent/1"),
+        aged(31, 500, "/error-due", "kept-agent/1"),
+        aged(31, 404, "/client-error-due", "kept-agent/1"),
+        aged(8, 404, "/client-error-kept", "kept-agent/1"),
+        RequestRow {
+            error: Some(RowError { side: "client", kind: "client_gone", reason: "left" }),
+            ..aged(8, 200, "/failed-kept", "kept-agent/1")
+        },
+    ]))
+    .expect("insert");
+    db.audit(&AuditEntry { time_ms: (now - 366 * DAY_US) / 1000, source: "api".into(), action: "old".into(), detail: "{}".into() })
+        .expect("audit");
+    db.audit(&AuditEntry { time_ms: (now - DAY_US) / 1000, source: "api".into(), action: "new".into(), detail: "{}".into() })
+        .expect("audit");
+
+    let pruned = db.apply_retention(now, &Retention::default()).expect("retention");
+    assert_eq!((pruned.requests, pruned.audit), (3, 1), "{pruned:?}");
+    let mut left: Vec<String> = db.recent_requests(100).expect("read").into_iter().map(|r| r.path).collect();
+    left.sort();
+    assert_eq!(left, ["/access-kept", "/client-error-kept", "/error-kept", "/failed-kept"]);
+    let reader = Reader::open(&path).expect("reader");
+    let audit: Vec<String> = reader.audit(10, None).expect("audit").into_iter().map(|a| a.action).collect();
+    assert_eq!(audit, ["new"]);
+    // The user agent only the deleted row had is gone from the strings too.
+    let count = |sql: &str| -> i64 { db.connection().query_row(sql, [], |r| r.get(0)).expect("count") };
+    assert_eq!(count("SELECT count(*) FROM strings WHERE text = 'old-agent/1'"), 0);
+    assert_eq!(count("SELECT count(*) FROM strings WHERE text = 'kept-agent/1'"), 1);
+    let vacuum: i64 = db.connection().pragma_query_value(None, "auto_vacuum", |r| r.get(0)).expect("pragma");
+    assert_eq!(vacuum, 2, "incremental vacuum is on");
+
+    // The writer's remembered ids were dropped with the strings: new rows still resolve.
+    db.insert_requests(&batch(&[aged(0, 200, "/after", "old-agent/1")])).expect("insert after");
+    let after = &db.recent_requests(1).expect("read")[0];
+    assert_eq!((after.path.as_str(), after.user_agent.as_deref()), ("/after", Some("old-agent/1")));
+}
+
+#[test]
+fn a_subject_request_finds_and_erases_one_address_not_its_neighbours() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gh.db");
+    let mut db = Sqlite::open(&path, MaskIp::LastOctet).expect("open");
+    db.insert_requests(&batch(&[
+        row("203.0.113.7", "/seven/1"),
+        row("203.0.113.8", "/eight/1"),
+        row("203.0.113.7", "/seven/2"),
+        row("::ffff:203.0.113.8", "/eight/2"),
+    ]))
+    .expect("insert");
+    let reader = Reader::open(&path).expect("reader");
+    let (seven, eight) = ("203.0.113.7".parse().expect("ip"), "203.0.113.8".parse().expect("ip"));
+    let paths = |ip| -> Vec<String> { reader.client_rows(ip).expect("export").into_iter().map(|r| r.path).collect() };
+    assert_eq!(paths(seven), ["/seven/1", "/seven/2"]);
+    assert_eq!(paths(eight), ["/eight/1", "/eight/2"], "an IPv4-mapped address is the same client");
+    assert_eq!(db.erase_client(seven).expect("erase"), 2);
+    assert!(paths(seven).is_empty());
+    assert_eq!(paths(eight).len(), 2);
+    assert_eq!(db.erase_client(seven).expect("erase again"), 0);
+}
+
+#[test]
+fn logs_filter_and_page_newest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gh.db");
+    let mut db = Sqlite::open(&path, MaskIp::LastOctet).expect("open");
+    let paths: Vec<String> = (0..25).map(|i| format!("/p/{i}")).collect();
+    let rows: Vec<RequestRow<'_>> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| RequestRow {
+            time_us: 1_000_000 + i as i64,
+            status: if i % 5 == 0 { 502 } else { 200 },
+            site: Some(if i % 2 == 0 { "even" } else { "odd" }),
+            ..row("192.0.2.1", p)
+        })
+        .collect();
+    db.insert_requests(&batch(&rows)).expect("insert");
+    let reader = Reader::open(&path).expect("reader");
+    let q = |f: &dyn Fn(&mut LogQuery)| -> Vec<String> {
+        let mut q = LogQuery { limit: 100, ..LogQuery::default() };
+        f(&mut q);
+        reader.logs(&q).expect("logs").into_iter().map(|r| r.path).collect()
+    };
+    assert_eq!(q(&|q| q.status_class = Some(5)), ["/p/20", "/p/15", "/p/10", "/p/5", "/p/0"]);
+    assert_eq!(q(&|q| {
+        q.status = Some(502);
+        q.site = Some("odd".into());
+    }), ["/p/15", "/p/5"]);
+    assert_eq!(q(&|q| q.path_prefix = Some("/p/2".into())), ["/p/24", "/p/23", "/p/22", "/p/21", "/p/20", "/p/2"]);
+    assert_eq!(q(&|q| {
+        q.since_us = Some(1_000_010);
+        q.until_us = Some(1_000_012);
+    }), ["/p/11", "/p/10"]);
+    // Pages of 10 cover every row once.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = reader.logs(&LogQuery { limit: 10, after, ..LogQuery::default() }).expect("page");
+        let Some(last) = page.last() else { break };
+        after = Some((last.time_us, last.id));
+        seen.extend(page.into_iter().map(|r| r.path));
+    }
+    assert_eq!(seen.len(), 25);
+    assert_eq!(seen.first().map(String::as_str), Some("/p/24"));
+    assert_eq!(seen.last().map(String::as_str), Some("/p/0"));
+}

@@ -1,0 +1,98 @@
+//! What the daily job deletes: request rows past their age (errors kept longer than the
+//! rest), audit entries past theirs, then the strings and clients no row refers to any
+//! more; the freed pages go back to the file system (incremental vacuum), so the database
+//! stays bounded by the retention times and the traffic.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// How long each kind of record is kept (`data_retention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Request rows that did not fail (`access_logs`).
+    pub access: Duration,
+    /// Request rows with status 400 or more, or a recorded error (`error_logs`).
+    pub errors: Duration,
+    /// Security records (bans, violations, WAF blocks; `security_logs`).
+    pub security: Duration,
+    /// The audit log (`audit_logs`).
+    pub audit: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        let days = |d: u64| Duration::from_secs(d * 86_400);
+        Retention { access: days(7), errors: days(30), security: days(90), audit: days(365) }
+    }
+}
+
+/// What one run deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub requests: u64,
+    pub audit: u64,
+    pub strings: u64,
+    pub clients: u64,
+}
+
+/// Rows deleted per statement: each delete is its own short transaction, so a large
+/// backlog never holds the write lock for long.
+const CHUNK: usize = 10_000;
+
+fn cutoff(now_us: i64, keep: Duration) -> i64 {
+    now_us.saturating_sub(i64::try_from(keep.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Deletes, `CHUNK` rows at a time, the rows of `table` that `condition` (with `?1` the
+/// cut-off) selects.
+fn delete_chunked(conn: &Connection, table: &str, condition: &str, cut: i64) -> rusqlite::Result<u64> {
+    let sql = format!("DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {condition} LIMIT {CHUNK})");
+    let mut total = 0;
+    loop {
+        let n = conn.execute(&sql, [cut])?;
+        total += n as u64;
+        if n < CHUNK {
+            return Ok(total);
+        }
+    }
+}
+
+pub(crate) fn apply(conn: &Connection, now_us: i64, r: &Retention) -> rusqlite::Result<Pruned> {
+    const ERROR: &str = "(status >= 400 OR error_side IS NOT NULL)";
+    let mut pruned = Pruned::default();
+    pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND NOT {ERROR}"), cutoff(now_us, r.access))?;
+    pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {ERROR}"), cutoff(now_us, r.errors))?;
+    pruned.audit += delete_chunked(conn, "audit_log", "time_ms < ?1 / 1000", cutoff(now_us, r.audit))?;
+    pruned.strings = conn.execute(
+        "DELETE FROM strings WHERE id NOT IN (
+            SELECT site FROM requests WHERE site IS NOT NULL
+            UNION SELECT route FROM requests WHERE route IS NOT NULL
+            UNION SELECT backend FROM requests WHERE backend IS NOT NULL
+            UNION SELECT method FROM requests WHERE method IS NOT NULL
+            UNION SELECT host FROM requests
+            UNION SELECT user_agent FROM requests WHERE user_agent IS NOT NULL
+            UNION SELECT country FROM requests WHERE country IS NOT NULL
+            UNION SELECT error_side FROM requests WHERE error_side IS NOT NULL
+            UNION SELECT error_kind FROM requests WHERE error_kind IS NOT NULL)",
+        [],
+    )? as u64;
+    pruned.clients = conn.execute("DELETE FROM clients WHERE id NOT IN (SELECT client FROM requests)", [])? as u64;
+    vacuum(conn)?;
+    Ok(pruned)
+}
+
+/// Gives free pages back: incrementally when the database allows it, else (a database made
+/// before incremental vacuum was turned on) once in full, which turns it on.
+fn vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    let mode: i64 = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+    if mode == 2 {
+        conn.execute_batch("PRAGMA incremental_vacuum;")?;
+    } else {
+        tracing::info!("turning on incremental vacuum (one full VACUUM of the database)");
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+    }
+    // The WAL holds copies of the pages just written; truncate it too.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
+}
