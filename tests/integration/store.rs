@@ -61,12 +61,183 @@ async fn requests_are_stored_with_masked_addresses_and_redacted_secrets() {
     assert_eq!(get(gh.http, "shop.test", "/").await.status, 200);
     assert!(wait_until(NET_TIMEOUT, || rows(&gh).len() == 1).await, "{}", gh.log());
     assert_eq!(rows(&gh)[0].0, "127.0.0.1");
+    // `requests: false`: no request rows (the database still holds the audit log).
     let gh = Gatehouse::start(
         "logging: {requests: false}\n",
         &[("shop", &format!("host: shop.test\nbackend: {}\n", b.url()))],
     );
     assert_eq!(get(gh.http, "shop.test", "/").await.status, 200);
-    assert!(!db_path(&gh).exists(), "a database was created with logging.requests: false");
+    assert_eq!(admin_reload(&gh).await.status, 200);
+    assert!(wait_until(NET_TIMEOUT, || audit(&gh).iter().any(|a| a == "config_reload")).await, "{}", gh.log());
+    assert!(rows(&gh).is_empty(), "request rows stored with logging.requests: false: {:?}", rows(&gh));
+}
+
+/// Actions in the audit log, oldest first, read from the file.
+fn audit(gh: &Gatehouse) -> Vec<String> {
+    let Ok(conn) = rusqlite::Connection::open(db_path(gh)) else { return Vec::new() };
+    conn.prepare("SELECT action FROM audit_log ORDER BY id")
+        .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+        .unwrap_or_default()
+}
+
+/// One request from the loopback address `from` (127.0.0.x), so a test has several clients.
+async fn get_from(from: [u8; 4], addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((std::net::Ipv4Addr::from(from), 0).into())?;
+        let mut s = socket.connect(addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    tokio::time::timeout(NET_TIMEOUT, exchange).await.expect("request timed out").expect("request")
+}
+
+async fn admin_json(gh: &Gatehouse, method: http::Method, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .expect("request");
+    let reply = send(gh.admin, req).await;
+    (reply.status.as_u16(), serde_json::from_str(&reply.text()).unwrap_or(serde_json::Value::Null))
+}
+
+fn paths(v: &serde_json::Value) -> Vec<String> {
+    v["requests"]
+        .as_array()
+        .map_or_else(Vec::new, |a| a.iter().map(|r| r["path"].as_str().unwrap_or("").to_string()).collect())
+}
+
+/// GDPR subject requests: 127.0.0.1 and 127.0.0.2 share the masked form 127.0.0.0, yet an
+/// export returns one address's rows only, erasure deletes only those, and both are in the
+/// audit log with the masked address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_export_and_erasure_touch_one_address_only_and_are_audited() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start("", &[("shop", &format!("host: shop.test\nbackend: {}\n", b.url()))]);
+    for (from, path) in [([127, 0, 0, 1], "/one/a"), ([127, 0, 0, 2], "/two/a"), ([127, 0, 0, 1], "/one/b")] {
+        assert!(get_from(from, gh.http, path).await.starts_with("HTTP/1.1 200"), "{}", gh.log());
+    }
+    assert!(wait_until(NET_TIMEOUT, || rows(&gh).len() == 3).await, "{}", gh.log());
+
+    let (status, one) = admin_json(&gh, http::Method::GET, "/api/gdpr/export?ip=127.0.0.1", "").await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(paths(&one), ["/one/a", "/one/b"]);
+    assert_eq!(one["client"], "127.0.0.0");
+    let (_, two) = admin_json(&gh, http::Method::GET, "/api/gdpr/export?ip=127.0.0.2", "").await;
+    assert_eq!(paths(&two), ["/two/a"]);
+
+    let (status, erased) = admin_json(&gh, http::Method::POST, "/api/gdpr/erase", r#"{"ip": "127.0.0.1"}"#).await;
+    assert_eq!((status, erased["deleted"].as_u64()), (200, Some(2)), "{erased}");
+    let (_, one) = admin_json(&gh, http::Method::GET, "/api/gdpr/export?ip=127.0.0.1", "").await;
+    assert!(paths(&one).is_empty(), "{one}");
+    let left: Vec<String> = rows(&gh).into_iter().map(|r| r.2).collect();
+    assert_eq!(left, ["/two/a"]);
+
+    for (method, path, body) in [
+        (http::Method::GET, "/api/gdpr/export", ""),
+        (http::Method::GET, "/api/gdpr/export?ip=127.0.0.999", ""),
+        (http::Method::POST, "/api/gdpr/erase", "not json"),
+        (http::Method::POST, "/api/gdpr/erase", r#"{"ip": 7}"#),
+    ] {
+        let (status, v) = admin_json(&gh, method, path, body).await;
+        assert_eq!(status, 400, "{path} {body}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+
+    // Audit entries are written by the database's writer thread, shortly after.
+    let audit_api = || async { admin_json(&gh, http::Method::GET, "/api/audit", "").await.1 };
+    assert!(
+        wait_until_async(NET_TIMEOUT, || async { audit_api().await["entries"].as_array().map_or(0, Vec::len) >= 4 })
+            .await,
+        "{}",
+        audit_api().await
+    );
+    let log = audit_api().await;
+    let entries = log["entries"].as_array().cloned().unwrap_or_default();
+    let actions: Vec<&str> = entries.iter().rev().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["gdpr_export", "gdpr_export", "gdpr_erase", "gdpr_export"], "{log}");
+    let erase = entries.iter().find(|e| e["action"] == "gdpr_erase").expect("erase entry");
+    assert_eq!(
+        (erase["source"].as_str(), &erase["detail"]),
+        (Some("api"), &serde_json::json!({"client": "127.0.0.0", "deleted": 2}))
+    );
+    let raw = std::fs::read(db_path(&gh)).unwrap_or_default();
+    let wal = std::fs::read(gh.dir.path().join("data/gatehouse.db-wal")).unwrap_or_default();
+    // (127.0.0.1 is also the backend's address, stored as such; 127.0.0.2 is only a client.)
+    for bytes in [raw, wal] {
+        assert!(!bytes.windows(9).any(|w| w == b"127.0.0.2"), "a full client address reached the database");
+    }
+}
+
+/// `GET /api/logs` filters and pages what the test sent; bad filters are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logs_api_filters_and_pages() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start("", &[("shop", &format!("host: shop.test\nbackend: {}\n", b.url()))]);
+    for i in 0..5 {
+        assert_eq!(get(gh.http, "shop.test", &format!("/page/{i}")).await.status, 200);
+    }
+    assert_eq!(get(gh.http, "nowhere.test", "/missing").await.status, 404);
+    assert!(wait_until(NET_TIMEOUT, || rows(&gh).len() == 6).await, "{}", gh.log());
+    let (status, v) = admin_json(&gh, http::Method::GET, "/api/logs?status_class=4xx", "").await;
+    assert_eq!((status, paths(&v)), (200, vec!["/missing".to_string()]), "{v}");
+    let (_, v) = admin_json(&gh, http::Method::GET, "/api/logs?site=shop&path_prefix=%2Fpage%2F&limit=3", "").await;
+    assert_eq!(paths(&v), ["/page/4", "/page/3", "/page/2"]);
+    let next = v["next"].as_str().expect("a next cursor").to_string();
+    let (_, v) = admin_json(&gh, http::Method::GET, &format!("/api/logs?site=shop&limit=3&after={next}"), "").await;
+    assert_eq!(paths(&v), ["/page/1", "/page/0"]);
+    assert!(v["next"].is_null(), "{v}");
+    for bad in ["/api/logs?limit=0", "/api/logs?stauts=500", "/api/logs?status_class=9xx", "/api/logs?after=x"] {
+        let (status, v) = admin_json(&gh, http::Method::GET, bad, "").await;
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
+}
+
+/// A reload is in the audit log with its source and what changed; a refused one with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_are_audited_with_a_diff() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start(
+        "",
+        &[
+            ("shop", &format!("host: shop.test\nroutes:\n  - path: /\n    backend: {}\n", b.url())),
+            ("old", &format!("host: old.test\nbackend: {}\n", b.url())),
+        ],
+    );
+    let sites = gh.dir.path().join("sites");
+    std::fs::write(
+        sites.join("shop.yaml"),
+        format!("host: shop.test\nroutes:\n  - path: /\n    backend: {}\n    priority: 5\n  - path: /api\n    backend: {}\n", b.url(), b.url()),
+    )
+    .expect("write");
+    std::fs::remove_file(sites.join("old.yaml")).expect("remove");
+    std::fs::write(sites.join("new.yaml"), format!("host: new.test\nbackend: {}\n", b.url())).expect("write");
+    assert_eq!(admin_reload(&gh).await.status, 200, "{}", gh.log());
+    std::fs::write(sites.join("new.yaml"), "host: new.test\nbakend: nowhere\n").expect("write");
+    assert_eq!(admin_reload(&gh).await.status, 422);
+
+    let entries = || async {
+        admin_json(&gh, http::Method::GET, "/api/audit", "").await.1["entries"].as_array().cloned().unwrap_or_default()
+    };
+    assert!(wait_until_async(NET_TIMEOUT, || async { entries().await.len() >= 2 }).await, "{}", gh.log());
+    let list = entries().await;
+    let (failed, done) = (&list[0], &list[1]);
+    assert_eq!((done["action"].as_str(), done["source"].as_str()), (Some("config_reload"), Some("api")), "{done}");
+    let d = &done["detail"];
+    assert_eq!(d["sites_added"], serde_json::json!(["new"]), "{d}");
+    assert_eq!(d["sites_removed"], serde_json::json!(["old"]), "{d}");
+    let shop = &d["sites_changed"][0];
+    assert_eq!(shop["site"], "shop", "{d}");
+    assert_eq!(shop["routes_added"].as_array().map(Vec::len), Some(1), "{d}");
+    assert_eq!(shop["routes_changed"].as_array().map(Vec::len), Some(1), "{d}");
+    assert_eq!(failed["action"], "config_reload_failed", "{failed}");
+    assert!(failed["detail"]["errors"][0].as_str().is_some_and(|e| e.contains("bakend")), "{failed}");
 }
 
 /// kill -9 while requests are being logged: the database opens, passes

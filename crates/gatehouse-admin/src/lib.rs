@@ -9,7 +9,10 @@
 
 mod api;
 mod conn;
+mod data;
 pub mod guard;
+
+pub use data::Data;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,6 +55,8 @@ pub struct Admin {
     pub reload: Option<Reload>,
     /// Hosts that requests changing something may name (`admin.allowed_hosts`).
     pub allowed_hosts: Arc<guard::Allowed>,
+    /// The database (request logs, audit log, GDPR requests); `None` answers 503.
+    pub data: Option<Data>,
 }
 
 /// Most admin connections open at once; more are closed as they arrive. With the default
@@ -76,6 +81,10 @@ pub async fn serve(
         .route("/api/certs", get(api::certs))
         .route("/api/config", get(api::config))
         .route("/api/reload", post(api::reload))
+        .route("/api/logs", get(data::logs))
+        .route("/api/audit", get(data::audit_log))
+        .route("/api/gdpr/export", get(data::gdpr_export))
+        .route("/api/gdpr/erase", post(data::gdpr_erase))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))

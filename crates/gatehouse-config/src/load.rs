@@ -456,6 +456,27 @@ fn build(
         LoggingConfig { requests, mask_ip, strip_headers }
     };
 
+    let retention = {
+        let raw = main.data_retention.unwrap_or_default();
+        let mut keep = |v: Option<&S<String>>, path: &str, days: u64| {
+            let default = Duration::from_secs(days * 86_400);
+            let d = cx.duration(v, path, default);
+            match v {
+                Some(s) if d < Duration::from_secs(3600) => {
+                    cx.err_at(s, path, "keep records at least 1h (the job that deletes them runs daily)");
+                    default
+                }
+                _ => d,
+            }
+        };
+        RetentionConfig {
+            access: keep(raw.access_logs.as_ref(), "data_retention.access_logs", 7),
+            errors: keep(raw.error_logs.as_ref(), "data_retention.error_logs", 30),
+            security: keep(raw.security_logs.as_ref(), "data_retention.security_logs", 90),
+            audit: keep(raw.audit_logs.as_ref(), "data_retention.audit_logs", 365),
+        }
+    };
+
     let shutdown_timeout = match pick(main.shutdown_timeout.as_ref(), env, "shutdown_timeout") {
         None => Duration::from_secs(30),
         Some(v) => parse_duration(&v.text).unwrap_or_else(|e| {
@@ -599,6 +620,7 @@ fn build(
         sites_dir,
         storage_path,
         logging,
+        retention,
         log: LogConfig { level, format },
         shutdown_timeout,
         server,

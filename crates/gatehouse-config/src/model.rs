@@ -32,6 +32,7 @@ pub struct Config {
     pub storage_path: PathBuf,
     pub log: LogConfig,
     pub logging: LoggingConfig,
+    pub retention: RetentionConfig,
     pub shutdown_timeout: Duration,
     pub server: ServerConfig,
     pub trusted_proxies: Vec<IpNet>,
@@ -101,6 +102,19 @@ pub struct LoggingConfig {
     pub mask_ip: MaskIpMethod,
     /// Header names (lower case) never stored.
     pub strip_headers: Vec<String>,
+}
+
+/// How long stored records are kept (`data_retention`); the daily job deletes older ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Request rows that did not fail (`access_logs`, default 7 days).
+    pub access: Duration,
+    /// Request rows with status 400 or more or a recorded error (`error_logs`, 30 days).
+    pub errors: Duration,
+    /// Bans, violations and WAF blocks (`security_logs`, 90 days).
+    pub security: Duration,
+    /// The audit log (`audit_logs`, 365 days).
+    pub audit: Duration,
 }
 
 /// How client addresses are stored (`logging.mask_ip_method`).

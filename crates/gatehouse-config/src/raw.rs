@@ -21,6 +21,8 @@ pub struct Main {
     pub log: Option<Log>,
     /// What is stored about each request (the proxy-manager's `logging` key).
     pub logging: Option<Logging>,
+    /// How long stored records are kept (the proxy-manager's `data_retention` key).
+    pub data_retention: Option<DataRetention>,
     pub shutdown_timeout: Option<S<String>>,
     pub server: Option<Server>,
     pub trusted_proxies: Option<Vec<S<String>>>,
@@ -43,6 +45,7 @@ impl Main {
             storage,
             log,
             logging,
+            data_retention,
             shutdown_timeout,
             server,
             trusted_proxies,
@@ -58,6 +61,7 @@ impl Main {
             && storage.is_none()
             && log.is_none()
             && logging.is_none()
+            && data_retention.is_none()
             && shutdown_timeout.is_none()
             && server.is_none()
             && trusted_proxies.is_none()
@@ -141,6 +145,15 @@ pub struct Logging {
     /// Headers never stored. No header is stored today; the names are checked and kept
     /// for when header capture comes.
     pub strip_headers: Option<Vec<S<String>>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DataRetention {
+    pub access_logs: Option<S<String>>,
+    pub error_logs: Option<S<String>>,
+    pub security_logs: Option<S<String>>,
+    pub audit_logs: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -61,8 +61,10 @@ fn delete_chunked(conn: &Connection, table: &str, condition: &str, cut: i64) -> 
 pub(crate) fn apply(conn: &Connection, now_us: i64, r: &Retention) -> rusqlite::Result<Pruned> {
     const ERROR: &str = "(status >= 400 OR error_side IS NOT NULL)";
     let mut pruned = Pruned::default();
-    pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND NOT {ERROR}"), cutoff(now_us, r.access))?;
-    pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {ERROR}"), cutoff(now_us, r.errors))?;
+    pruned.requests +=
+        delete_chunked(conn, "requests", &format!("time_us < ?1 AND NOT {ERROR}"), cutoff(now_us, r.access))?;
+    pruned.requests +=
+        delete_chunked(conn, "requests", &format!("time_us < ?1 AND {ERROR}"), cutoff(now_us, r.errors))?;
     pruned.audit += delete_chunked(conn, "audit_log", "time_ms < ?1 / 1000", cutoff(now_us, r.audit))?;
     pruned.strings = conn.execute(
         "DELETE FROM strings WHERE id NOT IN (

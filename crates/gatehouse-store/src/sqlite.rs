@@ -205,7 +205,8 @@ impl Store for Sqlite {
     fn erase_client(&mut self, ip: IpAddr) -> Result<u64, StoreError> {
         let hash = self.client_key(ip);
         let tx = self.conn.transaction()?;
-        let rows = tx.execute("DELETE FROM requests WHERE client IN (SELECT id FROM clients WHERE key = ?1)", [&hash])?;
+        let rows =
+            tx.execute("DELETE FROM requests WHERE client IN (SELECT id FROM clients WHERE key = ?1)", [&hash])?;
         tx.execute("DELETE FROM clients WHERE key = ?1", [&hash])?;
         tx.commit()?;
         self.forget_ids();

@@ -205,10 +205,20 @@ fn retention_deletes_exactly_what_is_due_and_what_nothing_refers_to() {
         },
     ]))
     .expect("insert");
-    db.audit(&AuditEntry { time_ms: (now - 366 * DAY_US) / 1000, source: "api".into(), action: "old".into(), detail: "{}".into() })
-        .expect("audit");
-    db.audit(&AuditEntry { time_ms: (now - DAY_US) / 1000, source: "api".into(), action: "new".into(), detail: "{}".into() })
-        .expect("audit");
+    db.audit(&AuditEntry {
+        time_ms: (now - 366 * DAY_US) / 1000,
+        source: "api".into(),
+        action: "old".into(),
+        detail: "{}".into(),
+    })
+    .expect("audit");
+    db.audit(&AuditEntry {
+        time_ms: (now - DAY_US) / 1000,
+        source: "api".into(),
+        action: "new".into(),
+        detail: "{}".into(),
+    })
+    .expect("audit");
 
     let pruned = db.apply_retention(now, &Retention::default()).expect("retention");
     assert_eq!((pruned.requests, pruned.audit), (3, 1), "{pruned:?}");
@@ -278,15 +288,21 @@ fn logs_filter_and_page_newest_first() {
         reader.logs(&q).expect("logs").into_iter().map(|r| r.path).collect()
     };
     assert_eq!(q(&|q| q.status_class = Some(5)), ["/p/20", "/p/15", "/p/10", "/p/5", "/p/0"]);
-    assert_eq!(q(&|q| {
-        q.status = Some(502);
-        q.site = Some("odd".into());
-    }), ["/p/15", "/p/5"]);
+    assert_eq!(
+        q(&|q| {
+            q.status = Some(502);
+            q.site = Some("odd".into());
+        }),
+        ["/p/15", "/p/5"]
+    );
     assert_eq!(q(&|q| q.path_prefix = Some("/p/2".into())), ["/p/24", "/p/23", "/p/22", "/p/21", "/p/20", "/p/2"]);
-    assert_eq!(q(&|q| {
-        q.since_us = Some(1_000_010);
-        q.until_us = Some(1_000_012);
-    }), ["/p/11", "/p/10"]);
+    assert_eq!(
+        q(&|q| {
+            q.since_us = Some(1_000_010);
+            q.until_us = Some(1_000_012);
+        }),
+        ["/p/11", "/p/10"]
+    );
     // Pages of 10 cover every row once.
     let mut seen = Vec::new();
     let mut after = None;

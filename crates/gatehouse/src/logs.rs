@@ -1,13 +1,15 @@
-//! Where access records go: the access line log (when `access` logging is on) and the
-//! database's request log (`logging.requests`, on by default). Both take records without
-//! blocking; their own threads format and write. Both mask the client address as
-//! `logging.mask_ip_method` says (the database also keeps a keyed hash of the whole one).
+//! The database and where access records go: the access line log (when `access` logging
+//! is on) and the database's request log (`logging.requests`, on by default). Both take
+//! records without blocking; their own threads format and write. Both mask the client
+//! address as `logging.mask_ip_method` says (the database also keeps a keyed hash of the
+//! whole one). The database is opened even with the request log off: the audit log and
+//! the daily retention job use it.
 
 use std::sync::Arc;
 
 use gatehouse_config::{Config, MaskIpMethod};
 use gatehouse_proxy::observe::{AccessRecord, LineSink, LogSink};
-use gatehouse_store::{MaskIp, RequestRow, RowError, Sqlite, Writer, mask_addr};
+use gatehouse_store::{MaskIp, RequestRow, Retention, RowError, Sqlite, Writer, mask_addr};
 
 /// Rows waiting for the database writer; beyond this they are dropped and counted.
 const QUEUE: usize = 65_536;
@@ -42,23 +44,47 @@ impl Sinks {
     }
 }
 
-/// The sink the workers get, if anything takes records.
-pub fn start(config: &Config) -> anyhow::Result<Option<Arc<dyn LogSink>>> {
+/// Opens the database (starting its writer thread) and makes the sink the workers get,
+/// if anything takes records.
+pub fn start(config: &Config) -> anyhow::Result<(Option<Arc<dyn LogSink>>, Writer)> {
     let line = if tracing::enabled!(target: "access", tracing::Level::INFO) { Some(LineSink::start()?) } else { None };
     let mask = match config.logging.mask_ip {
         MaskIpMethod::LastOctet => MaskIp::LastOctet,
         MaskIpMethod::None => MaskIp::Off,
     };
-    let store = if config.logging.requests {
-        let db = Sqlite::open(&config.storage_path, mask)?;
-        Some(Writer::start(db, QUEUE, config.workers)?)
-    } else {
-        None
-    };
+    let db = Sqlite::open(&config.storage_path, mask)?;
+    let writer = Writer::start(db, QUEUE, config.workers)?;
+    let store = config.logging.requests.then(|| writer.clone());
     if line.is_none() && store.is_none() {
-        return Ok(None);
+        return Ok((None, writer));
     }
-    Ok(Some(Arc::new(Sinks { line, store, mask })))
+    Ok((Some(Arc::new(Sinks { line, store, mask })), writer))
+}
+
+/// The retention job: once a minute after start, then daily, with the running
+/// configuration's `data_retention`. Runs on the writer thread, between batches.
+pub async fn retention(writer: Writer, state: gatehouse_proxy::StateHandle) {
+    let mut wait = std::time::Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = std::time::Duration::from_secs(86_400);
+        let r = state.load().config.retention;
+        let keep = Retention { access: r.access, errors: r.errors, security: r.security, audit: r.audit };
+        writer.run(move |store| {
+            let started = std::time::Instant::now();
+            match store.apply_retention(gatehouse_store::now_us(), &keep) {
+                Ok(p) => tracing::info!(
+                    requests = p.requests,
+                    audit = p.audit,
+                    strings = p.strings,
+                    clients = p.clients,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "retention: old records deleted"
+                ),
+                Err(e) => tracing::warn!(error = %e, "retention job failed; it runs again tomorrow"),
+            }
+        });
+    }
 }
 
 /// The record as a row, borrowing its strings (this runs on a worker, per request).

@@ -249,7 +249,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     } else {
         None
     };
-    let sink = logs::start(&config)?;
+    let (sink, data) = logs::start(&config)?;
     let server = Server::start(config.clone(), resolver.clone(), Some(challenges.clone()), Some(release_memory), sink)?;
     let http_addr = server.http_addr();
 
@@ -272,6 +272,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
             config.admin_allowed_hosts.as_deref(),
             config.admin_listen,
         )),
+        data: Some(gatehouse_admin::Data { path: config.storage_path.clone(), writer: data.clone() }),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     control.spawn(async move {
@@ -291,6 +292,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         }
     });
     control.spawn(gatehouse_proxy::refresh_dns(server.watcher(), config.dns_refresh));
+    control.spawn(logs::retention(data.clone(), server.watcher()));
     if let Some(resolver) = resolver.clone() {
         // Expiry warnings for a long-running process, not only at start and reload.
         control.spawn(async move {
@@ -304,8 +306,14 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     }
     // Watchers, ACME and every reload from here on. The watchers and the signal handlers
     // are in place before the startup line: a change made right after it is not missed.
-    let mut reloading =
-        reload::Reloading::new(path, server.reloader(), resolver.clone(), challenges.clone(), queue.clone());
+    let mut reloading = reload::Reloading::new(
+        path,
+        server.reloader(),
+        resolver.clone(),
+        challenges.clone(),
+        queue.clone(),
+        Some(data.clone()),
+    );
     let signals = {
         let _runtime = control.enter();
         reloading.follow();
@@ -327,6 +335,9 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     let _ = stop_admin.send(());
     server.shutdown();
     control.shutdown_timeout(std::time::Duration::from_secs(1));
+    // The database writer stores what is queued, then ends, once its last handle is gone
+    // (the workers' sink went with the server).
+    drop(data);
     tracing::info!("gatehouse stopped");
     Ok(())
 }
@@ -356,7 +367,7 @@ impl Signals {
             tokio::select! {
                 _ = self.term.recv() => return,
                 _ = self.int.recv() => return,
-                _ = self.hup.recv() => queue.config(),
+                _ = self.hup.recv() => queue.config("sighup"),
             }
         }
     }

@@ -30,6 +30,8 @@ struct Pending {
     certs: bool,
     /// Callers waiting for the outcome of the next configuration reload.
     waiters: Vec<oneshot::Sender<Outcome>>,
+    /// Who asked for the configuration reload (`sighup`, `file`, `api`), for the audit log.
+    sources: std::collections::BTreeSet<&'static str>,
 }
 
 /// Where reloads are asked for, from any thread. Requests that arrive while a reload runs
@@ -42,9 +44,13 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Asks for a configuration reload without waiting for it (SIGHUP, file watcher).
-    pub fn config(&self) {
-        self.ask(|p| p.config = true);
+    /// Asks for a configuration reload without waiting for it; `source` is `sighup` or
+    /// `file`.
+    pub fn config(&self, source: &'static str) {
+        self.ask(|p| {
+            p.config = true;
+            p.sources.insert(source);
+        });
     }
 
     /// Asks for the certificates to be loaded again with the running configuration.
@@ -57,6 +63,7 @@ impl Queue {
         let (tx, rx) = oneshot::channel();
         self.ask(|p| {
             p.config = true;
+            p.sources.insert("api");
             p.waiters.push(tx);
         });
         rx.await.unwrap_or_else(|_| {
@@ -96,6 +103,8 @@ pub struct Reloading {
     queue: Queue,
     watch: Watch,
     acme: Acme,
+    /// Where reloads are recorded (the audit log).
+    audit: Option<gatehouse_store::Writer>,
 }
 
 impl Reloading {
@@ -105,8 +114,9 @@ impl Reloading {
         certs: Option<Arc<tls::Resolver>>,
         challenges: Arc<tls::Challenges>,
         queue: Queue,
+        audit: Option<gatehouse_store::Writer>,
     ) -> Self {
-        Reloading { path, reloader, certs, queue, watch: Watch::default(), acme: Acme::new(challenges) }
+        Reloading { path, reloader, certs, queue, watch: Watch::default(), acme: Acme::new(challenges), audit }
     }
 
     /// Serves the queue until the runtime ends. `follow` first, to start the watchers and
@@ -116,7 +126,10 @@ impl Reloading {
             self.queue.wake.notified().await;
             let asked = self.queue.take();
             if asked.config {
+                let sources: Vec<&str> = asked.sources.iter().copied().collect();
+                let before = self.reloader.live().config.clone();
                 let outcome = self.reload().await;
+                self.record(&sources.join(","), &before, &outcome);
                 for w in asked.waiters {
                     let _ = w.send(outcome.clone());
                 }
@@ -182,6 +195,28 @@ impl Reloading {
         Ok(version)
     }
 
+    /// Writes the reload's outcome to the audit log: what changed, or why it was refused.
+    fn record(&self, source: &str, before: &Config, outcome: &Outcome) {
+        let Some(audit) = &self.audit else { return };
+        let (action, detail) = match outcome {
+            Ok(version) => {
+                let mut d = diff(before, &self.reloader.live().config);
+                d["version"] = serde_json::json!(version);
+                ("config_reload", d)
+            }
+            Err(errors) => (
+                "config_reload_failed",
+                serde_json::json!({ "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>() }),
+            ),
+        };
+        let entry = gatehouse_store::AuditEntry::now(source, action, detail.to_string());
+        audit.run(move |store| {
+            if let Err(e) = store.audit(&entry) {
+                tracing::warn!(error = %e, "audit entry not written");
+            }
+        });
+    }
+
     /// The certificates again, with the running configuration: a change in the certificate
     /// directory, or a certificate ACME just stored.
     async fn reload_certs(&mut self) {
@@ -219,7 +254,7 @@ impl Reloading {
 /// Settings a reload reads but cannot apply (listeners, workers, admin, logging, …), by
 /// their configuration names, where `new` differs from `old`.
 fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 12] = [
+    let checks: [(&'static str, bool); 13] = [
         ("workers", old.workers != new.workers),
         ("listen.http", old.listen_http != new.listen_http),
         ("listen.https", old.listen_https != new.listen_https),
@@ -232,8 +267,66 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ("server", old.server != new.server),
         ("dns_refresh", old.dns_refresh != new.dns_refresh),
         ("storage.path", old.storage_path != new.storage_path),
+        ("logging", old.logging != new.logging),
     ];
     checks.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
+}
+
+/// What a reload changed, for the audit log: sites and routes added, removed and changed
+/// (compared as loaded, so a reformatted file is no change), and the main-file settings
+/// that changed, by name. Names only: values may be secrets.
+pub fn diff(old: &Config, new: &Config) -> serde_json::Value {
+    use std::collections::BTreeMap;
+    let sites = |c: &Config| -> BTreeMap<String, gatehouse_config::Site> {
+        c.sites.iter().map(|s| (s.name.clone(), s.clone())).collect()
+    };
+    let (a, b) = (sites(old), sites(new));
+    let added: Vec<&String> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+    let removed: Vec<&String> = a.keys().filter(|k| !b.contains_key(*k)).collect();
+    let mut changed = Vec::new();
+    for (name, was) in &a {
+        let Some(now) = b.get(name) else { continue };
+        if format!("{was:?}") == format!("{now:?}") {
+            continue;
+        }
+        let routes = |s: &gatehouse_config::Site| -> BTreeMap<String, String> {
+            s.routes.iter().map(|r| (r.id.clone(), format!("{r:?}"))).collect()
+        };
+        let (ra, rb) = (routes(was), routes(now));
+        changed.push(serde_json::json!({
+            "site": name,
+            "hosts_changed": format!("{:?}", was.hosts) != format!("{:?}", now.hosts),
+            "routes_added": rb.keys().filter(|k| !ra.contains_key(*k)).collect::<Vec<_>>(),
+            "routes_removed": ra.keys().filter(|k| !rb.contains_key(*k)).collect::<Vec<_>>(),
+            "routes_changed": ra.iter().filter(|(k, v)| rb.get(*k).is_some_and(|w| w != *v)).map(|(k, _)| k).collect::<Vec<_>>(),
+        }));
+    }
+    let settings: Vec<&str> = [
+        ("workers", old.workers != new.workers),
+        ("listen", old.listen_http != new.listen_http || old.listen_https != new.listen_https),
+        ("http3", old.http3 != new.http3),
+        ("tls", old.tls != new.tls),
+        ("admin", old.admin_listen != new.admin_listen || old.admin_token != new.admin_token),
+        ("sites_dir", old.sites_dir != new.sites_dir),
+        ("storage", old.storage_path != new.storage_path),
+        ("log", old.log != new.log),
+        ("logging", old.logging != new.logging),
+        ("data_retention", old.retention != new.retention),
+        ("shutdown_timeout", old.shutdown_timeout != new.shutdown_timeout),
+        ("server", old.server != new.server),
+        ("trusted_proxies", old.trusted_proxies != new.trusted_proxies),
+        ("dns_refresh", old.dns_refresh != new.dns_refresh),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(name, _)| name)
+    .collect();
+    serde_json::json!({
+        "sites_added": added,
+        "sites_removed": removed,
+        "sites_changed": changed,
+        "settings_changed": settings,
+    })
 }
 
 #[cfg(test)]
@@ -243,7 +336,7 @@ mod tests {
     #[tokio::test]
     async fn requests_during_a_reload_merge_into_one_more() {
         let q = Queue::default();
-        q.config();
+        q.config("sighup");
         q.certs();
         let waiting = tokio::spawn({
             let q = q.clone();

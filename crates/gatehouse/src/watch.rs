@@ -142,7 +142,7 @@ fn files_watcher(targets: &Targets, queue: Queue) -> Result<Watcher, notify::Err
             events.iter().filter(|e| tls::is_change(&e.kind)).flat_map(|e| e.paths.iter()).find(|p| t.relevant(p));
         if let Some(path) = changed {
             tracing::info!(file = %path.display(), "configuration file changed; reloading");
-            queue.config();
+            queue.config("file");
         }
     })?;
     for dir in &targets.dirs {

@@ -246,3 +246,20 @@ fn request_body_min_rate_takes_a_size_per_second() {
     let e = errs("server: {request_body_min_rate: fast}\n", &site);
     assert!(e.iter().any(|e| e.contains("server.request_body_min_rate") && e.contains("per second")), "{e:?}");
 }
+
+#[test]
+fn data_retention_has_defaults_and_refuses_what_the_daily_job_cannot_keep() {
+    let day = |d: u64| Duration::from_secs(d * 86_400);
+    let c = load_from_str_for_tests("", &[], Path::new(".")).expect("valid");
+    assert_eq!(c.retention, RetentionConfig { access: day(7), errors: day(30), security: day(90), audit: day(365) });
+    let c = load_from_str_for_tests("data_retention: {access_logs: 2d, audit_logs: 400d}\n", &[], Path::new("."));
+    let e: Vec<String> = c.err().map(|e| e.iter().map(ToString::to_string).collect()).unwrap_or_default();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("data_retention.audit_logs") && e[0].contains("at most 365d"), "{e:?}");
+    let e = errs("data_retention:\n  error_logs: 10m\n  security_logs: often\n", &[]);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with("gatehouse.yaml:2 data_retention.error_logs: keep records at least 1h"), "{e:?}");
+    assert!(e[1].starts_with("gatehouse.yaml:3 data_retention.security_logs"), "{e:?}");
+    let c = load_from_str_for_tests("data_retention: {access_logs: 36h}\n", &[], Path::new(".")).expect("valid");
+    assert_eq!(c.retention.access, Duration::from_secs(36 * 3600));
+}
