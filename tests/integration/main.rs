@@ -9,6 +9,7 @@ mod files;
 mod headers;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod pipeline;
 mod protocols;
 mod reload;

@@ -57,6 +57,8 @@ pub struct Admin {
     pub allowed_hosts: Arc<guard::Allowed>,
     /// The database (request logs, audit log, GDPR requests); `None` answers 503.
     pub data: Option<Data>,
+    /// Renders `GET /metrics` (Prometheus text); `None` answers 503.
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 /// Most admin connections open at once; more are closed as they arrive. With the default
@@ -85,6 +87,7 @@ pub async fn serve(
         .route("/api/audit", get(data::audit_log))
         .route("/api/gdpr/export", get(data::gdpr_export))
         .route("/api/gdpr/erase", post(data::gdpr_erase))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -150,6 +153,20 @@ pub async fn serve(
     // Every slot back means every connection has ended.
     let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(MAX_CONNECTIONS as u32)).await;
     Ok(())
+}
+
+/// `GET /metrics`: Prometheus text format, rendered on the blocking pool (a scrape reads
+/// `/proc` and sums every worker's counters).
+async fn metrics(State(admin): State<Admin>) -> Response {
+    let Some(render) = admin.metrics.clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "metrics are not available"}))).into_response();
+    };
+    match tokio::task::spawn_blocking(move || render()).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": format!("metrics failed: {e}")}))).into_response()
+        }
+    }
 }
 
 async fn require_token(State(admin): State<Admin>, req: Request, next: Next) -> Response {

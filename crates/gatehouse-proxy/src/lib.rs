@@ -46,6 +46,7 @@ pub struct Server {
     workers: Vec<JoinHandle<()>>,
     http_addr: SocketAddr,
     https_addr: Option<SocketAddr>,
+    connections: Arc<observe::connections::Connections>,
 }
 
 /// Why the server could not start.
@@ -102,6 +103,7 @@ impl Server {
             }
             _ => None,
         };
+        let connections = observe::connections::Connections::new(config.workers);
         let settings = Arc::new(listener::WorkerSettings {
             server: config.server.clone(),
             shutdown_timeout: config.shutdown_timeout,
@@ -110,6 +112,7 @@ impl Server {
             challenges,
             sink,
             admission: admission::Admission::new(&config.server),
+            connections: connections.clone(),
             release_memory,
         });
         let mut https = https.into_iter();
@@ -128,7 +131,12 @@ impl Server {
         let shared = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = watch::channel(false);
         let workers = listener::spawn_workers(sockets, shared.clone(), rx, settings).map_err(StartError::Threads)?;
-        Ok(Server { shared, shutdown: tx, workers, http_addr, https_addr })
+        Ok(Server { shared, shutdown: tx, workers, http_addr, https_addr, connections })
+    }
+
+    /// Client connections, counted per worker.
+    pub fn connections(&self) -> Arc<observe::connections::Connections> {
+        self.connections.clone()
     }
 
     pub fn https_addr(&self) -> Option<SocketAddr> {

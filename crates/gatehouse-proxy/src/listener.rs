@@ -82,6 +82,8 @@ pub struct WorkerSettings {
     pub sink: Option<Arc<dyn crate::observe::LogSink>>,
     /// Connection limits shared by every worker.
     pub admission: Arc<crate::admission::Admission>,
+    /// Client connections counted per worker (metrics).
+    pub connections: Arc<crate::observe::connections::Connections>,
     /// Hands memory the allocator keeps cached back to the system; called on a worker's
     /// thread once it has been quiet for a second after work (`Server::start`).
     pub release_memory: Option<fn()>,
@@ -114,7 +116,7 @@ pub fn spawn_workers(
                     return;
                 }
             };
-            rt.block_on(worker(l, shared, shutdown, settings));
+            rt.block_on(worker(i, l, shared, shutdown, settings));
         })?;
         threads.push(t);
     }
@@ -122,6 +124,7 @@ pub fn spawn_workers(
 }
 
 async fn worker(
+    index: usize,
     sockets: WorkerSockets,
     shared: Arc<ArcSwap<RuntimeState>>,
     mut shutdown: watch::Receiver<bool>,
@@ -190,6 +193,7 @@ async fn worker(
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let admission = settings.admission.clone();
     let proxy_from = settings.server.proxy_protocol.clone();
+    let counted = settings.connections.slot(index);
 
     // Idle upstream connections past their time are closed in the background too, not only
     // when the next checkout finds them.
@@ -278,9 +282,11 @@ async fn worker(
         let (serving, alive) = (serving.clone(), alive.clone());
         let tls = if secure { settings.tls.clone() } else { None };
         let admission = admission.clone();
+        let open = counted.open();
         tokio::spawn(async move {
             let _permit = permit;
             let _alive = alive;
+            let _open = open;
             let _ends = crate::http::spare::Ends;
             let tls = tls.map(|(acceptor, resolver)| Tls { acceptor, resolver, header_read });
             if balanced {

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::metrics::Metrics;
 use gatehouse_config::{Config, MaskIpMethod};
 use gatehouse_proxy::observe::{AccessRecord, LineSink, LogSink};
 use gatehouse_store::{MaskIp, RequestRow, Retention, RowError, Sqlite, Writer, mask_addr};
@@ -15,6 +16,7 @@ use gatehouse_store::{MaskIp, RequestRow, Retention, RowError, Sqlite, Writer, m
 const QUEUE: usize = 65_536;
 
 struct Sinks {
+    metrics: Arc<Metrics>,
     line: Option<LineSink>,
     store: Option<Writer>,
     mask: MaskIp,
@@ -22,6 +24,7 @@ struct Sinks {
 
 impl LogSink for Sinks {
     fn record(&self, r: AccessRecord) {
+        self.metrics.observe(&r);
         match (&self.line, &self.store) {
             (Some(line), Some(store)) => {
                 store.log(&row(&r));
@@ -44,9 +47,9 @@ impl Sinks {
     }
 }
 
-/// Opens the database (starting its writer thread) and makes the sink the workers get,
-/// if anything takes records.
-pub fn start(config: &Config) -> anyhow::Result<(Option<Arc<dyn LogSink>>, Writer)> {
+/// Opens the database (starting its writer thread) and makes the sink the workers get:
+/// metrics always, the line log and the request log when they are on.
+pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<dyn LogSink>, Writer)> {
     let line = if tracing::enabled!(target: "access", tracing::Level::INFO) { Some(LineSink::start()?) } else { None };
     let mask = match config.logging.mask_ip {
         MaskIpMethod::LastOctet => MaskIp::LastOctet,
@@ -55,10 +58,7 @@ pub fn start(config: &Config) -> anyhow::Result<(Option<Arc<dyn LogSink>>, Write
     let db = Sqlite::open(&config.storage_path, mask)?;
     let writer = Writer::start(db, QUEUE, config.workers)?;
     let store = config.logging.requests.then(|| writer.clone());
-    if line.is_none() && store.is_none() {
-        return Ok((None, writer));
-    }
-    Ok((Some(Arc::new(Sinks { line, store, mask })), writer))
+    Ok((Arc::new(Sinks { metrics, line, store, mask }), writer))
 }
 
 /// The retention job: once a minute after start, then daily, with the running

@@ -7,6 +7,7 @@
 
 mod acme;
 mod logs;
+mod metrics;
 mod reload;
 mod watch;
 
@@ -249,8 +250,20 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     } else {
         None
     };
-    let (sink, data) = logs::start(&config)?;
-    let server = Server::start(config.clone(), resolver.clone(), Some(challenges.clone()), Some(release_memory), sink)?;
+    let metrics = metrics::Metrics::new(config.workers);
+    let (sink, data) = logs::start(&config, metrics.clone())?;
+    let server =
+        Server::start(config.clone(), resolver.clone(), Some(challenges.clone()), Some(release_memory), Some(sink))?;
+    let registry = Arc::new(
+        metrics::Exporter {
+            metrics: metrics.clone(),
+            connections: server.connections(),
+            state: server.watcher(),
+            certs: resolver.clone(),
+            writer: data.clone(),
+        }
+        .registry(),
+    );
     let http_addr = server.http_addr();
 
     // The control runtime: admin API, signals, DNS refresh. Proxy workers have their own.
@@ -273,6 +286,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
             config.admin_listen,
         )),
         data: Some(gatehouse_admin::Data { path: config.storage_path.clone(), writer: data.clone() }),
+        metrics: Some(Arc::new(move || metrics::Exporter::render(&registry))),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     control.spawn(async move {
@@ -313,6 +327,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         challenges.clone(),
         queue.clone(),
         Some(data.clone()),
+        metrics.clone(),
     );
     let signals = {
         let _runtime = control.enter();

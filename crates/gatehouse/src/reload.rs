@@ -105,6 +105,7 @@ pub struct Reloading {
     acme: Acme,
     /// Where reloads are recorded (the audit log).
     audit: Option<gatehouse_store::Writer>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Reloading {
@@ -115,8 +116,9 @@ impl Reloading {
         challenges: Arc<tls::Challenges>,
         queue: Queue,
         audit: Option<gatehouse_store::Writer>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
-        Reloading { path, reloader, certs, queue, watch: Watch::default(), acme: Acme::new(challenges), audit }
+        Reloading { path, reloader, certs, queue, watch: Watch::default(), acme: Acme::new(challenges), audit, metrics }
     }
 
     /// Serves the queue until the runtime ends. `follow` first, to start the watchers and
@@ -129,6 +131,7 @@ impl Reloading {
                 let sources: Vec<&str> = asked.sources.iter().copied().collect();
                 let before = self.reloader.live().config.clone();
                 let outcome = self.reload().await;
+                self.metrics.reloaded(outcome.is_ok());
                 self.record(&sources.join(","), &before, &outcome);
                 for w in asked.waiters {
                     let _ = w.send(outcome.clone());

@@ -6,6 +6,7 @@
 //! drop). Today's sink writes the access line; the SQLite store plugs in as another sink.
 //! Nothing is built when no sink is installed (the access log off): one branch per request.
 
+pub mod connections;
 mod logged;
 mod sink;
 
