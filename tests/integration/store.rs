@@ -282,3 +282,66 @@ async fn a_kill_under_load_leaves_a_consistent_database() {
     let count: i64 = conn.query_row("SELECT count(*) FROM requests", [], |r| r.get(0)).expect("count");
     assert!(count >= 200, "rows committed before the kill are gone: {count}");
 }
+
+/// Analytics read from the hourly rollups equal the traffic the test sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_equal_the_traffic_sent() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start("", &[("shop", &format!("host: shop.test\nbackend: {}\n", b.url()))]);
+    let firefox = [("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0")];
+    for _ in 0..5 {
+        assert_eq!(get_with(gh.http, "shop.test", "/", &firefox).await.status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(get_with(gh.http, "nowhere.test", "/", &[("user-agent", "curl/8.11.1")]).await.status, 404);
+    }
+    assert_eq!(get_with(gh.http, "shop.test", "/bot", &[("user-agent", "Googlebot/2.1")]).await.status, 200);
+    assert!(wait_until(NET_TIMEOUT, || rows(&gh).len() == 8).await, "{}", gh.log());
+
+    let (status, v) = admin_json(&gh, http::Method::GET, "/api/analytics/summary", "").await;
+    assert_eq!(status, 200, "{v}");
+    let s = &v["summary"];
+    assert_eq!(
+        (s["requests"].as_u64(), s["client_errors"].as_u64(), s["server_errors"].as_u64()),
+        (Some(8), Some(2), Some(0)),
+        "{v}"
+    );
+    assert!(s["p50_ms"].as_u64().is_some(), "{v}");
+    let (_, v) = admin_json(&gh, http::Method::GET, "/api/analytics/routes?hours=2", "").await;
+    let routes: Vec<(String, u64)> = v["routes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| (r["route"].as_str().unwrap_or("?").to_string(), r["requests"].as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(routes, [("shop#0".to_string(), 6), (String::new(), 2)], "{v}");
+    let (_, v) = admin_json(&gh, http::Method::GET, "/api/analytics/status", "").await;
+    assert_eq!(
+        v["status"],
+        serde_json::json!([{"value": "200", "requests": 6}, {"value": "404", "requests": 2}]),
+        "{v}"
+    );
+    let (_, v) = admin_json(&gh, http::Method::GET, "/api/analytics/user_agents?site=shop", "").await;
+    assert_eq!(
+        v["user_agents"],
+        serde_json::json!([{"value": "browser", "requests": 5}, {"value": "bot", "requests": 1}]),
+        "{v}"
+    );
+    let (_, v) = admin_json(&gh, http::Method::GET, "/api/analytics/heatmap", "").await;
+    let total: u64 = v["weekday_hour"].as_array().map_or(0, |d| {
+        d.iter().flat_map(|h| h.as_array().cloned().unwrap_or_default()).filter_map(|n| n.as_u64()).sum()
+    });
+    assert_eq!(total, 8, "{v}");
+    for bad in [
+        "/api/analytics/summary?hours=0",
+        "/api/analytics/summary?hours=99999",
+        "/api/analytics/nothing",
+        "/api/analytics/routes?limit=x",
+    ] {
+        let (status, v) = admin_json(&gh, http::Method::GET, bad, "").await;
+        assert!(status == 400 || status == 404, "{bad}: {status} {v}");
+        assert!(v["error"].is_string(), "{v}");
+    }
+}

@@ -260,6 +260,74 @@ pub(crate) async fn gdpr_erase(State(admin): State<Admin>, body: Bytes) -> Answe
     }
 }
 
+/// The span `hours` (default 24, at most 400 days) back from the end of the current hour,
+/// and `site` when given.
+fn span(query: Option<&str>, extra: &[&str]) -> Result<(gatehouse_store::Span, HashMap<String, String>), ApiError> {
+    let mut known = vec!["hours", "site"];
+    known.extend_from_slice(extra);
+    let p = params(query, &known)?;
+    let hours = number::<i64>(&p, "hours", "a whole number of hours from 1 to 9600")?.unwrap_or(24);
+    if !(1..=9600).contains(&hours) {
+        return Err(bad(format!("hours must be from 1 to 9600 (400 days), got {hours}")));
+    }
+    let until = gatehouse_store::hour_of(gatehouse_store::now_us()) + 3600;
+    let span = gatehouse_store::Span { since: until - hours * 3600, until, site: p.get("site").cloned() };
+    Ok((span, p))
+}
+
+/// `GET /api/analytics/{what}`: read from the hourly rollups.
+/// - `summary`: totals with latency percentiles;
+/// - `routes`: the same per route, most requests first (`limit`, default 10);
+/// - `status`, `user_agents`, `countries`: counts, largest first;
+/// - `heatmap`: requests by weekday (0 = Sunday) and hour of day, UTC.
+pub(crate) async fn analytics(
+    State(admin): State<Admin>,
+    axum::extract::Path(what): axum::extract::Path<String>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let data = data(&admin)?;
+    let extra: &[&str] = if what == "routes" { &["limit"] } else { &[] };
+    let (span, p) = span(query.as_deref(), extra)?;
+    let window = json!({"since": span.since, "until": span.until, "site": span.site});
+    let value = match what.as_str() {
+        "summary" => {
+            let t = read(&data, move |r| r.totals(&span, false, 1)).await?;
+            json!({"window": window, "summary": t.into_iter().next().unwrap_or_default()})
+        }
+        "routes" => {
+            let limit = number::<usize>(&p, "limit", "a whole number from 1 to 1000")?.unwrap_or(10);
+            if !(1..=1000).contains(&limit) {
+                return Err(bad(format!("limit must be from 1 to 1000, got {limit}")));
+            }
+            let t = read(&data, move |r| r.totals(&span, true, limit)).await?;
+            json!({"window": window, "routes": t})
+        }
+        "status" | "user_agents" | "countries" => {
+            let dimension = match what.as_str() {
+                "status" => "status",
+                "user_agents" => "agent",
+                _ => "country",
+            };
+            let counts = read(&data, move |r| r.counts(&span, dimension)).await?;
+            let list: Vec<Value> = counts.into_iter().map(|(k, n)| json!({"value": k, "requests": n})).collect();
+            json!({"window": window, what.as_str(): list})
+        }
+        "heatmap" => {
+            let map = read(&data, move |r| r.heatmap(&span)).await?;
+            json!({"window": window, "weekday_hour": map})
+        }
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no analytics called {other:?}; there are summary, routes, status, user_agents, countries and heatmap"
+                ),
+            ));
+        }
+    };
+    Ok(Json(value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,7 @@ pub async fn serve(
         .route("/api/audit", get(data::audit_log))
         .route("/api/gdpr/export", get(data::gdpr_export))
         .route("/api/gdpr/erase", post(data::gdpr_erase))
+        .route("/api/analytics/{what}", get(data::analytics))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
     let app = Router::new()

@@ -9,6 +9,7 @@
 mod mask;
 mod read;
 mod retention;
+mod rollup;
 mod row;
 mod schema;
 mod sqlite;
@@ -17,8 +18,9 @@ mod writer;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-pub use read::{AuditRow, LogQuery, Reader};
+pub use read::{AuditRow, LogQuery, Reader, Span, Totals};
 pub use retention::{Pruned, Retention};
+pub use rollup::{AgentClass, LATENCY_MS, hour_of};
 
 pub use mask::{MaskIp, mask_addr, mask_ip, redact_path};
 pub use row::{Batch, RequestRow, RowError};

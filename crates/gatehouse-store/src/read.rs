@@ -163,3 +163,148 @@ impl Reader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+/// Totals of the hourly rollups over a span, for one route or many.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Totals {
+    pub site: Option<String>,
+    pub route: Option<String>,
+    pub requests: u64,
+    pub client_errors: u64,
+    pub server_errors: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Mean time per request, in milliseconds.
+    pub mean_ms: f64,
+    /// Latency percentiles: the upper bound (ms) of the bucket where each falls; `None`
+    /// when the share falls in the last, unbounded bucket or there were no requests.
+    pub p50_ms: Option<u64>,
+    pub p90_ms: Option<u64>,
+    pub p99_ms: Option<u64>,
+}
+
+/// Which rollups to read: hours from `since` (Unix seconds, inclusive) to `until`
+/// (exclusive), optionally of one site.
+#[derive(Debug, Clone, Default)]
+pub struct Span {
+    pub since: i64,
+    pub until: i64,
+    pub site: Option<String>,
+}
+
+impl Span {
+    /// The WHERE clause over `hour` and `site` (parameters ?1, ?2, ?3).
+    const WHERE: &str = "hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR site = ?3)";
+
+    fn args(&self) -> (i64, i64, Option<&str>) {
+        (self.since, self.until, self.site.as_deref())
+    }
+}
+
+/// The upper bound of the bucket where share `q` of `buckets` (bound, count) falls.
+fn percentile(buckets: &[(Option<u64>, u64)], q: f64) -> Option<u64> {
+    let total: u64 = buckets.iter().map(|b| b.1).sum();
+    if total == 0 {
+        return None;
+    }
+    let want = (q * total as f64).ceil() as u64;
+    let mut seen = 0;
+    for (bound, n) in buckets {
+        seen += n;
+        if seen >= want.max(1) {
+            return *bound;
+        }
+    }
+    None
+}
+
+impl Reader {
+    /// Totals per route over `span` (grouped by site and route when `by_route`, else one
+    /// total), most requests first, at most `limit`.
+    pub fn totals(&self, span: &Span, by_route: bool, limit: usize) -> Result<Vec<Totals>, StoreError> {
+        let group = if by_route { "GROUP BY site, route ORDER BY sum(requests) DESC" } else { "" };
+        let mut q = self.conn.prepare(&format!(
+            "SELECT site, route, sum(requests), sum(client_errors), sum(server_errors), sum(bytes_in), sum(bytes_out),
+                    sum(duration_us)
+             FROM hourly WHERE {} {group} LIMIT {}",
+            Span::WHERE,
+            limit.min(1000)
+        ))?;
+        let (a, b, c) = span.args();
+        let mut out: Vec<Totals> = q
+            .query_map(rusqlite::params![a, b, c], |r| {
+                let n = |i| r.get::<_, Option<i64>>(i).map(|v| v.unwrap_or(0).max(0) as u64);
+                let requests = n(2)?;
+                Ok(Totals {
+                    site: if by_route { r.get(0)? } else { None },
+                    route: if by_route { r.get(1)? } else { None },
+                    requests,
+                    client_errors: n(3)?,
+                    server_errors: n(4)?,
+                    bytes_in: n(5)?,
+                    bytes_out: n(6)?,
+                    mean_ms: if requests == 0 { 0.0 } else { n(7)? as f64 / requests as f64 / 1000.0 },
+                    ..Totals::default()
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        for t in &mut out {
+            let mut q = self.conn.prepare_cached(&format!(
+                "SELECT value, sum(count) FROM hourly_counts
+                 WHERE {} AND dimension = 'latency_ms' AND (?4 IS NULL OR (site = ?4 AND route = ?5))
+                 GROUP BY value",
+                Span::WHERE
+            ))?;
+            let mut buckets: Vec<(Option<u64>, u64)> = q
+                .query_map(rusqlite::params![a, b, c, t.site, t.route], |r| {
+                    Ok((r.get::<_, String>(0)?.parse::<u64>().ok(), r.get::<_, i64>(1)?.max(0) as u64))
+                })?
+                .collect::<Result<_, _>>()?;
+            // Numeric order, `+Inf` (None) last.
+            buckets.sort_by_key(|b| b.0.unwrap_or(u64::MAX));
+            (t.p50_ms, t.p90_ms, t.p99_ms) =
+                (percentile(&buckets, 0.5), percentile(&buckets, 0.9), percentile(&buckets, 0.99));
+        }
+        Ok(out)
+    }
+
+    /// Counts by one dimension (`status`, `agent`, `country`, `latency_ms`) over `span`,
+    /// largest first.
+    pub fn counts(&self, span: &Span, dimension: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut q = self.conn.prepare_cached(&format!(
+            "SELECT value, sum(count) AS n FROM hourly_counts WHERE {} AND dimension = ?4
+             GROUP BY value ORDER BY n DESC, value",
+            Span::WHERE
+        ))?;
+        let (a, b, c) = span.args();
+        let rows = q.query_map(rusqlite::params![a, b, c, dimension], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Requests by weekday (0 = Sunday) and hour of day (UTC) over `span`.
+    pub fn heatmap(&self, span: &Span) -> Result<[[u64; 24]; 7], StoreError> {
+        let mut q = self.conn.prepare_cached(&format!(
+            "SELECT CAST(strftime('%w', hour, 'unixepoch') AS INTEGER), CAST(strftime('%H', hour, 'unixepoch') AS INTEGER),
+                    sum(requests)
+             FROM hourly WHERE {} GROUP BY 1, 2",
+            Span::WHERE
+        ))?;
+        let (a, b, c) = span.args();
+        let mut map = [[0u64; 24]; 7];
+        let rows = q.query_map(rusqlite::params![a, b, c], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        for row in rows {
+            let (day, hour, n) = row?;
+            if let (Ok(d), Ok(h)) = (usize::try_from(day), usize::try_from(hour))
+                && d < 7
+                && h < 24
+            {
+                map[d][h] += n.max(0) as u64;
+            }
+        }
+        Ok(map)
+    }
+}

@@ -34,7 +34,11 @@ pub struct Pruned {
     pub audit: u64,
     pub strings: u64,
     pub clients: u64,
+    pub hours: u64,
 }
+
+/// How long hourly rollups are kept.
+pub const ROLLUPS: Duration = Duration::from_secs(400 * 86_400);
 
 /// Rows deleted per statement: each delete is its own short transaction, so a large
 /// backlog never holds the write lock for long.
@@ -80,6 +84,9 @@ pub(crate) fn apply(conn: &Connection, now_us: i64, r: &Retention) -> rusqlite::
         [],
     )? as u64;
     pruned.clients = conn.execute("DELETE FROM clients WHERE id NOT IN (SELECT client FROM requests)", [])? as u64;
+    let hour = cutoff(now_us, ROLLUPS) / 1_000_000;
+    pruned.hours = conn.execute("DELETE FROM hourly WHERE hour < ?1", [hour])? as u64;
+    conn.execute("DELETE FROM hourly_counts WHERE hour < ?1", [hour])?;
     vacuum(conn)?;
     Ok(pruned)
 }

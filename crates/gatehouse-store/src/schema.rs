@@ -119,6 +119,28 @@ const MIGRATIONS: &[&str] = &[
         LEFT JOIN strings country ON country.id = r.country
         LEFT JOIN strings side ON side.id = r.error_side
         LEFT JOIN strings kind ON kind.id = r.error_kind;",
+    // 3: hourly rollups per site and route (`rollup.rs`); kept longer than the rows.
+    "CREATE TABLE hourly (
+        hour INTEGER NOT NULL,
+        site TEXT NOT NULL,
+        route TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        client_errors INTEGER NOT NULL,
+        server_errors INTEGER NOT NULL,
+        bytes_in INTEGER NOT NULL,
+        bytes_out INTEGER NOT NULL,
+        duration_us INTEGER NOT NULL,
+        PRIMARY KEY (hour, site, route)
+    ) WITHOUT ROWID;
+    CREATE TABLE hourly_counts (
+        hour INTEGER NOT NULL,
+        site TEXT NOT NULL,
+        route TEXT NOT NULL,
+        dimension TEXT NOT NULL,
+        value TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (hour, site, route, dimension, value)
+    ) WITHOUT ROWID;",
 ];
 
 /// The SQL of migration `n` (1-based), for tests that build an older database.

@@ -10,6 +10,7 @@ use rusqlite::OptionalExtension;
 use crate::mask::{self, MaskIp, mask_ip, redact_path};
 use crate::read::{REQUEST_COLUMNS, request};
 use crate::retention::{self, Pruned, Retention};
+use crate::rollup::{AgentClass, Rollup};
 use crate::row::Batch;
 use crate::{AuditEntry, Store, StoreError, StoredRequest, schema};
 
@@ -26,6 +27,8 @@ pub struct Sqlite {
     strings: HashMap<Box<str>, i64>,
     /// Ids of the clients rows refer to, by full address.
     clients: HashMap<IpAddr, i64>,
+    /// The class of each user agent seen, by its string id.
+    agents: HashMap<i64, AgentClass>,
 }
 
 impl Sqlite {
@@ -52,7 +55,7 @@ impl Sqlite {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
         schema::migrate(&mut conn, path)?;
         let key = schema::hash_key(&conn)?;
-        Ok(Sqlite { conn, key, mask, strings: HashMap::new(), clients: HashMap::new() })
+        Ok(Sqlite { conn, key, mask, strings: HashMap::new(), clients: HashMap::new(), agents: HashMap::new() })
     }
 
     /// The keyed hash of a full client address, as stored beside its masked form.
@@ -69,6 +72,7 @@ impl Sqlite {
     pub(crate) fn forget_ids(&mut self) {
         self.strings.clear();
         self.clients.clear();
+        self.agents.clear();
     }
 }
 
@@ -137,8 +141,9 @@ fn clamp(n: u64) -> i64 {
 
 impl Store for Sqlite {
     fn insert_requests(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        let Sqlite { conn, key, mask, strings, clients } = self;
+        let Sqlite { conn, key, mask, strings, clients, agents } = self;
         let tx = conn.transaction()?;
+        let mut rollup = Rollup::default();
         let result = (|| -> rusqlite::Result<()> {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO requests (time_us, site, route, backend, method, host, path, status, duration_us,
@@ -152,6 +157,16 @@ impl Store for Sqlite {
                 let (host, user_agent, country) = (s(Some(r.host))?, s(r.user_agent)?, s(r.country)?);
                 let (side, kind) = (s(r.error.map(|e| e.side))?, s(r.error.map(|e| e.kind))?);
                 let client = client_id(&tx, clients, key, *mask, r.client)?;
+                let agent = match user_agent {
+                    Some(id) => {
+                        if agents.len() >= CACHE {
+                            agents.clear();
+                        }
+                        *agents.entry(id).or_insert_with(|| AgentClass::of(r.user_agent))
+                    }
+                    None => AgentClass::Unknown,
+                };
+                rollup.add(&r, agent);
                 insert.execute(rusqlite::params![
                     r.time_us,
                     site,
@@ -174,7 +189,7 @@ impl Store for Sqlite {
                     r.error.map(|e| e.reason),
                 ])?;
             }
-            Ok(())
+            rollup.store(&tx)
         })();
         match result {
             Ok(()) => Ok(tx.commit()?),

@@ -316,3 +316,59 @@ fn logs_filter_and_page_newest_first() {
     assert_eq!(seen.first().map(String::as_str), Some("/p/24"));
     assert_eq!(seen.last().map(String::as_str), Some("/p/0"));
 }
+
+#[test]
+fn rollups_add_up_to_the_rows_and_outlive_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gh.db");
+    let mut db = Sqlite::open(&path, MaskIp::LastOctet).expect("open");
+    // Thursday 2027-01-07 10:00 UTC, and the hour after.
+    let ten = 1_799_316_000 * 1_000_000;
+    let at = |hour: i64, status: u16, ms: u64, agent: &'static str, route: &'static str| RequestRow {
+        time_us: ten + hour * 3_600_000_000 + 17,
+        status,
+        duration_us: ms * 1000,
+        user_agent: Some(agent),
+        route: Some(route),
+        bytes_out: 100,
+        ..row("192.0.2.1", "/")
+    };
+    let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+    let mut rows = Vec::new();
+    for i in 0..8 {
+        rows.push(at(0, 200, 3 + i, firefox, "shop#0"));
+    }
+    rows.push(at(0, 404, 1, "curl/8.11.1", "shop#0"));
+    rows.push(at(1, 502, 1500, "Googlebot/2.1", "shop#1"));
+    // Two batches: the second adds to the hour the first started.
+    db.insert_requests(&batch(&rows[..4])).expect("insert");
+    db.insert_requests(&batch(&rows[4..])).expect("insert");
+
+    let reader = Reader::open(&path).expect("reader");
+    let span = Span { since: ten / 1_000_000, until: ten / 1_000_000 + 7200, site: None };
+    let all = &reader.totals(&span, false, 10).expect("totals")[0];
+    assert_eq!((all.requests, all.client_errors, all.server_errors, all.bytes_out), (10, 1, 1, 1000));
+    assert_eq!((all.p50_ms, all.p90_ms, all.p99_ms), (Some(10), Some(10), Some(2000)), "{all:?}");
+    let routes = reader.totals(&span, true, 10).expect("by route");
+    let names: Vec<(Option<&str>, u64)> = routes.iter().map(|t| (t.route.as_deref(), t.requests)).collect();
+    assert_eq!(names, [(Some("shop#0"), 9), (Some("shop#1"), 1)]);
+    assert_eq!(
+        reader.counts(&span, "status").expect("status"),
+        [("200".to_string(), 8), ("404".to_string(), 1), ("502".to_string(), 1)]
+    );
+    assert_eq!(
+        reader.counts(&span, "agent").expect("agents"),
+        [("browser".to_string(), 8), ("api_client".to_string(), 1), ("bot".to_string(), 1)]
+    );
+    let heat = reader.heatmap(&span).expect("heatmap");
+    assert_eq!((heat[4][10], heat[4][11]), (9, 1), "Thursday 10:00 and 11:00");
+    assert_eq!(heat.iter().flatten().sum::<u64>(), 10);
+    let only_next_hour = Span { since: span.since + 3600, ..span.clone() };
+    assert_eq!(reader.totals(&only_next_hour, false, 10).expect("totals")[0].requests, 1);
+
+    // A year on, the rows are gone and the rollups stay (they are kept 400 days).
+    let later = ten + 366 * DAY_US;
+    let pruned = db.apply_retention(later, &Retention::default()).expect("retention");
+    assert_eq!((pruned.requests, pruned.hours), (10, 0));
+    assert_eq!(reader.totals(&span, false, 10).expect("totals")[0].requests, 10);
+}
