@@ -16,3 +16,4 @@ mod reload;
 mod routing;
 mod store;
 mod tls;
+mod webhooks;

@@ -48,13 +48,22 @@ pub fn cert_paths(config: &AcmeConfig, site: &str) -> (PathBuf, PathBuf) {
     (dir.join("fullchain.pem"), dir.join("privkey.pem"))
 }
 
-/// Keeps every wanted certificate issued and fresh. Calls `issued` after each new
-/// certificate is on disk. Runs until the process ends.
+/// What happened to a certificate request.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    /// A new certificate is on disk.
+    Issued { site: &'a str },
+    /// The request failed; it is tried again after a backoff.
+    Failed { site: &'a str, hosts: &'a [String], error: &'a str, attempt: u32, retry_in: Duration },
+}
+
+/// Keeps every wanted certificate issued and fresh. Calls `report` after each new
+/// certificate is on disk and after each failed request. Runs until the process ends.
 pub async fn maintain(
     config: AcmeConfig,
     wanted: Vec<Wanted>,
     responder: Arc<dyn Responder>,
-    issued: Arc<dyn Fn() + Send + Sync>,
+    report: Arc<dyn Fn(Outcome<'_>) + Send + Sync>,
 ) {
     let mut failures = vec![0u32; wanted.len()];
     let mut next_try = vec![tokio::time::Instant::now(); wanted.len()];
@@ -80,13 +89,21 @@ pub async fn maintain(
                     failures[i] = 0;
                     next_try[i] = now + Duration::from_secs(3600);
                     tracing::info!(site = %w.site, hosts = ?w.hosts, "certificate issued");
-                    issued();
+                    report(Outcome::Issued { site: &w.site });
                 }
                 Err(e) => {
                     failures[i] += 1;
                     let wait = backoff(failures[i]);
                     next_try[i] = now + wait;
                     tracing::warn!(site = %w.site, error = %e, attempt = failures[i], retry_in = ?wait, "certificate request failed; the current certificate (if any) keeps serving");
+                    let error = e.to_string();
+                    report(Outcome::Failed {
+                        site: &w.site,
+                        hosts: &w.hosts,
+                        error: &error,
+                        attempt: failures[i],
+                        retry_in: wait,
+                    });
                 }
             }
         }

@@ -477,6 +477,73 @@ fn build(
         }
     };
 
+    let mut webhooks = Vec::new();
+    for (i, w) in main.webhooks.iter().flatten().enumerate() {
+        let path = format!("webhooks[{i}]");
+        let url = w.url.value.trim();
+        let ok = http::Uri::try_from(url)
+            .ok()
+            .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+        if !ok {
+            cx.err_at(&w.url, format!("{path}.url"), "expected an http:// or https:// URL with a host");
+        }
+        let format = match w.format.as_ref().map(|f| (f, f.value.trim())) {
+            None | Some((_, "json")) => WebhookFormat::Json,
+            Some((_, "discord")) => WebhookFormat::Discord,
+            Some((f, other)) => {
+                cx.err_at(f, format!("{path}.format"), format!("unknown format {other:?}; expected json or discord"));
+                WebhookFormat::Json
+            }
+        };
+        let mut events = Vec::new();
+        for e in w.events.iter().flatten() {
+            let name = e.value.trim();
+            if WEBHOOK_EVENTS.contains(&name) {
+                events.push(name.to_string());
+            } else {
+                cx.err_at(
+                    e,
+                    format!("{path}.events"),
+                    format!("unknown event {name:?}; known: {}", WEBHOOK_EVENTS.join(", ")),
+                );
+            }
+        }
+        let throttle = cx.duration(w.throttle.as_ref(), &format!("{path}.throttle"), Duration::from_secs(900));
+        webhooks.push(WebhookConfig { url: url.to_string(), format, events, throttle });
+    }
+    let alerts = {
+        let raw = main.alerts.unwrap_or_default();
+        let error_rate = match &raw.error_rate {
+            None => 0.1,
+            Some(v) => {
+                let text = v.value.trim();
+                let parsed = match text.strip_suffix('%') {
+                    Some(p) => p.trim().parse::<f64>().ok().map(|p| p / 100.0),
+                    None => text.parse::<f64>().ok(),
+                };
+                match parsed {
+                    Some(r) if r > 0.0 && r <= 1.0 => r,
+                    _ => {
+                        cx.err_at(
+                            v,
+                            "alerts.error_rate",
+                            format!("expected a share above 0 and at most 100% (\"10%\" or 0.1), got {text:?}"),
+                        );
+                        0.1
+                    }
+                }
+            }
+        };
+        let window = cx.duration(raw.window.as_ref(), "alerts.window", Duration::from_secs(300));
+        if let Some(w) = &raw.window
+            && window < Duration::from_secs(1)
+        {
+            cx.err_at(w, "alerts.window", "the window must be at least 1s");
+        }
+        let min_requests = cx.count(raw.min_requests.as_ref(), "alerts.min_requests", 20, 1_000_000_000) as u64;
+        AlertsConfig { error_rate, window: window.max(Duration::from_secs(1)), min_requests }
+    };
+
     let shutdown_timeout = match pick(main.shutdown_timeout.as_ref(), env, "shutdown_timeout") {
         None => Duration::from_secs(30),
         Some(v) => parse_duration(&v.text).unwrap_or_else(|e| {
@@ -621,6 +688,8 @@ fn build(
         storage_path,
         logging,
         retention,
+        webhooks,
+        alerts,
         log: LogConfig { level, format },
         shutdown_timeout,
         server,

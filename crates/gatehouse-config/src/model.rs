@@ -33,6 +33,8 @@ pub struct Config {
     pub log: LogConfig,
     pub logging: LoggingConfig,
     pub retention: RetentionConfig,
+    pub webhooks: Vec<WebhookConfig>,
+    pub alerts: AlertsConfig,
     pub shutdown_timeout: Duration,
     pub server: ServerConfig,
     pub trusted_proxies: Vec<IpNet>,
@@ -115,6 +117,59 @@ pub struct RetentionConfig {
     pub security: Duration,
     /// The audit log (`audit_logs`, 365 days).
     pub audit: Duration,
+}
+
+/// The events a webhook can be sent. Later features add theirs here.
+pub const WEBHOOK_EVENTS: &[&str] =
+    &["cert_expiring", "cert_renewal_failed", "high_error_rate", "config_reload_failed"];
+
+/// One webhook (`webhooks[]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// `http://` or `https://`; a secret (Discord's carries a token): never logged.
+    pub url: String,
+    pub format: WebhookFormat,
+    /// The events it gets (names from `WEBHOOK_EVENTS`); empty = all.
+    pub events: Vec<String>,
+    /// The same event about the same subject is sent at most once per this.
+    pub throttle: Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL stays out of debug output: it is a secret.
+        f.debug_struct("WebhookConfig")
+            .field("format", &self.format)
+            .field("events", &self.events)
+            .field("throttle", &self.throttle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookConfig {
+    /// True when this webhook gets `event`.
+    pub fn wants(&self, event: &str) -> bool {
+        self.events.is_empty() || self.events.iter().any(|e| e == event)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// `{"event", "severity", "title", "message", "fields", "time"}`.
+    Json,
+    /// A Discord message with one embed.
+    Discord,
+}
+
+/// When alert events fire (`alerts`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlertsConfig {
+    /// `high_error_rate` when this share of a site's requests (0 to 1) answered 5xx …
+    pub error_rate: f64,
+    /// … over this window …
+    pub window: Duration,
+    /// … with at least this many requests in it.
+    pub min_requests: u64,
 }
 
 /// How client addresses are stored (`logging.mask_ip_method`).

@@ -23,6 +23,10 @@ pub struct Main {
     pub logging: Option<Logging>,
     /// How long stored records are kept (the proxy-manager's `data_retention` key).
     pub data_retention: Option<DataRetention>,
+    /// Where events are posted (Discord or generic JSON).
+    pub webhooks: Option<Vec<Webhook>>,
+    /// When events such as `high_error_rate` fire.
+    pub alerts: Option<Alerts>,
     pub shutdown_timeout: Option<S<String>>,
     pub server: Option<Server>,
     pub trusted_proxies: Option<Vec<S<String>>>,
@@ -46,6 +50,8 @@ impl Main {
             log,
             logging,
             data_retention,
+            webhooks,
+            alerts,
             shutdown_timeout,
             server,
             trusted_proxies,
@@ -62,6 +68,8 @@ impl Main {
             && log.is_none()
             && logging.is_none()
             && data_retention.is_none()
+            && webhooks.is_none()
+            && alerts.is_none()
             && shutdown_timeout.is_none()
             && server.is_none()
             && trusted_proxies.is_none()
@@ -154,6 +162,23 @@ pub struct DataRetention {
     pub error_logs: Option<S<String>>,
     pub security_logs: Option<S<String>>,
     pub audit_logs: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: S<String>,
+    pub format: Option<S<String>>,
+    pub events: Option<Vec<S<String>>>,
+    pub throttle: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    pub error_rate: Option<S<String>>,
+    pub window: Option<S<String>>,
+    pub min_requests: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

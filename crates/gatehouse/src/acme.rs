@@ -73,6 +73,8 @@ impl gatehouse_acme::Responder for Responder {
 pub struct Acme {
     challenges: Arc<tls::Challenges>,
     running: Option<Running>,
+    /// Where failed requests are announced (`cert_renewal_failed`).
+    notifier: Option<Arc<crate::webhooks::Notifier>>,
 }
 
 struct Running {
@@ -82,8 +84,8 @@ struct Running {
 }
 
 impl Acme {
-    pub fn new(challenges: Arc<tls::Challenges>) -> Self {
-        Acme { challenges, running: None }
+    pub fn new(challenges: Arc<tls::Challenges>, notifier: Option<Arc<crate::webhooks::Notifier>>) -> Self {
+        Acme { challenges, running: None, notifier }
     }
 
     /// Restarts the task when the ACME settings or the wanted names changed (a site added,
@@ -112,12 +114,34 @@ impl Acme {
         tracing::info!(sites = wanted.len(), "ACME: maintaining certificates for the running configuration");
         let queue = queue.clone();
         // A new certificate on disk is loaded by a certificate reload, in turn with other reloads.
-        let issued = Arc::new(move || queue.certs());
+        let notifier = self.notifier.clone();
+        let report = Arc::new(move |outcome: gatehouse_acme::Outcome<'_>| match outcome {
+            gatehouse_acme::Outcome::Issued { .. } => queue.certs(),
+            gatehouse_acme::Outcome::Failed { site, hosts, error, attempt, retry_in } => {
+                if let Some(n) = &notifier {
+                    n.notify(crate::webhooks::Event {
+                        kind: "cert_renewal_failed",
+                        subject: site.to_string(),
+                        severity: crate::webhooks::Severity::Error,
+                        title: format!("Certificate request failed for {site}"),
+                        message: format!(
+                            "Requesting a certificate for {} failed: {error}. The current certificate (if any) keeps serving.",
+                            hosts.join(", ")
+                        ),
+                        fields: vec![
+                            ("site", site.to_string()),
+                            ("attempt", attempt.to_string()),
+                            ("retry_in", format!("{}s", retry_in.as_secs())),
+                        ],
+                    });
+                }
+            }
+        });
         let task = tokio::spawn(gatehouse_acme::maintain(
             settings.clone(),
             wanted.clone(),
             Arc::new(Responder(self.challenges.clone())),
-            issued,
+            report,
         ));
         self.running = Some(Running { settings, wanted, task });
     }

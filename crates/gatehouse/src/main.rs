@@ -10,6 +10,7 @@ mod logs;
 mod metrics;
 mod reload;
 mod watch;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -307,14 +308,23 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     });
     control.spawn(gatehouse_proxy::refresh_dns(server.watcher(), config.dns_refresh));
     control.spawn(logs::retention(data.clone(), server.watcher()));
+    let notifier = {
+        let _runtime = control.enter();
+        webhooks::Notifier::start(server.watcher())
+    };
+    control.spawn(webhooks::watch_errors(notifier.clone(), metrics.clone()));
     if let Some(resolver) = resolver.clone() {
-        // Expiry warnings for a long-running process, not only at start and reload.
+        // Expiry warnings (and `cert_expiring` webhooks) for a long-running process, not
+        // only at start and reload.
+        let notifier = notifier.clone();
         control.spawn(async move {
+            notifier.check_expiry(&resolver.store());
             let mut daily = tokio::time::interval(std::time::Duration::from_secs(86_400));
             daily.tick().await;
             loop {
                 daily.tick().await;
                 tls::warn_expiry(&resolver.store());
+                notifier.check_expiry(&resolver.store());
             }
         });
     }
@@ -328,6 +338,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         queue.clone(),
         Some(data.clone()),
         metrics.clone(),
+        Some(notifier.clone()),
     );
     let signals = {
         let _runtime = control.enter();

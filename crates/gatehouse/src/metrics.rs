@@ -136,6 +136,19 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Per site: requests answered and those answered 5xx, since start.
+    pub fn by_site(&self) -> Vec<(String, (u64, u64))> {
+        let mut sites: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for ((site, _), t) in self.sum().0 {
+            let s = sites.entry(site).or_default();
+            for by_class in &t.requests {
+                s.0 += by_class.iter().sum::<u64>();
+                s.1 += by_class[4];
+            }
+        }
+        sites.into_iter().collect()
+    }
+
     /// The slots summed, in a stable order.
     #[allow(clippy::type_complexity)]
     fn sum(&self) -> (BTreeMap<(String, String), RouteTally>, BTreeMap<(&'static str, &'static str), u64>) {

@@ -106,6 +106,7 @@ pub struct Reloading {
     /// Where reloads are recorded (the audit log).
     audit: Option<gatehouse_store::Writer>,
     metrics: Arc<crate::metrics::Metrics>,
+    notifier: Option<Arc<crate::webhooks::Notifier>>,
 }
 
 impl Reloading {
@@ -117,8 +118,10 @@ impl Reloading {
         queue: Queue,
         audit: Option<gatehouse_store::Writer>,
         metrics: Arc<crate::metrics::Metrics>,
+        notifier: Option<Arc<crate::webhooks::Notifier>>,
     ) -> Self {
-        Reloading { path, reloader, certs, queue, watch: Watch::default(), acme: Acme::new(challenges), audit, metrics }
+        let acme = Acme::new(challenges, notifier.clone());
+        Reloading { path, reloader, certs, queue, watch: Watch::default(), acme, audit, metrics, notifier }
     }
 
     /// Serves the queue until the runtime ends. `follow` first, to start the watchers and
@@ -132,6 +135,9 @@ impl Reloading {
                 let before = self.reloader.live().config.clone();
                 let outcome = self.reload().await;
                 self.metrics.reloaded(outcome.is_ok());
+                if let (Err(errors), Some(n)) = (&outcome, &self.notifier) {
+                    n.notify(reload_failed(&sources.join(","), errors));
+                }
                 self.record(&sources.join(","), &before, &outcome);
                 for w in asked.waiters {
                     let _ = w.send(outcome.clone());
@@ -273,6 +279,22 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ("logging", old.logging != new.logging),
     ];
     checks.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
+}
+
+/// `config_reload_failed`, with the errors (file:line field: message; no values).
+fn reload_failed(source: &str, errors: &[Error]) -> crate::webhooks::Event {
+    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    crate::webhooks::Event {
+        kind: "config_reload_failed",
+        subject: "configuration".into(),
+        severity: crate::webhooks::Severity::Error,
+        title: "Configuration reload refused".into(),
+        message: format!(
+            "The new configuration was refused; the running one stays.\n{}",
+            list.iter().take(10).map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n")
+        ),
+        fields: vec![("source", source.to_string()), ("errors", list.len().to_string())],
+    }
 }
 
 /// What a reload changed, for the audit log: sites and routes added, removed and changed

@@ -263,3 +263,31 @@ fn data_retention_has_defaults_and_refuses_what_the_daily_job_cannot_keep() {
     let c = load_from_str_for_tests("data_retention: {access_logs: 36h}\n", &[], Path::new(".")).expect("valid");
     assert_eq!(c.retention.access, Duration::from_secs(36 * 3600));
 }
+
+#[test]
+fn webhooks_and_alerts_are_checked() {
+    let c = load_from_str_for_tests(
+        "webhooks:\n  - url: https://discord.test/api/webhooks/1/secret\n    format: discord\n    events: [cert_expiring]\n  - url: http://127.0.0.1:9/hook\n    throttle: 0s\nalerts: {error_rate: 25%, window: 1m, min_requests: 5}\n",
+        &[],
+        Path::new("."),
+    )
+    .expect("valid");
+    assert_eq!(c.webhooks.len(), 2);
+    assert_eq!(
+        (c.webhooks[0].format, c.webhooks[0].wants("cert_expiring"), c.webhooks[0].wants("high_error_rate")),
+        (WebhookFormat::Discord, true, false)
+    );
+    assert!(c.webhooks[1].wants("high_error_rate"), "no events listed means all");
+    assert_eq!(c.webhooks[1].throttle, Duration::ZERO);
+    assert_eq!(c.alerts, AlertsConfig { error_rate: 0.25, window: Duration::from_secs(60), min_requests: 5 });
+    assert!(!format!("{:?}", c.webhooks[0]).contains("secret"), "the URL is a secret");
+    let e = errs(
+        "webhooks:\n  - url: ftp://x\n    format: slack\n    events: [cert_expired]\nalerts: {error_rate: 150%}\n",
+        &[],
+    );
+    assert_eq!(e.len(), 4, "{e:?}");
+    assert!(e[0].contains("webhooks[0].url"), "{e:?}");
+    assert!(e[1].contains("webhooks[0].format") && e[1].contains("json or discord"), "{e:?}");
+    assert!(e[2].contains("unknown event \"cert_expired\"") && e[2].contains("cert_expiring"), "{e:?}");
+    assert!(e[3].contains("alerts.error_rate"), "{e:?}");
+}
