@@ -131,3 +131,34 @@ async fn a_high_error_rate_is_posted_with_its_numbers() {
         "{alert}"
     );
 }
+
+/// A certificate with 10 days left is announced at start (the 14-day threshold), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_close_to_expiry_is_announced() {
+    let r = Receiver::start(0).await;
+    let ca = TestCa::new();
+    let soon = ca.issue_for(&["soon.test"], 10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("files")).expect("dir");
+    std::fs::write(dir.path().join("files/soon.crt"), &soon.cert_pem).expect("write");
+    std::fs::write(dir.path().join("files/soon.key"), &soon.key_pem).expect("write");
+    let b = Backend::start("b").await;
+    write_config(
+        dir.path(),
+        &format!("{HTTPS}webhooks:\n  - url: {}\n    format: discord\n    throttle: 0s\n", r.url("/certs")),
+        &[(
+            "soon",
+            &format!("host: soon.test\nbackend: {}\ntls: {{cert: files/soon.crt, key: files/soon.key}}\n", b.url()),
+        )],
+    );
+    let gh = Gatehouse::start_in(dir);
+    assert!(wait_until(NET_TIMEOUT, || !r.on("/certs").is_empty()).await, "{}", gh.log());
+    let embed = &r.on("/certs")[0]["embeds"][0];
+    assert_eq!(embed["footer"]["text"], "cert_expiring", "{embed}");
+    assert!(embed["description"].as_str().is_some_and(|d| d.contains("soon.test")), "{embed}");
+    let days: i64 = embed["fields"][1]["value"].as_str().and_then(|d| d.parse().ok()).expect("days_left");
+    assert!((9..=10).contains(&days), "{embed}");
+    // A reload checks the certificates again; this threshold was announced already.
+    assert_eq!(admin_reload(&gh).await.status, 200);
+    assert_eq!(r.on("/certs").len(), 1);
+}

@@ -74,23 +74,31 @@ impl AgentClass {
     }
 }
 
-/// One hour of one route, as a batch adds to it.
+/// The agent classes, in `AgentClass` order (their index in `Hour::agents`).
+const AGENTS: [AgentClass; 5] =
+    [AgentClass::Browser, AgentClass::Mobile, AgentClass::Bot, AgentClass::ApiClient, AgentClass::Unknown];
+
+/// One hour of one route, as a batch adds to it. Counted in arrays and small maps (no
+/// string per row); turned into `hourly_counts` rows once per batch.
 #[derive(Debug, Default)]
-struct Hour {
+struct Hour<'a> {
     requests: u64,
     client_errors: u64,
     server_errors: u64,
     bytes_in: u64,
     bytes_out: u64,
     duration_us: u64,
-    /// (dimension, value) -> count.
-    counts: HashMap<(&'static str, String), u64>,
+    status: HashMap<u16, u64>,
+    agents: [u64; AGENTS.len()],
+    countries: HashMap<&'a str, u64>,
+    /// By `LATENCY_MS` bucket, the last one past every bound.
+    latency: [u64; LATENCY_MS.len() + 1],
 }
 
 /// A batch's contribution to the rollups.
 #[derive(Debug, Default)]
 pub(crate) struct Rollup<'a> {
-    hours: HashMap<(i64, &'a str, &'a str), Hour>,
+    hours: HashMap<(i64, &'a str, &'a str), Hour<'a>>,
 }
 
 /// The start of the hour (Unix seconds) of a time in microseconds.
@@ -111,16 +119,11 @@ impl<'a> Rollup<'a> {
         h.bytes_in += r.bytes_in;
         h.bytes_out += r.bytes_out;
         h.duration_us += r.duration_us;
+        *h.status.entry(r.status).or_default() += 1;
+        h.agents[AGENTS.iter().position(|a| *a == agent).unwrap_or(AGENTS.len() - 1)] += 1;
+        *h.countries.entry(r.country.unwrap_or("")).or_default() += 1;
         let ms = r.duration_us.div_ceil(1000);
-        let bucket = LATENCY_MS.iter().find(|b| ms <= **b).map_or("+Inf".to_string(), u64::to_string);
-        for (dimension, value) in [
-            ("status", r.status.to_string()),
-            ("agent", agent.as_str().to_string()),
-            ("country", r.country.unwrap_or("").to_string()),
-            ("latency_ms", bucket),
-        ] {
-            *h.counts.entry((dimension, value)).or_default() += 1;
-        }
+        h.latency[LATENCY_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_MS.len())] += 1;
     }
 
     /// Adds the batch's counts to the stored rollups.
@@ -153,8 +156,24 @@ impl<'a> Rollup<'a> {
                 big(h.bytes_out),
                 big(h.duration_us)
             ])?;
-            for ((dimension, value), n) in &h.counts {
-                counts.execute(rusqlite::params![hour, site, route, dimension, value, big(*n)])?;
+            let mut put = |dimension: &str, value: &str, n: u64| -> rusqlite::Result<()> {
+                if n > 0 {
+                    counts.execute(rusqlite::params![hour, site, route, dimension, value, big(n)])?;
+                }
+                Ok(())
+            };
+            for (status, n) in &h.status {
+                put("status", &status.to_string(), *n)?;
+            }
+            for (agent, n) in AGENTS.iter().zip(h.agents) {
+                put("agent", agent.as_str(), n)?;
+            }
+            for (country, n) in &h.countries {
+                put("country", country, *n)?;
+            }
+            for (i, n) in h.latency.iter().enumerate() {
+                let bound = LATENCY_MS.get(i).map_or("+Inf".to_string(), u64::to_string);
+                put("latency_ms", &bound, *n)?;
             }
         }
         Ok(())

@@ -190,6 +190,9 @@ impl Reloading {
             }
             store.warn_notes();
             tls::warn_expiry(&store);
+            if let Some(n) = &self.notifier {
+                n.check_expiry(&store);
+            }
             resolver.replace(store);
         }
         let version = state.version;
@@ -244,6 +247,9 @@ impl Reloading {
         store.warn_notes();
         tracing::info!(certificates = store.certs().len(), "certificates reloaded");
         tls::warn_expiry(&store);
+        if let Some(n) = &self.notifier {
+            n.check_expiry(&store);
+        }
         resolver.replace(store);
         // A certificate that now covers a host may take it off ACME's list, or the reverse.
         self.follow();

@@ -5,6 +5,11 @@ use super::*;
 /// Valid from yesterday for 300 days: current, and shorter than the 366 days Mozilla's
 /// configuration check allows.
 fn short_validity(params: &mut rcgen::CertificateParams) {
+    validity(params, 300);
+}
+
+/// Valid from yesterday until `days_left` days from today.
+fn validity(params: &mut rcgen::CertificateParams, days_left: i64) {
     let days =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0)
             as i64;
@@ -13,7 +18,7 @@ fn short_validity(params: &mut rcgen::CertificateParams) {
         rcgen::date_time_ymd(y, m, day)
     };
     params.not_before = date(days - 1);
-    params.not_after = date(days + 300);
+    params.not_after = date(days + days_left);
 }
 
 /// Days since 1970-01-01 to a (year, month, day) date (proleptic Gregorian).
@@ -54,6 +59,11 @@ impl TestCa {
     }
 
     pub fn issue(&self, names: &[&str]) -> Issued {
+        self.issue_for(names, 300)
+    }
+
+    /// A certificate that expires `days_left` days from today.
+    pub fn issue_for(&self, names: &[&str], days_left: i64) -> Issued {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
         // What public CAs issue: a leaf valid for well under a year.
@@ -63,7 +73,7 @@ impl TestCa {
         params.extended_key_usages =
             vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
-        short_validity(&mut params);
+        validity(&mut params, days_left);
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
