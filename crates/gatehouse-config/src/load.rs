@@ -544,6 +544,36 @@ fn build(
         AlertsConfig { error_rate, window: window.max(Duration::from_secs(1)), min_requests }
     };
 
+    let backups = {
+        let raw = main.backups.unwrap_or_default();
+        let day = |d: u64| Duration::from_secs(d * 86_400);
+        let enabled = cx.flag(raw.enabled.as_ref(), "backups.enabled", true);
+        let dir = match &raw.dir {
+            Some(d) => base.join(d.value.trim()),
+            None => storage_path.parent().unwrap_or(Path::new(".")).join("backups"),
+        };
+        let interval = cx.duration(raw.interval.as_ref(), "backups.interval", Duration::from_secs(3600));
+        if let Some(v) = &raw.interval
+            && interval < Duration::from_secs(60)
+        {
+            cx.err_at(v, "backups.interval", "take backups at most once a minute (at least 1m)");
+        }
+        let hourly = cx.duration(raw.hourly.as_ref(), "backups.hourly", day(7));
+        let daily = cx.duration(raw.daily.as_ref(), "backups.daily", day(28));
+        let weekly = cx.duration(raw.weekly.as_ref(), "backups.weekly", day(91));
+        if let Some(v) = &raw.daily
+            && daily < hourly
+        {
+            cx.err_at(v, "backups.daily", "must be at least backups.hourly (the tiers follow each other)");
+        }
+        if let Some(v) = &raw.weekly
+            && weekly < daily
+        {
+            cx.err_at(v, "backups.weekly", "must be at least backups.daily (the tiers follow each other)");
+        }
+        BackupsConfig { enabled, dir, interval: interval.max(Duration::from_secs(60)), hourly, daily, weekly }
+    };
+
     let shutdown_timeout = match pick(main.shutdown_timeout.as_ref(), env, "shutdown_timeout") {
         None => Duration::from_secs(30),
         Some(v) => parse_duration(&v.text).unwrap_or_else(|e| {
@@ -690,6 +720,7 @@ fn build(
         retention,
         webhooks,
         alerts,
+        backups,
         log: LogConfig { level, format },
         shutdown_timeout,
         server,

@@ -35,6 +35,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub webhooks: Vec<WebhookConfig>,
     pub alerts: AlertsConfig,
+    pub backups: BackupsConfig,
     pub shutdown_timeout: Duration,
     pub server: ServerConfig,
     pub trusted_proxies: Vec<IpNet>,
@@ -159,6 +160,23 @@ pub enum WebhookFormat {
     Json,
     /// A Discord message with one embed.
     Discord,
+}
+
+/// Scheduled backups (`backups`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupsConfig {
+    /// Take backups on schedule (`gatehouse backup now` works either way).
+    pub enabled: bool,
+    /// Where backups go (default `backups/` beside the database).
+    pub dir: PathBuf,
+    /// Time between scheduled backups.
+    pub interval: Duration,
+    /// Every backup is kept this long …
+    pub hourly: Duration,
+    /// … then the newest of each day this long …
+    pub daily: Duration,
+    /// … then the newest of each week this long.
+    pub weekly: Duration,
 }
 
 /// When alert events fire (`alerts`).

@@ -27,6 +27,8 @@ pub struct Main {
     pub webhooks: Option<Vec<Webhook>>,
     /// When events such as `high_error_rate` fire.
     pub alerts: Option<Alerts>,
+    /// Scheduled backups of the database and the ACME state.
+    pub backups: Option<Backups>,
     pub shutdown_timeout: Option<S<String>>,
     pub server: Option<Server>,
     pub trusted_proxies: Option<Vec<S<String>>>,
@@ -52,6 +54,7 @@ impl Main {
             data_retention,
             webhooks,
             alerts,
+            backups,
             shutdown_timeout,
             server,
             trusted_proxies,
@@ -70,6 +73,7 @@ impl Main {
             && data_retention.is_none()
             && webhooks.is_none()
             && alerts.is_none()
+            && backups.is_none()
             && shutdown_timeout.is_none()
             && server.is_none()
             && trusted_proxies.is_none()
@@ -171,6 +175,17 @@ pub struct Webhook {
     pub format: Option<S<String>>,
     pub events: Option<Vec<S<String>>>,
     pub throttle: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Backups {
+    pub enabled: Option<S<String>>,
+    pub dir: Option<S<String>>,
+    pub interval: Option<S<String>>,
+    pub hourly: Option<S<String>>,
+    pub daily: Option<S<String>>,
+    pub weekly: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

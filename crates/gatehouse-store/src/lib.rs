@@ -6,6 +6,7 @@
 //! `Store` is the capability the rest of Gatehouse uses; `Sqlite` implements it. A
 //! PostgreSQL implementation for several nodes can follow behind the same trait.
 
+pub mod backup;
 mod mask;
 mod read;
 mod retention;

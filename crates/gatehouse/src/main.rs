@@ -6,6 +6,7 @@
 //! `reload`.
 
 mod acme;
+mod backups;
 mod logs;
 mod metrics;
 mod reload;
@@ -62,6 +63,13 @@ enum Command {
         #[arg(short, long, env = "GATEHOUSE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Back up, list, check or restore the database and the ACME state.
+    Backup {
+        #[arg(short, long, env = "GATEHOUSE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: backups::Action,
+    },
     /// Print the version.
     Version,
 }
@@ -82,6 +90,7 @@ fn main() -> ExitCode {
             println!("gatehouse {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Backup { config, action } => backups::cli(&config_path(config), action),
         Command::Check { config } => {
             let path = config_path(config);
             match gatehouse_config::load(&path, &EnvOverrides::from_env()) {
@@ -225,6 +234,13 @@ fn raise_descriptor_limit(config: &Config) {
 fn run(path: PathBuf, config: Config) -> Result<()> {
     raise_descriptor_limit(&config);
     startup_checks(&config)?;
+    // One process per database: a second instance (or a restore) finds the lock taken.
+    let _db_lock = gatehouse_store::backup::DbLock::take(&config.storage_path)?.with_context(|| {
+        format!(
+            "the database {} is in use by another Gatehouse process (stop it, or give this one another storage.path)",
+            config.storage_path.display()
+        )
+    })?;
     let config = Arc::new(config);
     let admin_listener = std::net::TcpListener::bind(config.admin_listen)
         .with_context(|| format!("cannot listen on admin address {}", config.admin_listen))?;
@@ -313,6 +329,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         webhooks::Notifier::start(server.watcher())
     };
     control.spawn(webhooks::watch_errors(notifier.clone(), metrics.clone()));
+    control.spawn(backups::scheduled(server.watcher()));
     if let Some(resolver) = resolver.clone() {
         // Expiry warnings (and `cert_expiring` webhooks) for a long-running process, not
         // only at start and reload.
@@ -336,9 +353,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         resolver.clone(),
         challenges.clone(),
         queue.clone(),
-        Some(data.clone()),
-        metrics.clone(),
-        Some(notifier.clone()),
+        reload::Reporting { audit: Some(data.clone()), metrics: metrics.clone(), notifier: Some(notifier.clone()) },
     );
     let signals = {
         let _runtime = control.enter();

@@ -103,10 +103,17 @@ pub struct Reloading {
     queue: Queue,
     watch: Watch,
     acme: Acme,
-    /// Where reloads are recorded (the audit log).
-    audit: Option<gatehouse_store::Writer>,
-    metrics: Arc<crate::metrics::Metrics>,
-    notifier: Option<Arc<crate::webhooks::Notifier>>,
+    report: Reporting,
+}
+
+/// Where reloads are told about.
+pub struct Reporting {
+    /// The audit log (what changed, or why it was refused).
+    pub audit: Option<gatehouse_store::Writer>,
+    /// `gatehouse_config_reloads_total`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// `config_reload_failed`, `cert_expiring` and `cert_renewal_failed` webhooks.
+    pub notifier: Option<Arc<crate::webhooks::Notifier>>,
 }
 
 impl Reloading {
@@ -116,12 +123,10 @@ impl Reloading {
         certs: Option<Arc<tls::Resolver>>,
         challenges: Arc<tls::Challenges>,
         queue: Queue,
-        audit: Option<gatehouse_store::Writer>,
-        metrics: Arc<crate::metrics::Metrics>,
-        notifier: Option<Arc<crate::webhooks::Notifier>>,
+        report: Reporting,
     ) -> Self {
-        let acme = Acme::new(challenges, notifier.clone());
-        Reloading { path, reloader, certs, queue, watch: Watch::default(), acme, audit, metrics, notifier }
+        let acme = Acme::new(challenges, report.notifier.clone());
+        Reloading { path, reloader, certs, queue, watch: Watch::default(), acme, report }
     }
 
     /// Serves the queue until the runtime ends. `follow` first, to start the watchers and
@@ -134,8 +139,8 @@ impl Reloading {
                 let sources: Vec<&str> = asked.sources.iter().copied().collect();
                 let before = self.reloader.live().config.clone();
                 let outcome = self.reload().await;
-                self.metrics.reloaded(outcome.is_ok());
-                if let (Err(errors), Some(n)) = (&outcome, &self.notifier) {
+                self.report.metrics.reloaded(outcome.is_ok());
+                if let (Err(errors), Some(n)) = (&outcome, &self.report.notifier) {
                     n.notify(reload_failed(&sources.join(","), errors));
                 }
                 self.record(&sources.join(","), &before, &outcome);
@@ -190,7 +195,7 @@ impl Reloading {
             }
             store.warn_notes();
             tls::warn_expiry(&store);
-            if let Some(n) = &self.notifier {
+            if let Some(n) = &self.report.notifier {
                 n.check_expiry(&store);
             }
             resolver.replace(store);
@@ -209,7 +214,7 @@ impl Reloading {
 
     /// Writes the reload's outcome to the audit log: what changed, or why it was refused.
     fn record(&self, source: &str, before: &Config, outcome: &Outcome) {
-        let Some(audit) = &self.audit else { return };
+        let Some(audit) = &self.report.audit else { return };
         let (action, detail) = match outcome {
             Ok(version) => {
                 let mut d = diff(before, &self.reloader.live().config);
@@ -247,7 +252,7 @@ impl Reloading {
         store.warn_notes();
         tracing::info!(certificates = store.certs().len(), "certificates reloaded");
         tls::warn_expiry(&store);
-        if let Some(n) = &self.notifier {
+        if let Some(n) = &self.report.notifier {
             n.check_expiry(&store);
         }
         resolver.replace(store);
