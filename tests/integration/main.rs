@@ -10,6 +10,7 @@ mod headers;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod openapi;
 mod pipeline;
 mod protocols;
 mod reload;

@@ -89,6 +89,7 @@ pub async fn serve(
         .route("/api/gdpr/erase", post(data::gdpr_erase))
         .route("/api/analytics/{what}", get(data::analytics))
         .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -154,6 +155,14 @@ pub async fn serve(
     // Every slot back means every connection has ended.
     let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(MAX_CONNECTIONS as u32)).await;
     Ok(())
+}
+
+/// The OpenAPI 3.0 description of this API (`GET /api/openapi.json`), kept by hand beside
+/// the handlers and fuzzed against them by the integration tests (schemathesis).
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format, rendered on the blocking pool (a scrape reads
