@@ -17,4 +17,5 @@ mod reload;
 mod routing;
 mod store;
 mod tls;
+mod trace;
 mod webhooks;

@@ -574,6 +574,24 @@ fn build(
         BackupsConfig { enabled, dir, interval: interval.max(Duration::from_secs(60)), hourly, daily, weekly }
     };
 
+    let otlp = main.opentelemetry.as_ref().and_then(|o| {
+        let endpoint = o.endpoint.as_ref()?;
+        let url = endpoint.value.trim().trim_end_matches('/');
+        let ok = http::Uri::try_from(url)
+            .ok()
+            .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+        if !ok {
+            cx.err_at(
+                endpoint,
+                "opentelemetry.endpoint",
+                "expected the collector's http:// or https:// URL (OTLP over HTTP, e.g. http://127.0.0.1:4318)",
+            );
+            return None;
+        }
+        let service_name = o.service_name.as_ref().map_or("gatehouse".to_string(), |s| s.value.trim().to_string());
+        Some(OtlpConfig { endpoint: url.to_string(), service_name })
+    });
+
     let shutdown_timeout = match pick(main.shutdown_timeout.as_ref(), env, "shutdown_timeout") {
         None => Duration::from_secs(30),
         Some(v) => parse_duration(&v.text).unwrap_or_else(|e| {
@@ -721,6 +739,7 @@ fn build(
         webhooks,
         alerts,
         backups,
+        otlp,
         log: LogConfig { level, format },
         shutdown_timeout,
         server,

@@ -36,6 +36,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     pub alerts: AlertsConfig,
     pub backups: BackupsConfig,
+    /// Spans to an OTLP/HTTP collector (`opentelemetry.endpoint`), when set.
+    pub otlp: Option<OtlpConfig>,
     pub shutdown_timeout: Duration,
     pub server: ServerConfig,
     pub trusted_proxies: Vec<IpNet>,
@@ -160,6 +162,14 @@ pub enum WebhookFormat {
     Json,
     /// A Discord message with one embed.
     Discord,
+}
+
+/// Where spans go (`opentelemetry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// The collector's base URL; spans are posted to `<endpoint>/v1/traces`.
+    pub endpoint: String,
+    pub service_name: String,
 }
 
 /// Scheduled backups (`backups`).

@@ -29,6 +29,8 @@ pub struct Main {
     pub alerts: Option<Alerts>,
     /// Scheduled backups of the database and the ACME state.
     pub backups: Option<Backups>,
+    /// Spans exported to an OpenTelemetry collector (OTLP over HTTP).
+    pub opentelemetry: Option<OpenTelemetry>,
     pub shutdown_timeout: Option<S<String>>,
     pub server: Option<Server>,
     pub trusted_proxies: Option<Vec<S<String>>>,
@@ -55,6 +57,7 @@ impl Main {
             webhooks,
             alerts,
             backups,
+            opentelemetry,
             shutdown_timeout,
             server,
             trusted_proxies,
@@ -74,6 +77,7 @@ impl Main {
             && webhooks.is_none()
             && alerts.is_none()
             && backups.is_none()
+            && opentelemetry.is_none()
             && shutdown_timeout.is_none()
             && server.is_none()
             && trusted_proxies.is_none()
@@ -175,6 +179,13 @@ pub struct Webhook {
     pub format: Option<S<String>>,
     pub events: Option<Vec<S<String>>>,
     pub throttle: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OpenTelemetry {
+    pub endpoint: Option<S<String>>,
+    pub service_name: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -44,6 +44,8 @@ pub struct Ctx<'a> {
     /// The request ID (the client's when sane, else a new one); sent to the backend and
     /// back to the client.
     pub id: HeaderValue,
+    /// The request's place in its W3C trace.
+    pub trace: crate::http::trace::Trace,
     /// The client: the peer, or, behind a trusted proxy, the address it forwarded for.
     pub client: IpAddr,
     /// The peer is one of `trusted_proxies`.
@@ -85,6 +87,7 @@ pub async fn serve(
 ) -> (Response<Outgoing>, Option<Box<Pending>>) {
     // Early request.
     let id = hdr::request_id(req.headers());
+    let trace = crate::http::trace::Trace::continue_from(req.headers());
     let version = req.version();
     // Cheap clones (reference-counted bytes) so the request can move through the phases.
     let uri = req.uri().clone();
@@ -109,6 +112,7 @@ pub async fn serve(
             time: SystemTime::now(),
             duration: Default::default(),
             request_id: Some(id.clone()),
+            trace: Some(trace),
             client,
             version: Some(version),
             method: Some(req.method().clone()),
@@ -130,6 +134,7 @@ pub async fn serve(
         state,
         conn,
         id,
+        trace,
         client,
         peer_trusted,
         host: &host,

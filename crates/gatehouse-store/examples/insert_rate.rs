@@ -42,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }),
                 country: None,
                 request_id: Some(&ids[i % ids.len()]),
+                trace: Some(([(i % 251) as u8; 16], [(i % 13) as u8 + 1; 8])),
                 retries: 0,
                 error: None,
             });

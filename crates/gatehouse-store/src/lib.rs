@@ -51,6 +51,9 @@ pub struct StoredRequest {
     pub error_side: Option<String>,
     pub error_kind: Option<String>,
     pub error_reason: Option<String>,
+    /// The W3C trace id and Gatehouse's span id (lower-case hex).
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
 }
 
 /// One entry of the audit log: who changed what, when.

@@ -11,7 +11,8 @@ use crate::{StoreError, StoredRequest, mask};
 
 /// The columns `request` reads, in its order (from the `request_log` view).
 pub(crate) const REQUEST_COLUMNS: &str = "id, time_us, site, route, backend, method, host, path, status, duration_us,
-    bytes_in, bytes_out, client, user_agent, country, request_id, retries, error_side, error_kind, error_reason";
+    bytes_in, bytes_out, client, user_agent, country, request_id, retries, error_side, error_kind, error_reason,
+    trace_id, span_id";
 
 pub(crate) fn request(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRequest> {
     Ok(StoredRequest {
@@ -35,6 +36,8 @@ pub(crate) fn request(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRequest> 
         error_side: r.get(17)?,
         error_kind: r.get(18)?,
         error_reason: r.get(19)?,
+        trace_id: r.get::<_, Option<String>>(20)?.filter(|t| !t.is_empty()),
+        span_id: r.get::<_, Option<String>>(21)?.filter(|t| !t.is_empty()),
     })
 }
 
@@ -54,6 +57,8 @@ pub struct LogQuery {
     /// `client`, `backend` or `gatehouse`.
     pub error_side: Option<String>,
     pub request_id: Option<String>,
+    /// A W3C trace id (32 lower-case hex digits).
+    pub trace_id: Option<String>,
     /// Microseconds since the epoch, inclusive.
     pub since_us: Option<i64>,
     /// Microseconds since the epoch, exclusive.
@@ -108,6 +113,7 @@ impl Reader {
         eq(&mut sql, "method", &q.method);
         eq(&mut sql, "error_side", &q.error_side);
         eq(&mut sql, "request_id", &q.request_id);
+        eq(&mut sql, "trace_id", &q.trace_id);
         if let Some(s) = q.status {
             args.push(Box::new(s));
             sql.push_str(&format!(" AND status = ?{}", args.len()));

@@ -28,6 +28,8 @@ pub struct RequestRow<'a> {
     /// ISO country code, when GeoIP knows the client.
     pub country: Option<&'a str>,
     pub request_id: Option<&'a str>,
+    /// W3C trace id and Gatehouse's span id, when the request had a trace.
+    pub trace: Option<([u8; 16], [u8; 8])>,
     pub retries: u32,
     pub error: Option<RowError<'a>>,
 }
@@ -86,6 +88,14 @@ impl Batch {
         b.extend_from_slice(&r.duration_us.to_le_bytes());
         b.extend_from_slice(&r.bytes_in.to_le_bytes());
         b.extend_from_slice(&r.bytes_out.to_le_bytes());
+        match r.trace {
+            Some((t, s)) => {
+                b.push(1);
+                b.extend_from_slice(&t);
+                b.extend_from_slice(&s);
+            }
+            None => b.push(0),
+        }
         match r.client {
             IpAddr::V4(v4) => {
                 b.push(4);
@@ -183,6 +193,11 @@ impl<'a> Rows<'a> {
         let duration_us = u64::from_le_bytes(self.array()?);
         let bytes_in = u64::from_le_bytes(self.array()?);
         let bytes_out = u64::from_le_bytes(self.array()?);
+        let trace = match self.array::<1>()? {
+            [1] => Some((self.array::<16>()?, self.array::<8>()?)),
+            [0] => None,
+            _ => return None,
+        };
         let client = match self.array::<1>()? {
             [4] => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
             [6] => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
@@ -218,6 +233,7 @@ impl<'a> Rows<'a> {
             user_agent,
             country,
             request_id,
+            trace,
             retries,
             error,
         })

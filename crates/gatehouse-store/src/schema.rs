@@ -141,6 +141,27 @@ const MIGRATIONS: &[&str] = &[
         count INTEGER NOT NULL,
         PRIMARY KEY (hour, site, route, dimension, value)
     ) WITHOUT ROWID;",
+    // 4: the W3C trace id and Gatehouse's span id of each request.
+    "ALTER TABLE requests ADD COLUMN trace_id BLOB;
+    ALTER TABLE requests ADD COLUMN span_id BLOB;
+    DROP VIEW request_log;
+    CREATE VIEW request_log AS
+        SELECT r.id, r.time_us, site.text AS site, route.text AS route, backend.text AS backend,
+            method.text AS method, host.text AS host, r.path, r.status, r.duration_us, r.bytes_in,
+            r.bytes_out, c.masked AS client, ua.text AS user_agent, country.text AS country,
+            r.request_id, r.retries, side.text AS error_side, kind.text AS error_kind, r.error_reason,
+            lower(hex(r.trace_id)) AS trace_id, lower(hex(r.span_id)) AS span_id
+        FROM requests r
+        LEFT JOIN strings site ON site.id = r.site
+        LEFT JOIN strings route ON route.id = r.route
+        LEFT JOIN strings backend ON backend.id = r.backend
+        LEFT JOIN strings method ON method.id = r.method
+        LEFT JOIN strings host ON host.id = r.host
+        LEFT JOIN clients c ON c.id = r.client
+        LEFT JOIN strings ua ON ua.id = r.user_agent
+        LEFT JOIN strings country ON country.id = r.country
+        LEFT JOIN strings side ON side.id = r.error_side
+        LEFT JOIN strings kind ON kind.id = r.error_kind;",
 ];
 
 /// The SQL of migration `n` (1-based), for tests that build an older database.

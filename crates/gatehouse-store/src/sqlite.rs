@@ -148,8 +148,8 @@ impl Store for Sqlite {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO requests (time_us, site, route, backend, method, host, path, status, duration_us,
                    bytes_in, bytes_out, client, user_agent, country, request_id, retries, error_side, error_kind,
-                   error_reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                   error_reason, trace_id, span_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
             )?;
             for r in batch.iter() {
                 let mut s = |t| opt_string_id(&tx, strings, t);
@@ -187,6 +187,8 @@ impl Store for Sqlite {
                     side,
                     kind,
                     r.error.map(|e| e.reason),
+                    r.trace.as_ref().map(|t| &t.0[..]),
+                    r.trace.as_ref().map(|t| &t.1[..]),
                 ])?;
             }
             rollup.store(&tx)

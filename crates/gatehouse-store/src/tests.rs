@@ -20,6 +20,7 @@ fn row<'a>(client: &str, path: &'a str) -> RequestRow<'a> {
         user_agent: Some("curl/8.0"),
         country: None,
         request_id: Some("abc"),
+        trace: Some(([7; 16], [9; 8])),
         retries: 0,
         error: None,
     }

@@ -17,6 +17,8 @@ const QUEUE: usize = 65_536;
 
 struct Sinks {
     metrics: Arc<Metrics>,
+    #[cfg(feature = "otlp")]
+    otlp: Option<crate::otlp::Exporter>,
     line: Option<LineSink>,
     store: Option<Writer>,
     mask: MaskIp,
@@ -25,6 +27,10 @@ struct Sinks {
 impl LogSink for Sinks {
     fn record(&self, r: AccessRecord) {
         self.metrics.observe(&r);
+        #[cfg(feature = "otlp")]
+        if let Some(otlp) = &self.otlp {
+            otlp.record(&r);
+        }
         match (&self.line, &self.store) {
             (Some(line), Some(store)) => {
                 store.log(&row(&r));
@@ -48,7 +54,8 @@ impl Sinks {
 }
 
 /// Opens the database (starting its writer thread) and makes the sink the workers get:
-/// metrics always, the line log and the request log when they are on.
+/// metrics always, the line log, the request log and OTLP export when they are on. Needs
+/// the control runtime's context (the OTLP export task runs there).
 pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<dyn LogSink>, Writer)> {
     let line = if tracing::enabled!(target: "access", tracing::Level::INFO) { Some(LineSink::start()?) } else { None };
     let mask = match config.logging.mask_ip {
@@ -58,7 +65,23 @@ pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<dyn 
     let db = Sqlite::open(&config.storage_path, mask)?;
     let writer = Writer::start(db, QUEUE, config.workers)?;
     let store = config.logging.requests.then(|| writer.clone());
-    Ok((Arc::new(Sinks { metrics, line, store, mask }), writer))
+    #[cfg(feature = "otlp")]
+    let otlp = config.otlp.clone().map(crate::otlp::Exporter::start);
+    #[cfg(not(feature = "otlp"))]
+    if config.otlp.is_some() {
+        anyhow::bail!("opentelemetry.endpoint is set, but this gatehouse was built without the `otlp` feature");
+    }
+    Ok((
+        Arc::new(Sinks {
+            metrics,
+            #[cfg(feature = "otlp")]
+            otlp,
+            line,
+            store,
+            mask,
+        }),
+        writer,
+    ))
 }
 
 /// The retention job: once a minute after start, then daily, with the running
@@ -110,6 +133,7 @@ fn row(r: &AccessRecord) -> RequestRow<'_> {
         user_agent: r.user_agent.as_ref().and_then(|v| v.to_str().ok()),
         country: None,
         request_id: r.request_id.as_ref().and_then(|v| v.to_str().ok()),
+        trace: r.trace.map(|t| (t.trace_id, t.span_id)),
         retries: r.retries,
         error: r.error.as_ref().map(|f| RowError { side: f.side.as_str(), kind: f.kind, reason: &f.reason }),
     }

@@ -9,6 +9,9 @@ mod acme;
 mod backups;
 mod logs;
 mod metrics;
+#[cfg(feature = "otlp")]
+mod otlp;
+mod outbound;
 mod reload;
 mod watch;
 mod webhooks;
@@ -267,8 +270,17 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     } else {
         None
     };
+    // The control runtime: admin API, signals, DNS refresh, webhooks, OTLP export. Proxy workers have their own.
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("gatehouse-control")
+        .enable_all()
+        .build()?;
     let metrics = metrics::Metrics::new(config.workers);
-    let (sink, data) = logs::start(&config, metrics.clone())?;
+    let (sink, data) = {
+        let _runtime = control.enter();
+        logs::start(&config, metrics.clone())?
+    };
     let server =
         Server::start(config.clone(), resolver.clone(), Some(challenges.clone()), Some(release_memory), Some(sink))?;
     let registry = Arc::new(
@@ -283,12 +295,6 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     );
     let http_addr = server.http_addr();
 
-    // The control runtime: admin API, signals, DNS refresh. Proxy workers have their own.
-    let control = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("gatehouse-control")
-        .enable_all()
-        .build()?;
     let ready = Arc::new(AtomicBool::new(false));
     let queue = reload::Queue::default();
     let admin = gatehouse_admin::Admin {

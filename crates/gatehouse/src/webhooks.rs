@@ -114,10 +114,7 @@ fn rfc3339(unix: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
+use crate::outbound::{Client, host};
 
 /// Sends events to the configured webhooks.
 pub struct Notifier {
@@ -197,28 +194,12 @@ impl Notifier {
     }
 }
 
-/// The host of a webhook URL, for logs (the rest may be a secret).
-fn host(url: &str) -> String {
-    http::Uri::try_from(url).ok().and_then(|u| u.host().map(str::to_string)).unwrap_or_else(|| "?".into())
-}
-
-fn client() -> Option<Client> {
-    let https = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(b) => b.https_or_http().enable_http1().build(),
-        Err(e) => {
-            tracing::error!(error = %e, "webhooks: no trusted root certificates; webhooks are not sent");
-            return None;
-        }
-    };
-    Some(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
-}
-
 async fn deliver(mut rx: tokio::sync::mpsc::Receiver<(WebhookConfig, Event)>) {
     let mut client = None;
     let slots = Arc::new(tokio::sync::Semaphore::new(4));
     while let Some((hook, event)) = rx.recv().await {
         if client.is_none() {
-            client = self::client();
+            client = crate::outbound::client();
         }
         let Some(c) = client.clone() else { continue };
         let Ok(slot) = slots.clone().acquire_owned().await else { return };

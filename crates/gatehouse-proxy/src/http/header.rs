@@ -12,6 +12,7 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use super::trace::{TRACEPARENT, TRACESTATE};
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 /// RFC 7540 §3.2.1: connection-specific, sent only with `Upgrade: h2c`.
@@ -343,6 +344,10 @@ pub struct Forwarding {
     /// `None`: the trusted client's value stays; `Some(None)`: removed (no Host to copy).
     host: Option<Option<HeaderValue>>,
     request_id: HeaderValue,
+    /// Gatehouse's `traceparent` for the backend.
+    traceparent: HeaderValue,
+    /// The client's `tracestate` goes on only with the trace it belongs to.
+    drop_tracestate: bool,
 }
 
 impl Forwarding {
@@ -356,6 +361,7 @@ impl Forwarding {
         proto: &'static str,
         host: Option<&HeaderValue>,
         request_id: &HeaderValue,
+        trace: &super::trace::Trace,
     ) -> Self {
         // A trusted proxy's chain is kept whole (all header lines, in order) and extended.
         let prev: Vec<&str> = if peer_trusted {
@@ -372,7 +378,15 @@ impl Forwarding {
             if client == peer { Some(peer_value.clone()) } else { HeaderValue::from_str(&client.to_string()).ok() };
         let proto = (!(peer_trusted && h.contains_key(&X_FORWARDED_PROTO))).then(|| HeaderValue::from_static(proto));
         let host = (!(peer_trusted && h.contains_key(&X_FORWARDED_HOST))).then(|| host.cloned());
-        Forwarding { xff, real_ip, proto, host, request_id: request_id.clone() }
+        Forwarding {
+            xff,
+            real_ip,
+            proto,
+            host,
+            request_id: request_id.clone(),
+            traceparent: trace.header(),
+            drop_tracestate: !trace.continued(),
+        }
     }
 
     /// Sets (or removes) the fields in `h`.
@@ -394,14 +408,21 @@ impl Forwarding {
             None => {}
         }
         h.insert(&X_REQUEST_ID, self.request_id);
+        h.insert(&TRACEPARENT, self.traceparent);
+        if self.drop_tracestate {
+            h.remove(&TRACESTATE);
+        }
     }
 
     /// Whether a client field of this name is replaced (must not be forwarded as sent).
     pub fn replaces(&self, name: &HeaderName) -> bool {
-        // Every name here starts with "x-": most fields are ruled out by two bytes.
+        // Every name here starts with "x-" or "trace": most fields are ruled out by a byte.
         let n = name.as_str().as_bytes();
-        if n.len() < 9 || n[0] != b'x' || n[1] != b'-' {
+        if n.len() < 9 || (n[0] != b'x' && n[0] != b't') {
             return false;
+        }
+        if n[0] == b't' {
+            return *name == TRACEPARENT || (*name == TRACESTATE && self.drop_tracestate);
         }
         *name == X_FORWARDED_FOR
             || *name == X_REQUEST_ID
@@ -418,6 +439,7 @@ impl Forwarding {
             self.proto.as_ref().map(|v| (&X_FORWARDED_PROTO, v)),
             self.host.as_ref().and_then(|h| h.as_ref()).map(|v| (&X_FORWARDED_HOST, v)),
             Some((&X_REQUEST_ID, &self.request_id)),
+            Some((&TRACEPARENT, &self.traceparent)),
         ]
         .into_iter()
         .flatten()
@@ -587,7 +609,17 @@ mod tests {
         let pv = HeaderValue::from_static("198.51.100.1");
         let rid = HeaderValue::from_static("r1");
         let host = HeaderValue::from_static("example.test");
-        let f = Forwarding::new(&h, peer, &pv, peer, false, "http", Some(&host), &rid);
+        let f = Forwarding::new(
+            &h,
+            peer,
+            &pv,
+            peer,
+            false,
+            "http",
+            Some(&host),
+            &rid,
+            &super::super::trace::Trace::continue_from(&h),
+        );
         assert!(f.replaces(&X_FORWARDED_FOR) && f.replaces(&X_FORWARDED_PROTO) && f.replaces(&X_REAL_IP));
         assert!(!f.replaces(&header::HOST));
         let sent: Vec<(String, String)> =
@@ -604,7 +636,17 @@ mod tests {
 
         // A trusted proxy's chain is extended and its proto kept.
         let trusted: IpAddr = "10.0.0.1".parse().expect("ip");
-        let f = Forwarding::new(&h, trusted, &HeaderValue::from_static("10.0.0.1"), trusted, true, "http", None, &rid);
+        let f = Forwarding::new(
+            &h,
+            trusted,
+            &HeaderValue::from_static("10.0.0.1"),
+            trusted,
+            true,
+            "http",
+            None,
+            &rid,
+            &super::super::trace::Trace::continue_from(&h),
+        );
         assert!(!f.replaces(&X_FORWARDED_PROTO));
         let mut applied = h.clone();
         f.apply(&mut applied);

@@ -9,4 +9,5 @@ pub(crate) mod request;
 pub mod server;
 pub(crate) mod spare;
 pub(crate) mod streams;
+pub mod trace;
 pub mod wire;

@@ -116,6 +116,7 @@ fn outbound(cx: &mut Ctx<'_>, route: &Compiled, group: &Group, mut req: Request<
         cx.conn.proto,
         host_value.as_ref(),
         &cx.id,
+        &cx.trace,
     );
     // The forwarding fields go into the map now when something reads the map after them
     // (header rules, hashing on a header); otherwise they wait: the inline client writes

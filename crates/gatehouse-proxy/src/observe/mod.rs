@@ -55,6 +55,8 @@ pub struct AccessRecord {
     pub time: SystemTime,
     pub duration: Duration,
     pub request_id: Option<HeaderValue>,
+    /// The request's W3C trace and Gatehouse's span in it.
+    pub trace: Option<crate::http::trace::Trace>,
     /// The client: the peer, or the address `trusted_proxies` forwarding vouches for.
     pub client: IpAddr,
     /// `None` for requests refused before their head could be read.
@@ -87,6 +89,7 @@ impl AccessRecord {
             time: SystemTime::now(),
             duration: Duration::ZERO,
             request_id: None,
+            trace: None,
             client,
             version: None,
             method: None,

@@ -80,6 +80,8 @@ fn write(r: &AccessRecord) {
         error = kind,
         reason = dash(reason),
         request_id = r.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        trace_id = r.trace.map_or_else(|| "-".to_string(), |t| crate::http::trace::hex(&t.trace_id)),
+        span_id = r.trace.map_or_else(|| "-".to_string(), |t| crate::http::trace::hex(&t.span_id)),
     );
 }
 
