@@ -421,3 +421,64 @@ async fn a_backup_restores_rows_and_acme_state() {
     let (status, v) = admin_json(&gh, http::Method::GET, "/api/logs?path_prefix=%2Fbefore", "").await;
     assert_eq!((status, paths(&v).len()), (200, 3), "{v}");
 }
+
+/// The proxy-manager's site file (tests/compat/pterodactyl.yaml, a copy of the team's
+/// shared compat file) as written: `check`
+/// names only the keys of features not built yet; without them it passes, and its
+/// `logging` and `data_retention` apply to that site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_manager_site_file_is_accepted_but_for_unbuilt_features() {
+    let compat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/compat/pterodactyl.yaml");
+    let text = std::fs::read_to_string(&compat).unwrap_or_else(|e| panic!("{}: {e}", compat.display()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), "", &[("panel", &text)]);
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 1, "{out}");
+    let named: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once(": ").map(|(at, _)| at))
+        .filter_map(|at| at.split(' ').nth(1))
+        .collect();
+    assert_eq!(
+        named,
+        ["rate_limit", "waf", "health_check", "websocket", "compression", "circuit_breaker", "error_pages"],
+        "{out}"
+    );
+    assert!(out.contains("7 error(s)") && out.contains("not built yet"), "{out}");
+
+    // Without those keys (and with this test's backend) it runs; the site's logging is its own.
+    let b = Backend::start("b").await;
+    let unbuilt = ["rate_limit", "waf", "health_check", "websocket", "compression", "circuit_breaker", "error_pages"];
+    let mut kept = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        let top = !line.starts_with(' ') && !line.is_empty() && !line.starts_with('#');
+        if top {
+            skipping = unbuilt.iter().any(|k| line.starts_with(&format!("{k}:")));
+        }
+        if !skipping {
+            kept.push_str(
+                &line
+                    .replace("http://127.0.0.1:8080", &b.url())
+                    .replace("mask_ip_method: last_octet", "mask_ip_method: none"),
+            );
+            kept.push('\n');
+        }
+    }
+    let gh = Gatehouse::start("", &[("panel", &kept), ("shop", &format!("host: shop.test\nbackend: {}\n", b.url()))]);
+    assert_eq!(get(gh.http, "panel.example.test", "/").await.status, 200, "{}", gh.log());
+    assert_eq!(get(gh.http, "shop.test", "/").await.status, 200);
+    assert!(wait_until(NET_TIMEOUT, || rows(&gh).len() == 2).await, "{}", gh.log());
+    let clients: Vec<(Option<String>, String)> = rows(&gh).into_iter().map(|r| (r.4, r.0)).collect();
+    assert!(
+        clients.contains(&(Some("panel".into()), "127.0.0.1".into())),
+        "the site's mask_ip_method: none: {clients:?}"
+    );
+    assert!(clients.contains(&(Some("shop".into()), "127.0.0.0".into())), "the main file's default: {clients:?}");
+    // The panel's headers preset and its added header apply (`add` appends to the preset's).
+    let r = get(gh.http, "panel.example.test", "/").await;
+    let sts: Vec<&str> =
+        r.headers.get_all("strict-transport-security").iter().filter_map(|v| v.to_str().ok()).collect();
+    assert!(sts.contains(&"max-age=31536000; includeSubDomains"), "{:?}", r.headers);
+    assert_eq!(r.header("x-frame-options"), Some("DENY"), "security-strict preset: {:?}", r.headers);
+}

@@ -421,61 +421,8 @@ fn build(
         },
     };
 
-    let logging = {
-        let raw = main.logging.unwrap_or_default();
-        let requests = cx.flag(raw.requests.as_ref(), "logging.requests", true);
-        let mask_pii = cx.flag(raw.mask_pii.as_ref(), "logging.mask_pii", true);
-        let method = match raw.mask_ip_method.as_ref().map(|v| (v, v.value.trim())) {
-            None | Some((_, "last_octet")) => MaskIpMethod::LastOctet,
-            Some((_, "none")) => MaskIpMethod::None,
-            Some((v, "hash")) => {
-                cx.err_at(
-                    v,
-                    "logging.mask_ip_method",
-                    "`hash` (keyed hashing with a rotating salt) is not built yet; use last_octet or none",
-                );
-                MaskIpMethod::LastOctet
-            }
-            Some((v, other)) => {
-                cx.err_at(
-                    v,
-                    "logging.mask_ip_method",
-                    format!("unknown method {other:?}; expected last_octet or none"),
-                );
-                MaskIpMethod::LastOctet
-            }
-        };
-        let mask_ip = if mask_pii { method } else { MaskIpMethod::None };
-        let mut strip_headers = Vec::new();
-        for h in raw.strip_headers.iter().flatten() {
-            match http::HeaderName::from_bytes(h.value.trim().as_bytes()) {
-                Ok(n) => strip_headers.push(n.as_str().to_string()),
-                Err(_) => cx.err_at(h, "logging.strip_headers", format!("{:?} is not a header name", h.value)),
-            }
-        }
-        LoggingConfig { requests, mask_ip, strip_headers }
-    };
-
-    let retention = {
-        let raw = main.data_retention.unwrap_or_default();
-        let mut keep = |v: Option<&S<String>>, path: &str, days: u64| {
-            let default = Duration::from_secs(days * 86_400);
-            let d = cx.duration(v, path, default);
-            match v {
-                Some(s) if d < Duration::from_secs(3600) => {
-                    cx.err_at(s, path, "keep records at least 1h (the job that deletes them runs daily)");
-                    default
-                }
-                _ => d,
-            }
-        };
-        RetentionConfig {
-            access: keep(raw.access_logs.as_ref(), "data_retention.access_logs", 7),
-            errors: keep(raw.error_logs.as_ref(), "data_retention.error_logs", 30),
-            security: keep(raw.security_logs.as_ref(), "data_retention.security_logs", 90),
-            audit: keep(raw.audit_logs.as_ref(), "data_retention.audit_logs", 365),
-        }
-    };
+    let logging = logging(&mut cx, &main.logging.unwrap_or_default(), "logging", None);
+    let retention = retention(&mut cx, &main.data_retention.unwrap_or_default(), "data_retention", None);
 
     let mut webhooks = Vec::new();
     for (i, w) in main.webhooks.iter().flatten().enumerate() {
@@ -712,8 +659,16 @@ fn build(
             Err(e) => scx.err(None, "", e),
             Ok(src) => {
                 if let Some(raw_site) = parse_yaml::<raw::Site>(&file, &src, scx.errors)
-                    && let Some(site) =
-                        build_site(&mut scx, &file, base, raw_site, &defaults, listen_https.is_some(), &mut tls.pairs)
+                    && let Some(site) = build_site(
+                        &mut scx,
+                        &file,
+                        base,
+                        raw_site,
+                        &defaults,
+                        listen_https.is_some(),
+                        &mut tls.pairs,
+                        (&logging, &retention),
+                    )
                 {
                     sites.push(site);
                 }
@@ -801,3 +756,81 @@ use tls::*;
 
 #[cfg(test)]
 mod tests;
+
+/// `logging` of the main file (`inherit: None`) or of a site file (unset keys from the
+/// main file's).
+fn logging(cx: &mut Ctx<'_>, raw: &raw::Logging, at: &str, inherit: Option<&LoggingConfig>) -> LoggingConfig {
+    let requests = cx.flag(raw.requests.as_ref(), &format!("{at}.requests"), inherit.is_none_or(|l| l.requests));
+    let mask_pii = cx.flag(raw.mask_pii.as_ref(), &format!("{at}.mask_pii"), true);
+    let inherited = inherit.map_or(MaskIpMethod::LastOctet, |l| l.mask_ip);
+    let method = match raw.mask_ip_method.as_ref().map(|v| (v, v.value.trim())) {
+        None => inherited,
+        Some((_, "last_octet")) => MaskIpMethod::LastOctet,
+        Some((_, "none")) => MaskIpMethod::None,
+        Some((v, "hash")) => {
+            cx.err_at(
+                v,
+                format!("{at}.mask_ip_method"),
+                "`hash` (keyed hashing with a rotating salt) is not built yet; use last_octet or none",
+            );
+            inherited
+        }
+        Some((v, other)) => {
+            cx.err_at(
+                v,
+                format!("{at}.mask_ip_method"),
+                format!("unknown method {other:?}; expected last_octet or none"),
+            );
+            inherited
+        }
+    };
+    let mask_ip = if raw.mask_pii.is_some() && !mask_pii { MaskIpMethod::None } else { method };
+    let mut strip_headers = inherit.map(|l| l.strip_headers.clone()).unwrap_or_default();
+    for h in raw.strip_headers.iter().flatten() {
+        match http::HeaderName::from_bytes(h.value.trim().as_bytes()) {
+            Ok(n) => strip_headers.push(n.as_str().to_string()),
+            Err(_) => cx.err_at(h, format!("{at}.strip_headers"), format!("{:?} is not a header name", h.value)),
+        }
+    }
+    LoggingConfig { requests, mask_ip, strip_headers }
+}
+
+/// `data_retention` of the main file (`inherit: None`) or of a site file (unset keys from
+/// the main file's; the audit log is the instance's, not a site's).
+fn retention(
+    cx: &mut Ctx<'_>,
+    raw: &raw::DataRetention,
+    at: &str,
+    inherit: Option<&RetentionConfig>,
+) -> RetentionConfig {
+    let day = |d: u64| Duration::from_secs(d * 86_400);
+    let base = inherit.copied().unwrap_or(RetentionConfig {
+        access: day(7),
+        errors: day(30),
+        security: day(90),
+        audit: day(365),
+    });
+    let mut keep = |v: Option<&S<String>>, key: &str, default: Duration| {
+        let path = format!("{at}.{key}");
+        let d = cx.duration(v, &path, default);
+        match v {
+            Some(s) if d < Duration::from_secs(3600) => {
+                cx.err_at(s, path, "keep records at least 1h (the job that deletes them runs daily)");
+                default
+            }
+            _ => d,
+        }
+    };
+    let access = keep(raw.access_logs.as_ref(), "access_logs", base.access);
+    let errors = keep(raw.error_logs.as_ref(), "error_logs", base.errors);
+    let security = keep(raw.security_logs.as_ref(), "security_logs", base.security);
+    let audit = keep(raw.audit_logs.as_ref(), "audit_logs", base.audit);
+    if let (Some(_), Some(v)) = (inherit, &raw.audit_logs) {
+        cx.err_at(
+            v,
+            format!("{at}.audit_logs"),
+            "the audit log belongs to the whole instance: set audit_logs in the main file",
+        );
+    }
+    RetentionConfig { access, errors, security, audit }
+}

@@ -347,6 +347,10 @@ pub struct Site {
     pub routes: Vec<Route>,
     /// Plain-HTTP requests to this site are redirected to HTTPS.
     pub https_redirect: bool,
+    /// This site's `logging`, when its file has one (unset keys from the main file's).
+    pub logging: Option<LoggingConfig>,
+    /// This site's `data_retention`, when its file has one.
+    pub retention: Option<RetentionConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

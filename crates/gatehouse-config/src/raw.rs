@@ -254,10 +254,14 @@ pub struct Timeouts {
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    /// Also `max_request_body` (the proxy-manager's name).
+    #[serde(alias = "max_request_body")]
     pub request_body: Option<S<String>>,
+    #[serde(alias = "max_request_headers")]
     pub request_headers: Option<S<String>>,
     pub request_header_count: Option<S<String>>,
     pub uri_length: Option<S<String>>,
+    #[serde(alias = "max_response_body")]
     pub response_body: Option<S<String>>,
 }
 
@@ -287,7 +291,10 @@ pub struct Balance {
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
+    /// Also `max_idle_conns_per_host` (the proxy-manager's `connection_pool`).
+    #[serde(alias = "max_idle_conns_per_host")]
     pub max_idle_per_host: Option<S<String>>,
+    #[serde(alias = "max_conns_per_host")]
     pub max_connections_per_host: Option<S<String>>,
 }
 
@@ -321,6 +328,25 @@ pub struct Site {
     pub tls: Option<SiteTls>,
     /// Redirect plain-HTTP requests to HTTPS (default: on when an HTTPS listener exists).
     pub https_redirect: Option<S<String>>,
+    // Options written at the top of the site file, as the proxy-manager's files do; the
+    // same as under `options` (a key given both ways is an error).
+    pub timeouts: Option<Timeouts>,
+    pub limits: Option<Limits>,
+    pub headers: Option<Headers>,
+    pub connection_pool: Option<Pool>,
+    /// This site's request-log masking (the main file's `logging` otherwise).
+    pub logging: Option<Logging>,
+    /// This site's retention (the main file's `data_retention` otherwise).
+    pub data_retention: Option<DataRetention>,
+    // Keys of features not built yet: accepted by the parser so that `check` can name them
+    // (an error: a rule the proxy would silently skip is worse than none).
+    pub rate_limit: Option<S<serde::de::IgnoredAny>>,
+    pub waf: Option<S<serde::de::IgnoredAny>>,
+    pub health_check: Option<S<serde::de::IgnoredAny>>,
+    pub websocket: Option<S<serde::de::IgnoredAny>>,
+    pub compression: Option<S<serde::de::IgnoredAny>>,
+    pub circuit_breaker: Option<S<serde::de::IgnoredAny>>,
+    pub error_pages: Option<S<serde::de::IgnoredAny>>,
 }
 
 #[derive(Debug, Deserialize)]

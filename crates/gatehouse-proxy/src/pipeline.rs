@@ -120,6 +120,7 @@ pub async fn serve(
             path: uri.path_and_query().map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string()),
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
             site: None,
+            site_log: None,
             route: None,
             backend: None,
             status: 0,
@@ -194,7 +195,7 @@ async fn phases<'a>(cx: &mut Ctx<'a>, mut req: Request<Inbound>) -> Result<Respo
     };
     cx.route = Some(route);
     if let Some(r) = &mut cx.record {
-        r.routed(&route.site, &route.route.id);
+        r.routed(&route.site, &route.route.id, route.log);
     }
     if let Verdict::Respond(mut r) = route.chain.on_request(cx, &mut req, &path) {
         route.chain.on_response(cx, &mut r);

@@ -20,6 +20,8 @@ pub struct Compiled {
     pub group: Option<Arc<Group>>,
     /// The route's filters, compiled with it.
     pub chain: Chain,
+    /// The site's own logging settings, for its records.
+    pub log: Option<crate::observe::SiteLog>,
 }
 
 pub struct Router {
@@ -81,6 +83,10 @@ impl Router {
                         site: name.clone(),
                         group: group_for(r),
                         chain: filter::chain_for(r, site, env),
+                        log: site
+                            .logging
+                            .as_ref()
+                            .map(|l| crate::observe::SiteLog { requests: l.requests, mask_ip: l.mask_ip }),
                     };
                     (order, c)
                 })

@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rows: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("bench.db");
-    let mut db = Sqlite::open(&file, MaskIp::LastOctet)?;
+    let mut db = Sqlite::open(&file)?;
     let paths: Vec<String> = (0..1000).map(|i| format!("/items/{i}")).collect();
     let ids: Vec<String> = (0..8192).map(|i| format!("{:032x}", i * 7919)).collect();
     let batch_rows = 8192;
@@ -35,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 bytes_out: 1234,
                 // A few clients, as behind a busy NAT, and a few browsers.
                 client: std::net::IpAddr::from([192, 0, 2, (i % 7) as u8]),
+                mask: MaskIp::LastOctet,
                 user_agent: Some(if i % 3 == 0 {
                     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
                 } else {

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 /// How a client address is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum MaskIp {
     /// IPv4 without its last octet (`203.0.113.0`), IPv6 cut to its /64 (`2001:db8:1:2::`).
     #[default]

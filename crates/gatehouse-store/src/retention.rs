@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 /// How long each kind of record is kept (`data_retention`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retention {
     /// Request rows that did not fail (`access_logs`).
     pub access: Duration,
@@ -18,12 +18,14 @@ pub struct Retention {
     pub security: Duration,
     /// The audit log (`audit_logs`).
     pub audit: Duration,
+    /// Sites with their own `data_retention`: (site, access, errors) for their rows.
+    pub sites: Vec<(String, Duration, Duration)>,
 }
 
 impl Default for Retention {
     fn default() -> Self {
         let days = |d: u64| Duration::from_secs(d * 86_400);
-        Retention { access: days(7), errors: days(30), security: days(90), audit: days(365) }
+        Retention { access: days(7), errors: days(30), security: days(90), audit: days(365), sites: Vec::new() }
     }
 }
 
@@ -65,10 +67,24 @@ fn delete_chunked(conn: &Connection, table: &str, condition: &str, cut: i64) -> 
 pub(crate) fn apply(conn: &Connection, now_us: i64, r: &Retention) -> rusqlite::Result<Pruned> {
     const ERROR: &str = "(status >= 400 OR error_side IS NOT NULL)";
     let mut pruned = Pruned::default();
-    pruned.requests +=
-        delete_chunked(conn, "requests", &format!("time_us < ?1 AND NOT {ERROR}"), cutoff(now_us, r.access))?;
-    pruned.requests +=
-        delete_chunked(conn, "requests", &format!("time_us < ?1 AND {ERROR}"), cutoff(now_us, r.errors))?;
+    // Sites with their own retention: their rows by their times, the rest by the default.
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS retention_sites (site INTEGER PRIMARY KEY); DELETE FROM retention_sites;",
+    )?;
+    for (site, access, errors) in &r.sites {
+        let found: Option<i64> =
+            conn.query_row("SELECT id FROM strings WHERE text = ?1", [site], |row| row.get(0)).optional()?;
+        let Some(id) = found else { continue };
+        conn.execute("INSERT OR IGNORE INTO retention_sites (site) VALUES (?1)", [id])?;
+        let mine = format!("site = {id}");
+        let (a, e) = (cutoff(now_us, *access), cutoff(now_us, *errors));
+        pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {mine} AND NOT {ERROR}"), a)?;
+        pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {mine} AND {ERROR}"), e)?;
+    }
+    const DEFAULT: &str = "(site IS NULL OR site NOT IN (SELECT site FROM retention_sites))";
+    let (a, e) = (cutoff(now_us, r.access), cutoff(now_us, r.errors));
+    pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {DEFAULT} AND NOT {ERROR}"), a)?;
+    pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {DEFAULT} AND {ERROR}"), e)?;
     pruned.audit += delete_chunked(conn, "audit_log", "time_ms < ?1 / 1000", cutoff(now_us, r.audit))?;
     pruned.strings = conn.execute(
         "DELETE FROM strings WHERE id NOT IN (

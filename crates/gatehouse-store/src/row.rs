@@ -24,6 +24,8 @@ pub struct RequestRow<'a> {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub client: IpAddr,
+    /// How `client` is stored.
+    pub mask: crate::MaskIp,
     pub user_agent: Option<&'a str>,
     /// ISO country code, when GeoIP knows the client.
     pub country: Option<&'a str>,
@@ -88,6 +90,10 @@ impl Batch {
         b.extend_from_slice(&r.duration_us.to_le_bytes());
         b.extend_from_slice(&r.bytes_in.to_le_bytes());
         b.extend_from_slice(&r.bytes_out.to_le_bytes());
+        b.push(match r.mask {
+            crate::MaskIp::LastOctet => 0,
+            crate::MaskIp::Off => 1,
+        });
         match r.trace {
             Some((t, s)) => {
                 b.push(1);
@@ -193,6 +199,11 @@ impl<'a> Rows<'a> {
         let duration_us = u64::from_le_bytes(self.array()?);
         let bytes_in = u64::from_le_bytes(self.array()?);
         let bytes_out = u64::from_le_bytes(self.array()?);
+        let mask = match self.array::<1>()? {
+            [0] => crate::MaskIp::LastOctet,
+            [1] => crate::MaskIp::Off,
+            _ => return None,
+        };
         let trace = match self.array::<1>()? {
             [1] => Some((self.array::<16>()?, self.array::<8>()?)),
             [0] => None,
@@ -230,6 +241,7 @@ impl<'a> Rows<'a> {
             bytes_in,
             bytes_out,
             client,
+            mask,
             user_agent,
             country,
             request_id,

@@ -8,6 +8,31 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::StoreError;
 
+/// The `request_log` view (since migration 4): request rows with their strings and
+/// masked client spelled out, as tools and the admin API read them.
+macro_rules! request_log_view {
+    () => {
+        "
+        CREATE VIEW request_log AS
+        SELECT r.id, r.time_us, site.text AS site, route.text AS route, backend.text AS backend,
+            method.text AS method, host.text AS host, r.path, r.status, r.duration_us, r.bytes_in,
+            r.bytes_out, c.masked AS client, ua.text AS user_agent, country.text AS country,
+            r.request_id, r.retries, side.text AS error_side, kind.text AS error_kind, r.error_reason,
+            lower(hex(r.trace_id)) AS trace_id, lower(hex(r.span_id)) AS span_id
+        FROM requests r
+        LEFT JOIN strings site ON site.id = r.site
+        LEFT JOIN strings route ON route.id = r.route
+        LEFT JOIN strings backend ON backend.id = r.backend
+        LEFT JOIN strings method ON method.id = r.method
+        LEFT JOIN strings host ON host.id = r.host
+        LEFT JOIN clients c ON c.id = r.client
+        LEFT JOIN strings ua ON ua.id = r.user_agent
+        LEFT JOIN strings country ON country.id = r.country
+        LEFT JOIN strings side ON side.id = r.error_side
+        LEFT JOIN strings kind ON kind.id = r.error_kind;"
+    };
+}
+
 /// Migration `n` (1-based) brings the schema from version `n - 1` to `n`.
 const MIGRATIONS: &[&str] = &[
     // 1: request logs, the audit log, and the database's own settings.
@@ -142,26 +167,28 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (hour, site, route, dimension, value)
     ) WITHOUT ROWID;",
     // 4: the W3C trace id and Gatehouse's span id of each request.
-    "ALTER TABLE requests ADD COLUMN trace_id BLOB;
-    ALTER TABLE requests ADD COLUMN span_id BLOB;
-    DROP VIEW request_log;
-    CREATE VIEW request_log AS
-        SELECT r.id, r.time_us, site.text AS site, route.text AS route, backend.text AS backend,
-            method.text AS method, host.text AS host, r.path, r.status, r.duration_us, r.bytes_in,
-            r.bytes_out, c.masked AS client, ua.text AS user_agent, country.text AS country,
-            r.request_id, r.retries, side.text AS error_side, kind.text AS error_kind, r.error_reason,
-            lower(hex(r.trace_id)) AS trace_id, lower(hex(r.span_id)) AS span_id
-        FROM requests r
-        LEFT JOIN strings site ON site.id = r.site
-        LEFT JOIN strings route ON route.id = r.route
-        LEFT JOIN strings backend ON backend.id = r.backend
-        LEFT JOIN strings method ON method.id = r.method
-        LEFT JOIN strings host ON host.id = r.host
-        LEFT JOIN clients c ON c.id = r.client
-        LEFT JOIN strings ua ON ua.id = r.user_agent
-        LEFT JOIN strings country ON country.id = r.country
-        LEFT JOIN strings side ON side.id = r.error_side
-        LEFT JOIN strings kind ON kind.id = r.error_kind;",
+    concat!(
+        "ALTER TABLE requests ADD COLUMN trace_id BLOB;
+        ALTER TABLE requests ADD COLUMN span_id BLOB;
+        DROP VIEW request_log;",
+        request_log_view!()
+    ),
+    // 5: a client is an address and how it is masked (sites may mask differently), so the
+    // hash alone is no longer unique.
+    // The view reads `clients`, so it goes while the table is rebuilt.
+    concat!(
+        "DROP VIEW request_log;
+        CREATE TABLE clients_v5 (
+            id INTEGER PRIMARY KEY,
+            masked TEXT NOT NULL,
+            key BLOB NOT NULL,
+            UNIQUE (key, masked)
+        );
+        INSERT INTO clients_v5 (id, masked, key) SELECT id, masked, key FROM clients;
+        DROP TABLE clients;
+        ALTER TABLE clients_v5 RENAME TO clients;",
+        request_log_view!()
+    ),
 ];
 
 /// The SQL of migration `n` (1-based), for tests that build an older database.

@@ -22,11 +22,10 @@ pub struct Sqlite {
     conn: rusqlite::Connection,
     /// Key of the keyed hash stored beside each masked address (created with the database).
     key: aws_lc_rs::hmac::Key,
-    mask: MaskIp,
     /// Ids of the strings rows refer to (sites, routes, user agents, …).
     strings: HashMap<Box<str>, i64>,
-    /// Ids of the clients rows refer to, by full address.
-    clients: HashMap<IpAddr, i64>,
+    /// Ids of the clients rows refer to, by full address and how it is masked.
+    clients: HashMap<(IpAddr, MaskIp), i64>,
     /// The class of each user agent seen, by its string id.
     agents: HashMap<i64, AgentClass>,
 }
@@ -34,7 +33,7 @@ pub struct Sqlite {
 impl Sqlite {
     /// Opens (creating it and its directory if needed) the database at `path`, in WAL
     /// mode with foreign keys on, and brings its schema up to date.
-    pub fn open(path: &Path, mask: MaskIp) -> Result<Sqlite, StoreError> {
+    pub fn open(path: &Path) -> Result<Sqlite, StoreError> {
         let open_err = |reason| StoreError::Open { path: path.to_path_buf(), reason };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|reason| StoreError::Dir { path: dir.to_path_buf(), reason })?;
@@ -55,7 +54,7 @@ impl Sqlite {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
         schema::migrate(&mut conn, path)?;
         let key = schema::hash_key(&conn)?;
-        Ok(Sqlite { conn, key, mask, strings: HashMap::new(), clients: HashMap::new(), agents: HashMap::new() })
+        Ok(Sqlite { conn, key, strings: HashMap::new(), clients: HashMap::new(), agents: HashMap::new() })
     }
 
     /// The keyed hash of a full client address, as stored beside its masked form.
@@ -105,33 +104,37 @@ fn opt_string_id(
     text.map(|t| string_id(conn, cache, t)).transpose()
 }
 
-/// The id of the client with full address `ip`, adding it (masked, with its keyed hash)
-/// when new.
+/// The id of the client with full address `ip` stored as `mask` says, adding it (masked,
+/// with its keyed hash) when new. One address masked two ways (two sites with their own
+/// settings) is two clients with the same hash.
 fn client_id(
     conn: &rusqlite::Connection,
-    cache: &mut HashMap<IpAddr, i64>,
+    cache: &mut HashMap<(IpAddr, MaskIp), i64>,
     key: &aws_lc_rs::hmac::Key,
     mask: MaskIp,
     ip: IpAddr,
 ) -> rusqlite::Result<i64> {
-    if let Some(id) = cache.get(&ip) {
+    if let Some(id) = cache.get(&(ip, mask)) {
         return Ok(*id);
     }
     let hash = mask::client_key(key, ip);
-    let found: Option<i64> =
-        conn.prepare_cached("SELECT id FROM clients WHERE key = ?1")?.query_row([&hash], |r| r.get(0)).optional()?;
+    let masked = mask_ip(ip, mask);
+    let found: Option<i64> = conn
+        .prepare_cached("SELECT id FROM clients WHERE key = ?1 AND masked = ?2")?
+        .query_row(rusqlite::params![&hash, &masked], |r| r.get(0))
+        .optional()?;
     let id = match found {
         Some(id) => id,
         None => {
             conn.prepare_cached("INSERT INTO clients (masked, key) VALUES (?1, ?2)")?
-                .execute(rusqlite::params![mask_ip(ip, mask), hash])?;
+                .execute(rusqlite::params![masked, hash])?;
             conn.last_insert_rowid()
         }
     };
     if cache.len() >= CACHE {
         cache.clear();
     }
-    cache.insert(ip, id);
+    cache.insert((ip, mask), id);
     Ok(id)
 }
 
@@ -141,7 +144,7 @@ fn clamp(n: u64) -> i64 {
 
 impl Store for Sqlite {
     fn insert_requests(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        let Sqlite { conn, key, mask, strings, clients, agents } = self;
+        let Sqlite { conn, key, strings, clients, agents } = self;
         let tx = conn.transaction()?;
         let mut rollup = Rollup::default();
         let result = (|| -> rusqlite::Result<()> {
@@ -156,7 +159,7 @@ impl Store for Sqlite {
                 let (site, route, backend, method) = (s(r.site)?, s(r.route)?, s(r.backend)?, s(r.method)?);
                 let (host, user_agent, country) = (s(Some(r.host))?, s(r.user_agent)?, s(r.country)?);
                 let (side, kind) = (s(r.error.map(|e| e.side))?, s(r.error.map(|e| e.kind))?);
-                let client = client_id(&tx, clients, key, *mask, r.client)?;
+                let client = client_id(&tx, clients, key, r.mask, r.client)?;
                 let agent = match user_agent {
                     Some(id) => {
                         if agents.len() >= CACHE {

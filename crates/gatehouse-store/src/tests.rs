@@ -17,6 +17,7 @@ fn row<'a>(client: &str, path: &'a str) -> RequestRow<'a> {
         bytes_in: 0,
         bytes_out: 42,
         client: client.parse::<IpAddr>().expect("ip"),
+        mask: MaskIp::LastOctet,
         user_agent: Some("curl/8.0"),
         country: None,
         request_id: Some("abc"),
@@ -55,7 +56,7 @@ fn a_batch_gives_back_the_rows_pushed_into_it() {
 #[test]
 fn addresses_are_masked_and_secrets_redacted_when_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut db = Sqlite::open(&dir.path().join("data/gh.db"), MaskIp::LastOctet).expect("open");
+    let mut db = Sqlite::open(&dir.path().join("data/gh.db")).expect("open");
     db.insert_requests(&batch(&[
         row("203.0.113.77", "/reset?token=s3cr3t&page=2"),
         row("2001:db8:1:2:3:4:5:6", "/login?Password=x&next=/home"),
@@ -73,16 +74,16 @@ fn addresses_are_masked_and_secrets_redacted_when_stored() {
 fn the_client_hash_tells_addresses_of_one_masked_form_apart_and_survives_reopening() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gh.db");
-    let db = Sqlite::open(&path, MaskIp::LastOctet).expect("open");
+    let db = Sqlite::open(&path).expect("open");
     let (a, b) = ("203.0.113.7".parse().expect("ip"), "203.0.113.8".parse().expect("ip"));
     assert_eq!(mask_ip(a, MaskIp::LastOctet), mask_ip(b, MaskIp::LastOctet));
     assert_ne!(db.client_key(a), db.client_key(b));
     let before = db.client_key(a);
     drop(db);
-    let db = Sqlite::open(&path, MaskIp::LastOctet).expect("reopen");
+    let db = Sqlite::open(&path).expect("reopen");
     assert_eq!(db.client_key(a), before, "the key changed across restarts");
     // Another database has another key: a hash means nothing outside its database.
-    let other = Sqlite::open(&dir.path().join("other.db"), MaskIp::LastOctet).expect("open");
+    let other = Sqlite::open(&dir.path().join("other.db")).expect("open");
     assert_ne!(other.client_key(a), before);
 }
 
@@ -90,8 +91,8 @@ fn the_client_hash_tells_addresses_of_one_masked_form_apart_and_survives_reopeni
 fn migrations_run_once_and_a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gh.db");
-    drop(Sqlite::open(&path, MaskIp::LastOctet).expect("create"));
-    drop(Sqlite::open(&path, MaskIp::LastOctet).expect("reopen: migrations must not run twice"));
+    drop(Sqlite::open(&path).expect("create"));
+    drop(Sqlite::open(&path).expect("reopen: migrations must not run twice"));
     let conn = rusqlite::Connection::open(&path).expect("raw");
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).expect("version");
     assert_eq!(version, schema::VERSION);
@@ -99,7 +100,7 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
     assert_eq!(mode, "wal");
     conn.pragma_update(None, "user_version", schema::VERSION + 1).expect("bump");
     drop(conn);
-    match Sqlite::open(&path, MaskIp::LastOctet) {
+    match Sqlite::open(&path) {
         Err(e @ StoreError::TooNew { .. }) => assert!(e.to_string().contains("newer"), "{e}"),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a database from a newer Gatehouse was opened"),
@@ -110,7 +111,7 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
 fn the_writer_batches_rows_and_drops_what_does_not_fit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gh.db");
-    let writer = Writer::start(Sqlite::open(&path, MaskIp::LastOctet).expect("open"), 100_000, 2).expect("writer");
+    let writer = Writer::start(Sqlite::open(&path).expect("open"), 100_000, 2).expect("writer");
     for i in 0..5000 {
         assert!(writer.log(&row("192.0.2.1", &format!("/{i}"))));
     }
@@ -119,12 +120,12 @@ fn the_writer_batches_rows_and_drops_what_does_not_fit() {
         assert!(Instant::now() < deadline, "rows not written within 30 s");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let db = Sqlite::open(&path, MaskIp::LastOctet).expect("reader");
+    let db = Sqlite::open(&path).expect("reader");
     assert_eq!(db.recent_requests(10_000).expect("read").len(), 5000);
 
     // A queue of one, and a writer that cannot keep up with a burst: the overflow is
     // dropped and counted, and `log` never blocks.
-    let small = Writer::start(Sqlite::open(&path, MaskIp::LastOctet).expect("open"), 1, 1).expect("writer");
+    let small = Writer::start(Sqlite::open(&path).expect("open"), 1, 1).expect("writer");
     let sent = (0..10_000).filter(|i| small.log(&row("192.0.2.1", &format!("/burst/{i}")))).count();
     let dropped = small.stats().dropped.load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped > 0, "nothing dropped from a queue of one");
@@ -135,7 +136,7 @@ fn the_writer_batches_rows_and_drops_what_does_not_fit() {
 fn dropping_the_last_writer_writes_what_is_queued() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gh.db");
-    let writer = Writer::start(Sqlite::open(&path, MaskIp::LastOctet).expect("open"), 100_000, 1).expect("writer");
+    let writer = Writer::start(Sqlite::open(&path).expect("open"), 100_000, 1).expect("writer");
     let second = writer.clone();
     for i in 0..300 {
         assert!(writer.log(&row("192.0.2.1", &format!("/{i}"))));
@@ -143,7 +144,7 @@ fn dropping_the_last_writer_writes_what_is_queued() {
     drop(writer);
     assert!(second.log(&row("192.0.2.1", "/last")), "a clone still writes");
     drop(second);
-    let db = Sqlite::open(&path, MaskIp::LastOctet).expect("reader");
+    let db = Sqlite::open(&path).expect("reader");
     assert_eq!(db.recent_requests(1000).expect("read").len(), 301, "rows queued at shutdown were lost");
 }
 
@@ -167,7 +168,7 @@ fn a_version_1_database_keeps_its_rows_through_the_migration() {
         .expect("rows");
         tx.commit().expect("commit");
     }
-    let db = Sqlite::open(&path, MaskIp::LastOctet).expect("migrate");
+    let db = Sqlite::open(&path).expect("migrate");
     let got = db.recent_requests(10).expect("read");
     assert_eq!(got.len(), 2);
     assert_eq!((got[0].path.as_str(), got[0].status, got[0].error_side.as_deref()), ("/b", 502, Some("backend")));
@@ -185,7 +186,7 @@ const DAY_US: i64 = 86_400 * 1_000_000;
 fn retention_deletes_exactly_what_is_due_and_what_nothing_refers_to() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gh.db");
-    let mut db = Sqlite::open(&path, MaskIp::LastOctet).expect("open");
+    let mut db = Sqlite::open(&path).expect("open");
     let now = 1_800_000_000_000_000;
     let aged = |days: i64, status: u16, p: &'static str, agent: &'static str| RequestRow {
         time_us: now - days * DAY_US,
@@ -246,7 +247,7 @@ fn retention_deletes_exactly_what_is_due_and_what_nothing_refers_to() {
 fn a_subject_request_finds_and_erases_one_address_not_its_neighbours() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gh.db");
-    let mut db = Sqlite::open(&path, MaskIp::LastOctet).expect("open");
+    let mut db = Sqlite::open(&path).expect("open");
     db.insert_requests(&batch(&[
         row("203.0.113.7", "/seven/1"),
         row("203.0.113.8", "/eight/1"),
@@ -269,7 +270,7 @@ fn a_subject_request_finds_and_erases_one_address_not_its_neighbours() {
 fn logs_filter_and_page_newest_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gh.db");
-    let mut db = Sqlite::open(&path, MaskIp::LastOctet).expect("open");
+    let mut db = Sqlite::open(&path).expect("open");
     let paths: Vec<String> = (0..25).map(|i| format!("/p/{i}")).collect();
     let rows: Vec<RequestRow<'_>> = paths
         .iter()
@@ -322,7 +323,7 @@ fn logs_filter_and_page_newest_first() {
 fn rollups_add_up_to_the_rows_and_outlive_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gh.db");
-    let mut db = Sqlite::open(&path, MaskIp::LastOctet).expect("open");
+    let mut db = Sqlite::open(&path).expect("open");
     // Thursday 2027-01-07 10:00 UTC, and the hour after.
     let ten = 1_799_316_000 * 1_000_000;
     let at = |hour: i64, status: u16, ms: u64, agent: &'static str, route: &'static str| RequestRow {
@@ -372,4 +373,32 @@ fn rollups_add_up_to_the_rows_and_outlive_them() {
     let pruned = db.apply_retention(later, &Retention::default()).expect("retention");
     assert_eq!((pruned.requests, pruned.hours), (10, 0));
     assert_eq!(reader.totals(&span, false, 10).expect("totals")[0].requests, 10);
+}
+
+#[test]
+fn a_site_with_its_own_retention_keeps_its_rows_by_its_times() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut db = Sqlite::open(&dir.path().join("gh.db")).expect("open");
+    let now = 1_800_000_000_000_000;
+    let aged = |site: &'static str, days: i64, status: u16| RequestRow {
+        time_us: now - days * DAY_US,
+        site: Some(site),
+        status,
+        ..row("192.0.2.1", "/")
+    };
+    db.insert_requests(&batch(&[
+        aged("panel", 8, 200),
+        aged("panel", 20, 500),
+        aged("shop", 8, 200),
+        aged("shop", 20, 500),
+    ]))
+    .expect("insert");
+    let day = |d: u64| std::time::Duration::from_secs(d * 86_400);
+    let r = Retention { sites: vec![("panel".into(), day(30), day(10))], ..Retention::default() };
+    assert_eq!(db.apply_retention(now, &r).expect("retention").requests, 2);
+    let mut left: Vec<(Option<String>, u16)> =
+        db.recent_requests(10).expect("read").into_iter().map(|r| (r.site, r.status)).collect();
+    left.sort();
+    // panel keeps access rows 30 days and errors 10; shop the defaults (7 and 30).
+    assert_eq!(left, [(Some("panel".into()), 200), (Some("shop".into()), 500)]);
 }

@@ -20,7 +20,10 @@ struct Sinks {
     #[cfg(feature = "otlp")]
     otlp: Option<crate::otlp::Exporter>,
     line: Option<LineSink>,
-    store: Option<Writer>,
+    store: Writer,
+    /// `logging.requests` and `logging.mask_ip_method` of the main file; a site's own
+    /// `logging` (carried by its records) overrides them.
+    requests: bool,
     mask: MaskIp,
 }
 
@@ -31,25 +34,25 @@ impl LogSink for Sinks {
         if let Some(otlp) = &self.otlp {
             otlp.record(&r);
         }
-        match (&self.line, &self.store) {
-            (Some(line), Some(store)) => {
-                store.log(&row(&r));
-                line.record(self.masked(r));
-            }
-            (Some(line), None) => line.record(self.masked(r)),
-            (None, Some(store)) => {
-                store.log(&row(&r));
-            }
-            (None, None) => {}
+        let (store, mask) = match r.site_log {
+            Some(l) => (l.requests, mask_of(l.mask_ip)),
+            None => (self.requests, self.mask),
+        };
+        if store {
+            self.store.log(&row(&r, mask));
+        }
+        if let Some(line) = &self.line {
+            let mut r = r;
+            r.client = mask_addr(r.client, mask);
+            line.record(r);
         }
     }
 }
 
-impl Sinks {
-    /// The record for the line log: the client address masked.
-    fn masked(&self, mut r: AccessRecord) -> AccessRecord {
-        r.client = mask_addr(r.client, self.mask);
-        r
+fn mask_of(m: MaskIpMethod) -> MaskIp {
+    match m {
+        MaskIpMethod::LastOctet => MaskIp::LastOctet,
+        MaskIpMethod::None => MaskIp::Off,
     }
 }
 
@@ -58,13 +61,9 @@ impl Sinks {
 /// the control runtime's context (the OTLP export task runs there).
 pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<dyn LogSink>, Writer)> {
     let line = if tracing::enabled!(target: "access", tracing::Level::INFO) { Some(LineSink::start()?) } else { None };
-    let mask = match config.logging.mask_ip {
-        MaskIpMethod::LastOctet => MaskIp::LastOctet,
-        MaskIpMethod::None => MaskIp::Off,
-    };
-    let db = Sqlite::open(&config.storage_path, mask)?;
+    let mask = mask_of(config.logging.mask_ip);
+    let db = Sqlite::open(&config.storage_path)?;
     let writer = Writer::start(db, QUEUE, config.workers)?;
-    let store = config.logging.requests.then(|| writer.clone());
     #[cfg(feature = "otlp")]
     let otlp = config.otlp.clone().map(crate::otlp::Exporter::start);
     #[cfg(not(feature = "otlp"))]
@@ -77,7 +76,8 @@ pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<dyn 
             #[cfg(feature = "otlp")]
             otlp,
             line,
-            store,
+            store: writer.clone(),
+            requests: config.logging.requests,
             mask,
         }),
         writer,
@@ -91,8 +91,14 @@ pub async fn retention(writer: Writer, state: gatehouse_proxy::StateHandle) {
     loop {
         tokio::time::sleep(wait).await;
         wait = std::time::Duration::from_secs(86_400);
-        let r = state.load().config.retention;
-        let keep = Retention { access: r.access, errors: r.errors, security: r.security, audit: r.audit };
+        let config = state.load().config.clone();
+        let r = config.retention;
+        let sites = config
+            .sites
+            .iter()
+            .filter_map(|s| s.retention.map(|own| (s.name.clone(), own.access, own.errors)))
+            .collect();
+        let keep = Retention { access: r.access, errors: r.errors, security: r.security, audit: r.audit, sites };
         writer.run(move |store| {
             let started = std::time::Instant::now();
             match store.apply_retention(gatehouse_store::now_us(), &keep) {
@@ -111,7 +117,7 @@ pub async fn retention(writer: Writer, state: gatehouse_proxy::StateHandle) {
 }
 
 /// The record as a row, borrowing its strings (this runs on a worker, per request).
-fn row(r: &AccessRecord) -> RequestRow<'_> {
+fn row(r: &AccessRecord, mask: MaskIp) -> RequestRow<'_> {
     let time_us = r
         .time
         .duration_since(std::time::UNIX_EPOCH)
@@ -130,6 +136,7 @@ fn row(r: &AccessRecord) -> RequestRow<'_> {
         bytes_in: r.bytes_in,
         bytes_out: r.bytes_out,
         client: r.client,
+        mask,
         user_agent: r.user_agent.as_ref().and_then(|v| v.to_str().ok()),
         country: None,
         request_id: r.request_id.as_ref().and_then(|v| v.to_str().ok()),

@@ -14,37 +14,40 @@ pub(super) struct Layered {
 }
 
 impl Layered {
+    /// Applies `o`, found at `at` (`options`, `defaults`, …; empty for keys written at the
+    /// top of a site file).
     pub(super) fn apply(&mut self, cx: &mut Ctx<'_>, o: &raw::Options, at: &str) {
+        let (named, at) = (at, if at.is_empty() { String::new() } else { format!("{at}.") });
         if let Some(t) = &o.timeouts {
             let d = &mut self.opts;
-            d.connect_timeout = cx.timeout(t.connect.as_ref(), &format!("{at}.timeouts.connect"), d.connect_timeout);
-            d.read_timeout = cx.timeout(t.read.as_ref(), &format!("{at}.timeouts.read"), d.read_timeout);
-            d.write_timeout = cx.timeout(t.write.as_ref(), &format!("{at}.timeouts.write"), d.write_timeout);
+            d.connect_timeout = cx.timeout(t.connect.as_ref(), &format!("{at}timeouts.connect"), d.connect_timeout);
+            d.read_timeout = cx.timeout(t.read.as_ref(), &format!("{at}timeouts.read"), d.read_timeout);
+            d.write_timeout = cx.timeout(t.write.as_ref(), &format!("{at}timeouts.write"), d.write_timeout);
             self.pool.idle_timeout =
-                cx.duration(t.idle.as_ref(), &format!("{at}.timeouts.idle"), self.pool.idle_timeout);
+                cx.duration(t.idle.as_ref(), &format!("{at}timeouts.idle"), self.pool.idle_timeout);
         }
         if let Some(l) = &o.limits {
             let d = &mut self.opts;
             if l.request_body.is_some() {
                 d.max_request_body =
-                    cx.optional_size(l.request_body.as_ref(), &format!("{at}.limits.request_body"), d.max_request_body);
+                    cx.optional_size(l.request_body.as_ref(), &format!("{at}limits.request_body"), d.max_request_body);
             }
             if l.response_body.is_some() {
                 d.max_response_body = cx.optional_size(
                     l.response_body.as_ref(),
-                    &format!("{at}.limits.response_body"),
+                    &format!("{at}limits.response_body"),
                     d.max_response_body,
                 );
             }
             d.max_request_headers = cx.size_in(
                 l.request_headers.as_ref(),
-                &format!("{at}.limits.request_headers"),
+                &format!("{at}limits.request_headers"),
                 d.max_request_headers,
                 MAX_REQUEST_HEADERS,
             );
             d.max_request_header_count = cx.count(
                 l.request_header_count.as_ref(),
-                &format!("{at}.limits.request_header_count"),
+                &format!("{at}limits.request_header_count"),
                 d.max_request_header_count,
                 MAX_HEADER_COUNT,
             );
@@ -53,14 +56,14 @@ impl Layered {
             {
                 cx.err_at(
                     v,
-                    format!("{at}.limits.request_header_count"),
+                    format!("{at}limits.request_header_count"),
                     "0 would refuse every request (431); at least 1",
                 );
                 d.max_request_header_count = 1;
             }
             d.max_uri_length = cx.size_in(
                 l.uri_length.as_ref(),
-                &format!("{at}.limits.uri_length"),
+                &format!("{at}limits.uri_length"),
                 d.max_uri_length as u64,
                 MAX_URI_LENGTH,
             ) as usize;
@@ -68,13 +71,13 @@ impl Layered {
         if let Some(p) = &o.pool {
             self.pool.max_idle_per_host = cx.count(
                 p.max_idle_per_host.as_ref(),
-                &format!("{at}.pool.max_idle_per_host"),
+                &format!("{at}pool.max_idle_per_host"),
                 self.pool.max_idle_per_host,
                 MAX_CONNECTIONS,
             );
             self.pool.max_connections_per_host = cx.count(
                 p.max_connections_per_host.as_ref(),
-                &format!("{at}.pool.max_connections_per_host"),
+                &format!("{at}pool.max_connections_per_host"),
                 self.pool.max_connections_per_host,
                 MAX_CONNECTIONS,
             );
@@ -86,13 +89,13 @@ impl Layered {
                 match crate::file::check_regular(&p) {
                     Ok(_) => tls.ca = Some(p),
                     Err(e) => {
-                        cx.err_at(ca, format!("{at}.upstream_tls.ca"), format!("cannot read {}: {e}", p.display()))
+                        cx.err_at(ca, format!("{at}upstream_tls.ca"), format!("cannot read {}: {e}", p.display()))
                     }
                 }
             }
             if t.cert.is_some() || t.key.is_some() {
                 tls.client =
-                    cert_pair(cx, &self.base, t.cert.as_ref(), t.key.as_ref(), &format!("{at}.upstream_tls"), at);
+                    cert_pair(cx, &self.base, t.cert.as_ref(), t.key.as_ref(), &format!("{at}upstream_tls"), named);
             }
             if let Some(n) = &t.server_name {
                 tls.server_name = Some(n.value.trim().to_string());
@@ -104,7 +107,7 @@ impl Layered {
                 .balance
                 .clone()
                 .unwrap_or(Balance { algorithm: Algorithm::RoundRobin, hash_key: HashKey::ClientIp });
-            self.balance = Some(parse_balance(cx, b, &format!("{at}.load_balancing"), base));
+            self.balance = Some(parse_balance(cx, b, &format!("{at}load_balancing"), base));
         }
         if let Some(h) = &o.headers {
             if let Some(p) = &h.preset {
@@ -120,17 +123,17 @@ impl Layered {
                             .unwrap_or_default();
                         cx.err_at(
                             p,
-                            format!("{at}.headers.preset"),
+                            format!("{at}headers.preset"),
                             format!("unknown preset {:?}{hint}; expected one of {}", p.value, PRESETS.join(", ")),
                         );
                     }
                 }
             }
             if let Some(ops) = &h.request {
-                apply_header_ops(cx, &mut self.opts.request_headers, ops, &format!("{at}.headers.request"));
+                apply_header_ops(cx, &mut self.opts.request_headers, ops, &format!("{at}headers.request"));
             }
             if let Some(ops) = &h.response {
-                apply_header_ops(cx, &mut self.opts.response_headers, ops, &format!("{at}.headers.response"));
+                apply_header_ops(cx, &mut self.opts.response_headers, ops, &format!("{at}headers.response"));
             }
         }
     }
@@ -176,11 +179,7 @@ pub(super) fn parse_balance(cx: &mut Ctx<'_>, b: &raw::Balance, at: &str, mut ou
         } else if let Some(c) = v.strip_prefix("cookie:") {
             HashKey::Cookie(c.trim().to_string())
         } else {
-            cx.err_at(
-                k,
-                format!("{at}.hash_key"),
-                format!("expected client_ip, header:NAME or cookie:NAME, got {v:?}"),
-            );
+            cx.err_at(k, format!("{at}.hash_key"), format!("expected client_ip, header:NAME or cookie:NAME, got {v:?}"));
             out.hash_key
         };
     }

@@ -41,6 +41,7 @@ pub(super) fn read_sites_dir(
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn build_site(
     cx: &mut Ctx<'_>,
     file: &Path,
@@ -49,6 +50,7 @@ pub(super) fn build_site(
     defaults: &Layered,
     https: bool,
     pairs: &mut Vec<CertPair>,
+    main: (&LoggingConfig, &RetentionConfig),
 ) -> Option<Site> {
     let name = file.file_stem().and_then(|n| n.to_str()).unwrap_or("site").to_string();
     if let Some(t) = &s.tls {
@@ -86,6 +88,55 @@ pub(super) fn build_site(
     if let Some(o) = &s.options {
         site_layer.apply(cx, o, "options");
     }
+    // Options at the top of the file (the proxy-manager's layout) apply as `options` does.
+    let top = raw::Options {
+        timeouts: s.timeouts.clone(),
+        limits: s.limits.clone(),
+        headers: s.headers.clone(),
+        pool: s.connection_pool.clone(),
+        load_balancing: None,
+        upstream_tls: None,
+    };
+    let under = s.options.as_ref();
+    for (key, both) in [
+        ("timeouts", top.timeouts.is_some() && under.is_some_and(|o| o.timeouts.is_some())),
+        ("limits", top.limits.is_some() && under.is_some_and(|o| o.limits.is_some())),
+        ("headers", top.headers.is_some() && under.is_some_and(|o| o.headers.is_some())),
+        ("connection_pool", top.pool.is_some() && under.is_some_and(|o| o.pool.is_some())),
+    ] {
+        if both {
+            cx.err(
+                None,
+                key,
+                format!("`{key}` is given both at the top of the site file and under `options`; keep one"),
+            );
+        }
+    }
+    site_layer.apply(cx, &top, "");
+    let not_built: [(&str, Option<u64>, &str); 7] = [
+        ("rate_limit", s.rate_limit.as_ref().map(|v| v.referenced.line()), "rate limiting and bans are not built yet"),
+        ("waf", s.waf.as_ref().map(|v| v.referenced.line()), "the WAF is not built yet"),
+        ("health_check", s.health_check.as_ref().map(|v| v.referenced.line()), "health checks are not built yet"),
+        (
+            "websocket",
+            s.websocket.as_ref().map(|v| v.referenced.line()),
+            "WebSocket connections are proxied without this key; its limits (max_connections, max_duration) are not built yet",
+        ),
+        ("compression", s.compression.as_ref().map(|v| v.referenced.line()), "response compression is not built yet"),
+        (
+            "circuit_breaker",
+            s.circuit_breaker.as_ref().map(|v| v.referenced.line()),
+            "circuit breakers are not built yet",
+        ),
+        ("error_pages", s.error_pages.as_ref().map(|v| v.referenced.line()), "custom error pages are not built yet"),
+    ];
+    for (key, line, what) in not_built {
+        if let Some(line) = line {
+            cx.err(Some(line), key, format!("{what}; remove `{key}` (Gatehouse would not apply it)"));
+        }
+    }
+    let logging = s.logging.as_ref().map(|l| super::logging(cx, l, "logging", Some(main.0)));
+    let retention = s.data_retention.as_ref().map(|r| super::retention(cx, r, "data_retention", Some(main.1)));
 
     let mut named: BTreeMap<String, Arc<Upstream>> = BTreeMap::new();
     for (uname, u) in s.upstreams.iter().flatten() {
@@ -136,7 +187,15 @@ pub(super) fn build_site(
     } else if !wrote_routes {
         cx.err(Some(1), "", "a site needs `backend`, `backends`, `static`, `redirect` or `routes`");
     }
-    Some(Site { name, file: file.to_path_buf(), hosts, routes, https_redirect: https_redirect && https })
+    Some(Site {
+        name,
+        file: file.to_path_buf(),
+        hosts,
+        routes,
+        https_redirect: https_redirect && https,
+        logging,
+        retention,
+    })
 }
 
 pub(super) fn parse_host(h: &str) -> Result<HostPattern, String> {

@@ -23,6 +23,14 @@ use crate::error::{ProxyError, Side};
 pub use logged::Logged;
 pub use sink::{LineSink, LogSink};
 
+/// A site's own request-log settings (its file's `logging`), carried by its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteLog {
+    /// Store this site's requests in the database.
+    pub requests: bool,
+    pub mask_ip: gatehouse_config::MaskIpMethod,
+}
+
 /// What went wrong with a request, for its record.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -68,6 +76,8 @@ pub struct AccessRecord {
     pub path: String,
     pub user_agent: Option<HeaderValue>,
     pub site: Option<Arc<str>>,
+    /// The site's own logging settings, when its file has them.
+    pub site_log: Option<SiteLog>,
     pub route: Option<String>,
     pub backend: Option<String>,
     /// The status the client saw (for a response cut off midway, the one it started with).
@@ -97,6 +107,7 @@ impl AccessRecord {
             path: String::new(),
             user_agent: None,
             site: None,
+            site_log: None,
             route: None,
             backend: None,
             status,
@@ -139,10 +150,11 @@ impl Pending {
     }
 
     /// Routing found the request's site and route.
-    pub fn routed(&mut self, site: &Arc<str>, route: &str) {
+    pub fn routed(&mut self, site: &Arc<str>, route: &str, site_log: Option<SiteLog>) {
         if let Some(r) = &mut self.record {
             r.site = Some(site.clone());
             r.route = Some(route.to_string());
+            r.site_log = site_log;
         }
     }
 
