@@ -482,3 +482,50 @@ async fn the_proxy_manager_site_file_is_accepted_but_for_unbuilt_features() {
     assert!(sts.contains(&"max-age=31536000; includeSubDomains"), "{:?}", r.headers);
     assert_eq!(r.header("x-frame-options"), Some("DENY"), "security-strict preset: {:?}", r.headers);
 }
+
+/// `/api/stats`, `/api/backends`, `/api/routes` (24-hour figures) and `/api/ai-context`
+/// (Markdown; no secrets, masked clients) show the traffic sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overviews_show_the_traffic_and_no_secrets() {
+    let b = Backend::start("b").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let token = "s3cret-admin-token-0123456789";
+    let gh = Gatehouse::start_edited(
+        "webhooks:\n  - url: http://127.0.0.1:9/hook/webhook-secret\n",
+        &[
+            ("shop", &format!("host: shop.test\nbackend: {}\n", b.url())),
+            ("down", &format!("host: down.test\nbackend: http://{dead}\n")),
+        ],
+        |main| main.replace("admin: {listen: 127.0.0.1:0}", &format!("admin: {{listen: 127.0.0.1:0, token: {token}}}")),
+    );
+    for _ in 0..4 {
+        assert_eq!(get(gh.http, "shop.test", "/").await.status, 200);
+    }
+    assert_eq!(get(gh.http, "down.test", "/broken?password=hunter2").await.status, 502);
+    assert!(wait_until(NET_TIMEOUT, || rows(&gh).len() == 5).await, "{}", gh.log());
+    let auth = [("authorization", format!("Bearer {token}"))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let stats = get_with(gh.admin, "localhost", "/api/stats", &auth).await.json();
+    assert_eq!(stats["last_24h"]["requests"], 5, "{stats}");
+    assert_eq!(stats["last_24h"]["server_errors"], 1, "{stats}");
+    assert!(stats["live"]["requests"]["total"].as_u64().is_some_and(|n| n >= 5), "{stats}");
+    assert!(stats["live"]["uptime_seconds"].is_u64(), "{stats}");
+    let backends = get_with(gh.admin, "localhost", "/api/backends", &auth).await.json();
+    let shop = backends["backends"].as_array().and_then(|l| l.iter().find(|x| x["site"] == "shop").cloned()).expect("shop");
+    assert_eq!((shop["requests"].as_u64(), shop["url"].as_str()), (Some(4), Some(b.url().as_str())), "{backends}");
+    let routes = get_with(gh.admin, "localhost", "/api/routes", &auth).await.json();
+    let day: Vec<u64> = routes["routes"].as_array().map_or_else(Vec::new, |l| l.iter().filter_map(|r| r["last_24h"]["requests"].as_u64()).collect());
+    assert_eq!(day.iter().sum::<u64>(), 5, "{routes}");
+
+    let report = get_with(gh.admin, "localhost", "/api/ai-context", &auth).await;
+    assert_eq!(report.status, 200);
+    assert!(report.header("content-type").is_some_and(|c| c.starts_with("text/markdown")));
+    let md = report.text();
+    for want in ["# Gatehouse status", "| shop#0 | shop |", "## Recent errors", "/broken?password=[REDACTED]", "client 127.0.0.0", "## Anomalies"] {
+        assert!(md.contains(want), "missing {want:?} in:\n{md}");
+    }
+    for secret in [token, "webhook-secret", "hunter2"] {
+        assert!(!md.contains(secret), "{secret:?} leaked into:\n{md}");
+    }
+    assert!(!md.contains("client 127.0.0.1"), "an unmasked client in:\n{md}");
+}

@@ -32,7 +32,16 @@ pub(crate) async fn routes(State(admin): State<Admin>) -> Json<Value> {
             .map(|s| s.hosts.iter().map(ToString::to_string).collect())
             .unwrap_or_default()
     };
-    let list: Vec<Value> = state.router.routes().map(|c| route_json(c, hosts_of(&c.site))).collect();
+    let day = crate::overview::route_day(&admin).await;
+    let list: Vec<Value> = state
+        .router
+        .routes()
+        .map(|c| {
+            let mut v = route_json(c, hosts_of(&c.site));
+            v["last_24h"] = crate::overview::day_json(day.get(&c.route.id));
+            v
+        })
+        .collect();
     Json(json!({ "routes": list }))
 }
 

@@ -11,6 +11,7 @@ mod api;
 mod conn;
 mod data;
 pub mod guard;
+mod overview;
 
 pub use data::Data;
 
@@ -59,6 +60,8 @@ pub struct Admin {
     pub data: Option<Data>,
     /// Renders `GET /metrics` (Prometheus text); `None` answers 503.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Live figures for `/api/stats` (connections, requests, request-log rows, uptime).
+    pub stats: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
 }
 
 /// Most admin connections open at once; more are closed as they arrive. With the default
@@ -88,6 +91,9 @@ pub async fn serve(
         .route("/api/gdpr/export", get(data::gdpr_export))
         .route("/api/gdpr/erase", post(data::gdpr_erase))
         .route("/api/analytics/{what}", get(data::analytics))
+        .route("/api/stats", get(overview::stats))
+        .route("/api/backends", get(overview::backends))
+        .route("/api/ai-context", get(overview::ai_context))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));

@@ -310,6 +310,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         )),
         data: Some(gatehouse_admin::Data { path: config.storage_path.clone(), writer: data.clone() }),
         metrics: Some(Arc::new(move || metrics::Exporter::render(&registry))),
+        stats: Some(metrics::live(metrics.clone(), server.connections(), data.clone())),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     control.spawn(async move {

@@ -169,6 +169,37 @@ impl Metrics {
     }
 }
 
+/// The live figures `/api/stats` shows.
+pub fn live(
+    metrics: Arc<Metrics>,
+    connections: Arc<Connections>,
+    writer: gatehouse_store::Writer,
+) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
+    Arc::new(move || {
+        let (mut requests, mut errors) = (0, 0);
+        for (_, (n, bad)) in metrics.by_site() {
+            requests += n;
+            errors += bad;
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let w = writer.stats();
+        serde_json::json!({
+            "uptime_seconds": (now - metrics.started).max(0.0).round() as u64,
+            "connections": {"active": connections.active(), "accepted": connections.accepted()},
+            "requests": {"total": requests, "server_errors": errors},
+            "request_log": {
+                "written": w.written.load(Ordering::Relaxed),
+                "dropped": w.dropped.load(Ordering::Relaxed),
+                "failed": w.failed.load(Ordering::Relaxed),
+            },
+            "reloads": {
+                "ok": metrics.reloads_ok.load(Ordering::Relaxed),
+                "error": metrics.reloads_failed.load(Ordering::Relaxed),
+            },
+        })
+    })
+}
+
 /// Everything a scrape reads.
 #[derive(Clone)]
 pub struct Exporter {
