@@ -145,3 +145,30 @@ async fn metrics_parse_and_count_what_was_sent() {
     assert_eq!(admin_reload(&gh).await.status, 200);
     assert_eq!(scrape(&gh).await.0.get(r#"gatehouse_config_reloads_total{result="ok"}"#), Some(&1.0));
 }
+
+/// Every series the Grafana dashboard in docs/ queries is one Gatehouse exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_only_exported_series() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start("", &[("shop", &format!("host: shop.test\nbackend: {}\n", b.url()))]);
+    assert_eq!(get(gh.http, "shop.test", "/").await.status, 200);
+    assert!(wait_until_async(NET_TIMEOUT, || async { scrape(&gh).await.2.contains("gatehouse_requests_total{") }).await);
+    let (_, types, text) = scrape(&gh).await;
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !(word.starts_with("gatehouse_") || word.starts_with("process_")) {
+                    continue;
+                }
+                let family = ["_bucket", "_sum", "_count", "_total"].iter().fold(word, |w, s| w.strip_suffix(s).unwrap_or(w));
+                assert!(types.contains_key(family), "the dashboard queries {word}, which /metrics lacks:\n{text}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} series references found");
+}
