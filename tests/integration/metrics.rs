@@ -150,11 +150,14 @@ async fn metrics_parse_and_count_what_was_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grafana_dashboard_queries_only_exported_series() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/grafana-dashboard.json");
-    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
     let b = Backend::start("b").await;
     let gh = Gatehouse::start("", &[("shop", &format!("host: shop.test\nbackend: {}\n", b.url()))]);
     assert_eq!(get(gh.http, "shop.test", "/").await.status, 200);
-    assert!(wait_until_async(NET_TIMEOUT, || async { scrape(&gh).await.2.contains("gatehouse_requests_total{") }).await);
+    assert!(
+        wait_until_async(NET_TIMEOUT, || async { scrape(&gh).await.2.contains("gatehouse_requests_total{") }).await
+    );
     let (_, types, text) = scrape(&gh).await;
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().expect("panels") {
@@ -164,7 +167,8 @@ async fn the_grafana_dashboard_queries_only_exported_series() {
                 if !(word.starts_with("gatehouse_") || word.starts_with("process_")) {
                     continue;
                 }
-                let family = ["_bucket", "_sum", "_count", "_total"].iter().fold(word, |w, s| w.strip_suffix(s).unwrap_or(w));
+                let family =
+                    ["_bucket", "_sum", "_count", "_total"].iter().fold(word, |w, s| w.strip_suffix(s).unwrap_or(w));
                 assert!(types.contains_key(family), "the dashboard queries {word}, which /metrics lacks:\n{text}");
                 checked += 1;
             }

@@ -61,6 +61,22 @@ async fn requests_are_stored_with_masked_addresses_and_redacted_secrets() {
     assert_eq!(get(gh.http, "shop.test", "/").await.status, 200);
     assert!(wait_until(NET_TIMEOUT, || rows(&gh).len() == 1).await, "{}", gh.log());
     assert_eq!(rows(&gh)[0].0, "127.0.0.1");
+    // Path patterns and more secret words.
+    let gh = Gatehouse::start(
+        "logging: {redact_paths: ['/reset/[TOKEN]'], secret_params: [otp]}\n",
+        &[("shop", &format!("host: shop.test\nbackend: {}\n", b.url()))],
+    );
+    assert_eq!(get(gh.http, "shop.test", "/reset/t0ps3cret/confirm?otp=123456&page=1").await.status, 200);
+    assert!(wait_until(NET_TIMEOUT, || rows(&gh).len() == 1).await, "{}", gh.log());
+    assert_eq!(rows(&gh)[0].2, "/reset/[TOKEN]/confirm?otp=[REDACTED]&page=1");
+    let (code, out) = {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_config(dir.path(), "logging: {redact_paths: ['/reset/*']}\n", &[]);
+        check(dir.path())
+    };
+    assert_eq!(code, 1);
+    assert!(out.contains("logging.redact_paths") && out.contains("marks no segment"), "{out}");
+
     // `requests: false`: no request rows (the database still holds the audit log).
     let gh = Gatehouse::start(
         "logging: {requests: false}\n",
@@ -511,17 +527,27 @@ async fn the_overviews_show_the_traffic_and_no_secrets() {
     assert!(stats["live"]["requests"]["total"].as_u64().is_some_and(|n| n >= 5), "{stats}");
     assert!(stats["live"]["uptime_seconds"].is_u64(), "{stats}");
     let backends = get_with(gh.admin, "localhost", "/api/backends", &auth).await.json();
-    let shop = backends["backends"].as_array().and_then(|l| l.iter().find(|x| x["site"] == "shop").cloned()).expect("shop");
+    let shop =
+        backends["backends"].as_array().and_then(|l| l.iter().find(|x| x["site"] == "shop").cloned()).expect("shop");
     assert_eq!((shop["requests"].as_u64(), shop["url"].as_str()), (Some(4), Some(b.url().as_str())), "{backends}");
     let routes = get_with(gh.admin, "localhost", "/api/routes", &auth).await.json();
-    let day: Vec<u64> = routes["routes"].as_array().map_or_else(Vec::new, |l| l.iter().filter_map(|r| r["last_24h"]["requests"].as_u64()).collect());
+    let day: Vec<u64> = routes["routes"]
+        .as_array()
+        .map_or_else(Vec::new, |l| l.iter().filter_map(|r| r["last_24h"]["requests"].as_u64()).collect());
     assert_eq!(day.iter().sum::<u64>(), 5, "{routes}");
 
     let report = get_with(gh.admin, "localhost", "/api/ai-context", &auth).await;
     assert_eq!(report.status, 200);
     assert!(report.header("content-type").is_some_and(|c| c.starts_with("text/markdown")));
     let md = report.text();
-    for want in ["# Gatehouse status", "| shop#0 | shop |", "## Recent errors", "/broken?password=[REDACTED]", "client 127.0.0.0", "## Anomalies"] {
+    for want in [
+        "# Gatehouse status",
+        "| shop#0 | shop |",
+        "## Recent errors",
+        "/broken?password=[REDACTED]",
+        "client 127.0.0.0",
+        "## Anomalies",
+    ] {
         assert!(md.contains(want), "missing {want:?} in:\n{md}");
     }
     for secret in [token, "webhook-secret", "hunter2"] {

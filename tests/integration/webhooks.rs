@@ -161,4 +161,18 @@ async fn a_certificate_close_to_expiry_is_announced() {
     // A reload checks the certificates again; this threshold was announced already.
     assert_eq!(admin_reload(&gh).await.status, 200);
     assert_eq!(r.on("/certs").len(), 1);
+
+    // The certificates served are recorded in the database, seen again at the reload.
+    let db = gh.dir.path().join("data/gatehouse.db");
+    let seen = || -> Option<(String, i64, i64)> {
+        let c = rusqlite::Connection::open(&db).ok()?;
+        c.query_row(
+            "SELECT names, first_seen_ms, last_seen_ms FROM certificates WHERE names LIKE '%soon.test%'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .ok()
+    };
+    assert!(wait_until(NET_TIMEOUT, || seen().is_some_and(|(_, first, last)| last > first)).await, "{:?}", seen());
+    assert_eq!(seen().map(|s| s.0), Some("soon.test".to_string()));
 }

@@ -6,10 +6,10 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use gatehouse_store::{LogQuery, Span, Totals};
 use serde_json::{Value, json};
 
@@ -182,7 +182,11 @@ pub(crate) async fn ai_context(State(admin): State<Admin>) -> Response {
                 b.active.load(Ordering::Relaxed)
             );
             if failures > 0 && failures * 10 >= requests.max(1) {
-                anomalies.push(format!("Backend {} of {} failed {failures} of {requests} attempts.", b.backend.url(), c.route.id));
+                anomalies.push(format!(
+                    "Backend {} of {} failed {failures} of {requests} attempts.",
+                    b.backend.url(),
+                    c.route.id
+                ));
             }
         }
     }
@@ -215,7 +219,10 @@ pub(crate) async fn ai_context(State(admin): State<Admin>) -> Response {
             e.host,
             e.path,
             e.status,
-            e.error_kind.as_deref().map(|k| format!(" ({k}: {})", e.error_reason.as_deref().unwrap_or(""))).unwrap_or_default(),
+            e.error_kind
+                .as_deref()
+                .map(|k| format!(" ({k}: {})", e.error_reason.as_deref().unwrap_or("")))
+                .unwrap_or_default(),
             e.client,
             e.request_id.as_deref().unwrap_or("-"),
         );

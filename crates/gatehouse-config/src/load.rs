@@ -792,7 +792,23 @@ fn logging(cx: &mut Ctx<'_>, raw: &raw::Logging, at: &str, inherit: Option<&Logg
             Err(_) => cx.err_at(h, format!("{at}.strip_headers"), format!("{:?} is not a header name", h.value)),
         }
     }
-    LoggingConfig { requests, mask_ip, strip_headers }
+    let mut secret_params = inherit.map(|l| l.secret_params.clone()).unwrap_or_default();
+    for w in raw.secret_params.iter().flatten() {
+        let word = w.value.trim().to_ascii_lowercase();
+        if word.is_empty() || !word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
+            cx.err_at(w, format!("{at}.secret_params"), format!("{:?} is not a query parameter name", w.value));
+        } else {
+            secret_params.push(word);
+        }
+    }
+    let mut redact_paths = inherit.map(|l| l.redact_paths.clone()).unwrap_or_default();
+    for p in raw.redact_paths.iter().flatten() {
+        match PathPattern::parse(p.value.trim()) {
+            Ok(pattern) => redact_paths.push(pattern),
+            Err(e) => cx.err_at(p, format!("{at}.redact_paths"), e),
+        }
+    }
+    LoggingConfig { requests, mask_ip, strip_headers, secret_params, redact_paths }
 }
 
 /// `data_retention` of the main file (`inherit: None`) or of a site file (unset keys from

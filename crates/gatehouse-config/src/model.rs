@@ -107,6 +107,74 @@ pub struct LoggingConfig {
     pub mask_ip: MaskIpMethod,
     /// Header names (lower case) never stored.
     pub strip_headers: Vec<String>,
+    /// More words (lower case) marking secret query parameters.
+    pub secret_params: Vec<String>,
+    /// Path redaction patterns (`/reset/[TOKEN]`).
+    pub redact_paths: Vec<PathPattern>,
+}
+
+/// A path redaction pattern: one part per path segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    /// `*`: any segment, kept.
+    Any,
+    /// `[LABEL]`: any segment, replaced by `[LABEL]`.
+    Redact(String),
+}
+
+impl PathPattern {
+    /// Parses `/reset/[TOKEN]`, `/users/*/invite/[CODE]`, …; the pattern must start with
+    /// `/` and mark at least one segment to redact.
+    pub fn parse(text: &str) -> Result<PathPattern, String> {
+        let body = text.strip_prefix('/').ok_or_else(|| format!("{text:?} must start with /"))?;
+        let parts: Vec<Part> = body
+            .trim_end_matches('/')
+            .split('/')
+            .map(|seg| match seg {
+                "*" => Ok(Part::Any),
+                s if s.len() > 2 && s.starts_with('[') && s.ends_with(']') => Ok(Part::Redact(s.to_string())),
+                "" => Err(format!("{text:?} has an empty segment")),
+                s if s.contains(['[', ']', '*']) => {
+                    Err(format!("segment {s:?} of {text:?}: use * or [LABEL] for a whole segment"))
+                }
+                s => Ok(Part::Literal(s.to_string())),
+            })
+            .collect::<Result<_, _>>()?;
+        if !parts.iter().any(|p| matches!(p, Part::Redact(_))) {
+            return Err(format!("{text:?} marks no segment to redact (write one as [TOKEN])"));
+        }
+        Ok(PathPattern(parts))
+    }
+
+    /// The path with this pattern's marked segments replaced, when its leading segments
+    /// match.
+    pub fn apply(&self, path: &str) -> Option<String> {
+        let body = path.strip_prefix('/')?;
+        let segs: Vec<&str> = body.split('/').collect();
+        if segs.len() < self.0.len() {
+            return None;
+        }
+        for (part, seg) in self.0.iter().zip(&segs) {
+            match part {
+                Part::Literal(l) if l != seg => return None,
+                _ if seg.is_empty() => return None,
+                _ => {}
+            }
+        }
+        let mut out = String::with_capacity(path.len());
+        for (i, seg) in segs.iter().enumerate() {
+            out.push('/');
+            match self.0.get(i) {
+                Some(Part::Redact(label)) => out.push_str(label),
+                _ => out.push_str(seg),
+            }
+        }
+        Some(out)
+    }
 }
 
 /// How long stored records are kept (`data_retention`); the daily job deletes older ones.

@@ -161,6 +161,10 @@ pub struct Logging {
     /// Headers never stored. No header is stored today; the names are checked and kept
     /// for when header capture comes.
     pub strip_headers: Option<Vec<S<String>>>,
+    /// More words marking secret query parameters.
+    pub secret_params: Option<Vec<S<String>>>,
+    /// Path segments taken out of stored paths (`/reset/[TOKEN]`).
+    pub redact_paths: Option<Vec<S<String>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

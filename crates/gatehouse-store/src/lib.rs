@@ -23,7 +23,7 @@ pub use read::{AuditRow, LogQuery, Reader, Span, Totals};
 pub use retention::{Pruned, Retention};
 pub use rollup::{AgentClass, LATENCY_MS, hour_of};
 
-pub use mask::{MaskIp, mask_addr, mask_ip, redact_path};
+pub use mask::{MaskIp, Redaction, mask_addr, mask_ip, redact_path};
 pub use row::{Batch, RequestRow, RowError};
 pub use sqlite::Sqlite;
 pub use writer::{Writer, WriterStats};
@@ -76,6 +76,17 @@ impl AuditEntry {
     }
 }
 
+/// A certificate being served, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRow {
+    pub subject: String,
+    pub names: Vec<String>,
+    pub issuer: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    pub source: String,
+}
+
 /// Now, in microseconds since the Unix epoch.
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -109,6 +120,8 @@ pub trait Store: Send {
     fn recent_requests(&self, limit: usize) -> Result<Vec<StoredRequest>, StoreError>;
     /// Appends an entry to the audit log.
     fn audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Notes the certificates served at `now_ms` (new ones added, known ones seen again).
+    fn record_certificates(&mut self, now_ms: i64, certs: &[CertificateRow]) -> Result<(), StoreError>;
     /// Deletes every request row of the client with full address `ip` (matched on its
     /// keyed hash, so the other addresses sharing its masked form keep theirs) and the
     /// client itself; returns the rows deleted.

@@ -46,31 +46,84 @@ const SECRET_NAMES: &[&str] = &["token", "key", "password", "secret", "auth", "s
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
 
-/// The path with the values of secret query parameters replaced by `[REDACTED]`.
-pub fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
-    let Some((before, query)) = path.split_once('?') else {
-        return std::borrow::Cow::Borrowed(path);
-    };
-    let mut out = String::with_capacity(path.len());
-    out.push_str(before);
-    out.push('?');
-    for (i, pair) in query.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
+/// What is taken out of a stored path: the values of query parameters whose names contain
+/// a secret word (the built-in list plus `secret_params`), and path segments that patterns
+/// mark (`/reset/[TOKEN]` stores `/reset/abc/confirm` as `/reset/[TOKEN]/confirm`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redaction {
+    /// More words marking secret query parameters (lower case).
+    pub secret_params: Vec<String>,
+    pub paths: Vec<gatehouse_config::PathPattern>,
+}
+
+impl Redaction {
+    /// `path` (with its query) as stored.
+    pub fn apply<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        let (before, query) = match path.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (path, None),
+        };
+        let redacted = self.paths.iter().find_map(|p| p.apply(before));
+        if redacted.is_none() && query.is_none() {
+            return std::borrow::Cow::Borrowed(path);
         }
-        match pair.split_once('=') {
-            Some((name, _)) if is_secret(name) => {
-                out.push_str(name);
-                out.push('=');
-                out.push_str(REDACTED);
+        let mut out = String::with_capacity(path.len());
+        out.push_str(redacted.as_deref().unwrap_or(before));
+        let Some(query) = query else { return std::borrow::Cow::Owned(out) };
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
             }
-            _ => out.push_str(pair),
+            match pair.split_once('=') {
+                Some((name, _)) if is_secret(name) || self.secret_params.iter().any(|w| contains_word(name, w)) => {
+                    out.push_str(name);
+                    out.push('=');
+                    out.push_str(REDACTED);
+                }
+                _ => out.push_str(pair),
+            }
         }
+        std::borrow::Cow::Owned(out)
     }
-    std::borrow::Cow::Owned(out)
+}
+
+/// The path with the values of secret query parameters replaced by `[REDACTED]` (the
+/// built-in words only).
+pub fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
+    Redaction::default().apply(path)
+}
+
+fn contains_word(name: &str, word: &str) -> bool {
+    name.as_bytes().windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
 }
 
 fn is_secret(name: &str) -> bool {
-    let name = name.as_bytes();
-    SECRET_NAMES.iter().any(|s| name.windows(s.len()).any(|w| w.eq_ignore_ascii_case(s.as_bytes())))
+    SECRET_NAMES.iter().any(|s| contains_word(name, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_patterns_redact_marked_segments() {
+        let r = Redaction {
+            secret_params: vec!["otp".into()],
+            paths: vec![
+                gatehouse_config::PathPattern::parse("/reset/[TOKEN]").expect("p"),
+                gatehouse_config::PathPattern::parse("/u/*/invite/[CODE]/").expect("p"),
+            ],
+        };
+        assert_eq!(r.apply("/reset/abc123"), "/reset/[TOKEN]");
+        assert_eq!(r.apply("/reset/abc123/confirm?next=/x&OTP=9"), "/reset/[TOKEN]/confirm?next=/x&OTP=[REDACTED]");
+        assert_eq!(r.apply("/u/7/invite/zz9"), "/u/7/invite/[CODE]");
+        assert_eq!(r.apply("/reset"), "/reset", "too short to match");
+        assert_eq!(r.apply("/resets/abc"), "/resets/abc");
+        assert_eq!(r.apply("/plain?page=2"), "/plain?page=2");
+        assert_eq!(r.apply("/login?api_key=1"), "/login?api_key=[REDACTED]");
+        for bad in ["reset/[TOKEN]", "/reset/*", "/a//[T]", "/re[set]x/[T]"] {
+            assert!(gatehouse_config::PathPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

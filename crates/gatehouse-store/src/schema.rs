@@ -189,6 +189,18 @@ const MIGRATIONS: &[&str] = &[
         ALTER TABLE clients_v5 RENAME TO clients;",
         request_log_view!()
     ),
+    // 6: the certificates served, with when each was first and last seen (renewals and
+    // replacements stay visible).
+    "CREATE TABLE certificates (
+        subject TEXT NOT NULL,
+        names TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        not_after INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        PRIMARY KEY (subject, not_after, source)
+    ) WITHOUT ROWID;",
 ];
 
 /// The SQL of migration `n` (1-based), for tests that build an older database.

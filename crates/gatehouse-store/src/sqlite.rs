@@ -7,12 +7,12 @@ use std::path::Path;
 
 use rusqlite::OptionalExtension;
 
-use crate::mask::{self, MaskIp, mask_ip, redact_path};
+use crate::mask::{self, MaskIp, Redaction, mask_ip};
 use crate::read::{REQUEST_COLUMNS, request};
 use crate::retention::{self, Pruned, Retention};
 use crate::rollup::{AgentClass, Rollup};
 use crate::row::Batch;
-use crate::{AuditEntry, Store, StoreError, StoredRequest, schema};
+use crate::{AuditEntry, CertificateRow, Store, StoreError, StoredRequest, schema};
 
 /// Ids remembered by the writer before its caches start over (bounds their memory when a
 /// flood brings many distinct user agents, hosts or clients).
@@ -28,6 +28,8 @@ pub struct Sqlite {
     clients: HashMap<(IpAddr, MaskIp), i64>,
     /// The class of each user agent seen, by its string id.
     agents: HashMap<i64, AgentClass>,
+    /// What is taken out of stored paths.
+    redaction: Redaction,
 }
 
 impl Sqlite {
@@ -54,7 +56,20 @@ impl Sqlite {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
         schema::migrate(&mut conn, path)?;
         let key = schema::hash_key(&conn)?;
-        Ok(Sqlite { conn, key, strings: HashMap::new(), clients: HashMap::new(), agents: HashMap::new() })
+        Ok(Sqlite {
+            conn,
+            key,
+            strings: HashMap::new(),
+            clients: HashMap::new(),
+            agents: HashMap::new(),
+            redaction: Redaction::default(),
+        })
+    }
+
+    /// Takes out what `redaction` names from stored paths, besides the built-in secret words.
+    pub fn with_redaction(mut self, redaction: Redaction) -> Sqlite {
+        self.redaction = redaction;
+        self
     }
 
     /// The keyed hash of a full client address, as stored beside its masked form.
@@ -144,7 +159,7 @@ fn clamp(n: u64) -> i64 {
 
 impl Store for Sqlite {
     fn insert_requests(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        let Sqlite { conn, key, strings, clients, agents } = self;
+        let Sqlite { conn, key, strings, clients, agents, redaction } = self;
         let tx = conn.transaction()?;
         let mut rollup = Rollup::default();
         let result = (|| -> rusqlite::Result<()> {
@@ -177,7 +192,7 @@ impl Store for Sqlite {
                     backend,
                     method,
                     host,
-                    redact_path(r.path),
+                    redaction.apply(r.path),
                     r.status,
                     clamp(r.duration_us),
                     clamp(r.bytes_in),
@@ -219,6 +234,30 @@ impl Store for Sqlite {
         self.conn
             .prepare_cached("INSERT INTO audit_log (time_ms, source, action, detail) VALUES (?1, ?2, ?3, ?4)")?
             .execute(rusqlite::params![e.time_ms, e.source, e.action, e.detail])?;
+        Ok(())
+    }
+
+    fn record_certificates(&mut self, now_ms: i64, certs: &[CertificateRow]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO certificates (subject, names, issuer, not_after, source, first_seen_ms, last_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                 ON CONFLICT (subject, not_after, source) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,
+                   names = excluded.names, issuer = excluded.issuer",
+            )?;
+            for c in certs {
+                upsert.execute(rusqlite::params![
+                    c.subject,
+                    c.names.join(", "),
+                    c.issuer,
+                    c.not_after,
+                    c.source,
+                    now_ms
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -62,7 +62,11 @@ fn mask_of(m: MaskIpMethod) -> MaskIp {
 pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<dyn LogSink>, Writer)> {
     let line = if tracing::enabled!(target: "access", tracing::Level::INFO) { Some(LineSink::start()?) } else { None };
     let mask = mask_of(config.logging.mask_ip);
-    let db = Sqlite::open(&config.storage_path)?;
+    let redaction = gatehouse_store::Redaction {
+        secret_params: config.logging.secret_params.clone(),
+        paths: config.logging.redact_paths.clone(),
+    };
+    let db = Sqlite::open(&config.storage_path)?.with_redaction(redaction);
     let writer = Writer::start(db, QUEUE, config.workers)?;
     #[cfg(feature = "otlp")]
     let otlp = config.otlp.clone().map(crate::otlp::Exporter::start);
@@ -144,4 +148,25 @@ fn row(r: &AccessRecord, mask: MaskIp) -> RequestRow<'_> {
         retries: r.retries,
         error: r.error.as_ref().map(|f| RowError { side: f.side.as_str(), kind: f.kind, reason: &f.reason }),
     }
+}
+
+/// Records the certificates now served in the database (on the writer thread).
+pub fn record_certificates(writer: &Writer, store: &gatehouse_proxy::tls::Store) {
+    let certs: Vec<gatehouse_store::CertificateRow> = store
+        .certs()
+        .iter()
+        .map(|c| gatehouse_store::CertificateRow {
+            subject: c.info.subject.clone(),
+            names: c.info.names.clone(),
+            issuer: c.info.issuer.clone(),
+            not_after: c.info.not_after,
+            source: c.info.source.clone(),
+        })
+        .collect();
+    let now_ms = gatehouse_store::now_us() / 1000;
+    writer.run(move |db| {
+        if let Err(e) = db.record_certificates(now_ms, &certs) {
+            tracing::warn!(error = %e, "certificates not recorded in the database");
+        }
+    });
 }

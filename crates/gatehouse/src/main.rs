@@ -341,6 +341,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         // Expiry warnings (and `cert_expiring` webhooks) for a long-running process, not
         // only at start and reload.
         let notifier = notifier.clone();
+        logs::record_certificates(&data, &resolver.store());
         control.spawn(async move {
             notifier.check_expiry(&resolver.store());
             let mut daily = tokio::time::interval(std::time::Duration::from_secs(86_400));

@@ -198,6 +198,9 @@ impl Reloading {
             if let Some(n) = &self.report.notifier {
                 n.check_expiry(&store);
             }
+            if let Some(w) = &self.report.audit {
+                crate::logs::record_certificates(w, &store);
+            }
             resolver.replace(store);
         }
         let version = state.version;
@@ -254,6 +257,9 @@ impl Reloading {
         tls::warn_expiry(&store);
         if let Some(n) = &self.report.notifier {
             n.check_expiry(&store);
+        }
+        if let Some(w) = &self.report.audit {
+            crate::logs::record_certificates(w, &store);
         }
         resolver.replace(store);
         // A certificate that now covers a host may take it off ACME's list, or the reverse.

@@ -179,7 +179,11 @@ pub(super) fn parse_balance(cx: &mut Ctx<'_>, b: &raw::Balance, at: &str, mut ou
         } else if let Some(c) = v.strip_prefix("cookie:") {
             HashKey::Cookie(c.trim().to_string())
         } else {
-            cx.err_at(k, format!("{at}.hash_key"), format!("expected client_ip, header:NAME or cookie:NAME, got {v:?}"));
+            cx.err_at(
+                k,
+                format!("{at}.hash_key"),
+                format!("expected client_ip, header:NAME or cookie:NAME, got {v:?}"),
+            );
             out.hash_key
         };
     }
