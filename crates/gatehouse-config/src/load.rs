@@ -767,19 +767,12 @@ fn logging(cx: &mut Ctx<'_>, raw: &raw::Logging, at: &str, inherit: Option<&Logg
         None => inherited,
         Some((_, "last_octet")) => MaskIpMethod::LastOctet,
         Some((_, "none")) => MaskIpMethod::None,
-        Some((v, "hash")) => {
-            cx.err_at(
-                v,
-                format!("{at}.mask_ip_method"),
-                "`hash` (keyed hashing with a rotating salt) is not built yet; use last_octet or none",
-            );
-            inherited
-        }
+        Some((_, "hash")) => MaskIpMethod::Hash,
         Some((v, other)) => {
             cx.err_at(
                 v,
                 format!("{at}.mask_ip_method"),
-                format!("unknown method {other:?}; expected last_octet or none"),
+                format!("unknown method {other:?}; expected last_octet, hash or none"),
             );
             inherited
         }

@@ -275,6 +275,8 @@ pub enum MaskIpMethod {
     LastOctet,
     /// Whole (`mask_ip_method: none` or `mask_pii: false`).
     None,
+    /// A keyed hash under a daily salt kept only in memory (`mask_ip_method: hash`).
+    Hash,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -114,6 +114,7 @@ pub async fn serve(
             request_id: Some(id.clone()),
             trace: Some(trace),
             client,
+            client_label: None,
             version: Some(version),
             method: Some(req.method().clone()),
             host: host.to_string(),

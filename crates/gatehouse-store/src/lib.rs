@@ -23,7 +23,7 @@ pub use read::{AuditRow, LogQuery, Reader, Span, Totals};
 pub use retention::{Pruned, Retention};
 pub use rollup::{AgentClass, LATENCY_MS, hour_of};
 
-pub use mask::{MaskIp, Redaction, mask_addr, mask_ip, redact_path};
+pub use mask::{MaskIp, Redaction, RotatingSalt, mask_addr, mask_ip, redact_path};
 pub use row::{Batch, RequestRow, RowError};
 pub use sqlite::Sqlite;
 pub use writer::{Writer, WriterStats};

@@ -11,6 +11,10 @@ pub enum MaskIp {
     LastOctet,
     /// The address as it is (only where the operator says so).
     Off,
+    /// A keyed hash of the address under a salt that changes every day (UTC) and is never
+    /// stored: `h:` and 16 hex digits. The same client has the same token within a day;
+    /// tokens of different days cannot be linked.
+    Hash,
 }
 
 /// The stored form of a client address.
@@ -19,17 +23,61 @@ pub fn mask_ip(ip: IpAddr, how: MaskIp) -> String {
 }
 
 /// The client address with what `how` hides zeroed (IPv4-mapped IPv6 counts as IPv4).
+/// `Hash` has no address form; it gives the last-octet one (never the whole address).
 pub fn mask_addr(ip: IpAddr, how: MaskIp) -> IpAddr {
     match (how, ip.to_canonical()) {
         (MaskIp::Off, ip) => ip,
-        (MaskIp::LastOctet, IpAddr::V4(v4)) => {
+        (MaskIp::LastOctet | MaskIp::Hash, IpAddr::V4(v4)) => {
             let [a, b, c, _] = v4.octets();
             IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 0))
         }
-        (MaskIp::LastOctet, IpAddr::V6(v6)) => {
+        (MaskIp::LastOctet | MaskIp::Hash, IpAddr::V6(v6)) => {
             let s = v6.segments();
             IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
         }
+    }
+}
+
+/// The daily salt of `MaskIp::Hash`, kept in memory only (a restart starts a new one).
+pub struct RotatingSalt {
+    state: std::sync::Mutex<(i64, Option<aws_lc_rs::hmac::Key>)>,
+}
+
+impl Default for RotatingSalt {
+    fn default() -> Self {
+        RotatingSalt { state: std::sync::Mutex::new((i64::MIN, None)) }
+    }
+}
+
+impl RotatingSalt {
+    fn today() -> i64 {
+        crate::now_us().div_euclid(86_400_000_000)
+    }
+
+    /// The day (since the epoch, UTC) of the salt now in use.
+    pub fn day(&self) -> i64 {
+        Self::today()
+    }
+
+    /// `h:` and 16 hex digits for `ip` under today's salt; the last-octet form if no
+    /// randomness is available for a new salt.
+    pub fn token(&self, ip: IpAddr) -> String {
+        let today = Self::today();
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.0 != today {
+            let mut bytes = [0u8; 32];
+            state.1 = aws_lc_rs::rand::fill(&mut bytes)
+                .ok()
+                .map(|()| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes));
+            state.0 = today;
+        }
+        let Some(key) = &state.1 else { return mask_ip(ip, MaskIp::LastOctet) };
+        let tag = aws_lc_rs::hmac::sign(key, ip.to_canonical().to_string().as_bytes());
+        let mut out = String::from("h:");
+        for b in &tag.as_ref()[..8] {
+            out.push_str(&format!("{b:02x}"));
+        }
+        out
     }
 }
 

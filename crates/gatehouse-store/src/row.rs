@@ -93,6 +93,7 @@ impl Batch {
         b.push(match r.mask {
             crate::MaskIp::LastOctet => 0,
             crate::MaskIp::Off => 1,
+            crate::MaskIp::Hash => 2,
         });
         match r.trace {
             Some((t, s)) => {
@@ -202,6 +203,7 @@ impl<'a> Rows<'a> {
         let mask = match self.array::<1>()? {
             [0] => crate::MaskIp::LastOctet,
             [1] => crate::MaskIp::Off,
+            [2] => crate::MaskIp::Hash,
             _ => return None,
         };
         let trace = match self.array::<1>()? {

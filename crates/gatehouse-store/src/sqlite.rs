@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rusqlite::OptionalExtension;
 
-use crate::mask::{self, MaskIp, Redaction, mask_ip};
+use crate::mask::{self, MaskIp, Redaction, RotatingSalt, mask_ip};
 use crate::read::{REQUEST_COLUMNS, request};
 use crate::retention::{self, Pruned, Retention};
 use crate::rollup::{AgentClass, Rollup};
@@ -30,6 +30,9 @@ pub struct Sqlite {
     agents: HashMap<i64, AgentClass>,
     /// What is taken out of stored paths.
     redaction: Redaction,
+    /// The daily salt of `MaskIp::Hash`, and the day the remembered client ids are of.
+    salt: std::sync::Arc<RotatingSalt>,
+    salt_day: i64,
 }
 
 impl Sqlite {
@@ -63,12 +66,21 @@ impl Sqlite {
             clients: HashMap::new(),
             agents: HashMap::new(),
             redaction: Redaction::default(),
+            salt: std::sync::Arc::default(),
+            salt_day: i64::MIN,
         })
     }
 
     /// Takes out what `redaction` names from stored paths, besides the built-in secret words.
     pub fn with_redaction(mut self, redaction: Redaction) -> Sqlite {
         self.redaction = redaction;
+        self
+    }
+
+    /// Shares the daily salt of `MaskIp::Hash` (with the access line log, so both show the
+    /// same token).
+    pub fn with_salt(mut self, salt: std::sync::Arc<RotatingSalt>) -> Sqlite {
+        self.salt = salt;
         self
     }
 
@@ -126,6 +138,7 @@ fn client_id(
     conn: &rusqlite::Connection,
     cache: &mut HashMap<(IpAddr, MaskIp), i64>,
     key: &aws_lc_rs::hmac::Key,
+    salt: &RotatingSalt,
     mask: MaskIp,
     ip: IpAddr,
 ) -> rusqlite::Result<i64> {
@@ -133,7 +146,10 @@ fn client_id(
         return Ok(*id);
     }
     let hash = mask::client_key(key, ip);
-    let masked = mask_ip(ip, mask);
+    let masked = match mask {
+        MaskIp::Hash => salt.token(ip),
+        other => mask_ip(ip, other),
+    };
     let found: Option<i64> = conn
         .prepare_cached("SELECT id FROM clients WHERE key = ?1 AND masked = ?2")?
         .query_row(rusqlite::params![&hash, &masked], |r| r.get(0))
@@ -159,7 +175,12 @@ fn clamp(n: u64) -> i64 {
 
 impl Store for Sqlite {
     fn insert_requests(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        let Sqlite { conn, key, strings, clients, agents, redaction } = self;
+        // A new day's salt makes new tokens: the remembered ones are of yesterday.
+        if self.salt.day() != self.salt_day {
+            self.salt_day = self.salt.day();
+            self.clients.clear();
+        }
+        let Sqlite { conn, key, strings, clients, agents, redaction, salt, .. } = self;
         let tx = conn.transaction()?;
         let mut rollup = Rollup::default();
         let result = (|| -> rusqlite::Result<()> {
@@ -174,7 +195,7 @@ impl Store for Sqlite {
                 let (site, route, backend, method) = (s(r.site)?, s(r.route)?, s(r.backend)?, s(r.method)?);
                 let (host, user_agent, country) = (s(Some(r.host))?, s(r.user_agent)?, s(r.country)?);
                 let (side, kind) = (s(r.error.map(|e| e.side))?, s(r.error.map(|e| e.kind))?);
-                let client = client_id(&tx, clients, key, r.mask, r.client)?;
+                let client = client_id(&tx, clients, key, salt, r.mask, r.client)?;
                 let agent = match user_agent {
                     Some(id) => {
                         if agents.len() >= CACHE {

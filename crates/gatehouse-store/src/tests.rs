@@ -402,3 +402,29 @@ fn a_site_with_its_own_retention_keeps_its_rows_by_its_times() {
     // panel keeps access rows 30 days and errors 10; shop the defaults (7 and 30).
     assert_eq!(left, [(Some("panel".into()), 200), (Some("shop".into()), 500)]);
 }
+
+#[test]
+fn hashed_addresses_are_daily_tokens_and_subject_requests_still_find_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gh.db");
+    let mut db = Sqlite::open(&path).expect("open");
+    let hashed = |ip: &str, p: &'static str| RequestRow { mask: MaskIp::Hash, ..row(ip, p) };
+    db.insert_requests(&batch(&[
+        hashed("203.0.113.7", "/a"),
+        hashed("203.0.113.8", "/b"),
+        hashed("203.0.113.7", "/c"),
+    ]))
+    .expect("insert");
+    let got = db.recent_requests(10).expect("read");
+    let by_path = |p: &str| got.iter().find(|r| r.path == p).map(|r| r.client.clone()).expect("row");
+    let (a, b, c) = (by_path("/a"), by_path("/b"), by_path("/c"));
+    assert!(a.starts_with("h:") && a.len() == 18, "{a}");
+    assert_eq!(a, c, "one address, one token within a day");
+    assert_ne!(a, b, "two addresses sharing a /24 get different tokens");
+    assert!(!a.contains("203.0.113"), "{a}");
+    // Another salt (another day, or a restart) gives other tokens.
+    assert_ne!(RotatingSalt::default().token("203.0.113.7".parse().expect("ip")), a);
+    let reader = Reader::open(&path).expect("reader");
+    let rows = reader.client_rows("203.0.113.7".parse().expect("ip")).expect("export");
+    assert_eq!(rows.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/a", "/c"]);
+}

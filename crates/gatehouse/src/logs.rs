@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::metrics::Metrics;
 use gatehouse_config::{Config, MaskIpMethod};
 use gatehouse_proxy::observe::{AccessRecord, LineSink, LogSink};
-use gatehouse_store::{MaskIp, RequestRow, Retention, RowError, Sqlite, Writer, mask_addr};
+use gatehouse_store::{MaskIp, RequestRow, Retention, RotatingSalt, RowError, Sqlite, Writer, mask_addr};
 
 /// Rows waiting for the database writer; beyond this they are dropped and counted.
 const QUEUE: usize = 65_536;
@@ -25,6 +25,8 @@ struct Sinks {
     /// `logging` (carried by its records) overrides them.
     requests: bool,
     mask: MaskIp,
+    /// The daily salt of `mask_ip_method: hash`, shared with the database writer.
+    salt: Arc<RotatingSalt>,
 }
 
 impl LogSink for Sinks {
@@ -43,6 +45,9 @@ impl LogSink for Sinks {
         }
         if let Some(line) = &self.line {
             let mut r = r;
+            if mask == MaskIp::Hash {
+                r.client_label = Some(self.salt.token(r.client));
+            }
             r.client = mask_addr(r.client, mask);
             line.record(r);
         }
@@ -53,6 +58,7 @@ fn mask_of(m: MaskIpMethod) -> MaskIp {
     match m {
         MaskIpMethod::LastOctet => MaskIp::LastOctet,
         MaskIpMethod::None => MaskIp::Off,
+        MaskIpMethod::Hash => MaskIp::Hash,
     }
 }
 
@@ -66,7 +72,8 @@ pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<dyn 
         secret_params: config.logging.secret_params.clone(),
         paths: config.logging.redact_paths.clone(),
     };
-    let db = Sqlite::open(&config.storage_path)?.with_redaction(redaction);
+    let salt = Arc::new(RotatingSalt::default());
+    let db = Sqlite::open(&config.storage_path)?.with_redaction(redaction).with_salt(salt.clone());
     let writer = Writer::start(db, QUEUE, config.workers)?;
     #[cfg(feature = "otlp")]
     let otlp = config.otlp.clone().map(crate::otlp::Exporter::start);
@@ -83,6 +90,7 @@ pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<dyn 
             store: writer.clone(),
             requests: config.logging.requests,
             mask,
+            salt,
         }),
         writer,
     ))

@@ -425,3 +425,25 @@ async fn an_access_record_has_every_field() {
     assert_eq!(rec["reason"], "-", "{rec}");
     assert_eq!(records(&gh).iter().filter(|r| r["path"] == "/fields").count(), 1, "one record per request");
 }
+
+/// `logging.mask_ip_method: hash`: the access line and the database show the same daily
+/// token, never the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashed_clients_show_the_same_token_in_the_line_and_the_database() {
+    let backend = Backend::start("app").await;
+    let gh = Gatehouse::start_edited(
+        "logging: {mask_ip_method: hash}\n",
+        &[("p", &site("p.test", &format!("backend: {}\n", backend.url())))],
+        info_log,
+    );
+    assert_eq!(get(gh.http, "p.test", "/hashed").await.status, 200);
+    let rec = record_for(&gh, "/hashed").await;
+    let token = rec["client"].as_str().expect("client").to_string();
+    assert!(token.starts_with("h:") && token.len() == 18, "{rec}");
+    let stored = wait_until_async(NET_TIMEOUT, || async {
+        get(gh.admin, "localhost", "/api/logs?path_prefix=%2Fhashed").await.json()["requests"][0]["client"]
+            == token.as_str()
+    })
+    .await;
+    assert!(stored, "{}", get(gh.admin, "localhost", "/api/logs").await.text());
+}

@@ -67,6 +67,8 @@ pub struct AccessRecord {
     pub trace: Option<crate::http::trace::Trace>,
     /// The client: the peer, or the address `trusted_proxies` forwarding vouches for.
     pub client: IpAddr,
+    /// What the access line shows for the client instead of `client` (a hashed form).
+    pub client_label: Option<String>,
     /// `None` for requests refused before their head could be read.
     pub version: Option<Version>,
     /// `None` for requests refused before their head could be read.
@@ -101,6 +103,7 @@ impl AccessRecord {
             request_id: None,
             trace: None,
             client,
+            client_label: None,
             version: None,
             method: None,
             host: String::new(),

@@ -61,7 +61,7 @@ fn write(r: &AccessRecord) {
     };
     tracing::info!(
         target: "access",
-        client = %r.client,
+        client = %r.client_label.as_deref().map_or_else(|| r.client.to_string(), str::to_string),
         method = r.method.as_ref().map_or("-", |m| m.as_str()),
         host = dash(&r.host),
         // The query stays out of the line: it may carry secrets (the database stores it
