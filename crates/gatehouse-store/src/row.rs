@@ -54,9 +54,11 @@ pub struct Batch {
 
 /// Length marking an absent string.
 const NONE: u32 = u32::MAX;
-/// Longest string kept whole; longer ones (a hostile user agent) are cut at a character
-/// boundary.
+/// Longest string kept whole; longer ones are cut at a character boundary.
 const MAX_FIELD: usize = 8 * 1024;
+/// Longest user agent and host kept: clients choose these freely, and each distinct one
+/// becomes a stored string (real ones are well under this).
+const MAX_NAME: usize = 512;
 
 impl Batch {
     pub fn new() -> Self {
@@ -117,21 +119,21 @@ impl Batch {
             Some(e) => (Some(e.side), Some(e.kind), Some(e.reason)),
             None => (None, None, None),
         };
-        for s in [
-            r.site,
-            r.route,
-            r.backend,
-            r.method,
-            Some(r.host),
-            Some(r.path),
-            r.user_agent,
-            r.country,
-            r.request_id,
-            side,
-            kind,
-            reason,
+        for (s, max) in [
+            (r.site, MAX_FIELD),
+            (r.route, MAX_FIELD),
+            (r.backend, MAX_FIELD),
+            (r.method, MAX_NAME),
+            (Some(r.host), MAX_NAME),
+            (Some(r.path), MAX_FIELD),
+            (r.user_agent, MAX_NAME),
+            (r.country, MAX_NAME),
+            (r.request_id, MAX_NAME),
+            (side, MAX_NAME),
+            (kind, MAX_NAME),
+            (reason, MAX_FIELD),
         ] {
-            put_str(b, s);
+            put_str(b, s, max);
         }
         self.rows += 1;
     }
@@ -142,11 +144,11 @@ impl Batch {
     }
 }
 
-fn put_str(b: &mut Vec<u8>, s: Option<&str>) {
+fn put_str(b: &mut Vec<u8>, s: Option<&str>, max: usize) {
     match s {
         None => b.extend_from_slice(&NONE.to_le_bytes()),
         Some(s) => {
-            let s = cut(s, MAX_FIELD);
+            let s = cut(s, max);
             b.extend_from_slice(&(s.len() as u32).to_le_bytes());
             b.extend_from_slice(s.as_bytes());
         }

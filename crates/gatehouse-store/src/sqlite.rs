@@ -17,13 +17,15 @@ use crate::{AuditEntry, CertificateRow, Store, StoreError, StoredRequest, schema
 /// Ids remembered by the writer before its caches start over (bounds their memory when a
 /// flood brings many distinct user agents, hosts or clients).
 const CACHE: usize = 100_000;
+/// Bytes of remembered strings before that cache starts over.
+const CACHE_BYTES: usize = 8 << 20;
 
 pub struct Sqlite {
     conn: rusqlite::Connection,
     /// Key of the keyed hash stored beside each masked address (created with the database).
     key: aws_lc_rs::hmac::Key,
     /// Ids of the strings rows refer to (sites, routes, user agents, …).
-    strings: HashMap<Box<str>, i64>,
+    strings: Strings,
     /// Ids of the clients rows refer to, by full address and how it is masked.
     clients: HashMap<(IpAddr, MaskIp), i64>,
     /// The class of each user agent seen, by its string id.
@@ -62,7 +64,7 @@ impl Sqlite {
         Ok(Sqlite {
             conn,
             key,
-            strings: HashMap::new(),
+            strings: Strings::default(),
             clients: HashMap::new(),
             agents: HashMap::new(),
             redaction: Redaction::default(),
@@ -103,9 +105,35 @@ impl Sqlite {
 }
 
 /// The id of `text` in `strings`, adding it when new.
-fn string_id(conn: &rusqlite::Connection, cache: &mut HashMap<Box<str>, i64>, text: &str) -> rusqlite::Result<i64> {
+/// The ids of strings the writer has seen, bounded in count and bytes.
+#[derive(Default)]
+struct Strings {
+    ids: HashMap<Box<str>, i64>,
+    bytes: usize,
+}
+
+impl Strings {
+    fn get(&self, text: &str) -> Option<i64> {
+        self.ids.get(text).copied()
+    }
+
+    fn insert(&mut self, text: &str, id: i64) {
+        if self.ids.len() >= CACHE || self.bytes + text.len() > CACHE_BYTES {
+            self.clear();
+        }
+        self.bytes += text.len();
+        self.ids.insert(text.into(), id);
+    }
+
+    fn clear(&mut self) {
+        self.ids.clear();
+        self.bytes = 0;
+    }
+}
+
+fn string_id(conn: &rusqlite::Connection, cache: &mut Strings, text: &str) -> rusqlite::Result<i64> {
     if let Some(id) = cache.get(text) {
-        return Ok(*id);
+        return Ok(id);
     }
     let found: Option<i64> =
         conn.prepare_cached("SELECT id FROM strings WHERE text = ?1")?.query_row([text], |r| r.get(0)).optional()?;
@@ -116,16 +144,13 @@ fn string_id(conn: &rusqlite::Connection, cache: &mut HashMap<Box<str>, i64>, te
             conn.last_insert_rowid()
         }
     };
-    if cache.len() >= CACHE {
-        cache.clear();
-    }
-    cache.insert(text.into(), id);
+    cache.insert(text, id);
     Ok(id)
 }
 
 fn opt_string_id(
     conn: &rusqlite::Connection,
-    cache: &mut HashMap<Box<str>, i64>,
+    cache: &mut Strings,
     text: Option<&str>,
 ) -> rusqlite::Result<Option<i64>> {
     text.map(|t| string_id(conn, cache, t)).transpose()
