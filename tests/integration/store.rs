@@ -555,3 +555,32 @@ async fn the_overviews_show_the_traffic_and_no_secrets() {
     }
     assert!(!md.contains("client 127.0.0.1"), "an unmasked client in:\n{md}");
 }
+
+/// A route's own `logging` overrides its site's: one route unlogged, one with whole
+/// addresses, the rest as the site says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_can_have_its_own_logging() {
+    let b = Backend::start("b").await;
+    let url = b.url();
+    let gh = Gatehouse::start(
+        "",
+        &[(
+            "shop",
+            &format!(
+                "host: shop.test\nlogging: {{mask_ip_method: hash}}\nroutes:\n  - path: /health\n    backend: {url}\n    logging: {{requests: false}}\n  - path: /admin\n    backend: {url}\n    logging: {{mask_ip_method: none}}\n  - path: /\n    backend: {url}\n"
+            ),
+        )],
+    );
+    for p in ["/health", "/admin/x", "/page"] {
+        assert_eq!(get(gh.http, "shop.test", p).await.status, 200);
+    }
+    assert!(wait_until(NET_TIMEOUT, || rows(&gh).len() == 2).await, "{:?}", rows(&gh));
+    // Give a stray /health row the time to show up, were it stored.
+    assert_eq!(get(gh.http, "shop.test", "/page2").await.status, 200);
+    assert!(wait_until(NET_TIMEOUT, || rows(&gh).len() == 3).await, "{:?}", rows(&gh));
+    let stored: Vec<(String, String)> = rows(&gh).into_iter().map(|r| (r.2, r.0)).collect();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert!(!stored.iter().any(|(p, _)| p == "/health"), "{stored:?}");
+    assert_eq!(stored[0], ("/admin/x".to_string(), "127.0.0.1".to_string()));
+    assert!(stored[1].1.starts_with("h:") && stored[2].1 == stored[1].1, "{stored:?}");
+}

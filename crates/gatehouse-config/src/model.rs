@@ -455,6 +455,11 @@ pub struct Route {
     pub strip_prefix: Option<String>,
     pub rewrite: Option<Rewrite>,
     pub options: RouteOptions,
+    /// This route's `logging` when it has one (unset keys from its site's, then the main
+    /// file's).
+    pub logging: Option<LoggingConfig>,
+    /// This route's `data_retention` when it has one.
+    pub retention: Option<RetentionConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -378,6 +378,10 @@ pub struct Route {
     pub strip_prefix: Option<S<String>>,
     pub rewrite: Option<Rewrite>,
     pub options: Option<Options>,
+    /// This route's request-log settings (the site's otherwise).
+    pub logging: Option<Logging>,
+    /// This route's retention (the site's otherwise).
+    pub data_retention: Option<DataRetention>,
 }
 
 #[derive(Debug, Deserialize, Clone)]

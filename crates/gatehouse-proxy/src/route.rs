@@ -83,9 +83,10 @@ impl Router {
                         site: name.clone(),
                         group: group_for(r),
                         chain: filter::chain_for(r, site, env),
-                        log: site
+                        log: r
                             .logging
                             .as_ref()
+                            .or(site.logging.as_ref())
                             .map(|l| crate::observe::SiteLog { requests: l.requests, mask_ip: l.mask_ip }),
                     };
                     (order, c)

@@ -20,12 +20,21 @@ pub struct Retention {
     pub audit: Duration,
     /// Sites with their own `data_retention`: (site, access, errors) for their rows.
     pub sites: Vec<(String, Duration, Duration)>,
+    /// Routes with their own: (route id, access, errors); before their site's.
+    pub routes: Vec<(String, Duration, Duration)>,
 }
 
 impl Default for Retention {
     fn default() -> Self {
         let days = |d: u64| Duration::from_secs(d * 86_400);
-        Retention { access: days(7), errors: days(30), security: days(90), audit: days(365), sites: Vec::new() }
+        Retention {
+            access: days(7),
+            errors: days(30),
+            security: days(90),
+            audit: days(365),
+            sites: Vec::new(),
+            routes: Vec::new(),
+        }
     }
 }
 
@@ -67,24 +76,34 @@ fn delete_chunked(conn: &Connection, table: &str, condition: &str, cut: i64) -> 
 pub(crate) fn apply(conn: &Connection, now_us: i64, r: &Retention) -> rusqlite::Result<Pruned> {
     const ERROR: &str = "(status >= 400 OR error_side IS NOT NULL)";
     let mut pruned = Pruned::default();
-    // Sites with their own retention: their rows by their times, the rest by the default.
+    // Routes, then sites, with their own retention: their rows by their times; the rest by
+    // the default.
     conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS retention_sites (site INTEGER PRIMARY KEY); DELETE FROM retention_sites;",
+        "CREATE TEMP TABLE IF NOT EXISTS retention_routes (route INTEGER PRIMARY KEY); DELETE FROM retention_routes;
+         CREATE TEMP TABLE IF NOT EXISTS retention_sites (site INTEGER PRIMARY KEY); DELETE FROM retention_sites;",
     )?;
-    for (site, access, errors) in &r.sites {
-        let found: Option<i64> =
-            conn.query_row("SELECT id FROM strings WHERE text = ?1", [site], |row| row.get(0)).optional()?;
-        let Some(id) = found else { continue };
-        conn.execute("INSERT OR IGNORE INTO retention_sites (site) VALUES (?1)", [id])?;
-        let mine = format!("site = {id}");
-        let (a, e) = (cutoff(now_us, *access), cutoff(now_us, *errors));
-        pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {mine} AND NOT {ERROR}"), a)?;
-        pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {mine} AND {ERROR}"), e)?;
-    }
-    const DEFAULT: &str = "(site IS NULL OR site NOT IN (SELECT site FROM retention_sites))";
+    const NOT_ROUTE: &str = "(route IS NULL OR route NOT IN (SELECT route FROM retention_routes))";
+    const NOT_SITE: &str = "(site IS NULL OR site NOT IN (SELECT site FROM retention_sites))";
+    let own = |column: &str, list: &[(String, Duration, Duration)], scope: &str| -> rusqlite::Result<u64> {
+        let mut n = 0;
+        for (name, access, errors) in list {
+            let found: Option<i64> =
+                conn.query_row("SELECT id FROM strings WHERE text = ?1", [name], |row| row.get(0)).optional()?;
+            let Some(id) = found else { continue };
+            conn.execute(&format!("INSERT OR IGNORE INTO retention_{column}s ({column}) VALUES (?1)"), [id])?;
+            let mine = format!("{column} = {id} AND {scope}");
+            let (a, e) = (cutoff(now_us, *access), cutoff(now_us, *errors));
+            n += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {mine} AND NOT {ERROR}"), a)?;
+            n += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {mine} AND {ERROR}"), e)?;
+        }
+        Ok(n)
+    };
+    pruned.requests += own("route", &r.routes, "1")?;
+    pruned.requests += own("site", &r.sites, NOT_ROUTE)?;
+    let rest = format!("{NOT_SITE} AND {NOT_ROUTE}");
     let (a, e) = (cutoff(now_us, r.access), cutoff(now_us, r.errors));
-    pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {DEFAULT} AND NOT {ERROR}"), a)?;
-    pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {DEFAULT} AND {ERROR}"), e)?;
+    pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {rest} AND NOT {ERROR}"), a)?;
+    pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {rest} AND {ERROR}"), e)?;
     pruned.audit += delete_chunked(conn, "audit_log", "time_ms < ?1 / 1000", cutoff(now_us, r.audit))?;
     pruned.strings = conn.execute(
         "DELETE FROM strings WHERE id NOT IN (

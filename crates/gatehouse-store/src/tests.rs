@@ -376,31 +376,38 @@ fn rollups_add_up_to_the_rows_and_outlive_them() {
 }
 
 #[test]
-fn a_site_with_its_own_retention_keeps_its_rows_by_its_times() {
+fn a_site_or_route_with_its_own_retention_keeps_its_rows_by_its_times() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut db = Sqlite::open(&dir.path().join("gh.db")).expect("open");
     let now = 1_800_000_000_000_000;
-    let aged = |site: &'static str, days: i64, status: u16| RequestRow {
+    let aged = |site: &'static str, route: &'static str, days: i64, status: u16| RequestRow {
         time_us: now - days * DAY_US,
         site: Some(site),
+        route: Some(route),
         status,
         ..row("192.0.2.1", "/")
     };
     db.insert_requests(&batch(&[
-        aged("panel", 8, 200),
-        aged("panel", 20, 500),
-        aged("shop", 8, 200),
-        aged("shop", 20, 500),
+        aged("panel", "panel#0", 8, 200),
+        aged("panel", "panel#0", 20, 500),
+        aged("panel", "panel#1", 3, 200),
+        aged("shop", "shop#0", 8, 200),
+        aged("shop", "shop#0", 20, 500),
     ]))
     .expect("insert");
     let day = |d: u64| std::time::Duration::from_secs(d * 86_400);
-    let r = Retention { sites: vec![("panel".into(), day(30), day(10))], ..Retention::default() };
-    assert_eq!(db.apply_retention(now, &r).expect("retention").requests, 2);
+    let r = Retention {
+        sites: vec![("panel".into(), day(30), day(10))],
+        routes: vec![("panel#1".into(), day(2), day(2))],
+        ..Retention::default()
+    };
+    assert_eq!(db.apply_retention(now, &r).expect("retention").requests, 3);
     let mut left: Vec<(Option<String>, u16)> =
-        db.recent_requests(10).expect("read").into_iter().map(|r| (r.site, r.status)).collect();
+        db.recent_requests(10).expect("read").into_iter().map(|r| (r.route, r.status)).collect();
     left.sort();
-    // panel keeps access rows 30 days and errors 10; shop the defaults (7 and 30).
-    assert_eq!(left, [(Some("panel".into()), 200), (Some("shop".into()), 500)]);
+    // panel#1 keeps 2 days; the rest of panel 30 days (access) and 10 (errors); shop the
+    // defaults (7 and 30).
+    assert_eq!(left, [(Some("panel#0".into()), 200), (Some("shop#0".into()), 500)]);
 }
 
 #[test]

@@ -110,7 +110,14 @@ pub async fn retention(writer: Writer, state: gatehouse_proxy::StateHandle) {
             .iter()
             .filter_map(|s| s.retention.map(|own| (s.name.clone(), own.access, own.errors)))
             .collect();
-        let keep = Retention { access: r.access, errors: r.errors, security: r.security, audit: r.audit, sites };
+        let routes = config
+            .sites
+            .iter()
+            .flat_map(|s| &s.routes)
+            .filter_map(|route| route.retention.map(|own| (route.id.clone(), own.access, own.errors)))
+            .collect();
+        let keep =
+            Retention { access: r.access, errors: r.errors, security: r.security, audit: r.audit, sites, routes };
         writer.run(move |store| {
             let started = std::time::Instant::now();
             match store.apply_retention(gatehouse_store::now_us(), &keep) {

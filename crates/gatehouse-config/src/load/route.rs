@@ -89,8 +89,12 @@ pub(super) fn build_route(
     at: &str,
     site_layer: &Layered,
     named: &BTreeMap<String, Arc<Upstream>>,
+    inherit: (&LoggingConfig, &RetentionConfig),
 ) -> Option<Route> {
     let dot = if at.is_empty() { String::new() } else { format!("{at}.") };
+    let logging = r.logging.as_ref().map(|l| super::logging(cx, l, &format!("{dot}logging"), Some(inherit.0)));
+    let retention =
+        r.data_retention.as_ref().map(|d| super::retention(cx, d, &format!("{dot}data_retention"), Some(inherit.1)));
     let mut layer = site_layer.clone();
     if let Some(o) = &r.options {
         layer.apply(cx, o, &format!("{dot}options"));
@@ -315,7 +319,7 @@ pub(super) fn build_route(
         return None;
     };
 
-    Some(Route { id, path, methods, priority, action, strip_prefix, rewrite, options: layer.opts })
+    Some(Route { id, path, methods, priority, action, strip_prefix, rewrite, options: layer.opts, logging, retention })
 }
 
 /// The capture groups a replacement string refers to, read the way the regex crate reads

@@ -137,6 +137,10 @@ pub(super) fn build_site(
     }
     let logging = s.logging.as_ref().map(|l| super::logging(cx, l, "logging", Some(main.0)));
     let retention = s.data_retention.as_ref().map(|r| super::retention(cx, r, "data_retention", Some(main.1)));
+    // What a route's own `logging` and `data_retention` start from.
+    let route_logging = logging.clone().unwrap_or_else(|| main.0.clone());
+    let route_retention = retention.unwrap_or(*main.1);
+    let inherit = (&route_logging, &route_retention);
 
     let mut named: BTreeMap<String, Arc<Upstream>> = BTreeMap::new();
     for (uname, u) in s.upstreams.iter().flatten() {
@@ -162,7 +166,7 @@ pub(super) fn build_site(
     let mut routes = Vec::new();
     for (i, r) in s.routes.into_iter().flatten().enumerate() {
         let at = format!("routes[{i}]");
-        if let Some(route) = build_route(cx, base, &name, i, r, &at, &site_layer, &named) {
+        if let Some(route) = build_route(cx, base, &name, i, r, &at, &site_layer, &named, inherit) {
             routes.push(route);
         }
     }
@@ -180,7 +184,7 @@ pub(super) fn build_site(
         short.backend.is_some() || short.backends.is_some() || short.static_dir.is_some() || short.redirect.is_some();
     if has_short {
         let idx = routes.len();
-        if let Some(mut route) = build_route(cx, base, &name, idx, short, "", &site_layer, &named) {
+        if let Some(mut route) = build_route(cx, base, &name, idx, short, "", &site_layer, &named, inherit) {
             route.priority = i32::MIN;
             routes.push(route);
         }
