@@ -584,3 +584,35 @@ async fn a_route_can_have_its_own_logging() {
     assert_eq!(stored[0], ("/admin/x".to_string(), "127.0.0.1".to_string()));
     assert!(stored[1].1.starts_with("h:") && stored[2].1 == stored[1].1, "{stored:?}");
 }
+
+/// `log.access_file`: JSON lines in a file of their own, masked as the database stores
+/// the client, without the query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_file_has_json_lines_masked_like_the_database() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start_edited("", &[("shop", &format!("host: shop.test\nbackend: {}\n", b.url()))], |main| {
+        main.replace(
+            "log: {level: warn, format: json}",
+            "log: {level: warn, format: json, access_file: logs/access.log}",
+        )
+    });
+    assert_eq!(get(gh.http, "shop.test", "/file?token=s3cr3t").await.status, 200);
+    let path = gh.dir.path().join("logs/access.log");
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    assert!(wait_until(NET_TIMEOUT, || lines().len() == 1).await, "{}", gh.log());
+    let l = &lines()[0];
+    assert_eq!(
+        (l["client"].as_str(), l["path"].as_str(), l["status"].as_u64()),
+        (Some("127.0.0.0"), Some("/file"), Some(200)),
+        "{l}"
+    );
+    assert!(l["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{l}");
+    assert!(!std::fs::read_to_string(&path).unwrap_or_default().contains("s3cr3t"));
+    assert!(!gh.log().contains("\"target\":\"access\""), "access lines also went to the log stream");
+}

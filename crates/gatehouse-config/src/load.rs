@@ -421,6 +421,19 @@ fn build(
         },
     };
 
+    let access_file = main.log.as_ref().and_then(|l| {
+        let f = l.access_file.as_ref()?;
+        let max_bytes = cx.size_in(l.access_file_max.as_ref(), "log.access_file_max", 100 << 20, (64 << 10, 1 << 40));
+        let keep = cx.count(l.access_file_keep.as_ref(), "log.access_file_keep", 5, 1000);
+        match f.value.trim() {
+            "" => {
+                cx.err_at(f, "log.access_file", "give a file path, or - for stdout");
+                None
+            }
+            "-" => Some(AccessFile::Stdout),
+            p => Some(AccessFile::File { path: base.join(p), max_bytes, keep }),
+        }
+    });
     let logging = logging(&mut cx, &main.logging.unwrap_or_default(), "logging", None);
     let retention = retention(&mut cx, &main.data_retention.unwrap_or_default(), "data_retention", None);
 
@@ -695,7 +708,7 @@ fn build(
         alerts,
         backups,
         otlp,
-        log: LogConfig { level, format },
+        log: LogConfig { level, format, access_file },
         shutdown_timeout,
         server,
         trusted_proxies,

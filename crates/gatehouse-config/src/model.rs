@@ -97,6 +97,21 @@ pub struct CertPair {
 pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
+    /// Where access lines go as JSON lines instead of the log stream (`log.access_file`).
+    pub access_file: Option<AccessFile>,
+}
+
+/// `log.access_file`: a file rotated by size, or stdout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessFile {
+    Stdout,
+    File {
+        path: PathBuf,
+        /// Size at which the file is rotated (`log.access_file_max`).
+        max_bytes: u64,
+        /// Rotated files kept (`path.1` … `path.N`; `log.access_file_keep`).
+        keep: usize,
+    },
 }
 
 /// What is stored about each request (`logging`).

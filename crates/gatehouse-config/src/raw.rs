@@ -216,6 +216,10 @@ pub struct Alerts {
 pub struct Log {
     pub level: Option<S<String>>,
     pub format: Option<S<String>>,
+    /// The access log in a file of its own (JSON lines), or `-` for stdout.
+    pub access_file: Option<S<String>>,
+    pub access_file_max: Option<S<String>>,
+    pub access_file_keep: Option<S<String>>,
 }
 
 /// Connection-level settings of the downstream listener.

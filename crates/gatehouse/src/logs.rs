@@ -20,6 +20,8 @@ struct Sinks {
     #[cfg(feature = "otlp")]
     otlp: Option<crate::otlp::Exporter>,
     line: Option<LineSink>,
+    /// `log.access_file`: the access lines there instead of in the log stream.
+    file: Option<crate::access_file::AccessFile>,
     store: Writer,
     /// `logging.requests` and `logging.mask_ip_method` of the main file; a site's own
     /// `logging` (carried by its records) overrides them.
@@ -43,13 +45,17 @@ impl LogSink for Sinks {
         if store {
             self.store.log(&row(&r, mask));
         }
-        if let Some(line) = &self.line {
+        if self.line.is_some() || self.file.is_some() {
             let mut r = r;
             if mask == MaskIp::Hash {
                 r.client_label = Some(self.salt.token(r.client));
             }
             r.client = mask_addr(r.client, mask);
-            line.record(r);
+            match (&self.file, &self.line) {
+                (Some(file), _) => file.record(r),
+                (None, Some(line)) => line.record(r),
+                (None, None) => {}
+            }
         }
     }
 }
@@ -66,7 +72,12 @@ fn mask_of(m: MaskIpMethod) -> MaskIp {
 /// metrics always, the line log, the request log and OTLP export when they are on. Needs
 /// the control runtime's context (the OTLP export task runs there).
 pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<dyn LogSink>, Writer)> {
-    let line = if tracing::enabled!(target: "access", tracing::Level::INFO) { Some(LineSink::start()?) } else { None };
+    let file = config.log.access_file.as_ref().map(crate::access_file::AccessFile::start).transpose()?;
+    let line = if file.is_none() && tracing::enabled!(target: "access", tracing::Level::INFO) {
+        Some(LineSink::start()?)
+    } else {
+        None
+    };
     let mask = mask_of(config.logging.mask_ip);
     let redaction = gatehouse_store::Redaction {
         secret_params: config.logging.secret_params.clone(),
@@ -87,6 +98,7 @@ pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<dyn 
             #[cfg(feature = "otlp")]
             otlp,
             line,
+            file,
             store: writer.clone(),
             requests: config.logging.requests,
             mask,

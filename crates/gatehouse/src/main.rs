@@ -5,6 +5,7 @@
 //! Owns process lifecycle only; request handling lives in gatehouse-proxy, reloading in
 //! `reload`.
 
+mod access_file;
 mod acme;
 mod backups;
 mod logs;
