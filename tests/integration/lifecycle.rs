@@ -148,7 +148,7 @@ async fn admin_endpoints() {
         json!({"routes": [{
             "id": "a#0", "site": "a", "hosts": ["a.test"], "path": "/api", "match": "prefix",
             "methods": ["GET"], "priority": 0, "filters": [], "action": "proxy", "load_balancing": "round_robin",
-            "backends": [{"url": b.url(), "weight": 1, "active": 0, "requests": 1, "failures": 0}]
+            "backends": [{"url": b.url(), "weight": 1, "active": 0, "requests": 1, "failures": 0, "health": "unchecked"}]
         }]})
     );
     // Without HTTPS there are no certificates.

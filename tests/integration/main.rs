@@ -7,6 +7,7 @@ mod balance;
 mod defects;
 mod files;
 mod headers;
+mod health;
 mod lifecycle;
 mod limits;
 mod metrics;

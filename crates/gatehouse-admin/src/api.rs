@@ -118,6 +118,7 @@ fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
                             "active": b.active.load(Ordering::Relaxed),
                             "requests": b.requests.load(Ordering::Relaxed),
                             "failures": b.failures.load(Ordering::Relaxed),
+                            "health": b.health.state(),
                         })
                     })
                     .collect(),

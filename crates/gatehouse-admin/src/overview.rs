@@ -86,9 +86,9 @@ pub(crate) async fn backends(State(admin): State<Admin>) -> Json<Value> {
                 "active": b.active.load(Ordering::Relaxed),
                 "requests": b.requests.load(Ordering::Relaxed),
                 "failures": b.failures.load(Ordering::Relaxed),
-                // Active health checks come with the resilience work; until then a
-                // backend's state is what its counters say.
-                "health": "unchecked",
+                // `unchecked` without a health_check on the upstream.
+                "health": b.health.state(),
+                "last_check_ms": b.health.last_check_ms(),
             }));
         }
     }

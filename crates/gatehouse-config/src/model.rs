@@ -525,6 +525,31 @@ pub struct Upstream {
     pub backends: Vec<Backend>,
     pub balance: Balance,
     pub pool: PoolSettings,
+    /// Active health checks of the backends (`health_check`), when configured.
+    pub health: Option<HealthCheck>,
+}
+
+/// How backends are checked (`upstreams.NAME.health_check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `None`: a TCP connect is the check. `Some`: an HTTP request.
+    pub http: Option<HttpCheck>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failed checks that take a backend out of rotation.
+    pub unhealthy_after: u32,
+    /// Consecutive passed checks that bring it back.
+    pub healthy_after: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    pub method: String,
+    pub path: String,
+    /// `Host` sent; `None`: the backend's host.
+    pub host: Option<String>,
+    /// Healthy statuses, inclusive.
+    pub expect: (u16, u16),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -362,6 +362,26 @@ pub struct Site {
 pub struct Upstream {
     pub backends: Vec<S<String>>,
     pub load_balancing: Option<Balance>,
+    pub health_check: Option<HealthCheck>,
+}
+
+/// Active health checks of an upstream's backends.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `http` (default) or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub method: Option<S<String>>,
+    /// The `Host` sent (default: the backend's host).
+    pub host: Option<S<String>>,
+    /// Statuses that count as healthy: `200-399` (default), `200`, `2xx`.
+    pub expect_status: Option<S<String>>,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub unhealthy_after: Option<S<String>>,
+    pub healthy_after: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -84,6 +84,9 @@ pub enum ProxyError {
     ResponseTooLarge { size: u64, limit: u64 },
     #[error("all {0} connections to the backend are busy")]
     PoolExhausted(usize),
+    /// Health checks took every backend of the upstream out of rotation.
+    #[error("no healthy backend: every backend failed its health checks")]
+    NoHealthyBackend,
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
     #[error("client sent the request body too slowly")]
@@ -118,7 +121,7 @@ impl ProxyError {
             | ProxyError::Stale { .. }
             | ProxyError::ResponseTooLarge { .. } => S::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::ReadTimeout { .. } => S::GATEWAY_TIMEOUT,
-            ProxyError::PoolExhausted(_) => S::SERVICE_UNAVAILABLE,
+            ProxyError::PoolExhausted(_) | ProxyError::NoHealthyBackend => S::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge(_) => S::PAYLOAD_TOO_LARGE,
             ProxyError::ClientTimeout | ProxyError::BodyTooSlow(_) => S::REQUEST_TIMEOUT,
             ProxyError::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -135,7 +138,8 @@ impl ProxyError {
             | ProxyError::ReadTimeout { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::Stale { .. }
-            | ProxyError::ResponseTooLarge { .. } => Side::Backend,
+            | ProxyError::ResponseTooLarge { .. }
+            | ProxyError::NoHealthyBackend => Side::Backend,
             // Nothing was asked of the backend: its name did not resolve (DNS or the
             // configuration), or Gatehouse's own connection limit was reached.
             ProxyError::PoolExhausted(_) | ProxyError::Unresolved { .. } => Side::Gatehouse,
@@ -170,6 +174,7 @@ impl ProxyError {
             ProxyError::Stale { .. } => "stale_connection",
             ProxyError::ResponseTooLarge { .. } => "response_too_large",
             ProxyError::PoolExhausted(_) => "pool_exhausted",
+            ProxyError::NoHealthyBackend => "no_healthy_backend",
             ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::ClientTimeout => "client_timeout",
             ProxyError::BodyTooSlow(_) => "body_too_slow",
@@ -210,6 +215,10 @@ impl ProxyError {
         }
         if self.closes_connection() {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if matches!(self, ProxyError::NoHealthyBackend) {
+            // Checks run every few seconds: worth trying again soon.
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         r
     }

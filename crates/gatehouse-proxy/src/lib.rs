@@ -13,6 +13,7 @@ pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hash;
+pub mod health;
 pub mod http;
 #[cfg(feature = "http3")]
 pub mod http3;

@@ -103,6 +103,8 @@ pub struct Reloading {
     queue: Queue,
     watch: Watch,
     acme: Acme,
+    /// Active health checks of the running configuration's backends.
+    health: gatehouse_proxy::health::Checks,
     report: Reporting,
 }
 
@@ -126,7 +128,16 @@ impl Reloading {
         report: Reporting,
     ) -> Self {
         let acme = Acme::new(challenges, report.notifier.clone());
-        Reloading { path, reloader, certs, queue, watch: Watch::default(), acme, report }
+        Reloading {
+            path,
+            reloader,
+            certs,
+            queue,
+            watch: Watch::default(),
+            acme,
+            health: gatehouse_proxy::health::Checks::default(),
+            report,
+        }
     }
 
     /// Serves the queue until the runtime ends. `follow` first, to start the watchers and
@@ -269,6 +280,7 @@ impl Reloading {
     /// Points the watchers and ACME at the running configuration and certificates. Needs
     /// the control runtime's context (ACME runs there).
     pub fn follow(&mut self) {
+        self.health.follow(&self.reloader.live());
         let config = self.reloader.live().config.clone();
         self.watch.follow(&config, self.certs.is_some(), &self.queue);
         if let Some(resolver) = &self.certs {

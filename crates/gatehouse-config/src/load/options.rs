@@ -253,3 +253,74 @@ pub(super) fn apply_header_ops(cx: &mut Ctx<'_>, rules: &mut HeaderRules, ops: &
         }
     }
 }
+
+/// `health_check` of an upstream.
+pub(super) fn health_check(cx: &mut Ctx<'_>, h: &raw::HealthCheck, at: &str) -> HealthCheck {
+    let tcp = match h.kind.as_ref().map(|k| (k, k.value.trim())) {
+        None | Some((_, "http")) => false,
+        Some((_, "tcp")) => true,
+        Some((k, other)) => {
+            cx.err_at(k, format!("{at}.type"), format!("unknown check type {other:?}; expected http or tcp"));
+            false
+        }
+    };
+    let interval = cx.timeout(h.interval.as_ref(), &format!("{at}.interval"), Duration::from_secs(10));
+    let timeout = cx.timeout(h.timeout.as_ref(), &format!("{at}.timeout"), Duration::from_secs(2));
+    if let Some(v) = &h.interval
+        && interval < Duration::from_millis(100)
+    {
+        cx.err_at(v, format!("{at}.interval"), "check at most ten times a second (at least 100ms)");
+    }
+    let unhealthy_after = cx.count(h.unhealthy_after.as_ref(), &format!("{at}.unhealthy_after"), 3, 1000).max(1) as u32;
+    let healthy_after = cx.count(h.healthy_after.as_ref(), &format!("{at}.healthy_after"), 2, 1000).max(1) as u32;
+    let http = (!tcp).then(|| {
+        let path = h.path.as_ref().map_or("/".to_string(), |p| p.value.trim().to_string());
+        if (!path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()))
+            && let Some(p) = &h.path
+        {
+            cx.err_at(p, format!("{at}.path"), "expected a path starting with / (no spaces)");
+        }
+        let method = h.method.as_ref().map_or("GET".to_string(), |m| m.value.trim().to_ascii_uppercase());
+        if !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS")
+            && let Some(m) = &h.method
+        {
+            cx.err_at(m, format!("{at}.method"), "a check must not change anything: use GET, HEAD or OPTIONS");
+        }
+        let host = h.host.as_ref().map(|v| v.value.trim().to_string());
+        let expect = match h.expect_status.as_ref().map(|v| (v, v.value.trim())) {
+            None => (200, 399),
+            Some((v, text)) => match parse_status_range(text) {
+                Some(r) => r,
+                None => {
+                    cx.err_at(
+                        v,
+                        format!("{at}.expect_status"),
+                        format!("expected a status, a range (200-399) or a class (2xx), got {text:?}"),
+                    );
+                    (200, 399)
+                }
+            },
+        };
+        HttpCheck { method, path, host, expect }
+    });
+    if tcp && (h.path.is_some() || h.method.is_some() || h.expect_status.is_some()) {
+        cx.err(None, format!("{at}.type"), "a tcp check only connects: path, method and expect_status need type: http");
+    }
+    HealthCheck { http, interval, timeout, unhealthy_after, healthy_after }
+}
+
+/// `200`, `200-399` or `2xx` as an inclusive range.
+fn parse_status_range(text: &str) -> Option<(u16, u16)> {
+    let ok = |n: u16| (100..=599).contains(&n);
+    if let Some(class) = text.strip_suffix("xx") {
+        let c: u16 = class.parse().ok()?;
+        return (1..=5).contains(&c).then_some((c * 100, c * 100 + 99));
+    }
+    match text.split_once('-') {
+        Some((a, b)) => {
+            let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            (ok(a) && ok(b) && a <= b).then_some((a, b))
+        }
+        None => text.parse().ok().filter(|n| ok(*n)).map(|n| (n, n)),
+    }
+}

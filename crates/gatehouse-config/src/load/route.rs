@@ -264,7 +264,14 @@ pub(super) fn build_route(
             return None;
         }
         let key = format!("{id}:{}", backend_list_key(&backends));
-        Some(Arc::new(Upstream { key, id: id.clone(), backends, balance: layer.balance(), pool: layer.pool.clone() }))
+        Some(Arc::new(Upstream {
+            key,
+            id: id.clone(),
+            backends,
+            balance: layer.balance(),
+            pool: layer.pool.clone(),
+            health: None,
+        }))
     };
     let action = if let Some(b) = r.backend {
         Action::Proxy(inline(cx, vec![b], format!("{dot}backend"))?)

@@ -291,3 +291,32 @@ fn webhooks_and_alerts_are_checked() {
     assert!(e[2].contains("unknown event \"cert_expired\"") && e[2].contains("cert_expiring"), "{e:?}");
     assert!(e[3].contains("alerts.error_rate"), "{e:?}");
 }
+
+#[test]
+fn health_checks_are_checked() {
+    let site = |check: &str| {
+        format!(
+            "host: a.test\nupstreams:\n  app:\n    backends: [http://127.0.0.1:1]\n    health_check: {check}\nroutes:\n  - path: /\n    upstream: app\n"
+        )
+    };
+    let c = load_from_str_for_tests(
+        "",
+        &[("a", &site("{path: /health, interval: 1s, timeout: 500ms, unhealthy_after: 2, healthy_after: 2}"))],
+        Path::new("."),
+    )
+    .expect("valid");
+    let Action::Proxy(up) = &c.sites[0].routes[0].action else { panic!("proxy") };
+    let h = up.health.as_ref().expect("health");
+    assert_eq!(
+        (h.interval, h.timeout, h.unhealthy_after, h.healthy_after),
+        (Duration::from_secs(1), Duration::from_millis(500), 2, 2)
+    );
+    assert_eq!(h.http.as_ref().map(|x| (x.path.as_str(), x.expect)), Some(("/health", (200, 399))));
+    let e = errs("", &[("a", &site("{type: udp, interval: 10ms, method: POST, expect_status: 7xx}"))]);
+    assert_eq!(e.len(), 4, "{e:?}");
+    for want in ["health_check.type", "health_check.interval", "health_check.method", "health_check.expect_status"] {
+        assert!(e.iter().any(|x| x.contains(want)), "{want} missing: {e:?}");
+    }
+    let e = errs("", &[("a", &site("{type: tcp, path: /x}"))]);
+    assert!(e.len() == 1 && e[0].contains("tcp check only connects"), "{e:?}");
+}

@@ -45,6 +45,10 @@ pub(crate) async fn forward<'a>(
     let mut backend = selection.next();
     let result = loop {
         let Some(b) = backend else {
+            // Nothing tried yet: every backend is out of rotation (health checks).
+            if cx.backend.is_none() {
+                break Err(ProxyError::NoHealthyBackend);
+            }
             break Err(ProxyError::Connect { backend: String::new(), reason: "no backends".into() });
         };
         cx.backend = Some(b);

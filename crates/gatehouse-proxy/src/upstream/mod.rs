@@ -43,6 +43,8 @@ pub struct BackendState {
     pub failures: AtomicU64,
     /// Caps open connections across all workers when `max_connections_per_host` is set.
     pub permits: Option<Arc<Semaphore>>,
+    /// What active health checks say (written by the checker only, read by every worker).
+    pub health: crate::health::Health,
 }
 
 impl BackendState {
@@ -61,6 +63,7 @@ impl BackendState {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             permits: (max_conns > 0).then(|| Arc::new(Semaphore::new(max_conns))),
+            health: crate::health::Health::default(),
         }
     }
 
@@ -356,6 +359,7 @@ mod tests {
             backends,
             balance: Balance { algorithm: Algorithm::RoundRobin, hash_key: HashKey::ClientIp },
             pool: PoolSettings { max_connections_per_host: max_conns, ..PoolSettings::default() },
+            health: None,
         })
     }
 

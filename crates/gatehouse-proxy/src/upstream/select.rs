@@ -30,15 +30,18 @@ impl<'g> Selection<'g> {
 impl<'g> Iterator for Selection<'g> {
     type Item = &'g Arc<BackendState>;
 
-    /// The next backend to try, or `None` once every backend has had its turn.
+    /// The next backend to try, or `None` once every backend has had its turn. Backends
+    /// that health checks took out of rotation are skipped.
     fn next(&mut self) -> Option<&'g Arc<BackendState>> {
         let n = self.group.backends.len();
-        if self.tried >= n {
-            return None;
+        while self.tried < n {
+            let b = &self.group.backends[(self.first + self.tried) % n];
+            self.tried += 1;
+            if !b.health.is_down() {
+                return Some(b);
+            }
         }
-        let b = &self.group.backends[(self.first + self.tried) % n];
-        self.tried += 1;
-        Some(b)
+        None
     }
 }
 

@@ -1,0 +1,230 @@
+//! Active health checks. One task per checked backend, on the control runtime, probes it
+//! every `interval` (a TCP connect, or an HTTP request whose status must fall in the
+//! expected range) and takes it out of rotation after `unhealthy_after` failed checks in a
+//! row, back in after `healthy_after` passed ones. The state lives on the backend's
+//! shared `BackendState` (all workers read it; only its checker writes it), so it is the
+//! same for every worker and is carried across reloads with the backend. `Checks::follow`
+//! starts the checks of backends a reload added and stops those of backends it removed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use gatehouse_config::{BackendAddr, HealthCheck};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::state::RuntimeState;
+use crate::upstream::{BackendState, Target};
+
+/// A backend's health, as its checker last saw it.
+#[derive(Debug, Default)]
+pub struct Health {
+    down: AtomicBool,
+    /// Checks passed in a row (positive) or failed in a row (negative).
+    streak: AtomicI64,
+    /// When the last check ended (Unix milliseconds; 0: never checked).
+    checked_ms: AtomicU64,
+}
+
+impl Health {
+    /// Out of rotation: its last `unhealthy_after` checks failed.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// `up`, `down`, or `unchecked` (no check configured or none finished yet).
+    pub fn state(&self) -> &'static str {
+        match (self.checked_ms.load(Ordering::Relaxed), self.is_down()) {
+            (0, _) => "unchecked",
+            (_, true) => "down",
+            (_, false) => "up",
+        }
+    }
+
+    /// When the last check ended (Unix milliseconds), if any did.
+    pub fn last_check_ms(&self) -> Option<u64> {
+        Some(self.checked_ms.load(Ordering::Relaxed)).filter(|t| *t > 0)
+    }
+
+    /// Counts one check; returns the new state when it changed (`true` = down).
+    fn record(&self, passed: bool, check: &HealthCheck) -> Option<bool> {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64);
+        self.checked_ms.store(now.max(1), Ordering::Relaxed);
+        let streak = self.streak.load(Ordering::Relaxed);
+        let streak = match (passed, streak) {
+            (true, s) if s > 0 => s + 1,
+            (true, _) => 1,
+            (false, s) if s < 0 => s - 1,
+            (false, _) => -1,
+        };
+        self.streak.store(streak, Ordering::Relaxed);
+        let down = self.is_down();
+        if down && streak >= i64::from(check.healthy_after) {
+            self.down.store(false, Ordering::Relaxed);
+            return Some(false);
+        }
+        if !down && -streak >= i64::from(check.unhealthy_after) {
+            self.down.store(true, Ordering::Relaxed);
+            return Some(true);
+        }
+        None
+    }
+}
+
+/// The checks running, by backend.
+#[derive(Default)]
+pub struct Checks {
+    running: HashMap<usize, (Arc<BackendState>, HealthCheck, tokio::task::JoinHandle<()>)>,
+}
+
+impl Checks {
+    /// Starts and stops checks to match `state`: a backend keeps its running check while
+    /// it and its check settings stay. Needs a Tokio runtime's context.
+    pub fn follow(&mut self, state: &RuntimeState) {
+        let mut wanted: HashMap<usize, (Arc<BackendState>, HealthCheck)> = HashMap::new();
+        for route in state.router.routes() {
+            let Some(group) = &route.group else { continue };
+            let Some(check) = &group.config.health else { continue };
+            for b in &group.backends {
+                wanted.insert(Arc::as_ptr(b) as usize, (b.clone(), check.clone()));
+            }
+        }
+        self.running.retain(|key, (_, check, task)| {
+            let keep = wanted.get(key).is_some_and(|(_, c)| c == check);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (key, (backend, check)) in wanted {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            let task = tokio::spawn(run(backend.clone(), check.clone()));
+            self.running.insert(key, (backend, check, task));
+        }
+    }
+}
+
+impl Drop for Checks {
+    fn drop(&mut self) {
+        for (_, _, task) in self.running.values() {
+            task.abort();
+        }
+    }
+}
+
+async fn run(backend: Arc<BackendState>, check: HealthCheck) {
+    let url = backend.backend.url();
+    let mut tick = tokio::time::interval(check.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let outcome = match tokio::time::timeout(check.timeout, probe(&backend, &check)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?}", check.timeout)),
+        };
+        match backend.health.record(outcome.is_ok(), &check) {
+            Some(true) => tracing::warn!(
+                backend = %url,
+                reason = outcome.as_ref().err().map_or("", String::as_str),
+                failed_checks = check.unhealthy_after,
+                "backend down: taken out of rotation"
+            ),
+            Some(false) => {
+                tracing::info!(backend = %url, passed_checks = check.healthy_after, "backend up: back in rotation")
+            }
+            None => {}
+        }
+    }
+}
+
+/// One check of `backend`: `Ok` when it passed, else why not.
+async fn probe(backend: &BackendState, check: &HealthCheck) -> Result<(), String> {
+    let targets = backend.targets.load();
+    let Some(target) = targets.first() else { return Err("host name does not resolve".into()) };
+    match target {
+        Target::Tcp(addr) => {
+            let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+            http_check(stream, backend, check).await
+        }
+        Target::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path.as_ref()).await.map_err(|e| format!("connect: {e}"))?;
+            http_check(stream, backend, check).await
+        }
+    }
+}
+
+/// The HTTP part of a check (nothing more for a TCP check). HTTP/1.1 in clear text; for
+/// `https://` backends the check is the TCP connect.
+async fn http_check<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    backend: &BackendState,
+    check: &HealthCheck,
+) -> Result<(), String> {
+    let Some(http) = &check.http else { return Ok(()) };
+    if backend.backend.tls {
+        return Ok(());
+    }
+    let host = match (&http.host, &backend.backend.addr) {
+        (Some(h), _) => h.clone(),
+        (None, BackendAddr::Tcp { host, port }) => format!("{host}:{port}"),
+        (None, BackendAddr::Unix(_)) => "localhost".to_string(),
+    };
+    let req = format!(
+        "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Gatehouse-HealthCheck\r\nConnection: close\r\n\r\n",
+        http.method, http.path
+    );
+    stream.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+        let n = stream.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let status = std::str::from_utf8(line)
+        .ok()
+        .and_then(|l| l.strip_prefix("HTTP/1."))
+        .and_then(|l| l.get(2..5))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| "no HTTP status line in the answer".to_string())?;
+    if (http.expect.0..=http.expect.1).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("status {status}, expected {}-{}", http.expect.0, http.expect.1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn thresholds_take_a_backend_out_and_bring_it_back() {
+        let check = HealthCheck {
+            http: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            unhealthy_after: 2,
+            healthy_after: 3,
+        };
+        let h = Health::default();
+        assert_eq!(h.state(), "unchecked");
+        assert_eq!(h.record(false, &check), None);
+        assert_eq!(h.record(true, &check), None, "a pass breaks the failing streak");
+        assert_eq!(h.record(false, &check), None);
+        assert_eq!(h.record(false, &check), Some(true));
+        assert!(h.is_down());
+        assert_eq!(h.state(), "down");
+        assert_eq!((h.record(true, &check), h.record(true, &check)), (None, None));
+        assert_eq!(h.record(true, &check), Some(false));
+        assert_eq!(h.state(), "up");
+    }
+}

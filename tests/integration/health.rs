@@ -1,0 +1,73 @@
+//! Active health checks: a backend that fails its checks gets no traffic, comes back when
+//! it passes again, and an upstream with every backend down answers 503 with Retry-After,
+//! at once.
+
+use crate::harness::*;
+
+/// A loopback address nothing listens on (for now).
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
+}
+
+async fn health_of(gh: &Gatehouse, url: &str) -> String {
+    let v = get(gh.admin, "localhost", "/api/backends").await.json();
+    v["backends"]
+        .as_array()
+        .and_then(|l| l.iter().find(|b| b["url"] == url))
+        .and_then(|b| b["health"].as_str())
+        .unwrap_or("missing")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_checks_take_a_backend_out_and_passed_ones_bring_it_back() {
+    let a = Backend::start("a").await;
+    let b_addr = free_addr();
+    let b_url = format!("http://{b_addr}");
+    let dead = free_addr();
+    let check = "health_check: {path: /health, interval: 200ms, timeout: 200ms, unhealthy_after: 2, healthy_after: 2}";
+    let gh = Gatehouse::start(
+        "",
+        &[
+            (
+                "shop",
+                &format!(
+                    "host: shop.test\nupstreams:\n  app:\n    backends: [{}, {b_url}]\n    {check}\nroutes:\n  - path: /\n    upstream: app\n",
+                    a.url()
+                ),
+            ),
+            (
+                "gone",
+                &format!(
+                    "host: gone.test\nupstreams:\n  app:\n    backends: [http://{dead}]\n    {check}\nroutes:\n  - path: /\n    upstream: app\n"
+                ),
+            ),
+        ],
+    );
+    assert!(wait_until_async(NET_TIMEOUT, || async { health_of(&gh, &b_url).await == "down" }).await, "{}", gh.log());
+    assert_eq!(health_of(&gh, &a.url()).await, "up");
+    // Every request goes to the healthy backend: no 502 from the dead one.
+    for _ in 0..20 {
+        let r = get(gh.http, "shop.test", "/x").await;
+        assert_eq!((r.status.as_u16(), r.header("x-backend")), (200, Some("a")));
+    }
+    // Every backend down: 503 at once, with Retry-After, and the side in the record.
+    let started = std::time::Instant::now();
+    let r = get(gh.http, "gone.test", "/").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+
+    // The backend starts: two passed checks bring it back, and it gets its share.
+    let Some(b) = Backend::start_on("b", b_addr).await else { panic!("{b_addr} was taken meanwhile") };
+    assert!(wait_until_async(NET_TIMEOUT, || async { health_of(&gh, &b_url).await == "up" }).await, "{}", gh.log());
+    let mut to_b = 0;
+    for _ in 0..10 {
+        if get(gh.http, "shop.test", "/y").await.header("x-backend") == Some("b") {
+            to_b += 1;
+        }
+    }
+    assert!(to_b >= 4, "b got {to_b} of 10 after coming back");
+    assert!(b.count() >= 2 + 4, "checks and requests reached b: {}", b.count());
+    assert!(gh.log().contains("backend down: taken out of rotation"), "{}", gh.log());
+}
