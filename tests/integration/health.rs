@@ -71,3 +71,46 @@ async fn failed_checks_take_a_backend_out_and_passed_ones_bring_it_back() {
     assert!(b.count() >= 2 + 4, "checks and requests reached b: {}", b.count());
     assert!(gh.log().contains("backend down: taken out of rotation"), "{}", gh.log());
 }
+
+/// Passive checks: a backend that fails requests (here: refused connections, failed over
+/// to the other backend) is ejected after `failures` of them and not tried again until its
+/// ejection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_requests_eject_a_backend_for_a_while() {
+    let a = Backend::start("a").await;
+    let dead = free_addr();
+    let dead_url = format!("http://{dead}");
+    let gh = Gatehouse::start(
+        "",
+        &[(
+            "shop",
+            &format!(
+                "host: shop.test\nupstreams:\n  app:\n    backends: [{}, {dead_url}]\n    passive_check: {{failures: 3, ejection: 30s}}\nroutes:\n  - path: /\n    upstream: app\n",
+                a.url()
+            ),
+        )],
+    );
+    let backend = |v: &serde_json::Value, url: &str| {
+        v["backends"].as_array().and_then(|l| l.iter().find(|b| b["url"] == url).cloned()).unwrap_or_default()
+    };
+    for _ in 0..30 {
+        let r = get(gh.http, "shop.test", "/").await;
+        assert_eq!((r.status.as_u16(), r.header("x-backend")), (200, Some("a")), "failover hides the dead backend");
+    }
+    let v = get(gh.admin, "localhost", "/api/backends").await.json();
+    let d = backend(&v, &dead_url);
+    assert_eq!((d["health"].as_str(), d["failures"].as_u64()), (Some("ejected"), Some(3)), "{v}");
+    assert!(gh.log().contains("backend ejected after failed requests"), "{}", gh.log());
+    // A config error names the rule.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(
+        dir.path(),
+        "",
+        &[(
+            "s",
+            "host: s.test\nupstreams:\n  app:\n    backends: [http://127.0.0.1:1]\n    passive_check: {ejection: 1m, max_ejection: 10s}\nroutes:\n  - path: /\n    upstream: app\n",
+        )],
+    );
+    let (code, out) = check(dir.path());
+    assert!(code == 1 && out.contains("passive_check.max_ejection"), "{out}");
+}

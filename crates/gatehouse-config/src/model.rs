@@ -527,6 +527,19 @@ pub struct Upstream {
     pub pool: PoolSettings,
     /// Active health checks of the backends (`health_check`), when configured.
     pub health: Option<HealthCheck>,
+    /// Ejection after failed requests (`passive_check`), when configured.
+    pub passive: Option<PassiveCheck>,
+}
+
+/// `passive_check`: a backend that fails `failures` requests in a row is ejected for
+/// `ejection`, doubling with each ejection in a row up to `max_ejection`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassiveCheck {
+    pub failures: u32,
+    pub ejection: Duration,
+    pub max_ejection: Duration,
+    /// A 5xx answer counts as a failure too.
+    pub count_5xx: bool,
 }
 
 /// How backends are checked (`upstreams.NAME.health_check`).

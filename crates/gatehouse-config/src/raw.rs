@@ -363,6 +363,17 @@ pub struct Upstream {
     pub backends: Vec<S<String>>,
     pub load_balancing: Option<Balance>,
     pub health_check: Option<HealthCheck>,
+    pub passive_check: Option<PassiveCheck>,
+}
+
+/// Passive checks: backends ejected after failed requests.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveCheck {
+    pub failures: Option<S<String>>,
+    pub ejection: Option<S<String>>,
+    pub max_ejection: Option<S<String>>,
+    pub count_5xx: Option<S<String>>,
 }
 
 /// Active health checks of an upstream's backends.

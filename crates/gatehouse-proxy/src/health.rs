@@ -5,12 +5,17 @@
 //! shared `BackendState` (all workers read it; only its checker writes it), so it is the
 //! same for every worker and is carried across reloads with the backend. `Checks::follow`
 //! starts the checks of backends a reload added and stops those of backends it removed.
+//!
+//! Passive checks (`passive_check`) listen to real requests instead: `failures` backend
+//! failures in a row (connect errors, timeouts, broken responses; 5xx answers when
+//! `count_5xx`; never a client's fault) eject the backend for `ejection`, doubled for each
+//! ejection in a row up to `max_ejection`. A request it serves well resets both.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
-use gatehouse_config::{BackendAddr, HealthCheck};
+use gatehouse_config::{BackendAddr, HealthCheck, PassiveCheck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::state::RuntimeState;
@@ -24,21 +29,63 @@ pub struct Health {
     streak: AtomicI64,
     /// When the last check ended (Unix milliseconds; 0: never checked).
     checked_ms: AtomicU64,
+    /// Requests failed in a row (passive checks).
+    failed_requests: AtomicU32,
+    /// Ejections in a row, for the growing ejection time.
+    ejections: AtomicU32,
+    /// Ejected until then (Unix milliseconds; 0: not ejected).
+    ejected_until_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64)
 }
 
 impl Health {
-    /// Out of rotation: its last `unhealthy_after` checks failed.
+    /// Out of rotation: its last `unhealthy_after` checks failed, or passive checks
+    /// ejected it.
     pub fn is_down(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
+        self.down.load(Ordering::Relaxed) || self.is_ejected()
     }
 
-    /// `up`, `down`, or `unchecked` (no check configured or none finished yet).
+    fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
+    }
+
+    /// `up`, `down`, `ejected` (passive checks), or `unchecked` (no active check configured
+    /// or none finished yet, and not ejected).
     pub fn state(&self) -> &'static str {
-        match (self.checked_ms.load(Ordering::Relaxed), self.is_down()) {
-            (0, _) => "unchecked",
-            (_, true) => "down",
-            (_, false) => "up",
+        if self.down.load(Ordering::Relaxed) {
+            return "down";
         }
+        if self.is_ejected() {
+            return "ejected";
+        }
+        if self.checked_ms.load(Ordering::Relaxed) == 0 { "unchecked" } else { "up" }
+    }
+
+    /// Counts a request's outcome for passive checks (on the worker that sent it).
+    pub fn observe(&self, failed: bool, passive: &PassiveCheck, url: &dyn Fn() -> String) {
+        if !failed {
+            // Loads first: a healthy backend's counters stay untouched (no shared writes).
+            if self.failed_requests.load(Ordering::Relaxed) != 0 {
+                self.failed_requests.store(0, Ordering::Relaxed);
+            }
+            if self.ejections.load(Ordering::Relaxed) != 0 && !self.is_ejected() {
+                self.ejections.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let failed = self.failed_requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if failed < passive.failures || self.is_ejected() {
+            return;
+        }
+        self.failed_requests.store(0, Ordering::Relaxed);
+        let n = self.ejections.fetch_add(1, Ordering::Relaxed).min(20);
+        let time = passive.ejection.saturating_mul(1 << n).min(passive.max_ejection);
+        self.ejected_until_ms.store(now_ms() + time.as_millis() as u64, Ordering::Relaxed);
+        tracing::warn!(backend = %url(), failed_requests = failed, ejected_for = ?time, "backend ejected after failed requests");
     }
 
     /// When the last check ended (Unix milliseconds), if any did.
@@ -226,5 +273,44 @@ mod tests {
         assert_eq!((h.record(true, &check), h.record(true, &check)), (None, None));
         assert_eq!(h.record(true, &check), Some(false));
         assert_eq!(h.state(), "up");
+    }
+
+    #[test]
+    fn failed_requests_eject_for_a_growing_time_and_a_good_one_resets() {
+        let p = PassiveCheck {
+            failures: 2,
+            ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(25),
+            count_5xx: false,
+        };
+        let h = Health::default();
+        let url = || "http://x".to_string();
+        h.observe(true, &p, &url);
+        h.observe(false, &p, &url);
+        h.observe(true, &p, &url);
+        assert!(!h.is_down(), "a success between failures breaks the run");
+        h.observe(true, &p, &url);
+        assert!(h.is_down());
+        assert_eq!(h.state(), "ejected");
+        let first = h.ejected_until_ms.load(Ordering::Relaxed) - now_ms();
+        assert!((9_000..=10_000).contains(&first), "{first}");
+        // Ejected again right after: twice as long, capped at max_ejection.
+        h.ejected_until_ms.store(0, Ordering::Relaxed);
+        h.observe(true, &p, &url);
+        h.observe(true, &p, &url);
+        let second = h.ejected_until_ms.load(Ordering::Relaxed) - now_ms();
+        assert!((19_000..=20_000).contains(&second), "{second}");
+        h.ejected_until_ms.store(0, Ordering::Relaxed);
+        h.observe(true, &p, &url);
+        h.observe(true, &p, &url);
+        let third = h.ejected_until_ms.load(Ordering::Relaxed) - now_ms();
+        assert!((24_000..=25_000).contains(&third), "capped: {third}");
+        // Back and serving well: the next ejection starts from the base time again.
+        h.ejected_until_ms.store(0, Ordering::Relaxed);
+        h.observe(false, &p, &url);
+        h.observe(true, &p, &url);
+        h.observe(true, &p, &url);
+        let fresh = h.ejected_until_ms.load(Ordering::Relaxed) - now_ms();
+        assert!((9_000..=10_000).contains(&fresh), "{fresh}");
     }
 }

@@ -324,3 +324,17 @@ fn parse_status_range(text: &str) -> Option<(u16, u16)> {
         None => text.parse().ok().filter(|n| ok(*n)).map(|n| (n, n)),
     }
 }
+
+/// `passive_check` of an upstream.
+pub(super) fn passive_check(cx: &mut Ctx<'_>, p: &raw::PassiveCheck, at: &str) -> PassiveCheck {
+    let failures = cx.count(p.failures.as_ref(), &format!("{at}.failures"), 5, 10_000).max(1) as u32;
+    let ejection = cx.timeout(p.ejection.as_ref(), &format!("{at}.ejection"), Duration::from_secs(10));
+    let max_ejection = cx.timeout(p.max_ejection.as_ref(), &format!("{at}.max_ejection"), Duration::from_secs(300));
+    if let Some(v) = &p.max_ejection
+        && max_ejection < ejection
+    {
+        cx.err_at(v, format!("{at}.max_ejection"), "must be at least passive_check.ejection");
+    }
+    let count_5xx = cx.flag(p.count_5xx.as_ref(), &format!("{at}.count_5xx"), false);
+    PassiveCheck { failures, ejection, max_ejection: max_ejection.max(ejection), count_5xx }
+}

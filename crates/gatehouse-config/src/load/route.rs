@@ -271,6 +271,7 @@ pub(super) fn build_route(
             balance: layer.balance(),
             pool: layer.pool.clone(),
             health: None,
+            passive: None,
         }))
     };
     let action = if let Some(b) = r.backend {

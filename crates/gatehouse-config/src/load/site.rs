@@ -161,15 +161,12 @@ pub(super) fn build_site(
         let key = format!("{id}:{}", backend_list_key(&backends));
         let health =
             u.health_check.as_ref().map(|h| super::options::health_check(cx, h, &format!("{at}.health_check")));
-        let key = match &health {
-            // A changed check is a changed upstream (its state is still carried per backend).
-            Some(h) => format!("{key}:{h:?}"),
-            None => key,
-        };
-        named.insert(
-            uname.clone(),
-            Arc::new(Upstream { key, id, backends, balance, pool: site_layer.pool.clone(), health }),
-        );
+        let passive =
+            u.passive_check.as_ref().map(|p| super::options::passive_check(cx, p, &format!("{at}.passive_check")));
+        // A changed check is a changed upstream (its state is still carried per backend).
+        let key = format!("{key}:{health:?}:{passive:?}");
+        let pool = site_layer.pool.clone();
+        named.insert(uname.clone(), Arc::new(Upstream { key, id, backends, balance, pool, health, passive }));
     }
 
     let wrote_routes = s.routes.as_ref().is_some_and(|r| !r.is_empty());

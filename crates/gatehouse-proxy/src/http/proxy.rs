@@ -56,7 +56,7 @@ pub(crate) async fn forward<'a>(
             r.tried(b.backend.url(), cx.retries);
         }
         let outcome = exchange::attempt(group, b, &mut out, Wanted { opts, verbatim, want }).await;
-        exchange::report(b, &outcome);
+        exchange::report(group, b, &outcome);
         match outcome {
             Err(e) => match e.retry() {
                 // Nothing reached this backend: the next one may serve it (unless the

@@ -222,15 +222,27 @@ async fn connect(
 /// Counts an attempt's outcome against its backend: the one place passive health checks and
 /// breakers will listen. Only the backend's own failures count; a client's broken request
 /// or a limit of Gatehouse's never does.
-pub fn report(backend: &BackendState, outcome: &Result<Response<Outgoing>, ProxyError>) {
+pub fn report(group: &Group, backend: &BackendState, outcome: &Result<Response<Outgoing>, ProxyError>) {
     // Of the backend's side, a pooled connection it closed while idle is ordinary keep-alive
     // housekeeping, and a response over `limits.response_body` is Gatehouse's limit at work:
     // neither says the backend is unwell.
-    if let Err(e) = outcome
-        && e.side() == Side::Backend
-        && !matches!(e, ProxyError::Stale { .. } | ProxyError::ResponseTooLarge { .. })
-    {
-        backend.failures.fetch_add(1, Ordering::Relaxed);
+    let failed = match outcome {
+        Err(e) => {
+            let backend_fault = e.side() == Side::Backend
+                && !matches!(e, ProxyError::Stale { .. } | ProxyError::ResponseTooLarge { .. });
+            if backend_fault {
+                backend.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            // Not the backend's doing: says nothing about its health either way.
+            if !backend_fault {
+                return;
+            }
+            true
+        }
+        Ok(resp) => group.config.passive.as_ref().is_some_and(|p| p.count_5xx) && resp.status().is_server_error(),
+    };
+    if let Some(passive) = &group.config.passive {
+        backend.health.observe(failed, passive, &|| backend.backend.url());
     }
 }
 

@@ -360,6 +360,7 @@ mod tests {
             balance: Balance { algorithm: Algorithm::RoundRobin, hash_key: HashKey::ClientIp },
             pool: PoolSettings { max_connections_per_host: max_conns, ..PoolSettings::default() },
             health: None,
+            passive: None,
         })
     }
 
