@@ -26,8 +26,12 @@ async fn failed_checks_take_a_backend_out_and_passed_ones_bring_it_back() {
     let b_url = format!("http://{b_addr}");
     let dead = free_addr();
     let check = "health_check: {path: /health, interval: 200ms, timeout: 200ms, unhealthy_after: 2, healthy_after: 2}";
+    let hooks = crate::webhooks::Receiver::start(0).await;
     let gh = Gatehouse::start(
-        "",
+        &format!(
+            "webhooks:\n  - url: {}\n    events: [backend_down, backend_recovered]\n    throttle: 0s\n",
+            hooks.url("/hook")
+        ),
         &[
             (
                 "shop",
@@ -46,6 +50,11 @@ async fn failed_checks_take_a_backend_out_and_passed_ones_bring_it_back() {
     );
     assert!(wait_until_async(NET_TIMEOUT, || async { health_of(&gh, &b_url).await == "down" }).await, "{}", gh.log());
     assert_eq!(health_of(&gh, &a.url()).await, "up");
+    let metrics = get(gh.admin, "localhost", "/metrics").await.text();
+    assert!(
+        metrics.contains(&format!("backend=\"{b_url}\"}} 0")) && metrics.contains("gatehouse_backend_up"),
+        "{metrics}"
+    );
     // Every request goes to the healthy backend: no 502 from the dead one.
     for _ in 0..20 {
         let r = get(gh.http, "shop.test", "/x").await;
@@ -70,6 +79,21 @@ async fn failed_checks_take_a_backend_out_and_passed_ones_bring_it_back() {
     assert!(to_b >= 4, "b got {to_b} of 10 after coming back");
     assert!(b.count() >= 2 + 4, "checks and requests reached b: {}", b.count());
     assert!(gh.log().contains("backend down: taken out of rotation"), "{}", gh.log());
+    // Webhooks: the dead backends went down (b and gone's), then b recovered.
+    let events = || -> Vec<(String, String)> {
+        hooks
+            .on("/hook")
+            .iter()
+            .map(|e| (e["event"].as_str().unwrap_or("").to_string(), e["subject"].as_str().unwrap_or("").to_string()))
+            .collect()
+    };
+    assert!(
+        wait_until(NET_TIMEOUT, || events().contains(&("backend_recovered".to_string(), b_url.clone()))).await,
+        "{:?}",
+        events()
+    );
+    assert!(events().contains(&("backend_down".to_string(), b_url.clone())), "{:?}", events());
+    assert!(!events().iter().any(|(_, s)| *s == a.url()), "the healthy backend was announced: {:?}", events());
 }
 
 /// Passive checks: a backend that fails requests (here: refused connections, failed over

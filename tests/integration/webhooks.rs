@@ -12,13 +12,13 @@ use crate::harness::*;
 /// A webhook endpoint: records each POST (path, JSON body); answers 500 to the first
 /// `fail_first` requests on `/flaky`, 200 otherwise.
 #[derive(Clone)]
-struct Receiver {
+pub(crate) struct Receiver {
     addr: std::net::SocketAddr,
     got: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
 }
 
 impl Receiver {
-    async fn start(fail_first: usize) -> Receiver {
+    pub(crate) async fn start(fail_first: usize) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let got: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
@@ -59,11 +59,11 @@ impl Receiver {
         Receiver { addr, got }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    fn on(&self, path: &str) -> Vec<serde_json::Value> {
+    pub(crate) fn on(&self, path: &str) -> Vec<serde_json::Value> {
         self.got.lock().expect("lock").iter().filter(|(p, _)| p == path).map(|(_, v)| v.clone()).collect()
     }
 }

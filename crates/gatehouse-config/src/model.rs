@@ -206,8 +206,14 @@ pub struct RetentionConfig {
 }
 
 /// The events a webhook can be sent. Later features add theirs here.
-pub const WEBHOOK_EVENTS: &[&str] =
-    &["cert_expiring", "cert_renewal_failed", "high_error_rate", "config_reload_failed"];
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "cert_expiring",
+    "cert_renewal_failed",
+    "high_error_rate",
+    "config_reload_failed",
+    "backend_down",
+    "backend_recovered",
+];
 
 /// One webhook (`webhooks[]`).
 #[derive(Clone, PartialEq, Eq)]

@@ -119,13 +119,23 @@ impl Health {
     }
 }
 
+/// Told when an active check changes a backend's state: its URL, and whether it is now
+/// down (webhooks).
+pub type OnChange = Arc<dyn Fn(&str, bool) + Send + Sync>;
+
 /// The checks running, by backend.
 #[derive(Default)]
 pub struct Checks {
     running: HashMap<usize, (Arc<BackendState>, HealthCheck, tokio::task::JoinHandle<()>)>,
+    on_change: Option<OnChange>,
 }
 
 impl Checks {
+    /// Checks that call `on_change` when a backend goes down or comes back.
+    pub fn new(on_change: Option<OnChange>) -> Checks {
+        Checks { running: HashMap::new(), on_change }
+    }
+
     /// Starts and stops checks to match `state`: a backend keeps its running check while
     /// it and its check settings stay. Needs a Tokio runtime's context.
     pub fn follow(&mut self, state: &RuntimeState) {
@@ -148,7 +158,7 @@ impl Checks {
             if self.running.contains_key(&key) {
                 continue;
             }
-            let task = tokio::spawn(run(backend.clone(), check.clone()));
+            let task = tokio::spawn(run(backend.clone(), check.clone(), self.on_change.clone()));
             self.running.insert(key, (backend, check, task));
         }
     }
@@ -162,7 +172,7 @@ impl Drop for Checks {
     }
 }
 
-async fn run(backend: Arc<BackendState>, check: HealthCheck) {
+async fn run(backend: Arc<BackendState>, check: HealthCheck, on_change: Option<OnChange>) {
     let url = backend.backend.url();
     let mut tick = tokio::time::interval(check.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -172,7 +182,8 @@ async fn run(backend: Arc<BackendState>, check: HealthCheck) {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {:?}", check.timeout)),
         };
-        match backend.health.record(outcome.is_ok(), &check) {
+        let changed = backend.health.record(outcome.is_ok(), &check);
+        match changed {
             Some(true) => tracing::warn!(
                 backend = %url,
                 reason = outcome.as_ref().err().map_or("", String::as_str),
@@ -183,6 +194,9 @@ async fn run(backend: Arc<BackendState>, check: HealthCheck) {
                 tracing::info!(backend = %url, passed_checks = check.healthy_after, "backend up: back in rotation")
             }
             None => {}
+        }
+        if let (Some(down), Some(tell)) = (changed, &on_change) {
+            tell(&url, down);
         }
     }
 }

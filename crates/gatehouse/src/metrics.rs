@@ -391,6 +391,14 @@ impl Collector for Exporter {
             gauge,
         )?;
 
+        family(
+            &mut e,
+            "gatehouse_backend_up",
+            "1 while a backend is in rotation, 0 while health checks took it out or it is ejected.",
+            MetricType::Gauge,
+            per_backend(|b| u64::from(!b.health.is_down())).map(|(l, v)| (l, clamp(v))),
+            gauge,
+        )?;
         let certs: Vec<(String, i64)> = match &self.certs {
             Some(r) => r.store().certs().iter().map(|c| (c.info.subject.clone(), c.info.days_remaining())).collect(),
             None => Vec::new(),

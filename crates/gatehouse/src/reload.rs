@@ -135,7 +135,7 @@ impl Reloading {
             queue,
             watch: Watch::default(),
             acme,
-            health: gatehouse_proxy::health::Checks::default(),
+            health: gatehouse_proxy::health::Checks::new(report.notifier.clone().map(backend_events)),
             report,
         }
     }
@@ -308,6 +308,29 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ("logging", old.logging != new.logging),
     ];
     checks.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
+}
+
+/// `backend_down` and `backend_recovered` webhooks from the active health checks.
+fn backend_events(notifier: Arc<crate::webhooks::Notifier>) -> gatehouse_proxy::health::OnChange {
+    Arc::new(move |url: &str, down: bool| {
+        let (kind, severity, title) = if down {
+            ("backend_down", crate::webhooks::Severity::Error, format!("Backend down: {url}"))
+        } else {
+            ("backend_recovered", crate::webhooks::Severity::Info, format!("Backend recovered: {url}"))
+        };
+        notifier.notify(crate::webhooks::Event {
+            kind,
+            subject: url.to_string(),
+            severity,
+            title,
+            message: if down {
+                format!("{url} failed its health checks and gets no traffic until it passes again.")
+            } else {
+                format!("{url} passes its health checks again and is back in rotation.")
+            },
+            fields: vec![("backend", url.to_string())],
+        });
+    })
 }
 
 /// `config_reload_failed`, with the errors (file:line field: message; no values).
