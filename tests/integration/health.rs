@@ -138,3 +138,56 @@ async fn failed_requests_eject_a_backend_for_a_while() {
     let (code, out) = check(dir.path());
     assert!(code == 1 && out.contains("passive_check.max_ejection"), "{out}");
 }
+
+/// A backend that accepts and closes every connection at once: the request breaks before
+/// any response head.
+async fn slamming_backend() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            drop(s);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// `retries`: a GET whose attempt broke before a response head goes to the other backend;
+/// a POST does not (not idempotent), and neither does anything without `retries`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_send_idempotent_requests_to_another_backend() {
+    let good = Backend::start("good").await;
+    let bad = slamming_backend().await;
+    let site = |retries: &str| {
+        format!(
+            "host: shop.test\nupstreams:\n  app:\n    backends: [{bad}, {}]\n    load_balancing: {{algorithm: round_robin}}\n    {retries}\nroutes:\n  - path: /\n    upstream: app\n",
+            good.url()
+        )
+    };
+    let gh = Gatehouse::start("", &[("shop", &site("retries: {attempts: 2, backoff: 10ms}"))]);
+    for _ in 0..6 {
+        let r = get(gh.http, "shop.test", "/").await;
+        assert_eq!((r.status.as_u16(), r.header("x-backend")), (200, Some("good")), "{}", r.text());
+    }
+    let mut failed_posts = 0;
+    for _ in 0..6 {
+        let post = http::Request::post("/")
+            .header("host", "shop.test")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("req");
+        if send(gh.http, post).await.status == 502 {
+            failed_posts += 1;
+        }
+    }
+    assert!(failed_posts >= 2, "a POST was retried: {failed_posts} of 6 failed");
+
+    let gh = Gatehouse::start("", &[("shop", &site(""))]);
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..6 {
+            v.push(get(gh.http, "shop.test", "/").await.status.as_u16());
+        }
+        v
+    };
+    assert!(statuses.contains(&502), "without retries the broken backend shows: {statuses:?}");
+}

@@ -535,6 +535,22 @@ pub struct Upstream {
     pub health: Option<HealthCheck>,
     /// Ejection after failed requests (`passive_check`), when configured.
     pub passive: Option<PassiveCheck>,
+    /// Retries of failed attempts (`retries`), when configured.
+    pub retries: Option<RetryPolicy>,
+}
+
+/// `retries`: a bodiless request with an idempotent method whose attempt failed before a
+/// response head (the connection broke, the backend did not answer in time) is sent
+/// again, to another backend when there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    /// Pause before the first retry; doubled for each further one, with jitter.
+    pub backoff: Duration,
+    /// Retries allowed as a share of the upstream's requests over the last 10 seconds
+    /// (at least 3 in any window), so retries cannot multiply load in an outage.
+    pub budget: f64,
 }
 
 /// `passive_check`: a backend that fails `failures` requests in a row is ejected for

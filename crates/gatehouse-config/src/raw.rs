@@ -364,6 +364,16 @@ pub struct Upstream {
     pub load_balancing: Option<Balance>,
     pub health_check: Option<HealthCheck>,
     pub passive_check: Option<PassiveCheck>,
+    pub retries: Option<Retries>,
+}
+
+/// Retries of failed attempts.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    pub attempts: Option<S<String>>,
+    pub backoff: Option<S<String>>,
+    pub budget: Option<S<String>>,
 }
 
 /// Passive checks: backends ejected after failed requests.

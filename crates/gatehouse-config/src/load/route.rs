@@ -272,6 +272,7 @@ pub(super) fn build_route(
             pool: layer.pool.clone(),
             health: None,
             passive: None,
+            retries: None,
         }))
     };
     let action = if let Some(b) = r.backend {

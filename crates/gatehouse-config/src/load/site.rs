@@ -163,10 +163,11 @@ pub(super) fn build_site(
             u.health_check.as_ref().map(|h| super::options::health_check(cx, h, &format!("{at}.health_check")));
         let passive =
             u.passive_check.as_ref().map(|p| super::options::passive_check(cx, p, &format!("{at}.passive_check")));
+        let retries = u.retries.as_ref().map(|r| super::options::retries(cx, r, &format!("{at}.retries")));
         // A changed check is a changed upstream (its state is still carried per backend).
-        let key = format!("{key}:{health:?}:{passive:?}");
+        let key = format!("{key}:{health:?}:{passive:?}:{retries:?}");
         let pool = site_layer.pool.clone();
-        named.insert(uname.clone(), Arc::new(Upstream { key, id, backends, balance, pool, health, passive }));
+        named.insert(uname.clone(), Arc::new(Upstream { key, id, backends, balance, pool, health, passive, retries }));
     }
 
     let wrote_routes = s.routes.as_ref().is_some_and(|r| !r.is_empty());

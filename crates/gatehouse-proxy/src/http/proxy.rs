@@ -43,6 +43,12 @@ pub(crate) async fn forward<'a>(
 
     let mut selection = Selection::new(group, cx.client, &out.parts.headers);
     let mut backend = selection.next();
+    // `retries`: tries left after this one, for failures connect failover does not cover.
+    let policy = group.config.retries.as_ref().filter(|_| replayable);
+    let mut tries_left = policy.map_or(0, |p| p.attempts.saturating_sub(1));
+    if policy.is_some() {
+        group.budget.request();
+    }
     let result = loop {
         let Some(b) = backend else {
             // Nothing tried yet: every backend is out of rotation (health checks).
@@ -75,6 +81,25 @@ pub(crate) async fn forward<'a>(
                 Retry::Stale if replayable && !out.consumed && want == Want::Pooled => {
                     tracing::debug!(target: "gatehouse::proxy", backend = %b.backend.url(), error = %e, "pooled connection was closed; retrying on a new one");
                     cx.retries += 1;
+                    want = Want::Fresh;
+                }
+                // `retries`: the backend failed before a response head (the connection
+                // broke, no answer in time); a bodiless idempotent request goes again, to
+                // the next backend when there is one, after a growing pause.
+                _ if let Some(p) = policy
+                    && tries_left > 0
+                    && !out.consumed
+                    && e.side() == crate::error::Side::Backend
+                    && group.budget.take(p.budget) =>
+                {
+                    tries_left -= 1;
+                    let n = p.attempts - 1 - tries_left;
+                    let pause = p.backoff.saturating_mul(1 << (n - 1).min(10));
+                    let jitter = pause.mul_f64(fastrand::f64() * 0.5);
+                    tracing::debug!(target: "gatehouse::proxy", backend = %b.backend.url(), error = %e, retry = n, "retrying on another backend");
+                    tokio::time::sleep(pause + jitter).await;
+                    cx.retries += 1;
+                    backend = Some(selection.next().unwrap_or(b));
                     want = Want::Fresh;
                 }
                 _ => break Err(e),

@@ -124,6 +124,44 @@ pub struct Group {
     pub tls: Option<tokio_rustls::TlsConnector>,
     /// Identifies the TLS settings in pool keys (0 = plain).
     pub tls_profile: u64,
+    /// Requests and retries of the current 10-second window (`retries.budget`).
+    pub budget: RetryBudget,
+}
+
+/// How many retries an upstream may make now: a share of its recent requests.
+#[derive(Debug, Default)]
+pub struct RetryBudget {
+    window_ms: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl RetryBudget {
+    const WINDOW_MS: u64 = 10_000;
+
+    fn roll(&self) {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let start = self.window_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(start) >= Self::WINDOW_MS
+            && self.window_ms.compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.requests.store(0, Ordering::Relaxed);
+            self.retries.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a request that may retry.
+    pub fn request(&self) {
+        self.roll();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one retry if the budget (`share` of this window's requests, at least 3) has room.
+    pub fn take(&self, share: f64) -> bool {
+        let allowed = ((self.requests.load(Ordering::Relaxed) as f64 * share) as u64).max(3);
+        self.retries.fetch_add(1, Ordering::Relaxed) < allowed
+    }
 }
 
 /// Virtual nodes per unit of weight on the hash ring: enough for an even spread with a
@@ -159,7 +197,16 @@ impl Group {
         };
         let tls = config.backends.iter().any(|b| b.tls).then(|| tls::connector(&config.pool.tls)).transpose()?;
         let tls_profile = if tls.is_some() { hash_of(format!("{:?}", config.pool.tls)) | 1 } else { 0 };
-        Ok(Group { config, backends, cursor: AtomicUsize::new(0), weighted_order, ring, tls, tls_profile })
+        Ok(Group {
+            config,
+            backends,
+            cursor: AtomicUsize::new(0),
+            weighted_order,
+            ring,
+            tls,
+            tls_profile,
+            budget: RetryBudget::default(),
+        })
     }
 
     /// Picks the first backend to try. `hash` is the request's hash key for consistent hashing.
@@ -361,6 +408,7 @@ mod tests {
             pool: PoolSettings { max_connections_per_host: max_conns, ..PoolSettings::default() },
             health: None,
             passive: None,
+            retries: None,
         })
     }
 
