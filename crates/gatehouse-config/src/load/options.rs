@@ -348,26 +348,6 @@ pub(super) fn retries(cx: &mut Ctx<'_>, r: &raw::Retries, at: &str) -> RetryPoli
         cx.err_at(v, format!("{at}.attempts"), "attempts counts every try, the first included: at least 1");
     }
     let backoff = cx.duration(r.backoff.as_ref(), &format!("{at}.backoff"), Duration::from_millis(25));
-    let budget = match &r.budget {
-        None => 0.2,
-        Some(v) => {
-            let text = v.value.trim();
-            let parsed = match text.strip_suffix('%') {
-                Some(p) => p.trim().parse::<f64>().ok().map(|p| p / 100.0),
-                None => text.parse::<f64>().ok(),
-            };
-            match parsed {
-                Some(b) if (0.0..=1.0).contains(&b) => b,
-                _ => {
-                    cx.err_at(
-                        v,
-                        format!("{at}.budget"),
-                        format!("expected a share from 0 to 100% (\"20%\" or 0.2), got {text:?}"),
-                    );
-                    0.2
-                }
-            }
-        }
-    };
+    let budget = cx.share(r.budget.as_ref(), &format!("{at}.budget"), 0.2, false);
     RetryPolicy { attempts: attempts.max(1), backoff, budget }
 }

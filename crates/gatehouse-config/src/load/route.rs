@@ -92,9 +92,11 @@ pub(super) fn build_route(
     inherit: (&LoggingConfig, &RetentionConfig),
 ) -> Option<Route> {
     let dot = if at.is_empty() { String::new() } else { format!("{at}.") };
-    let logging = r.logging.as_ref().map(|l| super::logging(cx, l, &format!("{dot}logging"), Some(inherit.0)));
-    let retention =
-        r.data_retention.as_ref().map(|d| super::retention(cx, d, &format!("{dot}data_retention"), Some(inherit.1)));
+    let logging = r.logging.as_ref().map(|l| super::data::logging(cx, l, &format!("{dot}logging"), Some(inherit.0)));
+    let retention = r
+        .data_retention
+        .as_ref()
+        .map(|d| super::data::retention(cx, d, &format!("{dot}data_retention"), Some(inherit.1)));
     let mut layer = site_layer.clone();
     if let Some(o) = &r.options {
         layer.apply(cx, o, &format!("{dot}options"));

@@ -135,8 +135,8 @@ pub(super) fn build_site(
             cx.err(Some(line), key, format!("{what}; remove `{key}` (Gatehouse would not apply it)"));
         }
     }
-    let logging = s.logging.as_ref().map(|l| super::logging(cx, l, "logging", Some(main.0)));
-    let retention = s.data_retention.as_ref().map(|r| super::retention(cx, r, "data_retention", Some(main.1)));
+    let logging = s.logging.as_ref().map(|l| super::data::logging(cx, l, "logging", Some(main.0)));
+    let retention = s.data_retention.as_ref().map(|r| super::data::retention(cx, r, "data_retention", Some(main.1)));
     // What a route's own `logging` and `data_retention` start from.
     let route_logging = logging.clone().unwrap_or_else(|| main.0.clone());
     let route_retention = retention.unwrap_or(*main.1);
