@@ -85,6 +85,19 @@ pub(crate) async fn certs(State(admin): State<Admin>, RawQuery(query): RawQuery)
     Json(json!({"warn_days": warn_days, "certificates": list})).into_response()
 }
 
+/// A backend with its counters and health, as `/api/routes` and `/api/backends` show it.
+pub(crate) fn backend_json(b: &gatehouse_proxy::upstream::BackendState) -> Value {
+    json!({
+        "url": b.backend.url(),
+        "weight": b.backend.weight,
+        "active": b.active.load(Ordering::Relaxed),
+        "requests": b.requests.load(Ordering::Relaxed),
+        "failures": b.failures.load(Ordering::Relaxed),
+        // `unchecked` without health checks on the upstream.
+        "health": b.health.state(),
+    })
+}
+
 fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
     use gatehouse_config::{Action, PathMatch};
     let r = &c.route;
@@ -108,20 +121,7 @@ fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
             v["action"] = json!("proxy");
             v["load_balancing"] = json!(up.balance.algorithm.name());
             let backends: Vec<Value> = match &c.group {
-                Some(g) => g
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        json!({
-                            "url": b.backend.url(),
-                            "weight": b.backend.weight,
-                            "active": b.active.load(Ordering::Relaxed),
-                            "requests": b.requests.load(Ordering::Relaxed),
-                            "failures": b.failures.load(Ordering::Relaxed),
-                            "health": b.health.state(),
-                        })
-                    })
-                    .collect(),
+                Some(g) => g.backends.iter().map(|b| backend_json(b)).collect(),
                 None => Vec::new(),
             };
             v["backends"] = json!(backends);

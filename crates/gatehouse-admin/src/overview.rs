@@ -78,18 +78,11 @@ pub(crate) async fn backends(State(admin): State<Admin>) -> Json<Value> {
     for c in state.router.routes() {
         let Some(g) = &c.group else { continue };
         for b in &g.backends {
-            list.push(json!({
-                "site": &*c.site,
-                "route": c.route.id,
-                "url": b.backend.url(),
-                "weight": b.backend.weight,
-                "active": b.active.load(Ordering::Relaxed),
-                "requests": b.requests.load(Ordering::Relaxed),
-                "failures": b.failures.load(Ordering::Relaxed),
-                // `unchecked` without a health_check on the upstream.
-                "health": b.health.state(),
-                "last_check_ms": b.health.last_check_ms(),
-            }));
+            let mut v = crate::api::backend_json(b);
+            v["site"] = json!(&*c.site);
+            v["route"] = json!(c.route.id);
+            v["last_check_ms"] = json!(b.health.last_check_ms());
+            list.push(v);
         }
     }
     Json(json!({ "backends": list }))

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::time::{civil, days_from_civil};
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("{0}: {1}")]
@@ -104,33 +106,6 @@ pub fn parse_time(text: &str) -> Option<i64> {
     let (h, mi) = (hms.next()??, hms.next()??);
     let s = hms.next().unwrap_or(Some(0))?;
     ((0..24).contains(&h) && (0..60).contains(&mi) && (0..61).contains(&s)).then_some(day + h * 3600 + mi * 60 + s)
-}
-
-fn civil(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    // Reject dates that do not exist (31 February): they do not survive the round trip.
-    (civil(days) == (if m <= 2 { y + 1 } else { y }, m, d)).then_some(days)
 }
 
 /// The lock a running Gatehouse holds on its database.

@@ -14,6 +14,7 @@ mod rollup;
 mod row;
 mod schema;
 mod sqlite;
+pub mod time;
 mod writer;
 
 use std::net::IpAddr;

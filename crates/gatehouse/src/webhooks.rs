@@ -86,7 +86,7 @@ impl Event {
                     "color": self.severity.colour(),
                     "fields": self.fields.iter().take(25).map(|(k, v)| json!({"name": k, "value": cut(v, 1024), "inline": true})).collect::<Vec<_>>(),
                     "footer": {"text": self.kind},
-                    "timestamp": rfc3339(unix),
+                    "timestamp": gatehouse_store::time::rfc3339(i64::try_from(unix).unwrap_or(0)),
                 }],
             }),
         }
@@ -96,22 +96,6 @@ impl Event {
 /// `s` cut to at most `max` characters (Discord's limits are in characters).
 fn cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
-}
-
-/// `2026-12-06T05:13:03Z` for Unix seconds (civil date from days, proleptic Gregorian).
-fn rfc3339(unix: u64) -> String {
-    let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 use crate::outbound::{Client, host};
@@ -316,6 +300,7 @@ mod tests {
 
     #[test]
     fn rfc3339_dates() {
+        use gatehouse_store::time::rfc3339;
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_796_533_983), "2026-12-06T05:13:03Z");
