@@ -41,9 +41,12 @@ async fn the_openapi_description_is_served_and_fuzzing_it_gets_no_5xx() {
         assert!(paths.iter().any(|x| x == p), "{p} missing from the description: {paths:?}");
     }
     let url = format!("http://{}/api/openapi.json", gh.admin);
+    // schemathesis keeps a cache in its working directory: the test's, not the repository.
+    let cwd = gh.dir.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         output_within(
             std::process::Command::new(&st)
+                .current_dir(&cwd)
                 .args(["run", &url, "--checks", "not_a_server_error", "--max-examples", "25", "--workers", "1"])
                 .args(["--request-timeout", "10", "--seed", "1"])
                 .env("SCHEMATHESIS_TELEMETRY", "false")
