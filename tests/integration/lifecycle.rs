@@ -147,8 +147,13 @@ async fn admin_endpoints() {
         routes,
         json!({"routes": [{
             "id": "a#0", "site": "a", "hosts": ["a.test"], "path": "/api", "match": "prefix",
-            "methods": ["GET"], "priority": 0, "filters": [], "action": "proxy", "load_balancing": "round_robin",
-            "backends": [{"url": b.url(), "weight": 1, "active": 0, "requests": 1, "failures": 0, "health": "unchecked"}]
+            "methods": ["GET"], "priority": 0, "filters": ["maintenance"], "action": "proxy",
+            "load_balancing": "round_robin",
+            "backends": [{
+                "url": b.url(), "upstream": "a#0", "weight": 1, "active": 0, "requests": 1, "failures": 0,
+                "retries": 0, "ejections": 0, "health": "unchecked", "last_check_ms": null,
+                "recent_requests": 1, "recent_error_rate": 0.0
+            }]
         }]})
     );
     // Without HTTPS there are no certificates.

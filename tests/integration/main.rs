@@ -15,6 +15,7 @@ mod openapi;
 mod pipeline;
 mod protocols;
 mod reload;
+mod resilience;
 mod routing;
 mod store;
 mod tls;

@@ -15,8 +15,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_echo_through_the_proxy() {
+/// A WebSocket backend that echoes text and binary messages.
+async fn ws_echo_backend() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let backend = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -31,6 +31,86 @@ async fn websocket_echo_through_the_proxy() {
             });
         }
     });
+    backend
+}
+
+/// A WebSocket handshake with `host` through the proxy at `addr`.
+async fn ws_connect(
+    addr: std::net::SocketAddr,
+    host: &str,
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let stream = within("connect", tokio::net::TcpStream::connect(addr)).await.expect("connect");
+    let req = http::Request::get(format!("ws://{host}/socket"))
+        .header("host", host)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
+        .body(())
+        .expect("request");
+    within("websocket handshake", tokio_tungstenite::client_async(req, stream)).await
+}
+
+/// The proxy-manager's `websocket` key: `max_connections` tunnels at once per site (503
+/// beyond), each closed at `max_duration`; `enabled: false` passes no upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_limits_per_site() {
+    let backend = ws_echo_backend().await;
+    let gh = Gatehouse::start(
+        "",
+        &[
+            (
+                "ws",
+                &format!(
+                    "host: ws.test
+websocket: {{max_connections: 1, max_duration: 1s}}
+backend: http://{backend}
+"
+                ),
+            ),
+            (
+                "off",
+                &format!(
+                    "host: off.test
+websocket: {{enabled: false}}
+backend: http://{backend}
+"
+                ),
+            ),
+        ],
+    );
+    let (mut first, resp) = ws_connect(gh.http, "ws.test").await.expect("first tunnel");
+    assert_eq!(resp.status(), 101);
+    match ws_connect(gh.http, "ws.test").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a second tunnel over max_connections: {:?}", other.map(|(_, r)| r.status())),
+    }
+    // max_duration ends the first tunnel; its slot is free again.
+    let ended = within("tunnel end", async {
+        loop {
+            match first.next().await {
+                None | Some(Err(_)) => break,
+                Some(Ok(m)) if m.is_close() => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    });
+    ended.await;
+    let (_second, resp) = ws_connect(gh.http, "ws.test").await.expect("a tunnel after the first ended");
+    assert_eq!(resp.status(), 101);
+    // No upgrade where WebSocket is off: the backend gets a plain request.
+    assert!(ws_connect(gh.http, "off.test").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_through_the_proxy() {
+    let backend = ws_echo_backend().await;
     let gh = Gatehouse::start(
         "",
         &[("ws", &format!("host: ws.test\nroutes:\n  - path: /socket\n    backend: http://{backend}\n"))],

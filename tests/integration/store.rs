@@ -439,9 +439,11 @@ async fn a_backup_restores_rows_and_acme_state() {
 }
 
 /// The proxy-manager's site file (tests/compat/pterodactyl.yaml, a copy of the team's
-/// shared compat file) as written: `check`
-/// names only the keys of features not built yet; without them it passes, and its
-/// `logging` and `data_retention` apply to that site.
+/// shared compat file) as written: `check` names only the keys of features not built yet
+/// and the error pages it cannot read, and notes what `timeouts.write` and `timeouts.idle`
+/// mean here; without those keys (and with its pages) it runs: its `logging` and
+/// `data_retention` apply to that site, its `health_check` and `circuit_breaker` to its
+/// backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_manager_site_file_is_accepted_but_for_unbuilt_features() {
     let compat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/compat/pterodactyl.yaml");
@@ -452,19 +454,19 @@ async fn the_proxy_manager_site_file_is_accepted_but_for_unbuilt_features() {
     assert_eq!(code, 1, "{out}");
     let named: Vec<&str> = out
         .lines()
+        .filter(|l| !l.starts_with("note: "))
         .filter_map(|l| l.split_once(": ").map(|(at, _)| at))
         .filter_map(|at| at.split(' ').nth(1))
         .collect();
-    assert_eq!(
-        named,
-        ["rate_limit", "waf", "health_check", "websocket", "compression", "circuit_breaker", "error_pages"],
-        "{out}"
-    );
-    assert!(out.contains("7 error(s)") && out.contains("not built yet"), "{out}");
+    assert_eq!(named, ["rate_limit", "waf", "compression", "error_pages.502", "error_pages.503"], "{out}");
+    assert!(out.contains("5 error(s)") && out.contains("not built yet"), "{out}");
+    assert!(out.contains("cannot read page /etc/proxy/error-pages/maintenance.html"), "{out}");
 
-    // Without those keys (and with this test's backend) it runs; the site's logging is its own.
+    // Without those keys, with this test's backend and a page of its own, it runs.
     let b = Backend::start("b").await;
-    let unbuilt = ["rate_limit", "waf", "health_check", "websocket", "compression", "circuit_breaker", "error_pages"];
+    let page = dir.path().join("maintenance.html");
+    std::fs::write(&page, "<h1>{{status}}: back soon</h1>").expect("page");
+    let unbuilt = ["rate_limit", "waf", "compression"];
     let mut kept = String::new();
     let mut skipping = false;
     for line in text.lines() {
@@ -476,11 +478,19 @@ async fn the_proxy_manager_site_file_is_accepted_but_for_unbuilt_features() {
             kept.push_str(
                 &line
                     .replace("http://127.0.0.1:8080", &b.url())
-                    .replace("mask_ip_method: last_octet", "mask_ip_method: none"),
+                    .replace("mask_ip_method: last_octet", "mask_ip_method: none")
+                    .replace("/etc/proxy/error-pages/maintenance.html", &page.display().to_string()),
             );
             kept.push('\n');
         }
     }
+    // `check` passes it, and says what the proxy-manager's two timeouts mean here.
+    let fixed = tempfile::tempdir().expect("tempdir");
+    write_config(fixed.path(), "", &[("panel", &kept)]);
+    let (code, out) = check(fixed.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("timeouts.write: in Gatehouse this is the time allowed between two chunks"), "{out}");
+    assert!(out.contains("timeouts.idle: in Gatehouse this is how long an idle connection to a backend"), "{out}");
     let gh = Gatehouse::start("", &[("panel", &kept), ("shop", &format!("host: shop.test\nbackend: {}\n", b.url()))]);
     assert_eq!(get(gh.http, "panel.example.test", "/").await.status, 200, "{}", gh.log());
     assert_eq!(get(gh.http, "shop.test", "/").await.status, 200);
@@ -491,6 +501,22 @@ async fn the_proxy_manager_site_file_is_accepted_but_for_unbuilt_features() {
         "the site's mask_ip_method: none: {clients:?}"
     );
     assert!(clients.contains(&(Some("shop".into()), "127.0.0.0".into())), "the main file's default: {clients:?}");
+    // The site's health check and breaker watch its backend; the other site's does not.
+    let backends = get(gh.admin, "localhost", "/api/backends").await.json();
+    let of = |site: &str| {
+        backends["backends"].as_array().and_then(|l| l.iter().find(|b| b["site"] == site).cloned()).unwrap_or_default()
+    };
+    assert_eq!(of("panel")["breaker"], "closed", "{backends}");
+    assert_eq!(of("shop")["breaker"], serde_json::Value::Null, "{backends}");
+    assert!(
+        wait_until_async(NET_TIMEOUT, || async {
+            let v = get(gh.admin, "localhost", "/api/backends").await.json();
+            v["backends"].as_array().is_some_and(|l| l.iter().any(|b| b["site"] == "panel" && b["health"] == "up"))
+        })
+        .await,
+        "{}",
+        gh.log()
+    );
     // The panel's headers preset and its added header apply (`add` appends to the preset's).
     let r = get(gh.http, "panel.example.test", "/").await;
     let sts: Vec<&str> =

@@ -86,16 +86,36 @@ pub(crate) async fn certs(State(admin): State<Admin>, RawQuery(query): RawQuery)
 }
 
 /// A backend with its counters and health, as `/api/routes` and `/api/backends` show it.
-pub(crate) fn backend_json(b: &gatehouse_proxy::upstream::BackendState) -> Value {
-    json!({
+pub(crate) fn backend_json(g: &gatehouse_proxy::upstream::Group, b: &gatehouse_proxy::upstream::BackendState) -> Value {
+    let now = gatehouse_proxy::upstream::breaker::now_ms();
+    let (recent, recent_failed) = b.health.recent.counts(now);
+    let mut v = json!({
         "url": b.backend.url(),
+        "upstream": g.config.id,
         "weight": b.backend.weight,
         "active": b.active.load(Ordering::Relaxed),
         "requests": b.requests.load(Ordering::Relaxed),
         "failures": b.failures.load(Ordering::Relaxed),
+        "retries": b.retries.load(Ordering::Relaxed),
+        "ejections": b.ejections.load(Ordering::Relaxed),
         // `unchecked` without health checks on the upstream.
         "health": b.health.state(),
-    })
+        "last_check_ms": b.health.last_check_ms(),
+        // Requests (and the share that failed: backend errors and 5xx) over the last one
+        // to two minutes.
+        "recent_requests": recent,
+        "recent_error_rate": if recent == 0 { 0.0 } else { recent_failed as f64 / recent as f64 },
+    });
+    if let Some(check) = &g.config.health {
+        let (rate, checks) = b.health.success_rate(check.window);
+        v["check_success_rate"] = json!(rate);
+        v["checks_in_window"] = json!(checks);
+    }
+    if g.config.breaker.is_some() {
+        v["breaker"] = json!(b.breaker.state());
+        v["breaker_opened"] = json!(b.breaker.opened.load(Ordering::Relaxed));
+    }
+    v
 }
 
 fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
@@ -120,11 +140,17 @@ fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
         Action::Proxy(up) => {
             v["action"] = json!("proxy");
             v["load_balancing"] = json!(up.balance.algorithm.name());
-            let backends: Vec<Value> = match &c.group {
-                Some(g) => g.backends.iter().map(|b| backend_json(b)).collect(),
-                None => Vec::new(),
-            };
+            let backends: Vec<Value> =
+                c.groups().into_iter().flat_map(|g| g.backends.iter().map(|b| backend_json(g, b))).collect();
             v["backends"] = json!(backends);
+            if let Some(split) = &r.split {
+                let pools: Vec<Value> = split
+                    .pools
+                    .iter()
+                    .map(|p| json!({"upstream": p.name, "weight": p.weight, "when": p.when.as_ref().map(|(h, v)| json!({"header": h.as_str(), "value": v}))}))
+                    .collect();
+                v["split"] = json!(pools);
+            }
         }
         Action::Static(dir) => {
             v["action"] = json!("static");

@@ -11,6 +11,7 @@ mod api;
 mod conn;
 mod data;
 pub mod guard;
+mod maintenance;
 mod overview;
 
 pub use data::Data;
@@ -94,6 +95,7 @@ pub async fn serve(
         .route("/api/stats", get(overview::stats))
         .route("/api/backends", get(overview::backends))
         .route("/api/ai-context", get(overview::ai_context))
+        .route("/api/maintenance", get(maintenance::list).post(maintenance::switch))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));

@@ -76,14 +76,21 @@ pub(crate) async fn backends(State(admin): State<Admin>) -> Json<Value> {
     let state = admin.state.load();
     let mut list = Vec::new();
     for c in state.router.routes() {
-        let Some(g) = &c.group else { continue };
-        for b in &g.backends {
-            let mut v = crate::api::backend_json(b);
-            v["site"] = json!(&*c.site);
-            v["route"] = json!(c.route.id);
-            v["last_check_ms"] = json!(b.health.last_check_ms());
-            list.push(v);
+        for g in c.groups() {
+            for b in &g.backends {
+                let mut v = crate::api::backend_json(g, b);
+                v["site"] = json!(&*c.site);
+                v["route"] = json!(c.route.id);
+                list.push(v);
+            }
         }
+    }
+    // Each backend's latest events (health, ejections, breaker), from the store.
+    let urls: Vec<String> = list.iter().map(|v| v["url"].as_str().unwrap_or_default().to_string()).collect();
+    let events: Option<Vec<Vec<gatehouse_store::BackendEvent>>> =
+        stored(&admin, move |r| urls.iter().map(|u| r.backend_events(Some(u), 5)).collect()).await;
+    for (v, e) in list.iter_mut().zip(events.unwrap_or_default()) {
+        v["events"] = json!(e);
     }
     Json(json!({ "backends": list }))
 }
@@ -164,8 +171,7 @@ pub(crate) async fn ai_context(State(admin): State<Admin>) -> Response {
     let _ = writeln!(md, "| route | backend | in flight | requests | failures |");
     let _ = writeln!(md, "|---|---|---|---|---|");
     for c in state.router.routes() {
-        let Some(g) = &c.group else { continue };
-        for b in &g.backends {
+        for b in c.groups().into_iter().flat_map(|g| g.backends.iter()) {
             let (requests, failures) = (b.requests.load(Ordering::Relaxed), b.failures.load(Ordering::Relaxed));
             let _ = writeln!(
                 md,

@@ -552,6 +552,10 @@ fn build(
         cx.err(line, "tls", "certificates are configured but there is no HTTPS listener: add listen.https");
     }
 
+    let main_pages = Arc::new(
+        main.error_pages.as_ref().map(|p| resilience::error_pages(&mut cx, base, p, "error_pages")).unwrap_or_default(),
+    );
+    let mut notes = Vec::new();
     let mut sites = Vec::new();
     let site_files: Vec<(PathBuf, Result<String, String>)> = match inline_sites {
         Some(list) => list
@@ -575,7 +579,8 @@ fn build(
                         &defaults,
                         listen_https.is_some(),
                         &mut tls.pairs,
-                        (&logging, &retention),
+                        (&logging, &retention, &main_pages),
+                        &mut notes,
                     )
                 {
                     sites.push(site);
@@ -609,6 +614,8 @@ fn build(
         trusted_proxies,
         dns_refresh,
         sites,
+        error_pages: main_pages,
+        notes,
     }
 }
 
@@ -654,6 +661,7 @@ fn parse_cidr(s: &str) -> Option<IpNet> {
 
 mod data;
 mod options;
+mod resilience;
 mod route;
 mod site;
 mod tls;

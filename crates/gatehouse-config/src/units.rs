@@ -142,3 +142,69 @@ mod tests {
         assert!(parse_size("5XB").is_err());
     }
 }
+
+/// Parses an RFC 3339 time (`2026-12-24T22:00:00Z`, `2026-12-24T23:00:00+01:00`; fractions
+/// of a second are allowed and ignored).
+pub fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
+    let bad = || format!("invalid time {s:?}: expected RFC 3339, such as 2026-12-24T22:00:00Z");
+    let t = s.trim();
+    let b = t.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| t.get(r).and_then(|x| x.parse::<i64>().ok()).ok_or_else(bad);
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b[16] != b':'
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(bad());
+    }
+    let mut rest = &t[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let h: i64 = o[1..3].parse().map_err(|_| bad())?;
+            let m: i64 = o[4..6].parse().map_err(|_| bad())?;
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (h * 3600 + m * 60)
+        }
+        _ => return Err(bad()),
+    };
+    // Days since 1970-01-01 in the proleptic Gregorian calendar.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    u64::try_from(secs)
+        .map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s))
+        .map_err(|_| format!("time {s:?} is before 1970"))
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_parse_to_the_right_instant() {
+        let at = |s| parse_time(s).map(|t| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).ok());
+        assert_eq!(at("1970-01-01T00:00:00Z"), Ok(Some(0)));
+        assert_eq!(at("2026-12-24T22:00:00Z"), Ok(Some(1_798_149_600)));
+        assert_eq!(at("2026-12-24T23:00:00.250+01:00"), Ok(Some(1_798_149_600)));
+        assert_eq!(at("2000-02-29T12:00:00-00:30"), Ok(Some(951_827_400)));
+        for bad in ["2026-12-24", "2026-13-01T00:00:00Z", "2026-12-24T22:00:00", "tomorrow", "2026-12-24T22:00:00+1"] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
+}

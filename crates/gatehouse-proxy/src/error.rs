@@ -87,6 +87,13 @@ pub enum ProxyError {
     /// Health checks took every backend of the upstream out of rotation.
     #[error("no healthy backend: every backend failed its health checks")]
     NoHealthyBackend,
+    /// Every backend left is behind an open circuit breaker; one lets a probe through in
+    /// `retry_after` seconds.
+    #[error("every backend's circuit breaker is open")]
+    CircuitOpen { retry_after: u64 },
+    /// The site's `websocket.max_connections` tunnels are open.
+    #[error("all {0} WebSocket connections of this site are in use")]
+    TunnelsFull(usize),
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
     #[error("client sent the request body too slowly")]
@@ -121,7 +128,10 @@ impl ProxyError {
             | ProxyError::Stale { .. }
             | ProxyError::ResponseTooLarge { .. } => S::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::ReadTimeout { .. } => S::GATEWAY_TIMEOUT,
-            ProxyError::PoolExhausted(_) | ProxyError::NoHealthyBackend => S::SERVICE_UNAVAILABLE,
+            ProxyError::PoolExhausted(_)
+            | ProxyError::NoHealthyBackend
+            | ProxyError::CircuitOpen { .. }
+            | ProxyError::TunnelsFull(_) => S::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge(_) => S::PAYLOAD_TOO_LARGE,
             ProxyError::ClientTimeout | ProxyError::BodyTooSlow(_) => S::REQUEST_TIMEOUT,
             ProxyError::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -139,10 +149,13 @@ impl ProxyError {
             | ProxyError::Upstream { .. }
             | ProxyError::Stale { .. }
             | ProxyError::ResponseTooLarge { .. }
-            | ProxyError::NoHealthyBackend => Side::Backend,
+            | ProxyError::NoHealthyBackend
+            | ProxyError::CircuitOpen { .. } => Side::Backend,
             // Nothing was asked of the backend: its name did not resolve (DNS or the
             // configuration), or Gatehouse's own connection limit was reached.
-            ProxyError::PoolExhausted(_) | ProxyError::Unresolved { .. } => Side::Gatehouse,
+            ProxyError::PoolExhausted(_) | ProxyError::Unresolved { .. } | ProxyError::TunnelsFull(_) => {
+                Side::Gatehouse
+            }
             _ => Side::Client,
         }
     }
@@ -175,6 +188,8 @@ impl ProxyError {
             ProxyError::ResponseTooLarge { .. } => "response_too_large",
             ProxyError::PoolExhausted(_) => "pool_exhausted",
             ProxyError::NoHealthyBackend => "no_healthy_backend",
+            ProxyError::CircuitOpen { .. } => "circuit_open",
+            ProxyError::TunnelsFull(_) => "websocket_limit",
             ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::ClientTimeout => "client_timeout",
             ProxyError::BodyTooSlow(_) => "body_too_slow",
@@ -216,11 +231,39 @@ impl ProxyError {
         if self.closes_connection() {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if matches!(self, ProxyError::NoHealthyBackend) {
+        match self {
             // Checks run every few seconds: worth trying again soon.
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            ProxyError::NoHealthyBackend => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ProxyError::CircuitOpen { retry_after } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from((*retry_after).max(1)));
+            }
+            _ => {}
         }
         r
+    }
+
+    /// What the client is told about the failure: its own request's fault in full; a
+    /// backend's or Gatehouse's only in general words (never an address, an error text
+    /// from a backend, or anything else about the inside).
+    pub fn public_message(&self) -> std::borrow::Cow<'static, str> {
+        if self.side() == Side::Client {
+            return self.to_string().into();
+        }
+        match self.status() {
+            StatusCode::GATEWAY_TIMEOUT => "The server behind this site took too long to answer.".into(),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                "No server behind this site is available right now. Please try again shortly.".into()
+            }
+            _ => "The server behind this site could not answer this request.".into(),
+        }
+    }
+
+    /// Every backend of the route is out (health checks, breakers): the site's maintenance
+    /// page, when it has one, says it better than an error page.
+    pub fn all_backends_out(&self) -> bool {
+        matches!(self, ProxyError::NoHealthyBackend | ProxyError::CircuitOpen { .. })
     }
 }
 

@@ -1,7 +1,9 @@
 //! Active health checks. One task per checked backend, on the control runtime, probes it
 //! every `interval` (a TCP connect, or an HTTP request whose status must fall in the
-//! expected range) and takes it out of rotation after `unhealthy_after` failed checks in a
-//! row, back in after `healthy_after` passed ones. The state lives on the backend's
+//! expected range and whose body must hold `expect_body`) and takes it out of rotation
+//! after `unhealthy_after` failed checks in a row (or when the success rate over the last
+//! `window` checks drops under `down_below`), back in after `healthy_after` passed ones.
+//! A backend in rotation whose success rate is under `degraded_below` is `degraded`. The state lives on the backend's
 //! shared `BackendState` (all workers read it; only its checker writes it), so it is the
 //! same for every worker and is carried across reloads with the backend. `Checks::follow`
 //! starts the checks of backends a reload added and stops those of backends it removed.
@@ -35,7 +37,88 @@ pub struct Health {
     ejections: AtomicU32,
     /// Ejected until then (Unix milliseconds; 0: not ejected).
     ejected_until_ms: AtomicU64,
+    /// The last checks, newest in bit 0 (1 = passed), and how many of them count.
+    history: AtomicU64,
+    checks: AtomicU32,
+    /// The window's success rate stayed under `degraded_below` at the last check.
+    degraded: AtomicBool,
+    /// Requests and failures of the current and the previous minute.
+    pub recent: Recent,
 }
+
+/// Requests and failed ones (backend errors and 5xx) over the last one to two minutes, for
+/// the admin API's error rate: two one-minute buckets, each a (requests << 32 | failures)
+/// word.
+#[derive(Debug, Default)]
+pub struct Recent {
+    minute: AtomicU64,
+    current: AtomicU64,
+    previous: AtomicU64,
+}
+
+impl Recent {
+    /// Counts one request at `now_ms` (the process clock of `upstream::breaker::now_ms`).
+    pub fn add(&self, failed: bool, now_ms: u64) {
+        self.roll(now_ms / 60_000);
+        self.current.fetch_add((1 << 32) | u64::from(failed), Ordering::Relaxed);
+    }
+
+    fn roll(&self, minute: u64) {
+        let seen = self.minute.load(Ordering::Relaxed);
+        if seen != minute && self.minute.compare_exchange(seen, minute, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            let last = self.current.swap(0, Ordering::AcqRel);
+            self.previous.store(if minute == seen + 1 { last } else { 0 }, Ordering::Relaxed);
+        }
+    }
+
+    /// (requests, failures) over the current and the previous minute.
+    pub fn counts(&self, now_ms: u64) -> (u64, u64) {
+        self.roll(now_ms / 60_000);
+        let (a, b) = (self.current.load(Ordering::Relaxed), self.previous.load(Ordering::Relaxed));
+        ((a >> 32) + (b >> 32), (a & 0xffff_ffff) + (b & 0xffff_ffff))
+    }
+}
+
+/// Something that happened to a backend, for logs, the store and webhooks.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventKind,
+    /// The upstream (`SITE/NAME`, or the route id for inline backends).
+    pub upstream: String,
+    pub backend: String,
+    /// Why, in words (the failed check's reason, the ejection time).
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Active checks took it out of rotation.
+    Down,
+    /// Active checks brought it back.
+    Up,
+    /// Passive checks ejected it.
+    Ejected,
+    BreakerOpen,
+    BreakerHalfOpen,
+    BreakerClosed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Down => "down",
+            EventKind::Up => "up",
+            EventKind::Ejected => "ejected",
+            EventKind::BreakerOpen => "breaker_open",
+            EventKind::BreakerHalfOpen => "breaker_half_open",
+            EventKind::BreakerClosed => "breaker_closed",
+        }
+    }
+}
+
+/// Where events go. Called on the thread where the event happened (a worker, for passive
+/// checks and breakers): it must not block.
+pub type Events = Arc<dyn Fn(Event) + Send + Sync>;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64)
@@ -53,8 +136,9 @@ impl Health {
         until != 0 && now_ms() < until
     }
 
-    /// `up`, `down`, `ejected` (passive checks), or `unchecked` (no active check configured
-    /// or none finished yet, and not ejected).
+    /// `up`, `degraded` (in rotation, but recent checks failed), `down`, `ejected` (passive
+    /// checks), or `unchecked` (no active check configured or none finished yet, and not
+    /// ejected).
     pub fn state(&self) -> &'static str {
         if self.down.load(Ordering::Relaxed) {
             return "down";
@@ -62,11 +146,29 @@ impl Health {
         if self.is_ejected() {
             return "ejected";
         }
-        if self.checked_ms.load(Ordering::Relaxed) == 0 { "unchecked" } else { "up" }
+        if self.checked_ms.load(Ordering::Relaxed) == 0 {
+            "unchecked"
+        } else if self.degraded.load(Ordering::Relaxed) {
+            "degraded"
+        } else {
+            "up"
+        }
     }
 
-    /// Counts a request's outcome for passive checks (on the worker that sent it).
-    pub fn observe(&self, failed: bool, passive: &PassiveCheck, url: &dyn Fn() -> String) {
+    /// The share of the last checks that passed, and how many checks that is.
+    pub fn success_rate(&self, window: u32) -> (f64, u32) {
+        let n = self.checks.load(Ordering::Relaxed).min(window).min(64);
+        if n == 0 {
+            return (1.0, 0);
+        }
+        let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let passed = (self.history.load(Ordering::Relaxed) & mask).count_ones();
+        (f64::from(passed) / f64::from(n), n)
+    }
+
+    /// Counts a request's outcome for passive checks (on the worker that sent it); returns
+    /// the ejection time when this outcome ejected the backend.
+    pub fn observe(&self, failed: bool, passive: &PassiveCheck) -> Option<std::time::Duration> {
         if !failed {
             // Loads first: a healthy backend's counters stay untouched (no shared writes).
             if self.failed_requests.load(Ordering::Relaxed) != 0 {
@@ -75,17 +177,17 @@ impl Health {
             if self.ejections.load(Ordering::Relaxed) != 0 && !self.is_ejected() {
                 self.ejections.store(0, Ordering::Relaxed);
             }
-            return;
+            return None;
         }
         let failed = self.failed_requests.fetch_add(1, Ordering::Relaxed) + 1;
         if failed < passive.failures || self.is_ejected() {
-            return;
+            return None;
         }
         self.failed_requests.store(0, Ordering::Relaxed);
         let n = self.ejections.fetch_add(1, Ordering::Relaxed).min(20);
         let time = passive.ejection.saturating_mul(1 << n).min(passive.max_ejection);
         self.ejected_until_ms.store(now_ms() + time.as_millis() as u64, Ordering::Relaxed);
-        tracing::warn!(backend = %url(), failed_requests = failed, ejected_for = ?time, "backend ejected after failed requests");
+        Some(time)
     }
 
     /// When the last check ended (Unix milliseconds), if any did.
@@ -106,12 +208,18 @@ impl Health {
             (false, _) => -1,
         };
         self.streak.store(streak, Ordering::Relaxed);
-        let down = self.is_down();
-        if down && streak >= i64::from(check.healthy_after) {
+        self.history.store((self.history.load(Ordering::Relaxed) << 1) | u64::from(passed), Ordering::Relaxed);
+        let _ = self.checks.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some((n + 1).min(64)));
+        let (rate, seen) = self.success_rate(check.window);
+        let window_full = seen >= check.window;
+        self.degraded.store(rate < check.degraded_below, Ordering::Relaxed);
+        let rate_down = window_full && rate < check.down_below;
+        let down = self.down.load(Ordering::Relaxed);
+        if down && streak >= i64::from(check.healthy_after) && !rate_down {
             self.down.store(false, Ordering::Relaxed);
             return Some(false);
         }
-        if !down && -streak >= i64::from(check.unhealthy_after) {
+        if !down && (-streak >= i64::from(check.unhealthy_after) || rate_down) {
             self.down.store(true, Ordering::Relaxed);
             return Some(true);
         }
@@ -119,46 +227,40 @@ impl Health {
     }
 }
 
-/// Told when an active check changes a backend's state: its URL, and whether it is now
-/// down (webhooks).
-pub type OnChange = Arc<dyn Fn(&str, bool) + Send + Sync>;
-
 /// The checks running, by backend.
 #[derive(Default)]
 pub struct Checks {
     running: HashMap<usize, (Arc<BackendState>, HealthCheck, tokio::task::JoinHandle<()>)>,
-    on_change: Option<OnChange>,
 }
 
 impl Checks {
-    /// Checks that call `on_change` when a backend goes down or comes back.
-    pub fn new(on_change: Option<OnChange>) -> Checks {
-        Checks { running: HashMap::new(), on_change }
+    pub fn new() -> Checks {
+        Checks::default()
     }
 
     /// Starts and stops checks to match `state`: a backend keeps its running check while
     /// it and its check settings stay. Needs a Tokio runtime's context.
+    /// Events go to `state.shared.events`.
     pub fn follow(&mut self, state: &RuntimeState) {
-        let mut wanted: HashMap<usize, (Arc<BackendState>, HealthCheck)> = HashMap::new();
-        for route in state.router.routes() {
-            let Some(group) = &route.group else { continue };
+        let mut wanted: HashMap<usize, (Arc<BackendState>, HealthCheck, String)> = HashMap::new();
+        for group in state.groups.values() {
             let Some(check) = &group.config.health else { continue };
             for b in &group.backends {
-                wanted.insert(Arc::as_ptr(b) as usize, (b.clone(), check.clone()));
+                wanted.insert(Arc::as_ptr(b) as usize, (b.clone(), check.clone(), group.config.id.clone()));
             }
         }
         self.running.retain(|key, (_, check, task)| {
-            let keep = wanted.get(key).is_some_and(|(_, c)| c == check);
+            let keep = wanted.get(key).is_some_and(|(_, c, _)| c == check);
             if !keep {
                 task.abort();
             }
             keep
         });
-        for (key, (backend, check)) in wanted {
+        for (key, (backend, check, upstream)) in wanted {
             if self.running.contains_key(&key) {
                 continue;
             }
-            let task = tokio::spawn(run(backend.clone(), check.clone(), self.on_change.clone()));
+            let task = tokio::spawn(run(backend.clone(), check.clone(), upstream, state.shared.clone()));
             self.running.insert(key, (backend, check, task));
         }
     }
@@ -172,7 +274,7 @@ impl Drop for Checks {
     }
 }
 
-async fn run(backend: Arc<BackendState>, check: HealthCheck, on_change: Option<OnChange>) {
+async fn run(backend: Arc<BackendState>, check: HealthCheck, upstream: String, shared: Arc<crate::state::Shared>) {
     let url = backend.backend.url();
     let mut tick = tokio::time::interval(check.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -183,20 +285,13 @@ async fn run(backend: Arc<BackendState>, check: HealthCheck, on_change: Option<O
             Err(_) => Err(format!("no answer within {:?}", check.timeout)),
         };
         let changed = backend.health.record(outcome.is_ok(), &check);
-        match changed {
-            Some(true) => tracing::warn!(
-                backend = %url,
-                reason = outcome.as_ref().err().map_or("", String::as_str),
-                failed_checks = check.unhealthy_after,
-                "backend down: taken out of rotation"
-            ),
-            Some(false) => {
-                tracing::info!(backend = %url, passed_checks = check.healthy_after, "backend up: back in rotation")
-            }
-            None => {}
-        }
-        if let (Some(down), Some(tell)) = (changed, &on_change) {
-            tell(&url, down);
+        if let Some(down) = changed {
+            let (kind, detail) = match (down, &outcome) {
+                (true, Err(why)) => (EventKind::Down, why.clone()),
+                (true, Ok(())) => (EventKind::Down, "success rate under health_check.down_below".to_string()),
+                (false, _) => (EventKind::Up, format!("{} checks passed", check.healthy_after)),
+            };
+            shared.event(Event { kind, upstream: upstream.clone(), backend: url.clone(), detail });
         }
     }
 }
@@ -238,9 +333,12 @@ async fn http_check<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         http.method, http.path
     );
     stream.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+    // The status line, or with `expect_body` the whole answer (the request asked the
+    // backend to close, so it ends) up to a cap.
+    let cap = if http.body.is_some() { 64 * 1024 } else { 4096 };
     let mut head = Vec::with_capacity(256);
-    let mut buf = [0u8; 256];
-    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+    let mut buf = [0u8; 1024];
+    while (http.body.is_some() || !head.windows(2).any(|w| w == b"\r\n")) && head.len() < cap {
         let n = stream.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             break;
@@ -254,11 +352,16 @@ async fn http_check<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         .and_then(|l| l.get(2..5))
         .and_then(|c| c.parse::<u16>().ok())
         .ok_or_else(|| "no HTTP status line in the answer".to_string())?;
-    if (http.expect.0..=http.expect.1).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!("status {status}, expected {}-{}", http.expect.0, http.expect.1))
+    if !(http.expect.0..=http.expect.1).contains(&status) {
+        return Err(format!("status {status}, expected {}-{}", http.expect.0, http.expect.1));
     }
+    if let Some(want) = &http.body {
+        let body = head.windows(4).position(|w| w == b"\r\n\r\n").map_or(&[][..], |i| &head[i + 4..]);
+        if !body.windows(want.len().max(1)).any(|w| w == want.as_bytes()) {
+            return Err(format!("the body does not contain {want:?}"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -275,6 +378,9 @@ mod tests {
             timeout: Duration::from_secs(1),
             unhealthy_after: 2,
             healthy_after: 3,
+            window: 4,
+            degraded_below: 0.9,
+            down_below: 0.0,
         };
         let h = Health::default();
         assert_eq!(h.state(), "unchecked");
@@ -286,7 +392,31 @@ mod tests {
         assert_eq!(h.state(), "down");
         assert_eq!((h.record(true, &check), h.record(true, &check)), (None, None));
         assert_eq!(h.record(true, &check), Some(false));
-        assert_eq!(h.state(), "up");
+        // Back in rotation, but one of the last 4 checks failed.
+        assert_eq!((h.state(), h.success_rate(4)), ("degraded", (0.75, 4)));
+        assert_eq!((h.record(true, &check), h.record(true, &check)), (None, None));
+        assert_eq!((h.state(), h.success_rate(4)), ("up", (1.0, 4)));
+    }
+
+    #[test]
+    fn a_low_success_rate_takes_a_flapping_backend_out() {
+        let check = HealthCheck {
+            http: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            unhealthy_after: 3,
+            healthy_after: 1,
+            window: 4,
+            degraded_below: 0.9,
+            down_below: 0.5,
+        };
+        let h = Health::default();
+        // Never two failures in a row, but only one check in three passes.
+        assert_eq!(h.record(false, &check), None);
+        assert_eq!(h.record(true, &check), None);
+        assert_eq!(h.record(false, &check), None, "the window is not full yet");
+        assert_eq!(h.record(false, &check), Some(true), "1 of 4 passed: under down_below");
+        assert_eq!(h.record(true, &check), Some(false), "2 of 4 passed: not under down_below, one pass is enough");
     }
 
     #[test]
@@ -298,32 +428,31 @@ mod tests {
             count_5xx: false,
         };
         let h = Health::default();
-        let url = || "http://x".to_string();
-        h.observe(true, &p, &url);
-        h.observe(false, &p, &url);
-        h.observe(true, &p, &url);
+        h.observe(true, &p);
+        h.observe(false, &p);
+        h.observe(true, &p);
         assert!(!h.is_down(), "a success between failures breaks the run");
-        h.observe(true, &p, &url);
+        h.observe(true, &p);
         assert!(h.is_down());
         assert_eq!(h.state(), "ejected");
         let first = h.ejected_until_ms.load(Ordering::Relaxed) - now_ms();
         assert!((9_000..=10_000).contains(&first), "{first}");
         // Ejected again right after: twice as long, capped at max_ejection.
         h.ejected_until_ms.store(0, Ordering::Relaxed);
-        h.observe(true, &p, &url);
-        h.observe(true, &p, &url);
+        h.observe(true, &p);
+        h.observe(true, &p);
         let second = h.ejected_until_ms.load(Ordering::Relaxed) - now_ms();
         assert!((19_000..=20_000).contains(&second), "{second}");
         h.ejected_until_ms.store(0, Ordering::Relaxed);
-        h.observe(true, &p, &url);
-        h.observe(true, &p, &url);
+        h.observe(true, &p);
+        h.observe(true, &p);
         let third = h.ejected_until_ms.load(Ordering::Relaxed) - now_ms();
         assert!((24_000..=25_000).contains(&third), "capped: {third}");
         // Back and serving well: the next ejection starts from the base time again.
         h.ejected_until_ms.store(0, Ordering::Relaxed);
-        h.observe(false, &p, &url);
-        h.observe(true, &p, &url);
-        h.observe(true, &p, &url);
+        h.observe(false, &p);
+        h.observe(true, &p);
+        h.observe(true, &p);
         let fresh = h.ejected_until_ms.load(Ordering::Relaxed) - now_ms();
         assert!((9_000..=10_000).contains(&fresh), "{fresh}");
     }

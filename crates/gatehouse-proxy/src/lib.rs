@@ -7,6 +7,7 @@ pub mod admission;
 pub mod body;
 pub mod conn;
 pub mod error;
+mod error_page;
 mod file;
 pub mod filter;
 #[cfg(any(test, feature = "fuzzing"))]

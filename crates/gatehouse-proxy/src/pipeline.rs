@@ -91,6 +91,8 @@ pub async fn serve(
     let version = req.version();
     // Cheap clones (reference-counted bytes) so the request can move through the phases.
     let uri = req.uri().clone();
+    // For the error answer (JSON or a page), should there be one.
+    let accept = req.headers().get(header::ACCEPT).cloned();
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host_header = hosts.next().cloned();
     let single_host = hosts.next().is_none();
@@ -129,6 +131,7 @@ pub async fn serve(
             bytes_out: 0,
             retries: 0,
             error: None,
+            slow: None,
         };
         Box::new(Pending::new(record, Instant::now(), sink.clone()))
     });
@@ -159,7 +162,7 @@ pub async fn serve(
             if cx.record.is_some() {
                 failure = Some(Failure::of(&e));
             }
-            e.answer()
+            answer_error(&cx, &e, accept.as_ref())
         }
     };
     resp.headers_mut().insert(&hdr::X_REQUEST_ID, cx.id.clone());
@@ -174,6 +177,27 @@ pub async fn serve(
         p.respond(resp.status().as_u16(), failure);
     }
     (resp, pending)
+}
+
+/// The answer to a failed request: the status and fields `ProxyError::answer` sets, with
+/// the site's page for it (its maintenance page when every backend is out), or JSON for a
+/// client that asks for JSON.
+fn answer_error(cx: &Ctx<'_>, e: &ProxyError, accept: Option<&HeaderValue>) -> Response<Outgoing> {
+    let mut resp = e.answer();
+    let status = resp.status();
+    let json = crate::error_page::wants_json(accept);
+    let pages = match cx.route {
+        Some(r) => &r.pages,
+        None => cx.state.router.pages_for(cx.host).unwrap_or(&cx.state.config.error_pages),
+    };
+    let maintenance = cx.route.and_then(|r| r.maintenance_page.as_deref()).filter(|_| e.all_backends_out());
+    let template = maintenance.or_else(|| pages.pages.get(&status.as_u16()).map(|p| &**p));
+    if json || template.is_some() {
+        let message = e.public_message();
+        let page = crate::error_page::Page { status, message: &message, request_id: &cx.id, template };
+        crate::error_page::fill(&mut resp, &page, json);
+    }
+    resp
 }
 
 /// The phases after the early request, in order; see the module chart.
@@ -196,7 +220,7 @@ async fn phases<'a>(cx: &mut Ctx<'a>, mut req: Request<Inbound>) -> Result<Respo
     };
     cx.route = Some(route);
     if let Some(r) = &mut cx.record {
-        r.routed(&route.site, &route.route.id, route.log);
+        r.routed(&route.site, &route.route, route.log);
     }
     if let Verdict::Respond(mut r) = route.chain.on_request(cx, &mut req, &path) {
         route.chain.on_response(cx, &mut r);

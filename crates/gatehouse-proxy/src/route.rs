@@ -6,22 +6,44 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use gatehouse_config::{HostPattern, PathMatch, Route, Site};
+use gatehouse_config::{Action, ErrorPages, HostPattern, PathMatch, Route, Site};
 use http::Method;
 
 use crate::filter::{self, Chain};
 use crate::hash::FxHashMap;
 use crate::upstream::Group;
+use crate::upstream::split::Splitter;
 
 /// A route ready to serve: its configuration plus the live upstream group it proxies to.
 pub struct Compiled {
     pub route: Route,
     pub site: Arc<str>,
     pub group: Option<Arc<Group>>,
+    /// The groups of a `split` route (`group` is its first pool's).
+    pub split: Option<Splitter>,
+    /// The site's pages for Gatehouse's own errors.
+    pub pages: Arc<ErrorPages>,
+    /// The site's maintenance page, also shown when every backend is out.
+    pub maintenance_page: Option<Arc<str>>,
+    /// The site's `websocket` settings and its open-tunnel counter.
+    pub websocket: Option<(Arc<gatehouse_config::WebSocket>, Arc<std::sync::atomic::AtomicUsize>)>,
     /// The route's filters, compiled with it.
     pub chain: Chain,
     /// The site's own logging settings, for its records.
     pub log: Option<crate::observe::SiteLog>,
+}
+
+impl Compiled {
+    /// The upstream groups this route sends to: its own, and its split's pools.
+    pub fn groups(&self) -> Vec<&Arc<Group>> {
+        let mut out: Vec<&Arc<Group>> = self.group.iter().collect();
+        for g in self.split.iter().flat_map(|s| s.groups.iter()) {
+            if !out.iter().any(|o| Arc::ptr_eq(o, g)) {
+                out.push(g);
+            }
+        }
+        out
+    }
 }
 
 pub struct Router {
@@ -30,6 +52,8 @@ pub struct Router {
     wildcard: Vec<(String, usize)>,
     any: Option<usize>,
     sites: Vec<Vec<Compiled>>,
+    /// Each site's error pages, for errors before a route is found.
+    pages: Vec<Arc<ErrorPages>>,
     /// Filters that run before routing, for every host.
     pub before: Chain,
 }
@@ -57,12 +81,21 @@ pub enum Lookup<'a> {
 }
 
 impl Router {
-    pub fn new(sites: &[Site], group_for: impl Fn(&Route) -> Option<Arc<Group>>, env: &filter::Env) -> Self {
+    /// `group_for` finds the live group of an upstream by its key.
+    pub fn new(
+        sites: &[Site],
+        group_for: impl Fn(&str) -> Option<Arc<Group>>,
+        env: &filter::Env,
+        shared: &crate::state::Shared,
+    ) -> Self {
         let mut exact = FxHashMap::default();
         let mut wildcard = Vec::new();
         let mut any = None;
         let mut tables = Vec::new();
+        let mut pages = Vec::new();
         for (i, site) in sites.iter().enumerate() {
+            pages.push(site.error_pages.clone());
+            let websocket = site.websocket.as_ref().map(|w| (w.clone(), shared.tunnels(&site.name)));
             for h in &site.hosts {
                 match h {
                     HostPattern::Exact(name) => {
@@ -78,10 +111,22 @@ impl Router {
                 .iter()
                 .enumerate()
                 .map(|(order, r)| {
+                    let group = match &r.action {
+                        Action::Proxy(up) => group_for(&up.key),
+                        _ => None,
+                    };
+                    let split = r.split.as_ref().and_then(|s| {
+                        let groups: Option<Vec<_>> = s.pools.iter().map(|p| group_for(&p.upstream.key)).collect();
+                        groups.map(|g| Splitter::new(s.clone(), g))
+                    });
                     let c = Compiled {
                         route: r.clone(),
                         site: name.clone(),
-                        group: group_for(r),
+                        group,
+                        split,
+                        pages: site.error_pages.clone(),
+                        maintenance_page: site.maintenance.as_ref().and_then(|m| m.page.clone()),
+                        websocket: websocket.clone(),
                         chain: filter::chain_for(r, site, env),
                         log: r
                             .logging
@@ -102,23 +147,17 @@ impl Router {
             tables.push(routes.into_iter().map(|(_, c)| c).collect());
         }
         wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
-        Router { exact, wildcard, any, sites: tables, before: filter::before_routing(env) }
+        Router { exact, wildcard, any, sites: tables, pages, before: filter::before_routing(env) }
+    }
+
+    /// The error pages of the site serving `host`, if a site does.
+    pub fn pages_for(&self, host: &str) -> Option<&Arc<ErrorPages>> {
+        self.site_index(host).and_then(|i| self.pages.get(i))
     }
 
     /// Routes a request. `host` is lower-case without port; `path` is normalised.
     pub fn lookup(&self, host: &str, path: &str, method: &Method) -> Lookup<'_> {
-        let site = self
-            .exact
-            .get(host)
-            .copied()
-            .or_else(|| {
-                self.wildcard
-                    .iter()
-                    .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-                    .map(|(_, i)| *i)
-            })
-            .or(self.any);
-        let Some(site) = site else {
+        let Some(site) = self.site_index(host) else {
             return Lookup::NoSite;
         };
         let mut allowed: Vec<&Method> = Vec::new();
@@ -143,6 +182,19 @@ impl Router {
             names.dedup();
             Lookup::MethodNotAllowed(names.join(", "))
         }
+    }
+
+    fn site_index(&self, host: &str) -> Option<usize> {
+        self.exact
+            .get(host)
+            .copied()
+            .or_else(|| {
+                self.wildcard
+                    .iter()
+                    .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+                    .map(|(_, i)| *i)
+            })
+            .or(self.any)
     }
 
     /// Every compiled route, for the admin API.

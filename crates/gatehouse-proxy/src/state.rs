@@ -26,6 +26,69 @@ pub struct RuntimeState {
     pub version: u64,
     /// When this state was built.
     pub loaded_at: std::time::SystemTime,
+    /// What outlives reloads (event sink, maintenance switched through the API).
+    pub shared: Arc<Shared>,
+}
+
+/// What every state built from a previous one takes over unchanged.
+#[derive(Default)]
+pub struct Shared {
+    /// Where backend events go (the binary sends them to the store and webhooks); set once.
+    pub events: std::sync::OnceLock<crate::health::Events>,
+    /// Maintenance switched on or off through the admin API, by site name; it wins over
+    /// the site file's `maintenance.enabled` until switched back to `auto`.
+    pub maintenance: arc_swap::ArcSwap<HashMap<String, crate::filter::MaintenanceSwitch>>,
+    /// How many sites `maintenance` holds: 0 lets every request skip the lookup.
+    pub switched: std::sync::atomic::AtomicUsize,
+    /// Open WebSocket tunnels per site (`websocket.max_connections`), counted across
+    /// reloads. Locked only while a state is built.
+    tunnels: std::sync::Mutex<HashMap<String, Arc<std::sync::atomic::AtomicUsize>>>,
+}
+
+impl Shared {
+    /// The open-tunnel counter of `site`.
+    pub fn tunnels(&self, site: &str) -> Arc<std::sync::atomic::AtomicUsize> {
+        let mut map = self.tunnels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(site.to_string()).or_default().clone()
+    }
+
+    /// Switches maintenance of `site` through the API; `None` hands it back to the site file.
+    pub fn switch_maintenance(&self, site: &str, switch: Option<crate::filter::MaintenanceSwitch>) {
+        self.maintenance.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            match &switch {
+                Some(s) => m.insert(site.to_string(), s.clone()),
+                None => m.remove(site),
+            };
+            m
+        });
+        self.switched.store(self.maintenance.load().len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Logs `e` and hands it to the event sink, if one is set.
+    pub fn event(&self, e: crate::health::Event) {
+        use crate::health::EventKind as K;
+        let (b, up, d) = (&e.backend, &e.upstream, &e.detail);
+        match e.kind {
+            K::Down => tracing::warn!(backend = %b, upstream = %up, reason = %d, "backend down: taken out of rotation"),
+            K::Ejected => {
+                tracing::warn!(backend = %b, upstream = %up, reason = %d, "backend ejected after failed requests")
+            }
+            K::BreakerOpen => {
+                tracing::warn!(backend = %b, upstream = %up, reason = %d, "circuit breaker open: the backend gets no requests")
+            }
+            K::Up => tracing::info!(backend = %b, upstream = %up, reason = %d, "backend up: back in rotation"),
+            K::BreakerHalfOpen => {
+                tracing::info!(backend = %b, upstream = %up, reason = %d, "circuit breaker half-open: probing the backend")
+            }
+            K::BreakerClosed => {
+                tracing::info!(backend = %b, upstream = %up, reason = %d, "circuit breaker closed: back in rotation")
+            }
+        }
+        if let Some(sink) = self.events.get() {
+            sink(e);
+        }
+    }
 }
 
 impl RuntimeState {
@@ -45,23 +108,22 @@ impl RuntimeState {
         h3_port: Option<u16>,
     ) -> Result<Self, Errors> {
         let empty = HashMap::new();
-        let upstreams = config.sites.iter().flat_map(|s| s.routes.iter()).filter_map(|r| match &r.action {
-            Action::Proxy(up) => Some(up.clone()),
-            _ => None,
+        // Every upstream a route uses: its action's, and its split's pools.
+        let upstreams = config.sites.iter().flat_map(|s| s.routes.iter()).flat_map(|r| {
+            let action = match &r.action {
+                Action::Proxy(up) => Some(up.clone()),
+                _ => None,
+            };
+            let pools = r.split.iter().flat_map(|s| s.pools.iter().map(|p| p.upstream.clone()));
+            action.into_iter().chain(pools).collect::<Vec<_>>()
         });
         let groups = build_groups(upstreams, previous.map_or(&empty, |p| &p.groups))
             .map_err(|failed| unusable_tls(&config, &failed))?;
         let acme_http01 =
             config.tls.acme.as_ref().is_some_and(|a| a.challenge == gatehouse_config::AcmeChallenge::Http01);
         let env = crate::filter::Env { https_port, acme_http01 };
-        let router = Router::new(
-            &config.sites,
-            |r| match &r.action {
-                Action::Proxy(up) => groups.get(&up.key).cloned(),
-                _ => None,
-            },
-            &env,
-        );
+        let shared: Arc<Shared> = previous.map(|p| p.shared.clone()).unwrap_or_default();
+        let router = Router::new(&config.sites, |key| groups.get(key).cloned(), &env, &shared);
         let alt_svc = h3_port.and_then(|p| http::HeaderValue::from_str(&format!("h3=\":{p}\"; ma=86400")).ok());
         Ok(RuntimeState {
             trusted: config.trusted_proxies.clone(),
@@ -73,6 +135,7 @@ impl RuntimeState {
             alt_svc,
             version: previous.map_or(1, |p| p.version + 1),
             loaded_at: std::time::SystemTime::now(),
+            shared,
         })
     }
 }

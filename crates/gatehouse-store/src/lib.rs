@@ -77,6 +77,18 @@ impl AuditEntry {
     }
 }
 
+/// Something that happened to a backend (health, ejection, breaker), as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackendEvent {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    pub upstream: String,
+    pub backend: String,
+    /// `down`, `up`, `ejected`, `breaker_open`, `breaker_half_open`, `breaker_closed`.
+    pub kind: String,
+    pub detail: String,
+}
+
 /// A certificate being served, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateRow {
@@ -121,6 +133,8 @@ pub trait Store: Send {
     fn recent_requests(&self, limit: usize) -> Result<Vec<StoredRequest>, StoreError>;
     /// Appends an entry to the audit log.
     fn audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Appends a backend event.
+    fn backend_event(&mut self, e: &BackendEvent) -> Result<(), StoreError>;
     /// Notes the certificates served at `now_ms` (new ones added, known ones seen again).
     fn record_certificates(&mut self, now_ms: i64, certs: &[CertificateRow]) -> Result<(), StoreError>;
     /// Deletes every request row of the client with full address `ip` (matched on its

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rusqlite::{OpenFlags, ToSql};
 
-use crate::{StoreError, StoredRequest, mask};
+use crate::{BackendEvent, StoreError, StoredRequest, mask};
 
 /// The columns `request` reads, in its order (from the `request_log` view).
 pub(crate) const REQUEST_COLUMNS: &str = "id, time_us, site, route, backend, method, host, path, status, duration_us,
@@ -155,6 +155,24 @@ impl Reader {
              ORDER BY time_us, id"
         ))?;
         let rows = stmt.query_map([hash], request)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Backend events, newest first; of one backend (its URL) when given.
+    pub fn backend_events(&self, backend: Option<&str>, limit: usize) -> Result<Vec<BackendEvent>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT time_ms, upstream, backend, kind, detail FROM backend_events
+             WHERE ?1 IS NULL OR backend = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![backend, limit.min(1000) as i64], |r| {
+            Ok(BackendEvent {
+                time_ms: r.get(0)?,
+                upstream: r.get(1)?,
+                backend: r.get(2)?,
+                kind: r.get(3)?,
+                detail: r.get(4)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

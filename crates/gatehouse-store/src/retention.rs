@@ -43,6 +43,7 @@ impl Default for Retention {
 pub struct Pruned {
     pub requests: u64,
     pub audit: u64,
+    pub events: u64,
     pub strings: u64,
     pub clients: u64,
     pub hours: u64,
@@ -105,6 +106,8 @@ pub(crate) fn apply(conn: &Connection, now_us: i64, r: &Retention) -> rusqlite::
     pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {rest} AND NOT {ERROR}"), a)?;
     pruned.requests += delete_chunked(conn, "requests", &format!("time_us < ?1 AND {rest} AND {ERROR}"), e)?;
     pruned.audit += delete_chunked(conn, "audit_log", "time_ms < ?1 / 1000", cutoff(now_us, r.audit))?;
+    // Backend events explain errors: kept as long as error rows.
+    pruned.events = delete_chunked(conn, "backend_events", "time_ms < ?1 / 1000", cutoff(now_us, r.errors))?;
     pruned.strings = conn.execute(
         "DELETE FROM strings WHERE id NOT IN (
             SELECT site FROM requests WHERE site IS NOT NULL

@@ -185,6 +185,18 @@ const MIGRATIONS: &[&str] = &[
         last_seen_ms INTEGER NOT NULL,
         PRIMARY KEY (subject, not_after, source)
     ) WITHOUT ROWID;",
+    // 7: what happened to backends: health checks taking them out and back, passive
+    // ejections, circuit breakers opening and closing. Rare rows, kept as text.
+    "CREATE TABLE backend_events (
+        id INTEGER PRIMARY KEY,
+        time_ms INTEGER NOT NULL,
+        upstream TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX backend_events_time ON backend_events (time_ms);
+    CREATE INDEX backend_events_backend ON backend_events (backend, id);",
 ];
 
 /// The SQL of migration `n` (1-based), for tests that build an older database.

@@ -12,7 +12,7 @@ use crate::read::{REQUEST_COLUMNS, request};
 use crate::retention::{self, Pruned, Retention};
 use crate::rollup::{AgentClass, Rollup};
 use crate::row::Batch;
-use crate::{AuditEntry, CertificateRow, Store, StoreError, StoredRequest, schema};
+use crate::{AuditEntry, BackendEvent, CertificateRow, Store, StoreError, StoredRequest, schema};
 
 /// Ids remembered by the writer before its caches start over (bounds their memory when a
 /// flood brings many distinct user agents, hosts or clients).
@@ -280,6 +280,15 @@ impl Store for Sqlite {
         self.conn
             .prepare_cached("INSERT INTO audit_log (time_ms, source, action, detail) VALUES (?1, ?2, ?3, ?4)")?
             .execute(rusqlite::params![e.time_ms, e.source, e.action, e.detail])?;
+        Ok(())
+    }
+
+    fn backend_event(&mut self, e: &BackendEvent) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO backend_events (time_ms, upstream, backend, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(rusqlite::params![e.time_ms, e.upstream, e.backend, e.kind, e.detail])?;
         Ok(())
     }
 

@@ -115,6 +115,9 @@ fn main() -> ExitCode {
                             return ExitCode::FAILURE;
                         }
                     }
+                    for n in &c.notes {
+                        eprintln!("note: {n}");
+                    }
                     let routes: usize = c.sites.iter().map(|s| s.routes.len()).sum();
                     let sites = c.sites.len();
                     // What `run` and a reload build from it (backend TLS clients), so a

@@ -41,6 +41,8 @@ struct RouteTally {
     duration_sum: f64,
     bytes_in: u64,
     bytes_out: u64,
+    /// Requests over the route's `slow_request` thresholds: warning, critical.
+    slow: [u64; 2],
 }
 
 impl RouteTally {
@@ -56,6 +58,8 @@ impl RouteTally {
         self.duration_sum += o.duration_sum;
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
+        self.slow[0] += o.slow[0];
+        self.slow[1] += o.slow[1];
     }
 }
 
@@ -125,6 +129,9 @@ impl Metrics {
         t.duration_sum += secs;
         t.bytes_in += r.bytes_in;
         t.bytes_out += r.bytes_out;
+        if let Some(slow) = r.slow {
+            t.slow[usize::from(slow == gatehouse_proxy::observe::Slow::Critical)] += 1;
+        }
         if let Some(f) = &r.error {
             *tally.errors.entry((f.side.as_str(), f.kind)).or_default() += 1;
         }
@@ -326,6 +333,20 @@ impl Collector for Exporter {
             bytes(|t| t.bytes_out),
             counter,
         )?;
+        let slow =
+            routes.iter().flat_map(|((site, route), t)| {
+                ["warning", "critical"].into_iter().zip(t.slow).filter(|(_, n)| *n > 0).map(move |(level, n)| {
+                    (vec![("site", site.as_str()), ("route", route.as_str()), ("level", level)], n)
+                })
+            });
+        family(
+            &mut e,
+            "gatehouse_slow_requests",
+            "Requests over their route's slow_request thresholds, by level (warning, critical).",
+            MetricType::Counter,
+            slow,
+            counter,
+        )?;
         family(
             &mut e,
             "gatehouse_request_errors",
@@ -356,8 +377,7 @@ impl Collector for Exporter {
         let state = self.state.load();
         let mut backends = Vec::new();
         for c in state.router.routes() {
-            let Some(g) = &c.group else { continue };
-            for b in &g.backends {
+            for b in c.groups().into_iter().flat_map(|g| g.backends.iter()) {
                 backends.push((c.site.to_string(), c.route.id.clone(), b.backend.url(), b.clone()));
             }
         }
@@ -398,6 +418,38 @@ impl Collector for Exporter {
             MetricType::Gauge,
             per_backend(|b| u64::from(!b.health.is_down())).map(|(l, v)| (l, clamp(v))),
             gauge,
+        )?;
+        family(
+            &mut e,
+            "gatehouse_backend_breaker_state",
+            "Each backend's circuit breaker: 0 closed, 1 open, 2 half-open (0 without a breaker).",
+            MetricType::Gauge,
+            per_backend(|b| u64::from(b.breaker.state_code())).map(|(l, v)| (l, clamp(v))),
+            gauge,
+        )?;
+        family(
+            &mut e,
+            "gatehouse_backend_breaker_opened",
+            "Times each backend's circuit breaker opened.",
+            MetricType::Counter,
+            per_backend(|b| b.breaker.opened.load(Ordering::Relaxed)),
+            counter,
+        )?;
+        family(
+            &mut e,
+            "gatehouse_backend_ejections",
+            "Times passive checks ejected each backend.",
+            MetricType::Counter,
+            per_backend(|b| b.ejections.load(Ordering::Relaxed)),
+            counter,
+        )?;
+        family(
+            &mut e,
+            "gatehouse_backend_retries",
+            "Retries sent to each backend (attempts after a failed one).",
+            MetricType::Counter,
+            per_backend(|b| b.retries.load(Ordering::Relaxed)),
+            counter,
         )?;
         let certs: Vec<(String, i64)> = match &self.certs {
             Some(r) => r.store().certs().iter().map(|c| (c.info.subject.clone(), c.info.days_remaining())).collect(),

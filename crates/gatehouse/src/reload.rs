@@ -128,6 +128,8 @@ impl Reloading {
         report: Reporting,
     ) -> Self {
         let acme = Acme::new(challenges, report.notifier.clone());
+        // Every state built from this one shares its event sink.
+        let _ = reloader.live().shared.events.set(backend_events(report.audit.clone(), report.notifier.clone()));
         Reloading {
             path,
             reloader,
@@ -135,7 +137,7 @@ impl Reloading {
             queue,
             watch: Watch::default(),
             acme,
-            health: gatehouse_proxy::health::Checks::new(report.notifier.clone().map(backend_events)),
+            health: gatehouse_proxy::health::Checks::new(),
             report,
         }
     }
@@ -310,25 +312,79 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     checks.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
 }
 
-/// `backend_down` and `backend_recovered` webhooks from the active health checks.
-fn backend_events(notifier: Arc<crate::webhooks::Notifier>) -> gatehouse_proxy::health::OnChange {
-    Arc::new(move |url: &str, down: bool| {
-        let (kind, severity, title) = if down {
-            ("backend_down", crate::webhooks::Severity::Error, format!("Backend down: {url}"))
-        } else {
-            ("backend_recovered", crate::webhooks::Severity::Info, format!("Backend recovered: {url}"))
+/// Where backend events go: a row in the store, and `backend_down` / `backend_recovered`
+/// webhooks when a backend leaves rotation (failed checks, ejection, breaker open) or comes
+/// back (checks pass, breaker closed). Runs on the thread of the event (a worker, for
+/// ejections and breakers): both sinks only queue.
+fn backend_events(
+    writer: Option<gatehouse_store::Writer>,
+    notifier: Option<Arc<crate::webhooks::Notifier>>,
+) -> gatehouse_proxy::health::Events {
+    use gatehouse_proxy::health::EventKind as K;
+    Arc::new(move |e: gatehouse_proxy::health::Event| {
+        if let Some(w) = &writer {
+            let row = gatehouse_store::BackendEvent {
+                time_ms: gatehouse_store::now_us() / 1000,
+                upstream: e.upstream.clone(),
+                backend: e.backend.clone(),
+                kind: e.kind.as_str().to_string(),
+                detail: e.detail.clone(),
+            };
+            w.run(move |db| {
+                if let Err(err) = db.backend_event(&row) {
+                    tracing::warn!(error = %err, "backend event not recorded in the database");
+                }
+            });
+        }
+        let Some(n) = &notifier else { return };
+        let url = &e.backend;
+        let (kind, severity, title, message) = match e.kind {
+            K::Down => (
+                "backend_down",
+                crate::webhooks::Severity::Error,
+                format!("Backend down: {url}"),
+                format!("{url} failed its health checks and gets no traffic until it passes again ({}).", e.detail),
+            ),
+            K::Ejected => (
+                "backend_down",
+                crate::webhooks::Severity::Error,
+                format!("Backend ejected: {url}"),
+                format!("{url} failed requests and gets no traffic for a while ({}).", e.detail),
+            ),
+            K::BreakerOpen => (
+                "backend_down",
+                crate::webhooks::Severity::Error,
+                format!("Circuit open: {url}"),
+                format!(
+                    "{url}'s circuit breaker opened: it gets no traffic until probe requests succeed ({}).",
+                    e.detail
+                ),
+            ),
+            K::Up => (
+                "backend_recovered",
+                crate::webhooks::Severity::Info,
+                format!("Backend recovered: {url}"),
+                format!("{url} passes its health checks again and is back in rotation."),
+            ),
+            K::BreakerClosed => (
+                "backend_recovered",
+                crate::webhooks::Severity::Info,
+                format!("Circuit closed: {url}"),
+                format!("{url}'s probe requests succeeded: it is back in rotation."),
+            ),
+            K::BreakerHalfOpen => return,
         };
-        notifier.notify(crate::webhooks::Event {
+        n.notify(crate::webhooks::Event {
             kind,
             subject: url.to_string(),
             severity,
             title,
-            message: if down {
-                format!("{url} failed its health checks and gets no traffic until it passes again.")
-            } else {
-                format!("{url} passes its health checks again and is back in rotation.")
-            },
-            fields: vec![("backend", url.to_string())],
+            message,
+            fields: vec![
+                ("backend", url.to_string()),
+                ("upstream", e.upstream.clone()),
+                ("event", e.kind.as_str().to_string()),
+            ],
         });
     })
 }

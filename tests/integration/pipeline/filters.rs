@@ -173,12 +173,13 @@ async fn the_admin_api_lists_each_routes_filters_and_backend_failures() {
     let backend = Backend::start("app").await;
     let s = filters_setup(&backend).await;
     for (site, path, want) in [
-        ("f", "/old", vec!["https_redirect", "redirect", "response_headers"]),
-        ("f", "/only-get", vec!["https_redirect", "response_headers"]),
-        ("f", "/app", vec!["https_redirect", "response_headers"]),
-        ("n", "/go", vec!["redirect"]),
-        ("n", "/h", vec!["response_headers"]),
-        ("n", "/", vec![]),
+        // Every route carries `maintenance` (the admin API can switch any site).
+        ("f", "/old", vec!["https_redirect", "maintenance", "redirect", "response_headers"]),
+        ("f", "/only-get", vec!["https_redirect", "maintenance", "response_headers"]),
+        ("f", "/app", vec!["https_redirect", "maintenance", "response_headers"]),
+        ("n", "/go", vec!["maintenance", "redirect"]),
+        ("n", "/h", vec!["maintenance", "response_headers"]),
+        ("n", "/", vec!["maintenance"]),
     ] {
         let r = route_entry(&s.gh, site, path).await;
         assert_eq!(r["filters"], serde_json::json!(want), "{site} {path}: {r}");
@@ -189,6 +190,6 @@ async fn the_admin_api_lists_each_routes_filters_and_backend_failures() {
     // Without an HTTPS listener no route has an HTTPS redirect.
     let gh = Gatehouse::start("", &[("p", &site("p.test", &format!("backend: {}\n", backend.url())))]);
     let r = route_entry(&gh, "p", "/").await;
-    assert_eq!(r["filters"], serde_json::json!([]), "{r}");
+    assert_eq!(r["filters"], serde_json::json!(["maintenance"]), "{r}");
     assert_eq!(r["backends"][0]["failures"], 0, "{r}");
 }

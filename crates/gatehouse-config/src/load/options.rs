@@ -9,6 +9,10 @@ pub(super) struct Layered {
     pub(super) opts: RouteOptions,
     pub(super) pool: PoolSettings,
     pub(super) balance: Option<Balance>,
+    /// A site's `health_check` and `circuit_breaker` (the proxy-manager's layout), for its
+    /// upstreams without their own.
+    pub(super) health: Option<HealthCheck>,
+    pub(super) breaker: Option<CircuitBreaker>,
     /// Directory that relative file paths in options resolve against.
     pub(super) base: PathBuf,
 }
@@ -25,6 +29,22 @@ impl Layered {
             d.write_timeout = cx.timeout(t.write.as_ref(), &format!("{at}timeouts.write"), d.write_timeout);
             self.pool.idle_timeout =
                 cx.duration(t.idle.as_ref(), &format!("{at}timeouts.idle"), self.pool.idle_timeout);
+        }
+        if let Some(slow) = &o.slow_request {
+            let d = &mut self.opts;
+            if slow.warning.is_some() {
+                d.slow_warning =
+                    Some(cx.timeout(slow.warning.as_ref(), &format!("{at}slow_request.warning"), Duration::ZERO));
+            }
+            if slow.critical.is_some() {
+                d.slow_critical =
+                    Some(cx.timeout(slow.critical.as_ref(), &format!("{at}slow_request.critical"), Duration::ZERO));
+            }
+            if let (Some(w), Some(c), Some(v)) = (d.slow_warning, d.slow_critical, &slow.critical)
+                && c < w
+            {
+                cx.err_at(v, format!("{at}slow_request.critical"), "must not be shorter than slow_request.warning");
+            }
         }
         if let Some(l) = &o.limits {
             let d = &mut self.opts;
@@ -252,102 +272,4 @@ pub(super) fn apply_header_ops(cx: &mut Ctx<'_>, rules: &mut HeaderRules, ops: &
             }
         }
     }
-}
-
-/// `health_check` of an upstream.
-pub(super) fn health_check(cx: &mut Ctx<'_>, h: &raw::HealthCheck, at: &str) -> HealthCheck {
-    let tcp = match h.kind.as_ref().map(|k| (k, k.value.trim())) {
-        None | Some((_, "http")) => false,
-        Some((_, "tcp")) => true,
-        Some((k, other)) => {
-            cx.err_at(k, format!("{at}.type"), format!("unknown check type {other:?}; expected http or tcp"));
-            false
-        }
-    };
-    let interval = cx.timeout(h.interval.as_ref(), &format!("{at}.interval"), Duration::from_secs(10));
-    let timeout = cx.timeout(h.timeout.as_ref(), &format!("{at}.timeout"), Duration::from_secs(2));
-    if let Some(v) = &h.interval
-        && interval < Duration::from_millis(100)
-    {
-        cx.err_at(v, format!("{at}.interval"), "check at most ten times a second (at least 100ms)");
-    }
-    let unhealthy_after = cx.count(h.unhealthy_after.as_ref(), &format!("{at}.unhealthy_after"), 3, 1000).max(1) as u32;
-    let healthy_after = cx.count(h.healthy_after.as_ref(), &format!("{at}.healthy_after"), 2, 1000).max(1) as u32;
-    let http = (!tcp).then(|| {
-        let path = h.path.as_ref().map_or("/".to_string(), |p| p.value.trim().to_string());
-        if (!path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()))
-            && let Some(p) = &h.path
-        {
-            cx.err_at(p, format!("{at}.path"), "expected a path starting with / (no spaces)");
-        }
-        let method = h.method.as_ref().map_or("GET".to_string(), |m| m.value.trim().to_ascii_uppercase());
-        if !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS")
-            && let Some(m) = &h.method
-        {
-            cx.err_at(m, format!("{at}.method"), "a check must not change anything: use GET, HEAD or OPTIONS");
-        }
-        let host = h.host.as_ref().map(|v| v.value.trim().to_string());
-        let expect = match h.expect_status.as_ref().map(|v| (v, v.value.trim())) {
-            None => (200, 399),
-            Some((v, text)) => match parse_status_range(text) {
-                Some(r) => r,
-                None => {
-                    cx.err_at(
-                        v,
-                        format!("{at}.expect_status"),
-                        format!("expected a status, a range (200-399) or a class (2xx), got {text:?}"),
-                    );
-                    (200, 399)
-                }
-            },
-        };
-        HttpCheck { method, path, host, expect }
-    });
-    if tcp && (h.path.is_some() || h.method.is_some() || h.expect_status.is_some()) {
-        cx.err(None, format!("{at}.type"), "a tcp check only connects: path, method and expect_status need type: http");
-    }
-    HealthCheck { http, interval, timeout, unhealthy_after, healthy_after }
-}
-
-/// `200`, `200-399` or `2xx` as an inclusive range.
-fn parse_status_range(text: &str) -> Option<(u16, u16)> {
-    let ok = |n: u16| (100..=599).contains(&n);
-    if let Some(class) = text.strip_suffix("xx") {
-        let c: u16 = class.parse().ok()?;
-        return (1..=5).contains(&c).then_some((c * 100, c * 100 + 99));
-    }
-    match text.split_once('-') {
-        Some((a, b)) => {
-            let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-            (ok(a) && ok(b) && a <= b).then_some((a, b))
-        }
-        None => text.parse().ok().filter(|n| ok(*n)).map(|n| (n, n)),
-    }
-}
-
-/// `passive_check` of an upstream.
-pub(super) fn passive_check(cx: &mut Ctx<'_>, p: &raw::PassiveCheck, at: &str) -> PassiveCheck {
-    let failures = cx.count(p.failures.as_ref(), &format!("{at}.failures"), 5, 10_000).max(1) as u32;
-    let ejection = cx.timeout(p.ejection.as_ref(), &format!("{at}.ejection"), Duration::from_secs(10));
-    let max_ejection = cx.timeout(p.max_ejection.as_ref(), &format!("{at}.max_ejection"), Duration::from_secs(300));
-    if let Some(v) = &p.max_ejection
-        && max_ejection < ejection
-    {
-        cx.err_at(v, format!("{at}.max_ejection"), "must be at least passive_check.ejection");
-    }
-    let count_5xx = cx.flag(p.count_5xx.as_ref(), &format!("{at}.count_5xx"), false);
-    PassiveCheck { failures, ejection, max_ejection: max_ejection.max(ejection), count_5xx }
-}
-
-/// `retries` of an upstream.
-pub(super) fn retries(cx: &mut Ctx<'_>, r: &raw::Retries, at: &str) -> RetryPolicy {
-    let attempts = cx.count(r.attempts.as_ref(), &format!("{at}.attempts"), 2, 10) as u32;
-    if let Some(v) = &r.attempts
-        && attempts < 1
-    {
-        cx.err_at(v, format!("{at}.attempts"), "attempts counts every try, the first included: at least 1");
-    }
-    let backoff = cx.duration(r.backoff.as_ref(), &format!("{at}.backoff"), Duration::from_millis(25));
-    let budget = cx.share(r.budget.as_ref(), &format!("{at}.budget"), 0.2, false);
-    RetryPolicy { attempts: attempts.max(1), backoff, budget }
 }

@@ -234,6 +234,7 @@ pub(super) fn build_route(
         ("backend", r.backend.is_some()),
         ("backends", r.backends.is_some()),
         ("upstream", r.upstream.is_some()),
+        ("split", r.split.is_some()),
         ("static", r.static_dir.is_some()),
         ("redirect", r.redirect.is_some()),
     ]
@@ -244,10 +245,10 @@ pub(super) fn build_route(
     let line = r.path.as_ref().map(|p| p.referenced.line());
     if given.len() != 1 {
         let msg = if given.is_empty() {
-            "a route needs one of backend, backends, upstream, static or redirect".to_string()
+            "a route needs one of backend, backends, upstream, split, static or redirect".to_string()
         } else {
             format!(
-                "a route takes only one of backend, backends, upstream, static, redirect; found {}",
+                "a route takes only one of backend, backends, upstream, split, static, redirect; found {}",
                 given.join(" and ")
             )
         };
@@ -265,19 +266,27 @@ pub(super) fn build_route(
             cx.err(line, path, "needs at least one backend");
             return None;
         }
-        let key = format!("{id}:{}", backend_list_key(&backends));
+        let (health, breaker) = (layer.health.clone(), layer.breaker.clone());
+        let key = format!("{id}:{}:{health:?}:{breaker:?}", backend_list_key(&backends));
         Some(Arc::new(Upstream {
             key,
             id: id.clone(),
             backends,
             balance: layer.balance(),
             pool: layer.pool.clone(),
-            health: None,
+            health,
             passive: None,
             retries: None,
+            breaker,
         }))
     };
-    let action = if let Some(b) = r.backend {
+    let mut split = None;
+    let action = if let Some(sp) = &r.split {
+        let built = super::resilience::split(cx, sp, &format!("{dot}split"), named)?;
+        let first = built.pools[0].upstream.clone();
+        split = Some(Arc::new(built));
+        Action::Proxy(first)
+    } else if let Some(b) = r.backend {
         Action::Proxy(inline(cx, vec![b], format!("{dot}backend"))?)
     } else if let Some(list) = r.backends {
         Action::Proxy(inline(cx, list, format!("{dot}backends"))?)
@@ -330,7 +339,19 @@ pub(super) fn build_route(
         return None;
     };
 
-    Some(Route { id, path, methods, priority, action, strip_prefix, rewrite, options: layer.opts, logging, retention })
+    Some(Route {
+        id,
+        path,
+        methods,
+        priority,
+        action,
+        strip_prefix,
+        rewrite,
+        options: layer.opts,
+        logging,
+        retention,
+        split,
+    })
 }
 
 /// The capture groups a replacement string refers to, read the way the regex crate reads

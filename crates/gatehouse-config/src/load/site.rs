@@ -50,7 +50,8 @@ pub(super) fn build_site(
     defaults: &Layered,
     https: bool,
     pairs: &mut Vec<CertPair>,
-    main: (&LoggingConfig, &RetentionConfig),
+    main: (&LoggingConfig, &RetentionConfig, &Arc<ErrorPages>),
+    notes: &mut Vec<String>,
 ) -> Option<Site> {
     let name = file.file_stem().and_then(|n| n.to_str()).unwrap_or("site").to_string();
     if let Some(t) = &s.tls {
@@ -96,6 +97,7 @@ pub(super) fn build_site(
         pool: s.connection_pool.clone(),
         load_balancing: None,
         upstream_tls: None,
+        slow_request: None,
     };
     let under = s.options.as_ref();
     for (key, both) in [
@@ -113,28 +115,54 @@ pub(super) fn build_site(
         }
     }
     site_layer.apply(cx, &top, "");
-    let not_built: [(&str, Option<u64>, &str); 7] = [
+    let not_built: [(&str, Option<u64>, &str); 3] = [
         ("rate_limit", s.rate_limit.as_ref().map(|v| v.referenced.line()), "rate limiting and bans are not built yet"),
         ("waf", s.waf.as_ref().map(|v| v.referenced.line()), "the WAF is not built yet"),
-        ("health_check", s.health_check.as_ref().map(|v| v.referenced.line()), "health checks are not built yet"),
-        (
-            "websocket",
-            s.websocket.as_ref().map(|v| v.referenced.line()),
-            "WebSocket connections are proxied without this key; its limits (max_connections, max_duration) are not built yet",
-        ),
         ("compression", s.compression.as_ref().map(|v| v.referenced.line()), "response compression is not built yet"),
-        (
-            "circuit_breaker",
-            s.circuit_breaker.as_ref().map(|v| v.referenced.line()),
-            "circuit breakers are not built yet",
-        ),
-        ("error_pages", s.error_pages.as_ref().map(|v| v.referenced.line()), "custom error pages are not built yet"),
     ];
     for (key, line, what) in not_built {
         if let Some(line) = line {
             cx.err(Some(line), key, format!("{what}; remove `{key}` (Gatehouse would not apply it)"));
         }
     }
+    for (key, meaning) in [
+        (
+            "write",
+            "the time allowed between two chunks of a request body from the client (a slow upload fails with 408); it is not a limit on writing the response",
+        ),
+        (
+            "idle",
+            "how long an idle connection to a backend is kept for reuse; idle client connections are closed after server.keepalive_timeout in the main file",
+        ),
+    ] {
+        let given = match key {
+            "write" => s.timeouts.as_ref().and_then(|t| t.write.as_ref()),
+            _ => s.timeouts.as_ref().and_then(|t| t.idle.as_ref()),
+        };
+        if let Some(v) = given {
+            notes.push(format!(
+                "{}:{}: timeouts.{key}: in Gatehouse this is {meaning}",
+                file.display(),
+                v.referenced.line()
+            ));
+        }
+    }
+    // The proxy-manager's site-wide checks and breaker: for every upstream of this site
+    // without its own, inline backends included.
+    site_layer.health = s.health_check.as_ref().and_then(|h| super::resilience::health_check(cx, h, "health_check"));
+    site_layer.breaker =
+        s.circuit_breaker.as_ref().and_then(|c| super::resilience::circuit_breaker(cx, c, "circuit_breaker"));
+    let error_pages = match &s.error_pages {
+        Some(p) => {
+            let mut pages = (**main.2).clone();
+            pages.pages.extend(super::resilience::error_pages(cx, base, p, "error_pages").pages);
+            Arc::new(pages)
+        }
+        None => main.2.clone(),
+    };
+    let maintenance =
+        s.maintenance.as_ref().map(|m| Arc::new(super::resilience::maintenance(cx, base, m, "maintenance")));
+    let websocket = s.websocket.as_ref().map(|w| Arc::new(super::resilience::websocket(cx, w, "websocket")));
     let logging = s.logging.as_ref().map(|l| super::data::logging(cx, l, "logging", Some(main.0)));
     let retention = s.data_retention.as_ref().map(|r| super::data::retention(cx, r, "data_retention", Some(main.1)));
     // What a route's own `logging` and `data_retention` start from.
@@ -159,15 +187,22 @@ pub(super) fn build_site(
         }
         let id = format!("{name}/{uname}");
         let key = format!("{id}:{}", backend_list_key(&backends));
-        let health =
-            u.health_check.as_ref().map(|h| super::options::health_check(cx, h, &format!("{at}.health_check")));
+        let health = match &u.health_check {
+            Some(h) => super::resilience::health_check(cx, h, &format!("{at}.health_check")),
+            None => site_layer.health.clone(),
+        };
         let passive =
-            u.passive_check.as_ref().map(|p| super::options::passive_check(cx, p, &format!("{at}.passive_check")));
-        let retries = u.retries.as_ref().map(|r| super::options::retries(cx, r, &format!("{at}.retries")));
+            u.passive_check.as_ref().map(|p| super::resilience::passive_check(cx, p, &format!("{at}.passive_check")));
+        let retries = u.retries.as_ref().map(|r| super::resilience::retries(cx, r, &format!("{at}.retries")));
+        let breaker = match &u.circuit_breaker {
+            Some(c) => super::resilience::circuit_breaker(cx, c, &format!("{at}.circuit_breaker")),
+            None => site_layer.breaker.clone(),
+        };
         // A changed check is a changed upstream (its state is still carried per backend).
-        let key = format!("{key}:{health:?}:{passive:?}:{retries:?}");
+        let key = format!("{key}:{health:?}:{passive:?}:{retries:?}:{breaker:?}");
         let pool = site_layer.pool.clone();
-        named.insert(uname.clone(), Arc::new(Upstream { key, id, backends, balance, pool, health, passive, retries }));
+        let up = Upstream { key, id, backends, balance, pool, health, passive, retries, breaker };
+        named.insert(uname.clone(), Arc::new(up));
     }
 
     let wrote_routes = s.routes.as_ref().is_some_and(|r| !r.is_empty());
@@ -207,6 +242,9 @@ pub(super) fn build_site(
         https_redirect: https_redirect && https,
         logging,
         retention,
+        error_pages,
+        maintenance,
+        websocket,
     })
 }
 

@@ -16,6 +16,7 @@
 mod acme;
 mod headers;
 mod https_redirect;
+mod maintenance;
 mod redirect;
 
 use http::{Request, Response};
@@ -26,6 +27,7 @@ use crate::pipeline::Ctx;
 pub use acme::AcmeHttp01;
 pub use headers::ResponseHeaders;
 pub use https_redirect::HttpsRedirect;
+pub use maintenance::{Maintenance, MaintenanceSwitch};
 pub use redirect::Redirect;
 
 /// What a request filter decided.
@@ -109,9 +111,9 @@ pub struct Env {
     pub acme_http01: bool,
 }
 
-/// Compiles a route's chain, in DESIGN.md §4 order: HTTPS redirect, then (later: bans,
-/// maintenance, CORS, rate limits, WAF, auth) the route's own redirect; response filters:
-/// header rules.
+/// Compiles a route's chain, in DESIGN.md §4 order: HTTPS redirect, then (later: bans),
+/// maintenance, (later: CORS, rate limits, WAF, auth) the route's own redirect; response
+/// filters: header rules.
 pub fn chain_for(route: &gatehouse_config::Route, site: &gatehouse_config::Site, env: &Env) -> Chain {
     let mut request: Vec<Box<dyn RequestFilter>> = Vec::new();
     let mut response: Vec<Box<dyn ResponseFilter>> = Vec::new();
@@ -120,6 +122,7 @@ pub fn chain_for(route: &gatehouse_config::Route, site: &gatehouse_config::Site,
     {
         request.push(Box::new(HttpsRedirect::new(port)));
     }
+    request.push(Box::new(Maintenance::new(site.name.as_str().into(), site.maintenance.clone())));
     if let gatehouse_config::Action::Redirect { to, code } = &route.action {
         request.push(Box::new(Redirect::new(to.clone(), *code)));
     }

@@ -336,6 +336,7 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 /// inline HTTP/1.1 path, written straight into the upstream request head: the writer skips
 /// the client's fields that `replaces` names and appends `fields`, which spares a map insert
 /// per field.
+#[derive(Clone)]
 pub struct Forwarding {
     xff: HeaderValue,
     real_ip: Option<HeaderValue>,

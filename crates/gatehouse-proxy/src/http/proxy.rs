@@ -1,7 +1,8 @@
 //! The proxy action: turns the client's request into the upstream request (hop-by-hop
 //! fields out, forwarding fields in, Host, rewritten path, request header rules), then runs
 //! the one retry loop: `select` picks a backend, `exchange::attempt` tries it, `report`
-//! counts the outcome, and the error's `retry` says whether another attempt is safe.
+//! counts the outcome, and the error's `retry` (or the upstream's `retries`) says whether
+//! another attempt is made. A `split` route picks its pool's group first.
 //!
 //! Runs on a worker thread: no blocking calls, no locks shared with other workers, no
 //! per-request work that could be done once at configuration time.
@@ -20,12 +21,62 @@ use crate::error::{ProxyError, Retry};
 use crate::pipeline::Ctx;
 use crate::route::Compiled;
 use crate::upstream::Group;
-use crate::upstream::exchange::{self, Outbound, Wanted};
+use crate::upstream::exchange::{self, Outbound, Tunnel, Wanted};
 use crate::upstream::pool::Want;
 use crate::upstream::select::Selection;
 
-/// Proxies `req` to the route's upstream group. `path` is the normalised path.
+/// Proxies `req` to the route's upstream group (for a `split` route, the pool `split`
+/// chooses). `path` is the normalised path.
 pub(crate) async fn forward<'a>(
+    cx: &mut Ctx<'a>,
+    route: &'a Compiled,
+    group: &'a Arc<Group>,
+    req: Request<Inbound>,
+    path: &str,
+) -> Result<Response<Outgoing>, ProxyError> {
+    let (group, set_cookie) = match &route.split {
+        None => (group, None),
+        Some(split) => {
+            let choice = split.choose(req.headers(), cx.conn.tls.is_some());
+            (&split.groups[choice.pool], choice.set_cookie)
+        }
+    };
+    let mut resp = attempts(cx, route, group, req, path).await?;
+    if let Some(cookie) = set_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(resp)
+}
+
+/// What a retry needs to send the request again once an attempt has used it up: the head
+/// as it was before the first attempt, and the body, kept in memory.
+struct Replay {
+    method: http::Method,
+    uri: http::Uri,
+    version: Version,
+    headers: http::HeaderMap,
+    forwarding: Option<hdr::Forwarding>,
+    pq: Option<String>,
+    body: Option<bytes::Bytes>,
+}
+
+impl Replay {
+    fn restore(&self, out: &mut Outbound) {
+        out.parts.method = self.method.clone();
+        out.parts.uri = self.uri.clone();
+        out.parts.version = self.version;
+        out.parts.headers = self.headers.clone();
+        out.forwarding = self.forwarding.clone();
+        out.pq = self.pq.clone();
+        out.body = self.body.clone().map_or(Outgoing::Empty, Outgoing::full);
+        out.consumed = false;
+    }
+}
+
+/// The one retry loop: `select` picks a backend, `exchange::attempt` tries it, `report`
+/// counts the outcome, and the error's `retry` (or the upstream's `retries`) says whether
+/// another attempt is made.
+async fn attempts<'a>(
     cx: &mut Ctx<'a>,
     route: &'a Compiled,
     group: &'a Arc<Group>,
@@ -34,26 +85,43 @@ pub(crate) async fn forward<'a>(
 ) -> Result<Response<Outgoing>, ProxyError> {
     let opts = &route.route.options;
     let mut out = outbound(cx, route, group, req, path);
-    // Only a bodiless idempotent request can be sent a second time once it has gone out.
-    let replayable = matches!(out.body, Outgoing::Empty) && out.parts.method.is_idempotent();
     let upgrade = out.client_upgrade.is_some();
-    let verbatim = cx.conn.own_http1 && !route.chain.edits_responses();
+    if upgrade && let Some((ws, open)) = &route.websocket {
+        out.tunnel = Some(
+            Tunnel::take(open, ws.max_connections, ws.max_duration)
+                .ok_or(ProxyError::TunnelsFull(ws.max_connections))?,
+        );
+    }
+    // `retries`: a request it allows, whose body (if any) is small enough to keep.
+    let policy = group.config.retries.as_ref().filter(|p| !upgrade && p.allows(&out.parts.method));
+    let replay = match policy {
+        Some(p) => keep_for_replay(&mut out, p.max_body).await?,
+        None => None,
+    };
+    let policy = policy.filter(|_| replay.is_some());
+    // Without `retries`, only a bodiless idempotent request can be sent a second time once
+    // it has gone out (on a fresh connection after a stale pooled one).
+    let replayable = replay.is_some() || (matches!(out.body, Outgoing::Empty) && out.parts.method.is_idempotent());
+    let verbatim = cx.conn.own_http1 && !route.chain.edits_responses() && route.split.is_none();
     let first_want = if upgrade { Want::Upgrade } else { Want::Pooled };
     let mut want = first_want;
 
-    let mut selection = Selection::new(group, cx.client, &out.parts.headers);
+    let shared = &*cx.state.shared;
+    let mut selection = Selection::new(group, shared, cx.client, &out.parts.headers);
     let mut backend = selection.next();
-    // `retries`: tries left after this one, for failures connect failover does not cover.
-    let policy = group.config.retries.as_ref().filter(|_| replayable);
+    // Tries left after this one, for failures connect failover does not cover.
     let mut tries_left = policy.map_or(0, |p| p.attempts.saturating_sub(1));
     if policy.is_some() {
         group.budget.request();
     }
     let result = loop {
         let Some(b) = backend else {
-            // Nothing tried yet: every backend is out of rotation (health checks).
+            // Nothing tried yet: every backend is out of rotation (health checks, breakers).
             if cx.backend.is_none() {
-                break Err(ProxyError::NoHealthyBackend);
+                break Err(match selection.open_ms {
+                    Some(ms) => ProxyError::CircuitOpen { retry_after: ms.div_ceil(1000) },
+                    None => ProxyError::NoHealthyBackend,
+                });
             }
             break Err(ProxyError::Connect { backend: String::new(), reason: "no backends".into() });
         };
@@ -62,7 +130,19 @@ pub(crate) async fn forward<'a>(
             r.tried(b.backend.url(), cx.retries);
         }
         let outcome = exchange::attempt(group, b, &mut out, Wanted { opts, verbatim, want }).await;
-        exchange::report(group, b, &outcome);
+        exchange::report(group, b, &outcome, shared);
+        // May this request go again, after this outcome? (`retries`, within its budget.)
+        let mut may_retry = |out: &mut Outbound| {
+            let Some(p) = policy else { return false };
+            if tries_left == 0 || !group.budget.take(p.budget) {
+                return false;
+            }
+            tries_left -= 1;
+            if let Some(r) = &replay {
+                r.restore(out);
+            }
+            true
+        };
         match outcome {
             Err(e) => match e.retry() {
                 // Nothing reached this backend: the next one may serve it (unless the
@@ -80,30 +160,29 @@ pub(crate) async fn forward<'a>(
                 // new connection, as nginx and HAProxy do for idempotent requests.
                 Retry::Stale if replayable && !out.consumed && want == Want::Pooled => {
                     tracing::debug!(target: "gatehouse::proxy", backend = %b.backend.url(), error = %e, "pooled connection was closed; retrying on a new one");
+                    if let Some(r) = &replay {
+                        r.restore(&mut out);
+                    }
                     cx.retries += 1;
                     want = Want::Fresh;
                 }
                 // `retries`: the backend failed before a response head (the connection
-                // broke, no answer in time); a bodiless idempotent request goes again, to
-                // the next backend when there is one, after a growing pause.
-                _ if let Some(p) = policy
-                    && tries_left > 0
-                    && !out.consumed
-                    && e.side() == crate::error::Side::Backend
-                    && group.budget.take(p.budget) =>
-                {
-                    tries_left -= 1;
-                    let n = p.attempts - 1 - tries_left;
-                    let pause = p.backoff.saturating_mul(1 << (n - 1).min(10));
-                    let jitter = pause.mul_f64(fastrand::f64() * 0.5);
-                    tracing::debug!(target: "gatehouse::proxy", backend = %b.backend.url(), error = %e, retry = n, "retrying on another backend");
-                    tokio::time::sleep(pause + jitter).await;
-                    cx.retries += 1;
-                    backend = Some(selection.next().unwrap_or(b));
+                // broke, no answer in time): the request goes again, to the next backend
+                // when there is one, after a growing pause.
+                _ if e.side() == crate::error::Side::Backend && may_retry(&mut out) => {
+                    tracing::debug!(target: "gatehouse::proxy", backend = %b.backend.url(), error = %e, "retrying on another backend");
+                    backend = Some(next_try(&mut selection, b, policy, tries_left, cx).await);
                     want = Want::Fresh;
                 }
                 _ => break Err(e),
             },
+            // `retries.statuses`: an answer that says "try again" is dropped for another try.
+            Ok(resp) if policy.is_some_and(|p| p.statuses.contains(&resp.status().as_u16())) && may_retry(&mut out) => {
+                tracing::debug!(target: "gatehouse::proxy", backend = %b.backend.url(), status = resp.status().as_u16(), "retrying on another backend");
+                drop(resp);
+                backend = Some(next_try(&mut selection, b, policy, tries_left, cx).await);
+                want = Want::Fresh;
+            }
             ok => break ok,
         }
     };
@@ -111,10 +190,73 @@ pub(crate) async fn forward<'a>(
     result
 }
 
+/// Waits the backoff for the retry about to be made, and picks its backend: the next one
+/// in the selection, or `b` again when it is the only one left.
+async fn next_try<'g>(
+    selection: &mut Selection<'g>,
+    b: &'g Arc<crate::upstream::BackendState>,
+    policy: Option<&gatehouse_config::RetryPolicy>,
+    tries_left: u32,
+    cx: &mut Ctx<'_>,
+) -> &'g Arc<crate::upstream::BackendState> {
+    if let Some(p) = policy {
+        let n = p.attempts.saturating_sub(1 + tries_left).max(1);
+        let pause = p.backoff.saturating_mul(1 << (n - 1).min(10));
+        let jitter = pause.mul_f64(fastrand::f64() * 0.5);
+        tokio::time::sleep(pause + jitter).await;
+    }
+    cx.retries += 1;
+    let next = selection.next().unwrap_or(b);
+    next.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    next
+}
+
+/// Before the first attempt of a request `retries` may repeat: a copy of its head, and
+/// its body read into memory when it declares a length up to `max_body`. `None` when the
+/// body is larger, or of unknown length: such a request is not retried.
+async fn keep_for_replay(out: &mut Outbound, max_body: u64) -> Result<Option<Replay>, ProxyError> {
+    let body = match std::mem::replace(&mut out.body, Outgoing::Empty) {
+        Outgoing::Empty => None,
+        Outgoing::Request(b) => {
+            let len = b.size_hint().exact();
+            if len.is_none_or(|n| n > max_body) {
+                out.body = Outgoing::Request(b);
+                return Ok(None);
+            }
+            use http_body_util::BodyExt;
+            let bytes = b.collect().await.map_err(|e| {
+                match crate::error::find_body_error(&*e).and_then(crate::error::client_body_error) {
+                    Some(client) => client,
+                    None => ProxyError::ClientBody(e.to_string()),
+                }
+            })?;
+            Some(bytes.to_bytes())
+        }
+        other => {
+            out.body = other;
+            return Ok(None);
+        }
+    };
+    out.body = body.clone().map_or(Outgoing::Empty, Outgoing::full);
+    Ok(Some(Replay {
+        method: out.parts.method.clone(),
+        uri: out.parts.uri.clone(),
+        version: out.parts.version,
+        headers: out.parts.headers.clone(),
+        forwarding: out.forwarding.clone(),
+        pq: out.pq.clone(),
+        body,
+    }))
+}
+
 /// The upstream request for `req`.
 fn outbound(cx: &mut Ctx<'_>, route: &Compiled, group: &Group, mut req: Request<Inbound>, path: &str) -> Outbound {
     let opts = &route.route.options;
-    let upgrade = req.version() == Version::HTTP_11 && hdr::request_upgrade(req.headers_mut());
+    // A site with `websocket.enabled: false` passes no upgrade: the request goes on
+    // without its Upgrade field, as a plain request.
+    let upgrade = req.version() == Version::HTTP_11
+        && route.websocket.as_ref().is_none_or(|(w, _)| w.enabled)
+        && hdr::request_upgrade(req.headers_mut());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_string());
@@ -193,6 +335,7 @@ fn outbound(cx: &mut Ctx<'_>, route: &Compiled, group: &Group, mut req: Request<
         host_missing,
         wants_trailers,
         client_upgrade,
+        tunnel: None,
         sent_at,
         active: None,
         consumed: false,

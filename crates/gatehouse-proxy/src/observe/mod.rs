@@ -91,6 +91,24 @@ pub struct AccessRecord {
     /// Attempts beyond the first (a stale pooled connection, a failed connect).
     pub retries: u32,
     pub error: Option<Failure>,
+    /// Over the route's `slow_request` thresholds.
+    pub slow: Option<Slow>,
+}
+
+/// How slow a request was, against its route's `slow_request` thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slow {
+    Warning,
+    Critical,
+}
+
+impl Slow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slow::Warning => "warning",
+            Slow::Critical => "critical",
+        }
+    }
 }
 
 impl AccessRecord {
@@ -118,6 +136,7 @@ impl AccessRecord {
             bytes_out: 0,
             retries: 0,
             error: Some(Failure { side: Side::Client, kind: "bad_request_head", reason: reason.to_string() }),
+            slow: None,
         }
     }
 }
@@ -140,11 +159,13 @@ pub struct Pending {
     /// Counts the request body's bytes once it streams to a backend.
     progress: Option<Arc<Progress>>,
     sink: Arc<dyn LogSink>,
+    /// The route's `slow_request` thresholds (warning, critical).
+    slow: (Option<Duration>, Option<Duration>),
 }
 
 impl Pending {
     pub fn new(record: AccessRecord, started: Instant, sink: Arc<dyn LogSink>) -> Self {
-        Pending { record: Some(record), started, responded: false, progress: None, sink }
+        Pending { record: Some(record), started, responded: false, progress: None, sink, slow: (None, None) }
     }
 
     /// The request body's bytes are counted by `progress`.
@@ -153,7 +174,9 @@ impl Pending {
     }
 
     /// Routing found the request's site and route.
-    pub fn routed(&mut self, site: &Arc<str>, route: &str, site_log: Option<SiteLog>) {
+    pub fn routed(&mut self, site: &Arc<str>, route: &gatehouse_config::Route, site_log: Option<SiteLog>) {
+        self.slow = (route.options.slow_warning, route.options.slow_critical);
+        let route = route.id.as_str();
         if let Some(r) = &mut self.record {
             r.site = Some(site.clone());
             r.route = Some(route.to_string());
@@ -200,6 +223,23 @@ impl Pending {
         if let Some(cut) = cut {
             // The first failure is the cause; a cut after it is its consequence.
             record.error.get_or_insert(cut);
+        }
+        record.slow = match self.slow {
+            (_, Some(c)) if record.duration >= c => Some(Slow::Critical),
+            (Some(w), _) if record.duration >= w => Some(Slow::Warning),
+            _ => None,
+        };
+        if let Some(level) = record.slow {
+            tracing::warn!(
+                target: "gatehouse::slow",
+                level = level.as_str(),
+                request_id = record.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+                route = record.route.as_deref().unwrap_or(""),
+                backend = record.backend.as_deref().unwrap_or(""),
+                status = record.status,
+                duration_ms = record.duration.as_millis() as u64,
+                "slow request"
+            );
         }
         self.sink.record(record);
     }

@@ -17,10 +17,12 @@ use http::{Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use super::breaker::Transition;
 use super::pool::{self, Conn};
 use super::{ActiveGuard, BackendState, Group, h1};
 use crate::body::{Outgoing, Progress, UpstreamBody};
 use crate::error::{ProxyError, Side, client_body_error, find_body_error};
+use crate::health::{Event, EventKind};
 use crate::http::header as hdr;
 use crate::timer::after;
 
@@ -40,6 +42,9 @@ pub struct Outbound {
     pub wants_trailers: bool,
     /// The client side of a protocol upgrade (WebSocket).
     pub client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The site's limits on the tunnel an upgrade opens: its slot (released when the tunnel
+    /// ends) and how long it may last.
+    pub tunnel: Option<Tunnel>,
     /// When the request left for the backend; the read timeout counts from here (or from
     /// the end of the request body).
     pub sent_at: Instant,
@@ -49,6 +54,36 @@ pub struct Outbound {
     /// The request's parts and body have gone to hyper: there is nothing left to send
     /// again, whatever the error says.
     pub consumed: bool,
+}
+
+/// A WebSocket tunnel's place in its site's `websocket.max_connections`, and its
+/// `max_duration`.
+pub struct Tunnel {
+    pub open: Option<Arc<std::sync::atomic::AtomicUsize>>,
+    pub max_duration: Option<Duration>,
+}
+
+impl Tunnel {
+    /// Takes a slot under `max` (0: no limit); `None` when all are taken.
+    pub fn take(
+        open: &Arc<std::sync::atomic::AtomicUsize>,
+        max: usize,
+        max_duration: Option<Duration>,
+    ) -> Option<Tunnel> {
+        if max == 0 {
+            return Some(Tunnel { open: None, max_duration });
+        }
+        open.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Tunnel { open: Some(open.clone()), max_duration })
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        if let Some(open) = &self.open {
+            open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// How the response should come back.
@@ -161,15 +196,21 @@ pub async fn attempt(
         && let Some(client_side) = out.client_upgrade.take()
     {
         let backend_side = hyper::upgrade::on(&mut response);
+        let tunnel = out.tunnel.take();
         tokio::spawn(async move {
             let _active = active;
+            let limit = tunnel.as_ref().and_then(|t| t.max_duration).unwrap_or(Duration::MAX);
             match (client_side.await, backend_side.await) {
                 (Ok(a), Ok(b)) => {
                     let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
+                    if tokio::time::timeout(limit, copy).await.is_err() {
+                        tracing::debug!("WebSocket closed at websocket.max_duration");
+                    }
                 }
                 _ => tracing::debug!("upgrade did not complete"),
             }
+            drop(tunnel);
         });
         let (mut rp, _) = response.into_parts();
         hdr::strip_hop_by_hop(&mut rp.headers, true);
@@ -219,30 +260,56 @@ async fn connect(
     Err(last.unwrap_or(ProxyError::Connect { backend: backend.backend.url(), reason: "no address".into() }))
 }
 
-/// Counts an attempt's outcome against its backend: the one place passive health checks and
-/// breakers will listen. Only the backend's own failures count; a client's broken request
-/// or a limit of Gatehouse's never does.
-pub fn report(group: &Group, backend: &BackendState, outcome: &Result<Response<Outgoing>, ProxyError>) {
+/// Counts an attempt's outcome against its backend: the one place passive health checks
+/// and breakers listen. Only the backend's own failures count; a client's broken request
+/// or a limit of Gatehouse's never does. Ejections and breaker changes go to `shared`'s
+/// events.
+pub fn report(
+    group: &Group,
+    backend: &BackendState,
+    outcome: &Result<Response<Outgoing>, ProxyError>,
+    shared: &crate::state::Shared,
+) {
     // Of the backend's side, a pooled connection it closed while idle is ordinary keep-alive
     // housekeeping, and a response over `limits.response_body` is Gatehouse's limit at work:
     // neither says the backend is unwell.
-    let failed = match outcome {
+    let server_error = match outcome {
         Err(e) => {
             let backend_fault = e.side() == Side::Backend
                 && !matches!(e, ProxyError::Stale { .. } | ProxyError::ResponseTooLarge { .. });
-            if backend_fault {
-                backend.failures.fetch_add(1, Ordering::Relaxed);
-            }
             // Not the backend's doing: says nothing about its health either way.
             if !backend_fault {
                 return;
             }
-            true
+            backend.failures.fetch_add(1, Ordering::Relaxed);
+            None
         }
-        Ok(resp) => group.config.passive.as_ref().is_some_and(|p| p.count_5xx) && resp.status().is_server_error(),
+        Ok(resp) => Some(resp.status().is_server_error()),
+    };
+    let now = super::breaker::now_ms();
+    backend.health.recent.add(server_error.is_none_or(|is_5xx| is_5xx), now);
+    let event = |kind, detail: String| {
+        shared.event(Event { kind, upstream: group.config.id.clone(), backend: backend.backend.url(), detail })
     };
     if let Some(passive) = &group.config.passive {
-        backend.health.observe(failed, passive, &|| backend.backend.url());
+        let failed = server_error.is_none_or(|is_5xx| is_5xx && passive.count_5xx);
+        if let Some(time) = backend.health.observe(failed, passive) {
+            backend.ejections.fetch_add(1, Ordering::Relaxed);
+            event(EventKind::Ejected, format!("{} failed requests in a row; ejected for {time:?}", passive.failures));
+        }
+    }
+    if let Some(cfg) = &group.config.breaker {
+        let failed = server_error.is_none_or(|is_5xx| is_5xx && cfg.count_5xx);
+        match backend.breaker.record(failed, cfg, now) {
+            Some(Transition::Opened) => event(
+                EventKind::BreakerOpen,
+                format!("failures reached the breaker's threshold; open for {:?}", cfg.open_for),
+            ),
+            Some(Transition::Closed) => {
+                event(EventKind::BreakerClosed, format!("{} probe request(s) succeeded", cfg.successes))
+            }
+            _ => {}
+        }
     }
 }
 

@@ -5,10 +5,12 @@
 //!
 //! Shared across worker threads, so everything here is atomics or `ArcSwap`; no locks.
 
+pub mod breaker;
 pub mod exchange;
 pub mod h1;
 pub mod pool;
 pub mod select;
+pub mod split;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -45,6 +47,11 @@ pub struct BackendState {
     pub permits: Option<Arc<Semaphore>>,
     /// What active health checks say (written by the checker only, read by every worker).
     pub health: crate::health::Health,
+    /// The circuit breaker's state (used when the upstream has `circuit_breaker`).
+    pub breaker: breaker::Breaker,
+    /// Ejections by passive checks, and retries sent to this backend (metrics).
+    pub ejections: AtomicU64,
+    pub retries: AtomicU64,
 }
 
 impl BackendState {
@@ -64,6 +71,9 @@ impl BackendState {
             failures: AtomicU64::new(0),
             permits: (max_conns > 0).then(|| Arc::new(Semaphore::new(max_conns))),
             health: crate::health::Health::default(),
+            breaker: breaker::Breaker::default(),
+            ejections: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
         }
     }
 
@@ -409,6 +419,7 @@ mod tests {
             health: None,
             passive: None,
             retries: None,
+            breaker: None,
         })
     }
 

@@ -1,7 +1,8 @@
 //! Choosing the backend for an attempt: the balancer's first pick, then the next backends
-//! in order when an attempt fails in a way that is safe to repeat elsewhere. This is where
-//! traffic splitting and the circuit breaker will sit (they skip or reorder backends); the
-//! exchange itself (`exchange`) never chooses.
+//! in order when an attempt fails in a way that is safe to repeat elsewhere. Backends that
+//! health checks took out, and those whose circuit breaker is open, are skipped (a
+//! half-open breaker admits its probes). Traffic splitting picks the group before this
+//! (`split`); the exchange itself (`exchange`) never chooses.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,20 +11,46 @@ use gatehouse_config::{Algorithm, HashKey};
 use http::HeaderMap;
 use http::header;
 
+use super::breaker::{Transition, now_ms};
 use super::{BackendState, Group, hash_key};
+use crate::health::{Event, EventKind};
+use crate::state::Shared;
 
 /// The order in which one request tries a group's backends.
 pub struct Selection<'g> {
     group: &'g Group,
+    shared: &'g Shared,
     first: usize,
     tried: usize,
+    /// The soonest an open breaker that was skipped lets a probe through (milliseconds).
+    pub open_ms: Option<u64>,
 }
 
 impl<'g> Selection<'g> {
     /// Starts with the balancer's pick for this request.
-    pub fn new(group: &'g Group, client: IpAddr, headers: &HeaderMap) -> Self {
+    pub fn new(group: &'g Group, shared: &'g Shared, client: IpAddr, headers: &HeaderMap) -> Self {
         let first = group.pick(request_hash(group, client, headers));
-        Selection { group, first, tried: 0 }
+        Selection { group, shared, first, tried: 0, open_ms: None }
+    }
+
+    /// Whether `b`'s breaker (if any) lets a request through now.
+    fn admitted(&mut self, b: &BackendState) -> bool {
+        let Some(cfg) = &self.group.config.breaker else { return true };
+        let now = now_ms();
+        let (admit, change) = b.breaker.admit(cfg, now);
+        if change == Some(Transition::HalfOpen) {
+            self.shared.event(Event {
+                kind: EventKind::BreakerHalfOpen,
+                upstream: self.group.config.id.clone(),
+                backend: b.backend.url(),
+                detail: format!("letting up to {} probe request(s) through", cfg.probes),
+            });
+        }
+        if !admit {
+            let wait = b.breaker.open_for_ms(now);
+            self.open_ms = Some(self.open_ms.map_or(wait, |w| w.min(wait)));
+        }
+        admit
     }
 }
 
@@ -31,13 +58,13 @@ impl<'g> Iterator for Selection<'g> {
     type Item = &'g Arc<BackendState>;
 
     /// The next backend to try, or `None` once every backend has had its turn. Backends
-    /// that health checks took out of rotation are skipped.
+    /// that health checks took out of rotation, or whose breaker is open, are skipped.
     fn next(&mut self) -> Option<&'g Arc<BackendState>> {
         let n = self.group.backends.len();
         while self.tried < n {
             let b = &self.group.backends[(self.first + self.tried) % n];
             self.tried += 1;
-            if !b.health.is_down() {
+            if !b.health.is_down() && self.admitted(b) {
                 return Some(b);
             }
         }
@@ -62,7 +89,7 @@ fn request_hash(group: &Group, client: IpAddr, h: &HeaderMap) -> Option<u64> {
     })
 }
 
-fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -9,6 +9,9 @@ use serde_saphyr::Spanned;
 
 pub type S<T> = Spanned<T>;
 
+mod resilience;
+pub use resilience::*;
+
 /// The main file (`gatehouse.yaml`).
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +42,8 @@ pub struct Main {
     pub tls: Option<Tls>,
     /// HTTP/3 on the HTTPS port (UDP).
     pub http3: Option<S<String>>,
+    /// Pages for Gatehouse's own error answers, for sites without their own.
+    pub error_pages: Option<ErrorPages>,
 }
 
 impl Main {
@@ -65,6 +70,7 @@ impl Main {
             defaults,
             tls,
             http3,
+            error_pages,
         } = self;
         workers.is_none()
             && listen.is_none()
@@ -73,6 +79,7 @@ impl Main {
             && storage.is_none()
             && log.is_none()
             && logging.is_none()
+            && error_pages.is_none()
             && data_retention.is_none()
             && webhooks.is_none()
             && alerts.is_none()
@@ -248,6 +255,7 @@ pub struct Options {
     pub load_balancing: Option<Balance>,
     pub pool: Option<Pool>,
     pub upstream_tls: Option<UpstreamTls>,
+    pub slow_request: Option<SlowRequest>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -350,11 +358,16 @@ pub struct Site {
     // (an error: a rule the proxy would silently skip is worse than none).
     pub rate_limit: Option<S<serde::de::IgnoredAny>>,
     pub waf: Option<S<serde::de::IgnoredAny>>,
-    pub health_check: Option<S<serde::de::IgnoredAny>>,
-    pub websocket: Option<S<serde::de::IgnoredAny>>,
     pub compression: Option<S<serde::de::IgnoredAny>>,
-    pub circuit_breaker: Option<S<serde::de::IgnoredAny>>,
-    pub error_pages: Option<S<serde::de::IgnoredAny>>,
+    /// Checks for every upstream of this site that has none of its own (inline backends
+    /// included), as the proxy-manager's files have it.
+    pub health_check: Option<HealthCheck>,
+    /// A breaker for every upstream of this site that has none of its own.
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Pages for Gatehouse's own error answers, by status (files).
+    pub error_pages: Option<ErrorPages>,
+    pub maintenance: Option<Maintenance>,
+    pub websocket: Option<WebSocket>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -365,44 +378,7 @@ pub struct Upstream {
     pub health_check: Option<HealthCheck>,
     pub passive_check: Option<PassiveCheck>,
     pub retries: Option<Retries>,
-}
-
-/// Retries of failed attempts.
-#[derive(Debug, Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct Retries {
-    pub attempts: Option<S<String>>,
-    pub backoff: Option<S<String>>,
-    pub budget: Option<S<String>>,
-}
-
-/// Passive checks: backends ejected after failed requests.
-#[derive(Debug, Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct PassiveCheck {
-    pub failures: Option<S<String>>,
-    pub ejection: Option<S<String>>,
-    pub max_ejection: Option<S<String>>,
-    pub count_5xx: Option<S<String>>,
-}
-
-/// Active health checks of an upstream's backends.
-#[derive(Debug, Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheck {
-    /// `http` (default) or `tcp`.
-    #[serde(rename = "type")]
-    pub kind: Option<S<String>>,
-    pub path: Option<S<String>>,
-    pub method: Option<S<String>>,
-    /// The `Host` sent (default: the backend's host).
-    pub host: Option<S<String>>,
-    /// Statuses that count as healthy: `200-399` (default), `200`, `2xx`.
-    pub expect_status: Option<S<String>>,
-    pub interval: Option<S<String>>,
-    pub timeout: Option<S<String>>,
-    pub unhealthy_after: Option<S<String>>,
-    pub healthy_after: Option<S<String>>,
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -427,6 +403,8 @@ pub struct Route {
     pub logging: Option<Logging>,
     /// This route's retention (the site's otherwise).
     pub data_retention: Option<DataRetention>,
+    /// Traffic shared between upstreams by weight, instead of one `upstream`.
+    pub split: Option<Split>,
 }
 
 #[derive(Debug, Deserialize, Clone)]

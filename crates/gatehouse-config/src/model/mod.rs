@@ -11,6 +11,9 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use ipnet::IpNet;
 use regex::Regex;
 
+mod resilience;
+pub use resilience::*;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The main file this configuration was read from.
@@ -43,6 +46,11 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub dns_refresh: Duration,
     pub sites: Vec<Site>,
+    /// Pages for Gatehouse's own errors, for sites without their own.
+    pub error_pages: Arc<ErrorPages>,
+    /// What `check` should tell about settings that mean something other than a reader
+    /// may expect (not errors).
+    pub notes: Vec<String>,
 }
 
 /// Where certificates come from. Files are checked for readability here; parsing and
@@ -442,6 +450,12 @@ pub struct Site {
     pub logging: Option<LoggingConfig>,
     /// This site's `data_retention`, when its file has one.
     pub retention: Option<RetentionConfig>,
+    /// Pages for Gatehouse's own errors: this site's, over the main file's.
+    pub error_pages: Arc<ErrorPages>,
+    /// This site's `maintenance` settings (the admin API can switch it on without them).
+    pub maintenance: Option<Arc<Maintenance>>,
+    /// This site's `websocket` settings, when its file has them.
+    pub websocket: Option<Arc<WebSocket>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -481,6 +495,8 @@ pub struct Route {
     pub logging: Option<LoggingConfig>,
     /// This route's `data_retention` when it has one.
     pub retention: Option<RetentionConfig>,
+    /// Traffic shared between upstreams (`split`); the action's upstream is its first pool.
+    pub split: Option<Arc<Split>>,
 }
 
 #[derive(Debug, Clone)]
@@ -537,54 +553,8 @@ pub struct Upstream {
     pub passive: Option<PassiveCheck>,
     /// Retries of failed attempts (`retries`), when configured.
     pub retries: Option<RetryPolicy>,
-}
-
-/// `retries`: a bodiless request with an idempotent method whose attempt failed before a
-/// response head (the connection broke, the backend did not answer in time) is sent
-/// again, to another backend when there is one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    /// Tries in all, the first included.
-    pub attempts: u32,
-    /// Pause before the first retry; doubled for each further one, with jitter.
-    pub backoff: Duration,
-    /// Retries allowed as a share of the upstream's requests over the last 10 seconds
-    /// (at least 3 in any window), so retries cannot multiply load in an outage.
-    pub budget: f64,
-}
-
-/// `passive_check`: a backend that fails `failures` requests in a row is ejected for
-/// `ejection`, doubling with each ejection in a row up to `max_ejection`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PassiveCheck {
-    pub failures: u32,
-    pub ejection: Duration,
-    pub max_ejection: Duration,
-    /// A 5xx answer counts as a failure too.
-    pub count_5xx: bool,
-}
-
-/// How backends are checked (`upstreams.NAME.health_check`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    /// `None`: a TCP connect is the check. `Some`: an HTTP request.
-    pub http: Option<HttpCheck>,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// Consecutive failed checks that take a backend out of rotation.
-    pub unhealthy_after: u32,
-    /// Consecutive passed checks that bring it back.
-    pub healthy_after: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpCheck {
-    pub method: String,
-    pub path: String,
-    /// `Host` sent; `None`: the backend's host.
-    pub host: Option<String>,
-    /// Healthy statuses, inclusive.
-    pub expect: (u16, u16),
+    /// A circuit breaker per backend (`circuit_breaker`), when configured.
+    pub breaker: Option<CircuitBreaker>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -718,6 +688,10 @@ pub struct RouteOptions {
     pub max_response_body: Option<u64>,
     pub request_headers: HeaderRules,
     pub response_headers: HeaderRules,
+    /// Requests slower than this are logged as slow (`slow_request.warning`).
+    pub slow_warning: Option<Duration>,
+    /// ... and this, as critically slow (`slow_request.critical`).
+    pub slow_critical: Option<Duration>,
 }
 
 impl Default for RouteOptions {
@@ -733,6 +707,8 @@ impl Default for RouteOptions {
             max_response_body: None,
             request_headers: HeaderRules::default(),
             response_headers: HeaderRules::default(),
+            slow_warning: None,
+            slow_critical: None,
         }
     }
 }
