@@ -29,6 +29,8 @@ pub struct Gatehouse {
     /// Present when the configuration has `listen.https`.
     pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
+    /// Present when the configuration has `registry.listen`.
+    pub registry: Option<SocketAddr>,
 }
 
 /// A gatehouse that exited (or said nothing for 20 s) instead of starting.
@@ -140,7 +142,8 @@ impl Gatehouse {
         };
         let (http, admin) = (addr("http="), addr("admin="));
         let https = line.split_whitespace().find_map(|w| w.strip_prefix("https=")).and_then(|a| a.parse().ok());
-        Ok(Gatehouse { child: Some(child), dir, http, https, admin })
+        let registry = line.split_whitespace().find_map(|w| w.strip_prefix("registry=")).and_then(|a| a.parse().ok());
+        Ok(Gatehouse { child: Some(child), dir, http, https, admin, registry })
     }
 
     pub fn url(&self, path: &str) -> String {

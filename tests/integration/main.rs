@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod pipeline;
 mod protocols;
+mod registry;
 mod reload;
 mod resilience;
 mod routing;

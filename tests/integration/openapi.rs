@@ -37,7 +37,18 @@ async fn the_openapi_description_is_served_and_fuzzing_it_gets_no_5xx() {
     let spec = get(gh.admin, "localhost", "/api/openapi.json").await;
     assert_eq!(spec.status, 200);
     let paths: Vec<String> = spec.json()["paths"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
-    for p in ["/api/logs", "/api/audit", "/api/gdpr/export", "/api/gdpr/erase", "/api/analytics/{what}", "/metrics"] {
+    for p in [
+        "/api/logs",
+        "/api/audit",
+        "/api/gdpr/export",
+        "/api/gdpr/erase",
+        "/api/analytics/{what}",
+        "/metrics",
+        "/api/maintenance",
+        "/v1/services",
+        "/v1/services/{id}",
+        "/v1/services/{id}/heartbeat",
+    ] {
         assert!(paths.iter().any(|x| x == p), "{p} missing from the description: {paths:?}");
     }
     let url = format!("http://{}/api/openapi.json", gh.admin);

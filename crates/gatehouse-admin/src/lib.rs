@@ -13,6 +13,7 @@ mod data;
 pub mod guard;
 mod maintenance;
 mod overview;
+pub mod registry;
 
 pub use data::Data;
 
@@ -63,6 +64,8 @@ pub struct Admin {
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// Live figures for `/api/stats` (connections, requests, request-log rows, uptime).
     pub stats: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    /// Serve only the registry (`/v1/services`): the `registry.listen` listener.
+    pub registry_only: bool,
 }
 
 /// Most admin connections open at once; more are closed as they arrive. With the default
@@ -82,23 +85,32 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let header_read = admin.header_read_timeout;
-    let api = Router::new()
-        .route("/api/routes", get(api::routes))
-        .route("/api/certs", get(api::certs))
-        .route("/api/config", get(api::config))
-        .route("/api/reload", post(api::reload))
-        .route("/api/logs", get(data::logs))
-        .route("/api/audit", get(data::audit_log))
-        .route("/api/gdpr/export", get(data::gdpr_export))
-        .route("/api/gdpr/erase", post(data::gdpr_erase))
-        .route("/api/analytics/{what}", get(data::analytics))
-        .route("/api/stats", get(overview::stats))
-        .route("/api/backends", get(overview::backends))
-        .route("/api/ai-context", get(overview::ai_context))
-        .route("/api/maintenance", get(maintenance::list).post(maintenance::switch))
-        .route("/metrics", get(metrics))
-        .route("/api/openapi.json", get(openapi))
-        .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
+    let v1 = Router::new()
+        .route("/v1/services", get(registry::list).post(registry::register))
+        .route("/v1/services/{id}", get(registry::one).delete(registry::deregister))
+        .route("/v1/services/{id}/heartbeat", axum::routing::put(registry::heartbeat));
+    let api = if admin.registry_only {
+        v1.route_layer(middleware::from_fn_with_state(admin.clone(), require_token))
+    } else {
+        Router::new()
+            .route("/api/routes", get(api::routes))
+            .route("/api/certs", get(api::certs))
+            .route("/api/config", get(api::config))
+            .route("/api/reload", post(api::reload))
+            .route("/api/logs", get(data::logs))
+            .route("/api/audit", get(data::audit_log))
+            .route("/api/gdpr/export", get(data::gdpr_export))
+            .route("/api/gdpr/erase", post(data::gdpr_erase))
+            .route("/api/analytics/{what}", get(data::analytics))
+            .route("/api/stats", get(overview::stats))
+            .route("/api/backends", get(overview::backends))
+            .route("/api/ai-context", get(overview::ai_context))
+            .route("/api/maintenance", get(maintenance::list).post(maintenance::switch))
+            .route("/metrics", get(metrics))
+            .route("/api/openapi.json", get(openapi))
+            .merge(v1)
+            .route_layer(middleware::from_fn_with_state(admin.clone(), require_token))
+    };
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/live", get(|| async { Json(json!({"status": "ok"})) }))

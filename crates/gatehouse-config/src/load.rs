@@ -340,6 +340,10 @@ fn build(
         taken.push(("listen.https", https, line(listen.and_then(|l| l.https.as_ref()))));
     }
     taken.push(("admin.listen", admin_listen, line(main.admin.as_ref().and_then(|a| a.listen.as_ref()))));
+    let registry = resilience::registry(&mut cx, main.registry.as_ref());
+    if let Some(addr) = registry.listen {
+        taken.push(("registry.listen", addr, line(main.registry.as_ref().and_then(|r| r.listen.as_ref()))));
+    }
     for (i, (name, addr, at)) in taken.iter().enumerate() {
         let clash = taken[..i].iter().find(|(_, other, _)| {
             addr.port() != 0
@@ -394,6 +398,17 @@ fn build(
         }
         out
     });
+    if let Some(addr) = registry.listen
+        && !addr.ip().is_loopback()
+        && admin_token.is_none()
+    {
+        let at = main.registry.as_ref().and_then(|r| r.listen.as_ref()).map(|s| s.referenced.line());
+        cx.err(
+            at,
+            "registry.listen",
+            "a registry beyond loopback needs admin.token (services send it as a bearer token)",
+        );
+    }
     if !admin_listen.ip().is_loopback() && admin_token.is_none() {
         let line = main.admin.as_ref().and_then(|a| a.listen.as_ref()).map(|l| l.referenced.line());
         cx.err(line, "admin.listen", format!("the admin API listens on {admin_listen}, beyond loopback: set admin.token (or GATEHOUSE_ADMIN_TOKEN) so it is not open to the network"));
@@ -615,6 +630,7 @@ fn build(
         dns_refresh,
         sites,
         error_pages: main_pages,
+        registry,
         notes,
     }
 }

@@ -24,6 +24,7 @@ mod mutate;
 pub mod observe;
 pub mod pipeline;
 pub mod proxy_protocol;
+pub mod registry;
 pub mod route;
 pub mod state;
 pub mod timer;

@@ -43,6 +43,8 @@ pub struct Shared {
     /// Open WebSocket tunnels per site (`websocket.max_connections`), counted across
     /// reloads. Locked only while a state is built.
     tunnels: std::sync::Mutex<HashMap<String, Arc<std::sync::atomic::AtomicUsize>>>,
+    /// The service registry (`/v1/services`).
+    pub registry: crate::registry::Registry,
 }
 
 impl Shared {
@@ -108,22 +110,46 @@ impl RuntimeState {
         h3_port: Option<u16>,
     ) -> Result<Self, Errors> {
         let empty = HashMap::new();
+        let shared: Arc<Shared> = previous.map(|p| p.shared.clone()).unwrap_or_default();
+        // Upstreams of a registry service get its instances now; their key then names the
+        // instances too, so a changed set builds a new group (each instance's state carried).
+        let mut resolved: HashMap<String, Arc<gatehouse_config::Upstream>> = HashMap::new();
+        let mut resolve = |up: &Arc<gatehouse_config::Upstream>| -> Arc<gatehouse_config::Upstream> {
+            let Some(name) = &up.service else { return up.clone() };
+            resolved
+                .entry(up.key.clone())
+                .or_insert_with(|| {
+                    let backends = shared.registry.backends(name);
+                    let list: Vec<String> = backends.iter().map(|b| format!("{}*{}", b.url(), b.weight)).collect();
+                    let mut u = gatehouse_config::Upstream::clone(up);
+                    u.key = format!("{}:[{}]", up.key, list.join(","));
+                    u.backends = backends;
+                    Arc::new(u)
+                })
+                .clone()
+        };
         // Every upstream a route uses: its action's, and its split's pools.
-        let upstreams = config.sites.iter().flat_map(|s| s.routes.iter()).flat_map(|r| {
-            let action = match &r.action {
-                Action::Proxy(up) => Some(up.clone()),
-                _ => None,
-            };
-            let pools = r.split.iter().flat_map(|s| s.pools.iter().map(|p| p.upstream.clone()));
-            action.into_iter().chain(pools).collect::<Vec<_>>()
-        });
-        let groups = build_groups(upstreams, previous.map_or(&empty, |p| &p.groups))
+        let upstreams: Vec<Arc<gatehouse_config::Upstream>> = config
+            .sites
+            .iter()
+            .flat_map(|s| s.routes.iter())
+            .flat_map(|r| {
+                let action = match &r.action {
+                    Action::Proxy(up) => Some(up.clone()),
+                    _ => None,
+                };
+                let pools = r.split.iter().flat_map(|s| s.pools.iter().map(|p| p.upstream.clone()));
+                action.into_iter().chain(pools).collect::<Vec<_>>()
+            })
+            .map(|up| resolve(&up))
+            .collect();
+        let groups = build_groups(upstreams.into_iter(), previous.map_or(&empty, |p| &p.groups))
             .map_err(|failed| unusable_tls(&config, &failed))?;
         let acme_http01 =
             config.tls.acme.as_ref().is_some_and(|a| a.challenge == gatehouse_config::AcmeChallenge::Http01);
         let env = crate::filter::Env { https_port, acme_http01 };
-        let shared: Arc<Shared> = previous.map(|p| p.shared.clone()).unwrap_or_default();
-        let router = Router::new(&config.sites, |key| groups.get(key).cloned(), &env, &shared);
+        let group_for = |key: &str| groups.get(resolved.get(key).map_or(key, |u| u.key.as_str())).cloned();
+        let router = Router::new(&config.sites, group_for, &env, &shared);
         let alt_svc = h3_port.and_then(|p| http::HeaderValue::from_str(&format!("h3=\":{p}\"; ma=86400")).ok());
         Ok(RuntimeState {
             trusted: config.trusted_proxies.clone(),
@@ -162,7 +188,10 @@ fn unusable_tls(config: &Config, failed: &[crate::upstream::Unbuilt]) -> Errors 
     let mut errors = Errors::default();
     for (key, why) in failed {
         let first = config.sites.iter().find_map(|site| {
-            site.routes.iter().position(|r| matches!(&r.action, Action::Proxy(up) if up.key == *key)).map(|i| (site, i))
+            site.routes
+                .iter()
+                .position(|r| matches!(&r.action, Action::Proxy(up) if key.starts_with(up.key.as_str())))
+                .map(|i| (site, i))
         });
         if let Some((site, i)) = first {
             let message = format!("the TLS client for this route's https:// backends cannot be built: {why}");

@@ -135,6 +135,10 @@ pub trait Store: Send {
     fn audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// Appends a backend event.
     fn backend_event(&mut self, e: &BackendEvent) -> Result<(), StoreError>;
+    /// Saves a registry instance (`record`: its JSON), replacing one with its id.
+    fn save_service(&mut self, id: &str, record: &str, expires_ms: i64) -> Result<(), StoreError>;
+    /// Forgets registry instances.
+    fn delete_services(&mut self, ids: &[String]) -> Result<(), StoreError>;
     /// Notes the certificates served at `now_ms` (new ones added, known ones seen again).
     fn record_certificates(&mut self, now_ms: i64, certs: &[CertificateRow]) -> Result<(), StoreError>;
     /// Deletes every request row of the client with full address `ip` (matched on its

@@ -176,6 +176,13 @@ impl Reader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The registry's saved instances: (record JSON, expiry in Unix milliseconds).
+    pub fn services(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT record, expires_ms FROM services ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Audit entries, newest first, before entry `before` when given.
     pub fn audit(&self, limit: usize, before: Option<i64>) -> Result<Vec<AuditRow>, StoreError> {
         let mut stmt = self.conn.prepare(

@@ -197,6 +197,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX backend_events_time ON backend_events (time_ms);
     CREATE INDEX backend_events_backend ON backend_events (backend, id);",
+    // 8: the service registry's instances, so registrations survive a restart. The record
+    // is the instance as JSON (the admin API's form).
+    "CREATE TABLE services (
+        id TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// The SQL of migration `n` (1-based), for tests that build an older database.

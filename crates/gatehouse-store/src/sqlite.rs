@@ -292,6 +292,28 @@ impl Store for Sqlite {
         Ok(())
     }
 
+    fn save_service(&mut self, id: &str, record: &str, expires_ms: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO services (id, record, expires_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET record = excluded.record, expires_ms = excluded.expires_ms",
+            )?
+            .execute(rusqlite::params![id, record, expires_ms])?;
+        Ok(())
+    }
+
+    fn delete_services(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM services WHERE id = ?1")?;
+            for id in ids {
+                delete.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn record_certificates(&mut self, now_ms: i64, certs: &[CertificateRow]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {

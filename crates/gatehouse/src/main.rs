@@ -13,6 +13,7 @@ mod metrics;
 #[cfg(feature = "otlp")]
 mod otlp;
 mod outbound;
+mod registry;
 mod reload;
 mod watch;
 mod webhooks;
@@ -253,6 +254,16 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         .with_context(|| format!("cannot listen on admin address {}", config.admin_listen))?;
     admin_listener.set_nonblocking(true)?;
     let admin_addr = admin_listener.local_addr()?;
+    let registry_listener = match config.registry.listen {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on registry address {addr}"))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
+    let registry_addr = registry_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let challenges = Arc::new(tls::Challenges::default());
     let mut wanted = Vec::new();
     let resolver = if config.listen_https.is_some() {
@@ -315,8 +326,31 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         data: Some(gatehouse_admin::Data { path: config.storage_path.clone(), writer: data.clone() }),
         metrics: Some(Arc::new(move || metrics::Exporter::render(&registry))),
         stats: Some(metrics::live(metrics.clone(), server.connections(), data.clone())),
+        registry_only: false,
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_registry, registry_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let (Some(l), Some(addr)) = (registry_listener, registry_addr) {
+        let mut only = admin.clone();
+        only.registry_only = true;
+        only.allowed_hosts = Arc::new(gatehouse_admin::guard::Allowed::new(None, addr));
+        control.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "registry listener failed");
+                    return;
+                }
+            };
+            if let Err(e) = gatehouse_admin::serve(listener, only, async move {
+                let _ = registry_stopped.await;
+            })
+            .await
+            {
+                tracing::error!(error = %e, "registry API stopped");
+            }
+        });
+    }
     control.spawn(async move {
         let listener = match tokio::net::TcpListener::from_std(admin_listener) {
             Ok(l) => l,
@@ -373,19 +407,23 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         Signals::new()?
     };
     control.spawn(reloading.run());
+    registry::start(&server.watcher(), &queue);
+    control.spawn(registry::expire(server.watcher(), data.clone()));
 
     ready.store(true, Ordering::Release);
     tracing::info!(http = %http_addr, admin = %admin_addr, workers = config.workers, "gatehouse started");
     // One stable line on stdout so scripts and tests can find the bound ports.
+    let registry_part = registry_addr.map(|a| format!(" registry={a}")).unwrap_or_default();
     match server.https_addr() {
-        Some(https) => println!("gatehouse listening http={http_addr} https={https} admin={admin_addr}"),
-        None => println!("gatehouse listening http={http_addr} admin={admin_addr}"),
+        Some(https) => println!("gatehouse listening http={http_addr} https={https} admin={admin_addr}{registry_part}"),
+        None => println!("gatehouse listening http={http_addr} admin={admin_addr}{registry_part}"),
     }
 
     control.block_on(signals.wait(&queue));
     ready.store(false, Ordering::Release);
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: finishing in-flight requests");
     let _ = stop_admin.send(());
+    let _ = stop_registry.send(());
     server.shutdown();
     control.shutdown_timeout(std::time::Duration::from_secs(1));
     // The database writer stores what is queued, then ends, once its last handle is gone

@@ -28,6 +28,8 @@ struct Pending {
     config: bool,
     /// Only the certificates, with the running configuration (directory change, ACME).
     certs: bool,
+    /// Only the state, with the running configuration (the registry's instances changed).
+    registry: bool,
     /// Callers waiting for the outcome of the next configuration reload.
     waiters: Vec<oneshot::Sender<Outcome>>,
     /// Who asked for the configuration reload (`sighup`, `file`, `api`), for the audit log.
@@ -56,6 +58,12 @@ impl Queue {
     /// Asks for the certificates to be loaded again with the running configuration.
     pub fn certs(&self) {
         self.ask(|p| p.certs = true);
+    }
+
+    /// Asks for the state to be built again with the running configuration (the registry
+    /// changed).
+    pub fn registry(&self) {
+        self.ask(|p| p.registry = true);
     }
 
     /// Asks for a configuration reload and waits for its outcome (admin API).
@@ -160,8 +168,13 @@ impl Reloading {
                 for w in asked.waiters {
                     let _ = w.send(outcome.clone());
                 }
-            } else if asked.certs {
-                self.reload_certs().await;
+            } else {
+                if asked.certs {
+                    self.reload_certs().await;
+                }
+                if asked.registry {
+                    self.rebuild().await;
+                }
             }
         }
     }
@@ -226,6 +239,27 @@ impl Reloading {
         );
         self.follow();
         Ok(version)
+    }
+
+    /// The state again from the running configuration, for the registry's instances now.
+    /// Unchanged backends keep their state and connections (`build_groups`).
+    async fn rebuild(&mut self) {
+        let started = Instant::now();
+        let (reloader, config) = (self.reloader.clone(), self.reloader.live().config.clone());
+        match tokio::task::spawn_blocking(move || reloader.build(config)).await {
+            Ok(Ok(state)) => {
+                let version = state.version;
+                self.reloader.swap(state);
+                tracing::info!(version, took_us = started.elapsed().as_micros() as u64, "registry change applied");
+                self.follow();
+            }
+            Ok(Err(errors)) => {
+                for e in &errors.0 {
+                    tracing::error!(error = %e, "registry change not applied");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "registry rebuild failed"),
+        }
     }
 
     /// Writes the reload's outcome to the audit log: what changed, or why it was refused.

@@ -328,3 +328,21 @@ pub(super) fn websocket(cx: &mut Ctx<'_>, w: &raw::WebSocket, at: &str) -> WebSo
         .map(|_| cx.timeout(w.max_duration.as_ref(), &format!("{at}.max_duration"), Duration::from_secs(86_400)));
     WebSocket { enabled, max_connections, max_duration }
 }
+
+/// The main file's `registry`.
+pub(super) fn registry(cx: &mut Ctx<'_>, r: Option<&raw::Registry>) -> RegistryConfig {
+    let d = RegistryConfig::default();
+    let Some(r) = r else { return d };
+    let listen = r.listen.as_ref().map(|v| {
+        let value = Value { text: v.value.clone(), line: Some(v.referenced.line()), env: None };
+        super::socket_addr(cx, Some(value), "registry.listen", "127.0.0.1:8500")
+    });
+    let ttl = cx.timeout(r.ttl.as_ref(), "registry.ttl", d.ttl);
+    let max_ttl = cx.timeout(r.max_ttl.as_ref(), "registry.max_ttl", d.max_ttl);
+    if let Some(v) = &r.ttl
+        && ttl > max_ttl
+    {
+        cx.err_at(v, "registry.ttl", "must not be longer than registry.max_ttl");
+    }
+    RegistryConfig { listen, ttl, max_ttl }
+}

@@ -278,6 +278,7 @@ pub(super) fn build_route(
             passive: None,
             retries: None,
             breaker,
+            service: None,
         }))
     };
     let mut split = None;
@@ -290,7 +291,22 @@ pub(super) fn build_route(
         Action::Proxy(inline(cx, vec![b], format!("{dot}backend"))?)
     } else if let Some(list) = r.backends {
         Action::Proxy(inline(cx, list, format!("{dot}backends"))?)
-    } else if let Some(u) = &r.upstream {
+    } else if let Some(raw::UpstreamRef::Service(sref)) = &r.upstream {
+        let name = service_name(cx, &sref.service, &format!("{dot}upstream.service"))?;
+        let (health, breaker) = (layer.health.clone(), layer.breaker.clone());
+        Action::Proxy(Arc::new(Upstream {
+            key: format!("{id}:service:{name}:{health:?}:{breaker:?}"),
+            id: id.clone(),
+            backends: Vec::new(),
+            balance: layer.balance(),
+            pool: layer.pool.clone(),
+            health,
+            passive: None,
+            retries: None,
+            breaker,
+            service: Some(name),
+        }))
+    } else if let Some(raw::UpstreamRef::Name(u)) = &r.upstream {
         match named.get(&u.value) {
             Some(up) => Action::Proxy(up.clone()),
             None => {
@@ -383,4 +399,14 @@ pub(super) fn replacement_groups(replace: &str) -> Vec<&str> {
 pub(super) fn named_groups(re: &Regex) -> String {
     let names: Vec<&str> = re.capture_names().flatten().collect();
     if names.is_empty() { String::new() } else { format!(" and named group(s) {}", names.join(", ")) }
+}
+
+/// A registry service name: letters, digits, `.`, `_` and `-`, at most 64.
+pub(super) fn service_name(cx: &mut Ctx<'_>, v: &S<String>, at: &str) -> Option<String> {
+    let name = v.value.trim();
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        cx.err_at(v, at, format!("invalid service name {name:?}: letters, digits, '.', '_' and '-', at most 64"));
+        return None;
+    }
+    Some(name.to_string())
 }

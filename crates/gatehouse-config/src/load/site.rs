@@ -177,16 +177,34 @@ pub(super) fn build_site(
         if let Some(b) = &u.load_balancing {
             balance = parse_balance(cx, b, &format!("{at}.load_balancing"), balance);
         }
+        let service = u.service.as_ref().and_then(|v| super::route::service_name(cx, v, &format!("{at}.service")));
         let backends = parse_backends(cx, &u.backends, &format!("{at}.backends"));
         if backends.is_empty() && !u.backends.is_empty() {
             continue;
         }
-        if u.backends.is_empty() {
-            cx.err(None, format!("{at}.backends"), "an upstream needs at least one backend");
+        match (u.backends.is_empty(), &u.service) {
+            (true, None) => {
+                cx.err(None, format!("{at}.backends"), "an upstream needs at least one backend (or `service`)");
+                continue;
+            }
+            (false, Some(v)) => {
+                cx.err_at(
+                    v,
+                    format!("{at}.service"),
+                    "give `backends` or `service` (the registry's instances), not both",
+                );
+                continue;
+            }
+            _ => {}
+        }
+        if u.service.is_some() && service.is_none() {
             continue;
         }
         let id = format!("{name}/{uname}");
-        let key = format!("{id}:{}", backend_list_key(&backends));
+        let key = match &service {
+            Some(name) => format!("{id}:service:{name}"),
+            None => format!("{id}:{}", backend_list_key(&backends)),
+        };
         let health = match &u.health_check {
             Some(h) => super::resilience::health_check(cx, h, &format!("{at}.health_check")),
             None => site_layer.health.clone(),
@@ -201,7 +219,7 @@ pub(super) fn build_site(
         // A changed check is a changed upstream (its state is still carried per backend).
         let key = format!("{key}:{health:?}:{passive:?}:{retries:?}:{breaker:?}");
         let pool = site_layer.pool.clone();
-        let up = Upstream { key, id, backends, balance, pool, health, passive, retries, breaker };
+        let up = Upstream { key, id, backends, balance, pool, health, passive, retries, breaker, service };
         named.insert(uname.clone(), Arc::new(up));
     }
 

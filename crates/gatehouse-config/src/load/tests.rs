@@ -320,3 +320,101 @@ fn health_checks_are_checked() {
     let e = errs("", &[("a", &site("{type: tcp, path: /x}"))]);
     assert!(e.len() == 1 && e[0].contains("tcp check only connects"), "{e:?}");
 }
+
+#[test]
+fn registry_services_are_upstreams_by_name_or_inline() {
+    let c = load_from_str_for_tests(
+        "",
+        &[(
+            "a",
+            "host: a.test\nupstreams:\n  api:\n    service: api-v2\n    retries: {attempts: 2}\nroutes:\n  - path: /api\n    upstream: api\n  - path: /inline\n    upstream: {service: web}\n  - path: /\n    backend: http://127.0.0.1:1\n",
+        )],
+        Path::new("."),
+    )
+    .expect("valid");
+    let services: Vec<Option<&str>> = c.sites[0]
+        .routes
+        .iter()
+        .map(|r| match &r.action {
+            Action::Proxy(up) => up.service.as_deref(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(services, [Some("api-v2"), Some("web"), None]);
+    let e = errs(
+        "",
+        &[(
+            "a",
+            "host: a.test\nupstreams:\n  both:\n    service: x\n    backends: [http://127.0.0.1:1]\n  bad:\n    service: \"a b\"\nroutes:\n  - path: /\n    upstream: {service: \"\"}\n",
+        )],
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e.iter().any(|x| x.contains("upstreams.both.service") && x.contains("not both")), "{e:?}");
+    assert!(e.iter().any(|x| x.contains("upstreams.bad.service") && x.contains("invalid service name")), "{e:?}");
+    assert!(e.iter().any(|x| x.contains("routes[0].upstream.service")), "{e:?}");
+    let e = errs("", &[("a", "host: a.test\nroutes:\n  - path: /\n    upstream: {servce: x}\n")]);
+    assert!(!e.is_empty() && e[0].contains("upstream"), "{e:?}");
+}
+
+#[test]
+fn resilience_keys_are_checked() {
+    let site = |extra: &str| {
+        format!(
+            "host: a.test\nupstreams:\n  app:\n    backends: [http://127.0.0.1:1]\n{extra}routes:\n  - path: /\n    upstream: app\n"
+        )
+    };
+    let c = load_from_str_for_tests(
+        "",
+        &[(
+            "a",
+            &site("    circuit_breaker: {failure_threshold: 5, timeout: 30s, ratio: 50%}\n    retries: {attempts: 3, statuses: [502, 503], methods: [post], max_body: 4KiB}\n"),
+        )],
+        Path::new("."),
+    )
+    .expect("valid");
+    let Action::Proxy(up) = &c.sites[0].routes[0].action else { panic!("proxy") };
+    let b = up.breaker.as_ref().expect("breaker");
+    assert_eq!((b.failures, b.open_for, b.ratio), (5, Duration::from_secs(30), Some(0.5)));
+    let r = up.retries.as_ref().expect("retries");
+    assert_eq!((r.attempts, r.statuses.clone(), r.max_body), (3, vec![502, 503], 4096));
+    assert!(r.allows(&Method::POST) && !r.allows(&Method::PATCH) && r.allows(&Method::PUT));
+    let e = errs(
+        "",
+        &[(
+            "a",
+            &site(
+                "    circuit_breaker: {probes: 1, successes: 2, open_for: 0s}\n    retries: {statuses: [200], methods: [CONNECT]}\n",
+            ),
+        )],
+    );
+    for want in ["circuit_breaker.successes", "circuit_breaker.open_for", "retries.statuses[0]", "retries.methods[0]"] {
+        assert!(e.iter().any(|x| x.contains(want)), "{want} missing: {e:?}");
+    }
+    // A breaker switched off is none at all.
+    let c = load_from_str_for_tests("", &[("a", &site("    circuit_breaker: {enabled: false}\n"))], Path::new("."))
+        .expect("valid");
+    let Action::Proxy(up) = &c.sites[0].routes[0].action else { panic!("proxy") };
+    assert!(up.breaker.is_none());
+    // Splits need known upstreams, two pools and a weight somewhere.
+    let e = errs(
+        "",
+        &[(
+            "a",
+            "host: a.test\nupstreams:\n  a:\n    backends: [http://127.0.0.1:1]\nroutes:\n  - path: /\n    split:\n      sticky: {cookie: \"a b\"}\n      pools:\n        - {upstream: a, weight: 0}\n        - {upstream: b}\n",
+        )],
+    );
+    for want in ["split.pools[1].upstream", "split.sticky.cookie"] {
+        assert!(e.iter().any(|x| x.contains(want)), "{want} missing: {e:?}");
+    }
+    // Maintenance windows must parse and end after they start.
+    let e = errs(
+        "",
+        &[(
+            "a",
+            "host: a.test\nbackend: http://127.0.0.1:1\nmaintenance:\n  allow: [nope]\n  windows:\n    - {start: \"2026-12-24T22:00:00Z\", end: \"2026-12-24T21:00:00Z\"}\n    - {start: tomorrow, end: \"2026-12-24T21:00:00Z\"}\n",
+        )],
+    );
+    for want in ["maintenance.allow[0]", "maintenance.windows[0].end", "maintenance.windows[1].start"] {
+        assert!(e.iter().any(|x| x.contains(want)), "{want} missing: {e:?}");
+    }
+}

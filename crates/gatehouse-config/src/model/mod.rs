@@ -48,6 +48,7 @@ pub struct Config {
     pub sites: Vec<Site>,
     /// Pages for Gatehouse's own errors, for sites without their own.
     pub error_pages: Arc<ErrorPages>,
+    pub registry: RegistryConfig,
     /// What `check` should tell about settings that mean something other than a reader
     /// may expect (not errors).
     pub notes: Vec<String>,
@@ -555,6 +556,9 @@ pub struct Upstream {
     pub retries: Option<RetryPolicy>,
     /// A circuit breaker per backend (`circuit_breaker`), when configured.
     pub breaker: Option<CircuitBreaker>,
+    /// The registry service whose instances are the backends (`backends` is then empty
+    /// here; the proxy fills it from the registry each time it builds its state).
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -165,3 +165,18 @@ pub struct WebSocket {
     pub max_connections: usize,
     pub max_duration: Option<Duration>,
 }
+
+/// `registry` of the main file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// A listener serving only `/v1/services` (the admin listener serves it too).
+    pub listen: Option<std::net::SocketAddr>,
+    pub ttl: Duration,
+    pub max_ttl: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig { listen: None, ttl: Duration::from_secs(30), max_ttl: Duration::from_secs(3600) }
+    }
+}

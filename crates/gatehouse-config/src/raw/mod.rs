@@ -44,6 +44,8 @@ pub struct Main {
     pub http3: Option<S<String>>,
     /// Pages for Gatehouse's own error answers, for sites without their own.
     pub error_pages: Option<ErrorPages>,
+    /// The service registry (`/v1/services`).
+    pub registry: Option<Registry>,
 }
 
 impl Main {
@@ -71,6 +73,7 @@ impl Main {
             tls,
             http3,
             error_pages,
+            registry,
         } = self;
         workers.is_none()
             && listen.is_none()
@@ -80,6 +83,7 @@ impl Main {
             && log.is_none()
             && logging.is_none()
             && error_pages.is_none()
+            && registry.is_none()
             && data_retention.is_none()
             && webhooks.is_none()
             && alerts.is_none()
@@ -373,7 +377,10 @@ pub struct Site {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
+    #[serde(default)]
     pub backends: Vec<S<String>>,
+    /// The registry's instances of this service, instead of `backends`.
+    pub service: Option<S<String>>,
     pub load_balancing: Option<Balance>,
     pub health_check: Option<HealthCheck>,
     pub passive_check: Option<PassiveCheck>,
@@ -391,7 +398,8 @@ pub struct Route {
     pub priority: Option<S<String>>,
     pub backend: Option<S<String>>,
     pub backends: Option<Vec<S<String>>>,
-    pub upstream: Option<S<String>>,
+    /// A named upstream of the site, or `{service: NAME}` for the registry's instances.
+    pub upstream: Option<UpstreamRef>,
     #[serde(rename = "static")]
     pub static_dir: Option<S<String>>,
     pub index: Option<Vec<String>>,
@@ -405,6 +413,20 @@ pub struct Route {
     pub data_retention: Option<DataRetention>,
     /// Traffic shared between upstreams by weight, instead of one `upstream`.
     pub split: Option<Split>,
+}
+
+/// What a route's `upstream` names.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum UpstreamRef {
+    Name(S<String>),
+    Service(ServiceRef),
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRef {
+    pub service: S<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]

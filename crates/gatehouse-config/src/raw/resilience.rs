@@ -152,3 +152,15 @@ pub struct WebSocket {
     /// A duration, or seconds.
     pub max_duration: Option<S<String>>,
 }
+
+/// The service registry.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// A listener of its own for `/v1/services` (besides the admin listener).
+    pub listen: Option<S<String>>,
+    /// TTL of a registration that names none.
+    pub ttl: Option<S<String>>,
+    /// The longest TTL a registration may ask for.
+    pub max_ttl: Option<S<String>>,
+}

@@ -420,6 +420,7 @@ mod tests {
             passive: None,
             retries: None,
             breaker: None,
+            service: None,
         })
     }
 
