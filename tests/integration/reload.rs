@@ -415,3 +415,57 @@ async fn the_certificate_watcher_follows_the_reloaded_configuration() {
     assert!(added, "the new certificate was not loaded: {}", gh.log());
     assert_eq!(served("unknown.test").await, b.der, "the directory reload used the startup configuration");
 }
+
+/// A free loopback port (bound and released; the test uses it at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// `listen.http` changed by a reload: the new address serves at once, the old one takes no
+/// new connection, and a connection accepted on it before the move goes on serving. An
+/// address that cannot be bound refuses the reload, and the running address stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_listener_binds_the_new_address_and_drains_the_old() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start("", &[("a", &site("a.test", &format!("backend: {}\n", b.url())))]);
+    // A kept-alive connection on the old address, used before and after the move.
+    let stream = within("connect", tokio::net::TcpStream::connect(gh.http)).await.expect("connect");
+    let (mut tx, conn) =
+        within("handshake", hyper::client::conn::http1::handshake(TokioIo::new(stream))).await.expect("handshake");
+    tokio::spawn(conn);
+    let on_old = |tx: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>| {
+        let req = http::Request::get("/").header("host", "a.test").body(Full::new(Bytes::new())).expect("req");
+        tx.send_request(req)
+    };
+    assert_eq!(within("first", on_old(&mut tx)).await.expect("first").status(), 200);
+
+    let main = gh.dir.path().join("gatehouse.yaml");
+    let text = std::fs::read_to_string(&main).expect("main file");
+    let port = free_port();
+    std::fs::write(&main, text.replace("listen: {http: 127.0.0.1:0}", &format!("listen: {{http: 127.0.0.1:{port}}}")))
+        .expect("write");
+    let r = admin_reload(&gh).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let moved: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    assert_eq!(get(moved, "a.test", "/").await.status, 200, "{}", gh.log());
+    assert!(!gh.log().contains("change only on restart"), "{}", gh.log());
+    // The old address takes no new connection (each worker has let its socket go).
+    assert!(
+        wait_until_async(APPLY, || async { tokio::net::TcpStream::connect(gh.http).await.is_err() }).await,
+        "the old address still accepts"
+    );
+    // The connection accepted before the move still serves.
+    let again = within("second", on_old(&mut tx)).await.expect("the old connection still serves");
+    assert_eq!(again.status(), 200);
+    let _ = again.into_body().collect().await;
+
+    // An address that is taken: the reload is refused, naming it; the moved address serves on.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr");
+    let text = std::fs::read_to_string(&main).expect("main file");
+    std::fs::write(&main, text.replace(&format!("127.0.0.1:{port}"), &taken_addr.to_string())).expect("write");
+    let r = admin_reload(&gh).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("listen.http") && r.text().contains("cannot listen on"), "{}", r.text());
+    assert_eq!(get(moved, "a.test", "/").await.status, 200);
+}

@@ -50,6 +50,63 @@ pub struct Server {
     http_addr: SocketAddr,
     https_addr: Option<SocketAddr>,
     connections: Arc<observe::connections::Connections>,
+    listeners: Arc<Listeners>,
+}
+
+/// The addresses the workers listen on, and the way to move them (a reload that changes
+/// `listen.http` or `listen.https`).
+pub struct Listeners {
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<listener::Rebind>>,
+    addrs: std::sync::Mutex<(SocketAddr, Option<SocketAddr>)>,
+}
+
+impl Listeners {
+    /// (HTTP, HTTPS) addresses now.
+    pub fn addrs(&self) -> (SocketAddr, Option<SocketAddr>) {
+        *self.addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Binds the new addresses (every socket first, so a failure changes nothing), then
+    /// hands each worker its sockets; the old ones close as the workers take the new ones,
+    /// and the connections accepted on them finish. An HTTPS move needs an HTTPS listener
+    /// already. Returns the addresses bound, or the address that failed and why.
+    pub fn rebind(
+        &self,
+        http: Option<SocketAddr>,
+        https: Option<SocketAddr>,
+    ) -> Result<(SocketAddr, Option<SocketAddr>), (SocketAddr, std::io::Error)> {
+        let workers = self.senders.len();
+        let bind = |addr: SocketAddr| listener::bind_workers(addr, workers).map_err(|e| (addr, e));
+        let new_http = http.map(bind).transpose()?;
+        let new_https = match (https, self.addrs().1) {
+            (Some(addr), Some(_)) => Some(bind(addr)?),
+            (Some(addr), None) => {
+                return Err((
+                    addr,
+                    std::io::Error::other("there is no HTTPS listener to move; adding one needs a restart"),
+                ));
+            }
+            (None, _) => None,
+        };
+        let mut addrs = self.addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(socks) = new_http {
+            if let Some(Ok(a)) = socks.first().map(std::net::TcpListener::local_addr) {
+                addrs.0 = a;
+            }
+            for (tx, s) in self.senders.iter().zip(socks) {
+                let _ = tx.send(listener::Rebind::Http(s));
+            }
+        }
+        if let Some(socks) = new_https {
+            if let Some(Ok(a)) = socks.first().map(std::net::TcpListener::local_addr) {
+                addrs.1 = Some(a);
+            }
+            for (tx, s) in self.senders.iter().zip(socks) {
+                let _ = tx.send(listener::Rebind::Https(s));
+            }
+        }
+        Ok(*addrs)
+    }
 }
 
 /// Why the server could not start.
@@ -119,11 +176,20 @@ impl Server {
             release_memory,
         });
         let mut https = https.into_iter();
+        let mut senders = Vec::new();
         let sockets = http
             .into_iter()
-            .map(|h| listener::WorkerSockets {
+            .map(|h| {
+                let (tx, rebind) = tokio::sync::mpsc::unbounded_channel();
+                senders.push(tx);
+                (h, rebind)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|(h, rebind)| listener::WorkerSockets {
                 http: h,
                 https: https.next(),
+                rebind,
                 #[cfg(feature = "http3")]
                 h3: h3.take(),
             })
@@ -134,7 +200,8 @@ impl Server {
         let shared = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = watch::channel(false);
         let workers = listener::spawn_workers(sockets, shared.clone(), rx, settings).map_err(StartError::Threads)?;
-        Ok(Server { shared, shutdown: tx, workers, http_addr, https_addr, connections })
+        let listeners = Arc::new(Listeners { senders, addrs: std::sync::Mutex::new((http_addr, https_addr)) });
+        Ok(Server { shared, shutdown: tx, workers, http_addr, https_addr, connections, listeners })
     }
 
     /// Client connections, counted per worker.
@@ -159,7 +226,7 @@ impl Server {
     /// host names are resolved), so it runs on a blocking thread, not where signals are
     /// handled. Listener-level settings (addresses, workers) need a restart.
     pub fn reloader(&self) -> Reloader {
-        Reloader { shared: self.shared.clone(), https_port: self.https_addr.map(|a| a.port()) }
+        Reloader { shared: self.shared.clone(), listeners: self.listeners.clone() }
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the shutdown timeout) and
@@ -169,6 +236,11 @@ impl Server {
         for w in self.workers {
             let _ = w.join();
         }
+    }
+
+    /// The listeners' addresses, and moving them on reload.
+    pub fn listeners(&self) -> Arc<Listeners> {
+        self.listeners.clone()
     }
 
     /// A cheap handle for other components (admin API) that only read state.
@@ -181,7 +253,7 @@ impl Server {
 #[derive(Clone)]
 pub struct Reloader {
     shared: Arc<ArcSwap<RuntimeState>>,
-    https_port: Option<u16>,
+    listeners: Arc<Listeners>,
 }
 
 impl Reloader {
@@ -195,7 +267,8 @@ impl Reloader {
     /// build-and-swap at a time. Fails as `RuntimeState::build` does.
     pub fn build(&self, config: Arc<Config>) -> Result<RuntimeState, gatehouse_config::Errors> {
         let old = self.shared.load_full();
-        RuntimeState::build(config, Some(&old), self.https_port, old.h3_port)
+        let https_port = self.listeners.addrs().1.map(|a| a.port());
+        RuntimeState::build(config, Some(&old), https_port, old.h3_port)
     }
 
     /// Publishes `state`; requests in flight keep the one they started with.

@@ -93,9 +93,25 @@ pub struct WorkerSettings {
 pub struct WorkerSockets {
     pub http: std::net::TcpListener,
     pub https: Option<std::net::TcpListener>,
+    /// New sockets for a listener whose address a reload changed.
+    pub rebind: tokio::sync::mpsc::UnboundedReceiver<Rebind>,
     /// The HTTP/3 endpoint's UDP socket (first worker only) with its QUIC settings.
     #[cfg(feature = "http3")]
     pub h3: Option<(std::net::UdpSocket, quinn::ServerConfig, Arc<crate::tls::Resolver>)>,
+}
+
+/// A worker's new socket for a listener that moved; the old socket is closed (connections
+/// already accepted on it go on until they end).
+pub enum Rebind {
+    Http(std::net::TcpListener),
+    Https(std::net::TcpListener),
+}
+
+/// What the accept loop waits for.
+enum Next {
+    Accepted(std::io::Result<(tokio::net::TcpStream, SocketAddr)>, bool),
+    Moved(Option<Rebind>),
+    Stop,
 }
 
 /// Starts one worker thread per listener.
@@ -136,7 +152,8 @@ async fn worker(
     }
     let registered = tokio::net::TcpListener::from_std(sockets.http)
         .and_then(|http| Ok((http, sockets.https.map(tokio::net::TcpListener::from_std).transpose()?)));
-    let (listener, https) = match registered {
+    let mut rebind = sockets.rebind;
+    let (mut listener, mut https) = match registered {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, "cannot register listener");
@@ -232,10 +249,32 @@ async fn worker(
             _ = admission.wait_for_room() => {}
             _ = shutdown.changed() => break,
         }
-        let (accepted, secure) = tokio::select! {
-            r = listener.accept() => (r, false),
-            r = accept_maybe(https.as_ref()) => (r, true),
-            _ = shutdown.changed() => break,
+        let next = tokio::select! {
+            r = listener.accept() => Next::Accepted(r, false),
+            r = accept_maybe(https.as_ref()) => Next::Accepted(r, true),
+            r = rebind.recv(), if !rebind.is_closed() => Next::Moved(r),
+            _ = shutdown.changed() => Next::Stop,
+        };
+        let (accepted, secure) = match next {
+            Next::Accepted(r, secure) => (r, secure),
+            Next::Moved(Some(Rebind::Http(l))) => {
+                match tokio::net::TcpListener::from_std(l) {
+                    Ok(l) => listener = l,
+                    Err(e) => tracing::error!(error = %e, "cannot register the moved HTTP listener; the old one stays"),
+                }
+                continue;
+            }
+            Next::Moved(Some(Rebind::Https(l))) => {
+                match tokio::net::TcpListener::from_std(l) {
+                    Ok(l) => https = Some(l),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot register the moved HTTPS listener; the old one stays")
+                    }
+                }
+                continue;
+            }
+            Next::Moved(None) => continue,
+            Next::Stop => break,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,

@@ -396,6 +396,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     let mut reloading = reload::Reloading::new(
         path,
         server.reloader(),
+        server.listeners(),
         resolver.clone(),
         challenges.clone(),
         queue.clone(),

@@ -106,6 +106,8 @@ impl Queue {
 pub struct Reloading {
     path: PathBuf,
     reloader: Reloader,
+    /// Moves listeners whose address a reload changed.
+    listeners: Arc<gatehouse_proxy::Listeners>,
     /// The certificate resolver, when the process serves HTTPS.
     certs: Option<Arc<tls::Resolver>>,
     queue: Queue,
@@ -127,9 +129,11 @@ pub struct Reporting {
 }
 
 impl Reloading {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         path: PathBuf,
         reloader: Reloader,
+        listeners: Arc<gatehouse_proxy::Listeners>,
         certs: Option<Arc<tls::Resolver>>,
         challenges: Arc<tls::Challenges>,
         queue: Queue,
@@ -141,6 +145,7 @@ impl Reloading {
         Reloading {
             path,
             reloader,
+            listeners,
             certs,
             queue,
             watch: Watch::default(),
@@ -208,6 +213,13 @@ impl Reloading {
             }
         };
         let live = self.reloader.live();
+        let state = match self.move_listeners(&live.config, &config, state).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected; the running configuration stays");
+                return Err(vec![e]);
+            }
+        };
         let restart = restart_only(&live.config, &config);
         if !restart.is_empty() {
             tracing::warn!(
@@ -239,6 +251,37 @@ impl Reloading {
         );
         self.follow();
         Ok(version)
+    }
+
+    /// Binds the listeners whose address `new` changes and hands them to the workers (the
+    /// old sockets close; their connections finish). A moved HTTPS port is in redirects and
+    /// Alt-Svc, so the state is built again for it. Fails, changing nothing, when an
+    /// address cannot be bound.
+    async fn move_listeners(
+        &self,
+        old: &Config,
+        new: &Arc<Config>,
+        state: gatehouse_proxy::RuntimeState,
+    ) -> Result<gatehouse_proxy::RuntimeState, Error> {
+        let http = (new.listen_http != old.listen_http).then_some(new.listen_http);
+        let https = new.listen_https.filter(|a| old.listen_https.is_some_and(|o| o != *a) && !new.http3 && !old.http3);
+        if http.is_none() && https.is_none() {
+            return Ok(state);
+        }
+        let before = self.listeners.addrs();
+        let (h, s) = self.listeners.rebind(http, https).map_err(|(addr, e)| {
+            let field = if Some(addr) == http { "listen.http" } else { "listen.https" };
+            Error::new(&self.path, None, field, format!("cannot listen on {addr}: {e}; the old address keeps serving"))
+        })?;
+        tracing::info!(http = %h, https = ?s, was_http = %before.0, was_https = ?before.1, "listeners moved; the old addresses close and their connections finish");
+        if https.is_none() {
+            return Ok(state);
+        }
+        let (reloader, config) = (self.reloader.clone(), new.clone());
+        match tokio::task::spawn_blocking(move || reloader.build(config)).await {
+            Ok(Ok(s)) => Ok(s),
+            _ => Ok(state),
+        }
     }
 
     /// The state again from the running configuration, for the registry's instances now.
@@ -328,10 +371,15 @@ impl Reloading {
 /// Settings a reload reads but cannot apply (listeners, workers, admin, logging, …), by
 /// their configuration names, where `new` differs from `old`.
 fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 13] = [
+    let checks: [(&'static str, bool); 12] = [
         ("workers", old.workers != new.workers),
-        ("listen.http", old.listen_http != new.listen_http),
-        ("listen.https", old.listen_https != new.listen_https),
+        // A listener's address moves on reload; adding or removing HTTPS, or moving it
+        // while HTTP/3 runs on its port, needs a restart.
+        (
+            "listen.https",
+            old.listen_https.is_some() != new.listen_https.is_some()
+                || (old.listen_https != new.listen_https && (old.http3 || new.http3)),
+        ),
         ("http3", old.http3 != new.http3),
         ("admin.listen", old.admin_listen != new.admin_listen),
         ("admin.token", old.admin_token != new.admin_token),
@@ -530,6 +578,6 @@ mod tests {
         let b = gatehouse_config::load_from_str_for_tests("listen: {http: 127.0.0.1:2}\nworkers: 7\n", &[], base)
             .expect("valid");
         assert_eq!(restart_only(&a, &a), Vec::<&str>::new());
-        assert_eq!(restart_only(&a, &b), ["workers", "listen.http"]);
+        assert_eq!(restart_only(&a, &b), ["workers"], "a listener moves on reload");
     }
 }
