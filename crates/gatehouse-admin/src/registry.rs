@@ -139,7 +139,8 @@ pub fn instance_from_json(
         _ => return Err("`metadata` must be an object of at most 32 texts".into()),
     };
     let ttl = if saved {
-        Duration::from_millis(o.get("ttl_ms").and_then(Value::as_u64).unwrap_or(ttl.as_millis() as u64))
+        // A saved TTL over today's registry.max_ttl is cut to it.
+        Duration::from_millis(o.get("ttl_ms").and_then(Value::as_u64).unwrap_or(ttl.as_millis() as u64)).min(max_ttl)
     } else {
         match o.get("ttl") {
             None | Some(Value::Null) => ttl,

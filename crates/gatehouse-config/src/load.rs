@@ -370,7 +370,10 @@ fn build(
         }
         // A short token is a guessable one; it matters where the admin API is reachable
         // from the network (loopback-only setups may keep theirs).
-        Some(v) if v.text.len() < 16 && !admin_listen.ip().is_loopback() => {
+        Some(v)
+            if v.text.len() < 16
+                && (!admin_listen.ip().is_loopback() || registry.listen.is_some_and(|a| !a.ip().is_loopback())) =>
+        {
             cx.value_err(
                 &v,
                 "admin.token",

@@ -333,7 +333,8 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     if let (Some(l), Some(addr)) = (registry_listener, registry_addr) {
         let mut only = admin.clone();
         only.registry_only = true;
-        only.allowed_hosts = Arc::new(gatehouse_admin::guard::Allowed::new(None, addr));
+        only.allowed_hosts =
+            Arc::new(gatehouse_admin::guard::Allowed::new(config.admin_allowed_hosts.as_deref(), addr));
         control.spawn(async move {
             let listener = match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => l,

@@ -264,7 +264,11 @@ impl Reloading {
         state: gatehouse_proxy::RuntimeState,
     ) -> Result<gatehouse_proxy::RuntimeState, Error> {
         let http = (new.listen_http != old.listen_http).then_some(new.listen_http);
-        let https = new.listen_https.filter(|a| old.listen_https.is_some_and(|o| o != *a) && !new.http3 && !old.http3);
+        // Only an HTTPS listener that runs can move (one a reload added waits for a restart).
+        let running = self.listeners.addrs().1.is_some();
+        let https = new
+            .listen_https
+            .filter(|a| running && old.listen_https.is_some_and(|o| o != *a) && !new.http3 && !old.http3);
         if http.is_none() && https.is_none() {
             return Ok(state);
         }
@@ -371,7 +375,7 @@ impl Reloading {
 /// Settings a reload reads but cannot apply (listeners, workers, admin, logging, …), by
 /// their configuration names, where `new` differs from `old`.
 fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 12] = [
+    let checks: [(&'static str, bool); 13] = [
         ("workers", old.workers != new.workers),
         // A listener's address moves on reload; adding or removing HTTPS, or moving it
         // while HTTP/3 runs on its port, needs a restart.
@@ -389,6 +393,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ("server", old.server != new.server),
         ("dns_refresh", old.dns_refresh != new.dns_refresh),
         ("storage.path", old.storage_path != new.storage_path),
+        ("registry.listen", old.registry.listen != new.registry.listen),
         ("logging", old.logging != new.logging),
     ];
     checks.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()

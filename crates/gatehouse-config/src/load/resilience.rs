@@ -339,10 +339,13 @@ pub(super) fn registry(cx: &mut Ctx<'_>, r: Option<&raw::Registry>) -> RegistryC
     });
     let ttl = cx.timeout(r.ttl.as_ref(), "registry.ttl", d.ttl);
     let max_ttl = cx.timeout(r.max_ttl.as_ref(), "registry.max_ttl", d.max_ttl);
-    if let Some(v) = &r.ttl
-        && ttl > max_ttl
-    {
-        cx.err_at(v, "registry.ttl", "must not be longer than registry.max_ttl");
+    if ttl > max_ttl {
+        let at = r.ttl.as_ref().or(r.max_ttl.as_ref()).map(|v| v.referenced.line());
+        cx.err(
+            at,
+            "registry.ttl",
+            format!("{ttl:?} (the default TTL) must not be longer than registry.max_ttl ({max_ttl:?})"),
+        );
     }
     RegistryConfig { listen, ttl, max_ttl }
 }

@@ -291,8 +291,8 @@ pub(super) fn build_route(
         Action::Proxy(inline(cx, vec![b], format!("{dot}backend"))?)
     } else if let Some(list) = r.backends {
         Action::Proxy(inline(cx, list, format!("{dot}backends"))?)
-    } else if let Some(raw::UpstreamRef::Service(sref)) = &r.upstream {
-        let name = service_name(cx, &sref.service, &format!("{dot}upstream.service"))?;
+    } else if let Some(S { value: raw::UpstreamRef::Service(sref), referenced, .. }) = &r.upstream {
+        let name = service_name(cx, &sref.service, referenced.line(), &format!("{dot}upstream.service"))?;
         let (health, breaker) = (layer.health.clone(), layer.breaker.clone());
         Action::Proxy(Arc::new(Upstream {
             key: format!("{id}:service:{name}:{health:?}:{breaker:?}"),
@@ -306,14 +306,15 @@ pub(super) fn build_route(
             breaker,
             service: Some(name),
         }))
-    } else if let Some(raw::UpstreamRef::Name(u)) = &r.upstream {
-        match named.get(&u.value) {
+    } else if let Some(S { value: raw::UpstreamRef::Name(u), referenced, .. }) = &r.upstream {
+        match named.get(u) {
             Some(up) => Action::Proxy(up.clone()),
             None => {
-                let hint = nearest(&u.value, named.keys().map(String::as_str))
+                let hint = nearest(u, named.keys().map(String::as_str))
                     .map(|n| format!(" (did you mean `{n}`?)"))
                     .unwrap_or_default();
-                cx.err_at(u, format!("{dot}upstream"), format!("no upstream named {:?} in this site{hint}", u.value));
+                let message = format!("no upstream named {u:?} in this site{hint}");
+                cx.err(Some(referenced.line()), format!("{dot}upstream"), message);
                 return None;
             }
         }
@@ -402,10 +403,10 @@ pub(super) fn named_groups(re: &Regex) -> String {
 }
 
 /// A registry service name: letters, digits, `.`, `_` and `-`, at most 64.
-pub(super) fn service_name(cx: &mut Ctx<'_>, v: &S<String>, at: &str) -> Option<String> {
-    let name = v.value.trim();
+pub(super) fn service_name(cx: &mut Ctx<'_>, name: &str, line: u64, at: &str) -> Option<String> {
+    let name = name.trim();
     if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-        cx.err_at(v, at, format!("invalid service name {name:?}: letters, digits, '.', '_' and '-', at most 64"));
+        cx.err(Some(line), at, format!("invalid service name {name:?}: letters, digits, '.', '_' and '-', at most 64"));
         return None;
     }
     Some(name.to_string())

@@ -177,7 +177,10 @@ pub(super) fn build_site(
         if let Some(b) = &u.load_balancing {
             balance = parse_balance(cx, b, &format!("{at}.load_balancing"), balance);
         }
-        let service = u.service.as_ref().and_then(|v| super::route::service_name(cx, v, &format!("{at}.service")));
+        let service = u
+            .service
+            .as_ref()
+            .and_then(|v| super::route::service_name(cx, &v.value, v.referenced.line(), &format!("{at}.service")));
         let backends = parse_backends(cx, &u.backends, &format!("{at}.backends"));
         if backends.is_empty() && !u.backends.is_empty() {
             continue;

@@ -399,7 +399,7 @@ pub struct Route {
     pub backend: Option<S<String>>,
     pub backends: Option<Vec<S<String>>>,
     /// A named upstream of the site, or `{service: NAME}` for the registry's instances.
-    pub upstream: Option<UpstreamRef>,
+    pub upstream: Option<S<UpstreamRef>>,
     #[serde(rename = "static")]
     pub static_dir: Option<S<String>>,
     pub index: Option<Vec<String>>,
@@ -419,14 +419,14 @@ pub struct Route {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(untagged)]
 pub enum UpstreamRef {
-    Name(S<String>),
+    Name(String),
     Service(ServiceRef),
 }
 
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceRef {
-    pub service: S<String>,
+    pub service: String,
 }
 
 #[derive(Debug, Deserialize, Clone)]
