@@ -441,3 +441,21 @@ async fn slow_requests_are_logged_and_counted() {
     );
     assert_eq!(gh.log().matches("slow request").count(), 1, "the fast request is not slow");
 }
+
+/// Failover after connection failures stops after 5 backends: an upstream whose many
+/// instances are all gone does not turn one request into a connection attempt (and a log
+/// line) per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_tries_at_most_five_backends() {
+    let dead: Vec<String> = (0..8)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            format!("http://{}", l.local_addr().expect("addr"))
+        })
+        .collect();
+    let site = format!("host: shop.test\nbackends: [{}]\n", dead.join(", "));
+    let gh = Gatehouse::start("", &[("shop", &site)]);
+    assert_eq!(get(gh.http, "shop.test", "/").await.status, 502);
+    assert!(wait_until(NET_TIMEOUT, || gh.log().contains("request failed")).await, "{}", gh.log());
+    assert_eq!(gh.log().matches("backend connection failed").count(), 5, "{}", gh.log());
+}

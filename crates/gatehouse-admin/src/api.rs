@@ -87,8 +87,8 @@ pub(crate) async fn certs(State(admin): State<Admin>, RawQuery(query): RawQuery)
 
 /// A backend with its counters and health, as `/api/routes` and `/api/backends` show it.
 pub(crate) fn backend_json(g: &gatehouse_proxy::upstream::Group, b: &gatehouse_proxy::upstream::BackendState) -> Value {
-    let now = gatehouse_proxy::upstream::breaker::now_ms();
-    let (recent, recent_failed) = b.health.recent.counts(now);
+    let failed = b.failures.load(Ordering::Relaxed) + b.server_errors.load(Ordering::Relaxed);
+    let (recent, recent_failed) = b.health.recent.counts(b.requests.load(Ordering::Relaxed), failed);
     let mut v = json!({
         "url": b.backend.url(),
         "upstream": g.config.id,
@@ -101,8 +101,8 @@ pub(crate) fn backend_json(g: &gatehouse_proxy::upstream::Group, b: &gatehouse_p
         // `unchecked` without health checks on the upstream.
         "health": b.health.state(),
         "last_check_ms": b.health.last_check_ms(),
-        // Requests (and the share that failed: backend errors and 5xx) over the last one
-        // to two minutes.
+        // Requests (and the share that failed: backend errors and 5xx) over about the last
+        // minute (counters sampled every 10 s).
         "recent_requests": recent,
         "recent_error_rate": if recent == 0 { 0.0 } else { recent_failed as f64 / recent as f64 },
     });

@@ -42,40 +42,35 @@ pub struct Health {
     checks: AtomicU32,
     /// The window's success rate stayed under `degraded_below` at the last check.
     degraded: AtomicBool,
-    /// Requests and failures of the current and the previous minute.
+    /// Samples of the request and failure counters (the last minute's error rate).
     pub recent: Recent,
 }
 
-/// Requests and failed ones (backend errors and 5xx) over the last one to two minutes, for
-/// the admin API's error rate: two one-minute buckets, each a (requests << 32 | failures)
-/// word.
+/// A backend's request and failure counters as sampled every 10 seconds (by
+/// `Checks::sample`, on the control runtime), so the admin API can tell the error rate of
+/// the last minute while the request path only counts.
 #[derive(Debug, Default)]
 pub struct Recent {
-    minute: AtomicU64,
-    current: AtomicU64,
-    previous: AtomicU64,
+    /// (milliseconds on the process clock, requests, failures), oldest first, at most 7.
+    samples: std::sync::Mutex<std::collections::VecDeque<(u64, u64, u64)>>,
 }
 
 impl Recent {
-    /// Counts one request at `now_ms` (the process clock of `upstream::breaker::now_ms`).
-    pub fn add(&self, failed: bool, now_ms: u64) {
-        self.roll(now_ms / 60_000);
-        self.current.fetch_add((1 << 32) | u64::from(failed), Ordering::Relaxed);
-    }
-
-    fn roll(&self, minute: u64) {
-        let seen = self.minute.load(Ordering::Relaxed);
-        if seen != minute && self.minute.compare_exchange(seen, minute, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            let last = self.current.swap(0, Ordering::AcqRel);
-            self.previous.store(if minute == seen + 1 { last } else { 0 }, Ordering::Relaxed);
+    /// Notes the counters now.
+    pub fn sample(&self, now_ms: u64, requests: u64, failures: u64) {
+        let mut s = self.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if s.len() == 7 {
+            s.pop_front();
         }
+        s.push_back((now_ms, requests, failures));
     }
 
-    /// (requests, failures) over the current and the previous minute.
-    pub fn counts(&self, now_ms: u64) -> (u64, u64) {
-        self.roll(now_ms / 60_000);
-        let (a, b) = (self.current.load(Ordering::Relaxed), self.previous.load(Ordering::Relaxed));
-        ((a >> 32) + (b >> 32), (a & 0xffff_ffff) + (b & 0xffff_ffff))
+    /// (requests, failures) since the oldest sample of the last minute, given the counters
+    /// now; all of them before the first sample.
+    pub fn counts(&self, requests: u64, failures: u64) -> (u64, u64) {
+        let s = self.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (r0, f0) = s.front().map_or((0, 0), |(_, r, f)| (*r, *f));
+        (requests.saturating_sub(r0), failures.saturating_sub(f0))
     }
 }
 
@@ -236,6 +231,21 @@ pub struct Checks {
 impl Checks {
     pub fn new() -> Checks {
         Checks::default()
+    }
+
+    /// Samples every backend's counters every 10 seconds, for `Recent`.
+    pub async fn sample(state: crate::StateHandle) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let now = crate::upstream::breaker::now_ms();
+            for g in state.load().groups.values() {
+                for b in &g.backends {
+                    let failed = b.failures.load(Ordering::Relaxed) + b.server_errors.load(Ordering::Relaxed);
+                    b.health.recent.sample(now, b.requests.load(Ordering::Relaxed), failed);
+                }
+            }
+        }
     }
 
     /// Starts and stops checks to match `state`: a backend keeps its running check while

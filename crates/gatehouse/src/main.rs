@@ -411,6 +411,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     control.spawn(reloading.run());
     registry::start(&server.watcher(), &queue);
     control.spawn(registry::expire(server.watcher(), data.clone()));
+    control.spawn(gatehouse_proxy::health::Checks::sample(server.watcher()));
 
     ready.store(true, Ordering::Release);
     tracing::info!(http = %http_addr, admin = %admin_addr, workers = config.workers, "gatehouse started");

@@ -25,28 +25,10 @@ use crate::upstream::exchange::{self, Outbound, Tunnel, Wanted};
 use crate::upstream::pool::Want;
 use crate::upstream::select::Selection;
 
-/// Proxies `req` to the route's upstream group (for a `split` route, the pool `split`
-/// chooses). `path` is the normalised path.
-pub(crate) async fn forward<'a>(
-    cx: &mut Ctx<'a>,
-    route: &'a Compiled,
-    group: &'a Arc<Group>,
-    req: Request<Inbound>,
-    path: &str,
-) -> Result<Response<Outgoing>, ProxyError> {
-    let (group, set_cookie) = match &route.split {
-        None => (group, None),
-        Some(split) => {
-            let choice = split.choose(req.headers(), cx.conn.tls.is_some());
-            (&split.groups[choice.pool], choice.set_cookie)
-        }
-    };
-    let mut resp = attempts(cx, route, group, req, path).await?;
-    if let Some(cookie) = set_cookie {
-        resp.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    Ok(resp)
-}
+/// Most backends one request tries after connection failures: an upstream of a thousand
+/// registry instances that are all gone must not turn one request into a thousand
+/// connection attempts (and log lines).
+const FAILOVER_LIMIT: usize = 5;
 
 /// What a retry needs to send the request again once an attempt has used it up: the head
 /// as it was before the first attempt, and the body, kept in memory.
@@ -73,16 +55,24 @@ impl Replay {
     }
 }
 
-/// The one retry loop: `select` picks a backend, `exchange::attempt` tries it, `report`
-/// counts the outcome, and the error's `retry` (or the upstream's `retries`) says whether
-/// another attempt is made.
-async fn attempts<'a>(
+/// Proxies `req` to the route's upstream group (for a `split` route, the pool `split`
+/// chooses). `path` is the normalised path. The one retry loop: `select` picks a backend,
+/// `exchange::attempt` tries it, `report` counts the outcome, and the error's `retry` (or
+/// the upstream's `retries`) says whether another attempt is made.
+pub(crate) async fn forward<'a>(
     cx: &mut Ctx<'a>,
     route: &'a Compiled,
     group: &'a Arc<Group>,
     req: Request<Inbound>,
     path: &str,
 ) -> Result<Response<Outgoing>, ProxyError> {
+    let (group, set_cookie) = match &route.split {
+        None => (group, None),
+        Some(split) => {
+            let choice = split.choose(req.headers(), cx.conn.tls.is_some());
+            (&split.groups[choice.pool], choice.set_cookie)
+        }
+    };
     let opts = &route.route.options;
     let mut out = outbound(cx, route, group, req, path);
     let upgrade = out.client_upgrade.is_some();
@@ -94,8 +84,9 @@ async fn attempts<'a>(
     }
     // `retries`: a request it allows, whose body (if any) is small enough to keep.
     let policy = group.config.retries.as_ref().filter(|p| !upgrade && p.allows(&out.parts.method));
+    // Boxed: only requests that may be retried pay for its state.
     let replay = match policy {
-        Some(p) => keep_for_replay(&mut out, p.max_body).await?,
+        Some(p) => Box::pin(keep_for_replay(&mut out, p.max_body)).await?,
         None => None,
     };
     let policy = policy.filter(|_| replay.is_some());
@@ -114,6 +105,7 @@ async fn attempts<'a>(
     if policy.is_some() {
         group.budget.request();
     }
+    let mut attempted = 0;
     let result = loop {
         let Some(b) = backend else {
             // Nothing tried yet: every backend is out of rotation (health checks, breakers).
@@ -126,6 +118,7 @@ async fn attempts<'a>(
             break Err(ProxyError::Connect { backend: String::new(), reason: "no backends".into() });
         };
         cx.backend = Some(b);
+        attempted += 1;
         if let Some(r) = &mut cx.record {
             r.tried(b.backend.url(), cx.retries);
         }
@@ -149,6 +142,7 @@ async fn attempts<'a>(
                 // request already went to hyper, which keeps it).
                 Retry::Safe
                     if !out.consumed
+                        && attempted < FAILOVER_LIMIT
                         && let Some(next) = selection.next() =>
                 {
                     cx.retries += 1;
@@ -187,7 +181,11 @@ async fn attempts<'a>(
         }
     };
     hdr::maps::give(std::mem::take(&mut out.parts.headers));
-    result
+    let mut resp = result?;
+    if let Some(cookie) = set_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(resp)
 }
 
 /// Waits the backoff for the retry about to be made, and picks its backend: the next one
@@ -214,7 +212,7 @@ async fn next_try<'g>(
 /// Before the first attempt of a request `retries` may repeat: a copy of its head, and
 /// its body read into memory when it declares a length up to `max_body`. `None` when the
 /// body is larger, or of unknown length: such a request is not retried.
-async fn keep_for_replay(out: &mut Outbound, max_body: u64) -> Result<Option<Replay>, ProxyError> {
+async fn keep_for_replay(out: &mut Outbound, max_body: u64) -> Result<Option<Box<Replay>>, ProxyError> {
     let body = match std::mem::replace(&mut out.body, Outgoing::Empty) {
         Outgoing::Empty => None,
         Outgoing::Request(b) => {
@@ -238,7 +236,7 @@ async fn keep_for_replay(out: &mut Outbound, max_body: u64) -> Result<Option<Rep
         }
     };
     out.body = body.clone().map_or(Outgoing::Empty, Outgoing::full);
-    Ok(Some(Replay {
+    Ok(Some(Box::new(Replay {
         method: out.parts.method.clone(),
         uri: out.parts.uri.clone(),
         version: out.parts.version,
@@ -246,7 +244,7 @@ async fn keep_for_replay(out: &mut Outbound, max_body: u64) -> Result<Option<Rep
         forwarding: out.forwarding.clone(),
         pq: out.pq.clone(),
         body,
-    }))
+    })))
 }
 
 /// The upstream request for `req`.

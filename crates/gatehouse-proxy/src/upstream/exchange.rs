@@ -196,7 +196,7 @@ pub async fn attempt(
         && let Some(client_side) = out.client_upgrade.take()
     {
         let backend_side = hyper::upgrade::on(&mut response);
-        let tunnel = out.tunnel.take();
+        let mut tunnel = out.tunnel.take();
         tokio::spawn(async move {
             let _active = active;
             let limit = tunnel.as_ref().and_then(|t| t.max_duration).unwrap_or(Duration::MAX);
@@ -204,13 +204,15 @@ pub async fn attempt(
                 (Ok(a), Ok(b)) => {
                     let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
                     let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
-                    if tokio::time::timeout(limit, copy).await.is_err() {
+                    let timed_out = tokio::time::timeout(limit, copy).await.is_err();
+                    // The slot is free before the client sees the connection close.
+                    drop(tunnel.take());
+                    if timed_out {
                         tracing::debug!("WebSocket closed at websocket.max_duration");
                     }
                 }
                 _ => tracing::debug!("upgrade did not complete"),
             }
-            drop(tunnel);
         });
         let (mut rp, _) = response.into_parts();
         hdr::strip_hop_by_hop(&mut rp.headers, true);
@@ -286,8 +288,9 @@ pub fn report(
         }
         Ok(resp) => Some(resp.status().is_server_error()),
     };
-    let now = super::breaker::now_ms();
-    backend.health.recent.add(server_error.is_none_or(|is_5xx| is_5xx), now);
+    if server_error == Some(true) {
+        backend.server_errors.fetch_add(1, Ordering::Relaxed);
+    }
     let event = |kind, detail: String| {
         shared.event(Event { kind, upstream: group.config.id.clone(), backend: backend.backend.url(), detail })
     };
@@ -300,7 +303,7 @@ pub fn report(
     }
     if let Some(cfg) = &group.config.breaker {
         let failed = server_error.is_none_or(|is_5xx| is_5xx && cfg.count_5xx);
-        match backend.breaker.record(failed, cfg, now) {
+        match backend.breaker.record(failed, cfg, super::breaker::now_ms()) {
             Some(Transition::Opened) => event(
                 EventKind::BreakerOpen,
                 format!("failures reached the breaker's threshold; open for {:?}", cfg.open_for),
