@@ -459,3 +459,34 @@ async fn failover_tries_at_most_five_backends() {
     assert!(wait_until(NET_TIMEOUT, || gh.log().contains("request failed")).await, "{}", gh.log());
     assert_eq!(gh.log().matches("backend connection failed").count(), 5, "{}", gh.log());
 }
+
+/// A retry after a read timeout has a read timeout of its own: the second backend gets the
+/// whole `timeouts.read` again, not what the first one left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_read_timeout_gets_a_fresh_deadline() {
+    // Accepts, reads, never answers.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hang_addr = hang.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = hang.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while tokio::io::AsyncReadExt::read(&mut s, &mut buf).await.is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    let good = Flaky::start("good", 200).await;
+    let site = format!(
+        "host: shop.test\nupstreams:\n  app:\n    backends: [http://{hang_addr}, {}]\n    load_balancing: {{algorithm: round_robin}}\n    retries: {{attempts: 2, backoff: 1ms}}\nroutes:\n  - path: /\n    upstream: app\n    options: {{timeouts: {{read: 300ms}}}}\n",
+        good.url()
+    );
+    let gh = Gatehouse::start("", &[("shop", &site)]);
+    for _ in 0..4 {
+        let r = get(gh.http, "shop.test", "/").await;
+        assert_eq!((r.status.as_u16(), r.header("x-backend")), (200, Some("good")), "{}", gh.log());
+    }
+    // The good backend was never blamed for the hanging one's timeouts.
+    let v = get(gh.admin, "localhost", "/api/backends").await.json();
+    let good_entry = v["backends"].as_array().and_then(|l| l.iter().find(|b| b["url"] == good.url()).cloned());
+    assert_eq!(good_entry.map(|b| b["failures"].clone()), Some(serde_json::json!(0)), "{v}");
+}

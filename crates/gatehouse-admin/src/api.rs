@@ -88,7 +88,9 @@ pub(crate) async fn certs(State(admin): State<Admin>, RawQuery(query): RawQuery)
 /// A backend with its counters and health, as `/api/routes` and `/api/backends` show it.
 pub(crate) fn backend_json(g: &gatehouse_proxy::upstream::Group, b: &gatehouse_proxy::upstream::BackendState) -> Value {
     let failed = b.failures.load(Ordering::Relaxed) + b.server_errors.load(Ordering::Relaxed);
-    let (recent, recent_failed) = b.health.recent.counts(b.requests.load(Ordering::Relaxed), failed);
+    // Attempts: requests sent, and those that got no connection (not in `requests`).
+    let attempts = b.requests.load(Ordering::Relaxed) + b.refused.load(Ordering::Relaxed);
+    let (recent, recent_failed) = b.health.recent.counts(attempts, failed);
     let mut v = json!({
         "url": b.backend.url(),
         "upstream": g.config.id,

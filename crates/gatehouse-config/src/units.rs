@@ -149,7 +149,14 @@ pub fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
     let bad = || format!("invalid time {s:?}: expected RFC 3339, such as 2026-12-24T22:00:00Z");
     let t = s.trim();
     let b = t.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
+    // Byte positions below index the text: only ASCII has one character per byte.
+    if !t.is_ascii()
+        || b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+    {
         return Err(bad());
     }
     let num = |r: std::ops::Range<usize>| t.get(r).and_then(|x| x.parse::<i64>().ok()).ok_or_else(bad);
@@ -203,7 +210,16 @@ mod time_tests {
         assert_eq!(at("2026-12-24T22:00:00Z"), Ok(Some(1_798_149_600)));
         assert_eq!(at("2026-12-24T23:00:00.250+01:00"), Ok(Some(1_798_149_600)));
         assert_eq!(at("2000-02-29T12:00:00-00:30"), Ok(Some(951_827_400)));
-        for bad in ["2026-12-24", "2026-13-01T00:00:00Z", "2026-12-24T22:00:00", "tomorrow", "2026-12-24T22:00:00+1"] {
+        for bad in [
+            "2026-12-24",
+            "2026-13-01T00:00:00Z",
+            "2026-12-24T22:00:00",
+            "tomorrow",
+            "2026-12-24T22:00:00+1",
+            "2026-12-24T22:00:00+0é00",
+            "2026-12-24T22:00:00.é",
+            "2026-12-24T22:00:00Zé",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
     }

@@ -242,7 +242,8 @@ impl Checks {
             for g in state.load().groups.values() {
                 for b in &g.backends {
                     let failed = b.failures.load(Ordering::Relaxed) + b.server_errors.load(Ordering::Relaxed);
-                    b.health.recent.sample(now, b.requests.load(Ordering::Relaxed), failed);
+                    let attempts = b.requests.load(Ordering::Relaxed) + b.refused.load(Ordering::Relaxed);
+                    b.health.recent.sample(now, attempts, failed);
                 }
             }
         }

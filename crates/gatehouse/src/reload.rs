@@ -170,6 +170,15 @@ impl Reloading {
                     n.notify(reload_failed(&sources.join(","), errors));
                 }
                 self.record(&sources.join(","), &before, &outcome);
+                // A failed reload built nothing: what else was asked still has to happen.
+                if outcome.is_err() {
+                    if asked.certs {
+                        self.reload_certs().await;
+                    }
+                    if asked.registry {
+                        self.rebuild().await;
+                    }
+                }
                 for w in asked.waiters {
                     let _ = w.send(outcome.clone());
                 }

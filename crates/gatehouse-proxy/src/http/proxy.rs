@@ -123,7 +123,7 @@ pub(crate) async fn forward<'a>(
             r.tried(b.backend.url(), cx.retries);
         }
         let outcome = exchange::attempt(group, b, &mut out, Wanted { opts, verbatim, want }).await;
-        exchange::report(group, b, &outcome, shared);
+        exchange::report(group, b, &outcome, shared, selection.probe);
         // May this request go again, after this outcome? (`retries`, within its budget.)
         let mut may_retry = |out: &mut Outbound| {
             let Some(p) = policy else { return false };
@@ -146,6 +146,7 @@ pub(crate) async fn forward<'a>(
                         && let Some(next) = selection.next() =>
                 {
                     cx.retries += 1;
+                    out.sent_at = Instant::now();
                     backend = Some(next);
                     want = first_want;
                 }
@@ -158,23 +159,34 @@ pub(crate) async fn forward<'a>(
                         r.restore(&mut out);
                     }
                     cx.retries += 1;
+                    out.sent_at = Instant::now();
                     want = Want::Fresh;
                 }
                 // `retries`: the backend failed before a response head (the connection
                 // broke, no answer in time): the request goes again, to the next backend
                 // when there is one, after a growing pause.
-                _ if e.side() == crate::error::Side::Backend && may_retry(&mut out) => {
+                _ if e.side() == crate::error::Side::Backend
+                    && policy.is_some()
+                    && let Some(next) = retry_target(&mut selection, b, group)
+                    && may_retry(&mut out) =>
+                {
                     tracing::debug!(target: "gatehouse::proxy", backend = %b.backend.url(), error = %e, "retrying on another backend");
-                    backend = Some(next_try(&mut selection, b, policy, tries_left, cx).await);
+                    backoff(policy, tries_left).await;
+                    backend = Some(retried(next, cx, &mut out));
                     want = Want::Fresh;
                 }
                 _ => break Err(e),
             },
             // `retries.statuses`: an answer that says "try again" is dropped for another try.
-            Ok(resp) if policy.is_some_and(|p| p.statuses.contains(&resp.status().as_u16())) && may_retry(&mut out) => {
+            Ok(resp)
+                if policy.is_some_and(|p| p.statuses.contains(&resp.status().as_u16()))
+                    && let Some(next) = retry_target(&mut selection, b, group)
+                    && may_retry(&mut out) =>
+            {
                 tracing::debug!(target: "gatehouse::proxy", backend = %b.backend.url(), status = resp.status().as_u16(), "retrying on another backend");
                 drop(resp);
-                backend = Some(next_try(&mut selection, b, policy, tries_left, cx).await);
+                backoff(policy, tries_left).await;
+                backend = Some(retried(next, cx, &mut out));
                 want = Want::Fresh;
             }
             ok => break ok,
@@ -188,23 +200,38 @@ pub(crate) async fn forward<'a>(
     Ok(resp)
 }
 
-/// Waits the backoff for the retry about to be made, and picks its backend: the next one
-/// in the selection, or `b` again when it is the only one left.
-async fn next_try<'g>(
+/// The backend for a retry: the next one in the selection, or `b` again when it is the
+/// only one left and still in rotation with its breaker closed.
+fn retry_target<'g>(
     selection: &mut Selection<'g>,
     b: &'g Arc<crate::upstream::BackendState>,
-    policy: Option<&gatehouse_config::RetryPolicy>,
-    tries_left: u32,
-    cx: &mut Ctx<'_>,
-) -> &'g Arc<crate::upstream::BackendState> {
+    group: &Group,
+) -> Option<&'g Arc<crate::upstream::BackendState>> {
+    selection.next().or_else(|| {
+        let closed = group.config.breaker.is_none() || b.breaker.state() == "closed";
+        (closed && !b.health.is_down()).then_some(b)
+    })
+}
+
+/// The pause before a retry: `backoff`, doubled for each retry made, with up to half of it
+/// again as jitter.
+async fn backoff(policy: Option<&gatehouse_config::RetryPolicy>, tries_left: u32) {
     if let Some(p) = policy {
         let n = p.attempts.saturating_sub(1 + tries_left).max(1);
         let pause = p.backoff.saturating_mul(1 << (n - 1).min(10));
         let jitter = pause.mul_f64(fastrand::f64() * 0.5);
         tokio::time::sleep(pause + jitter).await;
     }
+}
+
+/// Counts a retry to `next`; its read timeout counts from now, not from the first try.
+fn retried<'g>(
+    next: &'g Arc<crate::upstream::BackendState>,
+    cx: &mut Ctx<'_>,
+    out: &mut Outbound,
+) -> &'g Arc<crate::upstream::BackendState> {
     cx.retries += 1;
-    let next = selection.next().unwrap_or(b);
+    out.sent_at = Instant::now();
     next.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     next
 }
@@ -213,6 +240,13 @@ async fn next_try<'g>(
 /// its body read into memory when it declares a length up to `max_body`. `None` when the
 /// body is larger, or of unknown length: such a request is not retried.
 async fn keep_for_replay(out: &mut Outbound, max_body: u64) -> Result<Option<Box<Replay>>, ProxyError> {
+    // A body with trailers (gRPC, a `Trailer` field) would lose them in memory: streamed.
+    let h = &out.parts.headers;
+    let trailers = h.contains_key(header::TRAILER)
+        || h.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if trailers && !matches!(out.body, Outgoing::Empty) {
+        return Ok(None);
+    }
     let body = match std::mem::replace(&mut out.body, Outgoing::Empty) {
         Outgoing::Empty => None,
         Outgoing::Request(b) => {
@@ -236,6 +270,8 @@ async fn keep_for_replay(out: &mut Outbound, max_body: u64) -> Result<Option<Box
         }
     };
     out.body = body.clone().map_or(Outgoing::Empty, Outgoing::full);
+    // The body is in memory now: each attempt's read timeout counts from its send.
+    out.progress = None;
     Ok(Some(Box::new(Replay {
         method: out.parts.method.clone(),
         uri: out.parts.uri.clone(),

@@ -24,6 +24,16 @@ pub fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
+/// What `admit` decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Closed: the request goes.
+    Yes,
+    /// Half-open: the request goes as one of the probes; only probes decide the state.
+    Probe,
+    No,
+}
+
 /// A state change, for logs, metrics, the store and webhooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -64,19 +74,20 @@ impl Breaker {
 
     /// Whether a request may go to the backend now. Open past its time, the breaker goes
     /// half-open (reported in the result) and this request is a probe; half-open, it
-    /// admits while probe slots are free.
-    pub fn admit(&self, cfg: &CircuitBreaker, now: u64) -> (bool, Option<Transition>) {
-        match self.state.load(Ordering::Relaxed) {
-            CLOSED => (true, None),
+    /// admits probes while slots are free.
+    pub fn admit(&self, cfg: &CircuitBreaker, now: u64) -> (Admit, Option<Transition>) {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => (Admit::Yes, None),
             OPEN => {
-                if now < self.since_ms.load(Ordering::Relaxed) {
-                    return (false, None);
+                if now < self.since_ms.load(Ordering::Acquire) {
+                    return (Admit::No, None);
                 }
+                // The probe counters are ready before anyone can see the half-open state.
+                self.probe_successes.store(0, Ordering::Relaxed);
+                self.probes_out.store(1, Ordering::Relaxed);
+                self.since_ms.store(now, Ordering::Release);
                 if self.state.compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                    self.since_ms.store(now, Ordering::Relaxed);
-                    self.probe_successes.store(0, Ordering::Relaxed);
-                    self.probes_out.store(1, Ordering::Relaxed);
-                    return (true, Some(Transition::HalfOpen));
+                    return (Admit::Probe, Some(Transition::HalfOpen));
                 }
                 (self.take_probe(cfg, now), None)
             }
@@ -84,29 +95,34 @@ impl Breaker {
         }
     }
 
-    fn take_probe(&self, cfg: &CircuitBreaker, now: u64) -> bool {
-        if self.state.load(Ordering::Relaxed) != HALF_OPEN {
-            return self.state.load(Ordering::Relaxed) == CLOSED;
+    fn take_probe(&self, cfg: &CircuitBreaker, now: u64) -> Admit {
+        match self.state.load(Ordering::Acquire) {
+            HALF_OPEN => {}
+            CLOSED => return Admit::Yes,
+            _ => return Admit::No,
         }
         if self.probes_out.fetch_add(1, Ordering::AcqRel) < cfg.probes {
-            return true;
+            return Admit::Probe;
         }
         self.probes_out.fetch_sub(1, Ordering::AcqRel);
         // Probes whose outcome never came back (a client gave up on them) must not keep the
         // breaker half-open forever: after another `open_for`, new probes may go.
-        let since = self.since_ms.load(Ordering::Relaxed);
+        let since = self.since_ms.load(Ordering::Acquire);
         if now.saturating_sub(since) >= cfg.open_for.as_millis() as u64
             && self.since_ms.compare_exchange(since, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             self.probes_out.store(1, Ordering::Relaxed);
-            return true;
+            return Admit::Probe;
         }
-        false
+        Admit::No
     }
 
-    /// Counts a request's outcome at the backend.
-    pub fn record(&self, failed: bool, cfg: &CircuitBreaker, now: u64) -> Option<Transition> {
-        match self.state.load(Ordering::Relaxed) {
+    /// Counts a request's outcome at the backend; `probe` when `admit` let it through as
+    /// a probe. Half-open, only probes count: a request sent before the breaker opened
+    /// says nothing about the backend now.
+    pub fn record(&self, failed: bool, probe: bool, cfg: &CircuitBreaker, now: u64) -> Option<Transition> {
+        match self.state.load(Ordering::Acquire) {
+            HALF_OPEN if !probe => None,
             HALF_OPEN => {
                 if failed {
                     return self.open(HALF_OPEN, cfg, now);
@@ -154,10 +170,15 @@ impl Breaker {
     }
 
     fn open(&self, from: u8, cfg: &CircuitBreaker, now: u64) -> Option<Transition> {
+        // The deadline is in place before anyone can see the open state (a stale one would
+        // let a probe through at once).
+        let until = now + cfg.open_for.as_millis() as u64;
+        let before = self.since_ms.swap(until, Ordering::AcqRel);
         if self.state.compare_exchange(from, OPEN, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            // Another thread changed the state first; its deadline stands.
+            let _ = self.since_ms.compare_exchange(until, before, Ordering::AcqRel, Ordering::Relaxed);
             return None;
         }
-        self.since_ms.store(now + cfg.open_for.as_millis() as u64, Ordering::Relaxed);
         self.failures_in_row.store(0, Ordering::Relaxed);
         self.opened.fetch_add(1, Ordering::Relaxed);
         Some(Transition::Opened)
@@ -194,41 +215,43 @@ mod tests {
     #[test]
     fn failures_in_a_row_open_it_and_probes_close_it() {
         let (b, c) = (Breaker::default(), cfg());
-        assert_eq!(b.record(true, &c, 0), None);
-        assert_eq!(b.record(true, &c, 1), None);
-        assert_eq!(b.record(false, &c, 2), None, "a success breaks the run");
-        assert_eq!((b.record(true, &c, 3), b.record(true, &c, 4)), (None, None));
-        assert_eq!(b.record(true, &c, 5), Some(Transition::Opened));
+        assert_eq!(b.record(true, false, &c, 0), None);
+        assert_eq!(b.record(true, false, &c, 1), None);
+        assert_eq!(b.record(false, false, &c, 2), None, "a success breaks the run");
+        assert_eq!((b.record(true, false, &c, 3), b.record(true, false, &c, 4)), (None, None));
+        assert_eq!(b.record(true, false, &c, 5), Some(Transition::Opened));
         assert_eq!(b.state(), "open");
         // Open: fails fast until open_for has passed.
-        assert_eq!(b.admit(&c, 6), (false, None));
+        assert_eq!(b.admit(&c, 6), (Admit::No, None));
         assert_eq!(b.open_for_ms(6), 29_999);
-        assert_eq!(b.admit(&c, 30_004), (false, None));
+        assert_eq!(b.admit(&c, 30_004), (Admit::No, None));
         // Then half-open: two probes, no third.
-        assert_eq!(b.admit(&c, 30_005), (true, Some(Transition::HalfOpen)));
-        assert_eq!(b.admit(&c, 30_006), (true, None));
-        assert_eq!(b.admit(&c, 30_007), (false, None));
-        assert_eq!(b.record(false, &c, 30_010), None, "one success of two");
-        assert_eq!(b.admit(&c, 30_011), (true, None), "its slot is free again");
-        assert_eq!(b.record(false, &c, 30_012), Some(Transition::Closed));
-        assert_eq!((b.state(), b.admit(&c, 30_013)), ("closed", (true, None)));
+        assert_eq!(b.admit(&c, 30_005), (Admit::Probe, Some(Transition::HalfOpen)));
+        assert_eq!(b.admit(&c, 30_006), (Admit::Probe, None));
+        assert_eq!(b.admit(&c, 30_007), (Admit::No, None));
+        assert_eq!(b.record(false, false, &c, 30_009), None, "a request from before the opening does not count");
+        assert_eq!(b.record(true, false, &c, 30_009), None, "nor does its failure");
+        assert_eq!(b.record(false, true, &c, 30_010), None, "one success of two");
+        assert_eq!(b.admit(&c, 30_011), (Admit::Probe, None), "its slot is free again");
+        assert_eq!(b.record(false, true, &c, 30_012), Some(Transition::Closed));
+        assert_eq!((b.state(), b.admit(&c, 30_013)), ("closed", (Admit::Yes, None)));
     }
 
     #[test]
     fn a_failed_probe_opens_it_again_and_lost_probes_expire() {
         let (b, c) = (Breaker::default(), cfg());
         for t in 0..3 {
-            b.record(true, &c, t);
+            b.record(true, false, &c, t);
         }
-        assert_eq!(b.admit(&c, 30_002), (true, Some(Transition::HalfOpen)));
-        assert_eq!(b.record(true, &c, 30_003), Some(Transition::Opened));
-        assert_eq!(b.admit(&c, 30_004), (false, None));
+        assert_eq!(b.admit(&c, 30_002), (Admit::Probe, Some(Transition::HalfOpen)));
+        assert_eq!(b.record(true, true, &c, 30_003), Some(Transition::Opened));
+        assert_eq!(b.admit(&c, 30_004), (Admit::No, None));
         assert_eq!(b.opened.load(Ordering::Relaxed), 2);
         // Half-open again; both probes go out and never report back.
         assert_eq!(b.admit(&c, 60_003).1, Some(Transition::HalfOpen));
-        assert!(b.admit(&c, 60_004).0);
-        assert!(!b.admit(&c, 60_005).0);
-        assert!(b.admit(&c, 90_003).0, "after open_for, a new probe may go");
+        assert_eq!(b.admit(&c, 60_004).0, Admit::Probe);
+        assert_eq!(b.admit(&c, 60_005).0, Admit::No);
+        assert_eq!(b.admit(&c, 90_003).0, Admit::Probe, "after open_for, a new probe may go");
     }
 
     #[test]
@@ -238,17 +261,17 @@ mod tests {
         // Alternating failures: never 3 in a row, but half of the requests.
         let mut opened = None;
         for i in 0..10u64 {
-            if let Some(t) = b.record(i % 2 == 0, &c, i) {
+            if let Some(t) = b.record(i % 2 == 0, false, &c, i) {
                 opened = Some((i, t));
             }
         }
         assert_eq!(opened, None, "the share was met at 9 requests, under min_requests");
-        assert_eq!(b.record(true, &c, 10), Some(Transition::Opened));
+        assert_eq!(b.record(true, false, &c, 10), Some(Transition::Opened));
         // A new window forgets old failures.
         let b = Breaker::default();
         for i in 0..9u64 {
-            b.record(i % 2 == 0, &c, i);
+            b.record(i % 2 == 0, false, &c, i);
         }
-        assert_eq!(b.record(true, &c, 20_000), None, "the window rolled over");
+        assert_eq!(b.record(true, false, &c, 20_000), None, "the window rolled over");
     }
 }

@@ -265,12 +265,13 @@ async fn connect(
 /// Counts an attempt's outcome against its backend: the one place passive health checks
 /// and breakers listen. Only the backend's own failures count; a client's broken request
 /// or a limit of Gatehouse's never does. Ejections and breaker changes go to `shared`'s
-/// events.
+/// events; `probe` says the attempt was its half-open breaker's probe.
 pub fn report(
     group: &Group,
     backend: &BackendState,
     outcome: &Result<Response<Outgoing>, ProxyError>,
     shared: &crate::state::Shared,
+    probe: bool,
 ) {
     // Of the backend's side, a pooled connection it closed while idle is ordinary keep-alive
     // housekeeping, and a response over `limits.response_body` is Gatehouse's limit at work:
@@ -284,6 +285,11 @@ pub fn report(
                 return;
             }
             backend.failures.fetch_add(1, Ordering::Relaxed);
+            // No connection, so `requests` did not count it: the error rate's denominator
+            // needs it.
+            if e.retry() == crate::error::Retry::Safe {
+                backend.refused.fetch_add(1, Ordering::Relaxed);
+            }
             None
         }
         Ok(resp) => Some(resp.status().is_server_error()),
@@ -303,7 +309,7 @@ pub fn report(
     }
     if let Some(cfg) = &group.config.breaker {
         let failed = server_error.is_none_or(|is_5xx| is_5xx && cfg.count_5xx);
-        match backend.breaker.record(failed, cfg, super::breaker::now_ms()) {
+        match backend.breaker.record(failed, probe, cfg, super::breaker::now_ms()) {
             Some(Transition::Opened) => event(
                 EventKind::BreakerOpen,
                 format!("failures reached the breaker's threshold; open for {:?}", cfg.open_for),

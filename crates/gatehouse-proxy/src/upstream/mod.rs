@@ -49,8 +49,9 @@ pub struct BackendState {
     pub health: crate::health::Health,
     /// The circuit breaker's state (used when the upstream has `circuit_breaker`).
     pub breaker: breaker::Breaker,
-    /// Its 5xx answers (the admin API's error rate).
+    /// Its 5xx answers, and attempts that got no connection (the admin API's error rate).
     pub server_errors: AtomicU64,
+    pub refused: AtomicU64,
     /// Ejections by passive checks, and retries sent to this backend (metrics).
     pub ejections: AtomicU64,
     pub retries: AtomicU64,
@@ -75,6 +76,7 @@ impl BackendState {
             health: crate::health::Health::default(),
             breaker: breaker::Breaker::default(),
             server_errors: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
             retries: AtomicU64::new(0),
         }

@@ -11,7 +11,7 @@ use gatehouse_config::{Algorithm, HashKey};
 use http::HeaderMap;
 use http::header;
 
-use super::breaker::{Transition, now_ms};
+use super::breaker::{Admit, Transition, now_ms};
 use super::{BackendState, Group, hash_key};
 use crate::health::{Event, EventKind};
 use crate::state::Shared;
@@ -24,13 +24,15 @@ pub struct Selection<'g> {
     tried: usize,
     /// The soonest an open breaker that was skipped lets a probe through (milliseconds).
     pub open_ms: Option<u64>,
+    /// The backend `next` returned last goes as its half-open breaker's probe.
+    pub probe: bool,
 }
 
 impl<'g> Selection<'g> {
     /// Starts with the balancer's pick for this request.
     pub fn new(group: &'g Group, shared: &'g Shared, client: IpAddr, headers: &HeaderMap) -> Self {
         let first = group.pick(request_hash(group, client, headers));
-        Selection { group, shared, first, tried: 0, open_ms: None }
+        Selection { group, shared, first, tried: 0, open_ms: None, probe: false }
     }
 
     /// Whether `b`'s breaker (if any) lets a request through now.
@@ -38,6 +40,7 @@ impl<'g> Selection<'g> {
         let Some(cfg) = &self.group.config.breaker else { return true };
         let now = now_ms();
         let (admit, change) = b.breaker.admit(cfg, now);
+        self.probe = admit == Admit::Probe;
         if change == Some(Transition::HalfOpen) {
             self.shared.event(Event {
                 kind: EventKind::BreakerHalfOpen,
@@ -46,11 +49,11 @@ impl<'g> Selection<'g> {
                 detail: format!("letting up to {} probe request(s) through", cfg.probes),
             });
         }
-        if !admit {
+        if admit == Admit::No {
             let wait = b.breaker.open_for_ms(now);
             self.open_ms = Some(self.open_ms.map_or(wait, |w| w.min(wait)));
         }
-        admit
+        admit != Admit::No
     }
 }
 
