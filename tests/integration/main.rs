@@ -18,6 +18,7 @@ mod registry;
 mod reload;
 mod resilience;
 mod routing;
+mod security;
 mod store;
 mod tls;
 mod trace;

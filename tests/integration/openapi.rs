@@ -45,6 +45,8 @@ async fn the_openapi_description_is_served_and_fuzzing_it_gets_no_5xx() {
         "/api/analytics/{what}",
         "/metrics",
         "/api/maintenance",
+        "/api/bans",
+        "/api/bans/{ip}",
         "/v1/services",
         "/v1/services/{id}",
         "/v1/services/{id}/heartbeat",

@@ -8,6 +8,7 @@
 //! never depends on it.
 
 mod api;
+mod bans;
 mod conn;
 mod data;
 pub mod guard;
@@ -106,6 +107,8 @@ pub async fn serve(
             .route("/api/backends", get(overview::backends))
             .route("/api/ai-context", get(overview::ai_context))
             .route("/api/maintenance", get(maintenance::list).post(maintenance::switch))
+            .route("/api/bans", get(bans::list).post(bans::add))
+            .route("/api/bans/{ip}", axum::routing::delete(bans::lift))
             .route("/metrics", get(metrics))
             .route("/api/openapi.json", get(openapi))
             .merge(v1)

@@ -682,6 +682,7 @@ mod data;
 mod options;
 mod resilience;
 mod route;
+mod security;
 mod site;
 mod tls;
 

@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod proxy_protocol;
 pub mod registry;
 pub mod route;
+pub mod security;
 pub mod state;
 pub mod timer;
 pub mod tls;

@@ -124,14 +124,10 @@ pub fn spawn_workers(
     let mut threads = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let (shared, shutdown, settings) = (shared.clone(), shutdown.clone(), settings.clone());
+        // Built here, before the server reports itself started: a runtime that cannot be
+        // made (no descriptors left) fails the start instead of leaving a port half served.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let t = std::thread::Builder::new().name(format!("gatehouse-worker-{i}")).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start worker runtime");
-                    return;
-                }
-            };
             rt.block_on(worker(i, l, shared, shutdown, settings));
         })?;
         threads.push(t);

@@ -65,6 +65,16 @@ pub struct Ctx<'a> {
     /// The request's access record while the pipeline works on it (access log on).
     /// Boxed: a record is large, and the context (in every request's future) must not be.
     pub record: Option<Box<Pending>>,
+    /// Why a filter answered the request itself (`rate_limited`, `banned`), for its record.
+    pub answered: std::cell::Cell<Option<&'static str>>,
+}
+
+impl Ctx<'_> {
+    /// Notes why a filter answers this request itself; its record gets it as a client-side
+    /// error kind (metrics by kind, the request log).
+    pub fn answered_by(&self, kind: &'static str) {
+        self.answered.set(Some(kind));
+    }
 }
 
 /// Serves one request; its access record (when the access log is on) is emitted when the
@@ -150,6 +160,7 @@ pub async fn serve(
         backend: None,
         retries: 0,
         record,
+        answered: std::cell::Cell::new(None),
     };
 
     let mut failure = None;
@@ -171,6 +182,11 @@ pub async fn serve(
         && version != Version::HTTP_3
     {
         resp.headers_mut().insert(header::ALT_SVC, alt.clone());
+    }
+    if let Some(kind) = cx.answered.get()
+        && failure.is_none()
+    {
+        failure = Some(Failure { side: crate::error::Side::Client, kind, reason: kind.replace('_', " ") });
     }
     let mut pending = cx.record.take();
     if let Some(p) = &mut pending {

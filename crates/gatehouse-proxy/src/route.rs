@@ -127,7 +127,7 @@ impl Router {
                         pages: site.error_pages.clone(),
                         maintenance_page: site.maintenance.as_ref().and_then(|m| m.page.clone()),
                         websocket: websocket.clone(),
-                        chain: filter::chain_for(r, site, env),
+                        chain: filter::chain_for(r, site, env, shared),
                         log: r
                             .logging
                             .as_ref()

@@ -45,9 +45,20 @@ pub struct Shared {
     tunnels: std::sync::Mutex<HashMap<String, Arc<std::sync::atomic::AtomicUsize>>>,
     /// The service registry (`/v1/services`).
     pub registry: crate::registry::Registry,
+    /// Banned addresses (every site).
+    pub bans: crate::security::ban::Bans,
+    /// Rate-limit tables by route id and settings; locked only while a state is built.
+    limiters: std::sync::Mutex<HashMap<String, Arc<crate::filter::ratelimit::State>>>,
 }
 
 impl Shared {
+    /// The rate-limit tables of route `id` with `limit`: the same ones as before while the
+    /// route keeps its settings. Tables of routes that are gone go at the next build.
+    pub fn limiter(&self, id: &str, limit: &gatehouse_config::RateLimit) -> Arc<crate::filter::ratelimit::State> {
+        let mut map = self.limiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(format!("{id}:{limit:?}")).or_default().clone()
+    }
+
     /// The open-tunnel counter of `site`.
     pub fn tunnels(&self, site: &str) -> Arc<std::sync::atomic::AtomicUsize> {
         let mut map = self.tunnels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -89,6 +89,16 @@ pub struct BackendEvent {
     pub detail: String,
 }
 
+/// A banned address, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanRow {
+    pub ip: String,
+    /// Unix milliseconds.
+    pub until_ms: i64,
+    pub created_ms: i64,
+    pub reason: String,
+}
+
 /// A certificate being served, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateRow {
@@ -139,6 +149,10 @@ pub trait Store: Send {
     fn save_service(&mut self, id: &str, record: &str, expires_ms: i64) -> Result<(), StoreError>;
     /// Forgets registry instances.
     fn delete_services(&mut self, ids: &[String]) -> Result<(), StoreError>;
+    /// Saves a ban (replacing one of the same address).
+    fn save_ban(&mut self, ban: &BanRow) -> Result<(), StoreError>;
+    /// Forgets bans.
+    fn delete_bans(&mut self, ips: &[String]) -> Result<(), StoreError>;
     /// Notes the certificates served at `now_ms` (new ones added, known ones seen again).
     fn record_certificates(&mut self, now_ms: i64, certs: &[CertificateRow]) -> Result<(), StoreError>;
     /// Deletes every request row of the client with full address `ip` (matched on its

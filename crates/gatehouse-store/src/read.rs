@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rusqlite::{OpenFlags, ToSql};
 
-use crate::{BackendEvent, StoreError, StoredRequest, mask};
+use crate::{BackendEvent, BanRow, StoreError, StoredRequest, mask};
 
 /// The columns `request` reads, in its order (from the `request_log` view).
 pub(crate) const REQUEST_COLUMNS: &str = "id, time_us, site, route, backend, method, host, path, status, duration_us,
@@ -172,6 +172,15 @@ impl Reader {
                 kind: r.get(3)?,
                 detail: r.get(4)?,
             })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The saved bans.
+    pub fn bans(&self) -> Result<Vec<BanRow>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT ip, until_ms, created_ms, reason FROM bans ORDER BY until_ms")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(BanRow { ip: r.get(0)?, until_ms: r.get(1)?, created_ms: r.get(2)?, reason: r.get(3)? })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

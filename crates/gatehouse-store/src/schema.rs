@@ -204,6 +204,14 @@ const MIGRATIONS: &[&str] = &[
         record TEXT NOT NULL,
         expires_ms INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 9: banned addresses (rate-limit violations, the admin API), so bans survive a
+    // restart. The address is stored whole: a ban must match it exactly.
+    "CREATE TABLE bans (
+        ip TEXT PRIMARY KEY,
+        until_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// The SQL of migration `n` (1-based), for tests that build an older database.

@@ -12,7 +12,7 @@ use crate::read::{REQUEST_COLUMNS, request};
 use crate::retention::{self, Pruned, Retention};
 use crate::rollup::{AgentClass, Rollup};
 use crate::row::Batch;
-use crate::{AuditEntry, BackendEvent, CertificateRow, Store, StoreError, StoredRequest, schema};
+use crate::{AuditEntry, BackendEvent, BanRow, CertificateRow, Store, StoreError, StoredRequest, schema};
 
 /// Ids remembered by the writer before its caches start over (bounds their memory when a
 /// flood brings many distinct user agents, hosts or clients).
@@ -308,6 +308,29 @@ impl Store for Sqlite {
             let mut delete = tx.prepare_cached("DELETE FROM services WHERE id = ?1")?;
             for id in ids {
                 delete.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn save_ban(&mut self, b: &BanRow) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO bans (ip, until_ms, created_ms, reason) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (ip) DO UPDATE SET until_ms = excluded.until_ms, created_ms = excluded.created_ms,
+                   reason = excluded.reason",
+            )?
+            .execute(rusqlite::params![b.ip, b.until_ms, b.created_ms, b.reason])?;
+        Ok(())
+    }
+
+    fn delete_bans(&mut self, ips: &[String]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM bans WHERE ip = ?1")?;
+            for ip in ips {
+                delete.execute([ip])?;
             }
         }
         tx.commit()?;

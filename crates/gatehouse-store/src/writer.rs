@@ -149,6 +149,17 @@ impl Writer {
         // A thread resting between batches sees the job when it next looks.
     }
 
+    /// Waits (up to `limit`) until every job queued before this call has run: a stop must
+    /// not lose the last changes (a ban, a registration) while other handles keep the
+    /// writer alive. `false` when the limit passed first.
+    pub fn sync(&self, limit: std::time::Duration) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.run(move |_| {
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(limit).is_ok()
+    }
+
     pub fn stats(&self) -> &WriterStats {
         &self.shared.stats
     }

@@ -8,6 +8,7 @@
 mod access_file;
 mod acme;
 mod backups;
+mod bans;
 mod logs;
 mod metrics;
 #[cfg(feature = "otlp")]
@@ -410,6 +411,8 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     };
     control.spawn(reloading.run());
     registry::start(&server.watcher(), &queue);
+    bans::start(&server.watcher(), &data);
+    control.spawn(bans::expire(server.watcher()));
     control.spawn(registry::expire(server.watcher(), data.clone()));
     control.spawn(gatehouse_proxy::health::Checks::sample(server.watcher()));
 
@@ -429,6 +432,11 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     let _ = stop_registry.send(());
     server.shutdown();
     control.shutdown_timeout(std::time::Duration::from_secs(1));
+    // Changes queued just before the stop (a ban, a registration, an audit entry) are
+    // written before the process ends, whatever still holds a handle to the writer.
+    if !data.sync(std::time::Duration::from_secs(5)) {
+        tracing::warn!("the database writer did not finish its queue within 5 s");
+    }
     // The database writer stores what is queued, then ends, once its last handle is gone
     // (the workers' sink went with the server).
     drop(data);

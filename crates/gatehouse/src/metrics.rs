@@ -451,6 +451,14 @@ impl Collector for Exporter {
             per_backend(|b| b.retries.load(Ordering::Relaxed)),
             counter,
         )?;
+        family(
+            &mut e,
+            "gatehouse_bans",
+            "Addresses banned now (every site; rate-limit violations and the admin API).",
+            MetricType::Gauge,
+            std::iter::once((Labels::new(), clamp(state.shared.bans.len() as u64))),
+            gauge,
+        )?;
         let certs: Vec<(String, i64)> = match &self.certs {
             Some(r) => r.store().certs().iter().map(|c| (c.info.subject.clone(), c.info.days_remaining())).collect(),
             None => Vec::new(),

@@ -30,6 +30,10 @@ impl Layered {
             self.pool.idle_timeout =
                 cx.duration(t.idle.as_ref(), &format!("{at}timeouts.idle"), self.pool.idle_timeout);
         }
+        if let Some(r) = &o.rate_limit {
+            self.opts.rate_limit =
+                super::security::rate_limit(cx, r, &format!("{at}rate_limit")).map(std::sync::Arc::new);
+        }
         if let Some(slow) = &o.slow_request {
             let d = &mut self.opts;
             if slow.warning.is_some() {

@@ -98,6 +98,7 @@ pub(super) fn build_site(
         load_balancing: None,
         upstream_tls: None,
         slow_request: None,
+        rate_limit: None,
     };
     let under = s.options.as_ref();
     for (key, both) in [

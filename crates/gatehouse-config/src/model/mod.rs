@@ -12,7 +12,9 @@ use ipnet::IpNet;
 use regex::Regex;
 
 mod resilience;
+mod security;
 pub use resilience::*;
+pub use security::*;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -696,6 +698,8 @@ pub struct RouteOptions {
     pub slow_warning: Option<Duration>,
     /// ... and this, as critically slow (`slow_request.critical`).
     pub slow_critical: Option<Duration>,
+    /// `rate_limit`, when set.
+    pub rate_limit: Option<std::sync::Arc<RateLimit>>,
 }
 
 impl Default for RouteOptions {
@@ -713,6 +717,7 @@ impl Default for RouteOptions {
             response_headers: HeaderRules::default(),
             slow_warning: None,
             slow_critical: None,
+            rate_limit: None,
         }
     }
 }

@@ -10,7 +10,9 @@ use serde_saphyr::Spanned;
 pub type S<T> = Spanned<T>;
 
 mod resilience;
+mod security;
 pub use resilience::*;
+pub use security::*;
 
 /// The main file (`gatehouse.yaml`).
 #[derive(Debug, Deserialize, Default)]
@@ -260,6 +262,7 @@ pub struct Options {
     pub pool: Option<Pool>,
     pub upstream_tls: Option<UpstreamTls>,
     pub slow_request: Option<SlowRequest>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -14,9 +14,11 @@
 //! nothing per request that could be done when the chain is built.
 
 mod acme;
+mod ban;
 mod headers;
 mod https_redirect;
 mod maintenance;
+pub mod ratelimit;
 mod redirect;
 
 use http::{Request, Response};
@@ -25,6 +27,7 @@ use crate::body::{Inbound, Outgoing};
 use crate::pipeline::Ctx;
 
 pub use acme::AcmeHttp01;
+pub use ban::BanCheck;
 pub use headers::ResponseHeaders;
 pub use https_redirect::HttpsRedirect;
 pub use maintenance::{Maintenance, MaintenanceSwitch};
@@ -111,10 +114,15 @@ pub struct Env {
     pub acme_http01: bool,
 }
 
-/// Compiles a route's chain, in DESIGN.md §4 order: HTTPS redirect, then (later: bans),
-/// maintenance, (later: CORS, rate limits, WAF, auth) the route's own redirect; response
-/// filters: header rules.
-pub fn chain_for(route: &gatehouse_config::Route, site: &gatehouse_config::Site, env: &Env) -> Chain {
+/// Compiles a route's chain, in DESIGN.md §4 order: HTTPS redirect, maintenance, (later:
+/// CORS) rate limit, (later: WAF, auth) the route's own redirect; response filters: header
+/// rules. Bans are checked before routing (`before_routing`).
+pub fn chain_for(
+    route: &gatehouse_config::Route,
+    site: &gatehouse_config::Site,
+    env: &Env,
+    shared: &crate::state::Shared,
+) -> Chain {
     let mut request: Vec<Box<dyn RequestFilter>> = Vec::new();
     let mut response: Vec<Box<dyn ResponseFilter>> = Vec::new();
     if site.https_redirect
@@ -123,6 +131,10 @@ pub fn chain_for(route: &gatehouse_config::Route, site: &gatehouse_config::Site,
         request.push(Box::new(HttpsRedirect::new(port)));
     }
     request.push(Box::new(Maintenance::new(site.name.as_str().into(), site.maintenance.clone())));
+    if let Some(limit) = &route.options.rate_limit {
+        let state = shared.limiter(&route.id, limit);
+        request.push(Box::new(ratelimit::RateLimit::new(&route.id, limit.clone(), state)));
+    }
     if let gatehouse_config::Action::Redirect { to, code } = &route.action {
         request.push(Box::new(Redirect::new(to.clone(), *code)));
     }
@@ -139,5 +151,7 @@ pub fn before_routing(env: &Env) -> Chain {
     if env.acme_http01 {
         request.push(Box::new(AcmeHttp01));
     }
+    // A ban covers every site, so it is checked before routing.
+    request.push(Box::new(BanCheck));
     Chain::new(request, Vec::new())
 }

@@ -1,0 +1,94 @@
+//! The security keys: rate limits and bans.
+
+use super::*;
+
+/// `N/period`: `5/min`, `100/s`, `10/10s`, `1000/hour`. A bare number is per minute (the
+/// proxy-manager's `per_ip: 100`).
+pub(super) fn parse_rate(text: &str) -> Result<Rate, String> {
+    let bad = || format!("expected a rate such as 5/min, 100/s or 10/30s, got {text:?}");
+    let (count, period) = match text.trim().split_once('/') {
+        Some((n, p)) => (n.trim(), p.trim()),
+        None => (text.trim(), "min"),
+    };
+    let count: u32 = count.parse().map_err(|_| bad())?;
+    let period = match period {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        other => crate::units::parse_duration(other).map_err(|_| bad())?,
+    };
+    if count == 0 || count > 1_000_000_000 {
+        return Err(format!("{text:?}: the count must be from 1 to 1000000000"));
+    }
+    if period < Duration::from_millis(1) {
+        return Err(format!("{text:?}: the period must be at least 1ms"));
+    }
+    Ok(Rate { count, period })
+}
+
+/// `rate_limit` under `options` (or `defaults`).
+pub(super) fn rate_limit(cx: &mut Ctx<'_>, r: &raw::RateLimit, at: &str) -> Option<RateLimit> {
+    if r.ban_after.is_none() {
+        for (key, v) in [("ban_for", &r.ban_for), ("ban_window", &r.ban_window)] {
+            if let Some(v) = v {
+                cx.err_at(v, format!("{at}.{key}"), "needs ban_after (the violations that ban)");
+            }
+        }
+    }
+    let mut rate = |v: Option<&S<String>>, key: &str| {
+        let v = v?;
+        parse_rate(&v.value).map_err(|e| cx.err_at(v, format!("{at}.{key}"), e)).ok()
+    };
+    let per_client = rate(r.per_ip.as_ref(), "per_ip");
+    let global = rate(r.global.as_ref(), "global");
+    if per_client.is_none() && global.is_none() {
+        if r.per_ip.is_none() && r.global.is_none() {
+            cx.err(None, at.to_string(), "a rate limit needs per_ip or global (e.g. per_ip: 5/min)");
+        }
+        return None;
+    }
+    let burst = cx.count(r.burst.as_ref(), &format!("{at}.burst"), 0, 1_000_000) as u32;
+    let key = match &r.key {
+        None => None,
+        Some(k) => match HeaderName::from_str(k.header.value.trim()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                cx.err_at(&k.header, format!("{at}.key.header"), format!("invalid header name {:?}", k.header.value));
+                None
+            }
+        },
+    };
+    let ban = match &r.ban_after {
+        None => None,
+        Some(v) => {
+            let after = cx.count(Some(v), &format!("{at}.ban_after"), 1, 1_000_000).max(1) as u32;
+            let Some(per) = per_client else {
+                cx.err_at(v, format!("{at}.ban_after"), "bans count a client's violations: needs per_ip");
+                return None;
+            };
+            let window = cx.timeout(r.ban_window.as_ref(), &format!("{at}.ban_window"), per.period);
+            let duration = cx.timeout(r.ban_for.as_ref(), &format!("{at}.ban_for"), Duration::from_secs(3600));
+            Some(BanRule { after, window, duration })
+        }
+    };
+    Some(RateLimit { per_client, global, burst, key, ban })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_in_their_forms() {
+        let r = |t| parse_rate(t).map(|r| (r.count, r.period.as_millis()));
+        assert_eq!(r("5/min"), Ok((5, 60_000)));
+        assert_eq!(r("100/s"), Ok((100, 1000)));
+        assert_eq!(r("10/30s"), Ok((10, 30_000)));
+        assert_eq!(r("1000 / hour"), Ok((1000, 3_600_000)));
+        assert_eq!(r("100"), Ok((100, 60_000)), "a bare number is per minute");
+        for bad in ["0/min", "x/min", "5/fortnight", "5/0s", "-1/s", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The security keys as written: rate limits and bans.
+
+use serde::Deserialize;
+
+use super::S;
+
+/// A route's (or a site's, under `options`) rate limit.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// `5/min`: per client (its address, or the `key` header's value).
+    pub per_ip: Option<S<String>>,
+    /// `1000/s`: for the route as a whole.
+    pub global: Option<S<String>>,
+    /// Requests allowed above the rate at once.
+    pub burst: Option<S<String>>,
+    /// `{header: X-Api-Key}`: clients are told apart by this header (their address when
+    /// it is missing).
+    pub key: Option<RateKey>,
+    /// Violations (429s) within `ban_window` that ban the client's address.
+    pub ban_after: Option<S<String>>,
+    pub ban_for: Option<S<String>>,
+    /// Default: the per-client limit's period.
+    pub ban_window: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RateKey {
+    pub header: S<String>,
+}

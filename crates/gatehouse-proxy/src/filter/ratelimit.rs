@@ -1,0 +1,108 @@
+//! A route's rate limit (`options.rate_limit`): a global limit for the route and one per
+//! client (its address from `trusted_proxies`, or the `key` header's value), by GCRA
+//! (`security::limit`). Over the limit: 429 with `Retry-After` and the IETF `RateLimit`
+//! and `RateLimit-Policy` fields. With `ban_after`, that many 429s within `ban_window`
+//! ban the client's address on every site for `ban_for`.
+//!
+//! The tables live in `state::Shared` by route and settings, so a reload that leaves the
+//! route's limit as it was keeps its counts. Must not read the request body.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use gatehouse_config::RateLimit as Config;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+
+use super::{RequestFilter, Verdict};
+use crate::body::{Inbound, Outgoing};
+use crate::pipeline::Ctx;
+use crate::security::limit::{Decision, Gcra, Global, Table, ip_key, now_ns, text_key};
+
+/// Keys one route's per-client table holds at most (about 40 MB when full).
+pub const MAX_KEYS: usize = 1_000_000;
+
+/// A route's limiter state, kept across reloads while its settings stay.
+pub struct State {
+    pub clients: Table,
+    pub global: Global,
+    pub violations: Table,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State { clients: Table::new(MAX_KEYS), global: Global::default(), violations: Table::new(MAX_KEYS / 10) }
+    }
+}
+
+pub struct RateLimit {
+    route: String,
+    config: Arc<Config>,
+    per_client: Option<Gcra>,
+    global: Option<Gcra>,
+    state: Arc<State>,
+}
+
+impl RateLimit {
+    pub fn new(route: &str, config: Arc<Config>, state: Arc<State>) -> Self {
+        let per_client = config.per_client.map(|r| Gcra::new(r, config.burst));
+        let global = config.global.map(|r| Gcra::new(r, config.burst));
+        RateLimit { route: route.to_string(), config, per_client, global, state }
+    }
+
+    fn limited(&self, cx: &Ctx<'_>, g: &Gcra, policy: &str, retry_after_s: u64, per_client: bool) -> Verdict {
+        cx.answered_by("rate_limited");
+        if per_client && let Some(ban) = &self.config.ban {
+            let key = ip_key(cx.client);
+            let n = self.state.violations.count(key, ban.window, now_ns());
+            if n >= ban.after {
+                self.state.violations.forget(key);
+                let now = SystemTime::now();
+                let reason = format!("{n} rate-limit violations on {}", self.route);
+                tracing::warn!(client = %cx.client, route = %self.route, until = ?ban.duration, "address banned after rate-limit violations");
+                cx.state
+                    .shared
+                    .bans
+                    .add(cx.client, crate::security::ban::Ban { until: now + ban.duration, created: now, reason });
+            }
+        }
+        let mut r = Response::new(Outgoing::full("429 Too Many Requests\n"));
+        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        if let Ok(v) = HeaderValue::from_str(&format!("{policy};q={};w={}", g.quota, g.window_s)) {
+            h.insert("ratelimit-policy", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("{policy};r=0;t={retry_after_s}")) {
+            h.insert("ratelimit", v);
+        }
+        Verdict::Respond(r)
+    }
+}
+
+impl RequestFilter for RateLimit {
+    fn name(&self) -> &'static str {
+        "rate_limit"
+    }
+
+    fn request(&self, cx: &Ctx<'_>, req: &mut Request<Inbound>, _path: &str) -> Verdict {
+        let now = now_ns();
+        // The client's own limit first: a client over it does not use up the route's.
+        if let Some(g) = &self.per_client {
+            let key = match &self.config.key {
+                Some(name) => req.headers().get(name).map_or_else(|| ip_key(cx.client), |v| text_key(v.as_bytes())),
+                None => ip_key(cx.client),
+            };
+            if let Decision::Limit { retry_after_s } = self.state.clients.check(key, g, now) {
+                return self.limited(cx, g, "per_client", retry_after_s, true);
+            }
+        }
+        if let Some(g) = &self.global
+            && let Decision::Limit { retry_after_s } = self.state.global.check(g, now)
+        {
+            return self.limited(cx, g, "global", retry_after_s, false);
+        }
+        Verdict::Continue
+    }
+}
