@@ -75,6 +75,49 @@ pub(super) fn rate_limit(cx: &mut Ctx<'_>, r: &raw::RateLimit, at: &str) -> Opti
     Some(RateLimit { per_client, global, burst, key, ban })
 }
 
+/// The proxy-manager's site-level `rate_limit`: its own limit for every path, and one per
+/// `paths` entry, each as a `rate_limit` of its own (so the same checks and errors).
+pub(super) fn site_rate_limit(cx: &mut Ctx<'_>, r: &raw::SiteRateLimit) -> Vec<SiteLimit> {
+    let mut out = Vec::new();
+    let as_options = |global: &Option<S<String>>,
+                      per_ip: &Option<S<String>>,
+                      burst: &Option<S<String>>,
+                      ban_after: &Option<S<String>>,
+                      ban_duration: &Option<S<String>>| raw::RateLimit {
+        per_ip: per_ip.clone(),
+        global: global.clone(),
+        burst: burst.clone(),
+        key: None,
+        ban_after: ban_after.clone(),
+        ban_for: ban_duration.clone(),
+        ban_window: None,
+    };
+    if r.global.is_some() || r.per_ip.is_some() {
+        let o = as_options(&r.global, &r.per_ip, &r.burst, &r.ban_after, &r.ban_duration);
+        if let Some(limit) = rate_limit(cx, &o, "rate_limit") {
+            out.push(SiteLimit { prefix: None, limit: std::sync::Arc::new(limit) });
+        }
+    }
+    for (i, p) in r.paths.iter().flatten().enumerate() {
+        let at = format!("rate_limit.paths[{i}]");
+        let path = p.path.value.trim();
+        if !path.starts_with('/') {
+            cx.err_at(
+                &p.path,
+                format!("{at}.path"),
+                "expected a path starting with / (`/auth/*` for everything under /auth/)",
+            );
+            continue;
+        }
+        let prefix = path.strip_suffix('*').unwrap_or(path).to_string();
+        let o = as_options(&p.global, &p.per_ip, &p.burst, &p.ban_after, &p.ban_duration);
+        if let Some(limit) = rate_limit(cx, &o, &at) {
+            out.push(SiteLimit { prefix: Some(prefix), limit: std::sync::Arc::new(limit) });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

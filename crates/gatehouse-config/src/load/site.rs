@@ -116,8 +116,7 @@ pub(super) fn build_site(
         }
     }
     site_layer.apply(cx, &top, "");
-    let not_built: [(&str, Option<u64>, &str); 3] = [
-        ("rate_limit", s.rate_limit.as_ref().map(|v| v.referenced.line()), "rate limiting and bans are not built yet"),
+    let not_built: [(&str, Option<u64>, &str); 2] = [
         ("waf", s.waf.as_ref().map(|v| v.referenced.line()), "the WAF is not built yet"),
         ("compression", s.compression.as_ref().map(|v| v.referenced.line()), "response compression is not built yet"),
     ];
@@ -164,6 +163,7 @@ pub(super) fn build_site(
     let maintenance =
         s.maintenance.as_ref().map(|m| Arc::new(super::resilience::maintenance(cx, base, m, "maintenance")));
     let websocket = s.websocket.as_ref().map(|w| Arc::new(super::resilience::websocket(cx, w, "websocket")));
+    let rate_limits = s.rate_limit.as_ref().map(|r| super::security::site_rate_limit(cx, r)).unwrap_or_default();
     let logging = s.logging.as_ref().map(|l| super::data::logging(cx, l, "logging", Some(main.0)));
     let retention = s.data_retention.as_ref().map(|r| super::data::retention(cx, r, "data_retention", Some(main.1)));
     // What a route's own `logging` and `data_retention` start from.
@@ -267,6 +267,7 @@ pub(super) fn build_site(
         error_pages,
         maintenance,
         websocket,
+        rate_limits,
     })
 }
 

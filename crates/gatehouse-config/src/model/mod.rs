@@ -459,6 +459,9 @@ pub struct Site {
     pub maintenance: Option<Arc<Maintenance>>,
     /// This site's `websocket` settings, when its file has them.
     pub websocket: Option<Arc<WebSocket>>,
+    /// Site-wide and per-path rate limits (the proxy-manager's `rate_limit`), checked for
+    /// every route of the site.
+    pub rate_limits: Vec<SiteLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

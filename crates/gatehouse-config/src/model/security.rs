@@ -32,3 +32,11 @@ pub struct BanRule {
     pub window: Duration,
     pub duration: Duration,
 }
+
+/// A site-wide rate limit (the proxy-manager's site-level `rate_limit`), for every request
+/// of the site whose path starts with `prefix` (every request without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteLimit {
+    pub prefix: Option<String>,
+    pub limit: std::sync::Arc<RateLimit>,
+}

@@ -363,7 +363,8 @@ pub struct Site {
     pub data_retention: Option<DataRetention>,
     // Keys of features not built yet: accepted by the parser so that `check` can name them
     // (an error: a rule the proxy would silently skip is worse than none).
-    pub rate_limit: Option<S<serde::de::IgnoredAny>>,
+    /// The proxy-manager's site-wide and per-path rate limits.
+    pub rate_limit: Option<SiteRateLimit>,
     pub waf: Option<S<serde::de::IgnoredAny>>,
     pub compression: Option<S<serde::de::IgnoredAny>>,
     /// Checks for every upstream of this site that has none of its own (inline backends

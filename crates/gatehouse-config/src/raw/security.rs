@@ -29,3 +29,30 @@ pub struct RateLimit {
 pub struct RateKey {
     pub header: S<String>,
 }
+
+/// The proxy-manager's site-level `rate_limit`: `global` and `per_ip` as requests per
+/// minute for the whole site, and stricter rules for paths (`ban_duration` in seconds).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRateLimit {
+    pub global: Option<S<String>>,
+    pub per_ip: Option<S<String>>,
+    pub burst: Option<S<String>>,
+    pub ban_after: Option<S<String>>,
+    #[serde(alias = "ban_for")]
+    pub ban_duration: Option<S<String>>,
+    pub paths: Option<Vec<PathRateLimit>>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PathRateLimit {
+    /// `/auth/*`: every path under `/auth/`; `/login`: that path and those under it.
+    pub path: S<String>,
+    pub global: Option<S<String>>,
+    pub per_ip: Option<S<String>>,
+    pub burst: Option<S<String>>,
+    pub ban_after: Option<S<String>>,
+    #[serde(alias = "ban_for")]
+    pub ban_duration: Option<S<String>>,
+}

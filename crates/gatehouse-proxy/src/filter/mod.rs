@@ -131,6 +131,13 @@ pub fn chain_for(
         request.push(Box::new(HttpsRedirect::new(port)));
     }
     request.push(Box::new(Maintenance::new(site.name.as_str().into(), site.maintenance.clone())));
+    // The site's own limits (the proxy-manager's site-level `rate_limit`): one table per
+    // rule for the whole site, whichever route serves the request.
+    for (i, l) in site.rate_limits.iter().enumerate() {
+        let state = shared.limiter(&format!("{}/rate_limit[{i}]", site.name), &l.limit);
+        let name = format!("site {}", site.name);
+        request.push(Box::new(ratelimit::RateLimit::new(&name, l.limit.clone(), state).under(l.prefix.clone())));
+    }
     if let Some(limit) = &route.options.rate_limit {
         let state = shared.limiter(&route.id, limit);
         request.push(Box::new(ratelimit::RateLimit::new(&route.id, limit.clone(), state)));

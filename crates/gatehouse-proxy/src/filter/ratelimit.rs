@@ -36,7 +36,10 @@ impl Default for State {
 }
 
 pub struct RateLimit {
+    /// The route (or site) the limit belongs to, for logs and ban reasons.
     route: String,
+    /// Only paths under this (a site's per-path limit).
+    prefix: Option<String>,
     config: Arc<Config>,
     per_client: Option<Gcra>,
     global: Option<Gcra>,
@@ -47,7 +50,13 @@ impl RateLimit {
     pub fn new(route: &str, config: Arc<Config>, state: Arc<State>) -> Self {
         let per_client = config.per_client.map(|r| Gcra::new(r, config.burst));
         let global = config.global.map(|r| Gcra::new(r, config.burst));
-        RateLimit { route: route.to_string(), config, per_client, global, state }
+        RateLimit { route: route.to_string(), prefix: None, config, per_client, global, state }
+    }
+
+    /// A limit for the requests whose normalised path starts with `prefix`.
+    pub fn under(mut self, prefix: Option<String>) -> Self {
+        self.prefix = prefix;
+        self
     }
 
     fn limited(&self, cx: &Ctx<'_>, g: &Gcra, policy: &str, retry_after_s: u64, per_client: bool) -> Verdict {
@@ -86,7 +95,12 @@ impl RequestFilter for RateLimit {
         "rate_limit"
     }
 
-    fn request(&self, cx: &Ctx<'_>, req: &mut Request<Inbound>, _path: &str) -> Verdict {
+    fn request(&self, cx: &Ctx<'_>, req: &mut Request<Inbound>, path: &str) -> Verdict {
+        if let Some(prefix) = &self.prefix
+            && !path.starts_with(prefix.as_str())
+        {
+            return Verdict::Continue;
+        }
         let now = now_ns();
         // The client's own limit first: a client over it does not use up the route's.
         if let Some(g) = &self.per_client {
