@@ -92,25 +92,27 @@ const SHARDS: usize = 64;
 
 /// Per-key TATs (or any per-key number that expires), sharded.
 pub struct Table {
-    shards: Box<[Mutex<FxHashMap<u128, u64>>]>,
+    shards: Box<[Mutex<FxHashMap<u64, u64>>]>,
     per_shard: usize,
 }
 
 impl Table {
-    /// A table of at most `max_keys` keys.
+    /// A table of at most about `max_keys` keys: each shard stops at 7/8 of a power of two,
+    /// where its hash table is full but has not doubled (16 bytes and a control byte a
+    /// slot).
     pub fn new(max_keys: usize) -> Table {
         let shards = (0..SHARDS).map(|_| Mutex::new(FxHashMap::default())).collect();
-        Table { shards, per_shard: max_keys.div_ceil(SHARDS).max(1) }
+        let slots = max_keys.div_ceil(SHARDS).max(8).next_power_of_two();
+        Table { shards, per_shard: slots / 8 * 7 }
     }
 
-    fn shard(&self, key: u128) -> &Mutex<FxHashMap<u128, u64>> {
-        let h = (key as u64) ^ ((key >> 64) as u64);
-        let h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    fn shard(&self, key: u64) -> &Mutex<FxHashMap<u64, u64>> {
+        let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         &self.shards[(h >> 58) as usize % SHARDS]
     }
 
     /// Applies `g` to `key`'s TAT.
-    pub fn check(&self, key: u128, g: &Gcra, now: u64) -> Decision {
+    pub fn check(&self, key: u64, g: &Gcra, now: u64) -> Decision {
         let mut map = self.shard(key).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(tat) = map.get_mut(&key) {
             let (d, next) = g.apply(*tat, now);
@@ -131,7 +133,7 @@ impl Table {
 
     /// Adds one to `key`'s count within a window of `window` from its first event; returns
     /// the count (violations before a ban). Stored as (window end << 20 | count).
-    pub fn count(&self, key: u128, window: Duration, now: u64) -> u32 {
+    pub fn count(&self, key: u64, window: Duration, now: u64) -> u32 {
         let mut map = self.shard(key).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let window = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
         let entry = map.get(&key).copied().filter(|v| (v >> 20).saturating_mul(1 << 20) > now);
@@ -148,7 +150,7 @@ impl Table {
         n as u32
     }
 
-    pub fn forget(&self, key: u128) {
+    pub fn forget(&self, key: u64) {
         self.shard(key).lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
     }
 
@@ -162,19 +164,18 @@ impl Table {
     }
 }
 
-/// A client address as a table key.
-pub fn ip_key(ip: std::net::IpAddr) -> u128 {
+/// A client address as a table key: an IPv4 address as it is, an IPv6 one by its hash
+/// (the top two bits tell the kinds apart).
+pub fn ip_key(ip: std::net::IpAddr) -> u64 {
     match ip {
-        std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        std::net::IpAddr::V6(v6) => u128::from(v6) | (1 << 127),
+        std::net::IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        std::net::IpAddr::V6(v6) => crate::upstream::hash_key(&v6.octets()) >> 2 | (1 << 62),
     }
 }
 
 /// Any other key (a header's value): its hash, kept apart from addresses.
-pub fn text_key(bytes: &[u8]) -> u128 {
-    let a = crate::upstream::hash_key(bytes);
-    let b = crate::upstream::hash_key(&[bytes, b"#"].concat());
-    (u128::from(a) << 64 | u128::from(b)) & !(1 << 127) | (1 << 126)
+pub fn text_key(bytes: &[u8]) -> u64 {
+    crate::upstream::hash_key(bytes) >> 2 | (2 << 62)
 }
 
 #[cfg(test)]
@@ -212,9 +213,10 @@ mod tests {
         let g = Gcra::new(Rate { count: 1, period: Duration::from_secs(1) }, 0);
         let t = Table::new(6400);
         let now = 1_000 * S;
-        let limited = (0..20_000u128).filter(|k| matches!(t.check(*k, &g, now), Decision::Limit { .. })).count();
-        assert!(t.len() <= 6400, "{}", t.len());
-        assert!(limited >= 20_000 - 6400, "new keys past the bound are limited: {limited}");
+        let limited = (0..20_000u64).filter(|k| matches!(t.check(*k, &g, now), Decision::Limit { .. })).count();
+        // 6400 keys / 64 shards = 100 -> 128 slots a shard, 112 keys.
+        assert!(t.len() <= 64 * 112, "{}", t.len());
+        assert!(limited >= 20_000 - 64 * 112, "new keys past the bound are limited: {limited}");
         // Once their TATs pass, the keys make room again.
         assert!(matches!(t.check(99_999, &g, now + 2 * S), Decision::Allow { .. }));
     }
