@@ -74,7 +74,9 @@ async fn violations_ban_an_address_everywhere_until_lifted_and_bans_survive_a_re
         b.url()
     );
     let blog = format!("host: blog.test\nbackend: {}\n", b.url());
-    let mut gh = Gatehouse::start("", &[("shop", &shop), ("blog", &blog)]);
+    let hooks = crate::webhooks::Receiver::start(0).await;
+    let main = format!("webhooks:\n  - url: {}\n    events: [ban_created]\n    throttle: 0s\n", hooks.url("/hook"));
+    let mut gh = Gatehouse::start(&main, &[("shop", &shop), ("blog", &blog)]);
     let statuses: Vec<u16> = {
         let mut v = Vec::new();
         for _ in 0..6 {
@@ -89,6 +91,9 @@ async fn violations_ban_an_address_everywhere_until_lifted_and_bans_survive_a_re
     assert!(list["bans"][0]["reason"].as_str().is_some_and(|r| r.contains("3 rate-limit violations")), "{list}");
     let metrics = get(gh.admin, "localhost", "/metrics").await.text();
     assert!(metrics.contains("gatehouse_bans 1"), "{metrics}");
+    // The ban_created webhook, about the address.
+    let banned = || hooks.on("/hook").iter().any(|e| e["event"] == "ban_created" && e["subject"] == "127.0.0.1");
+    assert!(wait_until(NET_TIMEOUT, banned).await, "{:?}", hooks.on("/hook"));
 
     // Lifted, then banned again through the API.
     assert_eq!(admin(&gh, http::Method::DELETE, "/api/bans/127.0.0.1", "").await.status, 200);

@@ -13,8 +13,9 @@ fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Brings back the saved bans and saves every change from now on.
-pub fn start(state: &StateHandle, writer: &gatehouse_store::Writer) {
+/// Brings back the saved bans, saves every change from now on, and tells `ban_created`
+/// webhooks about new bans.
+pub fn start(state: &StateHandle, writer: &gatehouse_store::Writer, notifier: Arc<crate::webhooks::Notifier>) {
     let live = state.load();
     let bans = &live.shared.bans;
     let now = SystemTime::now();
@@ -36,6 +37,17 @@ pub fn start(state: &StateHandle, writer: &gatehouse_store::Writer) {
     }
     let w = writer.clone();
     bans.on_change(Arc::new(move |change| {
+        if let Change::Added(ip, ban) = &change {
+            let secs = ban.until.duration_since(SystemTime::now()).map_or(0, |d| d.as_secs());
+            notifier.notify(crate::webhooks::Event {
+                kind: "ban_created",
+                subject: ip.to_string(),
+                severity: crate::webhooks::Severity::Warning,
+                title: format!("Address banned: {ip}"),
+                message: format!("{ip} is banned on every site for {secs} s: {}.", ban.reason),
+                fields: vec![("ip", ip.to_string()), ("reason", ban.reason.clone()), ("seconds", secs.to_string())],
+            });
+        }
         w.run(move |db| {
             let result = match &change {
                 Change::Added(ip, ban) => db.save_ban(&gatehouse_store::BanRow {

@@ -411,7 +411,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     };
     control.spawn(reloading.run());
     registry::start(&server.watcher(), &queue);
-    bans::start(&server.watcher(), &data);
+    bans::start(&server.watcher(), &data, notifier.clone());
     control.spawn(bans::expire(server.watcher()));
     control.spawn(registry::expire(server.watcher(), data.clone()));
     control.spawn(gatehouse_proxy::health::Checks::sample(server.watcher()));

@@ -224,6 +224,7 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
     "config_reload_failed",
     "backend_down",
     "backend_recovered",
+    "ban_created",
 ];
 
 /// One webhook (`webhooks[]`).
