@@ -566,6 +566,19 @@ pub async fn request_with(
     send(addr, b.body(Full::new(Bytes::new())).expect("request")).await
 }
 
+/// A JSON request with `method` to `path` on an admin (or registry) listener at `addr`,
+/// as a local tool would send it.
+pub async fn admin_call(addr: SocketAddr, method: http::Method, path: &str, body: &str) -> Reply {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    send(addr, req).await
+}
+
 /// `POST /api/reload` on the admin listener, as a local tool would send it.
 pub async fn admin_reload(gh: &Gatehouse) -> Reply {
     request_with(gh.admin, http::Method::POST, "localhost", "/api/reload", &[]).await

@@ -2,23 +2,7 @@
 //! `upstream: {service: NAME}` follows them live; registrations survive a restart; the
 //! registry can have a listener of its own.
 
-use std::net::SocketAddr;
-
-use bytes::Bytes;
-use http_body_util::Full;
-
 use crate::harness::*;
-
-async fn call(addr: SocketAddr, method: http::Method, path: &str, body: &str) -> Reply {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    send(addr, req).await
-}
 
 fn registration(id: &str, b: &Backend, ttl: &str) -> String {
     format!(
@@ -43,10 +27,10 @@ async fn instances_register_heartbeat_expire_and_routes_follow_them() {
     // No instance yet: 503 at once.
     assert_eq!(get(gh.http, "api.test", "/").await.status, 503);
 
-    let r = call(gh.admin, http::Method::POST, "/v1/services", &registration("api-1", &b1, "1s")).await;
+    let r = admin_call(gh.admin, http::Method::POST, "/v1/services", &registration("api-1", &b1, "1s")).await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["url"], b1.url());
-    let r = call(gh.admin, http::Method::POST, "/v1/services", &registration("api-2", &b2, "60s")).await;
+    let r = admin_call(gh.admin, http::Method::POST, "/v1/services", &registration("api-2", &b2, "60s")).await;
     assert_eq!(r.status, 201, "{}", r.text());
     // Both serve once the state is rebuilt.
     let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
@@ -66,16 +50,16 @@ async fn instances_register_heartbeat_expire_and_routes_follow_them() {
     );
     // Registering api-2 again is an update (200), not a new instance.
     assert_eq!(
-        call(gh.admin, http::Method::POST, "/v1/services", &registration("api-2", &b2, "60s")).await.status,
+        admin_call(gh.admin, http::Method::POST, "/v1/services", &registration("api-2", &b2, "60s")).await.status,
         200
     );
-    assert_eq!(call(gh.admin, http::Method::PUT, "/v1/services/api-2/heartbeat", "").await.status, 200);
+    assert_eq!(admin_call(gh.admin, http::Method::PUT, "/v1/services/api-2/heartbeat", "").await.status, 200);
     assert_eq!(get(gh.admin, "localhost", "/v1/services/api-2").await.json()["tags"][0], "v1");
 
     // api-1 sends no heartbeat: it expires, and only b2 gets requests.
     assert!(wait_until_async(NET_TIMEOUT, || async { ids(&gh).await == ["api-2"] }).await, "{}", gh.log());
     assert!(gh.log().contains("service instance expired"), "{}", gh.log());
-    assert_eq!(call(gh.admin, http::Method::PUT, "/v1/services/api-1/heartbeat", "").await.status, 404);
+    assert_eq!(admin_call(gh.admin, http::Method::PUT, "/v1/services/api-1/heartbeat", "").await.status, 404);
     assert!(
         wait_until_async(NET_TIMEOUT, || async {
             let mut all_b2 = true;
@@ -94,7 +78,7 @@ async fn instances_register_heartbeat_expire_and_routes_follow_them() {
         (r#"{"name": "api", "address": "not an address", "port": 80}"#, "address"),
         (r#"{"name": "api", "address": "h", "port": 80, "ttl": "5h"}"#, "ttl"),
     ] {
-        let r = call(gh.admin, http::Method::POST, "/v1/services", body).await;
+        let r = admin_call(gh.admin, http::Method::POST, "/v1/services", body).await;
         assert_eq!(r.status, 400, "{body}");
         assert!(r.text().contains(why), "{body}: {}", r.text());
     }
@@ -114,8 +98,8 @@ async fn instances_register_heartbeat_expire_and_routes_follow_them() {
         gh.log()
     );
     // Leaving: the route has no instance left.
-    assert_eq!(call(gh.admin, http::Method::DELETE, "/v1/services/api-2", "").await.status, 200);
-    assert_eq!(call(gh.admin, http::Method::DELETE, "/v1/services/api-2", "").await.status, 404);
+    assert_eq!(admin_call(gh.admin, http::Method::DELETE, "/v1/services/api-2", "").await.status, 200);
+    assert_eq!(admin_call(gh.admin, http::Method::DELETE, "/v1/services/api-2", "").await.status, 404);
     assert!(wait_until_async(NET_TIMEOUT, || async { get(gh.http, "api.test", "/").await.status == 503 }).await);
 }
 
@@ -127,7 +111,7 @@ async fn the_registry_listener_serves_only_the_registry() {
     let site = "host: api.test\nupstreams:\n  api:\n    service: api\n    retries: {attempts: 2}\nroutes:\n  - path: /\n    upstream: api\n";
     let gh = Gatehouse::start("registry: {listen: 127.0.0.1:0, ttl: 30s}\n", &[("api", site)]);
     let reg = gh.registry.expect("registry address on the startup line");
-    let r = call(reg, http::Method::POST, "/v1/services", &registration("one", &b, "30s")).await;
+    let r = admin_call(reg, http::Method::POST, "/v1/services", &registration("one", &b, "30s")).await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(get(reg, "localhost", "/api/routes").await.status, 404, "the admin API is not on it");
     assert!(

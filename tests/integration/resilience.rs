@@ -370,14 +370,7 @@ async fn maintenance_windows_switches_and_bypass() {
     assert_eq!(get(gh.http, "blog.test", "/").await.status, 200);
 
     // The API switches the blog on, with a message; JSON clients get JSON.
-    let switch = |body: &'static str| {
-        let req = http::Request::post("/api/maintenance")
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .expect("request");
-        send(gh.admin, req)
-    };
+    let switch = |body: &'static str| admin_call(gh.admin, http::Method::POST, "/api/maintenance", body);
     let r = switch(r#"{"site": "blog", "enabled": true, "message": "Upgrading <db>", "for": "10m"}"#).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["active"], true);

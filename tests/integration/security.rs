@@ -2,21 +2,7 @@
 //! RateLimit fields, bans from violations on every site, the bans API, bans across a
 //! restart, and a spoofed `X-Forwarded-For` that changes nothing.
 
-use bytes::Bytes;
-use http_body_util::Full;
-
 use crate::harness::*;
-
-async fn admin(gh: &Gatehouse, method: http::Method, path: &str, body: &str) -> Reply {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    send(gh.admin, req).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_client_limits_answer_429_with_ratelimit_fields_and_ignore_spoofed_forwarding() {
@@ -96,15 +82,17 @@ async fn violations_ban_an_address_everywhere_until_lifted_and_bans_survive_a_re
     assert!(wait_until(NET_TIMEOUT, banned).await, "{:?}", hooks.on("/hook"));
 
     // Lifted, then banned again through the API.
-    assert_eq!(admin(&gh, http::Method::DELETE, "/api/bans/127.0.0.1", "").await.status, 200);
-    assert_eq!(admin(&gh, http::Method::DELETE, "/api/bans/127.0.0.1", "").await.status, 404);
+    assert_eq!(admin_call(gh.admin, http::Method::DELETE, "/api/bans/127.0.0.1", "").await.status, 200);
+    assert_eq!(admin_call(gh.admin, http::Method::DELETE, "/api/bans/127.0.0.1", "").await.status, 404);
     assert_eq!(get(gh.http, "blog.test", "/").await.status, 200);
-    let r = admin(&gh, http::Method::POST, "/api/bans", r#"{"ip": "127.0.0.1", "for": "10m", "reason": "test"}"#).await;
+    let r =
+        admin_call(gh.admin, http::Method::POST, "/api/bans", r#"{"ip": "127.0.0.1", "for": "10m", "reason": "test"}"#)
+            .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(get(gh.http, "blog.test", "/").await.status, 403);
     for (body, why) in [(r#"{"ip": "nope"}"#, "ip"), (r#"{"ip": "10.0.0.1", "for": "forever"}"#, "for"), ("[", "JSON")]
     {
-        let r = admin(&gh, http::Method::POST, "/api/bans", body).await;
+        let r = admin_call(gh.admin, http::Method::POST, "/api/bans", body).await;
         assert!(r.status == 400 && r.text().contains(why), "{body}: {}", r.text());
     }
 
@@ -114,7 +102,7 @@ async fn violations_ban_an_address_everywhere_until_lifted_and_bans_survive_a_re
     let dir = std::mem::replace(&mut gh.dir, tempfile::tempdir().expect("tempdir"));
     let gh = Gatehouse::start_in(dir);
     assert_eq!(get(gh.http, "blog.test", "/").await.status, 403, "{}", gh.log());
-    assert_eq!(admin(&gh, http::Method::DELETE, "/api/bans/127.0.0.1", "").await.status, 200);
+    assert_eq!(admin_call(gh.admin, http::Method::DELETE, "/api/bans/127.0.0.1", "").await.status, 200);
     assert_eq!(get(gh.http, "blog.test", "/").await.status, 200);
 }
 

@@ -112,14 +112,7 @@ async fn get_from(from: [u8; 4], addr: std::net::SocketAddr, path: &str) -> Stri
 }
 
 async fn admin_json(gh: &Gatehouse, method: http::Method, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
-        .expect("request");
-    let reply = send(gh.admin, req).await;
+    let reply = admin_call(gh.admin, method, path, body).await;
     (reply.status.as_u16(), serde_json::from_str(&reply.text()).unwrap_or(serde_json::Value::Null))
 }
 

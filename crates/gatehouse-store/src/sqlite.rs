@@ -97,6 +97,19 @@ impl Sqlite {
     }
 
     /// Forgets the remembered ids (after rows that used them may have been deleted).
+    /// Runs `sql` (a delete by one key) for each of `keys`, in one transaction.
+    fn delete_keys(&mut self, sql: &str, keys: &[String]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut delete = tx.prepare_cached(sql)?;
+            for key in keys {
+                delete.execute([key])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub(crate) fn forget_ids(&mut self) {
         self.strings.clear();
         self.clients.clear();
@@ -303,15 +316,7 @@ impl Store for Sqlite {
     }
 
     fn delete_services(&mut self, ids: &[String]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut delete = tx.prepare_cached("DELETE FROM services WHERE id = ?1")?;
-            for id in ids {
-                delete.execute([id])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.delete_keys("DELETE FROM services WHERE id = ?1", ids)
     }
 
     fn save_ban(&mut self, b: &BanRow) -> Result<(), StoreError> {
@@ -326,15 +331,7 @@ impl Store for Sqlite {
     }
 
     fn delete_bans(&mut self, ips: &[String]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut delete = tx.prepare_cached("DELETE FROM bans WHERE ip = ?1")?;
-            for ip in ips {
-                delete.execute([ip])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.delete_keys("DELETE FROM bans WHERE ip = ?1", ips)
     }
 
     fn record_certificates(&mut self, now_ms: i64, certs: &[CertificateRow]) -> Result<(), StoreError> {

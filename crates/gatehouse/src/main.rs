@@ -336,39 +336,9 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         only.registry_only = true;
         only.allowed_hosts =
             Arc::new(gatehouse_admin::guard::Allowed::new(config.admin_allowed_hosts.as_deref(), addr));
-        control.spawn(async move {
-            let listener = match tokio::net::TcpListener::from_std(l) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(error = %e, "registry listener failed");
-                    return;
-                }
-            };
-            if let Err(e) = gatehouse_admin::serve(listener, only, async move {
-                let _ = registry_stopped.await;
-            })
-            .await
-            {
-                tracing::error!(error = %e, "registry API stopped");
-            }
-        });
+        control.spawn(serve_admin(l, only, registry_stopped, "registry"));
     }
-    control.spawn(async move {
-        let listener = match tokio::net::TcpListener::from_std(admin_listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "admin listener failed");
-                return;
-            }
-        };
-        if let Err(e) = gatehouse_admin::serve(listener, admin, async move {
-            let _ = admin_stopped.await;
-        })
-        .await
-        {
-            tracing::error!(error = %e, "admin API stopped");
-        }
-    });
+    control.spawn(serve_admin(admin_listener, admin, admin_stopped, "admin"));
     control.spawn(gatehouse_proxy::refresh_dns(server.watcher(), config.dns_refresh));
     control.spawn(logs::retention(data.clone(), server.watcher()));
     let notifier = {
@@ -442,6 +412,30 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     drop(data);
     tracing::info!("gatehouse stopped");
     Ok(())
+}
+
+/// Serves the admin API (or, for `registry.listen`, the registry alone) on `listener`
+/// until `stopped` fires; `what` names it in the log.
+async fn serve_admin(
+    listener: std::net::TcpListener,
+    admin: gatehouse_admin::Admin,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+    what: &'static str,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, listener = what, "listener failed");
+            return;
+        }
+    };
+    if let Err(e) = gatehouse_admin::serve(listener, admin, async move {
+        let _ = stopped.await;
+    })
+    .await
+    {
+        tracing::error!(error = %e, listener = what, "admin API stopped");
+    }
 }
 
 /// The signals `run` obeys.

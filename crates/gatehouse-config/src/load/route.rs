@@ -257,6 +257,27 @@ pub(super) fn build_route(
     }
 
     let id = format!("{site}#{idx}");
+    // An upstream of this route alone (inline backends, or a registry service's
+    // instances): the site's checks and breaker, no retries.
+    let own = |backends: Vec<Backend>, service: Option<String>| {
+        let (health, breaker) = (layer.health.clone(), layer.breaker.clone());
+        let what = match &service {
+            Some(name) => format!("service:{name}"),
+            None => backend_list_key(&backends),
+        };
+        Arc::new(Upstream {
+            key: format!("{id}:{what}:{health:?}:{breaker:?}"),
+            id: id.clone(),
+            backends,
+            balance: layer.balance(),
+            pool: layer.pool.clone(),
+            health,
+            passive: None,
+            retries: None,
+            breaker,
+            service,
+        })
+    };
     let inline = |cx: &mut Ctx<'_>, list: Vec<S<String>>, path: String| -> Option<Arc<Upstream>> {
         let backends = parse_backends(cx, &list, &path);
         if backends.len() != list.len() {
@@ -266,20 +287,7 @@ pub(super) fn build_route(
             cx.err(line, path, "needs at least one backend");
             return None;
         }
-        let (health, breaker) = (layer.health.clone(), layer.breaker.clone());
-        let key = format!("{id}:{}:{health:?}:{breaker:?}", backend_list_key(&backends));
-        Some(Arc::new(Upstream {
-            key,
-            id: id.clone(),
-            backends,
-            balance: layer.balance(),
-            pool: layer.pool.clone(),
-            health,
-            passive: None,
-            retries: None,
-            breaker,
-            service: None,
-        }))
+        Some(own(backends, None))
     };
     let mut split = None;
     let action = if let Some(sp) = &r.split {
@@ -293,19 +301,7 @@ pub(super) fn build_route(
         Action::Proxy(inline(cx, list, format!("{dot}backends"))?)
     } else if let Some(S { value: raw::UpstreamRef::Service(sref), referenced, .. }) = &r.upstream {
         let name = service_name(cx, &sref.service, referenced.line(), &format!("{dot}upstream.service"))?;
-        let (health, breaker) = (layer.health.clone(), layer.breaker.clone());
-        Action::Proxy(Arc::new(Upstream {
-            key: format!("{id}:service:{name}:{health:?}:{breaker:?}"),
-            id: id.clone(),
-            backends: Vec::new(),
-            balance: layer.balance(),
-            pool: layer.pool.clone(),
-            health,
-            passive: None,
-            retries: None,
-            breaker,
-            service: Some(name),
-        }))
+        Action::Proxy(own(Vec::new(), Some(name)))
     } else if let Some(S { value: raw::UpstreamRef::Name(u), referenced, .. }) = &r.upstream {
         match named.get(u) {
             Some(up) => Action::Proxy(up.clone()),

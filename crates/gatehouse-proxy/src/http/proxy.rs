@@ -208,7 +208,7 @@ fn retry_target<'g>(
     group: &Group,
 ) -> Option<&'g Arc<crate::upstream::BackendState>> {
     selection.next().or_else(|| {
-        let closed = group.config.breaker.is_none() || b.breaker.state() == "closed";
+        let closed = group.config.breaker.is_none() || b.breaker.is_closed();
         (closed && !b.health.is_down()).then_some(b)
     })
 }

@@ -67,6 +67,10 @@ impl Breaker {
         }
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.state.load(Ordering::Acquire) == CLOSED
+    }
+
     /// 0 closed, 1 open, 2 half-open (the gauge's values).
     pub fn state_code(&self) -> u8 {
         self.state.load(Ordering::Relaxed)
