@@ -53,10 +53,18 @@ pub struct Shared {
 
 impl Shared {
     /// The rate-limit tables of route `id` with `limit`: the same ones as before while the
-    /// route keeps its settings. Tables of routes that are gone go at the next build.
+    /// route keeps its settings. Tables no state uses any more go (`drop_unused_limiters`).
     pub fn limiter(&self, id: &str, limit: &gatehouse_config::RateLimit) -> Arc<crate::filter::ratelimit::State> {
         let mut map = self.limiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(format!("{id}:{limit:?}")).or_default().clone()
+    }
+
+    /// Forgets the rate-limit tables that only this map still holds: their route (or its
+    /// settings) left with a state that is gone. A table can hold a million keys, so a
+    /// reload that changes a limit must not keep the old one for the life of the process.
+    fn drop_unused_limiters(&self) {
+        let mut map = self.limiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|_, state| Arc::strong_count(state) > 1);
     }
 
     /// The open-tunnel counter of `site`.
@@ -122,6 +130,8 @@ impl RuntimeState {
     ) -> Result<Self, Errors> {
         let empty = HashMap::new();
         let shared: Arc<Shared> = previous.map(|p| p.shared.clone()).unwrap_or_default();
+        // The live state's tables are held by its filters; older states' are gone by now.
+        shared.drop_unused_limiters();
         // Upstreams of a registry service get its instances now; their key then names the
         // instances too, so a changed set builds a new group (each instance's state carried).
         let mut resolved: HashMap<String, Arc<gatehouse_config::Upstream>> = HashMap::new();
@@ -210,4 +220,32 @@ fn unusable_tls(config: &Config, failed: &[crate::upstream::Unbuilt]) -> Errors 
         }
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(per_minute: u32) -> Arc<Config> {
+        let site = format!(
+            "host: a.test\nroutes:\n  - path: /\n    backend: http://127.0.0.1:1\n    options: {{rate_limit: {{per_ip: {per_minute}/min}}}}\n"
+        );
+        Arc::new(
+            gatehouse_config::load_from_str_for_tests("", &[("a", &site)], std::path::Path::new(".")).expect("valid"),
+        )
+    }
+
+    #[test]
+    fn rate_limit_tables_of_changed_limits_do_not_pile_up_across_reloads() {
+        let mut live = RuntimeState::build(config(1), None, None, None).expect("state");
+        for n in 2..=6 {
+            live = RuntimeState::build(config(n), Some(&live), None, None).expect("state");
+        }
+        let held = live.shared.limiters.lock().expect("lock").len();
+        assert!(held <= 2, "{held} tables kept for one route (the live one and the previous at most)");
+        // An unchanged limit keeps its table.
+        let again = RuntimeState::build(config(6), Some(&live), None, None).expect("state");
+        let tables = again.shared.limiters.lock().expect("lock");
+        assert!(tables.keys().any(|k| k.contains("count: 6")), "{:?}", tables.keys().collect::<Vec<_>>());
+    }
 }
