@@ -15,12 +15,19 @@ fn unix_ms(t: SystemTime) -> i64 {
 
 /// Brings back the saved bans, saves every change from now on, and tells `ban_created`
 /// webhooks about new bans.
-pub fn start(state: &StateHandle, writer: &gatehouse_store::Writer, notifier: Arc<crate::webhooks::Notifier>) {
+/// `saved` is the database, opened once for everything restored at start.
+pub fn start(
+    state: &StateHandle,
+    writer: &gatehouse_store::Writer,
+    notifier: Arc<crate::webhooks::Notifier>,
+    saved: Option<&gatehouse_store::Reader>,
+) {
     let live = state.load();
     let bans = &live.shared.bans;
     let now = SystemTime::now();
-    match gatehouse_store::Reader::open(&live.config.storage_path).and_then(|r| r.bans()) {
-        Ok(rows) => {
+    match saved.map(gatehouse_store::Reader::bans).transpose() {
+        Ok(None) => {}
+        Ok(Some(rows)) => {
             let mut back = 0;
             for row in rows {
                 let until = SystemTime::UNIX_EPOCH + Duration::from_millis(row.until_ms.max(0) as u64);

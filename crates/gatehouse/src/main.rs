@@ -380,8 +380,17 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         Signals::new()?
     };
     control.spawn(reloading.run());
-    registry::start(&server.watcher(), &queue);
-    bans::start(&server.watcher(), &data, notifier.clone());
+    // What the database saved to come back at start: registry instances, bans.
+    let saved = match gatehouse_store::Reader::open(&config.storage_path) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "saved registry instances and bans not read");
+            None
+        }
+    };
+    registry::start(&server.watcher(), &queue, saved.as_ref());
+    bans::start(&server.watcher(), &data, notifier.clone(), saved.as_ref());
+    drop(saved);
     control.spawn(bans::expire(server.watcher()));
     control.spawn(registry::expire(server.watcher(), data.clone()));
     control.spawn(gatehouse_proxy::health::Checks::sample(server.watcher()));

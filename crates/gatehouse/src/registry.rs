@@ -11,14 +11,14 @@ use gatehouse_proxy::StateHandle;
 use crate::reload::Queue;
 
 /// Wires the registry of the running state to the reload queue, and brings back the saved
-/// instances.
-pub fn start(state: &StateHandle, queue: &Queue) {
+/// instances (read from `saved`, the database opened once for everything restored at start).
+pub fn start(state: &StateHandle, queue: &Queue, saved: Option<&gatehouse_store::Reader>) {
     let live = state.load();
     let registry = &live.shared.registry;
     let q = queue.clone();
     registry.on_change(Arc::new(move || q.registry()));
-    let path = live.config.storage_path.clone();
-    let saved = match gatehouse_store::Reader::open(&path).and_then(|r| r.services()) {
+    let Some(reader) = saved else { return };
+    let saved = match reader.services() {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "saved registry instances not read");
