@@ -22,4 +22,5 @@ mod security;
 mod store;
 mod tls;
 mod trace;
+mod waf;
 mod webhooks;

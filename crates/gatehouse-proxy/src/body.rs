@@ -1,7 +1,8 @@
 //! Body types on the proxy path. One enum serves both directions so upstream connections
 //! and the downstream server share a body type without boxing on the hot path.
 //!
-//! Owns the streaming limits and idle timers on bodies; must not buffer whole bodies.
+//! Owns the streaming limits and idle timers on bodies; must not buffer whole bodies (a
+//! filter's read-ahead, `peek`, is bounded by the filter).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -419,4 +420,86 @@ mod tests {
         assert_eq!(read_all(trickle(20, Duration::from_secs(1)), None).await, Ok(200));
         assert_eq!(read_all(trickle(200, Duration::from_millis(50)), Some(100)).await, Ok(2000));
     }
+}
+
+/// A request body whose first frames were read ahead (for a filter that inspects them),
+/// then the rest as it arrives. Keeps the body's declared length, so its framing towards
+/// the backend is what it would have been.
+pub struct Peeked {
+    ahead: std::collections::VecDeque<Frame<Bytes>>,
+    rest: Inbound,
+    ahead_len: u64,
+}
+
+impl Body for Peeked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(f) = self.ahead.pop_front() {
+            if let Some(d) = f.data_ref() {
+                self.ahead_len -= d.len() as u64;
+            }
+            return Poll::Ready(Some(Ok(f)));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ahead.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + self.ahead_len);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + self.ahead_len);
+        }
+        hint
+    }
+}
+
+/// Reads up to `max` bytes of `req`'s body ahead, within `timeout`, and gives the request
+/// back with the same body (what was read, then the rest) and a copy of what was read.
+pub async fn peek(
+    req: http::Request<Inbound>,
+    max: usize,
+    timeout: Duration,
+) -> Result<(http::Request<Inbound>, Bytes), crate::error::ProxyError> {
+    use http_body_util::BodyExt;
+    let (parts, mut body) = req.into_parts();
+    let mut ahead = std::collections::VecDeque::new();
+    let mut seen = bytes::BytesMut::new();
+    let read = async {
+        while seen.len() < max && !body.is_end_stream() {
+            match body.frame().await {
+                None => break,
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        seen.extend_from_slice(&d[..d.len().min(max - seen.len())]);
+                    }
+                    ahead.push_back(f);
+                }
+                Some(Err(e)) => {
+                    return Err(match crate::error::find_body_error(&*e).and_then(crate::error::client_body_error) {
+                        Some(client) => client,
+                        None => crate::error::ProxyError::ClientBody(e.to_string()),
+                    });
+                }
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(r) => r?,
+        Err(_) => return Err(crate::error::ProxyError::ClientTimeout),
+    }
+    let ahead_len = ahead.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();
+    let body = if ahead.is_empty() {
+        body
+    } else {
+        Inbound::Other(UnsyncBoxBody::new(Peeked { ahead, rest: body, ahead_len }))
+    };
+    Ok((http::Request::from_parts(parts, body), seen.freeze()))
 }

@@ -5,8 +5,9 @@
 //! early request   request id, host, real client IP (trusted_proxies), framing checks
 //! before routing  filters for every host (ACME HTTP-01)
 //! route           host -> site -> route (path, method: 404 / 405 + Allow)
-//! request filters the route's chain (HTTPS redirect, redirect; later bans, limits, WAF, auth)
+//! request filters the route's chain (HTTPS redirect, maintenance, limits, WAF, redirect)
 //! limits          URI, header and body sizes
+//! body filters    the route's chain, on the body's first bytes (the WAF)
 //! action          static files, or select upstream -> exchange (http::proxy)
 //! response filters the route's chain (header rules)
 //! log             the access record, emitted when the response body has ended
@@ -32,7 +33,7 @@ use crate::error::ProxyError;
 use crate::filter::Verdict;
 use crate::http::header as hdr;
 use crate::http::request;
-use crate::observe::{AccessRecord, Failure, Logged, Pending};
+use crate::observe::{AccessRecord, Failure, Flag, Logged, Pending};
 use crate::route::{Compiled, Lookup, normalise_path};
 use crate::state::RuntimeState;
 use crate::upstream::BackendState;
@@ -65,15 +66,33 @@ pub struct Ctx<'a> {
     /// The request's access record while the pipeline works on it (access log on).
     /// Boxed: a record is large, and the context (in every request's future) must not be.
     pub record: Option<Box<Pending>>,
-    /// Why a filter answered the request itself (`rate_limited`, `banned`), for its record.
-    pub answered: std::cell::Cell<Option<&'static str>>,
+    /// What a security filter did with the request (refused it, or only flagged it), for
+    /// its record.
+    pub answered: std::cell::RefCell<Option<Answered>>,
+}
+
+/// A security filter's decision on a request, for its record and the metrics.
+pub struct Answered {
+    /// `rate_limited`, `banned`, `waf_blocked`, `waf_logged`, `auth_failed`…
+    pub kind: &'static str,
+    /// The rule or policy that decided (`per_client`, `sqli-union`, a custom rule's id).
+    pub rule: Arc<str>,
+    /// For the request log.
+    pub reason: String,
+    /// The filter answered the request itself (otherwise it went on, flagged).
+    pub refused: bool,
 }
 
 impl Ctx<'_> {
-    /// Notes why a filter answers this request itself; its record gets it as a client-side
-    /// error kind (metrics by kind, the request log).
-    pub fn answered_by(&self, kind: &'static str) {
-        self.answered.set(Some(kind));
+    /// Notes that a filter answers this request itself: its record gets `kind` as a
+    /// client-side error (the request log) and a flag with the rule (metrics).
+    pub fn answered_by(&self, kind: &'static str, rule: &str, reason: String) {
+        *self.answered.borrow_mut() = Some(Answered { kind, rule: rule.into(), reason, refused: true });
+    }
+
+    /// Notes that a filter let this request go on but flags it (a WAF in `log` mode).
+    pub fn flagged(&self, kind: &'static str, rule: &str, reason: String) {
+        *self.answered.borrow_mut() = Some(Answered { kind, rule: rule.into(), reason, refused: false });
     }
 }
 
@@ -142,6 +161,7 @@ pub async fn serve(
             retries: 0,
             error: None,
             slow: None,
+            flag: None,
         };
         Box::new(Pending::new(record, Instant::now(), sink.clone()))
     });
@@ -160,7 +180,7 @@ pub async fn serve(
         backend: None,
         retries: 0,
         record,
-        answered: std::cell::Cell::new(None),
+        answered: std::cell::RefCell::new(None),
     };
 
     let mut failure = None;
@@ -183,14 +203,19 @@ pub async fn serve(
     {
         resp.headers_mut().insert(header::ALT_SVC, alt.clone());
     }
-    if let Some(kind) = cx.answered.get()
+    let answered = cx.answered.take();
+    if let Some(a) = &answered
+        && a.refused
         && failure.is_none()
     {
-        failure = Some(Failure { side: crate::error::Side::Client, kind, reason: kind.replace('_', " ") });
+        failure = Some(Failure { side: crate::error::Side::Client, kind: a.kind, reason: a.reason.clone() });
     }
     let mut pending = cx.record.take();
     if let Some(p) = &mut pending {
         p.respond(resp.status().as_u16(), failure);
+        if let Some(a) = answered {
+            p.flag(Flag { kind: a.kind, rule: a.rule });
+        }
     }
     (resp, pending)
 }
@@ -243,6 +268,16 @@ async fn phases<'a>(cx: &mut Ctx<'a>, mut req: Request<Inbound>) -> Result<Respo
         return Ok(r);
     }
     request::check_limits(&req, &route.route.options)?;
+    // Filters that read the body (the WAF) get its first bytes; the backend still gets all
+    // of it.
+    if let Some(max) = route.chain.body_wanted(&req) {
+        let (ahead, seen) = crate::body::peek(req, max, route.route.options.write_timeout).await?;
+        req = ahead;
+        if let Verdict::Respond(mut r) = route.chain.on_body(cx, &req, &seen, &path) {
+            route.chain.on_response(cx, &mut r);
+            return Ok(r);
+        }
+    }
     let mut resp = match &route.route.action {
         // Boxed so the proxy path's future does not carry the file server's size.
         Action::Static(dir) => {

@@ -43,6 +43,8 @@ struct RouteTally {
     bytes_out: u64,
     /// Requests over the route's `slow_request` thresholds: warning, critical.
     slow: [u64; 2],
+    /// Security filters' decisions, by kind (`waf_blocked`, `rate_limited`…) and rule.
+    security: BTreeMap<(&'static str, Arc<str>), u64>,
 }
 
 impl RouteTally {
@@ -60,6 +62,9 @@ impl RouteTally {
         self.bytes_out += o.bytes_out;
         self.slow[0] += o.slow[0];
         self.slow[1] += o.slow[1];
+        for (k, n) in &o.security {
+            *self.security.entry(k.clone()).or_default() += n;
+        }
     }
 }
 
@@ -131,6 +136,9 @@ impl Metrics {
         t.bytes_out += r.bytes_out;
         if let Some(slow) = r.slow {
             t.slow[usize::from(slow == gatehouse_proxy::observe::Slow::Critical)] += 1;
+        }
+        if let Some(flag) = &r.flag {
+            *t.security.entry((flag.kind, flag.rule.clone())).or_default() += 1;
         }
         if let Some(f) = &r.error {
             *tally.errors.entry((f.side.as_str(), f.kind)).or_default() += 1;
@@ -345,6 +353,19 @@ impl Collector for Exporter {
             "Requests over their route's slow_request thresholds, by level (warning, critical).",
             MetricType::Counter,
             slow,
+            counter,
+        )?;
+        let security = routes.iter().flat_map(|((site, route), t)| {
+            t.security.iter().map(move |((kind, rule), n)| {
+                (vec![("site", site.as_str()), ("route", route.as_str()), ("kind", *kind), ("rule", &**rule)], *n)
+            })
+        });
+        family(
+            &mut e,
+            "gatehouse_security_events",
+            "Requests a security filter refused or flagged, by route, kind (rate_limited, banned, waf_blocked, waf_logged, auth_failed) and rule.",
+            MetricType::Counter,
+            security,
             counter,
         )?;
         family(

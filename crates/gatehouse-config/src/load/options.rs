@@ -34,6 +34,9 @@ impl Layered {
             self.opts.rate_limit =
                 super::security::rate_limit(cx, r, &format!("{at}rate_limit")).map(std::sync::Arc::new);
         }
+        if let Some(w) = &o.waf {
+            self.opts.waf = super::security::waf(cx, w, &format!("{at}waf")).map(std::sync::Arc::new);
+        }
         if let Some(slow) = &o.slow_request {
             let d = &mut self.opts;
             if slow.warning.is_some() {

@@ -118,6 +118,104 @@ pub(super) fn site_rate_limit(cx: &mut Ctx<'_>, r: &raw::SiteRateLimit) -> Vec<S
     out
 }
 
+/// Default bytes of a request body the WAF reads.
+const WAF_BODY_LIMIT: u64 = 64 * 1024;
+
+/// `waf` under `options` (or at the top of a site file). `None` when it is turned off
+/// (`enabled: false`) or has errors.
+pub(super) fn waf(cx: &mut Ctx<'_>, w: &raw::Waf, at: &str) -> Option<Waf> {
+    if !cx.flag(w.enabled.as_ref(), &format!("{at}.enabled"), true) {
+        return None;
+    }
+    let mode = match w.mode.as_ref().map(|m| (m, m.value.trim())) {
+        None | Some((_, "block")) => WafMode::Block,
+        Some((_, "log")) => WafMode::Log,
+        Some((m, other)) => {
+            cx.err_at(m, format!("{at}.mode"), format!("expected block or log, got {other:?}"));
+            WafMode::Block
+        }
+    };
+    let mut groups = WafGroups::all();
+    for (name, on) in w.rules.iter().flatten() {
+        let path = format!("{at}.rules.{name}");
+        let value = cx.flag(Some(on), &path, true);
+        match groups.get_mut(name) {
+            Some(g) => *g = value,
+            None => cx.err_at(
+                on,
+                path,
+                match nearest(name, WafGroups::NAMES) {
+                    Some(n) => format!("unknown rule group {name:?}; did you mean {n}?"),
+                    None => format!("unknown rule group {name:?}; the groups are {}", WafGroups::NAMES.join(", ")),
+                },
+            ),
+        }
+    }
+    let mut custom = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for (i, r) in w.custom.iter().flatten().enumerate() {
+        let path = format!("{at}.custom[{i}]");
+        let id = r.id.value.trim().to_string();
+        if id.is_empty() || !id.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')) {
+            cx.err_at(&r.id, format!("{path}.id"), "expected an id of letters, digits, `-`, `_` or `.`");
+            continue;
+        }
+        if !ids.insert(id.clone()) {
+            cx.err_at(&r.id, format!("{path}.id"), format!("the id {id:?} is used twice"));
+        }
+        let target = match r.target.value.trim() {
+            "path" => WafTarget::Path,
+            "query" => WafTarget::Query,
+            "body" => WafTarget::Body,
+            "cookie" => WafTarget::Cookie,
+            "any" => WafTarget::Any,
+            t => match t.strip_prefix("header:").map(|h| HeaderName::from_str(h.trim())) {
+                Some(Ok(h)) => WafTarget::Header(h),
+                _ => {
+                    cx.err_at(
+                        &r.target,
+                        format!("{path}.in"),
+                        format!("expected path, query, body, cookie, any or header:NAME, got {t:?}"),
+                    );
+                    continue;
+                }
+            },
+        };
+        // The regex crate matches in linear time: no pattern can make a request slow.
+        let pattern =
+            match regex::RegexBuilder::new(&r.pattern.value).case_insensitive(true).size_limit(1 << 20).build() {
+                Ok(p) => p,
+                Err(e) => {
+                    cx.err_at(&r.pattern, format!("{path}.pattern"), format!("invalid pattern: {e}"));
+                    continue;
+                }
+            };
+        let message = r.message.as_ref().map_or_else(|| format!("custom rule {id}"), |m| m.value.clone());
+        custom.push(WafRule { id, message, target, pattern });
+    }
+    let mut exclusions = Vec::new();
+    for (i, e) in w.exclude.iter().flatten().enumerate() {
+        let path = format!("{at}.exclude[{i}]");
+        let rule = e.rule.value.trim().to_string();
+        if rule.is_empty() {
+            cx.err_at(&e.rule, format!("{path}.rule"), "expected a rule id or a group name");
+            continue;
+        }
+        let prefix = match &e.path {
+            Some(p) if !p.value.starts_with('/') => {
+                cx.err_at(p, format!("{path}.path"), "expected a path starting with /");
+                continue;
+            }
+            Some(p) => Some(p.value.trim_end_matches('*').to_string()),
+            None => None,
+        };
+        let field = e.field.as_ref().map(|f| f.value.trim().to_ascii_lowercase());
+        exclusions.push(WafExclusion { rule, path: prefix, field });
+    }
+    let body_limit = cx.size_in(w.body_limit.as_ref(), &format!("{at}.body_limit"), WAF_BODY_LIMIT, (0, 1 << 20));
+    Some(Waf { mode, groups, custom, exclusions, body_limit: body_limit as usize })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

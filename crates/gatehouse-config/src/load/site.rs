@@ -99,6 +99,7 @@ pub(super) fn build_site(
         upstream_tls: None,
         slow_request: None,
         rate_limit: None,
+        waf: s.waf.clone(),
     };
     let under = s.options.as_ref();
     for (key, both) in [
@@ -106,6 +107,7 @@ pub(super) fn build_site(
         ("limits", top.limits.is_some() && under.is_some_and(|o| o.limits.is_some())),
         ("headers", top.headers.is_some() && under.is_some_and(|o| o.headers.is_some())),
         ("connection_pool", top.pool.is_some() && under.is_some_and(|o| o.pool.is_some())),
+        ("waf", top.waf.is_some() && under.is_some_and(|o| o.waf.is_some())),
     ] {
         if both {
             cx.err(
@@ -116,10 +118,8 @@ pub(super) fn build_site(
         }
     }
     site_layer.apply(cx, &top, "");
-    let not_built: [(&str, Option<u64>, &str); 2] = [
-        ("waf", s.waf.as_ref().map(|v| v.referenced.line()), "the WAF is not built yet"),
-        ("compression", s.compression.as_ref().map(|v| v.referenced.line()), "response compression is not built yet"),
-    ];
+    let not_built: [(&str, Option<u64>, &str); 1] =
+        [("compression", s.compression.as_ref().map(|v| v.referenced.line()), "response compression is not built yet")];
     for (key, line, what) in not_built {
         if let Some(line) = line {
             cx.err(Some(line), key, format!("{what}; remove `{key}` (Gatehouse would not apply it)"));

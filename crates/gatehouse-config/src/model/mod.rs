@@ -704,6 +704,8 @@ pub struct RouteOptions {
     pub slow_critical: Option<Duration>,
     /// `rate_limit`, when set.
     pub rate_limit: Option<std::sync::Arc<RateLimit>>,
+    /// `waf`, when set and enabled.
+    pub waf: Option<std::sync::Arc<Waf>>,
 }
 
 impl Default for RouteOptions {
@@ -722,6 +724,7 @@ impl Default for RouteOptions {
             slow_warning: None,
             slow_critical: None,
             rate_limit: None,
+            waf: None,
         }
     }
 }

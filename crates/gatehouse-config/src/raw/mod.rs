@@ -263,6 +263,7 @@ pub struct Options {
     pub upstream_tls: Option<UpstreamTls>,
     pub slow_request: Option<SlowRequest>,
     pub rate_limit: Option<RateLimit>,
+    pub waf: Option<Waf>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -365,7 +366,8 @@ pub struct Site {
     // (an error: a rule the proxy would silently skip is worse than none).
     /// The proxy-manager's site-wide and per-path rate limits.
     pub rate_limit: Option<SiteRateLimit>,
-    pub waf: Option<S<serde::de::IgnoredAny>>,
+    /// The WAF for every route of the site (the proxy-manager's layout).
+    pub waf: Option<Waf>,
     pub compression: Option<S<serde::de::IgnoredAny>>,
     /// Checks for every upstream of this site that has none of its own (inline backends
     /// included), as the proxy-manager's files have it.

@@ -56,3 +56,38 @@ pub struct PathRateLimit {
     #[serde(alias = "ban_for")]
     pub ban_duration: Option<S<String>>,
 }
+
+/// `waf` under `options` (or at the top of a site file, as the proxy-manager writes it).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Waf {
+    /// `false` turns the WAF off (for a route under a site that has one).
+    pub enabled: Option<S<String>>,
+    /// `block` (default) or `log`.
+    pub mode: Option<S<String>>,
+    /// Groups on or off; every group is on unless turned off here.
+    pub rules: Option<std::collections::BTreeMap<String, S<String>>>,
+    pub custom: Option<Vec<WafRule>>,
+    pub exclude: Option<Vec<WafExclusion>>,
+    /// How much of a form or JSON body is inspected (default 64KB).
+    pub body_limit: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WafRule {
+    pub id: S<String>,
+    pub message: Option<S<String>>,
+    /// `path`, `query`, `body`, `cookie`, `any` or `header:NAME`.
+    #[serde(rename = "in")]
+    pub target: S<String>,
+    pub pattern: S<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WafExclusion {
+    pub rule: S<String>,
+    pub path: Option<S<String>>,
+    pub field: Option<S<String>>,
+}

@@ -22,7 +22,7 @@ impl RequestFilter for BanCheck {
         if cx.state.shared.bans.check(cx.client, SystemTime::now()).is_none() {
             return Verdict::Continue;
         }
-        cx.answered_by("banned");
+        cx.answered_by("banned", "ban", "banned address".into());
         let mut r = Response::new(Outgoing::full("403 Forbidden\n"));
         *r.status_mut() = StatusCode::FORBIDDEN;
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));

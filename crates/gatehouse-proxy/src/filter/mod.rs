@@ -20,8 +20,10 @@ mod https_redirect;
 mod maintenance;
 pub mod ratelimit;
 mod redirect;
+mod waf;
 
-use http::{Request, Response};
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
 
 use crate::body::{Inbound, Outgoing};
 use crate::pipeline::Ctx;
@@ -47,6 +49,15 @@ pub trait RequestFilter: Send + Sync {
     fn request(&self, cx: &Ctx<'_>, req: &mut Request<Inbound>, path: &str) -> Verdict;
 }
 
+/// Reads the first bytes of a request's body before it goes on (the WAF). The pipeline
+/// reads them ahead once for every body filter, and the backend still gets the whole body.
+pub trait BodyFilter: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// How many bytes of this request's body the filter reads, if it reads it.
+    fn wants(&self, req: &Request<Inbound>) -> Option<usize>;
+    fn body(&self, cx: &Ctx<'_>, req: &Request<Inbound>, body: &[u8], path: &str) -> Verdict;
+}
+
 /// Edits a response head on its way to the client (responses the route produced: its
 /// backend's, its static files', its filters'; not Gatehouse's own error answers).
 pub trait ResponseFilter: Send + Sync {
@@ -58,12 +69,38 @@ pub trait ResponseFilter: Send + Sync {
 #[derive(Default)]
 pub struct Chain {
     request: Box<[Box<dyn RequestFilter>]>,
+    body: Box<[Box<dyn BodyFilter>]>,
     response: Box<[Box<dyn ResponseFilter>]>,
 }
 
 impl Chain {
     pub fn new(request: Vec<Box<dyn RequestFilter>>, response: Vec<Box<dyn ResponseFilter>>) -> Self {
-        Chain { request: request.into(), response: response.into() }
+        Chain { request: request.into(), body: Box::new([]), response: response.into() }
+    }
+
+    pub fn with_body(mut self, body: Vec<Box<dyn BodyFilter>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Bytes of this request's body that some body filter reads (the most any asks for).
+    #[inline]
+    pub fn body_wanted(&self, req: &Request<Inbound>) -> Option<usize> {
+        if self.body.is_empty() {
+            return None;
+        }
+        self.body.iter().filter_map(|f| f.wants(req)).max()
+    }
+
+    /// Runs the body filters over the body's first bytes until one answers.
+    pub fn on_body(&self, cx: &Ctx<'_>, req: &Request<Inbound>, body: &[u8], path: &str) -> Verdict {
+        for f in self.body.iter() {
+            if let Verdict::Respond(r) = f.body(cx, req, body, path) {
+                tracing::debug!(target: "gatehouse::filter", filter = f.name(), status = r.status().as_u16(), "request answered by a body filter");
+                return Verdict::Respond(r);
+            }
+        }
+        Verdict::Continue
     }
 
     /// Runs the request filters until one answers.
@@ -101,8 +138,27 @@ impl Chain {
 
     /// The filters' names in order, for the admin API.
     pub fn names(&self) -> Vec<&'static str> {
-        self.request.iter().map(|f| f.name()).chain(self.response.iter().map(|f| f.name())).collect()
+        let body = self.body.iter().map(|f| f.name()).filter(|n| !self.request.iter().any(|r| r.name() == *n));
+        self.request.iter().map(|f| f.name()).chain(body).chain(self.response.iter().map(|f| f.name())).collect()
     }
+}
+
+/// A filter's own refusal (403 for the WAF, a ban…): the site's page for the status, JSON
+/// for a client that asks for it, or plain text; each names the request id, so a user who
+/// was refused by mistake can report it.
+pub fn refusal(cx: &Ctx<'_>, headers: &HeaderMap, status: StatusCode, message: &str) -> Response<Outgoing> {
+    let id = cx.id.to_str().unwrap_or("");
+    let reason = status.canonical_reason().unwrap_or("");
+    let mut r = Response::new(Outgoing::full(format!("{} {reason}\n{message}\nrequest id: {id}\n", status.as_u16())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    let json = crate::error_page::wants_json(headers.get(header::ACCEPT));
+    let template = cx.route.and_then(|route| route.pages.pages.get(&status.as_u16())).map(|p| &**p);
+    if json || template.is_some() {
+        let page = crate::error_page::Page { status, message, request_id: &cx.id, template };
+        crate::error_page::fill(&mut r, &page, json);
+    }
+    r
 }
 
 /// What building a route's chain needs beyond the route itself.
@@ -115,8 +171,8 @@ pub struct Env {
 }
 
 /// Compiles a route's chain, in DESIGN.md §4 order: HTTPS redirect, maintenance, (later:
-/// CORS) rate limit, (later: WAF, auth) the route's own redirect; response filters: header
-/// rules. Bans are checked before routing (`before_routing`).
+/// CORS) rate limit, WAF, (later: auth) the route's own redirect; body filters: the WAF;
+/// response filters: header rules. Bans are checked before routing (`before_routing`).
 pub fn chain_for(
     route: &gatehouse_config::Route,
     site: &gatehouse_config::Site,
@@ -142,13 +198,18 @@ pub fn chain_for(
         let state = shared.limiter(&route.id, limit);
         request.push(Box::new(ratelimit::RateLimit::new(&route.id, limit.clone(), state)));
     }
+    let mut body: Vec<Box<dyn BodyFilter>> = Vec::new();
+    if let Some(w) = &route.options.waf {
+        request.push(Box::new(waf::Waf::new(w.clone())));
+        body.push(Box::new(waf::Waf::new(w.clone())));
+    }
     if let gatehouse_config::Action::Redirect { to, code } = &route.action {
         request.push(Box::new(Redirect::new(to.clone(), *code)));
     }
     if !route.options.response_headers.is_empty() {
         response.push(Box::new(ResponseHeaders::new(route.options.response_headers.clone())));
     }
-    Chain::new(request, response)
+    Chain::new(request, response).with_body(body)
 }
 
 /// The filters that run before routing, for every host (a validation request may name a

