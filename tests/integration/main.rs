@@ -3,6 +3,7 @@
 mod harness;
 
 mod acme;
+mod auth;
 mod balance;
 mod defects;
 mod files;

@@ -7,6 +7,7 @@
 //! route           host -> site -> route (path, method: 404 / 405 + Allow)
 //! request filters the route's chain (HTTPS redirect, maintenance, limits, WAF, redirect)
 //! limits          URI, header and body sizes
+//! auth            the route's authentication (may wait on a password hash)
 //! body filters    the route's chain, on the body's first bytes (the WAF)
 //! action          static files, or select upstream -> exchange (http::proxy)
 //! response filters the route's chain (header rules)
@@ -268,6 +269,12 @@ async fn phases<'a>(cx: &mut Ctx<'a>, mut req: Request<Inbound>) -> Result<Respo
         return Ok(r);
     }
     request::check_limits(&req, &route.route.options)?;
+    if let Some(auth) = route.chain.auth()
+        && let Verdict::Respond(mut r) = auth.check(cx, &mut req).await
+    {
+        route.chain.on_response(cx, &mut r);
+        return Ok(r);
+    }
     // Filters that read the body (the WAF) get its first bytes; the backend still gets all
     // of it.
     if let Some(max) = route.chain.body_wanted(&req) {

@@ -47,6 +47,12 @@ pub struct Shared {
     pub registry: crate::registry::Registry,
     /// Banned addresses (every site).
     pub bans: crate::security::ban::Bans,
+    /// Failed logins counted towards bans.
+    pub failed_logins: crate::security::ban::FailedLogins,
+    /// Keys fetched from each `jwt.jwks_url`, by URL (the binary fetches them).
+    pub jwks: arc_swap::ArcSwap<HashMap<String, Arc<[gatehouse_config::JwtKey]>>>,
+    /// Set by a request whose token names a key no set has: the fetcher goes sooner.
+    pub jwks_wanted: tokio::sync::Notify,
     /// Rate-limit tables by route id and settings; locked only while a state is built.
     limiters: std::sync::Mutex<HashMap<String, Arc<crate::filter::ratelimit::State>>>,
 }

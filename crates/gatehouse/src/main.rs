@@ -76,8 +76,48 @@ enum Command {
         #[command(subcommand)]
         action: backups::Action,
     },
+    /// Hash a password for basic auth (argon2id), or with --api-key the digest of an API
+    /// key, for the configuration. Reads the secret from standard input (one line), never
+    /// from the command line, where shells keep it.
+    HashPassword {
+        /// Print `sha256:HEX` of an API key instead.
+        #[arg(long)]
+        api_key: bool,
+    },
     /// Print the version.
     Version,
+}
+
+/// `gatehouse hash-password`: one line from standard input, hashed.
+fn hash_password(api_key: bool) -> ExitCode {
+    use std::io::BufRead;
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+        eprintln!("gatehouse: cannot read standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let secret = line.strip_suffix('\n').unwrap_or(&line);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    if secret.is_empty() {
+        eprintln!(
+            "gatehouse: nothing to hash (give the secret on standard input, e.g. `gatehouse hash-password < file`)"
+        );
+        return ExitCode::FAILURE;
+    }
+    if api_key {
+        println!("{}", gatehouse_proxy::security::password::api_key_digest(secret.as_bytes()));
+        return ExitCode::SUCCESS;
+    }
+    match gatehouse_proxy::security::password::hash(secret.as_bytes()) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -96,6 +136,7 @@ fn main() -> ExitCode {
             println!("gatehouse {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::HashPassword { api_key } => hash_password(api_key),
         Command::Backup { config, action } => backups::cli(&config_path(config), action),
         Command::Check { config } => {
             let path = config_path(config);

@@ -37,6 +37,10 @@ impl Layered {
         if let Some(w) = &o.waf {
             self.opts.waf = super::security::waf(cx, w, &format!("{at}waf")).map(std::sync::Arc::new);
         }
+        if let Some(a) = &o.auth {
+            let base = self.base.clone();
+            self.opts.auth = super::auth::auth(cx, &base, a, &format!("{at}auth")).map(std::sync::Arc::new);
+        }
         if let Some(slow) = &o.slow_request {
             let d = &mut self.opts;
             if slow.warning.is_some() {

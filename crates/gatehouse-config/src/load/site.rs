@@ -100,6 +100,7 @@ pub(super) fn build_site(
         slow_request: None,
         rate_limit: None,
         waf: s.waf.clone(),
+        auth: None,
     };
     let under = s.options.as_ref();
     for (key, both) in [

@@ -11,8 +11,10 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use ipnet::IpNet;
 use regex::Regex;
 
+mod auth;
 mod resilience;
 mod security;
+pub use auth::*;
 pub use resilience::*;
 pub use security::*;
 
@@ -706,6 +708,8 @@ pub struct RouteOptions {
     pub rate_limit: Option<std::sync::Arc<RateLimit>>,
     /// `waf`, when set and enabled.
     pub waf: Option<std::sync::Arc<Waf>>,
+    /// `auth`, when set.
+    pub auth: Option<std::sync::Arc<Auth>>,
 }
 
 impl Default for RouteOptions {
@@ -725,6 +729,7 @@ impl Default for RouteOptions {
             slow_critical: None,
             rate_limit: None,
             waf: None,
+            auth: None,
         }
     }
 }

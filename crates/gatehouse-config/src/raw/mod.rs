@@ -9,8 +9,10 @@ use serde_saphyr::Spanned;
 
 pub type S<T> = Spanned<T>;
 
+mod auth;
 mod resilience;
 mod security;
+pub use auth::*;
 pub use resilience::*;
 pub use security::*;
 
@@ -264,6 +266,7 @@ pub struct Options {
     pub slow_request: Option<SlowRequest>,
     pub rate_limit: Option<RateLimit>,
     pub waf: Option<Waf>,
+    pub auth: Option<Auth>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -14,6 +14,7 @@
 //! nothing per request that could be done when the chain is built.
 
 mod acme;
+pub mod auth;
 mod ban;
 mod headers;
 mod https_redirect;
@@ -69,13 +70,27 @@ pub trait ResponseFilter: Send + Sync {
 #[derive(Default)]
 pub struct Chain {
     request: Box<[Box<dyn RequestFilter>]>,
+    /// Authentication, which may wait (a password hash on the blocking pool): run by the
+    /// pipeline after the request filters.
+    auth: Option<Box<auth::Auth>>,
     body: Box<[Box<dyn BodyFilter>]>,
     response: Box<[Box<dyn ResponseFilter>]>,
 }
 
 impl Chain {
     pub fn new(request: Vec<Box<dyn RequestFilter>>, response: Vec<Box<dyn ResponseFilter>>) -> Self {
-        Chain { request: request.into(), body: Box::new([]), response: response.into() }
+        Chain { request: request.into(), auth: None, body: Box::new([]), response: response.into() }
+    }
+
+    pub fn with_auth(mut self, auth: Option<auth::Auth>) -> Self {
+        self.auth = auth.map(Box::new);
+        self
+    }
+
+    /// The route's authentication, if it has one.
+    #[inline]
+    pub fn auth(&self) -> Option<&auth::Auth> {
+        self.auth.as_deref()
     }
 
     pub fn with_body(mut self, body: Vec<Box<dyn BodyFilter>>) -> Self {
@@ -139,7 +154,14 @@ impl Chain {
     /// The filters' names in order, for the admin API.
     pub fn names(&self) -> Vec<&'static str> {
         let body = self.body.iter().map(|f| f.name()).filter(|n| !self.request.iter().any(|r| r.name() == *n));
-        self.request.iter().map(|f| f.name()).chain(body).chain(self.response.iter().map(|f| f.name())).collect()
+        let auth = self.auth.as_ref().map(|_| "auth");
+        self.request
+            .iter()
+            .map(|f| f.name())
+            .chain(auth)
+            .chain(body)
+            .chain(self.response.iter().map(|f| f.name()))
+            .collect()
     }
 }
 
@@ -209,7 +231,8 @@ pub fn chain_for(
     if !route.options.response_headers.is_empty() {
         response.push(Box::new(ResponseHeaders::new(route.options.response_headers.clone())));
     }
-    Chain::new(request, response).with_body(body)
+    let auth = route.options.auth.as_ref().map(|a| auth::Auth::new(a.clone()));
+    Chain::new(request, response).with_auth(auth).with_body(body)
 }
 
 /// The filters that run before routing, for every host (a validation request may name a

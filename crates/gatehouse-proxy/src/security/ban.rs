@@ -1,5 +1,5 @@
-//! Bans: addresses refused on every site until a time, made by rate-limit violations or
-//! through the admin API. Held in `state::Shared` (they outlive reloads); the binary saves
+//! Bans: addresses refused on every site until a time, made by rate-limit violations,
+//! failed logins (`FailedLogins`) or through the admin API. Held in `state::Shared` (they outlive reloads); the binary saves
 //! them in the store through `on_change`, so they outlive restarts too.
 //!
 //! Workers read this on every request, so an empty list costs one atomic load; with bans,
@@ -31,6 +31,39 @@ pub type OnChange = Arc<dyn Fn(Change) + Send + Sync>;
 
 /// At most this many bans at once (a flood of violators cannot grow the list past it).
 pub const MAX_BANS: usize = 1_000_000;
+
+/// Failed logins by client address, across routes (wrong credentials at `auth`, or the
+/// application's own 401/403 on a login path): enough of them within a route's window ban
+/// the address. Bounded like a rate-limit table.
+pub struct FailedLogins {
+    table: crate::security::limit::Table,
+}
+
+impl Default for FailedLogins {
+    fn default() -> Self {
+        FailedLogins { table: crate::security::limit::Table::new(200_000) }
+    }
+}
+
+impl FailedLogins {
+    /// Counts one failed login of `client` under `rule`; bans it when the count reaches
+    /// `rule.after` within `rule.window`. Returns whether it banned.
+    pub fn count(&self, bans: &Bans, client: IpAddr, rule: &gatehouse_config::BanRule, place: &str) -> bool {
+        let key = crate::security::limit::ip_key(client);
+        let n = self.table.count(key, rule.window, crate::security::limit::now_ns());
+        if n < rule.after {
+            return false;
+        }
+        self.table.forget(key);
+        let now = SystemTime::now();
+        tracing::warn!(%client, place, until = ?rule.duration, "address banned after failed logins");
+        bans.add(
+            client,
+            Ban { until: now + rule.duration, created: now, reason: format!("{n} failed logins on {place}") },
+        );
+        true
+    }
+}
 
 #[derive(Default)]
 pub struct Bans {

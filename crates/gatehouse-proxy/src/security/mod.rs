@@ -4,4 +4,5 @@
 
 pub mod ban;
 pub mod limit;
+pub mod password;
 pub mod waf;

@@ -1,0 +1,343 @@
+//! A route's authentication (`options.auth`): basic users, API keys and JWTs; a request
+//! passes when any configured method accepts what it presents.
+//!
+//! - **Basic**: argon2 or bcrypt hashes. Verifying one costs milliseconds by design, so it
+//!   runs on the blocking pool, a few at a time (`VERIFIERS`), and credentials that passed
+//!   are remembered for `CACHE_FOR` (by a salted digest, never in clear).
+//! - **API keys**: the SHA-256 of the presented key against the configured digests, in
+//!   constant time.
+//! - **JWT**: `Authorization: Bearer` (or a cookie); the key is chosen by `kid` and must be
+//!   pinned to the token's algorithm (an HS256 token never meets an RSA key); `exp` is
+//!   required, `nbf`, `iss` and `aud` checked with the configured leeway. Keys come from
+//!   the configuration and from the route's JWKS (fetched by the binary into
+//!   `state::Shared::jwks`; a token naming an unknown `kid` asks for a fetch).
+//!
+//! The backend learns who logged in from `user_header` (and JWT claims from their
+//! headers); the client's own values of those headers are removed first, always. Missing
+//! credentials answer 401 with `WWW-Authenticate`; wrong ones too, and count as failed
+//! logins towards a ban (`ban_after`).
+//!
+//! Runs after the request filters (it may wait on the blocking pool), before the body
+//! filters and the action. Must not log secrets: only user names, key names and reasons.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use gatehouse_config::{Auth as Config, JwtKey};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, StatusCode};
+use jsonwebtoken::{Validation, decode, decode_header};
+
+use super::Verdict;
+use crate::body::Inbound;
+use crate::pipeline::Ctx;
+use crate::security::limit::now_ns;
+
+/// How long credentials that passed a password hash are taken without hashing again.
+const CACHE_FOR: Duration = Duration::from_secs(300);
+/// Remembered credentials per route at most (a flood of logins cannot grow it further).
+const CACHE_MAX: usize = 10_000;
+/// Hash verifications running at once in the process; the rest wait their turn.
+static VERIFIERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// What the request presented, and what came of it.
+enum Outcome {
+    Pass {
+        user: String,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+    /// No credentials for any configured method.
+    Missing,
+    /// Wrong credentials: `method` (`basic`, `api_key`, `jwt`) and why.
+    Failed {
+        method: &'static str,
+        reason: String,
+    },
+}
+
+pub struct Auth {
+    config: Arc<Config>,
+    /// Salted digests of basic credentials that verified, with when they stop counting.
+    cache: Mutex<HashMap<[u8; 32], u64>>,
+    salt: [u8; 16],
+}
+
+impl Auth {
+    pub fn new(config: Arc<Config>) -> Self {
+        let mut salt = [0u8; 16];
+        // Without randomness the cache still works; its digests are just unsalted.
+        let _ = aws_lc_rs::rand::fill(&mut salt);
+        Auth { config, cache: Mutex::new(HashMap::new()), salt }
+    }
+
+    /// Checks the request's credentials; on success it goes on with the user's headers.
+    pub async fn check(&self, cx: &mut Ctx<'_>, req: &mut Request<Inbound>) -> Verdict {
+        // What the backend will take as the proxy's word must not come from the client.
+        let h = req.headers_mut();
+        h.remove(&self.config.user_header);
+        for (_, name) in self.config.jwt.iter().flat_map(|j| &j.claims) {
+            h.remove(name);
+        }
+        let shared = cx.state.shared.clone();
+        match self.outcome(&shared, req.headers(), req.uri()).await {
+            Outcome::Pass { user, headers } => {
+                let h = req.headers_mut();
+                if let Ok(v) = HeaderValue::from_str(&user) {
+                    h.insert(self.config.user_header.clone(), v);
+                }
+                for (name, value) in headers {
+                    h.insert(name, value);
+                }
+                Verdict::Continue
+            }
+            Outcome::Missing => {
+                cx.answered_by("auth_required", "missing", "no credentials".into());
+                Verdict::Respond(self.challenge(cx, req.headers(), None))
+            }
+            Outcome::Failed { method, reason } => {
+                let route = cx.route.map_or("", |r| r.route.id.as_str());
+                tracing::info!(target: "gatehouse::auth", client = %cx.client, route, method, %reason, "login failed");
+                if let Some(rule) = &self.config.ban {
+                    let shared = &cx.state.shared;
+                    shared.failed_logins.count(&shared.bans, cx.client, rule, route);
+                }
+                cx.answered_by("auth_failed", method, format!("{method}: {reason}"));
+                Verdict::Respond(self.challenge(cx, req.headers(), Some(method)))
+            }
+        }
+    }
+
+    /// 401 with a challenge for each method a browser or client can answer.
+    fn challenge(
+        &self,
+        cx: &Ctx<'_>,
+        headers: &http::HeaderMap,
+        failed: Option<&str>,
+    ) -> http::Response<crate::body::Outgoing> {
+        let mut r = super::refusal(cx, headers, StatusCode::UNAUTHORIZED, "Authentication is required.");
+        let realm = &self.config.realm;
+        if !self.config.basic.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
+        {
+            r.headers_mut().append(header::WWW_AUTHENTICATE, v);
+        }
+        if self.config.jwt.is_some() {
+            let error = if failed == Some("jwt") { ", error=\"invalid_token\"" } else { "" };
+            if let Ok(v) = HeaderValue::from_str(&format!("Bearer realm=\"{realm}\"{error}")) {
+                r.headers_mut().append(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        r
+    }
+
+    /// Takes the head's parts, not the request: its body is not `Sync`, and this waits.
+    async fn outcome(&self, shared: &crate::state::Shared, headers: &http::HeaderMap, uri: &http::Uri) -> Outcome {
+        let mut failed = None;
+        let authz = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+        if let Some(keys) = &self.config.api_keys {
+            let presented = keys
+                .header
+                .as_ref()
+                .and_then(|h| headers.get(h))
+                .map(|v| v.as_bytes().to_vec())
+                .or_else(|| keys.query.as_ref().and_then(|q| query_value(uri.query()?, q)));
+            if let Some(key) = presented {
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &key);
+                // Every digest is compared, so the time does not tell which one was close.
+                let mut found = None;
+                for (name, d) in &keys.keys {
+                    if aws_lc_rs::constant_time::verify_slices_are_equal(d, digest.as_ref()).is_ok() {
+                        found = Some(name);
+                    }
+                }
+                match found {
+                    Some(name) => return Outcome::Pass { user: name.clone(), headers: Vec::new() },
+                    None => failed = Some(("api_key", "unknown key".to_string())),
+                }
+            }
+        }
+        if let Some(jwt) = &self.config.jwt {
+            let token = authz
+                .and_then(|v| strip_scheme(v, b"bearer"))
+                .map(|t| String::from_utf8_lossy(t).trim().to_string())
+                .or_else(|| jwt.cookie.as_ref().and_then(|c| cookie(headers, c)));
+            if let Some(token) = token {
+                match self.jwt(shared, jwt, &token) {
+                    Ok(pass) => return pass,
+                    Err(reason) => failed = Some(("jwt", reason)),
+                }
+            }
+        }
+        if !self.config.basic.is_empty()
+            && let Some(creds) = authz.and_then(|v| strip_scheme(v, b"basic"))
+        {
+            match self.basic(creds).await {
+                Ok(user) => return Outcome::Pass { user, headers: Vec::new() },
+                Err(reason) => failed = Some(("basic", reason)),
+            }
+        }
+        match failed {
+            Some((method, reason)) => Outcome::Failed { method, reason },
+            None => Outcome::Missing,
+        }
+    }
+
+    fn jwt(&self, shared: &crate::state::Shared, jwt: &gatehouse_config::Jwt, token: &str) -> Result<Outcome, String> {
+        let head = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+        let fetched = jwt.jwks_url.as_ref().and_then(|u| shared.jwks.load().get(u).cloned());
+        let fits = |k: &&JwtKey| {
+            k.alg == head.alg
+                && match (&head.kid, &k.kid) {
+                    (Some(want), Some(have)) => want == have,
+                    _ => true,
+                }
+        };
+        let candidates: Vec<&JwtKey> =
+            jwt.keys.iter().chain(fetched.iter().flat_map(|k| k.iter())).filter(fits).collect();
+        if candidates.is_empty() {
+            if jwt.jwks_url.is_some() {
+                shared.jwks_wanted.notify_one();
+            }
+            return Err(format!("no key for algorithm {:?} and kid {:?}", head.alg, head.kid.as_deref().unwrap_or("")));
+        }
+        let mut v = Validation::new(head.alg);
+        v.leeway = jwt.leeway.as_secs();
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp"]);
+        match &jwt.issuer {
+            Some(iss) => v.set_issuer(&[iss]),
+            None => v.iss = None,
+        }
+        match &jwt.audience {
+            Some(aud) => v.set_audience(&[aud]),
+            None => v.validate_aud = false,
+        }
+        let mut last = String::new();
+        for k in candidates {
+            match decode::<serde_json::Value>(token, &k.key, &v) {
+                Ok(data) => {
+                    let claims = data.claims;
+                    let user = claims.get("sub").and_then(|s| s.as_str()).unwrap_or("").to_string();
+                    let headers = jwt
+                        .claims
+                        .iter()
+                        .filter_map(|(claim, name)| {
+                            let text = match claims.get(claim)? {
+                                serde_json::Value::String(s) => s.clone(),
+                                serde_json::Value::Array(items) => {
+                                    items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(",")
+                                }
+                                serde_json::Value::Object(_) | serde_json::Value::Null => return None,
+                                other => other.to_string(),
+                            };
+                            Some((name.clone(), HeaderValue::from_str(&text).ok()?))
+                        })
+                        .collect();
+                    return Ok(Outcome::Pass { user, headers });
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    /// `user:password` in base64, checked against the user's hash (cached when it passed).
+    async fn basic(&self, creds: &[u8]) -> Result<String, String> {
+        let decoded = base64_decode(creds).ok_or("malformed basic credentials")?;
+        let colon = decoded.iter().position(|&c| c == b':').ok_or("malformed basic credentials")?;
+        let (name, password) = (String::from_utf8_lossy(&decoded[..colon]).into_owned(), &decoded[colon + 1..]);
+        let Some(user) = self.config.basic.iter().find(|u| u.name == name) else {
+            return Err(format!("unknown user {name:?}"));
+        };
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(&self.salt);
+        ctx.update(&decoded);
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ctx.finish().as_ref());
+        let now = now_ns();
+        if self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&digest).is_some_and(|until| *until > now) {
+            return Ok(name);
+        }
+        let ok = {
+            let Ok(_permit) = VERIFIERS.acquire().await else { return Err("verifier closed".into()) };
+            let (hash, password) = (user.hash.clone(), password.to_vec());
+            tokio::task::spawn_blocking(move || crate::security::password::verify(&hash, &password))
+                .await
+                .unwrap_or(false)
+        };
+        if !ok {
+            return Err(format!("wrong password for {name:?}"));
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, until| *until > now);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, now + CACHE_FOR.as_nanos() as u64);
+        Ok(name)
+    }
+}
+
+/// The credentials after `scheme` (case-insensitive) and a space.
+fn strip_scheme<'a>(v: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
+    let rest = v.get(scheme.len()..)?;
+    (v[..scheme.len()].eq_ignore_ascii_case(scheme) && rest.first() == Some(&b' ')).then(|| rest[1..].trim_ascii())
+}
+
+fn query_value(query: &str, name: &str) -> Option<Vec<u8>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| crate::security::waf::percent_decode(v.as_bytes(), true))
+    })
+}
+
+fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().find_map(|v| {
+        v.to_str().ok()?.split(';').find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.to_string())
+        })
+    })
+}
+
+/// Standard base64 (padding optional); `None` on anything else.
+fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in input.iter().take_while(|&&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = acc << 6 | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_parsed() {
+        assert_eq!(base64_decode(b"YWxpY2U6czNjcmV0").as_deref(), Some(&b"alice:s3cret"[..]));
+        assert_eq!(base64_decode(b"YQ==").as_deref(), Some(&b"a"[..]));
+        assert_eq!(base64_decode(b"a b"), None);
+        assert_eq!(strip_scheme(b"Basic YQ==", b"basic"), Some(&b"YQ=="[..]));
+        assert_eq!(strip_scheme(b"Bearer  x.y.z ", b"bearer"), Some(&b"x.y.z"[..]));
+        assert_eq!(strip_scheme(b"Basically", b"basic"), None);
+        assert_eq!(query_value("a=1&api_key=k%2B1", "api_key").as_deref(), Some(&b"k+1"[..]));
+    }
+}
