@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod access;
 mod acme;
 mod auth;
 mod balance;

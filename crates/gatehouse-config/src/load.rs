@@ -678,6 +678,7 @@ fn parse_cidr(s: &str) -> Option<IpNet> {
     IpNet::from_str(s).ok().or_else(|| IpAddr::from_str(s).ok().map(IpNet::from))
 }
 
+mod access;
 mod auth;
 mod data;
 mod options;

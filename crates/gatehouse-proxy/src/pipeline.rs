@@ -5,7 +5,8 @@
 //! early request   request id, host, real client IP (trusted_proxies), framing checks
 //! before routing  filters for every host (ACME HTTP-01)
 //! route           host -> site -> route (path, method: 404 / 405 + Allow)
-//! request filters the route's chain (HTTPS redirect, maintenance, limits, WAF, redirect)
+//! request filters the route's chain (HTTPS redirect, ip and agent rules, maintenance,
+//!                 CORS, limits, WAF, CSRF, redirect)
 //! limits          URI, header and body sizes
 //! auth            the route's authentication (may wait on a password hash)
 //! body filters    the route's chain, on the body's first bytes (the WAF)
@@ -55,6 +56,8 @@ pub struct Ctx<'a> {
     /// Routing host: lower-case, no port, no trailing dot.
     pub host: &'a str,
     pub host_header: Option<&'a HeaderValue>,
+    /// The request's `Origin` field (the CORS response filter reads it).
+    pub origin: Option<&'a HeaderValue>,
     /// At most one Host field, and a valid host where the request names one.
     pub host_fields_ok: bool,
     /// The request target as the client sent it.
@@ -74,7 +77,9 @@ pub struct Ctx<'a> {
 
 /// A security filter's decision on a request, for its record and the metrics.
 pub struct Answered {
-    /// `rate_limited`, `banned`, `waf_blocked`, `waf_logged`, `auth_failed`…
+    /// `rate_limited`, `banned`, `waf_blocked`, `waf_logged`, `auth_required`,
+    /// `auth_failed`, `cors_refused`, `ip_denied`, `user_agent_denied`, `referer_denied`,
+    /// `csrf_refused`.
     pub kind: &'static str,
     /// The rule or policy that decided (`per_client`, `sqli-union`, a custom rule's id).
     pub rule: Arc<str>,
@@ -125,6 +130,7 @@ pub async fn serve(
     let accept = req.headers().get(header::ACCEPT).cloned();
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host_header = hosts.next().cloned();
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let single_host = hosts.next().is_none();
     let (host, host_fields_ok) = match request::host(&uri, host_header.as_ref()) {
         // An HTTP/1.0 request may name no host at all; over TLS the name the client asked
@@ -175,6 +181,7 @@ pub async fn serve(
         peer_trusted,
         host: &host,
         host_header: host_header.as_ref(),
+        origin: origin.as_ref(),
         host_fields_ok,
         uri: &uri,
         route: None,
@@ -258,7 +265,14 @@ async fn phases<'a>(cx: &mut Ctx<'a>, mut req: Request<Inbound>) -> Result<Respo
         Lookup::Found(c) => c,
         Lookup::NoSite => return Err(ProxyError::NoSite),
         Lookup::NoRoute => return Err(ProxyError::NoRoute),
-        Lookup::MethodNotAllowed(allow) => return Err(ProxyError::MethodNotAllowed(allow)),
+        // A CORS preflight asks about another method: the route for that one answers it
+        // when it has a CORS policy (`methods: [GET, POST]` need not list OPTIONS).
+        Lookup::MethodNotAllowed(allow) => {
+            match crate::filter::cors_preflight_route(&state.router, cx.host, &path, &req) {
+                Some(c) => c,
+                None => return Err(ProxyError::MethodNotAllowed(allow)),
+            }
+        }
     };
     cx.route = Some(route);
     if let Some(r) = &mut cx.record {

@@ -363,7 +363,7 @@ impl Collector for Exporter {
         family(
             &mut e,
             "gatehouse_security_events",
-            "Requests a security filter refused or flagged, by route, kind (rate_limited, banned, waf_blocked, waf_logged, auth_failed) and rule.",
+            "Requests a security filter refused or flagged, by route, kind (rate_limited, banned, waf_blocked, waf_logged, auth_required, auth_failed, cors_refused, ip_denied, user_agent_denied, referer_denied, csrf_refused) and rule.",
             MetricType::Counter,
             security,
             counter,

@@ -38,9 +38,7 @@ pub(super) fn cors(cx: &mut Ctx<'_>, r: &raw::Cors, at: &str) -> Option<Cors> {
             Err(e) => cx.err_at(o, format!("{at}.origins[{i}]"), e),
         }
     }
-    if credentials
-        && let (Some(i), Some(c)) = (any_at, &r.credentials)
-    {
+    if credentials && let (Some(i), Some(c)) = (any_at, &r.credentials) {
         cx.err_at(
             c,
             format!("{at}.credentials"),
@@ -298,6 +296,61 @@ mod tests {
         assert!(!sub.matches(&o("https://app.example.com:8443")), "port must match");
         assert!(OriginPattern::parse("https://app.example.com/").is_err(), "a path, even /, is refused");
         assert_eq!(Origin::of_url("https://a.test/x?y#z"), Some(o("https://a.test")));
+    }
+
+    // The two tests below need the keys wired into `raw::Options`, `RouteOptions` and
+    // `Layered::apply` (target/wiring-notes.md).
+    #[test]
+    fn policies_load_and_layer() {
+        let site = "host: a.test\noptions:\n  ip: {allow: [10.0.0.0/8]}\n  cors: {origins: ['https://app.a.test'], max_age: 10m}\nroutes:\n  - path: /\n    backend: http://x:1\n    options:\n      ip: {enabled: false}\n      user_agent: {deny: ['curl/*', '~(?i)python'], empty: deny}\n      referer: {allow: ['*.a.test', a.test]}\n      csrf: {origins: ['https://app.a.test'], token: {cookie: csrf_token, header: X-CSRF-Token}, exempt: [/hooks/]}\n  - path: /b\n    backend: http://x:1\n";
+        let c = load_from_str_for_tests("", &[("s", site)], Path::new(".")).expect("valid");
+        let (r0, r1) = (&c.sites[0].routes[0].options, &c.sites[0].routes[1].options);
+        assert!(r0.ip.is_none(), "enabled: false turns the site's rules off");
+        assert!(r1.ip.as_ref().is_some_and(|ip| ip.allow.is_some() && ip.deny.is_empty()));
+        for r in [r0, r1] {
+            let cors = r.cors.as_ref().expect("the site's cors");
+            assert_eq!(cors.max_age, Some(Duration::from_secs(600)));
+            assert_eq!(cors.methods, vec![Method::GET, Method::HEAD, Method::POST]);
+            assert!(!cors.credentials);
+        }
+        let ua = r0.user_agent.as_ref().expect("user_agent");
+        assert_eq!((ua.deny.len(), ua.empty), (2, IfEmpty::Deny));
+        let referer = r0.referer.as_ref().expect("referer");
+        assert_eq!(referer.allow, vec![HostPattern::Wildcard(".a.test".into()), HostPattern::Exact("a.test".into())]);
+        let csrf = r0.csrf.as_ref().expect("csrf");
+        assert_eq!(
+            csrf.token.as_ref().map(|t| (t.cookie.as_str(), t.header.as_str())),
+            Some(("csrf_token", "x-csrf-token"))
+        );
+        assert_eq!(csrf.exempt, vec!["/hooks/".to_string()]);
+        assert!(r1.user_agent.is_none() && r1.csrf.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_keys() {
+        let site = "host: a.test\nbackend: http://x:1\noptions:\n  cors: {origins: ['*', 'https://a.test/app', a.test], credentials: true, methods: [GET, 'B@D']}\n  ip: {deny: [10.0.0.0/33]}\n  user_agent: {deny: ['~(']}\n  referer: {allow: ['https://a.test']}\n  csrf: {origins: ['*'], exempt: [hooks]}\n";
+        let e = match load_from_str_for_tests("", &[("s", site)], Path::new(".")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        };
+        let want = [
+            "sites/s.yaml:4 options.cors.origins[1]: \"https://a.test/app\" has a path",
+            "sites/s.yaml:4 options.cors.origins[2]: expected an origin",
+            "sites/s.yaml:4 options.cors.credentials: credentials: true cannot go with \"*\" (options.cors.origins[0])",
+            "sites/s.yaml:4 options.cors.methods[1]: \"B@D\" is not an HTTP method",
+            "sites/s.yaml:5 options.ip.deny[0]: expected an IP address or CIDR range",
+            "sites/s.yaml:6 options.user_agent.deny[0]: invalid regex",
+            "sites/s.yaml:7 options.referer.allow[0]: invalid host",
+            "sites/s.yaml:8 options.csrf.origins[0]: \"*\" would trust every origin",
+            "sites/s.yaml:8 options.csrf.exempt[0]: expected a path prefix",
+        ];
+        for w in want {
+            assert!(e.iter().any(|m| m.starts_with(w)), "missing {w:?} in {e:#?}");
+        }
+        assert_eq!(e.len(), want.len(), "{e:#?}");
+        let idle = "host: a.test\nbackend: http://x:1\noptions: {user_agent: {allow: []}}\n";
+        let e = load_from_str_for_tests("", &[("s", idle)], Path::new(".")).map(|_| ()).expect_err("refuses nothing");
+        assert!(e.to_string().contains("options.user_agent: these rules refuse nothing"), "{e}");
     }
 
     #[test]

@@ -41,6 +41,22 @@ impl Layered {
             let base = self.base.clone();
             self.opts.auth = super::auth::auth(cx, &base, a, &format!("{at}auth")).map(std::sync::Arc::new);
         }
+        if let Some(c) = &o.cors {
+            self.opts.cors = super::access::cors(cx, c, &format!("{at}cors")).map(std::sync::Arc::new);
+        }
+        if let Some(r) = &o.ip {
+            self.opts.ip = super::access::ip(cx, r, &format!("{at}ip")).map(std::sync::Arc::new);
+        }
+        if let Some(r) = &o.user_agent {
+            self.opts.user_agent =
+                super::access::user_agent(cx, r, &format!("{at}user_agent")).map(std::sync::Arc::new);
+        }
+        if let Some(r) = &o.referer {
+            self.opts.referer = super::access::referer(cx, r, &format!("{at}referer")).map(std::sync::Arc::new);
+        }
+        if let Some(c) = &o.csrf {
+            self.opts.csrf = super::access::csrf(cx, c, &format!("{at}csrf")).map(std::sync::Arc::new);
+        }
         if let Some(slow) = &o.slow_request {
             let d = &mut self.opts;
             if slow.warning.is_some() {

@@ -101,6 +101,11 @@ pub(super) fn build_site(
         rate_limit: None,
         waf: s.waf.clone(),
         auth: None,
+        cors: None,
+        ip: None,
+        user_agent: None,
+        referer: None,
+        csrf: None,
     };
     let under = s.options.as_ref();
     for (key, both) in [

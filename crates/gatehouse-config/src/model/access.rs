@@ -155,7 +155,11 @@ pub enum OriginPattern {
     Exact(Origin),
     /// `https://*.example.com`: the subdomains of example.com (not example.com itself),
     /// with this scheme and port; `suffix` is `.example.com`.
-    Subdomains { scheme: String, suffix: String, port: Option<u16> },
+    Subdomains {
+        scheme: String,
+        suffix: String,
+        port: Option<u16>,
+    },
 }
 
 impl OriginPattern {
@@ -166,9 +170,7 @@ impl OriginPattern {
         if t == "*" {
             return Ok(OriginPattern::Any);
         }
-        let bad = || {
-            format!("expected an origin such as https://app.example.com or https://*.example.com, got {t:?}")
-        };
+        let bad = || format!("expected an origin such as https://app.example.com or https://*.example.com, got {t:?}");
         let (scheme, authority, rest) = split_url(t).ok_or_else(bad)?;
         if !rest.is_empty() {
             return Err(format!("{t:?} has a path; an origin is scheme://host[:port] only (drop {rest:?})"));
@@ -190,7 +192,10 @@ impl OriginPattern {
             OriginPattern::Any => true,
             OriginPattern::Exact(e) => e == o,
             OriginPattern::Subdomains { scheme, suffix, port } => {
-                *scheme == o.scheme && *port == o.port && o.host.len() > suffix.len() && o.host.ends_with(suffix.as_str())
+                *scheme == o.scheme
+                    && *port == o.port
+                    && o.host.len() > suffix.len()
+                    && o.host.ends_with(suffix.as_str())
             }
         }
     }

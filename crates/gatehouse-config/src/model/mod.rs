@@ -11,9 +11,11 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use ipnet::IpNet;
 use regex::Regex;
 
+mod access;
 mod auth;
 mod resilience;
 mod security;
+pub use access::*;
 pub use auth::*;
 pub use resilience::*;
 pub use security::*;
@@ -710,6 +712,13 @@ pub struct RouteOptions {
     pub waf: Option<std::sync::Arc<Waf>>,
     /// `auth`, when set.
     pub auth: Option<std::sync::Arc<Auth>>,
+    /// `cors`, when set and enabled.
+    pub cors: Option<std::sync::Arc<Cors>>,
+    /// `ip`: client address allow/deny lists.
+    pub ip: Option<std::sync::Arc<IpRules>>,
+    pub user_agent: Option<std::sync::Arc<AgentRules>>,
+    pub referer: Option<std::sync::Arc<RefererRules>>,
+    pub csrf: Option<std::sync::Arc<Csrf>>,
 }
 
 impl Default for RouteOptions {
@@ -730,6 +739,11 @@ impl Default for RouteOptions {
             rate_limit: None,
             waf: None,
             auth: None,
+            cors: None,
+            ip: None,
+            user_agent: None,
+            referer: None,
+            csrf: None,
         }
     }
 }

@@ -9,9 +9,11 @@ use serde_saphyr::Spanned;
 
 pub type S<T> = Spanned<T>;
 
+mod access;
 mod auth;
 mod resilience;
 mod security;
+pub use access::*;
 pub use auth::*;
 pub use resilience::*;
 pub use security::*;
@@ -267,6 +269,11 @@ pub struct Options {
     pub rate_limit: Option<RateLimit>,
     pub waf: Option<Waf>,
     pub auth: Option<Auth>,
+    pub cors: Option<Cors>,
+    pub ip: Option<IpRules>,
+    pub user_agent: Option<MatchRules>,
+    pub referer: Option<MatchRules>,
+    pub csrf: Option<Csrf>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

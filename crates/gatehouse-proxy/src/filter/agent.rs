@@ -25,7 +25,10 @@ use crate::pipeline::Ctx;
 pub enum Decision {
     Pass,
     /// `rule` is `empty`, `deny` or `allow` (the metrics' label); `reason` is for the log.
-    Refuse { rule: &'static str, reason: String },
+    Refuse {
+        rule: &'static str,
+        reason: String,
+    },
 }
 
 /// The header's value, unless it is missing or blank.
@@ -61,10 +64,16 @@ impl UserAgent {
             return empty(self.config.empty, "User-Agent");
         };
         if let Some(p) = self.config.deny.iter().find(|p| p.matches(&ua)) {
-            return Decision::Refuse { rule: "deny", reason: format!("User-Agent {:?} matches deny rule {p}", cut(&ua)) };
+            return Decision::Refuse {
+                rule: "deny",
+                reason: format!("User-Agent {:?} matches deny rule {p}", cut(&ua)),
+            };
         }
         if !self.config.allow.is_empty() && !self.config.allow.iter().any(|p| p.matches(&ua)) {
-            return Decision::Refuse { rule: "allow", reason: format!("User-Agent {:?} matches no allow rule", cut(&ua)) };
+            return Decision::Refuse {
+                rule: "allow",
+                reason: format!("User-Agent {:?} matches no allow rule", cut(&ua)),
+            };
         }
         Decision::Pass
     }

@@ -289,7 +289,10 @@ mod tests {
         let refused = |h: HeaderMap| matches!(c.preflight(&Method::OPTIONS, &h), Preflight::Refuse(_));
         assert!(refused(headers(&[("origin", "https://evil.test"), ("access-control-request-method", "GET")])));
         assert!(refused(headers(&[("origin", "null"), ("access-control-request-method", "GET")])));
-        assert!(refused(headers(&[("origin", "https://app.example.com"), ("access-control-request-method", "DELETE")])));
+        assert!(refused(headers(&[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "DELETE")
+        ])));
         assert!(refused(headers(&[
             ("origin", "https://app.example.com"),
             ("access-control-request-method", "GET"),

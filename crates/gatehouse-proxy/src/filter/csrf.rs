@@ -2,11 +2,12 @@
 //!
 //! A state-changing request (any method but GET, HEAD, OPTIONS and TRACE) must show that it
 //! comes from one of the site's own pages: its `Origin` (or, without one, its `Referer`)
-//! must be the request's own origin — the scheme of the connection, the host and port the
-//! client addressed — or one of `origins`. `Origin: null` and a request with neither field
-//! are refused. With `token`, the named header must also repeat the named cookie (the
-//! double-submit check), compared in constant time. Paths under `exempt` are not checked.
-//! Refusals are 403 with the request id.
+//! must be the request's own origin — the scheme the client used (the connection's, or a
+//! trusted proxy's `X-Forwarded-Proto`), the host and port it addressed — or one of
+//! `origins`. `Origin: null` and a request with neither field are refused. With `token`,
+//! the named header must also repeat the named cookie (the double-submit check), compared
+//! in constant time. Paths under `exempt` are not checked. Refusals are 403 with the
+//! request id.
 //!
 //! Must not change the request, and must not be the only defence of an API that other
 //! servers call (they send no Origin): such paths belong in `exempt`, behind `auth`.
@@ -30,7 +31,10 @@ pub struct Csrf {
 pub enum Decision {
     Pass,
     /// `rule` is `origin` or `token` (the metrics' label); `reason` is for the log.
-    Refuse { rule: &'static str, reason: String },
+    Refuse {
+        rule: &'static str,
+        reason: String,
+    },
 }
 
 /// Methods that must not change anything (RFC 9110 §9.2.1), so a forged one does no harm.
@@ -139,10 +143,18 @@ fn cut(s: &str) -> String {
     if s.chars().count() <= MAX { s.to_string() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
 }
 
-/// The request's own origin: the connection's scheme and the authority the client
-/// addressed (the request target's, else `Host`, else the routing host), port as sent.
-fn own_origin(cx: &Ctx<'_>) -> Option<Origin> {
-    let scheme = if cx.conn.tls.is_some() { "https" } else { "http" };
+/// The request's own origin: the scheme the client used and the authority it addressed
+/// (the request target's, else `Host`, else the routing host), port as sent. The scheme
+/// is the connection's, or, behind a trusted proxy that terminates TLS, its
+/// `X-Forwarded-Proto` (the same trust `http::header` gives that field).
+fn own_origin(cx: &Ctx<'_>, headers: &HeaderMap) -> Option<Origin> {
+    let forwarded_https = || {
+        cx.peer_trusted
+            && headers
+                .get(&crate::http::header::X_FORWARDED_PROTO)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+    };
+    let scheme = if cx.conn.tls.is_some() || forwarded_https() { "https" } else { "http" };
     let authority = match cx.uri.authority() {
         Some(a) => a.as_str(),
         None => cx.host_header.and_then(|h| h.to_str().ok()).unwrap_or(cx.host),
@@ -159,7 +171,7 @@ impl RequestFilter for Csrf {
         if !self.checks(req.method(), path) {
             return Verdict::Continue;
         }
-        let own = own_origin(cx);
+        let own = own_origin(cx, req.headers());
         match self.decide(req.method(), req.headers(), own.as_ref(), path) {
             Decision::Pass => Verdict::Continue,
             Decision::Refuse { rule, reason } => {
@@ -181,10 +193,8 @@ mod tests {
     fn csrf(token: bool, exempt: &[&str]) -> Csrf {
         Csrf::new(Arc::new(Config {
             origins: vec![OriginPattern::parse("https://app.example.com").expect("origin")],
-            token: token.then(|| CsrfToken {
-                cookie: "csrf_token".into(),
-                header: HeaderName::from_static("x-csrf-token"),
-            }),
+            token: token
+                .then(|| CsrfToken { cookie: "csrf_token".into(), header: HeaderName::from_static("x-csrf-token") }),
             exempt: exempt.iter().map(|s| s.to_string()).collect(),
         }))
     }

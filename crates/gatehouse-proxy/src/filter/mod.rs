@@ -14,10 +14,14 @@
 //! nothing per request that could be done when the chain is built.
 
 mod acme;
+mod agent;
 pub mod auth;
 mod ban;
+mod cors;
+mod csrf;
 mod headers;
 mod https_redirect;
+mod ip;
 mod maintenance;
 pub mod ratelimit;
 mod redirect;
@@ -165,6 +169,26 @@ impl Chain {
     }
 }
 
+/// For a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) that
+/// found no route for OPTIONS: the route of the method it asks about, if that route has a
+/// CORS policy (its filter then answers the preflight).
+pub fn cors_preflight_route<'r>(
+    router: &'r crate::route::Router,
+    host: &str,
+    path: &str,
+    req: &Request<Inbound>,
+) -> Option<&'r crate::route::Compiled> {
+    if req.method() != http::Method::OPTIONS || !req.headers().contains_key(header::ORIGIN) {
+        return None;
+    }
+    let wanted = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    let method = http::Method::from_bytes(wanted.as_bytes()).ok()?;
+    match router.lookup(host, path, &method) {
+        crate::route::Lookup::Found(c) if c.route.options.cors.is_some() => Some(c),
+        _ => None,
+    }
+}
+
 /// A filter's own refusal (403 for the WAF, a ban…): the site's page for the status, JSON
 /// for a client that asks for it, or plain text; each names the request id, so a user who
 /// was refused by mistake can report it.
@@ -192,9 +216,11 @@ pub struct Env {
     pub acme_http01: bool,
 }
 
-/// Compiles a route's chain, in DESIGN.md §4 order: HTTPS redirect, maintenance, (later:
-/// CORS) rate limit, WAF, (later: auth) the route's own redirect; body filters: the WAF;
-/// response filters: header rules. Bans are checked before routing (`before_routing`).
+/// Compiles a route's chain, in DESIGN.md §4 order: HTTPS redirect, IP, User-Agent and
+/// Referer rules, maintenance, CORS preflights, rate limits, WAF, CSRF, the route's own
+/// redirect; then (run by the pipeline) auth; body filters: the WAF; response filters:
+/// header rules, CORS fields. CSRF comes before auth: a forged request is refused before a
+/// password hash is spent on it. Bans are checked before routing (`before_routing`).
 pub fn chain_for(
     route: &gatehouse_config::Route,
     site: &gatehouse_config::Site,
@@ -208,7 +234,21 @@ pub fn chain_for(
     {
         request.push(Box::new(HttpsRedirect::new(port)));
     }
+    // Access rules first: a refused client sees no maintenance page and uses no quota.
+    if let Some(rules) = &route.options.ip {
+        request.push(Box::new(ip::IpCheck::new(rules.clone())));
+    }
+    if let Some(rules) = &route.options.user_agent {
+        request.push(Box::new(agent::UserAgent::new(rules.clone())));
+    }
+    if let Some(rules) = &route.options.referer {
+        request.push(Box::new(agent::Referer::new(rules.clone())));
+    }
     request.push(Box::new(Maintenance::new(site.name.as_str().into(), site.maintenance.clone())));
+    // Preflights are answered before rate limits and the WAF see them.
+    if let Some(c) = &route.options.cors {
+        request.push(Box::new(cors::Cors::new(c.clone())));
+    }
     // The site's own limits (the proxy-manager's site-level `rate_limit`): one table per
     // rule for the whole site, whichever route serves the request.
     for (i, l) in site.rate_limits.iter().enumerate() {
@@ -225,11 +265,18 @@ pub fn chain_for(
         request.push(Box::new(waf::Waf::new(w.clone())));
         body.push(Box::new(waf::Waf::new(w.clone())));
     }
+    if let Some(c) = &route.options.csrf {
+        request.push(Box::new(csrf::Csrf::new(c.clone())));
+    }
     if let gatehouse_config::Action::Redirect { to, code } = &route.action {
         request.push(Box::new(Redirect::new(to.clone(), *code)));
     }
     if !route.options.response_headers.is_empty() {
         response.push(Box::new(ResponseHeaders::new(route.options.response_headers.clone())));
+    }
+    // Last, so the CORS fields follow the policy whatever the header rules did.
+    if let Some(c) = &route.options.cors {
+        response.push(Box::new(cors::Cors::new(c.clone())));
     }
     let auth = route.options.auth.as_ref().map(|a| auth::Auth::new(a.clone()));
     Chain::new(request, response).with_auth(auth).with_body(body)

@@ -36,6 +36,10 @@ const SENSITIVE: &[&str] = &[
     "c:/windows",
     "c:\\windows",
     "/wp-config.php",
+    "/etc/services",
+    "desktop.ini",
+    "inetpub/",
+    "global.asa",
 ];
 
 /// Wrappers that turn a file parameter into something else.
@@ -147,13 +151,42 @@ const COMMANDS: &[&str] = &[
     "popen",
     "proc_open",
     "pcntl_exec",
+    "set",
+    "exit",
+    "die",
+    "md5",
+    "assert",
+    "base64_decode",
+    "file_get_contents",
+    "include",
+    "require",
 ];
 
 /// Commands that are also common words: they count only with an argument that looks like
 /// one (a path, an option, a number, an address).
 const WORDLIKE: &[&str] = &[
     "cat", "host", "sleep", "kill", "type", "dir", "head", "tail", "more", "find", "echo", "net", "timeout", "ver",
-    "env", "expr", "system", "id", "ping", "dig",
+    "env", "expr", "system", "id", "ping", "dig", "set", "exit", "die", "include", "require",
+];
+
+/// Script-language calls that run code when a value reaches `eval` (PHP mostly).
+const CODE_CALLS: &[&str] = &[
+    "exit",
+    "die",
+    "md5",
+    "assert",
+    "eval",
+    "system",
+    "passthru",
+    "shell_exec",
+    "exec",
+    "popen",
+    "phpinfo",
+    "base64_decode",
+    "file_get_contents",
+    "print",
+    "sleep",
+    "usleep",
 ];
 
 /// Why `s` reads as shell command injection, if it does.
@@ -162,12 +195,14 @@ pub fn command(s: &str) -> Option<&'static str> {
     if s.contains("${ifs") || s.contains("$ifs$") || s.contains("${path:") || s.contains("${home") {
         return Some("cmd-shell-syntax");
     }
-    if !b.iter().any(|c| matches!(c, b';' | b'|' | b'&' | b'`' | b'$' | b'\n' | b'\r' | b'\'' | b'"')) {
+    if !b.iter().any(|c| matches!(c, b';' | b'|' | b'&' | b'`' | b'$' | b'\n' | b'\r' | b'\'' | b'"' | b'.')) {
         return None;
     }
     for (at, &c) in b.iter().enumerate() {
         let start = match c {
             b';' | b'|' | b'&' | b'`' | b'\n' | b'\r' => at + 1,
+            // String concatenation into an `eval` (`'.exit(…)`).
+            b'.' if at > 0 && matches!(b[at - 1], b'\'' | b'"') => at + 1,
             b'$' if b.get(at + 1) == Some(&b'(') => at + 2,
             // `'id'` hides nothing; `';id;'` is caught by `;`.
             _ => continue,
@@ -189,17 +224,22 @@ pub fn command(s: &str) -> Option<&'static str> {
         let rest = &s[j..];
         let arg = rest.trim_start_matches([' ', '\t', '$', '{', '}', '\'', '"']);
         let end_ok = rest.is_empty()
+            || CODE_CALLS.contains(&name) && rest.starts_with('(')
             || rest.starts_with([';', '|', '&', '`', ')', '\n', '\r', '<', '>', '$', '\'', '"', ',', '{', '}'])
             || rest.starts_with(' ')
             || rest.starts_with('\t');
         if !end_ok {
             continue;
         }
+        // `;exit(md5('x'));//`: code for an `eval`.
+        if CODE_CALLS.contains(&name) && rest.starts_with('(') {
+            return Some("cmd-code");
+        }
         if WORDLIKE.contains(&name) && !path.contains('/') {
             let argument_like = arg.starts_with(['/', '-', '.', '~', '$', '%', '<', '>', '|', ';', '`', '\\'])
                 || arg.starts_with(|c: char| c.is_ascii_digit())
                 || arg.starts_with("c:")
-                || arg.is_empty() && matches!(name, "id" | "ver" | "env" | "more" | "dir");
+                || arg.is_empty() && matches!(name, "id" | "ver" | "env" | "more" | "dir" | "set");
             if !argument_like {
                 continue;
             }

@@ -175,6 +175,19 @@ fn tokens(s: &str, quote: Option<u8>) -> Vec<Token> {
                 i = string_end(b, i + 1, c);
                 if c == b'`' { Kind::Word } else { Kind::Str }
             }
+            // A signed number where an operand starts (`-1 OR 1=1`).
+            b'-' | b'+'
+                if b.get(i + 1).is_some_and(u8::is_ascii_digit)
+                    && out.last().is_none_or(|t: &Token| {
+                        matches!(t.kind, Kind::Open | Kind::Op | Kind::Logic | Kind::Comma)
+                    }) =>
+            {
+                i += 1;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                    i += 1;
+                }
+                Kind::Num
+            }
             b'0'..=b'9' => {
                 i += 1;
                 while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
@@ -356,8 +369,17 @@ fn names(s: &str) -> Option<&'static str> {
                         | "gtid_subset"
                         | "json_keys"
                 )
-                || next_significant(s.as_bytes(), end) == Some(b'(');
-            if before_ok && after_ok && call_ok && sql_around(s, at, end) {
+                || next_significant(s.as_bytes(), end) == Some(b'(')
+                    && !s[end..].split_once('(').is_some_and(|(_, arg)| prose_argument(arg));
+            let case_ok = *name != "case when" || {
+                let t = tokens(&s[end..], None);
+                match t.first().map(|t| t.kind) {
+                    Some(Kind::Num | Kind::Open | Kind::Func | Kind::Var | Kind::Str) => true,
+                    Some(Kind::Word) => t.get(1).is_some_and(|n| n.kind == Kind::Op),
+                    _ => false,
+                }
+            };
+            if before_ok && after_ok && call_ok && case_ok && sql_around(s, at, end) {
                 return Some("sqli-function");
             }
             from = end;
@@ -375,9 +397,10 @@ fn sql_around(s: &str, at: usize, end: usize) -> bool {
         return true;
     }
     let arg = s[end..].trim_start();
-    let arg_sqlish = arg.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '@' | '(' | '\'' | '"' | '-'))
+    let arg_sqlish = (arg.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '@' | '(' | '\'' | '"' | '-'))
         || arg.starts_with("select")
-        || arg.starts_with("0x");
+        || arg.starts_with("0x"))
+        && !prose_argument(arg);
     let before = s[..at].trim_end();
     let punct_before = before.is_empty()
         || before.ends_with(['\'', '"', '(', ',', '=', '|', '&', ';', '+', '-', '*', '/', ')'])
@@ -385,6 +408,43 @@ fn sql_around(s: &str, at: usize, end: usize) -> bool {
         || before.ends_with(" or")
         || before.ends_with("select");
     arg_sqlish && punct_before
+}
+
+/// A call's argument that reads as words, not SQL: a number or word followed by a word
+/// ("sleep(5 hours)", "count (them all)").
+fn prose_argument(arg: &str) -> bool {
+    let inside = &arg[..arg.find(')').unwrap_or(arg.len()).min(64)];
+    let t = tokens(inside, None);
+    t.windows(2).any(|p| {
+        matches!(p[0].kind, Kind::Num | Kind::Word) && p[1].kind == Kind::Word && !is_keyword(word(inside, &p[1]))
+    })
+}
+
+/// Words that may follow an operand in SQL.
+fn is_keyword(w: &str) -> bool {
+    matches!(
+        w,
+        "as" | "from"
+            | "then"
+            | "else"
+            | "end"
+            | "when"
+            | "using"
+            | "desc"
+            | "asc"
+            | "limit"
+            | "where"
+            | "null"
+            | "collate"
+            | "binary"
+            | "unsigned"
+            | "signed"
+            | "char"
+            | "int"
+            | "integer"
+            | "varchar"
+            | "nvarchar"
+    )
 }
 
 fn word<'a>(s: &'a str, t: &Token) -> &'a str {
@@ -462,7 +522,14 @@ fn grammar(s: &str, t: &[Token], quoted: bool) -> Option<&'static str> {
         }
         // `' = '`, `' like '%`, `'||'`: an operator right after the quote breaks out.
         Some(Kind::Op) if quoted && t.len() > i + 1 => {
-            if matches!(k(i + 1), Some(Kind::Str | Kind::Num | Kind::Func | Kind::Open | Kind::Var | Kind::Word)) {
+            // Comparisons and concatenation take any operand; arithmetic and `<`/`>` only
+            // SQL-looking ones ("kids'-non-stick", "token '<'" are prose).
+            let op = w(i);
+            let strong = matches!(op, "=" | "<>" | "!=" | "||" | "like" | "rlike" | "regexp" | ":=");
+            let next = k(i + 1);
+            let sqlish = matches!(next, Some(Kind::Num | Kind::Func | Kind::Open | Kind::Var))
+                || next == Some(Kind::Str) && t.len() > i + 2;
+            if strong && matches!(next, Some(Kind::Str | Kind::Word)) || sqlish {
                 return Some("sqli-operator");
             }
         }
@@ -532,6 +599,10 @@ mod tests {
             "1 and 1=1",
             "'='",
             "1' waitfor delay '0:0:5'--",
+            "-7685) or 5106=5106 and (9975=9975",
+            "-3378 or 3598=3598",
+            "1 and sleep(5)",
+            "1 and (case when (1=1) then 1 else 0 end)=1",
         ] {
             assert!(detect(attack).is_some(), "missed {attack:?}");
         }
@@ -558,6 +629,10 @@ mod tests {
             "sort by date (newest first)",
             "count the items (about 5)",
             "we'll see; update me later",
+            "kids'-non-stick air fryer",
+            "syntaxerror: unexpected token '<'",
+            "sleep(5 hours) is not enough",
+            "case when the delivery fails",
         ] {
             assert_eq!(detect(benign), None, "flagged {benign:?}");
         }

@@ -120,8 +120,10 @@ fn handler(s: &str) -> bool {
             i += 1;
         }
         if b.get(i) == Some(&b'=') {
-            // An attribute needs a tag or a quote that ended the previous attribute.
-            if s[..at].contains('<') || s[..at].contains(['"', '\'', '`']) || at == 0 {
+            // An attribute needs a tag or a quote that ended the previous attribute, or
+            // (in an unquoted attribute) a handler that calls something.
+            let calls = s[i + 1..].contains(['(', '`']);
+            if s[..at].contains('<') || s[..at].contains(['"', '\'', '`']) || at == 0 || calls {
                 return true;
             }
         }
@@ -206,6 +208,7 @@ mod tests {
             "<x:script>alert(1)</x:script>",
             "data:text/html;base64,pgjvzhk+",
             "<details open ontoggle=alert(1)>",
+            "y autofocus href onfocus=((x)=>(confirm)(x))(`w8e25dvtcm`)",
         ] {
             assert!(detect(attack).is_some(), "missed {attack:?}");
         }
