@@ -175,3 +175,24 @@ async fn failed_logins_ban_at_the_proxy_and_from_the_applications_own_answers() 
     assert!(bans["bans"][0]["reason"].as_str().is_some_and(|r| r.contains("3 failed logins")), "{bans}");
     assert_eq!(get(gh.http, "vault.test", "/").await.status, 403, "everywhere");
 }
+
+/// The application's own 401s on its login path count too (`failed_logins`), and only
+/// those: other statuses and paths do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applications_refusals_on_its_login_path_ban() {
+    let b = Backend::start("b").await;
+    let site = format!(
+        "host: app.test\nroutes:\n  - path: /\n    backend: {}\n    options:\n      failed_logins: {{paths: [/status/401], ban_after: 2, ban_for: 10m}}\n",
+        b.url()
+    );
+    let gh = Gatehouse::start("", &[("app", &site)]);
+    assert_eq!(get(gh.http, "app.test", "/status/403").await.status, 403, "not a login path");
+    assert_eq!(get(gh.http, "app.test", "/status/200").await.status, 200);
+    assert_eq!(get(gh.http, "app.test", "/status/401").await.status, 401);
+    assert_eq!(get(gh.http, "app.test", "/").await.status, 200, "one failure is not a ban");
+    assert_eq!(get(gh.http, "app.test", "/status/401").await.status, 401);
+    let r = get(gh.http, "app.test", "/").await;
+    assert_eq!(r.status, 403, "the second failure banned: {}", r.text());
+    let bans = get(gh.admin, "localhost", "/api/bans").await.json();
+    assert!(bans["bans"][0]["reason"].as_str().is_some_and(|r| r.contains("2 failed logins on app#0")), "{bans}");
+}

@@ -231,3 +231,34 @@ fn jwt(cx: &mut Ctx<'_>, base: &Path, j: &raw::JwtAuth, at: &str) -> Option<Jwt>
         cookie: j.cookie.as_ref().map(|v| v.value.trim().to_string()),
     })
 }
+
+/// `options.failed_logins`.
+pub(super) fn failed_logins(cx: &mut Ctx<'_>, f: &raw::FailedLogins, at: &str) -> Option<FailedLogins> {
+    let mut paths = Vec::new();
+    for (i, p) in f.paths.iter().flatten().enumerate() {
+        let path = p.value.trim();
+        if !path.starts_with('/') {
+            cx.err_at(p, format!("{at}.paths[{i}]"), "expected a path starting with / (`/login`, `/auth/*`)");
+            continue;
+        }
+        paths.push(path.strip_suffix('*').unwrap_or(path).to_string());
+    }
+    let mut statuses = Vec::new();
+    for (i, s) in f.statuses.iter().flatten().enumerate() {
+        match s.value.trim().parse::<u16>() {
+            Ok(code) if (400..=599).contains(&code) => statuses.push(code),
+            _ => cx.err_at(
+                s,
+                format!("{at}.statuses[{i}]"),
+                format!("expected an error status (400 to 599), got {:?}", s.value),
+            ),
+        }
+    }
+    if statuses.is_empty() {
+        statuses = vec![401, 403];
+    }
+    let after = cx.count(Some(&f.ban_after), &format!("{at}.ban_after"), 1, 1_000_000).max(1) as u32;
+    let window = cx.timeout(f.ban_window.as_ref(), &format!("{at}.ban_window"), Duration::from_secs(600));
+    let duration = cx.timeout(f.ban_for.as_ref(), &format!("{at}.ban_for"), Duration::from_secs(3600));
+    Some(FailedLogins { paths, statuses, ban: BanRule { after, window, duration } })
+}

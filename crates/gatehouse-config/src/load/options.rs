@@ -57,6 +57,10 @@ impl Layered {
         if let Some(c) = &o.csrf {
             self.opts.csrf = super::access::csrf(cx, c, &format!("{at}csrf")).map(std::sync::Arc::new);
         }
+        if let Some(f) = &o.failed_logins {
+            self.opts.failed_logins =
+                super::auth::failed_logins(cx, f, &format!("{at}failed_logins")).map(std::sync::Arc::new);
+        }
         if let Some(slow) = &o.slow_request {
             let d = &mut self.opts;
             if slow.warning.is_some() {

@@ -65,3 +65,12 @@ pub struct JwtKey {
     pub alg: jsonwebtoken::Algorithm,
     pub key: jsonwebtoken::DecodingKey,
 }
+
+/// `options.failed_logins`: answers with one of `statuses` to a path under one of `paths`
+/// count as failed logins of the client towards `ban`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedLogins {
+    pub paths: Vec<String>,
+    pub statuses: Vec<u16>,
+    pub ban: BanRule,
+}

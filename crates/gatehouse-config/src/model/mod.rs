@@ -719,6 +719,8 @@ pub struct RouteOptions {
     pub user_agent: Option<std::sync::Arc<AgentRules>>,
     pub referer: Option<std::sync::Arc<RefererRules>>,
     pub csrf: Option<std::sync::Arc<Csrf>>,
+    /// `failed_logins`: the application's answers that count towards bans.
+    pub failed_logins: Option<std::sync::Arc<FailedLogins>>,
 }
 
 impl Default for RouteOptions {
@@ -744,6 +746,7 @@ impl Default for RouteOptions {
             user_agent: None,
             referer: None,
             csrf: None,
+            failed_logins: None,
         }
     }
 }

@@ -76,3 +76,17 @@ pub struct JwtKey {
     /// A PEM public key written in place.
     pub pem: Option<S<String>>,
 }
+
+/// `options.failed_logins`: the application's own answers on its login paths counted as
+/// failed logins (fail2ban's job, for logins the proxy never sees).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FailedLogins {
+    /// Path prefixes (`/login`, `/api/auth/*`); default: every path of the route.
+    pub paths: Option<Vec<S<String>>>,
+    /// Default 401 and 403.
+    pub statuses: Option<Vec<S<String>>>,
+    pub ban_after: S<String>,
+    pub ban_for: Option<S<String>>,
+    pub ban_window: Option<S<String>>,
+}

@@ -274,6 +274,7 @@ pub struct Options {
     pub user_agent: Option<MatchRules>,
     pub referer: Option<MatchRules>,
     pub csrf: Option<Csrf>,
+    pub failed_logins: Option<FailedLogins>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

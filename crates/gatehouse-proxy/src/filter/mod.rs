@@ -19,6 +19,7 @@ pub mod auth;
 mod ban;
 mod cors;
 mod csrf;
+mod failed_logins;
 mod headers;
 mod https_redirect;
 mod ip;
@@ -273,6 +274,9 @@ pub fn chain_for(
     }
     if !route.options.response_headers.is_empty() {
         response.push(Box::new(ResponseHeaders::new(route.options.response_headers.clone())));
+    }
+    if let Some(f) = &route.options.failed_logins {
+        response.push(Box::new(failed_logins::FailedLogins::new(f.clone())));
     }
     // Last, so the CORS fields follow the policy whatever the header rules did.
     if let Some(c) = &route.options.cors {

@@ -160,13 +160,14 @@ const COMMANDS: &[&str] = &[
     "file_get_contents",
     "include",
     "require",
+    "read",
 ];
 
 /// Commands that are also common words: they count only with an argument that looks like
 /// one (a path, an option, a number, an address).
 const WORDLIKE: &[&str] = &[
     "cat", "host", "sleep", "kill", "type", "dir", "head", "tail", "more", "find", "echo", "net", "timeout", "ver",
-    "env", "expr", "system", "id", "ping", "dig", "set", "exit", "die", "include", "require",
+    "env", "expr", "system", "id", "ping", "dig", "set", "exit", "die", "include", "require", "read",
 ];
 
 /// Script-language calls that run code when a value reaches `eval` (PHP mostly).
@@ -236,7 +237,7 @@ pub fn command(s: &str) -> Option<&'static str> {
             return Some("cmd-code");
         }
         if WORDLIKE.contains(&name) && !path.contains('/') {
-            let argument_like = arg.starts_with(['/', '-', '.', '~', '$', '%', '<', '>', '|', ';', '`', '\\'])
+            let argument_like = arg.starts_with(['/', '-', '.', '~', '$', '%', '<', '>', '|', ';', '`', '\\', '&'])
                 || arg.starts_with(|c: char| c.is_ascii_digit())
                 || arg.starts_with("c:")
                 || arg.is_empty() && matches!(name, "id" | "ver" | "env" | "more" | "dir" | "set");
@@ -361,6 +362,9 @@ mod tests {
     fn command_forms() {
         for attack in [
             ";id",
+            "&set&",
+            ";read;",
+            "&quot;;id&quot;",
             "| cat /etc/passwd",
             "&& whoami",
             "`uname -a`",

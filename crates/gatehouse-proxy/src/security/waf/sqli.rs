@@ -520,6 +520,29 @@ fn grammar(s: &str, t: &[Token], quoted: bool) -> Option<&'static str> {
                 return Some("sqli-stacked");
             }
         }
+        // After a bare word (`books;SELECT COUNT(*) FROM …`), only a statement that goes on
+        // as SQL ("sale; select one" is prose).
+        Some(Kind::Semi) => {
+            let stmt = w(i + 1);
+            let goes_on = match (stmt, k(i + 2), w(i + 2)) {
+                (_, Some(Kind::Func | Kind::Num | Kind::Var | Kind::Str), _) => true,
+                (_, Some(Kind::Op), "*") => true,
+                (
+                    "drop" | "create" | "alter" | "truncate",
+                    _,
+                    "table" | "database" | "user" | "procedure" | "function",
+                ) => true,
+                ("insert" | "replace", _, "into") | ("delete", _, "from") => true,
+                ("exec" | "execute", Some(Kind::Word), name) => {
+                    name.starts_with("xp_") || name.starts_with("sp_") || name.starts_with("master.")
+                }
+                ("waitfor", _, "delay" | "time") => true,
+                _ => false,
+            };
+            if STATEMENTS.contains(&stmt) && goes_on {
+                return Some("sqli-stacked");
+            }
+        }
         // `' = '`, `' like '%`, `'||'`: an operator right after the quote breaks out.
         Some(Kind::Op) if quoted && t.len() > i + 1 => {
             // Comparisons and concatenation take any operand; arithmetic and `<`/`>` only
@@ -532,6 +555,16 @@ fn grammar(s: &str, t: &[Token], quoted: bool) -> Option<&'static str> {
             if strong && matches!(next, Some(Kind::Str | Kind::Word)) || sqlish {
                 return Some("sqli-operator");
             }
+        }
+        // `admin ORDER BY 3--`: a column count probe cut off by a comment, even after a word.
+        Some(Kind::Word)
+            if k(0) == Some(Kind::Word)
+                && matches!(w(i), "order" | "group")
+                && w(i + 1) == "by"
+                && k(i + 2) == Some(Kind::Num)
+                && k(i + 3) == Some(Kind::Comment) =>
+        {
+            return Some("sqli-order-by");
         }
         Some(Kind::Word) if quoted || broke_paren || k(0) == Some(Kind::Num) => {
             // `1 ORDER BY 3--`, `' GROUP BY x HAVING 1=1`, `' PROCEDURE ANALYSE`.
@@ -603,6 +636,8 @@ mod tests {
             "-3378 or 3598=3598",
             "1 and sleep(5)",
             "1 and (case when (1=1) then 1 else 0 end)=1",
+            "books;select count(*) from all_users t1,all_users t2--",
+            "admin order by 4631-- dupm",
         ] {
             assert!(detect(attack).is_some(), "missed {attack:?}");
         }
@@ -633,6 +668,8 @@ mod tests {
             "syntaxerror: unexpected token '<'",
             "sleep(5 hours) is not enough",
             "case when the delivery fails",
+            "big sale; select one today",
+            "sort order by 2 columns",
         ] {
             assert_eq!(detect(benign), None, "flagged {benign:?}");
         }
