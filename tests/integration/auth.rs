@@ -196,3 +196,92 @@ async fn the_applications_refusals_on_its_login_path_ban() {
     let bans = get(gh.admin, "localhost", "/api/bans").await.json();
     assert!(bans["bans"][0]["reason"].as_str().is_some_and(|r| r.contains("2 failed logins on app#0")), "{bans}");
 }
+
+fn b64url(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..=c.len() {
+            out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A P-256 key's JWK (its raw public key is the uncompressed point 04 || x || y).
+fn ec_jwk(key: &rcgen::KeyPair, kid: &str) -> serde_json::Value {
+    let raw = key.public_key_raw();
+    json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "x": b64url(&raw[1..33]), "y": b64url(&raw[33..65])})
+}
+
+/// Keys come from the JWKS URL, and a rotation there (new key in, old key out) is
+/// followed without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_keys_are_fetched_and_rotation_is_followed() {
+    use std::sync::{Arc, Mutex};
+    let b = Backend::start("b").await;
+    let (a, new) = (
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key a"),
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key b"),
+    );
+    let served = Arc::new(Mutex::new(json!({"keys": [ec_jwk(&a, "a")]}).to_string()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let jwks_addr = listener.local_addr().expect("addr");
+    let body = served.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let text = body.lock().expect("lock").clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(text),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let site = format!(
+        "host: api.test\nroutes:\n  - path: /\n    backend: {}\n    options:\n      auth:\n        jwt: {{jwks_url: 'http://{jwks_addr}/jwks', jwks_refresh: 1s}}\n",
+        b.url()
+    );
+    let gh = Gatehouse::start("", &[("api", &site)]);
+    let token = |key: &rcgen::KeyPair, kid: &str| {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(kid.to_string());
+        let k = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).expect("key");
+        encode(&h, &json!({"sub": "u", "exp": now() + 600}), &k).expect("sign")
+    };
+    let (ta, tb) = (token(&a, "a"), token(&new, "b"));
+    let status = |t: String| async move {
+        get_with(gh.http, "api.test", "/", &[("authorization", &format!("Bearer {t}"))]).await.status.as_u16()
+    };
+    assert!(
+        wait_until_async(NET_TIMEOUT, || {
+            let t = ta.clone();
+            async move { status(t).await == 200 }
+        })
+        .await,
+        "key a never fetched: {}",
+        gh.log()
+    );
+    assert_eq!(status(tb.clone()).await, 401, "key b is not in the set yet");
+    *served.lock().expect("lock") = json!({"keys": [ec_jwk(&new, "b")]}).to_string();
+    assert!(
+        wait_until_async(NET_TIMEOUT, || {
+            let t = tb.clone();
+            async move { status(t).await == 200 }
+        })
+        .await,
+        "rotation not followed: {}",
+        gh.log()
+    );
+    assert_eq!(status(ta).await, 401, "key a left the set");
+}

@@ -9,6 +9,7 @@ mod access_file;
 mod acme;
 mod backups;
 mod bans;
+mod jwks;
 mod logs;
 mod metrics;
 #[cfg(feature = "otlp")]
@@ -433,6 +434,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     bans::start(&server.watcher(), &data, notifier.clone(), saved.as_ref());
     drop(saved);
     control.spawn(bans::expire(server.watcher()));
+    control.spawn(jwks::run(server.watcher()));
     control.spawn(registry::expire(server.watcher(), data.clone()));
     control.spawn(gatehouse_proxy::health::Checks::sample(server.watcher()));
 
