@@ -323,7 +323,7 @@ pub struct Seen {
 }
 
 /// An HTTP/1.1 + h2c backend answering with a JSON echo of the request, with a few special
-/// paths: `/status/<code>` answers with that status, `/sleep/<ms>` waits before answering, `/stream/<n>/<ms>` sends n chunks with a
+/// paths: `…/status/<code>` answers with that status, `/sleep/<ms>` waits before answering, `/stream/<n>/<ms>` sends n chunks with a
 /// pause, `/bytes/<n>` sends n bytes, `/chunked-bytes/<n>` sends n bytes in 16 KiB chunks
 /// without a length. Each request field `x-reply-header: NAME: VALUE` adds that field to
 /// the echo's response.
@@ -398,7 +398,7 @@ async fn echo(name: String, seen: Arc<Seen>, req: Request<Incoming>) -> Result<R
             });
             return Ok(Response::new(http_body_util::StreamBody::new(stream).boxed()));
         }
-        ["status", code] => {
+        [.., "status", code] => {
             let mut r = Response::new(full(format!("status {code}\n")));
             *r.status_mut() = code.parse().unwrap_or(StatusCode::OK);
             return Ok(r);

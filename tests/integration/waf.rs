@@ -139,3 +139,40 @@ fn waf_settings_are_checked() {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
 }
+
+/// A burst of blocks sends `waf_block_spike`, and a burst of failed logins
+/// `failed_login_spike` (the thresholds and window under `alerts`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_blocks_and_failed_logins_send_spike_webhooks() {
+    let b = Backend::start("b").await;
+    let hooks = crate::webhooks::Receiver::start(0).await;
+    let main = format!(
+        "alerts: {{window: 10s, waf_blocks: 3, failed_logins: 2}}\nwebhooks:\n  - url: {}\n    events: [waf_block_spike, failed_login_spike]\n",
+        hooks.url("/hook")
+    );
+    let site = format!(
+        "host: shop.test\nroutes:\n  - path: /login\n    backend: {0}\n    options:\n      failed_logins: {{paths: [/login/status/401], ban_after: 100}}\n  - path: /\n    backend: {0}\n    options:\n      waf: {{mode: block}}\n",
+        b.url()
+    );
+    let gh = Gatehouse::start(&main, &[("shop", &site)]);
+    for _ in 0..2 {
+        assert_eq!(get(gh.http, "shop.test", "/?q=%3Cscript%3Ealert(1)%3C/script%3E").await.status, 403);
+    }
+    let seen = |kind: &'static str| hooks.on("/hook").iter().any(|e| e["event"] == kind);
+    // Below the threshold nothing is sent; the third block within the window is a spike.
+    assert!(
+        !wait_until(std::time::Duration::from_millis(600), || seen("waf_block_spike")).await,
+        "sent below the threshold"
+    );
+    assert_eq!(get(gh.http, "shop.test", "/?q=%3Cscript%3Ealert(1)%3C/script%3E").await.status, 403);
+    assert!(wait_until(NET_TIMEOUT, || seen("waf_block_spike")).await, "no waf_block_spike: {:?}", hooks.on("/hook"));
+    // The backend's route prefix is /login; its /login/status/401 answers 401.
+    for _ in 0..2 {
+        assert_eq!(get(gh.http, "shop.test", "/login/status/401").await.status, 401);
+    }
+    assert!(
+        wait_until(NET_TIMEOUT, || seen("failed_login_spike")).await,
+        "no failed_login_spike: {:?}",
+        hooks.on("/hook")
+    );
+}

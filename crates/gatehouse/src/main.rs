@@ -388,6 +388,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         webhooks::Notifier::start(server.watcher())
     };
     control.spawn(webhooks::watch_errors(notifier.clone(), metrics.clone()));
+    control.spawn(webhooks::watch_spikes(notifier.clone(), metrics.clone()));
     control.spawn(backups::scheduled(server.watcher()));
     if let Some(resolver) = resolver.clone() {
         // Expiry warnings (and `cert_expiring` webhooks) for a long-running process, not

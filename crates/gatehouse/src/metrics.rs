@@ -164,6 +164,22 @@ impl Metrics {
         sites.into_iter().collect()
     }
 
+    /// Failed logins (at `auth`, and the application's own on `failed_logins` paths) and
+    /// WAF blocks since start, every route.
+    pub fn security_totals(&self) -> (u64, u64) {
+        let (mut logins, mut blocks) = (0, 0);
+        for (_, t) in self.sum().0 {
+            for ((kind, _), n) in &t.security {
+                match *kind {
+                    "auth_failed" | "failed_login" => logins += n,
+                    "waf_blocked" => blocks += n,
+                    _ => {}
+                }
+            }
+        }
+        (logins, blocks)
+    }
+
     /// The slots summed, in a stable order.
     #[allow(clippy::type_complexity)]
     fn sum(&self) -> (BTreeMap<(String, String), RouteTally>, BTreeMap<(&'static str, &'static str), u64>) {

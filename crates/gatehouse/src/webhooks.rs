@@ -294,6 +294,44 @@ pub async fn watch_errors(notifier: Arc<Notifier>, metrics: Arc<crate::metrics::
     }
 }
 
+/// Sends `failed_login_spike` and `waf_block_spike` when failed logins or WAF blocks
+/// (every route together) reach `alerts.failed_logins` / `alerts.waf_blocks` within
+/// `alerts.window`: credential stuffing and scanners, as they start.
+pub async fn watch_spikes(notifier: Arc<Notifier>, metrics: Arc<crate::metrics::Metrics>) {
+    // (when, failed logins, WAF blocks) samples, oldest first.
+    let mut history: std::collections::VecDeque<(Instant, u64, u64)> = [(Instant::now(), 0, 0)].into();
+    loop {
+        let alerts = notifier.state.load().config.alerts;
+        let tick = (alerts.window / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+        tokio::time::sleep(tick).await;
+        let now = Instant::now();
+        let (logins, blocks) = metrics.security_totals();
+        history.push_back((now, logins, blocks));
+        while history.len() > 2 && history.get(1).is_some_and(|s| now.duration_since(s.0) >= alerts.window) {
+            history.pop_front();
+        }
+        let Some(&(_, l0, b0)) = history.front() else { continue };
+        let secs = alerts.window.as_secs();
+        for (kind, what, n, threshold) in [
+            ("failed_login_spike", "failed logins", logins.saturating_sub(l0), alerts.failed_logins),
+            ("waf_block_spike", "requests blocked by the WAF", blocks.saturating_sub(b0), alerts.waf_blocks),
+        ] {
+            if threshold > 0 && n >= threshold {
+                notifier.notify(Event {
+                    kind,
+                    subject: kind.to_string(),
+                    severity: Severity::Warning,
+                    title: format!("{n} {what} in {secs}s"),
+                    message: format!(
+                        "{n} {what} in the last {secs}s (alert at {threshold}); see /api/logs and /api/bans."
+                    ),
+                    fields: vec![("count", n.to_string()), ("window_seconds", secs.to_string())],
+                });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,7 +75,9 @@ pub(super) fn alerts(cx: &mut Ctx<'_>, raw: &raw::Alerts) -> AlertsConfig {
         cx.err_at(w, "alerts.window", "the window must be at least 1s");
     }
     let min_requests = cx.count(raw.min_requests.as_ref(), "alerts.min_requests", 20, 1_000_000_000) as u64;
-    AlertsConfig { error_rate, window: window.max(Duration::from_secs(1)), min_requests }
+    let failed_logins = cx.count(raw.failed_logins.as_ref(), "alerts.failed_logins", 20, 1_000_000_000) as u64;
+    let waf_blocks = cx.count(raw.waf_blocks.as_ref(), "alerts.waf_blocks", 50, 1_000_000_000) as u64;
+    AlertsConfig { error_rate, window: window.max(Duration::from_secs(1)), min_requests, failed_logins, waf_blocks }
 }
 
 pub(super) fn backups(cx: &mut Ctx<'_>, raw: &raw::Backups, base: &Path, storage_path: &Path) -> BackupsConfig {

@@ -279,7 +279,16 @@ fn webhooks_and_alerts_are_checked() {
     );
     assert!(c.webhooks[1].wants("high_error_rate"), "no events listed means all");
     assert_eq!(c.webhooks[1].throttle, Duration::ZERO);
-    assert_eq!(c.alerts, AlertsConfig { error_rate: 0.25, window: Duration::from_secs(60), min_requests: 5 });
+    assert_eq!(
+        c.alerts,
+        AlertsConfig {
+            error_rate: 0.25,
+            window: Duration::from_secs(60),
+            min_requests: 5,
+            failed_logins: 20,
+            waf_blocks: 50
+        }
+    );
     assert!(!format!("{:?}", c.webhooks[0]).contains("secret"), "the URL is a secret");
     let e = errs(
         "webhooks:\n  - url: ftp://x\n    format: slack\n    events: [cert_expired]\nalerts: {error_rate: 150%}\n",

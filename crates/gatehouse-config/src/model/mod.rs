@@ -229,6 +229,8 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
     "backend_down",
     "backend_recovered",
     "ban_created",
+    "failed_login_spike",
+    "waf_block_spike",
 ];
 
 /// One webhook (`webhooks[]`).
@@ -303,6 +305,11 @@ pub struct AlertsConfig {
     pub window: Duration,
     /// … with at least this many requests in it.
     pub min_requests: u64,
+    /// `failed_login_spike` at this many failed logins (every route) within `window`; 0
+    /// never.
+    pub failed_logins: u64,
+    /// `waf_block_spike` at this many WAF blocks (every route) within `window`; 0 never.
+    pub waf_blocks: u64,
 }
 
 /// How client addresses are stored (`logging.mask_ip_method`).

@@ -226,6 +226,10 @@ pub struct Alerts {
     pub error_rate: Option<S<String>>,
     pub window: Option<S<String>>,
     pub min_requests: Option<S<String>>,
+    /// `failed_login_spike` at this many failed logins within `window` (0: never).
+    pub failed_logins: Option<S<String>>,
+    /// `waf_block_spike` at this many WAF blocks within `window` (0: never).
+    pub waf_blocks: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
