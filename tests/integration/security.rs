@@ -123,3 +123,38 @@ async fn rate_limit_settings_are_checked() {
         assert!(out.contains(want), "{want} missing: {out}");
     }
 }
+
+/// With `server.close_banned`, a banned address's connections are closed at accept,
+/// before anything is read or answered (before TLS); lifted, it is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_banned_closes_connections_at_accept() {
+    let b = Backend::start("b").await;
+    let gh = Gatehouse::start(
+        "server: {close_banned: true}\n",
+        &[("shop", &format!("host: shop.test\nbackend: {}\n", b.url()))],
+    );
+    let ask = b"GET / HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n";
+    assert!(raw_async(gh.http, ask, NET_TIMEOUT).await.starts_with("HTTP/1.1 200"));
+    let r =
+        admin_call(gh.admin, http::Method::POST, "/api/bans", r#"{"ip": "127.0.0.1", "for": "1h", "reason": "test"}"#)
+            .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    let addr = gh.http;
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&addr, NET_TIMEOUT).expect("connect");
+        s.set_read_timeout(Some(NET_TIMEOUT)).expect("timeout");
+        // The write may already fail: the connection is closed at once.
+        let _ = s.write_all(ask);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    })
+    .await
+    .expect("join");
+    assert!(answer.is_empty(), "closed unanswered, got {}", String::from_utf8_lossy(&answer));
+    assert_eq!(b.count(), 1);
+    let r = admin_call(gh.admin, http::Method::DELETE, "/api/bans/127.0.0.1", "").await;
+    assert!(r.status.is_success(), "{}", r.text());
+    assert!(raw_async(gh.http, ask, NET_TIMEOUT).await.starts_with("HTTP/1.1 200"));
+}

@@ -498,6 +498,7 @@ fn build(
             }
         },
         max_connections: cx.count(raw_server.max_connections.as_ref(), "server.max_connections", 0, MAX_CONNECTIONS),
+        close_banned: cx.flag(raw_server.close_banned.as_ref(), "server.close_banned", false),
         max_connections_per_ip: cx.count(
             raw_server.max_connections_per_ip.as_ref(),
             "server.max_connections_per_ip",

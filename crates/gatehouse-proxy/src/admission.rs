@@ -110,6 +110,7 @@ mod tests {
             max_connections_per_ip: per_ip,
             request_body_min_rate: None,
             proxy_protocol: Vec::new(),
+            close_banned: false,
         }
     }
 

@@ -290,6 +290,8 @@ async fn worker(
         let balanced = !proxy_from.is_empty() && crate::http::header::is_trusted(peer.ip(), &proxy_from);
         let (permit, slot) = if balanced {
             (None, slot)
+        } else if closes_banned(&serving, peer.ip()) {
+            continue;
         } else {
             match admission.admit(peer.ip(), slot) {
                 Some(ticket) => (Some(ticket), None),
@@ -352,6 +354,18 @@ async fn worker(
     }
 }
 
+/// With `server.close_banned`, whether `ip` is banned: its connection is then closed
+/// unanswered, before TLS. One atomic load while nobody is banned.
+fn closes_banned(serving: &Serving, ip: std::net::IpAddr) -> bool {
+    let state = serving.shared.load();
+    let banned =
+        state.config.server.close_banned && state.shared.bans.check(ip, std::time::SystemTime::now()).is_some();
+    if banned {
+        tracing::debug!(peer = %ip, "banned address; connection closed at accept");
+    }
+    banned
+}
+
 /// What a TLS connection needs beyond a plain one.
 struct Tls {
     acceptor: tokio_rustls::TlsAcceptor,
@@ -390,6 +404,9 @@ async fn serve_balanced(
         info.peer = client;
         info.peer_value =
             http::HeaderValue::from_str(&client.ip().to_string()).unwrap_or(http::HeaderValue::from_static("unknown"));
+    }
+    if closes_banned(serving, info.peer.ip()) {
+        return;
     }
     let Some(_ticket) = behind.admission.admit(info.peer.ip(), behind.slot) else {
         tracing::debug!(peer = %info.peer, "connections per address at the limit; closing the new one");

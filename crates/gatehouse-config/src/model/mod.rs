@@ -353,6 +353,9 @@ pub struct ServerConfig {
     pub request_body_min_rate: Option<u64>,
     /// Peers that must open each connection with a PROXY protocol header (v1 or v2).
     pub proxy_protocol: Vec<ipnet::IpNet>,
+    /// Connections from a banned address (the peer, or the client a PROXY header names)
+    /// are closed at accept, before TLS; otherwise banned clients get 403.
+    pub close_banned: bool,
 }
 
 /// One entry of `admin.allowed_hosts`.

@@ -252,6 +252,8 @@ pub struct Server {
     pub send_timeout: Option<S<String>>,
     pub max_connections: Option<S<String>>,
     pub max_connections_per_ip: Option<S<String>>,
+    /// Close connections from banned addresses at accept, before TLS (default: answer 403).
+    pub close_banned: Option<S<String>>,
     pub request_body_min_rate: Option<S<String>>,
     pub proxy_protocol: Option<Vec<S<String>>>,
     /// PING interval on idle HTTP/2 client connections; off unless set.
