@@ -7,6 +7,7 @@
 #      and on, one worker, wrk with keep-alive, an nginx backend (SKIP_COST=1 skips it).
 #
 #   bench/waf.sh            DURATION=8 ROUNDS=3 LIMIT=0 (a sample per category when > 0)
+#                           SKIP_EFFICACY=1, SKIP_COST=1 run one half
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${GATEHOUSE_BIN:-$PWD/target/release/gatehouse}
@@ -54,6 +55,7 @@ CONF
 }
 stop() { kill "$GH"; wait "$GH" 2>/dev/null || true; GH=; }
 
+if [ "${SKIP_EFFICACY:-0}" != 1 ]; then
 echo "== efficacy: waf {mode: block}, every rule group"
 BPORT=$(port)
 python3 bench/waf/backend.py "$BPORT" & BE=$!
@@ -64,6 +66,7 @@ args=()
 python3 bench/waf/efficacy.py --url "http://127.0.0.1:$PORT" --corpus "$CORPUS" "${args[@]}"
 stop
 kill "$BE"; wait "$BE" 2>/dev/null || true; BE=
+fi
 
 [ "${SKIP_COST:-0}" = 1 ] && exit 0
 for tool in wrk nginx; do

@@ -492,6 +492,24 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
         .unwrap_or_else(|_| panic!("{what}: no complete response within {NET_TIMEOUT:?}"))
 }
 
+/// A Python that can import `module`: `$CI_PYTHON`, the virtual environment .ci/run
+/// creates (`target/ci-venv`), or `python3`. Fails, naming the install step, when none can.
+pub fn ci_python(module: &str, pip: &str) -> String {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ci-venv/bin/python");
+    let candidates = [std::env::var("CI_PYTHON").ok(), Some(venv.display().to_string()), Some("python3".into())];
+    for p in candidates.into_iter().flatten() {
+        let ok = output_within(Command::new(&p).args(["-c", &format!("import {module}")]), NET_TIMEOUT)
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return p;
+        }
+    }
+    panic!(
+        "no Python with {module} (tried $CI_PYTHON, target/ci-venv/bin/python, python3): run .ci/run, \
+         or pip install {pip} (or set CI_PYTHON to a Python that has it)"
+    );
+}
+
 /// GET `path` with the given Host header.
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
     get_with(addr, host, path, &[]).await

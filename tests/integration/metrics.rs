@@ -8,22 +8,8 @@ use crate::harness::*;
 /// The prometheus_client version `.ci/run` installs.
 const PROMETHEUS_CLIENT: &str = "0.21.1";
 
-/// A Python with prometheus_client: `$CI_PYTHON`, the virtual environment .ci/run creates
-/// (`target/ci-venv`), or `python3`. Fails, naming the install step, when none has it.
 fn python() -> String {
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ci-venv/bin/python");
-    let candidates = [std::env::var("CI_PYTHON").ok(), Some(venv.display().to_string()), Some("python3".into())];
-    for p in candidates.into_iter().flatten() {
-        let ok = output_within(std::process::Command::new(&p).args(["-c", "import prometheus_client"]), NET_TIMEOUT)
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return p;
-        }
-    }
-    panic!(
-        "no Python with prometheus_client (tried $CI_PYTHON, target/ci-venv/bin/python, python3): run .ci/run, \
-         or pip install prometheus_client=={PROMETHEUS_CLIENT} (or set CI_PYTHON to a Python that has it)"
-    );
+    ci_python("prometheus_client", &format!("prometheus_client=={PROMETHEUS_CLIENT}"))
 }
 
 /// Parses exposition text with `prometheus_client.parser`; returns each sample as

@@ -553,7 +553,21 @@ fn build(
         dns_refresh = Duration::from_secs(30);
     }
 
-    let mut defaults = Layered { base: base.to_path_buf(), ..Layered::default() };
+    let geoip = main.geoip.as_ref().and_then(|g| {
+        let path = base.join(g.database.value.trim());
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Some(path),
+            Ok(_) => {
+                cx.err_at(&g.database, "geoip.database", format!("{} is not a file", path.display()));
+                None
+            }
+            Err(e) => {
+                cx.err_at(&g.database, "geoip.database", format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    });
+    let mut defaults = Layered { base: base.to_path_buf(), geoip: main.geoip.is_some(), ..Layered::default() };
     if let Some(d) = &main.defaults {
         defaults.apply(&mut cx, d, "defaults");
     }
@@ -625,6 +639,7 @@ fn build(
         retention,
         webhooks,
         alerts,
+        geoip,
         backups,
         otlp,
         log: LogConfig { level, format, access_file },

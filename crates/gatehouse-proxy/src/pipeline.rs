@@ -53,6 +53,8 @@ pub struct Ctx<'a> {
     pub client: IpAddr,
     /// The peer is one of `trusted_proxies`.
     pub peer_trusted: bool,
+    /// The client's country (ISO code), when a GeoIP database is loaded and knows it.
+    pub country: Option<[u8; 2]>,
     /// Routing host: lower-case, no port, no trailing dot.
     pub host: &'a str,
     pub host_header: Option<&'a HeaderValue>,
@@ -144,6 +146,7 @@ pub async fn serve(
     let peer = conn.peer.ip();
     let peer_trusted = !state.trusted.is_empty() && hdr::is_trusted(peer, &state.trusted);
     let client = if peer_trusted { hdr::client_ip(peer, req.headers(), &state.trusted) } else { peer };
+    let country = state.shared.geo.country(client);
     // The record, when the access log is on; emitted even if this future is dropped.
     let record = conn.sink.as_ref().map(|sink| {
         let record = AccessRecord {
@@ -153,6 +156,7 @@ pub async fn serve(
             trace: Some(trace),
             client,
             client_label: None,
+            country,
             version: Some(version),
             method: Some(req.method().clone()),
             host: host.to_string(),
@@ -179,6 +183,7 @@ pub async fn serve(
         trace,
         client,
         peer_trusted,
+        country,
         host: &host,
         host_header: host_header.as_ref(),
         origin: origin.as_ref(),

@@ -47,6 +47,8 @@ pub struct Shared {
     pub registry: crate::registry::Registry,
     /// Banned addresses (every site).
     pub bans: crate::security::ban::Bans,
+    /// The GeoIP database, when one is loaded (the binary loads it).
+    pub geo: crate::security::geo::Geo,
     /// Failed logins counted towards bans.
     pub failed_logins: crate::security::ban::FailedLogins,
     /// Keys fetched from each `jwt.jwks_url`, by URL (the binary fetches them).

@@ -169,7 +169,7 @@ fn row(r: &AccessRecord, mask: MaskIp) -> RequestRow<'_> {
         client: r.client,
         mask,
         user_agent: r.user_agent.as_ref().and_then(|v| v.to_str().ok()),
-        country: None,
+        country: r.country.as_ref().and_then(|c| std::str::from_utf8(c).ok()),
         request_id: r.request_id.as_ref().and_then(|v| v.to_str().ok()),
         trace: r.trace.map(|t| (t.trace_id, t.span_id)),
         retries: r.retries,

@@ -9,6 +9,7 @@ mod access_file;
 mod acme;
 mod backups;
 mod bans;
+mod geoip;
 mod jwks;
 mod logs;
 mod metrics;
@@ -436,6 +437,8 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     drop(saved);
     control.spawn(bans::expire(server.watcher()));
     control.spawn(jwks::run(server.watcher()));
+    let geoip_read = geoip::load_now(&server.watcher());
+    control.spawn(geoip::follow(server.watcher(), geoip_read));
     control.spawn(registry::expire(server.watcher(), data.clone()));
     control.spawn(gatehouse_proxy::health::Checks::sample(server.watcher()));
 

@@ -15,6 +15,8 @@ pub(super) struct Layered {
     pub(super) breaker: Option<CircuitBreaker>,
     /// Directory that relative file paths in options resolve against.
     pub(super) base: PathBuf,
+    /// The main file names a GeoIP database (`geo` rules need one).
+    pub(super) geoip: bool,
 }
 
 impl Layered {
@@ -53,6 +55,9 @@ impl Layered {
         }
         if let Some(r) = &o.referer {
             self.opts.referer = super::access::referer(cx, r, &format!("{at}referer")).map(std::sync::Arc::new);
+        }
+        if let Some(g) = &o.geo {
+            self.opts.geo = super::access::geo(cx, g, &format!("{at}geo"), self.geoip).map(std::sync::Arc::new);
         }
         if let Some(c) = &o.csrf {
             self.opts.csrf = super::access::csrf(cx, c, &format!("{at}csrf")).map(std::sync::Arc::new);

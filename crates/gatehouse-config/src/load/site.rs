@@ -106,6 +106,7 @@ pub(super) fn build_site(
         user_agent: None,
         referer: None,
         csrf: None,
+        geo: None,
         failed_logins: None,
     };
     let under = s.options.as_ref();

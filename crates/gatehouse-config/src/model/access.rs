@@ -427,3 +427,26 @@ pub struct CsrfToken {
     pub cookie: String,
     pub header: HeaderName,
 }
+
+/// `geo`: country rules on the client address, by the main file's `geoip` database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoRules {
+    /// Upper-case ISO 3166-1 alpha-2 codes.
+    pub allow: Vec<[u8; 2]>,
+    pub deny: Vec<[u8; 2]>,
+    /// A client in no known country passes.
+    pub unknown_allowed: bool,
+}
+
+impl GeoRules {
+    /// Whether a client in `country` (`None`: unknown) may pass, and the rule that decided.
+    pub fn decide(&self, country: Option<[u8; 2]>) -> Result<(), &'static str> {
+        match country {
+            None if self.unknown_allowed => Ok(()),
+            None => Err("unknown"),
+            Some(c) if self.deny.contains(&c) => Err("deny"),
+            Some(c) if !self.allow.is_empty() && !self.allow.contains(&c) => Err("allow"),
+            Some(_) => Ok(()),
+        }
+    }
+}

@@ -44,6 +44,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub webhooks: Vec<WebhookConfig>,
     pub alerts: AlertsConfig,
+    /// `geoip.database`: a MaxMind DB file, read by the binary (again when it changes).
+    pub geoip: Option<PathBuf>,
     pub backups: BackupsConfig,
     /// Spans to an OTLP/HTTP collector (`opentelemetry.endpoint`), when set.
     pub otlp: Option<OtlpConfig>,
@@ -729,6 +731,8 @@ pub struct RouteOptions {
     pub user_agent: Option<std::sync::Arc<AgentRules>>,
     pub referer: Option<std::sync::Arc<RefererRules>>,
     pub csrf: Option<std::sync::Arc<Csrf>>,
+    /// `geo`: country rules.
+    pub geo: Option<std::sync::Arc<GeoRules>>,
     /// `failed_logins`: the application's answers that count towards bans.
     pub failed_logins: Option<std::sync::Arc<FailedLogins>>,
 }
@@ -756,6 +760,7 @@ impl Default for RouteOptions {
             user_agent: None,
             referer: None,
             csrf: None,
+            geo: None,
             failed_logins: None,
         }
     }

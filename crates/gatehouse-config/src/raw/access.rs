@@ -69,3 +69,24 @@ pub struct CsrfToken {
     pub cookie: S<String>,
     pub header: S<String>,
 }
+
+/// `geo`: countries (ISO 3166-1 alpha-2) by the main file's GeoIP database.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct GeoRules {
+    pub enabled: Option<S<String>>,
+    /// When given, only these countries.
+    pub allow: Option<Vec<S<String>>>,
+    /// Checked first: deny wins.
+    pub deny: Option<Vec<S<String>>>,
+    /// `allow` (default) or `deny`: a client the database places in no country.
+    pub unknown: Option<S<String>>,
+}
+
+/// The main file's `geoip`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct GeoIp {
+    /// A MaxMind DB file (GeoLite2-Country, GeoIP2-City…); read again when it changes.
+    pub database: S<String>,
+}

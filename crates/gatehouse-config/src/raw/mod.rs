@@ -36,6 +36,8 @@ pub struct Main {
     pub webhooks: Option<Vec<Webhook>>,
     /// When events such as `high_error_rate` fire.
     pub alerts: Option<Alerts>,
+    /// A GeoIP database, for countries in the request log and `geo` rules.
+    pub geoip: Option<GeoIp>,
     /// Scheduled backups of the database and the ACME state.
     pub backups: Option<Backups>,
     /// Spans exported to an OpenTelemetry collector (OTLP over HTTP).
@@ -80,6 +82,7 @@ impl Main {
             http3,
             error_pages,
             registry,
+            geoip,
         } = self;
         workers.is_none()
             && listen.is_none()
@@ -102,6 +105,7 @@ impl Main {
             && defaults.is_none()
             && tls.is_none()
             && http3.is_none()
+            && geoip.is_none()
     }
 }
 
@@ -280,6 +284,7 @@ pub struct Options {
     pub user_agent: Option<MatchRules>,
     pub referer: Option<MatchRules>,
     pub csrf: Option<Csrf>,
+    pub geo: Option<GeoRules>,
     pub failed_logins: Option<FailedLogins>,
 }
 

@@ -20,6 +20,7 @@ mod ban;
 mod cors;
 mod csrf;
 mod failed_logins;
+mod geo;
 mod headers;
 mod https_redirect;
 mod ip;
@@ -238,6 +239,9 @@ pub fn chain_for(
     // Access rules first: a refused client sees no maintenance page and uses no quota.
     if let Some(rules) = &route.options.ip {
         request.push(Box::new(ip::IpCheck::new(rules.clone())));
+    }
+    if let Some(rules) = &route.options.geo {
+        request.push(Box::new(geo::GeoCheck::new(rules.clone())));
     }
     if let Some(rules) = &route.options.user_agent {
         request.push(Box::new(agent::UserAgent::new(rules.clone())));

@@ -69,6 +69,8 @@ pub struct AccessRecord {
     pub client: IpAddr,
     /// What the access line shows for the client instead of `client` (a hashed form).
     pub client_label: Option<String>,
+    /// The client's country (ISO code), when a GeoIP database knows it.
+    pub country: Option<[u8; 2]>,
     /// `None` for requests refused before their head could be read.
     pub version: Option<Version>,
     /// `None` for requests refused before their head could be read.
@@ -132,6 +134,7 @@ impl AccessRecord {
             trace: None,
             client,
             client_label: None,
+            country: None,
             version: None,
             method: None,
             host: String::new(),

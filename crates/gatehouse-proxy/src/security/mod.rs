@@ -3,6 +3,7 @@
 //! `waf`).
 
 pub mod ban;
+pub mod geo;
 pub mod limit;
 pub mod password;
 pub mod waf;

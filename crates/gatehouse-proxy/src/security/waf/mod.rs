@@ -108,23 +108,6 @@ impl Engine {
 
     fn headers(&self, headers: &HeaderMap, route_path: &str) -> Option<Finding> {
         let g = &self.config.groups;
-        if g.scanner_user_agents
-            && let Some(ua) = headers.get(header::USER_AGENT)
-        {
-            let ua = ua.as_bytes().to_ascii_lowercase();
-            if let Some(rule) = rules::scanner(&String::from_utf8_lossy(&ua))
-                && let Some(f) = self.finding(
-                    rule,
-                    "scanner_user_agents",
-                    "header",
-                    "user-agent",
-                    &String::from_utf8_lossy(&ua),
-                    route_path,
-                )
-            {
-                return Some(f);
-            }
-        }
         if g.suspicious_headers {
             for name in ["x-original-url", "x-rewrite-url"] {
                 if headers.contains_key(name)
@@ -137,20 +120,44 @@ impl Engine {
         }
         for (name, value) in headers {
             let bytes = value.as_bytes();
-            let inspect = name == header::USER_AGENT || name == header::REFERER;
+            let (ua, referer) = (name == header::USER_AGENT, name == header::REFERER);
             // Server attacks hide in any header; they all need `(` or `$`.
-            let server_attack = g.suspicious_headers && bytes.iter().any(|&c| c == b'(' || c == b'$');
-            if !inspect && !server_attack && !self.custom_any {
+            let server_attack = g.suspicious_headers && memchr::memchr2(b'(', b'$', bytes).is_some();
+            if !ua && !referer && !server_attack && !self.custom_any {
                 continue;
             }
             let n = normalise(bytes, false);
+            if ua
+                && g.scanner_user_agents
+                && let Some(rule) = rules::scanner(&n.text)
+                && let Some(f) = self.finding(rule, "scanner_user_agents", "header", "user-agent", &n.text, route_path)
+            {
+                return Some(f);
+            }
             if server_attack
                 && let Some(rule) = rules::header_value(&n.text)
                 && let Some(f) = self.finding(rule, "suspicious_headers", "header", name.as_str(), &n.text, route_path)
             {
                 return Some(f);
             }
-            if inspect
+            // A Referer is a URL: its query's values are read as parameters are, its path
+            // as a whole. A User-Agent is read when it has what an injection needs that
+            // browsers' agents never have (every agent has spaces, `(`, `;` and `/`).
+            if referer {
+                let (path, query) = n.text.split_once('?').unwrap_or((&n.text, ""));
+                if suspicious(path)
+                    && let Some(f) = self.injections(Place::Header, "header", "referer", path, false, route_path)
+                {
+                    return Some(f);
+                }
+                if !query.is_empty()
+                    && let Some(f) = self.form(Place::Header, query.as_bytes(), route_path)
+                {
+                    return Some(f);
+                }
+            }
+            if ua
+                && (suspicious(&n.text) || sqli::names(&n.text).is_some())
                 && let Some(f) = self.injections(Place::Header, "header", name.as_str(), &n.text, false, route_path)
             {
                 return Some(f);
@@ -192,8 +199,11 @@ impl Engine {
 
     /// `a=1&b=2` pairs: a query string or a form body.
     fn form(&self, place: Place, raw: &[u8], route_path: &str) -> Option<Finding> {
-        let (label, target) =
-            if place == Place::Query { ("query", WafTarget::Query) } else { ("body", WafTarget::Body) };
+        let (label, target) = match place {
+            Place::Query => ("query", WafTarget::Query),
+            Place::Header => ("header:referer", WafTarget::Header(header::REFERER)),
+            _ => ("body", WafTarget::Body),
+        };
         for pair in raw.split(|&c| c == b'&').filter(|p| !p.is_empty()) {
             let (name, value) = split_pair(pair);
             let name_n = normalise(name, true);
@@ -226,6 +236,16 @@ impl Engine {
         route_path: &str,
     ) -> Option<Finding> {
         let g = &self.config.groups;
+        // Most values are words, numbers, tokens and plain paths: nothing any injection
+        // needs (a quote, a bracket, an operator, a space…) is in them.
+        if !nul && text.bytes().all(|c| PLAIN[usize::from(c)]) {
+            return if g.path_traversal && matches!(place, Place::Query | Place::Body) && text.contains(['.', '/']) {
+                rules::traversal(text, false)
+                    .and_then(|rule| self.finding(rule, "path_traversal", label, field, text, route_path))
+            } else {
+                None
+            };
+        }
         if g.sql_injection
             && let Some(rule) = sqli::detect(text)
             && let Some(f) = self.finding(rule, "sql_injection", label, field, text, route_path)
@@ -297,6 +317,31 @@ impl Engine {
         Some(Finding { rule: rule.into(), group, place, fragment: fragment(text) })
     }
 }
+
+/// Whether a header value has a byte an injection needs that browsers' User-Agent and
+/// Referer paths never carry: quotes, angle brackets, `=`, `|`, `&`, `$`, `{`, `}`, `\`,
+/// `#`, `*`, `@`, `` ` ``, or a `--` comment.
+fn suspicious(text: &str) -> bool {
+    text.bytes().any(|c| {
+        matches!(
+            c,
+            b'\'' | b'"' | b'`' | b'<' | b'>' | b'=' | b'|' | b'&' | b'$' | b'{' | b'}' | b'\\' | b'#' | b'*' | b'@'
+        )
+    }) || text.contains("--")
+}
+
+/// Bytes no injection detector needs: letters, digits, `_`, `-`, `.`, `~`, `/`, `,`.
+/// Multi-byte characters are not plain (full-width forms are folded before this).
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'~' | b'/' | b',');
+        c += 1;
+    }
+    t
+};
 
 enum BodyKind {
     Form,

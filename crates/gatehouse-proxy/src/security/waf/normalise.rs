@@ -52,6 +52,13 @@ pub fn normalise(raw: &[u8], plus: bool) -> Normalised<'_> {
     }
     let bytes = fold_overlong(&bytes);
     let nul = bytes.contains(&0);
+    // ASCII (the usual case): lower-cased in place of the character-by-character fold.
+    if bytes.is_ascii() {
+        let mut lower = bytes.into_owned();
+        lower.make_ascii_lowercase();
+        lower.retain(|&c| c != 0);
+        return Normalised { text: Cow::Owned(String::from_utf8(lower).unwrap_or_default()), nul };
+    }
     let text = String::from_utf8_lossy(&bytes);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {

@@ -66,8 +66,10 @@ pub fn traversal(s: &str, nul: bool) -> Option<&'static str> {
         from = at + 2;
     }
     if s.len() >= 6 && (s.contains('/') || s.contains('\\') || s.contains(".ini")) {
+        static FILES: OnceLock<Option<AhoCorasick>> = OnceLock::new();
+        let files = FILES.get_or_init(|| AhoCorasick::new(SENSITIVE.iter().map(|f| f.replace('\\', "/"))).ok());
         let unix = if s.contains('\\') { std::borrow::Cow::Owned(s.replace('\\', "/")) } else { s.into() };
-        if SENSITIVE.iter().any(|f| unix.contains(f.replace('\\', "/").as_str())) {
+        if files.as_ref().is_some_and(|f| f.is_match(unix.as_ref())) {
             return Some("traversal-file");
         }
     }

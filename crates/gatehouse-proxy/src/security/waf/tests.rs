@@ -32,6 +32,20 @@ fn each_place_is_read() {
     assert_eq!(&*f.rule, "header-jndi");
     let f = e.head("/", None, &headers(&[("x-original-url", "/admin")]), "/").expect("override");
     assert_eq!(&*f.rule, "header-override");
+    let f = e
+        .head("/", None, &headers(&[("referer", "https://x.test/s?a=1&q=1%27%20or%20%271%27%3D%271")]), "/")
+        .expect("referer");
+    assert_eq!(f.place, "header:referer:q");
+    let f = e.head("/", None, &headers(&[("user-agent", "Mozilla/5.0' AND SLEEP(5)#")]), "/").expect("agent");
+    assert_eq!((f.group, f.place.as_str()), ("sql_injection", "header:user-agent"));
+    let f =
+        e.head("/", None, &headers(&[("user-agent", "Mozilla/5.0 AND SLEEP(5)")]), "/").expect("agent without quotes");
+    assert_eq!(f.group, "sql_injection");
+    let browser = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    assert_eq!(
+        e.head("/", None, &headers(&[("user-agent", browser), ("referer", "https://www.google.com/")]), "/"),
+        None
+    );
     assert_eq!(e.head("/blog/2024/o'brien-wins", Some("q=rock+%27n%27+roll&page=2"), &none, "/blog"), None);
 }
 
@@ -73,4 +87,75 @@ fn exclusions_and_custom_rules() {
     assert!(e.head("/other", Some("html=%3Cscript%3Ex%3C/script%3E"), &none, "/other").is_some());
     assert_eq!(e.head("/api", Some("filter=1%20or%201%3D1"), &none, "/api"), None);
     assert!(e.head("/api", Some("q=1%20or%201%3D1"), &none, "/api").is_some());
+}
+
+/// Where the time of a browser-like request goes (run with `--ignored --nocapture`, best
+/// in release: `cargo test --release -p gatehouse-proxy --lib waf_cost -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn waf_cost() {
+    let e = engine(vec![], vec![]);
+    let h = headers(&[
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"),
+        ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        ("accept-language", "en-GB,en;q=0.5"),
+        ("cookie", "session=9f2c1e7a5b3d4c6e8f0a1b2c3d4e5f60; theme=dark"),
+        ("referer", "https://shop.example.com/search?q=red+shoes"),
+    ]);
+    let q = "q=o%27brien+boots&size=42&sort=price_asc&page=2";
+    let n = 20_000;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        assert!(e.head("/products/search", Some(q), &h, "/products/search").is_none());
+    }
+    println!("head: {:?} per request", t.elapsed() / n);
+    let parts: [(&str, &str, Option<&str>, HeaderMap); 5] = [
+        ("path only", "/products/search", None, HeaderMap::new()),
+        ("query only", "/", Some(q), HeaderMap::new()),
+        (
+            "ua only",
+            "/",
+            None,
+            headers(&[("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0")]),
+        ),
+        ("referer only", "/", None, headers(&[("referer", "https://shop.example.com/search?q=red+shoes")])),
+        (
+            "cookie+accept",
+            "/",
+            None,
+            headers(&[
+                ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+                ("cookie", "session=9f2c1e7a5b3d4c6e8f0a1b2c3d4e5f60; theme=dark"),
+            ]),
+        ),
+    ];
+    for (what, path, query, h) in &parts {
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(e.head(path, *query, h, path));
+        }
+        println!("  {what}: {:?}", t.elapsed() / n);
+    }
+    for v in [
+        "o'brien boots",
+        "mozilla/5.0 (x11; linux x86_64; rv:133.0) gecko/20100101 firefox/133.0",
+        "https://shop.example.com/search?q=red shoes",
+    ] {
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(sqli::detect(v));
+        }
+        let a = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(xss::detect(v));
+        }
+        let b = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(rules::command(v));
+            std::hint::black_box(rules::traversal(v, false));
+        }
+        println!("{v:.30}: sqli {a:?} xss {b:?} cmd+traversal {:?}", t.elapsed() / n);
+    }
 }

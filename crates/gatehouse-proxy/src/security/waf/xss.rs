@@ -156,9 +156,15 @@ fn script_url(s: &str) -> bool {
 /// A script call or sink right after a break out of a string or an attribute:
 /// `";alert(1)//`, `'-prompt(1)-'`, `alert\`1\``, `document.cookie`.
 fn calls(s: &str) -> bool {
+    static NAMES: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> = std::sync::OnceLock::new();
+    let Some(names) = NAMES.get_or_init(|| aho_corasick::AhoCorasick::new(CALLS).ok()).as_ref() else {
+        return false;
+    };
     let b = s.as_bytes();
-    for name in CALLS {
-        for (at, _) in s.match_indices(name) {
+    for m in names.find_overlapping_iter(s) {
+        let name = &CALLS[m.pattern().as_usize()];
+        {
+            let at = m.start();
             let end = at + name.len();
             if at > 0 && (b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_') {
                 continue;
