@@ -285,3 +285,68 @@ async fn jwks_keys_are_fetched_and_rotation_is_followed() {
     );
     assert_eq!(status(ta).await, 401, "key a left the set");
 }
+
+/// A forward-auth service (as Authelia is used): it sees where the request was going and
+/// the client's cookie; its 2xx lets the request through with `Remote-User`, its redirect
+/// goes to the client, and a service that is down is a 502, never a pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_asks_the_service_and_passes_its_answer_on() {
+    let b = Backend::start("b").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let auth_addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let h = req.headers();
+                    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from("go to login\n")));
+                    if get("cookie").contains("session=good")
+                        && get("x-forwarded-method") == "POST"
+                        && get("x-forwarded-uri") == "/app/save?x=1"
+                    {
+                        r.headers_mut().insert("remote-user", "alice".parse().expect("v"));
+                        r.headers_mut().insert("remote-groups", "admins,dev".parse().expect("v"));
+                    } else {
+                        *r.status_mut() = http::StatusCode::FOUND;
+                        let to = format!("https://auth.test/?rd={}", get("x-original-url"));
+                        r.headers_mut().insert("location", to.parse().expect("v"));
+                        r.headers_mut().insert("set-cookie", "flow=1; Path=/".parse().expect("v"));
+                    }
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let site = format!(
+        "host: app.test\nroutes:\n  - path: /app\n    backend: {0}\n    options:\n      auth:\n        forward:\n          url: http://{auth_addr}/api/authz/forward-auth\n          copy_headers: [Remote-User, Remote-Groups]\n  - path: /down\n    backend: {0}\n    options:\n      auth:\n        forward: {{url: 'http://127.0.0.1:9/verify', timeout: 2s}}\n",
+        b.url()
+    );
+    let gh = Gatehouse::start("", &[("app", &site)]);
+    let post = |cookie: &'static str| {
+        http::Request::post("/app/save?x=1")
+            .header("host", "app.test")
+            .header("cookie", cookie)
+            .header("remote-user", "mallory")
+            .body(http_body_util::Full::new(bytes::Bytes::from("data")))
+            .expect("request")
+    };
+    let r = send(gh.http, post("session=good")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.json();
+    assert_eq!(
+        (seen["headers"]["remote-user"].as_str(), seen["headers"]["remote-groups"].as_str()),
+        (Some("alice"), Some("admins,dev"))
+    );
+    assert_eq!(seen["body_len"], 4, "the body goes on untouched");
+    let r = send(gh.http, post("session=none")).await;
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("https://auth.test/?rd=http://app.test/app/save?x=1"));
+    assert_eq!(r.header("set-cookie"), Some("flow=1; Path=/"));
+    assert_eq!(b.count(), 1, "only the authenticated request reached the backend");
+    let r = get(gh.http, "app.test", "/down/x").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+}

@@ -47,8 +47,9 @@ pub(super) fn auth(cx: &mut Ctx<'_>, base: &Path, a: &raw::Auth, at: &str) -> Op
     }
     let api_keys = a.api_key.as_ref().map(|k| api_keys(cx, k, &format!("{at}.api_key")));
     let jwt = a.jwt.as_ref().and_then(|j| jwt(cx, base, j, &format!("{at}.jwt")));
-    if a.basic.is_none() && a.api_key.is_none() && a.jwt.is_none() {
-        cx.err(None, at.to_string(), "auth needs at least one of basic, api_key or jwt");
+    let forward = a.forward.as_ref().and_then(|f| forward(cx, f, &format!("{at}.forward")));
+    if a.basic.is_none() && a.api_key.is_none() && a.jwt.is_none() && a.forward.is_none() {
+        cx.err(None, at.to_string(), "auth needs at least one of basic, api_key, jwt or forward");
     }
     let ban = match &a.ban_after {
         None => {
@@ -68,7 +69,26 @@ pub(super) fn auth(cx: &mut Ctx<'_>, base: &Path, a: &raw::Auth, at: &str) -> Op
     };
     let user_header = header_name(cx, a.user_header.as_ref(), &format!("{at}.user_header"))
         .unwrap_or(HeaderName::from_static("x-auth-user"));
-    Some(Auth { realm, basic, api_keys, jwt, ban, user_header })
+    Some(Auth { realm, basic, api_keys, jwt, forward, ban, user_header })
+}
+
+fn forward(cx: &mut Ctx<'_>, f: &raw::ForwardAuth, at: &str) -> Option<ForwardAuth> {
+    let url = f.url.value.trim();
+    let uri = match http::Uri::from_str(url) {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => u,
+        _ => {
+            cx.err_at(&f.url, format!("{at}.url"), format!("expected an http:// or https:// URL, got {url:?}"));
+            return None;
+        }
+    };
+    let mut copy_headers = Vec::new();
+    for (i, h) in f.copy_headers.iter().flatten().enumerate() {
+        if let Some(name) = header_name(cx, Some(h), &format!("{at}.copy_headers[{i}]")) {
+            copy_headers.push(name);
+        }
+    }
+    let timeout = cx.timeout(f.timeout.as_ref(), &format!("{at}.timeout"), Duration::from_secs(5));
+    Some(ForwardAuth { url: uri, copy_headers, timeout })
 }
 
 fn header_name(cx: &mut Ctx<'_>, v: Option<&S<String>>, at: &str) -> Option<HeaderName> {

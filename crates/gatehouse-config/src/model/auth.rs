@@ -13,6 +13,7 @@ pub struct Auth {
     pub basic: Vec<BasicUser>,
     pub api_keys: Option<ApiKeys>,
     pub jwt: Option<Jwt>,
+    pub forward: Option<ForwardAuth>,
     /// Failed logins that ban the address.
     pub ban: Option<BanRule>,
     pub user_header: HeaderName,
@@ -43,6 +44,15 @@ pub struct ApiKeys {
     pub query: Option<String>,
     /// name -> SHA-256 of the key.
     pub keys: Vec<(String, [u8; 32])>,
+}
+
+/// `auth.forward`: a service that answers, for each request, 2xx (go on) or what the client
+/// gets instead (a redirect to a login page, 401…).
+#[derive(Debug, Clone)]
+pub struct ForwardAuth {
+    pub url: http::Uri,
+    pub copy_headers: Vec<HeaderName>,
+    pub timeout: Duration,
 }
 
 #[derive(Clone)]

@@ -15,6 +15,8 @@ pub struct Auth {
     pub basic: Option<BasicAuth>,
     pub api_key: Option<ApiKeyAuth>,
     pub jwt: Option<JwtAuth>,
+    /// Ask an authentication service (Authelia, Authentik, oauth2-proxy) about each request.
+    pub forward: Option<ForwardAuth>,
     /// Failed logins (wrong credentials) within `ban_window` that ban the address.
     pub ban_after: Option<S<String>>,
     pub ban_for: Option<S<String>>,
@@ -41,6 +43,17 @@ pub struct ApiKeyAuth {
     pub query: Option<S<String>>,
     /// name -> `sha256:HEX` of the key (`gatehouse hash-password --api-key`).
     pub keys: BTreeMap<String, S<String>>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuth {
+    /// `http://127.0.0.1:9091/api/authz/forward-auth`.
+    pub url: S<String>,
+    /// Headers of the service's 2xx answer sent on to the backend (`Remote-User`…).
+    pub copy_headers: Option<Vec<S<String>>>,
+    /// Default 5s.
+    pub timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -58,6 +58,7 @@ enum Outcome {
 
 pub struct Auth {
     config: Arc<Config>,
+    forward: Option<super::forward_auth::Forward>,
     /// Salted digests of basic credentials that verified, with when they stop counting.
     cache: Mutex<HashMap<[u8; 32], u64>>,
     salt: [u8; 16],
@@ -68,7 +69,8 @@ impl Auth {
         let mut salt = [0u8; 16];
         // Without randomness the cache still works; its digests are just unsalted.
         let _ = aws_lc_rs::rand::fill(&mut salt);
-        Auth { config, cache: Mutex::new(HashMap::new()), salt }
+        let forward = config.forward.clone().map(super::forward_auth::Forward::new);
+        Auth { config, forward, cache: Mutex::new(HashMap::new()), salt }
     }
 
     /// Checks the request's credentials; on success it goes on with the user's headers.
@@ -78,6 +80,12 @@ impl Auth {
         h.remove(&self.config.user_header);
         for (_, name) in self.config.jwt.iter().flat_map(|j| &j.claims) {
             h.remove(name);
+        }
+        if let Some(forward) = &self.forward {
+            for name in forward.copied() {
+                h.remove(name);
+            }
+            return self.forwarded(cx, forward, req).await;
         }
         let shared = cx.state.shared.clone();
         match self.outcome(&shared, req.headers(), req.uri()).await {
@@ -104,6 +112,59 @@ impl Auth {
                 }
                 cx.answered_by("auth_failed", method, format!("{method}: {reason}"));
                 Verdict::Respond(self.challenge(cx, req.headers(), Some(method)))
+            }
+        }
+    }
+
+    /// Asks the forward-auth service; its refusal is the answer.
+    async fn forwarded(
+        &self,
+        cx: &mut Ctx<'_>,
+        forward: &super::forward_auth::Forward,
+        req: &mut Request<Inbound>,
+    ) -> Verdict {
+        use super::forward_auth::{Answer, Asked};
+        let asked = Asked {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            client: cx.client,
+            tls: cx.conn.tls.is_some(),
+            host: cx.host,
+        };
+        match forward.ask(asked).await {
+            Answer::Pass(fields) => {
+                let h = req.headers_mut();
+                for (name, value) in fields {
+                    h.insert(name, value);
+                }
+                Verdict::Continue
+            }
+            Answer::Refuse(r) => {
+                let status = r.status().as_u16();
+                // Wrong credentials presented (not a first visit without a session).
+                let presented = req.headers().contains_key(header::AUTHORIZATION);
+                if presented
+                    && matches!(status, 401 | 403)
+                    && let Some(rule) = &self.config.ban
+                {
+                    let route = cx.route.map_or("", |r| r.route.id.as_str());
+                    let shared = &cx.state.shared;
+                    shared.failed_logins.count(&shared.bans, cx.client, rule, route);
+                }
+                let kind = if presented && matches!(status, 401 | 403) { "auth_failed" } else { "auth_required" };
+                cx.answered_by(kind, "forward", format!("the auth service answered {status}"));
+                Verdict::Respond(r)
+            }
+            Answer::Unreachable(e) => {
+                tracing::warn!(target: "gatehouse::auth", error = %e, "forward auth service not reachable");
+                cx.answered_by("auth_unavailable", "forward", format!("auth service: {e}"));
+                Verdict::Respond(super::refusal(
+                    cx,
+                    req.headers(),
+                    StatusCode::BAD_GATEWAY,
+                    "The authentication service is not reachable.",
+                ))
             }
         }
     }

@@ -20,6 +20,7 @@ mod ban;
 mod cors;
 mod csrf;
 mod failed_logins;
+mod forward_auth;
 mod geo;
 mod headers;
 mod https_redirect;

@@ -14,6 +14,13 @@ const SYSTEM_BUNDLES: &[&str] =
     &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
 
 pub fn connector(cfg: &UpstreamTls) -> Result<tokio_rustls::TlsConnector, String> {
+    let mut config = client_config(cfg)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The client configuration `cfg` describes, without ALPN.
+pub fn client_config(cfg: &UpstreamTls) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     let bundle = match &cfg.ca {
         Some(p) => p.clone(),
@@ -33,7 +40,7 @@ pub fn connector(cfg: &UpstreamTls) -> Result<tokio_rustls::TlsConnector, String
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
-    let mut config = match &cfg.client {
+    let config = match &cfg.client {
         None => builder.with_no_client_auth(),
         Some(pair) => {
             let read = |p: &Path| read_regular(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
@@ -45,6 +52,5 @@ pub fn connector(cfg: &UpstreamTls) -> Result<tokio_rustls::TlsConnector, String
             builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
         }
     };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }
