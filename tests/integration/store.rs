@@ -436,7 +436,7 @@ async fn a_backup_restores_rows_and_acme_state() {
 /// and the error pages it cannot read, and notes what `timeouts.write` and `timeouts.idle`
 /// mean here; without those keys (and with its pages) it runs: its `logging` and
 /// `data_retention` apply to that site, its `health_check` and `circuit_breaker` to its
-/// backend, its `rate_limit` to its paths.
+/// backend, its `rate_limit` to its paths, its `waf` to every route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_manager_site_file_is_accepted_but_for_unbuilt_features() {
     let compat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/compat/pterodactyl.yaml");
@@ -451,15 +451,15 @@ async fn the_proxy_manager_site_file_is_accepted_but_for_unbuilt_features() {
         .filter_map(|l| l.split_once(": ").map(|(at, _)| at))
         .filter_map(|at| at.split(' ').nth(1))
         .collect();
-    assert_eq!(named, ["waf", "compression", "error_pages.502", "error_pages.503"], "{out}");
-    assert!(out.contains("4 error(s)") && out.contains("not built yet"), "{out}");
+    assert_eq!(named, ["compression", "error_pages.502", "error_pages.503"], "{out}");
+    assert!(out.contains("3 error(s)") && out.contains("not built yet"), "{out}");
     assert!(out.contains("cannot read page /etc/proxy/error-pages/maintenance.html"), "{out}");
 
     // Without those keys, with this test's backend and a page of its own, it runs.
     let b = Backend::start("b").await;
     let page = dir.path().join("maintenance.html");
     std::fs::write(&page, "<h1>{{status}}: back soon</h1>").expect("page");
-    let unbuilt = ["waf", "compression"];
+    let unbuilt = ["compression"];
     let mut kept = String::new();
     let mut skipping = false;
     for line in text.lines() {
@@ -524,6 +524,10 @@ async fn the_proxy_manager_site_file_is_accepted_but_for_unbuilt_features() {
     let r = get(gh.http, "panel.example.test", "/auth/login").await;
     assert_eq!((r.status.as_u16(), r.header("ratelimit-policy")), (429, Some("per_client;q=5;w=60")));
     assert_eq!(get(gh.http, "panel.example.test", "/dashboard").await.status, 200, "other paths are not limited");
+    // Its WAF (`waf: {enabled: true, mode: block, rules: {sql_injection, xss, path_traversal}}`).
+    let r = get(gh.http, "panel.example.test", "/dashboard?server=1%27%20OR%20%271%27%3D%271").await;
+    assert_eq!(r.status, 403, "the site's WAF blocks: {}", r.text());
+    assert_eq!(get(gh.http, "panel.example.test", "/dashboard?q=O%27Brien").await.status, 200);
 }
 
 /// `/api/stats`, `/api/backends`, `/api/routes` (24-hour figures) and `/api/ai-context`

@@ -377,51 +377,6 @@ impl Body for RequestBody {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-
-    /// A client body of `chunks` pieces of 10 bytes, one every `every`.
-    fn trickle(chunks: usize, every: Duration) -> Inbound {
-        let stream = futures_util::stream::unfold(0, move |n| async move {
-            if n == chunks {
-                return None;
-            }
-            tokio::time::sleep(every).await;
-            Some((Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"0123456789"))), n + 1))
-        });
-        Inbound::Other(http_body_util::StreamBody::new(stream).boxed_unsync())
-    }
-
-    async fn read_all(inbound: Inbound, rate: Option<u64>) -> Result<usize, BodyError> {
-        let progress = Arc::new(Progress::default());
-        let mut body =
-            RequestBody::new(inbound, None, Duration::from_secs(60), Instant::now(), progress).min_rate(rate);
-        let mut got = 0;
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(f) => got += f.data_ref().map_or(0, |d| d.len()),
-                Err(e) => return Err(e.downcast_ref::<BodyError>().cloned().expect("a body error")),
-            }
-        }
-        Ok(got)
-    }
-
-    /// `server.request_body_min_rate`: 10 bytes a second against a minimum of 100 fails
-    /// once the grace period is over; the same trickle passes without a minimum, and a
-    /// body at twice the rate passes with it. (Paused clock.)
-    #[tokio::test(start_paused = true)]
-    async fn a_body_under_the_minimum_rate_fails_after_the_grace_period() {
-        let started = Instant::now();
-        assert_eq!(read_all(trickle(20, Duration::from_secs(1)), Some(100)).await, Err(BodyError::TooSlow(100)));
-        let took = started.elapsed();
-        assert!(took > MIN_RATE_GRACE && took <= MIN_RATE_GRACE + Duration::from_secs(1), "failed after {took:?}");
-        assert_eq!(read_all(trickle(20, Duration::from_secs(1)), None).await, Ok(200));
-        assert_eq!(read_all(trickle(200, Duration::from_millis(50)), Some(100)).await, Ok(2000));
-    }
-}
-
 /// A request body whose first frames were read ahead (for a filter that inspects them),
 /// then the rest as it arrives. Keeps the body's declared length, so its framing towards
 /// the backend is what it would have been.
@@ -502,4 +457,49 @@ pub async fn peek(
         Inbound::Other(UnsyncBoxBody::new(Peeked { ahead, rest: body, ahead_len }))
     };
     Ok((http::Request::from_parts(parts, body), seen.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A client body of `chunks` pieces of 10 bytes, one every `every`.
+    fn trickle(chunks: usize, every: Duration) -> Inbound {
+        let stream = futures_util::stream::unfold(0, move |n| async move {
+            if n == chunks {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"0123456789"))), n + 1))
+        });
+        Inbound::Other(http_body_util::StreamBody::new(stream).boxed_unsync())
+    }
+
+    async fn read_all(inbound: Inbound, rate: Option<u64>) -> Result<usize, BodyError> {
+        let progress = Arc::new(Progress::default());
+        let mut body =
+            RequestBody::new(inbound, None, Duration::from_secs(60), Instant::now(), progress).min_rate(rate);
+        let mut got = 0;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => got += f.data_ref().map_or(0, |d| d.len()),
+                Err(e) => return Err(e.downcast_ref::<BodyError>().cloned().expect("a body error")),
+            }
+        }
+        Ok(got)
+    }
+
+    /// `server.request_body_min_rate`: 10 bytes a second against a minimum of 100 fails
+    /// once the grace period is over; the same trickle passes without a minimum, and a
+    /// body at twice the rate passes with it. (Paused clock.)
+    #[tokio::test(start_paused = true)]
+    async fn a_body_under_the_minimum_rate_fails_after_the_grace_period() {
+        let started = Instant::now();
+        assert_eq!(read_all(trickle(20, Duration::from_secs(1)), Some(100)).await, Err(BodyError::TooSlow(100)));
+        let took = started.elapsed();
+        assert!(took > MIN_RATE_GRACE && took <= MIN_RATE_GRACE + Duration::from_secs(1), "failed after {took:?}");
+        assert_eq!(read_all(trickle(20, Duration::from_secs(1)), None).await, Ok(200));
+        assert_eq!(read_all(trickle(200, Duration::from_millis(50)), Some(100)).await, Ok(2000));
+    }
 }

@@ -275,6 +275,48 @@ pub(super) fn csrf(cx: &mut Ctx<'_>, r: &raw::Csrf, at: &str) -> Option<Csrf> {
     Some(Csrf { origins, token, exempt })
 }
 
+/// `geo`.
+pub(super) fn geo(cx: &mut Ctx<'_>, r: &raw::GeoRules, at: &str, have_database: bool) -> Option<GeoRules> {
+    if !cx.flag(r.enabled.as_ref(), &format!("{at}.enabled"), true) {
+        return None;
+    }
+    let mut codes = |list: Option<&[S<String>]>, key: &str| {
+        let mut out = Vec::new();
+        for (i, s) in list.unwrap_or_default().iter().enumerate() {
+            let v = s.value.trim();
+            match v.as_bytes() {
+                [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                    out.push([a.to_ascii_uppercase(), b.to_ascii_uppercase()]);
+                }
+                _ => cx.err_at(
+                    s,
+                    format!("{at}.{key}[{i}]"),
+                    format!("expected a two-letter country code (DE, US…), got {v:?}"),
+                ),
+            }
+        }
+        out
+    };
+    let allow = codes(r.allow.as_deref(), "allow");
+    let deny = codes(r.deny.as_deref(), "deny");
+    let unknown_allowed = match r.unknown.as_ref().map(|v| (v, v.value.trim())) {
+        None | Some((_, "allow")) => true,
+        Some((_, "deny")) => false,
+        Some((v, other)) => {
+            cx.err_at(v, format!("{at}.unknown"), format!("expected allow or deny, got {other:?}"));
+            true
+        }
+    };
+    if allow.is_empty() && deny.is_empty() && unknown_allowed {
+        cx.err(None, at.to_string(), "these rules refuse nothing: give allow, deny or `unknown: deny`");
+        return None;
+    }
+    if !have_database {
+        cx.err(None, at.to_string(), "country rules need a GeoIP database: set geoip.database in the main file");
+    }
+    Some(GeoRules { allow, deny, unknown_allowed })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,46 +407,4 @@ mod tests {
         assert!(Glob::new("exact").matches("EXACT"));
         assert!(!Glob::new("a*a").matches("a"), "the ends must not overlap");
     }
-}
-
-/// `geo`.
-pub(super) fn geo(cx: &mut Ctx<'_>, r: &raw::GeoRules, at: &str, have_database: bool) -> Option<GeoRules> {
-    if !cx.flag(r.enabled.as_ref(), &format!("{at}.enabled"), true) {
-        return None;
-    }
-    let mut codes = |list: Option<&[S<String>]>, key: &str| {
-        let mut out = Vec::new();
-        for (i, s) in list.unwrap_or_default().iter().enumerate() {
-            let v = s.value.trim();
-            match v.as_bytes() {
-                [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
-                    out.push([a.to_ascii_uppercase(), b.to_ascii_uppercase()]);
-                }
-                _ => cx.err_at(
-                    s,
-                    format!("{at}.{key}[{i}]"),
-                    format!("expected a two-letter country code (DE, US…), got {v:?}"),
-                ),
-            }
-        }
-        out
-    };
-    let allow = codes(r.allow.as_deref(), "allow");
-    let deny = codes(r.deny.as_deref(), "deny");
-    let unknown_allowed = match r.unknown.as_ref().map(|v| (v, v.value.trim())) {
-        None | Some((_, "allow")) => true,
-        Some((_, "deny")) => false,
-        Some((v, other)) => {
-            cx.err_at(v, format!("{at}.unknown"), format!("expected allow or deny, got {other:?}"));
-            true
-        }
-    };
-    if allow.is_empty() && deny.is_empty() && unknown_allowed {
-        cx.err(None, at.to_string(), "these rules refuse nothing: give allow, deny or `unknown: deny`");
-        return None;
-    }
-    if !have_database {
-        cx.err(None, at.to_string(), "country rules need a GeoIP database: set geoip.database in the main file");
-    }
-    Some(GeoRules { allow, deny, unknown_allowed })
 }

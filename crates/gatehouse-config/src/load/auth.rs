@@ -7,10 +7,10 @@ use super::*;
 /// `options.auth`.
 pub(super) fn auth(cx: &mut Ctx<'_>, base: &Path, a: &raw::Auth, at: &str) -> Option<Auth> {
     let realm = a.realm.as_ref().map_or_else(|| "gatehouse".to_string(), |r| r.value.trim().to_string());
-    if realm.contains(['"', '\\']) || realm.chars().any(char::is_control) {
-        if let Some(r) = &a.realm {
-            cx.err_at(r, format!("{at}.realm"), "the realm must not contain quotes, backslashes or control characters");
-        }
+    if (realm.contains(['"', '\\']) || realm.chars().any(char::is_control))
+        && let Some(r) = &a.realm
+    {
+        cx.err_at(r, format!("{at}.realm"), "the realm must not contain quotes, backslashes or control characters");
     }
     let mut basic = Vec::new();
     if let Some(b) = &a.basic {

@@ -41,7 +41,8 @@ pub fn normalise(raw: &[u8], plus: bool) -> Normalised<'_> {
     }
     let mut bytes: Cow<'_, [u8]> = Cow::Borrowed(raw);
     for round in 0..ROUNDS {
-        if !bytes.contains(&b'%') && !(plus && round == 0 && bytes.contains(&b'+')) {
+        let escaped = bytes.contains(&b'%') || plus && round == 0 && bytes.contains(&b'+');
+        if !escaped {
             break;
         }
         let decoded = percent_decode(&bytes, plus && round == 0);

@@ -58,8 +58,9 @@ pub fn traversal(s: &str, nul: bool) -> Option<&'static str> {
         let at = from + at;
         let before_ok = at == 0 || matches!(b[at - 1], b'/' | b'\\' | b'.' | b'=' | b' ' | b'"' | b'\'' | b':');
         let after = b.get(at + 2).copied();
-        let after_ok = matches!(after, None | Some(b'/' | b'\\' | b';' | b'.'))
-            && !(after == Some(b'.') && !s[at..].trim_start_matches('.').starts_with(['/', '\\']));
+        // More dots count only when a separator follows them (`....//`).
+        let dots_then_separator = s[at..].trim_start_matches('.').starts_with(['/', '\\']);
+        let after_ok = matches!(after, None | Some(b'/' | b'\\' | b';')) || after == Some(b'.') && dots_then_separator;
         if before_ok && after_ok && (after.is_some() || at > 0 && matches!(b[at - 1], b'/' | b'\\')) {
             return Some("traversal-dotdot");
         }

@@ -479,9 +479,7 @@ fn grammar(s: &str, t: &[Token], quoted: bool) -> Option<&'static str> {
     // Where the spliced value ends its first part: after the string we started in (quoted),
     // or after its leading operand (a number, a word, closing parentheses).
     let mut i = 0;
-    if quoted {
-        i = 1;
-    } else if matches!(k(0), Some(Kind::Num | Kind::Word | Kind::Str | Kind::Var)) {
+    if quoted || matches!(k(0), Some(Kind::Num | Kind::Word | Kind::Str | Kind::Var)) {
         i = 1;
     } else if k(0) != Some(Kind::Logic) && k(0) != Some(Kind::Semi) && k(0) != Some(Kind::Close) {
         return None;
