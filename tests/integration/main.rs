@@ -14,6 +14,7 @@ mod health;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod mtls;
 mod openapi;
 mod pipeline;
 mod protocols;

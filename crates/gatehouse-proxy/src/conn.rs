@@ -33,5 +33,8 @@ pub struct ConnInfo {
 pub struct TlsInfo {
     /// The SNI the client sent, lower-case.
     pub sni: Option<String>,
+    /// A client certificate verified against the site's `tls.client_ca`: its subject
+    /// (RFC 4514) and common name.
+    pub client: Option<(String, Option<String>)>,
     pub resolver: Arc<crate::tls::Resolver>,
 }

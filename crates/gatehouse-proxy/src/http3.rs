@@ -91,7 +91,7 @@ async fn connection(
         peer_value: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown")),
         proto: "https",
         framing: Arc::new(Flags::default()),
-        tls: Some(Arc::new(TlsInfo { sni, resolver })),
+        tls: Some(Arc::new(TlsInfo { sni, client: None, resolver })),
         challenges: None,
         own_http1: false,
         sink,

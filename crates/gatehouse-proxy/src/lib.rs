@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod body;
+mod client_auth;
 pub mod conn;
 pub mod error;
 mod error_page;

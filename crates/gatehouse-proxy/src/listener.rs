@@ -430,7 +430,20 @@ where
     // stream (rustls's connection, about 1 KB inline) in another that the connection keeps:
     // neither takes room in this future for the connection's whole life.
     let handshake = Box::pin(async {
-        match tokio::time::timeout(tls.header_read, tls.acceptor.accept(stream)).await {
+        let accepted = if tls.resolver.asks_client_certs() {
+            // Some site asks for client certificates: the ClientHello's SNI picks the
+            // configuration, so only that site's clients are asked.
+            tokio::time::timeout(tls.header_read, async {
+                let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+                let sni = start.client_hello().server_name().map(str::to_string);
+                let config = tls.resolver.for_sni(sni.as_deref()).unwrap_or_else(|| tls.acceptor.config().clone());
+                start.into_stream(config).await
+            })
+            .await
+        } else {
+            tokio::time::timeout(tls.header_read, tls.acceptor.accept(stream)).await
+        };
+        match accepted {
             Ok(Ok(s)) => Some(Box::new(s)),
             Ok(Err(e)) => {
                 tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
@@ -447,8 +460,10 @@ where
     }
     let h2 = session.alpn_protocol() == Some(b"h2");
     let sni = session.server_name().map(|s| s.to_ascii_lowercase());
+    // Only configurations with a verifier ask for certificates, so one here is verified.
+    let client = session.peer_certificates().and_then(|c| c.first()).and_then(crate::client_auth::subject);
     info.proto = "https";
-    info.tls = Some(Arc::new(TlsInfo { sni, resolver: tls.resolver }));
+    info.tls = Some(Arc::new(TlsInfo { sni, client, resolver: tls.resolver }));
     serve(stream, h2, info, serving).await;
 }
 

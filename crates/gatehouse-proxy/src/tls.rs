@@ -214,11 +214,42 @@ impl Store {
 pub struct Resolver {
     store: ArcSwap<Store>,
     challenges: Arc<Challenges>,
+    /// The configurations of sites that ask for client certificates (`tls.client_ca`).
+    client_auth: ArcSwap<crate::client_auth::ClientAuth>,
+    me: std::sync::Weak<Resolver>,
 }
 
 impl Resolver {
-    pub fn new(store: Store, challenges: Arc<Challenges>) -> Self {
-        Resolver { store: ArcSwap::from_pointee(store), challenges }
+    pub fn new(store: Store, challenges: Arc<Challenges>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Resolver {
+            store: ArcSwap::from_pointee(store),
+            challenges,
+            client_auth: ArcSwap::default(),
+            me: me.clone(),
+        })
+    }
+
+    /// (Re)builds the configurations of `sites` with client CAs; warnings for CA files
+    /// that cannot be used.
+    pub fn set_client_auth(&self, sites: &[Site]) -> Vec<String> {
+        let (auth, problems) = crate::client_auth::ClientAuth::build(sites, &self.me);
+        self.client_auth.store(Arc::new(auth));
+        problems
+    }
+
+    /// The configuration for a handshake naming `sni`, when its site asks for client
+    /// certificates; `None` for the listener's own.
+    pub fn for_sni(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
+        let auth = self.client_auth.load();
+        if auth.is_empty() {
+            return None;
+        }
+        auth.for_sni(&sni?.to_ascii_lowercase())
+    }
+
+    /// Some site asks for client certificates: handshakes read the ClientHello first.
+    pub fn asks_client_certs(&self) -> bool {
+        !self.client_auth.load().is_empty()
     }
 
     pub fn store(&self) -> Arc<Store> {

@@ -325,7 +325,11 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
             }
         }
         tls::warn_expiry(&store);
-        Some(Arc::new(tls::Resolver::new(store, challenges.clone())))
+        let resolver = tls::Resolver::new(store, challenges.clone());
+        for p in resolver.set_client_auth(&config.sites) {
+            tracing::error!(problem = %p, "client certificates not asked for");
+        }
+        Some(resolver)
     } else {
         None
     };

@@ -249,6 +249,9 @@ impl Reloading {
                 crate::logs::record_certificates(w, &store);
             }
             resolver.replace(store);
+            for p in resolver.set_client_auth(&config.sites) {
+                tracing::error!(problem = %p, "client certificates not asked for");
+            }
         }
         let version = state.version;
         self.reloader.swap(state);

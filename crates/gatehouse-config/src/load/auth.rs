@@ -48,8 +48,12 @@ pub(super) fn auth(cx: &mut Ctx<'_>, base: &Path, a: &raw::Auth, at: &str) -> Op
     let api_keys = a.api_key.as_ref().map(|k| api_keys(cx, k, &format!("{at}.api_key")));
     let jwt = a.jwt.as_ref().and_then(|j| jwt(cx, base, j, &format!("{at}.jwt")));
     let forward = a.forward.as_ref().and_then(|f| forward(cx, f, &format!("{at}.forward")));
-    if a.basic.is_none() && a.api_key.is_none() && a.jwt.is_none() && a.forward.is_none() {
-        cx.err(None, at.to_string(), "auth needs at least one of basic, api_key, jwt or forward");
+    let client_cert = a.client_cert.as_ref().map(|c| {
+        header_name(cx, c.header.as_ref(), &format!("{at}.client_cert.header"))
+            .unwrap_or(HeaderName::from_static("x-client-subject"))
+    });
+    if a.basic.is_none() && a.api_key.is_none() && a.jwt.is_none() && a.forward.is_none() && a.client_cert.is_none() {
+        cx.err(None, at.to_string(), "auth needs at least one of basic, api_key, jwt, forward or client_cert");
     }
     let ban = match &a.ban_after {
         None => {
@@ -69,7 +73,7 @@ pub(super) fn auth(cx: &mut Ctx<'_>, base: &Path, a: &raw::Auth, at: &str) -> Op
     };
     let user_header = header_name(cx, a.user_header.as_ref(), &format!("{at}.user_header"))
         .unwrap_or(HeaderName::from_static("x-auth-user"));
-    Some(Auth { realm, basic, api_keys, jwt, forward, ban, user_header })
+    Some(Auth { realm, basic, api_keys, jwt, forward, client_cert, ban, user_header })
 }
 
 fn forward(cx: &mut Ctx<'_>, f: &raw::ForwardAuth, at: &str) -> Option<ForwardAuth> {

@@ -54,9 +54,20 @@ pub(super) fn build_site(
     notes: &mut Vec<String>,
 ) -> Option<Site> {
     let name = file.file_stem().and_then(|n| n.to_str()).unwrap_or("site").to_string();
+    let mut client_ca = None;
     if let Some(t) = &s.tls {
-        if let Some(pair) = cert_pair(cx, base, t.cert.as_ref(), t.key.as_ref(), "tls", &name) {
-            pairs.push(pair);
+        if t.cert.is_some() || t.key.is_some() {
+            if let Some(pair) = cert_pair(cx, base, t.cert.as_ref(), t.key.as_ref(), "tls", &name) {
+                pairs.push(pair);
+            }
+        }
+        if let Some(ca) = &t.client_ca {
+            let path = base.join(ca.value.trim());
+            match crate::file::read_regular_text(&path) {
+                Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => client_ca = Some(path),
+                Ok(_) => cx.err_at(ca, "tls.client_ca", format!("{} holds no PEM certificate", path.display())),
+                Err(e) => cx.err_at(ca, "tls.client_ca", format!("cannot read {}: {e}", path.display())),
+            }
         }
         if !https {
             cx.err(
@@ -264,6 +275,15 @@ pub(super) fn build_site(
     } else if !wrote_routes {
         cx.err(Some(1), "", "a site needs `backend`, `backends`, `static`, `redirect` or `routes`");
     }
+    if client_ca.is_none()
+        && let Some(r) = routes.iter().find(|r| r.options.auth.as_ref().is_some_and(|a| a.client_cert.is_some()))
+    {
+        cx.err(
+            None,
+            format!("routes ({}).options.auth.client_cert", r.id),
+            "client certificates need tls.client_ca on the site (the CAs they are verified against)",
+        );
+    }
     Some(Site {
         name,
         file: file.to_path_buf(),
@@ -276,6 +296,7 @@ pub(super) fn build_site(
         maintenance,
         websocket,
         rate_limits,
+        client_ca,
     })
 }
 

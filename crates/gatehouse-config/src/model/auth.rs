@@ -14,6 +14,9 @@ pub struct Auth {
     pub api_keys: Option<ApiKeys>,
     pub jwt: Option<Jwt>,
     pub forward: Option<ForwardAuth>,
+    /// A verified client certificate passes; its subject goes to the backend in this
+    /// header (mTLS, with the site's `tls.client_ca`).
+    pub client_cert: Option<HeaderName>,
     /// Failed logins that ban the address.
     pub ban: Option<BanRule>,
     pub user_header: HeaderName,

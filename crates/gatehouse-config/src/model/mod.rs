@@ -479,6 +479,9 @@ pub struct Site {
     /// Site-wide and per-path rate limits (the proxy-manager's `rate_limit`), checked for
     /// every route of the site.
     pub rate_limits: Vec<SiteLimit>,
+    /// `tls.client_ca`: clients of this site's names are asked for a certificate, verified
+    /// against these CAs (PEM).
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

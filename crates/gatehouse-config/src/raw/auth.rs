@@ -17,6 +17,8 @@ pub struct Auth {
     pub jwt: Option<JwtAuth>,
     /// Ask an authentication service (Authelia, Authentik, oauth2-proxy) about each request.
     pub forward: Option<ForwardAuth>,
+    /// A client certificate verified against the site's `tls.client_ca` (mTLS).
+    pub client_cert: Option<ClientCert>,
     /// Failed logins (wrong credentials) within `ban_window` that ban the address.
     pub ban_after: Option<S<String>>,
     pub ban_for: Option<S<String>>,
@@ -43,6 +45,14 @@ pub struct ApiKeyAuth {
     pub query: Option<S<String>>,
     /// name -> `sha256:HEX` of the key (`gatehouse hash-password --api-key`).
     pub keys: BTreeMap<String, S<String>>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCert {
+    /// The header that carries the certificate's subject to the backend (default
+    /// `X-Client-Subject`).
+    pub header: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Clone)]

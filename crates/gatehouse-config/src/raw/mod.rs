@@ -155,6 +155,9 @@ pub struct Eab {
 pub struct SiteTls {
     pub cert: Option<S<String>>,
     pub key: Option<S<String>>,
+    /// CA certificates (PEM) that client certificates for this site's names are verified
+    /// against: Gatehouse then asks clients for one (`auth.client_cert` requires it).
+    pub client_ca: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

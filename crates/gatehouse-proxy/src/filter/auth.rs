@@ -6,6 +6,9 @@
 //!   are remembered for `CACHE_FOR` (by a salted digest, never in clear).
 //! - **API keys**: the SHA-256 of the presented key against the configured digests, in
 //!   constant time.
+//! - **Client certificates** (mTLS): verified in the handshake against the site's
+//!   `tls.client_ca`; the subject goes to the backend (`client_cert` header), the common
+//!   name is the user.
 //! - **JWT**: `Authorization: Bearer` (or a cookie); the key is chosen by `kid` and must be
 //!   pinned to the token's algorithm (an HS256 token never meets an RSA key); `exp` is
 //!   required, `nbf`, `iss` and `aud` checked with the configured leeway. Keys come from
@@ -87,8 +90,12 @@ impl Auth {
             }
             return self.forwarded(cx, forward, req).await;
         }
+        if let Some(name) = &self.config.client_cert {
+            h.remove(name);
+        }
         let shared = cx.state.shared.clone();
-        match self.outcome(&shared, req.headers(), req.uri()).await {
+        let client_cert = cx.conn.tls.as_ref().and_then(|t| t.client.clone());
+        match self.outcome(&shared, req.headers(), req.uri(), client_cert).await {
             Outcome::Pass { user, headers } => {
                 let h = req.headers_mut();
                 if let Ok(v) = HeaderValue::from_str(&user) {
@@ -193,7 +200,19 @@ impl Auth {
     }
 
     /// Takes the head's parts, not the request: its body is not `Sync`, and this waits.
-    async fn outcome(&self, shared: &crate::state::Shared, headers: &http::HeaderMap, uri: &http::Uri) -> Outcome {
+    async fn outcome(
+        &self,
+        shared: &crate::state::Shared,
+        headers: &http::HeaderMap,
+        uri: &http::Uri,
+        client_cert: Option<(String, Option<String>)>,
+    ) -> Outcome {
+        // A certificate verified in the handshake against the site's client CAs.
+        if let (Some(header), Some((subject, cn))) = (&self.config.client_cert, client_cert)
+            && let Ok(v) = HeaderValue::from_str(&subject)
+        {
+            return Outcome::Pass { user: cn.unwrap_or_else(|| subject.clone()), headers: vec![(header.clone(), v)] };
+        }
         let mut failed = None;
         let authz = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
         if let Some(keys) = &self.config.api_keys {
