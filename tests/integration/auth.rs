@@ -350,3 +350,30 @@ async fn forward_auth_asks_the_service_and_passes_its_answer_on() {
     let r = get(gh.http, "app.test", "/down/x").await;
     assert_eq!(r.status, 502, "{}", r.text());
 }
+
+/// `rate_limit.key: {user: true}`: each authenticated user (here a JWT's subject) has its
+/// own quota, counted after `auth`, whatever address they come from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_by_user_count_each_jwt_subject_apart() {
+    let b = Backend::start("b").await;
+    let secret = "0123456789abcdef0123456789abcdef-hs";
+    let site = format!(
+        "host: api.test\nroutes:\n  - path: /\n    backend: {}\n    options:\n      auth:\n        jwt:\n          keys: [{{alg: HS256, secret: '{secret}'}}]\n      rate_limit: {{per_ip: 2/min, key: {{user: true}}}}\n",
+        b.url()
+    );
+    let gh = Gatehouse::start("", &[("api", &site)]);
+    let key = EncodingKey::from_secret(secret.as_bytes()).expect("key");
+    let token = |sub: &str| {
+        encode(&Header::new(Algorithm::HS256), &json!({"sub": sub, "exp": now() + 600}), &key).expect("sign")
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let call = |t: String| async move {
+        get_with(gh.http, "api.test", "/", &[("authorization", &format!("Bearer {t}")), ("x-auth-user", "bob")])
+            .await
+            .status
+            .as_u16()
+    };
+    assert_eq!([call(alice.clone()).await, call(alice.clone()).await, call(alice.clone()).await], [200, 200, 429]);
+    assert_eq!(call(bob.clone()).await, 200, "bob has his own quota (a forged x-auth-user changes nothing)");
+    assert_eq!(get(gh.http, "api.test", "/").await.status, 401, "no token: auth answers first");
+}

@@ -288,11 +288,15 @@ async fn phases<'a>(cx: &mut Ctx<'a>, mut req: Request<Inbound>) -> Result<Respo
         return Ok(r);
     }
     request::check_limits(&req, &route.route.options)?;
-    if let Some(auth) = route.chain.auth()
-        && let Verdict::Respond(mut r) = auth.check(cx, &mut req).await
-    {
-        route.chain.on_response(cx, &mut r);
-        return Ok(r);
+    if let Some(auth) = route.chain.auth() {
+        let mut verdict = auth.check(cx, &mut req).await;
+        if let Verdict::Continue = verdict {
+            verdict = route.chain.on_after_auth(cx, &mut req, &path);
+        }
+        if let Verdict::Respond(mut r) = verdict {
+            route.chain.on_response(cx, &mut r);
+            return Ok(r);
+        }
     }
     // Filters that read the body (the WAF) get its first bytes; the backend still gets all
     // of it.

@@ -49,15 +49,30 @@ pub(super) fn rate_limit(cx: &mut Ctx<'_>, r: &raw::RateLimit, at: &str) -> Opti
         return None;
     }
     let burst = cx.count(r.burst.as_ref(), &format!("{at}.burst"), 0, 1_000_000) as u32;
+    let mut by_user = false;
     let key = match &r.key {
         None => None,
-        Some(k) => match HeaderName::from_str(k.header.value.trim()) {
-            Ok(h) => Some(h),
-            Err(_) => {
-                cx.err_at(&k.header, format!("{at}.key.header"), format!("invalid header name {:?}", k.header.value));
-                None
+        Some(k) => {
+            by_user = cx.flag(k.user.as_ref(), &format!("{at}.key.user"), false);
+            match (&k.header, by_user) {
+                (Some(h), false) => match HeaderName::from_str(h.value.trim()) {
+                    Ok(h) => Some(h),
+                    Err(_) => {
+                        cx.err_at(h, format!("{at}.key.header"), format!("invalid header name {:?}", h.value));
+                        None
+                    }
+                },
+                (None, true) => None,
+                _ => {
+                    cx.err(
+                        None,
+                        format!("{at}.key"),
+                        "expected one of header (`{header: X-Api-Key}`) or `{user: true}`",
+                    );
+                    None
+                }
             }
-        },
+        }
     };
     let ban = match &r.ban_after {
         None => None,
@@ -72,7 +87,7 @@ pub(super) fn rate_limit(cx: &mut Ctx<'_>, r: &raw::RateLimit, at: &str) -> Opti
             Some(BanRule { after, window, duration })
         }
     };
-    Some(RateLimit { per_client, global, burst, key, ban })
+    Some(RateLimit { per_client, global, burst, key, by_user, ban })
 }
 
 /// The proxy-manager's site-level `rate_limit`: its own limit for every path, and one per

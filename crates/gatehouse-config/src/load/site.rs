@@ -275,6 +275,15 @@ pub(super) fn build_site(
     } else if !wrote_routes {
         cx.err(Some(1), "", "a site needs `backend`, `backends`, `static`, `redirect` or `routes`");
     }
+    if let Some(r) =
+        routes.iter().find(|r| r.options.rate_limit.as_ref().is_some_and(|l| l.by_user) && r.options.auth.is_none())
+    {
+        cx.err(
+            None,
+            format!("routes ({}).options.rate_limit.key.user", r.id),
+            "a limit by user needs auth on the route (the user it authenticates)",
+        );
+    }
     if client_ca.is_none()
         && let Some(r) = routes.iter().find(|r| r.options.auth.as_ref().is_some_and(|a| a.client_cert.is_some()))
     {

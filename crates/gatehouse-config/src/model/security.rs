@@ -22,6 +22,9 @@ pub struct RateLimit {
     pub burst: u32,
     /// Clients told apart by this header's value (their address when it is missing).
     pub key: Option<HeaderName>,
+    /// Clients told apart by the user `auth` authenticated (checked after `auth`; by
+    /// address when there is none).
+    pub by_user: bool,
     /// `ban_after` violations within `ban_window` ban the address for `ban_for`.
     pub ban: Option<BanRule>,
 }

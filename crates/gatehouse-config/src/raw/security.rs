@@ -27,7 +27,10 @@ pub struct RateLimit {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RateKey {
-    pub header: S<String>,
+    pub header: Option<S<String>>,
+    /// `true`: by the user `auth` authenticated (a JWT's subject, a basic user, an API
+    /// key's name, a client certificate's name), checked after `auth`.
+    pub user: Option<S<String>>,
 }
 
 /// The proxy-manager's site-level `rate_limit`: `global` and `per_ip` as requests per

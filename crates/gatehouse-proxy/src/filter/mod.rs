@@ -80,18 +80,37 @@ pub struct Chain {
     /// Authentication, which may wait (a password hash on the blocking pool): run by the
     /// pipeline after the request filters.
     auth: Option<Box<auth::Auth>>,
+    /// Request filters that need to know who `auth` let in (limits keyed by user).
+    after_auth: Box<[Box<dyn RequestFilter>]>,
     body: Box<[Box<dyn BodyFilter>]>,
     response: Box<[Box<dyn ResponseFilter>]>,
 }
 
 impl Chain {
     pub fn new(request: Vec<Box<dyn RequestFilter>>, response: Vec<Box<dyn ResponseFilter>>) -> Self {
-        Chain { request: request.into(), auth: None, body: Box::new([]), response: response.into() }
+        Chain {
+            request: request.into(),
+            auth: None,
+            after_auth: Box::new([]),
+            body: Box::new([]),
+            response: response.into(),
+        }
     }
 
-    pub fn with_auth(mut self, auth: Option<auth::Auth>) -> Self {
+    pub fn with_auth(mut self, auth: Option<auth::Auth>, after: Vec<Box<dyn RequestFilter>>) -> Self {
         self.auth = auth.map(Box::new);
+        self.after_auth = after.into();
         self
+    }
+
+    /// Runs the filters that follow `auth` until one answers.
+    pub fn on_after_auth(&self, cx: &Ctx<'_>, req: &mut Request<Inbound>, path: &str) -> Verdict {
+        for f in self.after_auth.iter() {
+            if let Verdict::Respond(r) = f.request(cx, req, path) {
+                return Verdict::Respond(r);
+            }
+        }
+        Verdict::Continue
     }
 
     /// The route's authentication, if it has one.
@@ -166,6 +185,7 @@ impl Chain {
             .iter()
             .map(|f| f.name())
             .chain(auth)
+            .chain(self.after_auth.iter().map(|f| f.name()))
             .chain(body)
             .chain(self.response.iter().map(|f| f.name()))
             .collect()
@@ -262,9 +282,16 @@ pub fn chain_for(
         let name = format!("site {}", site.name);
         request.push(Box::new(ratelimit::RateLimit::new(&name, l.limit.clone(), state).under(l.prefix.clone())));
     }
+    let mut after_auth: Vec<Box<dyn RequestFilter>> = Vec::new();
     if let Some(limit) = &route.options.rate_limit {
         let state = shared.limiter(&route.id, limit);
-        request.push(Box::new(ratelimit::RateLimit::new(&route.id, limit.clone(), state)));
+        let filter = ratelimit::RateLimit::new(&route.id, limit.clone(), state);
+        match (limit.by_user, &route.options.auth) {
+            // By user: after `auth`, keyed by the header it sets (checked: a route limited
+            // by user has `auth`).
+            (true, Some(a)) => after_auth.push(Box::new(filter.by_user(a.user_header.clone()))),
+            _ => request.push(Box::new(filter)),
+        }
     }
     let mut body: Vec<Box<dyn BodyFilter>> = Vec::new();
     if let Some(w) = &route.options.waf {
@@ -288,7 +315,7 @@ pub fn chain_for(
         response.push(Box::new(cors::Cors::new(c.clone())));
     }
     let auth = route.options.auth.as_ref().map(|a| auth::Auth::new(a.clone()));
-    Chain::new(request, response).with_auth(auth).with_body(body)
+    Chain::new(request, response).with_auth(auth, after_auth).with_body(body)
 }
 
 /// The filters that run before routing, for every host (a validation request may name a

@@ -42,6 +42,9 @@ pub struct RateLimit {
     /// Only paths under this (a site's per-path limit).
     prefix: Option<String>,
     config: Arc<Config>,
+    /// Clients told apart by this header's value (the `key` header, or the header `auth`
+    /// names its user in); by address without one.
+    key: Option<http::HeaderName>,
     per_client: Option<Gcra>,
     global: Option<Gcra>,
     state: Arc<State>,
@@ -51,7 +54,15 @@ impl RateLimit {
     pub fn new(route: &str, config: Arc<Config>, state: Arc<State>) -> Self {
         let per_client = config.per_client.map(|r| Gcra::new(r, config.burst));
         let global = config.global.map(|r| Gcra::new(r, config.burst));
-        RateLimit { route: route.to_string(), prefix: None, config, per_client, global, state }
+        let key = config.key.clone();
+        RateLimit { route: route.to_string(), prefix: None, config, key, per_client, global, state }
+    }
+
+    /// Clients told apart by the user `auth` authenticated: the header it sets (and never
+    /// takes from the client). The filter then runs after `auth`.
+    pub fn by_user(mut self, user_header: http::HeaderName) -> Self {
+        self.key = Some(user_header);
+        self
     }
 
     /// A limit for the requests whose normalised path starts with `prefix`.
@@ -105,8 +116,12 @@ impl RequestFilter for RateLimit {
         let now = now_ns();
         // The client's own limit first: a client over it does not use up the route's.
         if let Some(g) = &self.per_client {
-            let key = match &self.config.key {
-                Some(name) => req.headers().get(name).map_or_else(|| ip_key(cx.client), |v| text_key(v.as_bytes())),
+            let key = match &self.key {
+                Some(name) => req
+                    .headers()
+                    .get(name)
+                    .filter(|v| !v.is_empty())
+                    .map_or_else(|| ip_key(cx.client), |v| text_key(v.as_bytes())),
                 None => ip_key(cx.client),
             };
             if let Decision::Limit { retry_after_s } = self.state.clients.check(key, g, now) {
