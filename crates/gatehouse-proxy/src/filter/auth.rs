@@ -43,6 +43,31 @@ const CACHE_FOR: Duration = Duration::from_secs(300);
 const CACHE_MAX: usize = 10_000;
 /// Hash verifications running at once in the process; the rest wait their turn.
 static VERIFIERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// Verifications waiting at most: beyond it a login is refused at once (a flood of wrong
+/// passwords must not queue real users behind it for minutes).
+const MAX_WAITING: usize = 64;
+static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One verification waiting for its turn; counted until dropped (also when the client
+/// leaves while it waits).
+struct Waiting;
+
+impl Waiting {
+    fn join() -> Option<Waiting> {
+        use std::sync::atomic::Ordering;
+        if WAITING.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
+            WAITING.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Waiting)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// What the request presented, and what came of it.
 enum Outcome {
@@ -340,7 +365,12 @@ impl Auth {
             return Ok(name);
         }
         let ok = {
-            let Ok(_permit) = VERIFIERS.acquire().await else { return Err("verifier closed".into()) };
+            let Some(waiting) = Waiting::join() else {
+                return Err("too many logins being checked; try again".into());
+            };
+            let permit = VERIFIERS.acquire().await;
+            drop(waiting);
+            let Ok(_permit) = permit else { return Err("verifier closed".into()) };
             let (hash, password) = (user.hash.clone(), password.to_vec());
             tokio::task::spawn_blocking(move || crate::security::password::verify(&hash, &password))
                 .await
