@@ -72,4 +72,15 @@ fn geo_rules_need_a_database_and_country_codes() {
     let (code, out) = check(dir.path());
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("geoip.database: cannot read"), "{out}");
+    // A file that is not a MaxMind DB is named by `check`, not found out at start.
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("garbage.mmdb"), vec![7u8; 4096]).expect("write");
+    write_config(
+        dir.path(),
+        "geoip: {database: garbage.mmdb}\n",
+        &[("a", "host: a.test\nbackend: http://127.0.0.1:9\n")],
+    );
+    let (code, out) = check(dir.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("geoip.database: invalid database"), "{out}");
 }

@@ -154,4 +154,15 @@ fn client_cert_routes_need_the_sites_client_ca() {
     let (code, out) = check(dir.path());
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("client certificates need tls.client_ca on the site"), "{out}");
+    // A CA file with a PEM block that is no certificate: named by `check`.
+    let ca = TestCa::new();
+    let cert = ca.issue(&["a.test"]);
+    write(dir.path(), "a.crt", &cert.cert_pem);
+    write(dir.path(), "a.key", &cert.key_pem);
+    write(dir.path(), "ca.pem", "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n");
+    let site = "host: a.test\ntls: {cert: a.crt, key: a.key, client_ca: ca.pem}\nroutes:\n  - path: /\n    backend: http://127.0.0.1:9\n    options:\n      auth: {client_cert: {}}\n";
+    write_config(dir.path(), HTTPS, &[("a", site)]);
+    let (code, out) = check(dir.path());
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("tls.client_ca") && out.contains("no usable CA certificate"), "{out}");
 }

@@ -145,20 +145,31 @@ fn main() -> ExitCode {
             match gatehouse_config::load(&path, &EnvOverrides::from_env()) {
                 Ok(c) => {
                     if c.listen_https.is_some() {
-                        let (store, problems) = load_certificates(&c);
+                        let (store, mut problems) = load_certificates(&c);
+                        let notes = store.notes().to_vec();
+                        let uncovered = store.uncovered(&c.sites);
+                        // Client CAs as the listener would use them.
+                        let resolver = tls::Resolver::new(store, Arc::new(tls::Challenges::default()));
+                        problems.extend(resolver.set_client_auth(&c.sites));
                         for p in &problems {
                             eprintln!("{p}");
                         }
-                        for n in store.notes() {
+                        for n in notes {
                             eprintln!("warning: certificate directory: {n}");
                         }
-                        for host in store.uncovered(&c.sites) {
+                        for host in uncovered {
                             eprintln!("warning: no certificate covers {host}; it gets the default certificate, if any");
                         }
                         if !problems.is_empty() {
                             eprintln!("{} error(s) in the TLS configuration", problems.len());
                             return ExitCode::FAILURE;
                         }
+                    }
+                    if let Some(db) = &c.geoip
+                        && let Err(e) = gatehouse_proxy::security::geo::Geo::open(db)
+                    {
+                        eprintln!("{}: geoip.database: {e}", db.display());
+                        return ExitCode::FAILURE;
                     }
                     for n in &c.notes {
                         eprintln!("note: {n}");

@@ -73,7 +73,7 @@ pub(super) fn build_site(
             cx.err(
                 t.cert.as_ref().map(|c| c.referenced.line()),
                 "tls",
-                "this site has a certificate but the main file has no listen.https",
+                "this site has TLS settings but the main file has no listen.https",
             );
         }
     }

@@ -41,8 +41,12 @@ use crate::security::limit::now_ns;
 const CACHE_FOR: Duration = Duration::from_secs(300);
 /// Remembered credentials per route at most (a flood of logins cannot grow it further).
 const CACHE_MAX: usize = 10_000;
-/// Hash verifications running at once in the process; the rest wait their turn.
-static VERIFIERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// Hash verifications running at once in the process: half the cores (at least one), so a
+/// flood of logins leaves the workers a core; the rest wait their turn.
+static VERIFIERS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    tokio::sync::Semaphore::new((cores / 2).max(1))
+});
 /// Verifications waiting at most: beyond it a login is refused at once (a flood of wrong
 /// passwords must not queue real users behind it for minutes).
 const MAX_WAITING: usize = 64;
