@@ -56,10 +56,10 @@ pub(super) fn build_site(
     let name = file.file_stem().and_then(|n| n.to_str()).unwrap_or("site").to_string();
     let mut client_ca = None;
     if let Some(t) = &s.tls {
-        if t.cert.is_some() || t.key.is_some() {
-            if let Some(pair) = cert_pair(cx, base, t.cert.as_ref(), t.key.as_ref(), "tls", &name) {
-                pairs.push(pair);
-            }
+        if (t.cert.is_some() || t.key.is_some())
+            && let Some(pair) = cert_pair(cx, base, t.cert.as_ref(), t.key.as_ref(), "tls", &name)
+        {
+            pairs.push(pair);
         }
         if let Some(ca) = &t.client_ca {
             let path = base.join(ca.value.trim());
