@@ -166,3 +166,41 @@ fn client_cert_routes_need_the_sites_client_ca() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("tls.client_ca") && out.contains("no usable CA certificate"), "{out}");
 }
+
+/// A certificate counts only on the site whose CAs verified it: shaking hands for site A
+/// (whose CA issued the client's certificate) and sending the request to site B (another
+/// CA; the same server certificate, so no 421) gets B's 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_verified_for_one_site_does_not_open_another() {
+    let b = Backend::start("b").await;
+    let (server_ca, ca_a, ca_b) = (TestCa::new(), TestCa::new(), TestCa::new());
+    let both = server_ca.issue(&["a.m.test", "b.m.test"]);
+    let client_a = ca_a.issue(&["client-of-a"]);
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    write(d, "certs/m.crt", &both.cert_pem);
+    write(d, "certs/m.key", &both.key_pem);
+    write(d, "ca-a.pem", &ca_a.pem());
+    write(d, "ca-b.pem", &ca_b.pem());
+    let url = b.url();
+    let site = |host: &str, ca: &str| {
+        format!(
+            "host: {host}\nhttps_redirect: false\ntls: {{client_ca: {ca}}}\nroutes:\n  - path: /\n    backend: {url}\n    options:\n      auth: {{client_cert: {{}}}}\n"
+        )
+    };
+    write_config(
+        d,
+        &format!("{HTTPS}tls:\n  cert_dir: certs\n"),
+        &[("a", &site("a.m.test", "ca-a.pem")), ("b", &site("b.m.test", "ca-b.pem"))],
+    );
+    let gh = Gatehouse::start_in(dir);
+    let https = gh.https.expect("https");
+    for (host, want) in [("a.m.test", 200), ("b.m.test", 401)] {
+        let conn = tls_connect(https, &client(&server_ca, Some(&client_a)), "a.m.test").await.expect("tls");
+        let req = http::Request::get("/")
+            .header("host", host)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("req");
+        assert_eq!(send_on(conn.stream, req).await.status, want, "SNI a.m.test, Host {host}");
+    }
+}

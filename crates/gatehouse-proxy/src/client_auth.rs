@@ -20,7 +20,8 @@ use rustls_pki_types::pem::PemObject;
 /// The configurations of the sites with client CAs, by the sites' host patterns.
 #[derive(Default)]
 pub struct ClientAuth {
-    sites: Vec<(Vec<HostPattern>, Arc<ServerConfig>)>,
+    /// (site name, its host patterns, its configuration).
+    sites: Vec<(Arc<str>, Vec<HostPattern>, Arc<ServerConfig>)>,
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -48,7 +49,7 @@ impl ClientAuth {
         for site in sites {
             let Some(path) = &site.client_ca else { continue };
             match config(path, resolver) {
-                Ok(cfg) => out.sites.push((site.hosts.clone(), cfg)),
+                Ok(cfg) => out.sites.push((site.name.as_str().into(), site.hosts.clone(), cfg)),
                 Err(e) => problems.push(format!("{}: tls.client_ca {}: {e}", site.name, path.display())),
             }
         }
@@ -59,9 +60,9 @@ impl ClientAuth {
         self.sites.is_empty()
     }
 
-    /// The configuration for a handshake naming `sni` (lower case), if its site asks for
-    /// client certificates.
-    pub fn for_sni(&self, sni: &str) -> Option<Arc<ServerConfig>> {
+    /// The site and configuration for a handshake naming `sni` (lower case), if its site
+    /// asks for client certificates.
+    pub fn for_sni(&self, sni: &str) -> Option<(Arc<str>, Arc<ServerConfig>)> {
         let matches = |p: &HostPattern| match p {
             HostPattern::Exact(h) => h == sni,
             HostPattern::Wildcard(suffix) => sni.ends_with(suffix.as_str()) && sni.len() > suffix.len(),
@@ -69,9 +70,9 @@ impl ClientAuth {
         };
         self.sites
             .iter()
-            .find(|(hosts, _)| hosts.iter().any(matches))
-            .or_else(|| self.sites.iter().find(|(hosts, _)| hosts.contains(&HostPattern::Any)))
-            .map(|(_, cfg)| cfg.clone())
+            .find(|(_, hosts, _)| hosts.iter().any(matches))
+            .or_else(|| self.sites.iter().find(|(_, hosts, _)| hosts.contains(&HostPattern::Any)))
+            .map(|(site, _, cfg)| (site.clone(), cfg.clone()))
     }
 }
 

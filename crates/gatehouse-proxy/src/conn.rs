@@ -28,13 +28,22 @@ pub struct ConnInfo {
     pub sink: Option<Arc<dyn crate::observe::LogSink>>,
 }
 
+/// A client certificate verified in the handshake.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    /// The site whose CAs verified it (the one the SNI named): it counts only there.
+    pub site: Arc<str>,
+    /// Its subject (RFC 4514) and common name.
+    pub subject: String,
+    pub cn: Option<String>,
+}
+
 /// The TLS side of a connection, as far as request handling cares.
 #[derive(Debug)]
 pub struct TlsInfo {
     /// The SNI the client sent, lower-case.
     pub sni: Option<String>,
-    /// A client certificate verified against the site's `tls.client_ca`: its subject
-    /// (RFC 4514) and common name.
-    pub client: Option<(String, Option<String>)>,
+    /// A client certificate verified against a site's `tls.client_ca`.
+    pub client: Option<ClientCert>,
     pub resolver: Arc<crate::tls::Resolver>,
 }

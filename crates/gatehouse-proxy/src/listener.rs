@@ -430,13 +430,20 @@ where
     // stream (rustls's connection, about 1 KB inline) in another that the connection keeps:
     // neither takes room in this future for the connection's whole life.
     let handshake = Box::pin(async {
+        let mut verified_by = None;
         let accepted = if tls.resolver.asks_client_certs() {
             // Some site asks for client certificates: the ClientHello's SNI picks the
             // configuration, so only that site's clients are asked.
             tokio::time::timeout(tls.header_read, async {
                 let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
                 let sni = start.client_hello().server_name().map(str::to_string);
-                let config = tls.resolver.for_sni(sni.as_deref()).unwrap_or_else(|| tls.acceptor.config().clone());
+                let config = match tls.resolver.for_sni(sni.as_deref()) {
+                    Some((site, config)) => {
+                        verified_by = Some(site);
+                        config
+                    }
+                    None => tls.acceptor.config().clone(),
+                };
                 start.into_stream(config).await
             })
             .await
@@ -444,7 +451,7 @@ where
             tokio::time::timeout(tls.header_read, tls.acceptor.accept(stream)).await
         };
         match accepted {
-            Ok(Ok(s)) => Some(Box::new(s)),
+            Ok(Ok(s)) => Some((Box::new(s), verified_by)),
             Ok(Err(e)) => {
                 tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                 None
@@ -452,7 +459,7 @@ where
             Err(_) => None,
         }
     });
-    let Some(stream) = handshake.await else { return };
+    let Some((stream, verified_by)) = handshake.await else { return };
     let (_, session) = stream.get_ref();
     if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
         // A TLS-ALPN-01 validation ends with the handshake.
@@ -460,8 +467,12 @@ where
     }
     let h2 = session.alpn_protocol() == Some(b"h2");
     let sni = session.server_name().map(|s| s.to_ascii_lowercase());
-    // Only configurations with a verifier ask for certificates, so one here is verified.
-    let client = session.peer_certificates().and_then(|c| c.first()).and_then(crate::client_auth::subject);
+    // Only the sites' configurations ask for certificates, so one here was verified by
+    // the CAs of the site the SNI named.
+    let client = verified_by.and_then(|site| {
+        let (subject, cn) = session.peer_certificates()?.first().and_then(crate::client_auth::subject)?;
+        Some(crate::conn::ClientCert { site, subject, cn })
+    });
     info.proto = "https";
     info.tls = Some(Arc::new(TlsInfo { sni, client, resolver: tls.resolver }));
     serve(stream, h2, info, serving).await;

@@ -237,9 +237,9 @@ impl Resolver {
         problems
     }
 
-    /// The configuration for a handshake naming `sni`, when its site asks for client
-    /// certificates; `None` for the listener's own.
-    pub fn for_sni(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
+    /// The site and configuration for a handshake naming `sni`, when its site asks for
+    /// client certificates; `None` for the listener's own.
+    pub fn for_sni(&self, sni: Option<&str>) -> Option<(Arc<str>, Arc<ServerConfig>)> {
         let auth = self.client_auth.load();
         if auth.is_empty() {
             return None;

@@ -123,7 +123,15 @@ impl Auth {
             h.remove(name);
         }
         let shared = cx.state.shared.clone();
-        let client_cert = cx.conn.tls.as_ref().and_then(|t| t.client.clone());
+        // A certificate counts only on the site whose CAs verified it: a client cannot
+        // shake hands for one site and send its requests to another.
+        let client_cert = cx
+            .conn
+            .tls
+            .as_ref()
+            .and_then(|t| t.client.clone())
+            .filter(|c| cx.route.is_some_and(|r| *r.site == *c.site))
+            .map(|c| (c.subject, c.cn));
         match self.outcome(&shared, req.headers(), req.uri(), client_cert).await {
             Outcome::Pass { user, headers } => {
                 let h = req.headers_mut();
