@@ -426,10 +426,14 @@ pub async fn peek(
     let (parts, mut body) = req.into_parts();
     let mut ahead = std::collections::VecDeque::new();
     let mut seen = bytes::BytesMut::new();
+    let mut ended = false;
     let read = async {
         while seen.len() < max && !body.is_end_stream() {
             match body.frame().await {
-                None => break,
+                None => {
+                    ended = true;
+                    break;
+                }
                 Some(Ok(f)) => {
                     if let Some(d) = f.data_ref() {
                         seen.extend_from_slice(&d[..d.len().min(max - seen.len())]);
@@ -451,11 +455,11 @@ pub async fn peek(
         Err(_) => return Err(crate::error::ProxyError::ClientTimeout),
     }
     let ahead_len = ahead.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();
-    let body = if ahead.is_empty() {
-        body
-    } else {
-        Inbound::Other(UnsyncBoxBody::new(Peeked { ahead, rest: body, ahead_len }))
-    };
+    // A body that ended while read ahead is not polled again (not every body may be, and
+    // its end must show in `is_end_stream`).
+    let rest = if ended || body.is_end_stream() { Inbound::Empty } else { body };
+    let body =
+        if ahead.is_empty() { rest } else { Inbound::Other(UnsyncBoxBody::new(Peeked { ahead, rest, ahead_len })) };
     Ok((http::Request::from_parts(parts, body), seen.freeze()))
 }
 

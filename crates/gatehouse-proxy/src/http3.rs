@@ -131,8 +131,12 @@ async fn request(resolver: Resolving, info: ConnInfo, shared: Arc<ArcSwap<Runtim
                     Err(e) => Some((Err(Box::new(e) as BoxError), None)),
                 }
             });
-            let all =
-                futures_util::StreamExt::chain(futures_util::stream::once(async move { Ok(Frame::data(first)) }), rest);
+            // Fused: a body may be polled again after its end (a reader that read ahead
+            // does), and `unfold` must not be.
+            let all = futures_util::StreamExt::fuse(futures_util::StreamExt::chain(
+                futures_util::stream::once(async move { Ok(Frame::data(first)) }),
+                rest,
+            ));
             Inbound::Other(http_body_util::StreamBody::new(all).boxed_unsync())
         }
     };

@@ -53,18 +53,19 @@ pub fn traversal(s: &str, nul: bool) -> Option<&'static str> {
     let b = s.as_bytes();
     // `../`, `..\`, `/..` at the end, `..;/` (Tomcat), `....//` (filters that strip `../`
     // once).
+    // Each run of two or more dots, read once: after a boundary, and followed by a
+    // separator (or, exactly two of them, ending a path).
     let mut from = 0;
-    while let Some(at) = s[from..].find("..") {
-        let at = from + at;
-        let before_ok = at == 0 || matches!(b[at - 1], b'/' | b'\\' | b'.' | b'=' | b' ' | b'"' | b'\'' | b':');
-        let after = b.get(at + 2).copied();
-        // More dots count only when a separator follows them (`....//`).
-        let dots_then_separator = s[at..].trim_start_matches('.').starts_with(['/', '\\']);
-        let after_ok = matches!(after, None | Some(b'/' | b'\\' | b';')) || after == Some(b'.') && dots_then_separator;
-        if before_ok && after_ok && (after.is_some() || at > 0 && matches!(b[at - 1], b'/' | b'\\')) {
+    while let Some(found) = s[from..].find("..") {
+        let at = from + found;
+        let end = at + b[at..].iter().take_while(|&&c| c == b'.').count();
+        let before_ok = at == 0 || matches!(b[at - 1], b'/' | b'\\' | b'=' | b' ' | b'"' | b'\'' | b':');
+        let next = b.get(end).copied();
+        let ends_path = next.is_none() && end - at == 2 && at > 0 && matches!(b[at - 1], b'/' | b'\\');
+        if before_ok && (matches!(next, Some(b'/' | b'\\' | b';')) || ends_path) {
             return Some("traversal-dotdot");
         }
-        from = at + 2;
+        from = end;
     }
     if s.len() >= 6 && (s.contains('/') || s.contains('\\') || s.contains(".ini")) {
         static FILES: OnceLock<Option<AhoCorasick>> = OnceLock::new();
@@ -202,7 +203,13 @@ pub fn command(s: &str) -> Option<&'static str> {
     if !b.iter().any(|c| matches!(c, b';' | b'|' | b'&' | b'`' | b'$' | b'\n' | b'\r' | b'\'' | b'"' | b'.')) {
         return None;
     }
+    // Where the last separator's run of separators and spaces ended: each byte is read
+    // once, however many separators follow one another.
+    let mut read_to = 0;
     for (at, &c) in b.iter().enumerate() {
+        if at < read_to {
+            continue;
+        }
         let start = match c {
             b';' | b'|' | b'&' | b'`' | b'\n' | b'\r' => at + 1,
             // String concatenation into an `eval` (`'.exit(…)`).
@@ -215,6 +222,7 @@ pub fn command(s: &str) -> Option<&'static str> {
         while i < b.len() && matches!(b[i], b' ' | b'\t' | b'|' | b'&' | b'\n' | b'\r' | b'{' | b'(' | b'\'' | b'"') {
             i += 1;
         }
+        read_to = i;
         // `/bin/cat`, `/usr/bin/id`: the command's own name counts.
         let mut j = i;
         while j < b.len() && (b[j].is_ascii_alphanumeric() || matches!(b[j], b'/' | b'.' | b'_' | b'\\' | b'-')) {

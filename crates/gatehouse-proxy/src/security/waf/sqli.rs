@@ -308,7 +308,12 @@ fn string_end(b: &[u8], mut i: usize, q: u8) -> usize {
     b.len()
 }
 
-fn next_significant(b: &[u8], mut i: usize) -> Option<u8> {
+/// The next byte after spaces and comments, looking at most `LOOKAHEAD` bytes ahead (so a
+/// value of many unclosed comments is not read again for every name in it).
+fn next_significant(b: &[u8], i: usize) -> Option<u8> {
+    const LOOKAHEAD: usize = 256;
+    let b = &b[..b.len().min(i.saturating_add(LOOKAHEAD))];
+    let mut i = i;
     loop {
         match b.get(i)? {
             b' ' | b'\t' | b'\n' | b'\r' => i += 1,
@@ -414,7 +419,11 @@ fn sql_around(s: &str, at: usize, end: usize) -> bool {
 /// A call's argument that reads as words, not SQL: a number or word followed by a word
 /// ("sleep(5 hours)", "count (them all)").
 fn prose_argument(arg: &str) -> bool {
-    let inside = &arg[..arg.find(')').unwrap_or(arg.len()).min(64)];
+    let mut cut = arg.find(')').unwrap_or(arg.len()).min(64);
+    while !arg.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let inside = &arg[..cut];
     let t = tokens(inside, None);
     t.windows(2).any(|p| {
         matches!(p[0].kind, Kind::Num | Kind::Word) && p[1].kind == Kind::Word && !is_keyword(word(inside, &p[1]))

@@ -254,3 +254,32 @@ fn arbitrary_input_never_panics() {
         let _ = e.head(&format!("/{q}"), Some(&q), &HeaderMap::new(), "/");
     }
 }
+
+/// Inputs found by review: a cut inside a multi-byte character (a panic, so a dead
+/// process in release builds), and values that made detectors quadratic (one request
+/// holding a worker for seconds). Each must finish, in debug builds too, well within the
+/// test runner's time limit.
+#[test]
+fn review_inputs_neither_panic_nor_take_quadratic_time() {
+    let e = engine(vec![], vec![]);
+    let none = HeaderMap::new();
+    let crash = format!("sleep(a{}", "%C3%A9".repeat(40));
+    let _ = e.head("/", Some(&format!("q={crash}")), &none, "/");
+    let _ = sqli::detect(&format!("sleep(a{}", "é".repeat(40)));
+    let _ = sqli::detect(&format!("char(1{}", "é".repeat(40)));
+    let big = 200_000;
+    for v in [
+        "|".repeat(big),
+        ".".repeat(big),
+        "\" onabc=\"".repeat(big / 10),
+        "\"!alert(".repeat(big / 8),
+        "sleep/*".repeat(big / 7),
+        ";".repeat(big),
+        "a/..".repeat(big / 4),
+    ] {
+        let _ = sqli::detect(&v);
+        let _ = xss::detect(&v);
+        let _ = rules::command(&v);
+        let _ = rules::traversal(&v, false);
+    }
+}

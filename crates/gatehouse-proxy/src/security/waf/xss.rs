@@ -100,6 +100,9 @@ fn tags(s: &str) -> Option<&'static str> {
 /// whitespace, `/`, a quote or the tag name's end).
 fn handler(s: &str) -> bool {
     let b = s.as_bytes();
+    // Positions looked up once, not for every `on…=` (a value of many of them stays linear).
+    let first_tag_or_quote = s.find(['<', '"', '\'', '`']).unwrap_or(usize::MAX);
+    let last_call = s.rfind(['(', '`']);
     for (at, _) in s.match_indices("on") {
         let before_ok = at == 0
             || matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'/' | b'"' | b'\'' | b'`' | b';' | b'+');
@@ -122,8 +125,8 @@ fn handler(s: &str) -> bool {
         if b.get(i) == Some(&b'=') {
             // An attribute needs a tag or a quote that ended the previous attribute, or
             // (in an unquoted attribute) a handler that calls something.
-            let calls = s[i + 1..].contains(['(', '`']);
-            if s[..at].contains('<') || s[..at].contains(['"', '\'', '`']) || at == 0 || calls {
+            let calls = last_call.is_some_and(|c| c > i);
+            if first_tag_or_quote < at || at == 0 || calls {
                 return true;
             }
         }
@@ -161,6 +164,7 @@ fn calls(s: &str) -> bool {
         return false;
     };
     let b = s.as_bytes();
+    let first_angle = s.find(['<', '>']).unwrap_or(usize::MAX);
     for m in names.find_overlapping_iter(s) {
         let name = &CALLS[m.pattern().as_usize()];
         {
@@ -178,7 +182,7 @@ fn calls(s: &str) -> bool {
             }
             let rest = s[end..].trim_start();
             let called = rest.starts_with('(') || rest.starts_with('`');
-            if called && (at == 0 || broke_out(&s[..at]) || s[..at].contains(['<', '>'])) {
+            if called && (at == 0 || broke_out(&s[..at]) || first_angle < at) {
                 return true;
             }
         }
