@@ -77,11 +77,21 @@ async fn basic_users_and_api_keys_pass_and_forged_identity_headers_are_dropped()
     }
     let r = get_with(gh.http, "vault.test", "/", &[("authorization", &basic("alice", "wrong"))]).await;
     assert_eq!(r.status, 401);
+    // Two credentials: which would the backend read? Refused, even when one is right.
+    let r = get_with(
+        gh.http,
+        "vault.test",
+        "/",
+        &[("authorization", &basic("alice", "correct horse")), ("authorization", &basic("mallory", "x"))],
+    )
+    .await;
+    assert_eq!(r.status, 401);
     let r = get_with(gh.http, "vault.test", "/", &[("x-api-key", "k-123456")]).await;
     assert_eq!((r.status.as_u16(), r.json()["headers"]["x-auth-user"].as_str()), (200, Some("ci")));
     assert_eq!(get_with(gh.http, "vault.test", "/", &[("x-api-key", "k-1234567")]).await.status, 401);
     let metrics = get(gh.admin, "localhost", "/metrics").await.text();
     assert!(metrics.contains("kind=\"auth_failed\",rule=\"basic\"} 1"), "{metrics}");
+    assert!(metrics.contains("kind=\"auth_failed\",rule=\"repeated\"} 1"), "{metrics}");
     assert!(metrics.contains("kind=\"auth_failed\",rule=\"api_key\"} 1"), "{metrics}");
     // The configuration holds hashes, never passwords; the log never holds either.
     assert!(!gh.log().contains("correct horse") && !gh.log().contains("k-123456"), "{}", gh.log());
@@ -190,7 +200,8 @@ async fn the_applications_refusals_on_its_login_path_ban() {
     assert_eq!(get(gh.http, "app.test", "/status/200").await.status, 200);
     assert_eq!(get(gh.http, "app.test", "/status/401").await.status, 401);
     assert_eq!(get(gh.http, "app.test", "/").await.status, 200, "one failure is not a ban");
-    assert_eq!(get(gh.http, "app.test", "/status/401").await.status, 401);
+    // The path as routed: `/status/./401` is `/status/401`.
+    assert_eq!(get(gh.http, "app.test", "/status/./401").await.status, 401);
     let r = get(gh.http, "app.test", "/").await;
     assert_eq!(r.status, 403, "the second failure banned: {}", r.text());
     let bans = get(gh.admin, "localhost", "/api/bans").await.json();
@@ -342,11 +353,18 @@ async fn forward_auth_asks_the_service_and_passes_its_answer_on() {
         (Some("alice"), Some("admins,dev"))
     );
     assert_eq!(seen["body_len"], 4, "the body goes on untouched");
+    // The service judges the path as routed, which is what the backend gets.
+    let dotted = http::Request::post("/app/./save?x=1")
+        .header("host", "app.test")
+        .header("cookie", "session=good")
+        .body(http_body_util::Full::new(bytes::Bytes::from("data")))
+        .expect("request");
+    assert_eq!(send(gh.http, dotted).await.status, 200, "normalised for the service");
     let r = send(gh.http, post("session=none")).await;
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some("https://auth.test/?rd=http://app.test/app/save?x=1"));
     assert_eq!(r.header("set-cookie"), Some("flow=1; Path=/"));
-    assert_eq!(b.count(), 1, "only the authenticated request reached the backend");
+    assert_eq!(b.count(), 2, "only the authenticated requests reached the backend");
     let r = get(gh.http, "app.test", "/down/x").await;
     assert_eq!(r.status, 502, "{}", r.text());
 }

@@ -63,16 +63,27 @@ impl ClientAuth {
     /// The site and configuration for a handshake naming `sni` (lower case), if its site
     /// asks for client certificates.
     pub fn for_sni(&self, sni: &str) -> Option<(Arc<str>, Arc<ServerConfig>)> {
-        let matches = |p: &HostPattern| match p {
-            HostPattern::Exact(h) => h == sni,
-            HostPattern::Wildcard(suffix) => sni.ends_with(suffix.as_str()) && sni.len() > suffix.len(),
-            HostPattern::Any => false,
-        };
-        self.sites
+        // As the router picks a site: an exact name, else the longest wildcard, else `*`.
+        let exact = self
+            .sites
             .iter()
-            .find(|(_, hosts, _)| hosts.iter().any(matches))
-            .or_else(|| self.sites.iter().find(|(_, hosts, _)| hosts.contains(&HostPattern::Any)))
-            .map(|(site, _, cfg)| (site.clone(), cfg.clone()))
+            .find(|(_, hosts, _)| hosts.iter().any(|p| matches!(p, HostPattern::Exact(h) if h == sni)));
+        let wildcard = || {
+            self.sites
+                .iter()
+                .filter_map(|entry| {
+                    entry.1.iter().find_map(|p| match p {
+                        HostPattern::Wildcard(s) if sni.ends_with(s.as_str()) && sni.len() > s.len() => {
+                            Some((s.len(), entry))
+                        }
+                        _ => None,
+                    })
+                })
+                .max_by_key(|(len, _)| *len)
+                .map(|(_, entry)| entry)
+        };
+        let any = || self.sites.iter().find(|(_, hosts, _)| hosts.contains(&HostPattern::Any));
+        exact.or_else(wildcard).or_else(any).map(|(site, _, cfg)| (site.clone(), cfg.clone()))
     }
 }
 

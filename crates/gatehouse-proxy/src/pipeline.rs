@@ -289,7 +289,7 @@ async fn phases<'a>(cx: &mut Ctx<'a>, mut req: Request<Inbound>) -> Result<Respo
     }
     request::check_limits(&req, &route.route.options)?;
     if let Some(auth) = route.chain.auth() {
-        let mut verdict = auth.check(cx, &mut req).await;
+        let mut verdict = auth.check(cx, &mut req, &path).await;
         if let Verdict::Continue = verdict {
             verdict = route.chain.on_after_auth(cx, &mut req, &path);
         }

@@ -52,6 +52,13 @@ pub(super) fn auth(cx: &mut Ctx<'_>, base: &Path, a: &raw::Auth, at: &str) -> Op
         header_name(cx, c.header.as_ref(), &format!("{at}.client_cert.header"))
             .unwrap_or(HeaderName::from_static("x-client-subject"))
     });
+    if a.forward.is_some() && (a.basic.is_some() || a.api_key.is_some() || a.jwt.is_some() || a.client_cert.is_some()) {
+        cx.err(
+            None,
+            format!("{at}.forward"),
+            "forward auth decides alone: remove basic, api_key, jwt and client_cert, or forward",
+        );
+    }
     if a.basic.is_none() && a.api_key.is_none() && a.jwt.is_none() && a.forward.is_none() && a.client_cert.is_none() {
         cx.err(None, at.to_string(), "auth needs at least one of basic, api_key, jwt, forward or client_cert");
     }
@@ -226,10 +233,14 @@ fn jwt(cx: &mut Ctx<'_>, base: &Path, j: &raw::JwtAuth, at: &str) -> Option<Jwt>
     }
     let jwks_url = j.jwks_url.as_ref().and_then(|u| {
         let url = u.value.trim();
-        if url.starts_with("https://") || url.starts_with("http://") {
+        // Keys fetched in clear could be swapped on the way: plain HTTP only to this host.
+        let local = http::Uri::from_str(url).ok().and_then(|u| u.host().map(str::to_string)).is_some_and(|h| {
+            h == "localhost" || h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        });
+        if url.starts_with("https://") || url.starts_with("http://") && local {
             Some(url.to_string())
         } else {
-            cx.err_at(u, format!("{at}.jwks_url"), "expected an http:// or https:// URL");
+            cx.err_at(u, format!("{at}.jwks_url"), "expected an https:// URL (http:// only to a loopback address)");
             None
         }
     });

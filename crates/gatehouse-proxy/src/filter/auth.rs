@@ -43,9 +43,11 @@ const CACHE_FOR: Duration = Duration::from_secs(300);
 const CACHE_MAX: usize = 10_000;
 /// Hash verifications running at once in the process: half the cores (at least one), so a
 /// flood of logins leaves the workers a core; the rest wait their turn.
-static VERIFIERS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+/// A permit moves into the blocking task, so a client that leaves mid-check (an HTTP/2
+/// reset) does not free it while the hash still runs.
+static VERIFIERS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> = std::sync::LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    tokio::sync::Semaphore::new((cores / 2).max(1))
+    Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1)))
 });
 /// Verifications waiting at most: beyond it a login is refused at once (a flood of wrong
 /// passwords must not queue real users behind it for minutes).
@@ -81,6 +83,8 @@ enum Outcome {
     },
     /// No credentials for any configured method.
     Missing,
+    /// Too many logins are being checked: 503, not counted as a failure.
+    Busy,
     /// Wrong credentials: `method` (`basic`, `api_key`, `jwt`) and why.
     Failed {
         method: &'static str,
@@ -106,21 +110,22 @@ impl Auth {
     }
 
     /// Checks the request's credentials; on success it goes on with the user's headers.
-    pub async fn check(&self, cx: &mut Ctx<'_>, req: &mut Request<Inbound>) -> Verdict {
+    /// `path` is the normalised path the request was routed by.
+    pub async fn check(&self, cx: &mut Ctx<'_>, req: &mut Request<Inbound>, path: &str) -> Verdict {
         // What the backend will take as the proxy's word must not come from the client.
         let h = req.headers_mut();
         h.remove(&self.config.user_header);
         for (_, name) in self.config.jwt.iter().flat_map(|j| &j.claims) {
             h.remove(name);
         }
+        if let Some(name) = &self.config.client_cert {
+            h.remove(name);
+        }
         if let Some(forward) = &self.forward {
             for name in forward.copied() {
                 h.remove(name);
             }
-            return self.forwarded(cx, forward, req).await;
-        }
-        if let Some(name) = &self.config.client_cert {
-            h.remove(name);
+            return self.forwarded(cx, forward, req, path).await;
         }
         let shared = cx.state.shared.clone();
         // A certificate counts only on the site whose CAs verified it: a client cannot
@@ -147,6 +152,17 @@ impl Auth {
                 cx.answered_by("auth_required", "missing", "no credentials".into());
                 Verdict::Respond(self.challenge(cx, req.headers(), None))
             }
+            Outcome::Busy => {
+                cx.answered_by("auth_unavailable", "basic", "too many logins being checked".into());
+                let mut r = super::refusal(
+                    cx,
+                    req.headers(),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Too many logins at once; try again.",
+                );
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                Verdict::Respond(r)
+            }
             Outcome::Failed { method, reason } => {
                 let route = cx.route.map_or("", |r| r.route.id.as_str());
                 tracing::info!(target: "gatehouse::auth", client = %cx.client, route, method, %reason, "login failed");
@@ -166,11 +182,13 @@ impl Auth {
         cx: &mut Ctx<'_>,
         forward: &super::forward_auth::Forward,
         req: &mut Request<Inbound>,
+        path: &str,
     ) -> Verdict {
         use super::forward_auth::{Answer, Asked};
         let asked = Asked {
             method: req.method(),
-            uri: req.uri(),
+            path,
+            query: req.uri().query(),
             headers: req.headers(),
             client: cx.client,
             tls: cx.conn.tls.is_some(),
@@ -251,6 +269,13 @@ impl Auth {
             return Outcome::Pass { user: cn.unwrap_or_else(|| subject.clone()), headers: vec![(header.clone(), v)] };
         }
         let mut failed = None;
+        // Two credentials of one kind: which one would the backend read? Refused.
+        let repeated = |name: &HeaderName| headers.get_all(name).iter().nth(1).is_some();
+        if repeated(&header::AUTHORIZATION)
+            || self.config.api_keys.as_ref().and_then(|k| k.header.as_ref()).is_some_and(repeated)
+        {
+            return Outcome::Failed { method: "repeated", reason: "more than one credential field".into() };
+        }
         let authz = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
         if let Some(keys) = &self.config.api_keys {
             let presented = keys
@@ -291,7 +316,8 @@ impl Auth {
         {
             match self.basic(creds).await {
                 Ok(user) => return Outcome::Pass { user, headers: Vec::new() },
-                Err(reason) => failed = Some(("basic", reason)),
+                Err(None) => return Outcome::Busy,
+                Err(Some(reason)) => failed = Some(("basic", reason)),
             }
         }
         match failed {
@@ -360,12 +386,14 @@ impl Auth {
     }
 
     /// `user:password` in base64, checked against the user's hash (cached when it passed).
-    async fn basic(&self, creds: &[u8]) -> Result<String, String> {
-        let decoded = base64_decode(creds).ok_or("malformed basic credentials")?;
-        let colon = decoded.iter().position(|&c| c == b':').ok_or("malformed basic credentials")?;
+    /// `Err(None)`: too many checks waiting; `Err(Some(why))`: refused.
+    async fn basic(&self, creds: &[u8]) -> Result<String, Option<String>> {
+        let malformed = || Some("malformed basic credentials".to_string());
+        let decoded = base64_decode(creds).ok_or_else(malformed)?;
+        let colon = decoded.iter().position(|&c| c == b':').ok_or_else(malformed)?;
         let (name, password) = (String::from_utf8_lossy(&decoded[..colon]).into_owned(), &decoded[colon + 1..]);
         let Some(user) = self.config.basic.iter().find(|u| u.name == name) else {
-            return Err(format!("unknown user {name:?}"));
+            return Err(Some(format!("unknown user {name:?}")));
         };
         let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         ctx.update(&self.salt);
@@ -377,19 +405,20 @@ impl Auth {
             return Ok(name);
         }
         let ok = {
-            let Some(waiting) = Waiting::join() else {
-                return Err("too many logins being checked; try again".into());
-            };
-            let permit = VERIFIERS.acquire().await;
+            let Some(waiting) = Waiting::join() else { return Err(None) };
+            let permit = VERIFIERS.clone().acquire_owned().await;
             drop(waiting);
-            let Ok(_permit) = permit else { return Err("verifier closed".into()) };
+            let Ok(permit) = permit else { return Err(None) };
             let (hash, password) = (user.hash.clone(), password.to_vec());
-            tokio::task::spawn_blocking(move || crate::security::password::verify(&hash, &password))
-                .await
-                .unwrap_or(false)
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                crate::security::password::verify(&hash, &password)
+            })
+            .await
+            .unwrap_or(false)
         };
         if !ok {
-            return Err(format!("wrong password for {name:?}"));
+            return Err(Some(format!("wrong password for {name:?}")));
         }
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= CACHE_MAX {

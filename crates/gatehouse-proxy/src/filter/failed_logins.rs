@@ -37,9 +37,9 @@ impl ResponseFilter for FailedLogins {
     fn response(&self, cx: &Ctx<'_>, resp: &mut Response<Outgoing>) {
         // The proxy's own refusals (auth counts its failures itself) are not the
         // application's.
-        if !self.counts(cx.uri.path(), resp.status().as_u16())
-            || cx.answered.borrow().as_ref().is_some_and(|a| a.refused)
-        {
+        // The path as routed (`//login`, `/./login` and `/%6Cogin` are `/login`).
+        let path = crate::route::normalise_path(cx.uri.path());
+        if !self.counts(&path, resp.status().as_u16()) || cx.answered.borrow().as_ref().is_some_and(|a| a.refused) {
             return;
         }
         let route = cx.route.map_or("", |r| r.route.id.as_str());

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use gatehouse_config::ForwardAuth as Config;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, Uri};
+use http::{HeaderMap, Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 
@@ -47,7 +47,10 @@ pub enum Answer {
 /// What the service is told about the request.
 pub struct Asked<'a> {
     pub method: &'a Method,
-    pub uri: &'a Uri,
+    /// The normalised path the request was routed by (what the backend gets), and the
+    /// query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub client: IpAddr,
     pub tls: bool,
@@ -160,7 +163,10 @@ impl Forward {
             h.insert(header::HOST, v);
         }
         let proto = if a.tls { "https" } else { "http" };
-        let target = a.uri.path_and_query().map_or("/", |p| p.as_str());
+        let target = match a.query {
+            Some(q) => format!("{}?{q}", a.path),
+            None => a.path.to_string(),
+        };
         let mut set = |name: &'static str, value: String| {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 h.insert(HeaderName::from_static(name), v);

@@ -314,7 +314,10 @@ impl Engine {
             return None;
         }
         let place = if field.is_empty() { label.to_string() } else { format!("{label}:{field}") };
-        Some(Finding { rule: rule.into(), group, place, fragment: fragment(text) })
+        // A secret's value stays out of logs and the request log, even when it matched.
+        let secret = ["pass", "secret", "token", "key", "auth", "session", "pwd"].iter().any(|s| field.contains(s));
+        let fragment = if secret { "[REDACTED]".to_string() } else { fragment(text) };
+        Some(Finding { rule: rule.into(), group, place, fragment })
     }
 }
 

@@ -86,6 +86,9 @@ fn exclusions_and_custom_rules() {
     assert_eq!(e.head("/editor/save", Some("html=%3Cscript%3Ex%3C/script%3E"), &none, "/editor/save"), None);
     assert!(e.head("/other", Some("html=%3Cscript%3Ex%3C/script%3E"), &none, "/other").is_some());
     assert_eq!(e.head("/api", Some("filter=1%20or%201%3D1"), &none, "/api"), None);
+    // A secret's value stays out of the finding.
+    let f = e.head("/login", Some("password=%27%20or%201%3D1--"), &none, "/login").expect("finding");
+    assert_eq!((f.place.as_str(), f.fragment.as_str()), ("query:password", "[REDACTED]"));
     assert!(e.head("/api", Some("q=1%20or%201%3D1"), &none, "/api").is_some());
 }
 
