@@ -69,11 +69,12 @@ async fn basic_users_and_api_keys_pass_and_forged_identity_headers_are_dropped()
             gh.http,
             "vault.test",
             "/",
-            &[("authorization", &basic("alice", "correct horse")), ("x-auth-user", "admin")],
+            &[("authorization", &basic("alice", "correct horse")), ("x-auth-user", "admin"), ("x_auth_user", "admin")],
         )
         .await;
         assert_eq!(r.status, 200);
         assert_eq!(r.json()["headers"]["x-auth-user"], "alice", "the proxy's word, not the client's");
+        assert!(r.json()["headers"].get("x_auth_user").is_none(), "an underscore spelling is dropped too");
     }
     let r = get_with(gh.http, "vault.test", "/", &[("authorization", &basic("alice", "wrong"))]).await;
     assert_eq!(r.status, 401);

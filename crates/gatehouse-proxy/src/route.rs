@@ -220,6 +220,12 @@ pub fn path_matches(m: &PathMatch, path: &str) -> bool {
     }
 }
 
+/// Whether `path` is `prefix` or under it, by whole segments: `/hooks` covers `/hooks`
+/// and `/hooks/x`, not `/hooks-admin`; a prefix ending in `/` covers what follows it.
+pub fn under(path: &str, prefix: &str) -> bool {
+    prefix.ends_with('/') && path.starts_with(prefix) || has_prefix(path, prefix)
+}
+
 /// Prefix match on a segment boundary; `p` has no trailing slash (`""` is the root).
 pub fn has_prefix(path: &str, p: &str) -> bool {
     path.starts_with(p) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/' || p.is_empty())
@@ -334,5 +340,7 @@ mod tests {
         assert!(has_prefix("/api/x", "/api"));
         assert!(!has_prefix("/apix", "/api"));
         assert!(has_prefix("/anything", ""));
+        assert!(under("/hooks/github", "/hooks/") && under("/hooks", "/hooks") && under("/hooks/x", "/hooks"));
+        assert!(!under("/hooks-admin", "/hooks") && !under("/hooksx", "/hooks/"));
     }
 }

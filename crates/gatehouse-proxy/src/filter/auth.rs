@@ -114,16 +114,16 @@ impl Auth {
     pub async fn check(&self, cx: &mut Ctx<'_>, req: &mut Request<Inbound>, path: &str) -> Verdict {
         // What the backend will take as the proxy's word must not come from the client.
         let h = req.headers_mut();
-        h.remove(&self.config.user_header);
+        drop_identity(h, &self.config.user_header);
         for (_, name) in self.config.jwt.iter().flat_map(|j| &j.claims) {
-            h.remove(name);
+            drop_identity(h, name);
         }
         if let Some(name) = &self.config.client_cert {
-            h.remove(name);
+            drop_identity(h, name);
         }
         if let Some(forward) = &self.forward {
             for name in forward.copied() {
-                h.remove(name);
+                drop_identity(h, name);
             }
             return self.forwarded(cx, forward, req, path).await;
         }
@@ -429,6 +429,23 @@ impl Auth {
         }
         cache.insert(digest, now + CACHE_FOR.as_nanos() as u64);
         Ok(name)
+    }
+}
+
+/// Removes a field the backend takes as the proxy's word, and its underscore spellings
+/// (`X_Auth_User`), which CGI-style backends read as the same field.
+fn drop_identity(h: &mut http::HeaderMap, name: &HeaderName) {
+    h.remove(name);
+    if !h.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let same: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().contains('_') && k.as_str().replace('_', "-") == name.as_str())
+        .cloned()
+        .collect();
+    for k in same {
+        h.remove(k);
     }
 }
 

@@ -50,7 +50,7 @@ impl Csrf {
     /// Whether a request is checked at all: cheap, so the own origin is only worked out for
     /// the requests that need it.
     pub fn checks(&self, method: &Method, path: &str) -> bool {
-        !is_safe(method) && !self.config.exempt.iter().any(|p| path.starts_with(p.as_str()))
+        !is_safe(method) && !self.config.exempt.iter().any(|p| crate::route::under(path, p))
     }
 
     /// The decision for a request whose own origin is `own` (`None` when the request names

@@ -25,7 +25,7 @@ impl FailedLogins {
 
     fn counts(&self, path: &str, status: u16) -> bool {
         self.config.statuses.contains(&status)
-            && (self.config.paths.is_empty() || self.config.paths.iter().any(|p| path.starts_with(p.as_str())))
+            && (self.config.paths.is_empty() || self.config.paths.iter().any(|p| crate::route::under(path, p)))
     }
 }
 

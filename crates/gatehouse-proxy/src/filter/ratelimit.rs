@@ -109,7 +109,7 @@ impl RequestFilter for RateLimit {
 
     fn request(&self, cx: &Ctx<'_>, req: &mut Request<Inbound>, path: &str) -> Verdict {
         if let Some(prefix) = &self.prefix
-            && !path.starts_with(prefix.as_str())
+            && !crate::route::under(path, prefix)
         {
             return Verdict::Continue;
         }

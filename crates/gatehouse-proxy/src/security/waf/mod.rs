@@ -307,7 +307,7 @@ impl Engine {
     ) -> Option<Finding> {
         let excluded = self.config.exclusions.iter().any(|e| {
             (e.rule == rule || e.rule == group)
-                && e.path.as_deref().is_none_or(|p| route_path.starts_with(p))
+                && e.path.as_deref().is_none_or(|p| crate::route::under(route_path, p))
                 && e.field.as_deref().is_none_or(|f| f == field)
         });
         if excluded {

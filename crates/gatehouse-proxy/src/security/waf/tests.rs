@@ -85,6 +85,10 @@ fn exclusions_and_custom_rules() {
     assert_eq!(&*e.head("/WP-Login.php", None, &none, "/wp-login.php").expect("custom").rule, "no-wp");
     assert_eq!(e.head("/editor/save", Some("html=%3Cscript%3Ex%3C/script%3E"), &none, "/editor/save"), None);
     assert!(e.head("/other", Some("html=%3Cscript%3Ex%3C/script%3E"), &none, "/other").is_some());
+    assert!(
+        e.head("/editorial", Some("html=%3Cscript%3Ex%3C/script%3E"), &none, "/editorial").is_some(),
+        "an exclusion's path covers whole segments"
+    );
     assert_eq!(e.head("/api", Some("filter=1%20or%201%3D1"), &none, "/api"), None);
     // A secret's value stays out of the finding.
     let f = e.head("/login", Some("password=%27%20or%201%3D1--"), &none, "/login").expect("finding");
