@@ -392,9 +392,11 @@ impl Auth {
         let decoded = base64_decode(creds).ok_or_else(malformed)?;
         let colon = decoded.iter().position(|&c| c == b':').ok_or_else(malformed)?;
         let (name, password) = (String::from_utf8_lossy(&decoded[..colon]).into_owned(), &decoded[colon + 1..]);
-        let Some(user) = self.config.basic.iter().find(|u| u.name == name) else {
-            return Err(Some(format!("unknown user {name:?}")));
-        };
+        // An unknown user costs the same hash as a known one: the time of the answer does
+        // not tell which names exist.
+        static UNKNOWN: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| crate::security::password::hash(b"no such user").unwrap_or_default());
+        let user = self.config.basic.iter().find(|u| u.name == name);
         let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         ctx.update(&self.salt);
         ctx.update(&decoded);
@@ -409,14 +411,20 @@ impl Auth {
             let permit = VERIFIERS.clone().acquire_owned().await;
             drop(waiting);
             let Ok(permit) = permit else { return Err(None) };
-            let (hash, password) = (user.hash.clone(), password.to_vec());
+            let hash = user.map(|u| u.hash.clone());
+            let password = password.to_vec();
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
+                // On the blocking pool: the first unknown user makes the stand-in hash here.
+                let hash = hash.unwrap_or_else(|| UNKNOWN.clone());
                 crate::security::password::verify(&hash, &password)
             })
             .await
             .unwrap_or(false)
         };
+        if user.is_none() {
+            return Err(Some(format!("unknown user {name:?}")));
+        }
         if !ok {
             return Err(Some(format!("wrong password for {name:?}")));
         }
