@@ -31,7 +31,9 @@ async fn countries_are_logged_and_ruled_and_a_replaced_database_is_followed() {
         b.url()
     );
     let main = format!("trusted_proxies: [127.0.0.1]\ngeoip: {{database: {}}}\n", db.display());
-    let gh = Gatehouse::start(&main, &[("shop", &site)]);
+    let gh = Gatehouse::start_edited(&main, &[("shop", &site)], |m| {
+        m.replace("log: {level: warn, format: json}", "log: {level: warn, format: json, access_file: access.log}")
+    });
     let from = |ip: &'static str, path: &'static str| async move {
         get_with(gh.http, "shop.test", path, &[("x-forwarded-for", ip)]).await.status.as_u16()
     };
@@ -50,6 +52,14 @@ async fn countries_are_logged_and_ruled_and_a_replaced_database_is_followed() {
     })
     .await;
     assert!(logged, "{}", admin_call(gh.admin, http::Method::GET, "/api/logs?limit=10", "").await.text());
+    // And to the access line.
+    let access = gh.dir.path().join("access.log");
+    assert!(
+        wait_until(NET_TIMEOUT, || std::fs::read_to_string(&access).unwrap_or_default().contains("\"country\":\"DE\""))
+            .await,
+        "{}",
+        std::fs::read_to_string(&access).unwrap_or_default()
+    );
     // A new database in place of the old one (as a weekly update does) is followed.
     write_db(&db, &[("10.1.0.0/16", "DE"), ("10.2.0.0/16", "DE")]);
     assert!(

@@ -120,6 +120,8 @@ async fn log_mode_custom_rules_exclusions_and_the_site_level_key() {
     assert!(metrics.contains("kind=\"waf_logged\",rule=\"xss-tag\"} 1"), "{metrics}");
     assert!(metrics.contains("kind=\"waf_blocked\",rule=\"no-dump\"} 1"), "{metrics}");
     assert!(gh.log().contains("request matched (log mode)"), "{}", gh.log());
+    // A custom rule's message goes with its finding.
+    assert!(gh.log().contains("\"rule_message\":\"no dumps\""), "{}", gh.log());
 }
 
 #[test]

@@ -79,6 +79,7 @@ pub fn line(r: &AccessRecord) -> String {
         "reason": reason,
         "request_id": r.request_id.as_ref().and_then(|v| v.to_str().ok()),
         "user_agent": r.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+        "country": r.country.as_ref().and_then(|c| std::str::from_utf8(c).ok()),
         "trace_id": r.trace.map(|t| hex(&t.trace_id)),
         "span_id": r.trace.map(|t| hex(&t.span_id)),
     })

@@ -26,10 +26,14 @@ impl Waf {
 
     fn found(&self, cx: &Ctx<'_>, headers: &HeaderMap, f: Finding) -> Verdict {
         let route = cx.route.map_or("", |r| r.route.id.as_str());
-        let reason = format!("waf rule {} ({}) in {}: {}", f.rule, f.group, f.place, f.fragment);
+        let group = match &f.message {
+            Some(m) => format!("{}: {m}", f.group),
+            None => f.group.to_string(),
+        };
+        let reason = format!("waf rule {} ({group}) in {}: {}", f.rule, f.place, f.fragment);
         match self.engine.config().mode {
             WafMode::Block => {
-                tracing::warn!(target: "gatehouse::waf", client = %cx.client, route, rule = %f.rule, group = f.group, place = %f.place, fragment = %f.fragment, "request blocked");
+                tracing::warn!(target: "gatehouse::waf", client = %cx.client, route, rule = %f.rule, group = f.group, rule_message = f.message.as_deref().unwrap_or(""), place = %f.place, fragment = %f.fragment, "request blocked");
                 cx.answered_by("waf_blocked", &f.rule, reason);
                 Verdict::Respond(super::refusal(
                     cx,
@@ -39,7 +43,7 @@ impl Waf {
                 ))
             }
             WafMode::Log => {
-                tracing::warn!(target: "gatehouse::waf", client = %cx.client, route, rule = %f.rule, group = f.group, place = %f.place, fragment = %f.fragment, "request matched (log mode)");
+                tracing::warn!(target: "gatehouse::waf", client = %cx.client, route, rule = %f.rule, group = f.group, rule_message = f.message.as_deref().unwrap_or(""), place = %f.place, fragment = %f.fragment, "request matched (log mode)");
                 cx.flagged("waf_logged", &f.rule, reason);
                 Verdict::Continue
             }

@@ -80,6 +80,7 @@ fn write(r: &AccessRecord) {
         error = kind,
         reason = dash(reason),
         request_id = r.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        country = r.country.as_ref().and_then(|c| std::str::from_utf8(c).ok()).unwrap_or("-"),
         trace_id = r.trace.map_or_else(|| "-".to_string(), |t| crate::http::trace::hex(&t.trace_id)),
         span_id = r.trace.map_or_else(|| "-".to_string(), |t| crate::http::trace::hex(&t.span_id)),
     );

@@ -32,6 +32,8 @@ pub struct Finding {
     pub place: String,
     /// The decoded value, cut to `FRAGMENT` characters, control characters escaped.
     pub fragment: String,
+    /// A custom rule's `message`.
+    pub message: Option<String>,
 }
 
 /// Characters of the offending value kept for logs and the request record.
@@ -287,8 +289,9 @@ impl Engine {
             let applies = r.target == target || (r.target == WafTarget::Any && !matches!(target, WafTarget::Header(_)));
             if applies
                 && r.pattern.is_match(text)
-                && let Some(f) = self.finding(&r.id, "custom", label, field, text, route_path)
+                && let Some(mut f) = self.finding(&r.id, "custom", label, field, text, route_path)
             {
+                f.message = Some(r.message.clone());
                 return Some(f);
             }
         }
@@ -317,7 +320,7 @@ impl Engine {
         // A secret's value stays out of logs and the request log, even when it matched.
         let secret = ["pass", "secret", "token", "key", "auth", "session", "pwd"].iter().any(|s| field.contains(s));
         let fragment = if secret { "[REDACTED]".to_string() } else { fragment(text) };
-        Some(Finding { rule: rule.into(), group, place, fragment })
+        Some(Finding { rule: rule.into(), group, place, fragment, message: None })
     }
 }
 
