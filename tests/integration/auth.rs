@@ -90,7 +90,15 @@ async fn basic_users_and_api_keys_pass_and_forged_identity_headers_are_dropped()
     let r = get_with(gh.http, "vault.test", "/", &[("x-api-key", "k-123456")]).await;
     assert_eq!((r.status.as_u16(), r.json()["headers"]["x-auth-user"].as_str()), (200, Some("ci")));
     assert_eq!(get_with(gh.http, "vault.test", "/", &[("x-api-key", "k-1234567")]).await.status, 401);
-    let metrics = get(gh.admin, "localhost", "/metrics").await.text();
+    let metrics = metrics_with(
+        gh.admin,
+        &[
+            "kind=\"auth_failed\",rule=\"basic\"} 1",
+            "kind=\"auth_failed\",rule=\"repeated\"} 1",
+            "kind=\"auth_failed\",rule=\"api_key\"} 1",
+        ],
+    )
+    .await;
     assert!(metrics.contains("kind=\"auth_failed\",rule=\"basic\"} 1"), "{metrics}");
     assert!(metrics.contains("kind=\"auth_failed\",rule=\"repeated\"} 1"), "{metrics}");
     assert!(metrics.contains("kind=\"auth_failed\",rule=\"api_key\"} 1"), "{metrics}");

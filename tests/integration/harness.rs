@@ -510,6 +510,20 @@ pub fn ci_python(module: &str, pip: &str) -> String {
     );
 }
 
+/// `/metrics` once it holds every one of `wanted` (or the last scrape after
+/// `NET_TIMEOUT`): a request's counts land when its record is emitted, which may be just
+/// after the client has read its answer.
+pub async fn metrics_with(admin: SocketAddr, wanted: &[&str]) -> String {
+    let deadline = tokio::time::Instant::now() + NET_TIMEOUT;
+    loop {
+        let text = get(admin, "localhost", "/metrics").await.text();
+        if wanted.iter().all(|w| text.contains(w)) || tokio::time::Instant::now() >= deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// GET `path` with the given Host header.
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
     get_with(addr, host, path, &[]).await
