@@ -22,7 +22,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Fetches the sets the configuration names, for the life of the process.
 pub async fn run(state: StateHandle) {
-    let Some(client) = crate::outbound::client() else { return };
+    // Made when a first set is due: a configuration without `jwks_url` reads no roots.
+    let mut client: Option<crate::outbound::Client> = None;
     // URL -> when it was fetched last.
     let mut fetched: HashMap<String, tokio::time::Instant> = HashMap::new();
     let mut wanted = false;
@@ -46,7 +47,11 @@ pub async fn run(state: StateHandle) {
                 continue;
             }
             fetched.insert(url.clone(), now);
-            match fetch(&client, url).await {
+            if client.is_none() {
+                client = crate::outbound::client();
+            }
+            let Some(client) = &client else { continue };
+            match fetch(client, url).await {
                 Ok(keys) => {
                     tracing::info!(host = %crate::outbound::host(url), keys = keys.len(), "JWKS fetched");
                     let keys: Arc<[JwtKey]> = keys.into();

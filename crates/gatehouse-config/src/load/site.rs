@@ -106,19 +106,8 @@ pub(super) fn build_site(
         limits: s.limits.clone(),
         headers: s.headers.clone(),
         pool: s.connection_pool.clone(),
-        load_balancing: None,
-        upstream_tls: None,
-        slow_request: None,
-        rate_limit: None,
         waf: s.waf.clone(),
-        auth: None,
-        cors: None,
-        ip: None,
-        user_agent: None,
-        referer: None,
-        csrf: None,
-        geo: None,
-        failed_logins: None,
+        ..raw::Options::default()
     };
     let under = s.options.as_ref();
     for (key, both) in [

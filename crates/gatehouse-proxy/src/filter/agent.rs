@@ -14,22 +14,11 @@ use std::sync::Arc;
 
 use gatehouse_config::{AgentRules, HostPattern, IfEmpty, Origin, RefererRules};
 use http::header::{self, HeaderName};
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, Request};
 
-use super::{RequestFilter, Verdict};
+use super::{Decision, RequestFilter, Verdict, shown};
 use crate::body::Inbound;
 use crate::pipeline::Ctx;
-
-/// What a rule set says about a request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decision {
-    Pass,
-    /// `rule` is `empty`, `deny` or `allow` (the metrics' label); `reason` is for the log.
-    Refuse {
-        rule: &'static str,
-        reason: String,
-    },
-}
 
 /// The header's value, unless it is missing or blank.
 fn value(headers: &HeaderMap, name: HeaderName) -> Option<Cow<'_, str>> {
@@ -43,11 +32,6 @@ fn empty(policy: IfEmpty, what: &str) -> Decision {
         IfEmpty::Allow => Decision::Pass,
         IfEmpty::Deny => Decision::Refuse { rule: "empty", reason: format!("no {what}") },
     }
-}
-
-fn cut(s: &str) -> String {
-    const MAX: usize = 120;
-    if s.chars().count() <= MAX { s.to_string() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
 }
 
 pub struct UserAgent {
@@ -66,13 +50,13 @@ impl UserAgent {
         if let Some(p) = self.config.deny.iter().find(|p| p.matches(&ua)) {
             return Decision::Refuse {
                 rule: "deny",
-                reason: format!("User-Agent {:?} matches deny rule {p}", cut(&ua)),
+                reason: format!("User-Agent {:?} matches deny rule {p}", shown(&ua)),
             };
         }
         if !self.config.allow.is_empty() && !self.config.allow.iter().any(|p| p.matches(&ua)) {
             return Decision::Refuse {
                 rule: "allow",
-                reason: format!("User-Agent {:?} matches no allow rule", cut(&ua)),
+                reason: format!("User-Agent {:?} matches no allow rule", shown(&ua)),
             };
         }
         Decision::Pass
@@ -85,14 +69,8 @@ impl RequestFilter for UserAgent {
     }
 
     fn request(&self, cx: &Ctx<'_>, req: &mut Request<Inbound>, _path: &str) -> Verdict {
-        match self.decide(req.headers()) {
-            Decision::Pass => Verdict::Continue,
-            Decision::Refuse { rule, reason } => {
-                cx.answered_by("user_agent_denied", rule, reason);
-                let message = "Requests from this client are not allowed.";
-                Verdict::Respond(super::refusal(cx, req.headers(), StatusCode::FORBIDDEN, message))
-            }
-        }
+        let message = "Requests from this client are not allowed.";
+        self.decide(req.headers()).verdict(cx, req.headers(), "user_agent_denied", message)
     }
 }
 
@@ -133,7 +111,7 @@ impl Referer {
         match &host {
             Some(h) if self.config.allow.iter().any(|p| host_matches(p, h)) => Decision::Pass,
             Some(h) => Decision::Refuse { rule: "allow", reason: format!("Referer host {h} matches no allow rule") },
-            None => Decision::Refuse { rule: "allow", reason: format!("Referer {:?} is not a URL", cut(&text)) },
+            None => Decision::Refuse { rule: "allow", reason: format!("Referer {:?} is not a URL", shown(&text)) },
         }
     }
 }
@@ -144,14 +122,8 @@ impl RequestFilter for Referer {
     }
 
     fn request(&self, cx: &Ctx<'_>, req: &mut Request<Inbound>, _path: &str) -> Verdict {
-        match self.decide(req.headers()) {
-            Decision::Pass => Verdict::Continue,
-            Decision::Refuse { rule, reason } => {
-                cx.answered_by("referer_denied", rule, reason);
-                let message = "Requests from the referring page are not allowed.";
-                Verdict::Respond(super::refusal(cx, req.headers(), StatusCode::FORBIDDEN, message))
-            }
-        }
+        let message = "Requests from the referring page are not allowed.";
+        self.decide(req.headers()).verdict(cx, req.headers(), "referer_denied", message)
     }
 }
 

@@ -4,11 +4,10 @@
 
 use std::time::SystemTime;
 
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::Request;
 
 use super::{RequestFilter, Verdict};
-use crate::body::{Inbound, Outgoing};
+use crate::body::Inbound;
 use crate::pipeline::Ctx;
 
 pub struct BanCheck;
@@ -18,14 +17,11 @@ impl RequestFilter for BanCheck {
         "ban"
     }
 
-    fn request(&self, cx: &Ctx<'_>, _req: &mut Request<Inbound>, _path: &str) -> Verdict {
+    fn request(&self, cx: &Ctx<'_>, req: &mut Request<Inbound>, _path: &str) -> Verdict {
         if cx.state.shared.bans.check(cx.client, SystemTime::now()).is_none() {
             return Verdict::Continue;
         }
-        cx.answered_by("banned", "ban", "banned address".into());
-        let mut r = Response::new(Outgoing::full("403 Forbidden\n"));
-        *r.status_mut() = StatusCode::FORBIDDEN;
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        Verdict::Respond(r)
+        let message = "Your address is banned.";
+        super::forbid(cx, req.headers(), ("banned", "ban"), "banned address".into(), message)
     }
 }

@@ -18,7 +18,7 @@ use gatehouse_config::{Cors as Config, Origin};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 
-use super::{RequestFilter, ResponseFilter, Verdict};
+use super::{RequestFilter, ResponseFilter, Verdict, shown};
 use crate::body::{Inbound, Outgoing};
 use crate::pipeline::Ctx;
 
@@ -93,11 +93,11 @@ impl Cors {
             return Preflight::No;
         };
         let Some(allow_origin) = self.allow_origin(Some(origin)) else {
-            return Preflight::Refuse(format!("origin {} is not allowed", shown(origin)));
+            return Preflight::Refuse(format!("origin {} is not allowed", shown_value(origin)));
         };
         // Methods are case-sensitive tokens; browsers upper-case the standard ones.
         if !self.config.methods.iter().any(|m| m.as_str().as_bytes() == wanted.as_bytes()) {
-            return Preflight::Refuse(format!("method {} is not allowed", shown(wanted)));
+            return Preflight::Refuse(format!("method {} is not allowed", shown_value(wanted)));
         }
         let mut granted: Vec<String> = Vec::new();
         for v in headers.get_all(header::ACCESS_CONTROL_REQUEST_HEADERS) {
@@ -106,7 +106,7 @@ impl Cors {
             };
             for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                 if !self.header_allowed(name) {
-                    return Preflight::Refuse(format!("request header {} is not allowed", cut(name)));
+                    return Preflight::Refuse(format!("request header {} is not allowed", shown(name)));
                 }
                 granted.push(name.to_ascii_lowercase());
             }
@@ -190,13 +190,8 @@ fn vary_on_origin(h: &mut HeaderMap) {
 }
 
 /// A header value for a log line, cut short.
-fn shown(v: &HeaderValue) -> String {
-    cut(&String::from_utf8_lossy(v.as_bytes()))
-}
-
-fn cut(s: &str) -> String {
-    const MAX: usize = 100;
-    if s.chars().count() <= MAX { s.to_string() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
+fn shown_value(v: &HeaderValue) -> String {
+    shown(&String::from_utf8_lossy(v.as_bytes()))
 }
 
 impl RequestFilter for Cors {
@@ -214,9 +209,8 @@ impl RequestFilter for Cors {
                 Verdict::Respond(r)
             }
             Preflight::Refuse(reason) => {
-                cx.answered_by("cors_refused", "preflight", reason);
                 let message = "The cross-origin request is not allowed by this site's CORS policy.";
-                Verdict::Respond(super::refusal(cx, req.headers(), StatusCode::FORBIDDEN, message))
+                super::forbid(cx, req.headers(), ("cors_refused", "preflight"), reason, message)
             }
         }
     }

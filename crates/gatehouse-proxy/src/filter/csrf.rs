@@ -16,25 +16,14 @@ use std::sync::Arc;
 
 use gatehouse_config::{Csrf as Config, CsrfToken, Origin};
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, Method, Request};
 
-use super::{RequestFilter, Verdict};
+use super::{Decision, RequestFilter, Verdict, shown};
 use crate::body::Inbound;
 use crate::pipeline::Ctx;
 
 pub struct Csrf {
     config: Arc<Config>,
-}
-
-/// What the check says about a request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decision {
-    Pass,
-    /// `rule` is `origin` or `token` (the metrics' label); `reason` is for the log.
-    Refuse {
-        rule: &'static str,
-        reason: String,
-    },
 }
 
 /// Methods that must not change anything (RFC 9110 §9.2.1), so a forged one does no harm.
@@ -90,7 +79,7 @@ impl Csrf {
         }
         let parsed = if what == "Origin" { Origin::parse(text) } else { Origin::of_url(text) };
         let Some(from) = parsed else {
-            return Some(format!("{what} {:?} is not a URL with an origin", cut(text)));
+            return Some(format!("{what} {:?} is not a URL with an origin", shown(text)));
         };
         if own == Some(&from) || self.config.origins.iter().any(|p| p.matches(&from)) {
             return None;
@@ -138,11 +127,6 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-fn cut(s: &str) -> String {
-    const MAX: usize = 120;
-    if s.chars().count() <= MAX { s.to_string() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
-}
-
 /// The request's own origin: the scheme the client used and the authority it addressed
 /// (the request target's, else `Host`, else the routing host), port as sent. The scheme
 /// is the connection's, or, behind a trusted proxy that terminates TLS, its
@@ -172,14 +156,8 @@ impl RequestFilter for Csrf {
             return Verdict::Continue;
         }
         let own = own_origin(cx, req.headers());
-        match self.decide(req.method(), req.headers(), own.as_ref(), path) {
-            Decision::Pass => Verdict::Continue,
-            Decision::Refuse { rule, reason } => {
-                cx.answered_by("csrf_refused", rule, reason);
-                let message = "The request does not come from this site's pages (CSRF protection).";
-                Verdict::Respond(super::refusal(cx, req.headers(), StatusCode::FORBIDDEN, message))
-            }
-        }
+        let message = "The request does not come from this site's pages (CSRF protection).";
+        self.decide(req.method(), req.headers(), own.as_ref(), path).verdict(cx, req.headers(), "csrf_refused", message)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use gatehouse_config::GeoRules;
-use http::{Request, StatusCode};
+use http::Request;
 
 use super::{RequestFilter, Verdict};
 use crate::body::Inbound;
@@ -32,13 +32,14 @@ impl RequestFilter for GeoCheck {
             Err(rule) => {
                 let shown = country
                     .map_or_else(|| "an unknown country".to_string(), |c| String::from_utf8_lossy(&c).into_owned());
-                cx.answered_by("geo_denied", rule, format!("requests from {shown} are not allowed"));
-                Verdict::Respond(super::refusal(
+                let reason = format!("requests from {shown} are not allowed");
+                super::forbid(
                     cx,
                     req.headers(),
-                    StatusCode::FORBIDDEN,
+                    ("geo_denied", rule),
+                    reason,
                     "Access from your location is not allowed.",
-                ))
+                )
             }
         }
     }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use gatehouse_config::IpRules;
-use http::{Request, StatusCode};
+use http::Request;
 
 use super::{RequestFilter, Verdict};
 use crate::body::Inbound;
@@ -58,9 +58,7 @@ impl RequestFilter for IpCheck {
             Decision::Denied => ("deny", format!("{} is in the route's ip.deny list", cx.client)),
             Decision::NotAllowed => ("allow", format!("{} is not in the route's ip.allow list", cx.client)),
         };
-        cx.answered_by("ip_denied", rule, reason);
-        let message = "Access from your address is not allowed.";
-        Verdict::Respond(super::refusal(cx, req.headers(), StatusCode::FORBIDDEN, message))
+        super::forbid(cx, req.headers(), ("ip_denied", rule), reason, "Access from your address is not allowed.")
     }
 }
 

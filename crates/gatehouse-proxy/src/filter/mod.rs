@@ -212,6 +212,42 @@ pub fn cors_preflight_route<'r>(
     }
 }
 
+/// What a policy says about a request: go on, or refuse it by `rule` (the metrics'
+/// label) for `reason` (the log's and the request record's).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Pass,
+    Refuse { rule: &'static str, reason: String },
+}
+
+impl Decision {
+    /// `Pass` goes on; `Refuse` is a 403 saying `message`, recorded as `kind`.
+    pub fn verdict(self, cx: &Ctx<'_>, headers: &HeaderMap, kind: &'static str, message: &str) -> Verdict {
+        match self {
+            Decision::Pass => Verdict::Continue,
+            Decision::Refuse { rule, reason } => forbid(cx, headers, (kind, rule), reason, message),
+        }
+    }
+}
+
+/// A policy's 403: recorded as `kind` by `rule` with `reason`, answered with `message`.
+pub fn forbid(
+    cx: &Ctx<'_>,
+    headers: &HeaderMap,
+    (kind, rule): (&'static str, &str),
+    reason: String,
+    message: &str,
+) -> Verdict {
+    cx.answered_by(kind, rule, reason);
+    Verdict::Respond(refusal(cx, headers, StatusCode::FORBIDDEN, message))
+}
+
+/// A client's value for a log line or a reason: at most 120 characters.
+pub fn shown(s: &str) -> String {
+    const MAX: usize = 120;
+    if s.chars().count() <= MAX { s.to_string() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
+}
+
 /// A filter's own refusal (403 for the WAF, a ban…): the site's page for the status, JSON
 /// for a client that asks for it, or plain text; each names the request id, so a user who
 /// was refused by mistake can report it.
@@ -295,8 +331,9 @@ pub fn chain_for(
     }
     let mut body: Vec<Box<dyn BodyFilter>> = Vec::new();
     if let Some(w) = &route.options.waf {
-        request.push(Box::new(waf::Waf::new(w.clone())));
-        body.push(Box::new(waf::Waf::new(w.clone())));
+        let waf = waf::Waf::new(w.clone());
+        request.push(Box::new(waf.clone()));
+        body.push(Box::new(waf));
     }
     if let Some(c) = &route.options.csrf {
         request.push(Box::new(csrf::Csrf::new(c.clone())));

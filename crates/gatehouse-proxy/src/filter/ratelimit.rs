@@ -8,14 +8,13 @@
 //! route's limit as it was keeps its counts. Must not read the request body.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use gatehouse_config::RateLimit as Config;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 
 use super::{RequestFilter, Verdict};
-use crate::body::{Inbound, Outgoing};
+use crate::body::Inbound;
 use crate::pipeline::Ctx;
 use crate::security::limit::{Decision, Gcra, Global, Table, ip_key, now_ns, text_key};
 
@@ -71,26 +70,20 @@ impl RateLimit {
         self
     }
 
-    fn limited(&self, cx: &Ctx<'_>, g: &Gcra, policy: &str, retry_after_s: u64, per_client: bool) -> Verdict {
+    fn limited(
+        &self,
+        cx: &Ctx<'_>,
+        headers: &http::HeaderMap,
+        (g, policy): (&Gcra, &str),
+        retry_after_s: u64,
+        per_client: bool,
+    ) -> Verdict {
         cx.answered_by("rate_limited", policy, format!("over the {policy} limit of {}", self.route));
         if per_client && let Some(ban) = &self.config.ban {
-            let key = ip_key(cx.client);
-            let n = self.state.violations.count(key, ban.window, now_ns());
-            if n >= ban.after {
-                self.state.violations.forget(key);
-                let now = SystemTime::now();
-                let reason = format!("{n} rate-limit violations on {}", self.route);
-                tracing::warn!(client = %cx.client, route = %self.route, until = ?ban.duration, "address banned after rate-limit violations");
-                cx.state
-                    .shared
-                    .bans
-                    .add(cx.client, crate::security::ban::Ban { until: now + ban.duration, created: now, reason });
-            }
+            cx.state.shared.bans.strike(&self.state.violations, cx.client, ban, "rate-limit violations", &self.route);
         }
-        let mut r = Response::new(Outgoing::full("429 Too Many Requests\n"));
-        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        let mut r = super::refusal(cx, headers, StatusCode::TOO_MANY_REQUESTS, "Too many requests; try again later.");
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
         if let Ok(v) = HeaderValue::from_str(&format!("{policy};q={};w={}", g.quota, g.window_s)) {
             h.insert("ratelimit-policy", v);
@@ -125,13 +118,13 @@ impl RequestFilter for RateLimit {
                 None => ip_key(cx.client),
             };
             if let Decision::Limit { retry_after_s } = self.state.clients.check(key, g, now) {
-                return self.limited(cx, g, "per_client", retry_after_s, true);
+                return self.limited(cx, req.headers(), (g, "per_client"), retry_after_s, true);
             }
         }
         if let Some(g) = &self.global
             && let Decision::Limit { retry_after_s } = self.state.global.check(g, now)
         {
-            return self.limited(cx, g, "global", retry_after_s, false);
+            return self.limited(cx, req.headers(), (g, "global"), retry_after_s, false);
         }
         Verdict::Continue
     }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, Request};
 
 use super::{BodyFilter, RequestFilter, Verdict};
 use crate::body::Inbound;
@@ -15,13 +15,15 @@ use crate::pipeline::Ctx;
 use crate::security::waf::{Engine, Finding};
 use gatehouse_config::WafMode;
 
+/// One engine serves the route's request filter and body filter (clones share it).
+#[derive(Clone)]
 pub struct Waf {
-    engine: Engine,
+    engine: Arc<Engine>,
 }
 
 impl Waf {
     pub fn new(config: Arc<gatehouse_config::Waf>) -> Self {
-        Waf { engine: Engine::new(config) }
+        Waf { engine: Arc::new(Engine::new(config)) }
     }
 
     fn found(&self, cx: &Ctx<'_>, headers: &HeaderMap, f: Finding) -> Verdict {
@@ -34,13 +36,8 @@ impl Waf {
         match self.engine.config().mode {
             WafMode::Block => {
                 tracing::warn!(target: "gatehouse::waf", client = %cx.client, route, rule = %f.rule, group = f.group, rule_message = f.message.as_deref().unwrap_or(""), place = %f.place, fragment = %f.fragment, "request blocked");
-                cx.answered_by("waf_blocked", &f.rule, reason);
-                Verdict::Respond(super::refusal(
-                    cx,
-                    headers,
-                    StatusCode::FORBIDDEN,
-                    "The request was blocked by the web application firewall.",
-                ))
+                let message = "The request was blocked by the web application firewall.";
+                super::forbid(cx, headers, ("waf_blocked", &f.rule), reason, message)
             }
             WafMode::Log => {
                 tracing::warn!(target: "gatehouse::waf", client = %cx.client, route, rule = %f.rule, group = f.group, rule_message = f.message.as_deref().unwrap_or(""), place = %f.place, fragment = %f.fragment, "request matched (log mode)");

@@ -46,22 +46,10 @@ impl Default for FailedLogins {
 }
 
 impl FailedLogins {
-    /// Counts one failed login of `client` under `rule`; bans it when the count reaches
-    /// `rule.after` within `rule.window`. Returns whether it banned.
+    /// Counts one failed login of `client` under `rule`, banning it at `rule.after`
+    /// (`Bans::strike`). Returns whether it banned.
     pub fn count(&self, bans: &Bans, client: IpAddr, rule: &gatehouse_config::BanRule, place: &str) -> bool {
-        let key = crate::security::limit::ip_key(client);
-        let n = self.table.count(key, rule.window, crate::security::limit::now_ns());
-        if n < rule.after {
-            return false;
-        }
-        self.table.forget(key);
-        let now = SystemTime::now();
-        tracing::warn!(%client, place, until = ?rule.duration, "address banned after failed logins");
-        bans.add(
-            client,
-            Ban { until: now + rule.duration, created: now, reason: format!("{n} failed logins on {place}") },
-        );
-        true
+        bans.strike(&self.table, client, rule, "failed logins", place)
     }
 }
 
@@ -93,6 +81,29 @@ impl Bans {
             return None;
         }
         self.lock().get(&ip).filter(|b| now < b.until).cloned()
+    }
+
+    /// Counts one strike against `client` in `table` (a rate-limit violation, a failed
+    /// login): `rule.after` of them within `rule.window` ban it for `rule.duration`, with
+    /// the reason `N WHAT on PLACE`. Returns whether it banned.
+    pub fn strike(
+        &self,
+        table: &crate::security::limit::Table,
+        client: IpAddr,
+        rule: &gatehouse_config::BanRule,
+        what: &str,
+        place: &str,
+    ) -> bool {
+        let key = crate::security::limit::ip_key(client);
+        let n = table.count(key, rule.window, crate::security::limit::now_ns());
+        if n < rule.after {
+            return false;
+        }
+        table.forget(key);
+        let now = SystemTime::now();
+        tracing::warn!(%client, place, what, until = ?rule.duration, "address banned");
+        self.add(client, Ban { until: now + rule.duration, created: now, reason: format!("{n} {what} on {place}") });
+        true
     }
 
     /// Bans `ip` (a later end replaces an earlier one). `false` when the list is full.

@@ -52,14 +52,16 @@ enum Place {
 /// A route's WAF, built once per configuration load.
 pub struct Engine {
     config: Arc<Waf>,
-    /// The route has rules of its own.
-    custom_any: bool,
 }
 
 impl Engine {
     pub fn new(config: Arc<Waf>) -> Self {
-        let custom_any = !config.custom.is_empty();
-        Engine { config, custom_any }
+        Engine { config }
+    }
+
+    /// The route has rules of its own.
+    fn custom_any(&self) -> bool {
+        !self.config.custom.is_empty()
     }
 
     pub fn config(&self) -> &Waf {
@@ -125,7 +127,7 @@ impl Engine {
             let (ua, referer) = (name == header::USER_AGENT, name == header::REFERER);
             // Server attacks hide in any header; they all need `(` or `$`.
             let server_attack = g.suspicious_headers && memchr::memchr2(b'(', b'$', bytes).is_some();
-            if !ua && !referer && !server_attack && !self.custom_any {
+            if !ua && !referer && !server_attack && !self.custom_any() {
                 continue;
             }
             let n = normalise(bytes, false);
@@ -164,7 +166,7 @@ impl Engine {
             {
                 return Some(f);
             }
-            if self.custom_any
+            if self.custom_any()
                 && let Some(f) =
                     self.custom(WafTarget::Header(name.clone()), "header", name.as_str(), &n.text, route_path)
             {
@@ -282,7 +284,7 @@ impl Engine {
     }
 
     fn custom(&self, target: WafTarget, label: &str, field: &str, text: &str, route_path: &str) -> Option<Finding> {
-        if !self.custom_any {
+        if !self.custom_any() {
             return None;
         }
         for r in &self.config.custom {

@@ -175,20 +175,14 @@ fn tokens(s: &str, quote: Option<u8>) -> Vec<Token> {
                 i = string_end(b, i + 1, c);
                 if c == b'`' { Kind::Word } else { Kind::Str }
             }
-            // A signed number where an operand starts (`-1 OR 1=1`).
-            b'-' | b'+'
-                if b.get(i + 1).is_some_and(u8::is_ascii_digit)
-                    && out.last().is_none_or(|t: &Token| {
-                        matches!(t.kind, Kind::Open | Kind::Op | Kind::Logic | Kind::Comma)
-                    }) =>
+            // A number, signed where an operand starts (`-1 OR 1=1`).
+            b'0'..=b'9' | b'-' | b'+'
+                if c.is_ascii_digit()
+                    || b.get(i + 1).is_some_and(u8::is_ascii_digit)
+                        && out.last().is_none_or(|t: &Token| {
+                            matches!(t.kind, Kind::Open | Kind::Op | Kind::Logic | Kind::Comma)
+                        }) =>
             {
-                i += 1;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
-                    i += 1;
-                }
-                Kind::Num
-            }
-            b'0'..=b'9' => {
                 i += 1;
                 while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
                     i += 1;
@@ -239,21 +233,14 @@ fn tokens(s: &str, quote: Option<u8>) -> Vec<Token> {
                 }
                 Kind::Var
             }
-            b'(' => {
+            b'(' | b')' | b',' | b';' => {
                 i += 1;
-                Kind::Open
-            }
-            b')' => {
-                i += 1;
-                Kind::Close
-            }
-            b',' => {
-                i += 1;
-                Kind::Comma
-            }
-            b';' => {
-                i += 1;
-                Kind::Semi
+                match c {
+                    b'(' => Kind::Open,
+                    b')' => Kind::Close,
+                    b',' => Kind::Comma,
+                    _ => Kind::Semi,
+                }
             }
             b'&' | b'|' if b.get(i + 1) == Some(&c) => {
                 i += 2;
