@@ -64,8 +64,21 @@ impl TestCa {
 
     /// A certificate that expires `days_left` days from today.
     pub fn issue_for(&self, names: &[&str], days_left: i64) -> Issued {
+        self.issue_with(names, days_left, None)
+    }
+
+    /// A client certificate whose subject is `CN=cn`.
+    pub fn issue_client(&self, cn: &str) -> Issued {
+        self.issue_with(&[], 300, Some(cn))
+    }
+
+    fn issue_with(&self, names: &[&str], days_left: i64, cn: Option<&str>) -> Issued {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
+        if let Some(cn) = cn {
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        }
         // What public CAs issue: a leaf valid for well under a year.
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         // Server and client auth, as public CAs long issued; the client EKU lets the same
