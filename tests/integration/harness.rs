@@ -31,6 +31,8 @@ pub struct Gatehouse {
     pub admin: SocketAddr,
     /// Present when the configuration has `registry.listen`.
     pub registry: Option<SocketAddr>,
+    /// The streams' addresses, by name.
+    pub streams: std::collections::HashMap<String, SocketAddr>,
 }
 
 /// A gatehouse that exited (or said nothing for 20 s) instead of starting.
@@ -143,7 +145,17 @@ impl Gatehouse {
         let (http, admin) = (addr("http="), addr("admin="));
         let https = line.split_whitespace().find_map(|w| w.strip_prefix("https=")).and_then(|a| a.parse().ok());
         let registry = line.split_whitespace().find_map(|w| w.strip_prefix("registry=")).and_then(|a| a.parse().ok());
-        Ok(Gatehouse { child: Some(child), dir, http, https, admin, registry })
+        let streams = line
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("stream.")?.split_once('='))
+            .filter_map(|(name, a)| Some((name.to_string(), a.parse().ok()?)))
+            .collect();
+        Ok(Gatehouse { child: Some(child), dir, http, https, admin, registry, streams })
+    }
+
+    /// Where stream `name` listens.
+    pub fn stream(&self, name: &str) -> SocketAddr {
+        *self.streams.get(name).unwrap_or_else(|| panic!("no stream {name} in the startup line: {:?}", self.streams))
     }
 
     pub fn url(&self, path: &str) -> String {

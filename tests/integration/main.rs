@@ -24,6 +24,7 @@ mod resilience;
 mod routing;
 mod security;
 mod store;
+mod streams;
 mod tls;
 mod trace;
 mod waf;

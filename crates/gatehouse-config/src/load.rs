@@ -597,13 +597,37 @@ fn build(
             .collect(),
         None => read_sites_dir(&mut cx, &sites_dir, main.sites_dir.as_ref()),
     };
+    let mut streams: Vec<(Stream, u64)> = Vec::new();
+    for (i, st) in main.streams.into_iter().flatten().enumerate() {
+        if let Some(st) = stream::stream(&mut cx, base, st, &format!("streams[{i}]"), listen_https.is_some()) {
+            streams.push(st);
+        }
+    }
+    let taken: Vec<(&str, SocketAddr)> = taken.iter().map(|(name, addr, _)| (*name, *addr)).collect();
     let errors = cx.errors;
     for (file, text) in site_files {
         let mut scx = Ctx { file: &file, errors };
         match text {
             Err(e) => scx.err(None, "", e),
             Ok(src) => {
-                if let Some(raw_site) = parse_yaml::<raw::Site>(&file, &src, scx.errors)
+                let Some(mut raw_site) = parse_yaml::<raw::Site>(&file, &src, scx.errors) else { continue };
+                let own_streams = raw_site.streams.take().unwrap_or_default();
+                let has_streams = !own_streams.is_empty();
+                for (i, st) in own_streams.into_iter().enumerate() {
+                    let at = format!("streams[{i}]");
+                    if let Some(st) = stream::stream(&mut scx, base, st, &at, listen_https.is_some()) {
+                        streams.push(st);
+                    }
+                }
+                // A file of streams only is no website.
+                let website = raw_site.host.is_some()
+                    || raw_site.hosts.is_some()
+                    || raw_site.backend.is_some()
+                    || raw_site.backends.is_some()
+                    || raw_site.routes.is_some()
+                    || raw_site.static_dir.is_some()
+                    || raw_site.redirect.is_some();
+                if (website || !has_streams)
                     && let Some(site) = build_site(
                         &mut scx,
                         &file,
@@ -622,6 +646,8 @@ fn build(
         }
     }
     check_host_conflicts(&sites, errors);
+    stream::check_streams(&streams, &taken, errors);
+    let streams = streams.into_iter().map(|(s, _)| s).collect();
 
     Config {
         source: path.to_path_buf(),
@@ -651,6 +677,7 @@ fn build(
         error_pages: main_pages,
         registry,
         notes,
+        streams,
     }
 }
 
@@ -702,6 +729,7 @@ mod resilience;
 mod route;
 mod security;
 mod site;
+mod stream;
 mod tls;
 
 use options::*;

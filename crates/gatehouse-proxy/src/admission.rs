@@ -36,6 +36,24 @@ impl Admission {
         })
     }
 
+    /// Limits of their own (a stream's `max_connections` and `max_connections_per_ip`;
+    /// 0 = none).
+    pub fn with_limits(total: usize, per_ip: usize) -> Arc<Self> {
+        Arc::new(Admission {
+            total: (total > 0).then(|| Arc::new(Semaphore::new(total))),
+            per_ip,
+            by_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place under the total limit now, without waiting: `Err` when there is none.
+    pub fn try_room(&self) -> Result<Option<OwnedSemaphorePermit>, ()> {
+        match &self.total {
+            Some(sem) => sem.clone().try_acquire_owned().map(Some).map_err(|_| ()),
+            None => Ok(None),
+        }
+    }
+
     /// Waits until the process could hold one more connection, without taking the place:
     /// the accept loop calls this before accepting. (Holding a place while waiting in
     /// accept would let a worker whose socket gets no connections keep the last place

@@ -19,6 +19,7 @@ pub mod health;
 pub mod http;
 #[cfg(feature = "http3")]
 pub mod http3;
+pub mod l4;
 pub mod listener;
 #[cfg(test)]
 mod mutate;
@@ -53,6 +54,7 @@ pub struct Server {
     https_addr: Option<SocketAddr>,
     connections: Arc<observe::connections::Connections>,
     listeners: Arc<Listeners>,
+    streams: Arc<l4::Engine>,
 }
 
 /// The addresses the workers listen on, and the way to move them (a reload that changes
@@ -166,6 +168,8 @@ impl Server {
             _ => None,
         };
         let connections = observe::connections::Connections::new(config.workers);
+        let certs = tls.as_ref().map(|(_, r)| r.clone());
+        let streams = l4::Engine::new(config.workers, config.shutdown_timeout, certs, sink.clone());
         let settings = Arc::new(listener::WorkerSettings {
             server: config.server.clone(),
             shutdown_timeout: config.shutdown_timeout,
@@ -199,11 +203,12 @@ impl Server {
         let h3_port = https_addr.filter(|_| config.http3 && cfg!(feature = "http3")).map(|a| a.port());
         let state = RuntimeState::build(config, None, https_addr.map(|a| a.port()), h3_port)
             .map_err(|e| StartError::Config(e.to_string()))?;
+        streams.apply(&state).map_err(|e| StartError::Config(e.to_string()))?;
         let shared = Arc::new(ArcSwap::from_pointee(state));
         let (tx, rx) = watch::channel(false);
         let workers = listener::spawn_workers(sockets, shared.clone(), rx, settings).map_err(StartError::Threads)?;
         let listeners = Arc::new(Listeners { senders, addrs: std::sync::Mutex::new((http_addr, https_addr)) });
-        Ok(Server { shared, shutdown: tx, workers, http_addr, https_addr, connections, listeners })
+        Ok(Server { shared, shutdown: tx, workers, http_addr, https_addr, connections, listeners, streams })
     }
 
     /// Client connections, counted per worker.
@@ -228,16 +233,24 @@ impl Server {
     /// host names are resolved), so it runs on a blocking thread, not where signals are
     /// handled. Listener-level settings (addresses, workers) need a restart.
     pub fn reloader(&self) -> Reloader {
-        Reloader { shared: self.shared.clone(), listeners: self.listeners.clone() }
+        Reloader { shared: self.shared.clone(), listeners: self.listeners.clone(), streams: self.streams.clone() }
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the shutdown timeout) and
     /// waits for the workers. Blocks.
     pub fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        let streams = self.streams.clone();
+        let draining = std::thread::spawn(move || streams.shutdown());
         for w in self.workers {
             let _ = w.join();
         }
+        let _ = draining.join();
+    }
+
+    /// The streams (L4 listeners): their addresses and counters.
+    pub fn streams(&self) -> Arc<l4::Engine> {
+        self.streams.clone()
     }
 
     /// The listeners' addresses, and moving them on reload.
@@ -256,6 +269,7 @@ impl Server {
 pub struct Reloader {
     shared: Arc<ArcSwap<RuntimeState>>,
     listeners: Arc<Listeners>,
+    streams: Arc<l4::Engine>,
 }
 
 impl Reloader {
@@ -273,9 +287,12 @@ impl Reloader {
         RuntimeState::build(config, Some(&old), https_port, old.h3_port)
     }
 
-    /// Publishes `state`; requests in flight keep the one they started with.
-    pub fn swap(&self, state: RuntimeState) {
+    /// Publishes `state`; requests in flight keep the one they started with. Streams
+    /// change first (their new addresses are bound): when that fails nothing changes.
+    pub fn swap(&self, state: RuntimeState) -> Result<(), gatehouse_config::Errors> {
+        self.streams.apply(&state)?;
         self.shared.store(Arc::new(state));
+        Ok(())
     }
 }
 

@@ -153,9 +153,71 @@ pub async fn read<S: AsyncRead + Unpin>(io: &mut S, limit: Duration) -> Result<(
     tokio::time::timeout(limit, reading).await.unwrap_or(Err(Error::Timeout))
 }
 
+/// The header a stream sends to its backend for a client `src` that connected to `dst`:
+/// version 1 (a text line) or version 2 (binary, PROXY command over TCP).
+pub fn encode(v2: bool, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    // Both addresses in one family: an IPv4 one next to an IPv6 one is written mapped.
+    let (src, dst) = match (src, dst) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => (src, dst),
+        _ => (mapped(src), mapped(dst)),
+    };
+    if !v2 {
+        let family = if src.is_ipv4() { "TCP4" } else { "TCP6" };
+        return format!("PROXY {family} {} {} {} {}\r\n", src.ip(), dst.ip(), src.port(), dst.port()).into_bytes();
+    }
+    let mut out = V2.to_vec();
+    out.push(0x21); // version 2, PROXY
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            out.push(0x11); // TCP over IPv4
+            out.extend_from_slice(&12u16.to_be_bytes());
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        (s, d) => {
+            let v6 = |ip: IpAddr| match ip {
+                IpAddr::V6(a) => a,
+                IpAddr::V4(a) => a.to_ipv6_mapped(),
+            };
+            out.push(0x21); // TCP over IPv6
+            out.extend_from_slice(&36u16.to_be_bytes());
+            out.extend_from_slice(&v6(s).octets());
+            out.extend_from_slice(&v6(d).octets());
+        }
+    }
+    out.extend_from_slice(&src.port().to_be_bytes());
+    out.extend_from_slice(&dst.port().to_be_bytes());
+    out
+}
+
+fn mapped(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        v6 => v6,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_encode_writes_parse_reads_back() {
+        let src: SocketAddr = "203.0.113.7:5555".parse().expect("addr");
+        let dst: SocketAddr = "192.0.2.1:5432".parse().expect("addr");
+        let v6: SocketAddr = "[2001:db8::1]:443".parse().expect("addr");
+        for v2 in [false, true] {
+            for (s, d) in [(src, dst), (v6, v6), (src, v6)] {
+                let h = encode(v2, s, d);
+                let parsed = parse(&h).expect("valid").expect("complete");
+                assert_eq!(parsed.len, h.len());
+                let got = parsed.source.expect("a source");
+                assert_eq!((got.port(), mapped(got).ip()), (s.port(), mapped(s).ip()), "v2={v2} {s} {d}");
+            }
+        }
+        assert_eq!(encode(false, src, dst), b"PROXY TCP4 203.0.113.7 192.0.2.1 5555 5432\r\n");
+    }
+
 
     fn v2(cmd: u8, family: u8, addr: &[u8]) -> Vec<u8> {
         let mut out = V2.to_vec();

@@ -170,6 +170,7 @@ impl RuntimeState {
                 let pools = r.split.iter().flat_map(|s| s.pools.iter().map(|p| p.upstream.clone()));
                 action.into_iter().chain(pools).collect::<Vec<_>>()
             })
+            .chain(config.streams.iter().flat_map(|s| s.upstreams().cloned()))
             .map(|up| resolve(&up))
             .collect();
         let groups = build_groups(upstreams.into_iter(), previous.map_or(&empty, |p| &p.groups))

@@ -18,6 +18,7 @@ mod otlp;
 mod outbound;
 mod registry;
 mod reload;
+mod stream_metrics;
 mod watch;
 mod webhooks;
 
@@ -364,6 +365,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
             state: server.watcher(),
             certs: resolver.clone(),
             writer: data.clone(),
+            streams: server.streams(),
         }
         .registry(),
     );
@@ -460,7 +462,13 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     ready.store(true, Ordering::Release);
     tracing::info!(http = %http_addr, admin = %admin_addr, workers = config.workers, "gatehouse started");
     // One stable line on stdout so scripts and tests can find the bound ports.
-    let registry_part = registry_addr.map(|a| format!(" registry={a}")).unwrap_or_default();
+    let mut registry_part = registry_addr.map(|a| format!(" registry={a}")).unwrap_or_default();
+    // Each stream as `stream.NAME=ADDR`, in name order.
+    let mut streams: Vec<_> = server.streams().addrs().into_iter().collect();
+    streams.sort();
+    for (name, addr) in streams {
+        registry_part.push_str(&format!(" stream.{name}={addr}"));
+    }
     match server.https_addr() {
         Some(https) => println!("gatehouse listening http={http_addr} https={https} admin={admin_addr}{registry_part}"),
         None => println!("gatehouse listening http={http_addr} admin={admin_addr}{registry_part}"),

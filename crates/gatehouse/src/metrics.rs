@@ -239,6 +239,8 @@ pub struct Exporter {
     pub state: StateHandle,
     pub certs: Option<Arc<gatehouse_proxy::tls::Resolver>>,
     pub writer: gatehouse_store::Writer,
+    /// The streams' counters.
+    pub streams: Arc<gatehouse_proxy::l4::Engine>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -265,10 +267,10 @@ impl Exporter {
     }
 }
 
-type Labels<'a> = Vec<(&'static str, &'a str)>;
+pub(crate) type Labels<'a> = Vec<(&'static str, &'a str)>;
 
 /// Writes one family: a descriptor, then a sample per label set.
-fn family<'a, T: Copy>(
+pub(crate) fn family<'a, T: Copy>(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -284,11 +286,11 @@ fn family<'a, T: Copy>(
     Ok(())
 }
 
-fn counter(m: &mut prometheus_client::encoding::MetricEncoder, v: u64) -> std::fmt::Result {
+pub(crate) fn counter(m: &mut prometheus_client::encoding::MetricEncoder, v: u64) -> std::fmt::Result {
     m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&v, None)
 }
 
-fn gauge(m: &mut prometheus_client::encoding::MetricEncoder, v: i64) -> std::fmt::Result {
+pub(crate) fn gauge(m: &mut prometheus_client::encoding::MetricEncoder, v: i64) -> std::fmt::Result {
     m.encode_gauge(&v)
 }
 
@@ -418,6 +420,14 @@ impl Collector for Exporter {
                 backends.push((c.site.to_string(), c.route.id.clone(), b.backend.url(), b.clone()));
             }
         }
+        for st in &state.config.streams {
+            for g in st.upstreams().filter_map(|up| state.groups.get(&up.key)) {
+                for b in &g.backends {
+                    backends.push((format!("stream:{}", st.name), st.name.clone(), b.backend.url(), b.clone()));
+                }
+            }
+        }
+        crate::stream_metrics::encode(&mut e, &self.streams)?;
         let per_backend = |pick: fn(&gatehouse_proxy::upstream::BackendState) -> u64| {
             backends.iter().map(move |(site, route, url, b)| {
                 (vec![("site", site.as_str()), ("route", route.as_str()), ("backend", url.as_str())], pick(b))

@@ -236,6 +236,19 @@ impl Reloading {
                 "these settings change only on restart; the running values stay, everything else applies now"
             );
         }
+        // Streams bind their new addresses here: when that fails, nothing changes.
+        let version = state.version;
+        let reloader = self.reloader.clone();
+        match tokio::task::spawn_blocking(move || reloader.swap(state)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(errors)) => {
+                for e in &errors.0 {
+                    tracing::error!(error = %e, "reload rejected; the running configuration stays");
+                }
+                return Err(errors.0);
+            }
+            Err(e) => return Err(vec![Error::new(&self.path, None, "", format!("reload task failed: {e}"))]),
+        }
         if let (Some(resolver), Some((store, problems))) = (&self.certs, store) {
             for p in &problems {
                 tracing::error!(problem = %p, "certificate not loaded on reload");
@@ -253,8 +266,6 @@ impl Reloading {
                 tracing::error!(problem = %p, "client certificates not asked for");
             }
         }
-        let version = state.version;
-        self.reloader.swap(state);
         tracing::info!(
             version,
             sites = config.sites.len(),
@@ -308,9 +319,19 @@ impl Reloading {
         match tokio::task::spawn_blocking(move || reloader.build(config)).await {
             Ok(Ok(state)) => {
                 let version = state.version;
-                self.reloader.swap(state);
-                tracing::info!(version, took_us = started.elapsed().as_micros() as u64, "registry change applied");
-                self.follow();
+                let reloader = self.reloader.clone();
+                match tokio::task::spawn_blocking(move || reloader.swap(state)).await {
+                    Ok(Ok(())) => {
+                        tracing::info!(version, took_us = started.elapsed().as_micros() as u64, "registry change applied");
+                        self.follow();
+                    }
+                    Ok(Err(errors)) => {
+                        for e in &errors.0 {
+                            tracing::error!(error = %e, "registry change not applied");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "registry rebuild failed"),
+                }
             }
             Ok(Err(errors)) => {
                 for e in &errors.0 {

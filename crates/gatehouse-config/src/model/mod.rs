@@ -15,10 +15,12 @@ mod access;
 mod auth;
 mod resilience;
 mod security;
+mod stream;
 pub use access::*;
 pub use auth::*;
 pub use resilience::*;
 pub use security::*;
+pub use stream::*;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -57,6 +59,8 @@ pub struct Config {
     /// Pages for Gatehouse's own errors, for sites without their own.
     pub error_pages: Arc<ErrorPages>,
     pub registry: RegistryConfig,
+    /// L4 listeners, from the main file and the site files.
+    pub streams: Vec<Stream>,
     /// What `check` should tell about settings that mean something other than a reader
     /// may expect (not errors).
     pub notes: Vec<String>,

@@ -13,10 +13,12 @@ mod access;
 mod auth;
 mod resilience;
 mod security;
+mod stream;
 pub use access::*;
 pub use auth::*;
 pub use resilience::*;
 pub use security::*;
+pub use stream::*;
 
 /// The main file (`gatehouse.yaml`).
 #[derive(Debug, Deserialize, Default)]
@@ -54,6 +56,8 @@ pub struct Main {
     pub error_pages: Option<ErrorPages>,
     /// The service registry (`/v1/services`).
     pub registry: Option<Registry>,
+    /// L4 listeners (`streams`).
+    pub streams: Option<Vec<Stream>>,
 }
 
 impl Main {
@@ -83,6 +87,7 @@ impl Main {
             error_pages,
             registry,
             geoip,
+            streams,
         } = self;
         workers.is_none()
             && listen.is_none()
@@ -106,6 +111,7 @@ impl Main {
             && tls.is_none()
             && http3.is_none()
             && geoip.is_none()
+            && streams.is_none()
     }
 }
 
@@ -403,6 +409,8 @@ pub struct Site {
     pub error_pages: Option<ErrorPages>,
     pub maintenance: Option<Maintenance>,
     pub websocket: Option<WebSocket>,
+    /// L4 listeners of this site's services (`streams`).
+    pub streams: Option<Vec<Stream>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -273,6 +273,19 @@ pub fn report(
     shared: &crate::state::Shared,
     probe: bool,
 ) {
+    let outcome = outcome.as_ref().map(|resp| resp.status().is_server_error());
+    report_outcome(group, backend, outcome, shared, probe);
+}
+
+/// `report` for an attempt that ended in `Ok(whether the answer was a server error)` or
+/// an error; streams report their connections through it too.
+pub fn report_outcome(
+    group: &Group,
+    backend: &BackendState,
+    outcome: Result<bool, &ProxyError>,
+    shared: &crate::state::Shared,
+    probe: bool,
+) {
     // Of the backend's side, a pooled connection it closed while idle is ordinary keep-alive
     // housekeeping, and a response over `limits.response_body` is Gatehouse's limit at work:
     // neither says the backend is unwell.
@@ -292,7 +305,7 @@ pub fn report(
             }
             None
         }
-        Ok(resp) => Some(resp.status().is_server_error()),
+        Ok(is_5xx) => Some(is_5xx),
     };
     if server_error == Some(true) {
         backend.server_errors.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,189 @@
+//! PostgreSQL: the client's SSLRequest is answered `S` and its TLS terminated here (or
+//! PostgreSQL 17's direct TLS, ALPN `postgresql`); GSSENCRequest is answered `N` (the
+//! client then asks for TLS or goes on plain); a plaintext startup is refused with a
+//! FATAL error when the stream requires TLS (no downgrade). CancelRequest is plaintext
+//! even from TLS clients (libpq sends it on a new connection): it carries no data and is
+//! passed to the backends as it is.
+//!
+//! Towards the backend the startup goes plain, or (with `backend_tls`) after Gatehouse's
+//! own SSLRequest and a verified handshake. A plain backend leg never offers
+//! SCRAM-SHA-256-PLUS, so `channel_binding=prefer` clients log in; over a re-encrypted leg
+//! channel binding cannot work through any terminating proxy (docs/l4-protocols.md).
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::time::timeout;
+
+use super::conn::Session;
+use super::io::{BoxIo, Prefixed, fill};
+use super::pipe::write_all;
+use super::stats::Outcome;
+
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+const CANCEL_REQUEST: u32 = 80_877_102;
+const PROTOCOL_3: u32 = 196_608;
+/// The server's own limit on a startup packet.
+const MAX_STARTUP: usize = 10_000;
+
+/// What the client's opening asked for.
+enum Opening {
+    /// TLS (after SSLRequest, or direct).
+    Tls,
+    /// A startup or other message without TLS; `buf` holds it.
+    Plain,
+    Cancel,
+}
+
+pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
+    let cfg = s.live.config.clone();
+    let mut buf = BytesMut::with_capacity(64);
+    let opening = timeout(cfg.handshake_timeout, opening(&mut client, &mut buf)).await;
+    let opening = match opening {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            s.detail = e;
+            return Outcome::Protocol;
+        }
+        Err(_) => {
+            s.detail = "no startup within handshake_timeout".into();
+            return Outcome::Handshake;
+        }
+    };
+    let Some(target) = s.live.default.as_ref() else { return Outcome::NoRoute };
+    match opening {
+        Opening::Cancel => {
+            cancel(s, &buf).await;
+            Outcome::Closed
+        }
+        Opening::Plain if cfg.tls.as_ref().is_none_or(|t| t.required) => {
+            let _ = write_all(&mut client, &fatal("28000", "this server requires TLS: connect with sslmode=require or stronger")).await;
+            s.detail = "plaintext startup refused".into();
+            Outcome::TlsRequired
+        }
+        Opening::Plain => {
+            let client: BoxIo = Box::new(Prefixed::new(buf.freeze(), client));
+            let Ok((backend, _active)) = s.dial(target).await else { return Outcome::Backend };
+            s.pipe(client, backend).await
+        }
+        Opening::Tls => {
+            let client: BoxIo = Box::new(Prefixed::new(buf.freeze(), client));
+            let mut client = match s.handshake(client).await {
+                Ok(c) => c,
+                Err(o) => return o,
+            };
+            let (mut backend, _active) = match s.dial(target).await {
+                Ok(b) => b,
+                Err(o) => {
+                    let _ = write_all(&mut client, &fatal("08006", "Gatehouse could not reach the database server")).await;
+                    return o;
+                }
+            };
+            if target.tls.is_some() {
+                backend = match backend_ssl(s, target, backend).await {
+                    Ok(b) => b,
+                    Err(o) => {
+                        let _ = write_all(&mut client, &fatal("08006", "Gatehouse could not start TLS with the database server")).await;
+                        return o;
+                    }
+                };
+            }
+            s.pipe(client, backend).await
+        }
+    }
+}
+
+/// Reads the client's first message(s): answers SSLRequest `S` and GSSENCRequest `N`.
+async fn opening(client: &mut BoxIo, buf: &mut BytesMut) -> Result<Opening, String> {
+    for _ in 0..3 {
+        fill(client, buf, 1, MAX_STARTUP).await.map_err(|e| e.to_string())?;
+        if buf[0] == 0x16 {
+            // Direct TLS: the ClientHello itself.
+            return Ok(Opening::Tls);
+        }
+        fill(client, buf, 8, MAX_STARTUP).await.map_err(|e| e.to_string())?;
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let code = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        if !(8..=MAX_STARTUP).contains(&len) {
+            return Err(format!("a startup message of {len} bytes"));
+        }
+        match code {
+            SSL_REQUEST if len == 8 => {
+                let _ = buf.split_to(8);
+                write_all(client, b"S").await.map_err(|e| e.to_string())?;
+                return Ok(Opening::Tls);
+            }
+            GSSENC_REQUEST if len == 8 => {
+                let _ = buf.split_to(8);
+                write_all(client, b"N").await.map_err(|e| e.to_string())?;
+            }
+            CANCEL_REQUEST if len == 16 => {
+                fill(client, buf, 16, 16).await.map_err(|e| e.to_string())?;
+                return Ok(Opening::Cancel);
+            }
+            PROTOCOL_3 => return Ok(Opening::Plain),
+            c if c >> 16 == 3 => return Ok(Opening::Plain),
+            other => return Err(format!("unknown startup code {other}")),
+        }
+    }
+    Err("too many negotiation requests".into())
+}
+
+/// Asks the backend for TLS (its SSLRequest) and does the verified handshake.
+async fn backend_ssl(s: &mut Session<'_>, target: &super::Target, mut backend: BoxIo) -> Result<BoxIo, Outcome> {
+    let mut request = Vec::with_capacity(8);
+    request.put_u32(8);
+    request.put_u32(SSL_REQUEST);
+    let answer = timeout(s.live.config.connect_timeout, async {
+        write_all(&mut backend, &request).await?;
+        backend.read_u8().await
+    })
+    .await;
+    match answer {
+        Ok(Ok(b'S')) => s.backend_tls(target, backend).await,
+        Ok(Ok(other)) => {
+            s.detail = format!("the backend answered {:?} to SSLRequest: it does not accept TLS", char::from(other));
+            Err(Outcome::Backend)
+        }
+        Ok(Err(e)) => {
+            s.detail = format!("the backend's answer to SSLRequest: {e}");
+            Err(Outcome::Backend)
+        }
+        Err(_) => {
+            s.detail = "no answer to SSLRequest within connect_timeout".into();
+            Err(Outcome::Backend)
+        }
+    }
+}
+
+/// Passes a CancelRequest to every backend of the stream (only the one holding the
+/// session knows its key; the others ignore it).
+async fn cancel(s: &mut Session<'_>, request: &[u8]) {
+    let Some(target) = s.live.default.as_ref() else { return };
+    for b in &target.group.backends {
+        let Some(t) = b.targets.load().first().cloned() else { continue };
+        let sent = timeout(s.live.config.connect_timeout, async {
+            let mut io = super::conn::connect(&t).await?;
+            write_all(&mut io, request).await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::debug!(stream = %s.live.config.name, "a cancel request did not reach a backend");
+        }
+    }
+}
+
+/// An ErrorResponse with severity FATAL.
+fn fatal(code: &str, message: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (field, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', message)] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = vec![b'E'];
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
