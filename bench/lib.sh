@@ -9,7 +9,7 @@
 #   stop                      stops it
 #   measure [WRK ARGS...]     "req/s CPU-us/req" over DURATION seconds, after 2 s of warm-up
 #   median, col N ROWS...     for the rounds' medians
-#   need TOOL...              exits naming the install step when a tool is missing
+#   need TOOL...              exits naming the apt-get install step when a tool is missing
 
 GH= BE=
 cleanup() {
@@ -20,10 +20,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The Debian package that installs TOOL (for need's message).
+pkg_of() {
+  case $1 in
+    pgbench | psql) echo postgresql-client ;;
+    *) echo "$1" ;;   # wrk, nginx, haproxy, iperf3, openssl, curl: named like the tool
+  esac
+}
+
 need() {
+  local tool missing=() pkgs=()
   for tool in "$@"; do
-    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nginx-light)"; exit 1; }
+    command -v "$tool" >/dev/null || { missing+=("$tool"); pkgs+=("$(pkg_of "$tool")"); }
   done
+  [ ${#missing[@]} = 0 ] || { echo "missing ${missing[*]} (apt-get install ${pkgs[*]})"; exit 1; }
 }
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

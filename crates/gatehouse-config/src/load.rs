@@ -738,4 +738,6 @@ use site::{build_site, check_host_conflicts, one_line, parse_host, read_sites_di
 use tls::*;
 
 #[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
 mod tests;
