@@ -294,3 +294,51 @@ async fn restart_keeps_the_certificate_renewal_swaps_it_and_outages_keep_the_old
 fn conn_changed(served: &[Vec<u8>], first: &[u8]) -> bool {
     served.last().is_some_and(|d| d.as_slice() != first)
 }
+
+/// A stream that names its host (`tls.hosts`) gets its certificate from ACME like a site,
+/// here added by a reload, and serves it to its TLS clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_naming_its_host_gets_an_acme_certificate() {
+    let backend = Backend::start("shop").await;
+    let acme = start_acme("    challenge: http-01\n", None, Reach::HttpOnly, &backend);
+    acme.wait_for_certificate(Duration::from_secs(60)).await;
+    let gh = &acme.gh;
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let echo_addr = echo.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let [lease] = lease_ports::<1>();
+    let port = lease.port;
+    drop(lease);
+    let stream = format!(
+        "streams:\n  - name: db\n    listen: 127.0.0.1:{port}\n    protocol: redis\n    tls: {{hosts: [db.shop.test]}}\n    backends: [{echo_addr}]\n"
+    );
+    std::fs::write(gh.dir.path().join("sites/db.yaml"), stream).expect("write");
+    let issued = wait_until_async(Duration::from_secs(60), || async {
+        let inv = get(gh.admin, "localhost", "/api/certs").await.json();
+        inv["certificates"].as_array().expect("list").iter().any(|c| {
+            c["names"].as_array().is_some_and(|n| n.iter().any(|n| n == "db.shop.test"))
+                && c["issuer"].as_str().is_some_and(|i| i.contains("Pebble"))
+        })
+    })
+    .await;
+    assert!(issued, "no certificate for the stream.\ngatehouse:\n{}\npebble:\n{}", gh.log(), acme.pebble.log());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut conn = tls_connect(addr, &accept_any_connector(), "db.shop.test").await.expect("handshake");
+    // The one issued for the stream (its own directory next to the sites').
+    let chain = std::fs::read(gh.dir.path().join("data/acme/certs/stream-db/fullchain.pem")).expect("issued chain");
+    use rustls_pki_types::pem::PemObject;
+    let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(&chain).next().expect("a certificate").expect("PEM");
+    assert_eq!(conn.peer_der, leaf.as_ref());
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.stream.write_all(b"PING\r\n").await.expect("write");
+    let mut buf = [0; 6];
+    within("echo", conn.stream.read_exact(&mut buf)).await.expect("read");
+    assert_eq!(&buf, b"PING\r\n");
+}

@@ -218,7 +218,6 @@ mod tests {
         assert_eq!(encode(false, src, dst), b"PROXY TCP4 203.0.113.7 192.0.2.1 5555 5432\r\n");
     }
 
-
     fn v2(cmd: u8, family: u8, addr: &[u8]) -> Vec<u8> {
         let mut out = V2.to_vec();
         out.extend_from_slice(&[0x20 | cmd, family]);

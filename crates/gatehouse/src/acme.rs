@@ -28,19 +28,31 @@ pub fn wanted(config: &Config, acme: &AcmeConfig, store: &tls::Store) -> Vec<Wan
                 }
                 _ => None,
             })
-            .filter(|n| match store.lookup(n) {
-                None => true,
-                // Our own earlier issuance does not count as "covered elsewhere".
-                Some(c) => {
-                    config.tls.acme_dir.as_ref().is_some_and(|d| c.info.path.as_ref().is_some_and(|p| p.starts_with(d)))
-                }
-            })
+            .filter(|n| uncovered(config, store, n))
             .collect();
         if !hosts.is_empty() {
             out.push(Wanted { site: site.name.clone(), hosts });
         }
     }
+    // Streams that take their certificate from the shared store by name (`tls.hosts`).
+    for s in &config.streams {
+        let Some(t) = s.tls.as_ref().filter(|t| t.pair.is_none()) else { continue };
+        let hosts: Vec<String> =
+            t.hosts.iter().filter(|n| !tls::is_local(n)).filter(|n| uncovered(config, store, n)).cloned().collect();
+        if !hosts.is_empty() {
+            out.push(Wanted { site: format!("stream-{}", s.name), hosts });
+        }
+    }
     out
+}
+
+/// No certificate of another source covers `name` (our own earlier issuance does not count
+/// as "covered elsewhere").
+fn uncovered(config: &Config, store: &tls::Store, name: &str) -> bool {
+    match store.lookup(name) {
+        None => true,
+        Some(c) => config.tls.acme_dir.as_ref().is_some_and(|d| c.info.path.as_ref().is_some_and(|p| p.starts_with(d))),
+    }
 }
 
 /// ACME challenge answers go to the proxy's listeners.

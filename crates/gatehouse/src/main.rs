@@ -172,11 +172,23 @@ fn main() -> ExitCode {
                         eprintln!("{}: geoip.database: {e}", db.display());
                         return ExitCode::FAILURE;
                     }
+                    let stream_problems = gatehouse_proxy::l4::check(&c);
+                    for p in &stream_problems {
+                        eprintln!("{p}");
+                    }
+                    if !stream_problems.is_empty() {
+                        eprintln!("{} error(s) in the streams' TLS", stream_problems.len());
+                        return ExitCode::FAILURE;
+                    }
                     for n in &c.notes {
                         eprintln!("note: {n}");
                     }
                     let routes: usize = c.sites.iter().map(|s| s.routes.len()).sum();
                     let sites = c.sites.len();
+                    let streams = match c.streams.len() {
+                        0 => String::new(),
+                        n => format!(", {n} streams"),
+                    };
                     // What `run` and a reload build from it (backend TLS clients), so a
                     // configuration `check` passes is one they accept.
                     match gatehouse_proxy::RuntimeState::build(Arc::new(c), None, None, None) {
@@ -193,7 +205,7 @@ fn main() -> ExitCode {
                             }
                         }
                     }
-                    println!("{}: configuration OK ({sites} sites, {routes} routes)", path.display());
+                    println!("{}: configuration OK ({sites} sites, {routes} routes{streams})", path.display());
                     ExitCode::SUCCESS
                 }
                 Err(errors) => {

@@ -322,7 +322,11 @@ impl Reloading {
                 let reloader = self.reloader.clone();
                 match tokio::task::spawn_blocking(move || reloader.swap(state)).await {
                     Ok(Ok(())) => {
-                        tracing::info!(version, took_us = started.elapsed().as_micros() as u64, "registry change applied");
+                        tracing::info!(
+                            version,
+                            took_us = started.elapsed().as_micros() as u64,
+                            "registry change applied"
+                        );
                         self.follow();
                     }
                     Ok(Err(errors)) => {

@@ -23,7 +23,16 @@ fn with_streams(streams: &str) -> (Gatehouse, std::path::PathBuf) {
 
 /// The certificate the local PostgreSQL serves, for verifying the re-encrypted leg.
 fn postgres_cert() -> String {
-    let (ok, out) = run(Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-Atc", "select setting from pg_settings where name in ('ssl', 'ssl_cert_file') order by name"]));
+    let (ok, out) = run(Command::new("psql").args([
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-Atc",
+        "select setting from pg_settings where name in ('ssl', 'ssl_cert_file') order by name",
+    ]));
     assert!(ok, "the local PostgreSQL (127.0.0.1:5432, trust auth) must answer: {out}");
     let mut lines = out.lines();
     let (ssl, file) = (lines.next().unwrap_or(""), lines.next().unwrap_or("").to_string());
@@ -32,7 +41,10 @@ fn postgres_cert() -> String {
 }
 
 fn psql(port: u16, ca: &std::path::Path, mode: &str, sql: &str) -> (bool, String) {
-    let conn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode={mode} sslrootcert={} connect_timeout=10", ca.display());
+    let conn = format!(
+        "host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode={mode} sslrootcert={} connect_timeout=10",
+        ca.display()
+    );
     run(Command::new("psql").arg(conn).args(["-Atc", sql]))
 }
 
@@ -67,7 +79,8 @@ async fn psql_verifies_gatehouse_and_reaches_postgres_plain_or_re_encrypted() {
     // `prefer` (psql's default) ends up on TLS.
     let (ok, out) = psql(gh.stream("pg").port(), &ca, "prefer", "select 'tls'");
     assert!(ok && out.contains("tls"), "{out}");
-    metrics_with(gh.admin, &["{stream=\"pg\",outcome=\"tls_required\"} 1", "{stream=\"pgtls\",outcome=\"closed\"} 1"]).await;
+    metrics_with(gh.admin, &["{stream=\"pg\",outcome=\"tls_required\"} 1", "{stream=\"pgtls\",outcome=\"closed\"} 1"])
+        .await;
 }
 
 #[test]
@@ -82,7 +95,11 @@ fn a_cancel_request_from_psql_reaches_postgres() {
 ",
     );
     let marker = format!("gatehouse-cancel-{}", std::process::id());
-    let conn = format!("host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}", gh.stream("pg").port(), ca.display());
+    let conn = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
+        gh.stream("pg").port(),
+        ca.display()
+    );
     let mut child = Command::new("psql")
         .arg(conn)
         .args(["-Atc", &format!("select pg_sleep(25) /* {marker} */")])
@@ -92,7 +109,16 @@ fn a_cancel_request_from_psql_reaches_postgres() {
         .spawn()
         .expect("psql");
     let running = wait_until_blocking(NET_TIMEOUT, || {
-        let (_, out) = run(Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-Atc", &format!("select count(*) from pg_stat_activity where query like '%{marker}%' and pid <> pg_backend_pid()")]));
+        let (_, out) = run(Command::new("psql").args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-Atc",
+            &format!("select count(*) from pg_stat_activity where query like '%{marker}%' and pid <> pg_backend_pid()"),
+        ]));
         out.trim() == "1"
     });
     assert!(running, "the query did not start through gatehouse");
@@ -125,9 +151,29 @@ async fn gssenc_is_declined_ssl_is_accepted_and_direct_tls_needs_no_request() {
     assert_eq!(within("S", s.read_u8()).await.expect("answer"), b'S');
     // PostgreSQL 17's direct TLS (ALPN postgresql), and the SSLRequest way, through openssl.
     let port = gh.stream("pg").port().to_string();
-    let (ok, out) = run(Command::new("openssl").args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-alpn", "postgresql", "-verify_return_error", "-CAfile"]).arg(&ca));
+    let (ok, out) = run(Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-alpn",
+            "postgresql",
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(&ca));
     assert!(ok && out.contains("ALPN protocol: postgresql") && out.contains("Verify return code: 0 (ok)"), "{out}");
-    let (ok, out) = run(Command::new("openssl").args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-starttls", "postgres", "-verify_return_error", "-CAfile"]).arg(&ca));
+    let (ok, out) = run(Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-starttls",
+            "postgres",
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(&ca));
     assert!(ok && out.contains("Verify return code: 0 (ok)"), "{out}");
 }
 
@@ -150,11 +196,28 @@ fn mariadb_logs_in_over_verified_tls_and_a_plaintext_login_is_refused() {
         run(&mut c)
     };
     let ssl_ca = format!("--ssl-ca={}", ca.display());
-    let (ok, out) = mariadb(&["--ssl", &ssl_ca, "--ssl-verify-server-cert", "-N", "-e", "select concat('through ', 'gatehouse'), @@version"]);
+    let (ok, out) = mariadb(&[
+        "--ssl",
+        &ssl_ca,
+        "--ssl-verify-server-cert",
+        "-N",
+        "-e",
+        "select concat('through ', 'gatehouse'), @@version",
+    ]);
     assert!(ok && out.contains("through gatehouse"), "{out}");
     let (ok, out) = mariadb(&["--skip-ssl", "-e", "select 1"]);
     assert!(!ok && out.contains("3159"), "{out}");
-    let (ok, out) = run(Command::new("openssl").args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-starttls", "mysql", "-verify_return_error", "-CAfile"]).arg(&ca));
+    let (ok, out) = run(Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-starttls",
+            "mysql",
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(&ca));
     assert!(ok && out.contains("Verify return code: 0 (ok)"), "{out}");
 }
 
@@ -170,7 +233,13 @@ fn redis_cli_speaks_tls_to_gatehouse_and_plain_to_redis() {
 ",
     );
     let port = gh.stream("rd").port().to_string();
-    let (ok, out) = run(Command::new("redis-cli").args(["--tls", "--cacert"]).arg(&ca).args(["-h", "127.0.0.1", "-p", &port, "PING"]));
+    let (ok, out) = run(Command::new("redis-cli").args(["--tls", "--cacert"]).arg(&ca).args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "PING",
+    ]));
     assert!(ok && out.trim() == "PONG", "{out}");
     // Without TLS the stream answers nothing.
     let (_, out) = run(Command::new("timeout").args(["10", "redis-cli", "-h", "127.0.0.1", "-p", &port, "PING"]));

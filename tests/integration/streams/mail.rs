@@ -9,12 +9,14 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{files, need, read_until, run};
-use crate::harness::lease_ports;
 use crate::harness::TestCa;
+use crate::harness::lease_ports;
 use crate::harness::{Gatehouse, NET_TIMEOUT, ci_python, metrics_with, within};
 
 fn mail_stream(name: &str, protocol: &str, backend: &str) -> String {
-    format!("  - name: {name}\n    listen: 127.0.0.1:0\n    protocol: {protocol}\n    tls: {{cert: m.crt, key: m.key, hosts: [mail.test]}}\n    backends: [{backend}]\n")
+    format!(
+        "  - name: {name}\n    listen: 127.0.0.1:0\n    protocol: {protocol}\n    tls: {{cert: m.crt, key: m.key, hosts: [mail.test]}}\n    backends: [{backend}]\n"
+    )
 }
 
 fn start(streams: &str, ca: &TestCa) -> (Gatehouse, std::path::PathBuf) {
@@ -47,7 +49,8 @@ fn smtpd() -> Smtpd {
         .stderr(Stdio::null())
         .spawn()
         .expect("aiosmtpd");
-    let up = crate::harness::wait_until_blocking(NET_TIMEOUT, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let up =
+        crate::harness::wait_until_blocking(NET_TIMEOUT, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     assert!(up, "aiosmtpd did not listen on {port}");
     Smtpd(child, port)
 }
@@ -80,7 +83,8 @@ async fn smtp_starttls_is_terminated_and_mail_reaches_the_real_server() {
     assert!(reply(&mut r).await.starts_with("530"));
     r.get_mut().write_all(b"STARTTLS\r\n").await.expect("starttls");
     assert!(reply(&mut r).await.starts_with("220"));
-    let tls = ca.connector(&[]).connect("mail.test".try_into().expect("name"), r.into_inner()).await.expect("handshake");
+    let tls =
+        ca.connector(&[]).connect("mail.test".try_into().expect("name"), r.into_inner()).await.expect("handshake");
     let mut r = BufReader::new(tls);
     r.get_mut().write_all(b"EHLO client.test\r\n").await.expect("ehlo");
     let caps = reply(&mut r).await;
@@ -111,7 +115,17 @@ async fn smtp_starttls_is_terminated_and_mail_reaches_the_real_server() {
     let again = smtpd();
     let (gh2, ca_path) = start(&mail_stream("smtp", "smtp", &format!("127.0.0.1:{}", again.1)), &ca);
     let port = gh2.stream("smtp").port().to_string();
-    let (ok, out) = run(Command::new("openssl").args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-starttls", "smtp", "-verify_return_error", "-CAfile"]).arg(&ca_path));
+    let (ok, out) = run(Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-starttls",
+            "smtp",
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(&ca_path));
     assert!(ok && out.contains("Verify return code: 0 (ok)"), "{out}");
 }
 
@@ -159,12 +173,12 @@ async fn imap_and_pop3_start_tls_the_way_their_clients_do() {
     let ca = TestCa::new();
     let imap = line_server("* OK IMAP backend ready\r\n").await;
     let pop3 = line_server("+OK POP3 backend ready\r\n").await;
-    let streams = format!("{}{}", mail_stream("imap", "imap", &imap.to_string()), mail_stream("pop3", "pop3", &pop3.to_string()));
+    let streams =
+        format!("{}{}", mail_stream("imap", "imap", &imap.to_string()), mail_stream("pop3", "pop3", &pop3.to_string()));
     let (gh, ca_path) = start(&streams, &ca);
-    for (name, opening, starttls, ok) in [
-        ("imap", "a1 CAPABILITY\r\n", "a2 STARTTLS\r\n", "a2 OK"),
-        ("pop3", "CAPA\r\n", "STLS\r\n", "+OK"),
-    ] {
+    for (name, opening, starttls, ok) in
+        [("imap", "a1 CAPABILITY\r\n", "a2 STARTTLS\r\n", "a2 OK"), ("pop3", "CAPA\r\n", "STLS\r\n", "+OK")]
+    {
         let mut s = within("connect", TcpStream::connect(gh.stream(name))).await.expect("connect");
         let greeting = read_until(&mut s, "\r\n").await;
         s.write_all(opening.as_bytes()).await.expect("write");
@@ -181,7 +195,17 @@ async fn imap_and_pop3_start_tls_the_way_their_clients_do() {
         // The backend's greeting was dropped; its answer comes first.
         assert_eq!(read_until(&mut tls, "\r\n").await, "backend says: after tls\r\n", "{name}");
         let port = gh.stream(name).port().to_string();
-        let (ok, out) = run(Command::new("openssl").args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-starttls", name, "-verify_return_error", "-CAfile"]).arg(&ca_path));
+        let (ok, out) = run(Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-starttls",
+                name,
+                "-verify_return_error",
+                "-CAfile",
+            ])
+            .arg(&ca_path));
         assert!(ok && out.contains("Verify return code: 0 (ok)"), "{name}: {out}");
     }
 }

@@ -22,8 +22,7 @@ use crate::harness::{NET_TIMEOUT, output_within};
 
 /// Fails, naming the package to install, when `tool` is not on the PATH.
 pub fn need(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+    let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
     assert!(found, "this test needs `{tool}`: apt-get install {package} (as .ci/run does)");
 }
 

@@ -59,7 +59,11 @@ async fn streams_are_added_changed_and_removed_by_a_reload() {
     // An address another process holds: the reload is refused and nothing changes.
     let holder = std::net::TcpListener::bind(("127.0.0.1", taken.port)).expect("hold the port");
     drop(taken);
-    write_config(gh.dir.path(), &streams(&[("a", pa, one), ("c", holder.local_addr().expect("addr").port(), one)]), &[]);
+    write_config(
+        gh.dir.path(),
+        &streams(&[("a", pa, one), ("c", holder.local_addr().expect("addr").port(), one)]),
+        &[],
+    );
     let refused = admin_reload(&gh).await;
     assert_ne!(refused.status, 200, "{}", refused.text());
     assert!(refused.text().contains("cannot listen on"), "{}", refused.text());
@@ -68,7 +72,8 @@ async fn streams_are_added_changed_and_removed_by_a_reload() {
     // a goes: its port closes, its open connection drains.
     write_config(gh.dir.path(), &streams(&[("b", pb, one)]), &[]);
     assert_eq!(admin_reload(&gh).await.status, 200);
-    let closed = wait_until_async(NET_TIMEOUT, || async move { TcpStream::connect(("127.0.0.1", pa)).await.is_err() }).await;
+    let closed =
+        wait_until_async(NET_TIMEOUT, || async move { TcpStream::connect(("127.0.0.1", pa)).await.is_err() }).await;
     assert!(closed, "the removed stream's port still accepts");
     open.write_all(b"draining\n").await.expect("write");
     assert_eq!(within("drain", async { read_until(&mut open, "draining").await }).await, "draining\n");

@@ -69,7 +69,12 @@ async fn a_dead_backend_is_skipped_and_the_client_never_notices() {
         assert_eq!(back, msg, "attempt {i}");
     }
     let text = metrics_with(gh.admin, &["gatehouse_backend_failures_total{site=\"stream:fo\""]).await;
-    assert!(text.contains(&format!("gatehouse_backend_failures_total{{site=\"stream:fo\",route=\"fo\",backend=\"http://{dead}\"}}")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "gatehouse_backend_failures_total{{site=\"stream:fo\",route=\"fo\",backend=\"http://{dead}\"}}"
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -120,7 +125,8 @@ async fn idle_connections_and_long_ones_are_closed() {
     let config = format!(
         "{}{}",
         stream("idle", &backend.to_string(), "    idle_timeout: 300ms\n"),
-        stream("short", &backend.to_string(), "    max_duration: 600ms\n    idle_timeout: 10s\n").replace("streams:\n", "")
+        stream("short", &backend.to_string(), "    max_duration: 600ms\n    idle_timeout: 10s\n")
+            .replace("streams:\n", "")
     );
     let gh = Gatehouse::start(&config, &[]);
     let mut s = within("connect", TcpStream::connect(gh.stream("idle"))).await.expect("connect");
@@ -146,7 +152,11 @@ async fn idle_connections_and_long_ones_are_closed() {
     };
     within("max_duration close", closed).await;
     assert!(started.elapsed() >= Duration::from_millis(500), "closed after {:?}", started.elapsed());
-    metrics_with(gh.admin, &["{stream=\"idle\",outcome=\"idle_timeout\"} 1", "{stream=\"short\",outcome=\"max_duration\"} 1"]).await;
+    metrics_with(
+        gh.admin,
+        &["{stream=\"idle\",outcome=\"idle_timeout\"} 1", "{stream=\"short\",outcome=\"max_duration\"} 1"],
+    )
+    .await;
 }
 
 #[tokio::test]

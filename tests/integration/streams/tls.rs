@@ -6,8 +6,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{echo, files, read_until, tls_backend};
-use crate::harness::{TestCa, tls_connect};
 use crate::harness::{Gatehouse, metrics_with, within};
+use crate::harness::{TestCa, tls_connect};
 
 #[tokio::test]
 async fn sni_routes_pass_through_terminate_and_re_encrypt() {
@@ -61,7 +61,11 @@ async fn sni_routes_pass_through_terminate_and_re_encrypt() {
     let mut buf = Vec::new();
     let _ = within("refused", s.read_to_end(&mut buf)).await;
     assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
-    let text = metrics_with(gh.admin, &["{stream=\"mux\",outcome=\"no_route\"} 1", "{stream=\"mux\",outcome=\"tls_required\"} 1"]).await;
+    let text = metrics_with(
+        gh.admin,
+        &["{stream=\"mux\",outcome=\"no_route\"} 1", "{stream=\"mux\",outcome=\"tls_required\"} 1"],
+    )
+    .await;
     assert!(text.contains("gatehouse_stream_tls_handshakes_total{stream=\"mux\",version=\"TLSv1.3\"} 2"), "{text}");
 }
 
@@ -85,7 +89,8 @@ async fn a_backend_whose_certificate_does_not_verify_is_not_connected() {
     crate::harness::write_config(dir.path(), &config, &[]);
     files(dir.path(), &[("s.crt", &own.cert_pem), ("s.key", &own.key_pem), ("ca.pem", &ca.pem())]);
     let gh = Gatehouse::start_in(dir);
-    let mut c = tls_connect(gh.stream("strict"), &ca.connector(&[]), "db.test").await.expect("handshake with gatehouse");
+    let mut c =
+        tls_connect(gh.stream("strict"), &ca.connector(&[]), "db.test").await.expect("handshake with gatehouse");
     let mut buf = Vec::new();
     let _ = within("closed", c.stream.read_to_end(&mut buf)).await;
     assert!(!String::from_utf8_lossy(&buf).contains("I am"), "reached an unverified backend");

@@ -92,7 +92,11 @@ fn nets_of(cx: &mut Ctx<'_>, list: Option<&[S<String>]>, at: &str) -> Vec<IpNet>
     for (i, s) in list.unwrap_or_default().iter().enumerate() {
         match parse_cidr(&s.value) {
             Some(n) => out.push(n),
-            None => cx.err_at(s, format!("{at}[{i}]"), format!("expected an IP address or CIDR (e.g. 10.0.0.0/8), got {:?}", s.value)),
+            None => cx.err_at(
+                s,
+                format!("{at}[{i}]"),
+                format!("expected an IP address or CIDR (e.g. 10.0.0.0/8), got {:?}", s.value),
+            ),
         }
     }
     out
@@ -121,13 +125,8 @@ struct Common {
 
 impl Common {
     fn upstream(&self, id: String, backends: Vec<Backend>) -> Arc<Upstream> {
-        let key = format!(
-            "{id}:{}:{:?}:{:?}:{:?}",
-            backend_list_key(&backends),
-            self.balance,
-            self.health,
-            self.breaker
-        );
+        let key =
+            format!("{id}:{}:{:?}:{:?}:{:?}", backend_list_key(&backends), self.balance, self.health, self.breaker);
         Arc::new(Upstream {
             key,
             id,
@@ -149,12 +148,21 @@ pub(super) fn stream(cx: &mut Ctx<'_>, base: &Path, s: raw::Stream, at: &str, ht
     let line = s.name.referenced.line();
     let name = s.name.value.trim().to_string();
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        cx.err_at(&s.name, format!("{at}.name"), "a stream name is letters, digits, - and _ (it labels metrics and logs)");
+        cx.err_at(
+            &s.name,
+            format!("{at}.name"),
+            "a stream name is letters, digits, - and _ (it labels metrics and logs)",
+        );
     }
     let listen_text = s.listen.value.trim();
-    let listen_text = if listen_text.starts_with(':') { format!("0.0.0.0{listen_text}") } else { listen_text.to_string() };
+    let listen_text =
+        if listen_text.starts_with(':') { format!("0.0.0.0{listen_text}") } else { listen_text.to_string() };
     let listen = SocketAddr::from_str(&listen_text).unwrap_or_else(|_| {
-        cx.err_at(&s.listen, format!("{at}.listen"), format!("expected an address like 127.0.0.1:15432 or [::1]:15432, got {:?}", s.listen.value));
+        cx.err_at(
+            &s.listen,
+            format!("{at}.listen"),
+            format!("expected an address like 127.0.0.1:15432 or [::1]:15432, got {:?}", s.listen.value),
+        );
         SocketAddr::from(([127, 0, 0, 1], 0))
     });
     let protocol = protocol(cx, s.protocol.as_ref(), &format!("{at}.protocol"));
@@ -165,34 +173,67 @@ pub(super) fn stream(cx: &mut Ctx<'_>, base: &Path, s: raw::Stream, at: &str, ht
         for (i, h) in t.hosts.iter().flatten().enumerate() {
             match parse_host(&h.value) {
                 Ok(HostPattern::Exact(n)) => hosts.push(n),
-                _ => cx.err_at(h, format!("{at}.tls.hosts[{i}]"), format!("expected a host name (no wildcard), got {:?}", h.value)),
+                _ => cx.err_at(
+                    h,
+                    format!("{at}.tls.hosts[{i}]"),
+                    format!("expected a host name (no wildcard), got {:?}", h.value),
+                ),
             }
         }
         let required = cx.flag(t.required.as_ref(), &format!("{at}.tls.required"), true);
         if pair.is_none() && hosts.is_empty() && t.cert.is_none() && t.key.is_none() {
-            cx.err(Some(line), format!("{at}.tls"), "give the certificate: cert and key, or hosts (names whose certificate tls.cert_dir or ACME provides)");
+            cx.err(
+                Some(line),
+                format!("{at}.tls"),
+                "give the certificate: cert and key, or hosts (names whose certificate tls.cert_dir or ACME provides)",
+            );
         }
         if pair.is_none() && !hosts.is_empty() && !https {
-            cx.err(Some(line), format!("{at}.tls.hosts"), "certificates by host name come from the shared store, which needs listen.https; or give cert and key");
+            cx.err(
+                Some(line),
+                format!("{at}.tls.hosts"),
+                "certificates by host name come from the shared store, which needs listen.https; or give cert and key",
+            );
         }
-        if !required && matches!(protocol, StreamProtocol::Smtp | StreamProtocol::Imap | StreamProtocol::Pop3)
+        if !required
+            && matches!(protocol, StreamProtocol::Smtp | StreamProtocol::Imap | StreamProtocol::Pop3)
             && let Some(v) = &t.required
         {
-            cx.err_at(v, format!("{at}.tls.required"), "mail protocols are always required to start TLS here (the proxy answers the plaintext part itself)");
+            cx.err_at(
+                v,
+                format!("{at}.tls.required"),
+                "mail protocols are always required to start TLS here (the proxy answers the plaintext part itself)",
+            );
         }
         StreamTls { pair, hosts, required }
     });
     if tls.is_none() && protocol != StreamProtocol::Generic {
-        cx.err(Some(line), format!("{at}.protocol"), format!("protocol {} terminates TLS: add tls (cert and key), or use protocol generic for plain TCP", protocol.as_str()));
+        cx.err(
+            Some(line),
+            format!("{at}.protocol"),
+            format!(
+                "protocol {} terminates TLS: add tls (cert and key), or use protocol generic for plain TCP",
+                protocol.as_str()
+            ),
+        );
     }
     let balance = match &s.load_balancing {
-        Some(b) => parse_balance(cx, b, &format!("{at}.load_balancing"), Balance { algorithm: Algorithm::RoundRobin, hash_key: HashKey::ClientIp }),
+        Some(b) => parse_balance(
+            cx,
+            b,
+            &format!("{at}.load_balancing"),
+            Balance { algorithm: Algorithm::RoundRobin, hash_key: HashKey::ClientIp },
+        ),
         None => Balance { algorithm: Algorithm::RoundRobin, hash_key: HashKey::ClientIp },
     };
     if !matches!(balance.hash_key, HashKey::ClientIp)
         && let Some(k) = s.load_balancing.as_ref().and_then(|b| b.hash_key.as_ref())
     {
-        cx.err_at(k, format!("{at}.load_balancing.hash_key"), "a stream has no headers or cookies: it hashes the client address");
+        cx.err_at(
+            k,
+            format!("{at}.load_balancing.hash_key"),
+            "a stream has no headers or cookies: it hashes the client address",
+        );
     }
     let health = s.health_check.as_ref().and_then(|h| {
         let mut check = super::resilience::health_check(cx, h, &format!("{at}.health_check"))?;
@@ -202,7 +243,10 @@ pub(super) fn stream(cx: &mut Ctx<'_>, base: &Path, s: raw::Stream, at: &str, ht
         }
         Some(check)
     });
-    let breaker = s.circuit_breaker.as_ref().and_then(|c| super::resilience::circuit_breaker(cx, c, &format!("{at}.circuit_breaker")));
+    let breaker = s
+        .circuit_breaker
+        .as_ref()
+        .and_then(|c| super::resilience::circuit_breaker(cx, c, &format!("{at}.circuit_breaker")));
     let common = Common { balance, health, breaker };
     let main_backends = backends(cx, &s.backends, &format!("{at}.backends"));
     let upstream = (!main_backends.is_empty()).then(|| common.upstream(origin.clone(), main_backends));
@@ -227,29 +271,49 @@ pub(super) fn stream(cx: &mut Ctx<'_>, base: &Path, s: raw::Stream, at: &str, ht
         let passthrough = cx.flag(r.passthrough.as_ref(), &format!("{rat}.passthrough"), false);
         let rtls = r.backend_tls.as_ref().map(|t| upstream_tls(cx, base, t, &format!("{rat}.backend_tls"), &origin));
         if passthrough && rtls.is_some() {
-            cx.err(Some(line), format!("{rat}.backend_tls"), "a passthrough route forwards the client's own TLS: it cannot re-encrypt");
+            cx.err(
+                Some(line),
+                format!("{rat}.backend_tls"),
+                "a passthrough route forwards the client's own TLS: it cannot re-encrypt",
+            );
         }
         if !passthrough && tls.is_none() {
-            cx.err(Some(line), format!("{rat}.passthrough"), "this route terminates TLS, which needs the stream's tls (or passthrough: true)");
+            cx.err(
+                Some(line),
+                format!("{rat}.passthrough"),
+                "this route terminates TLS, which needs the stream's tls (or passthrough: true)",
+            );
         }
-        routes.push(SniRoute { hosts, upstream: common.upstream(format!("{origin}/routes[{i}]"), list), passthrough, backend_tls: rtls });
+        routes.push(SniRoute {
+            hosts,
+            upstream: common.upstream(format!("{origin}/routes[{i}]"), list),
+            passthrough,
+            backend_tls: rtls,
+        });
     }
     if !routes.is_empty() && protocol != StreamProtocol::Generic {
-        cx.err(Some(line), format!("{at}.routes"), "SNI routes need TLS from the first byte: use protocol generic (or an implicit-TLS name)");
+        cx.err(
+            Some(line),
+            format!("{at}.routes"),
+            "SNI routes need TLS from the first byte: use protocol generic (or an implicit-TLS name)",
+        );
     }
     if upstream.is_none() && routes.is_empty() {
         cx.err(Some(line), format!("{at}.backends"), "a stream needs backends (or SNI routes)");
     }
-    let connect_timeout = cx.timeout(s.connect_timeout.as_ref(), &format!("{at}.connect_timeout"), Duration::from_secs(5));
+    let connect_timeout =
+        cx.timeout(s.connect_timeout.as_ref(), &format!("{at}.connect_timeout"), Duration::from_secs(5));
     let idle_timeout = cx.timeout(s.idle_timeout.as_ref(), &format!("{at}.idle_timeout"), Duration::from_secs(600));
-    let handshake_timeout = cx.timeout(s.handshake_timeout.as_ref(), &format!("{at}.handshake_timeout"), Duration::from_secs(10));
+    let handshake_timeout =
+        cx.timeout(s.handshake_timeout.as_ref(), &format!("{at}.handshake_timeout"), Duration::from_secs(10));
     let max_duration = match &s.max_duration {
         Some(v) if matches!(v.value.trim(), "0" | "off" | "none") => None,
         Some(v) => Some(cx.timeout(Some(v), &format!("{at}.max_duration"), Duration::from_secs(3600))),
         None => None,
     };
     let max_connections = cx.count(s.max_connections.as_ref(), &format!("{at}.max_connections"), 0, MAX_CONNECTIONS);
-    let max_connections_per_ip = cx.count(s.max_connections_per_ip.as_ref(), &format!("{at}.max_connections_per_ip"), 0, MAX_CONNECTIONS);
+    let max_connections_per_ip =
+        cx.count(s.max_connections_per_ip.as_ref(), &format!("{at}.max_connections_per_ip"), 0, MAX_CONNECTIONS);
     let allow = nets_of(cx, s.allow.as_deref(), &format!("{at}.allow"));
     let deny = nets_of(cx, s.deny.as_deref(), &format!("{at}.deny"));
     if s.allow.as_ref().is_some_and(Vec::is_empty) {
@@ -297,7 +361,9 @@ pub(super) fn stream(cx: &mut Ctx<'_>, base: &Path, s: raw::Stream, at: &str, ht
 /// an address.
 pub(super) fn check_streams(streams: &[(Stream, u64)], taken: &[(&str, SocketAddr)], errors: &mut Errors) {
     let overlaps = |a: SocketAddr, b: SocketAddr| {
-        a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        a.port() != 0
+            && a.port() == b.port()
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
     };
     for (i, (s, line)) in streams.iter().enumerate() {
         let mut push = |msg: String| errors.push(Error::new(&s.file, Some(*line), "streams", msg));

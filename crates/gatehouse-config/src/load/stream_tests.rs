@@ -52,15 +52,27 @@ fn every_mistake_is_named_with_its_place() {
         ("  - {name: a, listen: 127.0.0.1:1, backends: [h:1], tls: {cert: Cargo.toml}}", "needs its key"),
         ("  - {name: a, listen: 127.0.0.1:1, backends: [h:1], tls: {hosts: [db.test]}}", "needs listen.https"),
         ("  - {name: a, listen: 127.0.0.1:1, routes: [{sni: [a.test], backends: [h:1]}]}", "needs the stream's tls"),
-        ("  - {name: a, listen: 127.0.0.1:1, protocol: smtp, tls: {cert: Cargo.toml, key: src/lib.rs, required: false}, backends: [h:1]}", "always required"),
-        ("  - {name: a, listen: 127.0.0.1:1, routes: [{sni: [a.test], backends: [h:1], passthrough: true, backend_tls: {}}]}", "cannot re-encrypt"),
-        ("  - {name: a, listen: 127.0.0.1:1, backends: [h:1], load_balancing: {hash_key: \"header:x\"}}", "hashes the client address"),
+        (
+            "  - {name: a, listen: 127.0.0.1:1, protocol: smtp, tls: {cert: Cargo.toml, key: src/lib.rs, required: false}, backends: [h:1]}",
+            "always required",
+        ),
+        (
+            "  - {name: a, listen: 127.0.0.1:1, routes: [{sni: [a.test], backends: [h:1], passthrough: true, backend_tls: {}}]}",
+            "cannot re-encrypt",
+        ),
+        (
+            "  - {name: a, listen: 127.0.0.1:1, backends: [h:1], load_balancing: {hash_key: \"header:x\"}}",
+            "hashes the client address",
+        ),
         ("  - {name: a, listen: 127.0.0.1:1, backends: [h:1], max_connections: 99999999999}", "too large"),
         ("  - {name: a, listen: 127.0.0.1:1, backends: [h:1], colour: blue}", "unknown key `colour`"),
     ];
     for (stream, wanted) in cases {
         let e = load(&format!("listen: {{http: 127.0.0.1:0}}\nstreams:\n{stream}\n"), &[]).expect_err(stream);
-        assert!(e.iter().any(|m| m.contains(wanted) && m.starts_with("gatehouse.yaml:")), "{stream}: wanted {wanted:?} in {e:?}");
+        assert!(
+            e.iter().any(|m| m.contains(wanted) && m.starts_with("gatehouse.yaml:")),
+            "{stream}: wanted {wanted:?} in {e:?}"
+        );
     }
 }
 

@@ -35,12 +35,27 @@ pub(super) struct Session<'l> {
     pub detail: String,
 }
 
-pub(super) async fn serve(tcp: tokio::net::TcpStream, peer: SocketAddr, live: Arc<Live>, stop: watch::Receiver<bool>, open: Open) {
+pub(super) async fn serve(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    live: Arc<Live>,
+    stop: watch::Receiver<bool>,
+    open: Open,
+) {
     let started = Instant::now();
     let time = SystemTime::now();
     live.stats.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let local = tcp.local_addr().unwrap_or(peer);
-    let mut s = Session { live: &live, client: peer, local, sni: None, backend: None, tls: None, moved: Moved::default(), detail: String::new() };
+    let mut s = Session {
+        live: &live,
+        client: peer,
+        local,
+        sni: None,
+        backend: None,
+        tls: None,
+        moved: Moved::default(),
+        detail: String::new(),
+    };
     let drained = async {
         let mut stop = stop;
         let _ = stop.wait_for(|s| *s).await;
@@ -233,7 +248,11 @@ impl Session<'_> {
                 Ok(Ok(mut io)) => {
                     let sent = match cfg.send_proxy {
                         Some(v) => {
-                            let header = crate::proxy_protocol::encode(v == gatehouse_config::ProxyVersion::V2, self.client, self.local);
+                            let header = crate::proxy_protocol::encode(
+                                v == gatehouse_config::ProxyVersion::V2,
+                                self.client,
+                                self.local,
+                            );
                             pipe::write_all(&mut io, &header).await
                         }
                         None => Ok(()),

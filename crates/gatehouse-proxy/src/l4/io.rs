@@ -59,7 +59,10 @@ pub fn closed() -> io::Error {
 /// Reads into `buf` until it holds at least `n` bytes; refuses to grow past `max`.
 pub async fn fill<S: AsyncRead + Unpin>(io: &mut S, buf: &mut bytes::BytesMut, n: usize, max: usize) -> io::Result<()> {
     if n > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a message of {n} bytes is over the {max}-byte limit")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a message of {n} bytes is over the {max}-byte limit"),
+        ));
     }
     while buf.len() < n {
         buf.reserve(n - buf.len());

@@ -58,12 +58,21 @@ fn reply(p: StreamProtocol, name: &str, line: &str) -> Reply {
             let mut parts = line.splitn(3, ' ');
             let tag = parts.next().unwrap_or("*");
             let command = parts.next().unwrap_or("").to_ascii_uppercase();
-            let tag = if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'+') { "*" } else { tag };
+            let tag = if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'+') {
+                "*"
+            } else {
+                tag
+            };
             match command.as_str() {
-                "CAPABILITY" => Reply::Say(format!("* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\n{tag} OK CAPABILITY completed\r\n").into_bytes()),
+                "CAPABILITY" => Reply::Say(
+                    format!("* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\n{tag} OK CAPABILITY completed\r\n")
+                        .into_bytes(),
+                ),
                 "STARTTLS" => Reply::StartTls(format!("{tag} OK Begin TLS negotiation now\r\n").into_bytes()),
                 "NOOP" => Reply::Say(format!("{tag} OK NOOP completed\r\n").into_bytes()),
-                "LOGOUT" => Reply::Bye(format!("* BYE Gatehouse logging out\r\n{tag} OK LOGOUT completed\r\n").into_bytes()),
+                "LOGOUT" => {
+                    Reply::Bye(format!("* BYE Gatehouse logging out\r\n{tag} OK LOGOUT completed\r\n").into_bytes())
+                }
                 _ => Reply::Say(format!("{tag} BAD Must issue a STARTTLS command first\r\n").into_bytes()),
             }
         }
@@ -95,7 +104,10 @@ pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
                 }
                 Reply::StartTls(r) => {
                     if !buf.is_empty() {
-                        return Err((Outcome::Protocol, "bytes after the STARTTLS command, before TLS (injection attempt)".into()));
+                        return Err((
+                            Outcome::Protocol,
+                            "bytes after the STARTTLS command, before TLS (injection attempt)".into(),
+                        ));
                     }
                     write_all(&mut client, &r).await.map_err(|e| (Outcome::Reset, e.to_string()))?;
                     return Ok(true);
@@ -141,7 +153,10 @@ pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
             write_all(&mut backend, command).await?;
             let l = line(&mut backend, &mut buf, MAX_LINE).await?;
             if !l.starts_with(ok.as_bytes()) {
-                return Err(std::io::Error::other(format!("the backend refused STARTTLS: {}", String::from_utf8_lossy(&l).trim_end())));
+                return Err(std::io::Error::other(format!(
+                    "the backend refused STARTTLS: {}",
+                    String::from_utf8_lossy(&l).trim_end()
+                )));
             }
         }
         Ok::<_, std::io::Error>(())

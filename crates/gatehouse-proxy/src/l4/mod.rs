@@ -92,7 +92,8 @@ impl ResolvesServerCert for Certs {
         }
         let store = self.shared.as_ref()?.store();
         let name = hello.server_name().map(str::to_ascii_lowercase);
-        let wanted = name.as_deref().filter(|n| self.hosts.iter().any(|h| h == n)).or(self.hosts.first().map(String::as_str));
+        let wanted =
+            name.as_deref().filter(|n| self.hosts.iter().any(|h| h == n)).or(self.hosts.first().map(String::as_str));
         name.as_deref().and_then(|n| store.lookup(n)).or_else(|| store.lookup(wanted?)).map(|c| c.key.clone())
     }
 }
@@ -175,7 +176,8 @@ impl Engine {
     /// Each stream's counters, by name (kept across reloads while the name stays).
     pub fn stats(&self) -> Vec<(String, Arc<Stats>)> {
         let inner = self.inner();
-        let mut all: Vec<_> = inner.running.keys().filter_map(|n| Some((n.clone(), inner.stats.get(n)?.clone()))).collect();
+        let mut all: Vec<_> =
+            inner.running.keys().filter_map(|n| Some((n.clone(), inner.stats.get(n)?.clone()))).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
@@ -211,7 +213,12 @@ impl Engine {
                 Ok(socks) => {
                     sockets.insert(s.name.clone(), socks);
                 }
-                Err(e) => errors.push(Error::new(&s.file, None, format!("streams[{}].listen", s.name), format!("cannot listen on {}: {e}", s.listen))),
+                Err(e) => errors.push(Error::new(
+                    &s.file,
+                    None,
+                    format!("streams[{}].listen", s.name),
+                    format!("cannot listen on {}: {e}", s.listen),
+                )),
             }
         }
         if !errors.0.is_empty() {
@@ -219,10 +226,16 @@ impl Engine {
         }
         if !built.is_empty() && inner.runtimes.is_empty() {
             self.start_threads(&mut inner).map_err(|e| {
-                Errors(vec![Error::new(&state.config.source, None, "streams", format!("cannot start stream threads: {e}"))])
+                Errors(vec![Error::new(
+                    &state.config.source,
+                    None,
+                    "streams",
+                    format!("cannot start stream threads: {e}"),
+                )])
             })?;
         }
-        let wanted: HashMap<&str, SocketAddr> = built.iter().map(|(l, _, _)| (l.config.name.as_str(), l.config.listen)).collect();
+        let wanted: HashMap<&str, SocketAddr> =
+            built.iter().map(|(l, _, _)| (l.config.name.as_str(), l.config.listen)).collect();
         inner.running.retain(|name, r| {
             let keep = wanted.get(name.as_str()) == Some(&r.listen);
             if !keep {
@@ -249,7 +262,9 @@ impl Engine {
                 rt.spawn(accept(sock, shared, stop, tracker));
             }
             tracing::info!(stream = %name, listen = %bound, protocol = live.config.protocol.as_str(), "stream listening");
-            inner.running.insert(name, Running { listen: live.config.listen, bound, live: shared, stop, limits, admission });
+            inner
+                .running
+                .insert(name, Running { listen: live.config.listen, bound, live: shared, stop, limits, admission });
         }
         let names: Vec<String> = inner.running.keys().cloned().collect();
         inner.stats.retain(|n, _| names.contains(n));
@@ -300,7 +315,10 @@ impl Engine {
         stats: Arc<Stats>,
         admission: Arc<crate::admission::Admission>,
     ) -> Result<Live, String> {
-        let target = |up: &Arc<gatehouse_config::Upstream>, tls: Option<&UpstreamTls>, passthrough: bool| -> Result<Target, String> {
+        let target = |up: &Arc<gatehouse_config::Upstream>,
+                      tls: Option<&UpstreamTls>,
+                      passthrough: bool|
+         -> Result<Target, String> {
             let group = state.groups.get(&up.key).cloned().ok_or("its backends were not built")?;
             let tls = tls
                 .map(|t| {
@@ -356,8 +374,34 @@ impl Engine {
     }
 }
 
+/// What `gatehouse check` finds wrong with the streams' files: certificates that cannot be
+/// loaded (or whose key does not match), backend TLS settings that cannot be used. The
+/// same checks run when a stream starts; this reports them before.
+pub fn check(config: &gatehouse_config::Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    for s in &config.streams {
+        if let Some(p) = s.tls.as_ref().and_then(|t| t.pair.as_ref())
+            && let Err(e) = crate::tls::load_pair(&p.cert, &p.key, &crate::tls::provider())
+        {
+            problems.push(format!("{}: stream {}: tls ({}): {e}", s.file.display(), s.name, p.cert.display()));
+        }
+        let tls = s.backend_tls.iter().chain(s.routes.iter().filter_map(|r| r.backend_tls.as_ref()));
+        for t in tls {
+            if let Err(e) = crate::upstream::tls::client_config(t) {
+                problems.push(format!("{}: stream {}: backend_tls: {e}", s.file.display(), s.name));
+            }
+        }
+    }
+    problems
+}
+
 /// Accepts on one socket of a stream until its listener stops.
-async fn accept(sock: std::net::TcpListener, live: Arc<ArcSwap<Live>>, mut stop: watch::Receiver<bool>, tracker: Arc<Tracker>) {
+async fn accept(
+    sock: std::net::TcpListener,
+    live: Arc<ArcSwap<Live>>,
+    mut stop: watch::Receiver<bool>,
+    tracker: Arc<Tracker>,
+) {
     let listener = match tokio::net::TcpListener::from_std(sock) {
         Ok(l) => l,
         Err(e) => {

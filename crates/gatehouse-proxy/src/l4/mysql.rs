@@ -153,7 +153,11 @@ pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
         let mut backend = match s.backend_tls(target, plain).await {
             Ok(b) => b,
             Err(o) => {
-                let _ = write_all(&mut client, &err_packet(login.seq.wrapping_add(1), 2026, "TLS to the database server failed")).await;
+                let _ = write_all(
+                    &mut client,
+                    &err_packet(login.seq.wrapping_add(1), 2026, "TLS to the database server failed"),
+                )
+                .await;
                 return o;
             }
         };
@@ -172,7 +176,8 @@ pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
     if write_all(&mut backend, &shifted.encode(login.seq.wrapping_sub(1))).await.is_err() {
         return Outcome::Backend;
     }
-    match timeout(cfg.handshake_timeout, renumber(&mut client, &mut from_client, &mut backend, &mut from_backend)).await {
+    match timeout(cfg.handshake_timeout, renumber(&mut client, &mut from_client, &mut backend, &mut from_backend)).await
+    {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             s.detail = format!("during the login: {e}");
@@ -190,7 +195,12 @@ pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
 
 /// Relays the rest of the login (auth switches, more data) with each packet's sequence id
 /// moved by one, until the backend's OK or ERR (forwarded too).
-async fn renumber(client: &mut BoxIo, from_client: &mut BytesMut, backend: &mut BoxIo, from_backend: &mut BytesMut) -> std::io::Result<()> {
+async fn renumber(
+    client: &mut BoxIo,
+    from_client: &mut BytesMut,
+    backend: &mut BoxIo,
+    from_backend: &mut BytesMut,
+) -> std::io::Result<()> {
     loop {
         tokio::select! {
             p = read(backend, from_backend) => {

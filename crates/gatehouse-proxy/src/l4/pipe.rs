@@ -28,7 +28,9 @@ pub enum End {
     Idle,
     MaxDuration,
     /// A read or write failed; true when the client's side failed.
-    Failed { client: bool },
+    Failed {
+        client: bool,
+    },
 }
 
 /// One direction: what was read and not yet written.
@@ -49,7 +51,13 @@ impl Copy {
 
     /// Moves bytes from `from` to `to`; ready when this direction is over. Errors say which
     /// side failed (`true`: `from`).
-    fn poll(&mut self, cx: &mut Context<'_>, from: &mut BoxIo, to: &mut BoxIo, moved: &mut bool) -> Poll<Result<(), bool>> {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut BoxIo,
+        to: &mut BoxIo,
+        moved: &mut bool,
+    ) -> Poll<Result<(), bool>> {
         loop {
             if self.start == self.end && !self.eof {
                 let mut rb = ReadBuf::new(&mut self.buf);

@@ -57,7 +57,11 @@ pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
             Outcome::Closed
         }
         Opening::Plain if cfg.tls.as_ref().is_none_or(|t| t.required) => {
-            let _ = write_all(&mut client, &fatal("28000", "this server requires TLS: connect with sslmode=require or stronger")).await;
+            let _ = write_all(
+                &mut client,
+                &fatal("28000", "this server requires TLS: connect with sslmode=require or stronger"),
+            )
+            .await;
             s.detail = "plaintext startup refused".into();
             Outcome::TlsRequired
         }
@@ -75,7 +79,8 @@ pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
             let (mut backend, _active) = match s.dial(target).await {
                 Ok(b) => b,
                 Err(o) => {
-                    let _ = write_all(&mut client, &fatal("08006", "Gatehouse could not reach the database server")).await;
+                    let _ =
+                        write_all(&mut client, &fatal("08006", "Gatehouse could not reach the database server")).await;
                     return o;
                 }
             };
@@ -83,7 +88,11 @@ pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
                 backend = match backend_ssl(s, target, backend).await {
                     Ok(b) => b,
                     Err(o) => {
-                        let _ = write_all(&mut client, &fatal("08006", "Gatehouse could not start TLS with the database server")).await;
+                        let _ = write_all(
+                            &mut client,
+                            &fatal("08006", "Gatehouse could not start TLS with the database server"),
+                        )
+                        .await;
                         return o;
                     }
                 };

@@ -103,7 +103,9 @@ fn server_name(body: &[u8]) -> Option<Option<String>> {
             let name = names.take(n)?;
             if kind == 0 {
                 let name = std::str::from_utf8(name).ok()?;
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_') {
+                if name.is_empty()
+                    || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+                {
                     return None;
                 }
                 return Some(Some(name.to_ascii_lowercase()));
