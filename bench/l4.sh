@@ -197,6 +197,10 @@ pid $TMP/ngx/nginx.pid;
 error_log $TMP/ngx/error.log;
 events { worker_connections 4096; }
 stream {
+    # Pass a client's FIN on and keep reading the backend (HAProxy and Gatehouse do by
+    # default); without it nginx ends the session at the first EOF and the echo check
+    # gets a truncated answer.
+    proxy_half_close on;
     server { listen 127.0.0.1:$NG_HTTP; proxy_pass 127.0.0.1:$BE_PORT; }
     server { listen 127.0.0.1:$NG_BULK; proxy_pass 127.0.0.1:$IPERF_PORT; }
     server { listen 127.0.0.1:$NG_ECHO; proxy_pass 127.0.0.1:$ECHO_PORT; }
@@ -297,7 +301,7 @@ if [[ " $TESTS " == *" pgbench "* ]]; then
       -c "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()" 2>&1) || { echo "$out"; die "$p: psql with sslmode=require failed"; }
     tls=$(sed -n 's/^SSL connection (protocol: \([^,]*\), cipher: \([^,]*\),.*/\1 \2/p' <<<"$out")
     [ -n "$tls" ] || { echo "$out"; die "$p: psql reports no TLS"; }
-    read -r rows pg_ssl < <(tail -n 2 <<<"$out" | tr '\n' ' ')
+    rows=$(tail -n 2 <<<"$out" | head -n 1); pg_ssl=$(tail -n 1 <<<"$out")
     [ "$rows" = 100000 ] || { echo "$out"; die "$p: pgbench_accounts has $rows rows"; }
     echo "  pg $p: client $tls, PostgreSQL sees ssl=$pg_ssl"
   done
@@ -308,9 +312,9 @@ echo ""
 
 : >"$TMP/raw.tsv"   # test, name, round, rate, cpu per unit, errors
 
-# connect NAME ROUND: wrk with one request per TCP connection through NAME's stream to the
+# measure_connect NAME ROUND: wrk with one request per TCP connection through NAME's stream to the
 # nginx backend (which closes after answering). conn/s = req/s.
-connect() {
+measure_connect() {
   local name=$1 pid=${PID[$1]} url="http://127.0.0.1:${HTTP[$1]}/" out t0 t1
   bounded wrk -t1 -c"$CONNS" -d${WARMUP}s -H "Connection: close" "$url" >/dev/null
   t0=$(ticks "$pid")
@@ -324,10 +328,10 @@ connect() {
   ' <<<"$out" >>"$TMP/raw.tsv" || { echo "$out"; die "wrk through $name completed nothing"; }
 }
 
-# throughput NAME ROUND: one iperf3 TCP stream (client -> server) through NAME for
+# measure_throughput NAME ROUND: one iperf3 TCP stream (client -> server) through NAME for
 # DURATION s; rate from the bytes the server received over the whole run, which is also
 # what the proxy's CPU is divided by.
-throughput() {
+measure_throughput() {
   local name=$1 pid=${PID[$1]} t0 t1
   t0=$(ticks "$pid")
   bounded iperf3 -c 127.0.0.1 -p "${BULK[$1]}" -t "$DURATION" -J >"$TMP/iperf3-$1-$2.json" ||
@@ -346,10 +350,11 @@ print(f"throughput\t{name}\t{rnd}\t{recv['bits_per_second'] / 1e9:.3f}\t{cpu_ms_
 EOF
 }
 
-# pg NAME ROUND: pgbench select-only with sslmode=require over NAME (direct = PostgreSQL
-# itself, gatehouse-tls = Gatehouse's postgres stream, else a TCP proxy). CPU is the
-# proxy's per transaction (none for direct).
-pg() {
+# measure_pgbench NAME ROUND [WARMUP_SECONDS]: pgbench select-only with sslmode=require
+# over NAME (direct = PostgreSQL itself, gatehouse-tls = Gatehouse's postgres stream, else
+# a TCP proxy). CPU is the proxy's per transaction (none for direct). With WARMUP_SECONDS,
+# a warm-up run that records nothing.
+measure_pgbench() {
   local name=$1 pid=${PID[${1%-tls}]:-} t0=0 t1=0 out
   [ -n "$pid" ] && t0=$(ticks "$pid")
   out=$(PGSSLMODE=require bounded pgbench -n -S -c "$PG_CLIENTS" -j "$PG_THREADS" -T "${3:-$DURATION}" \
@@ -364,7 +369,7 @@ pg() {
   ' <<<"$out" >>"$TMP/raw.tsv" || { echo "$out"; die "pgbench over $name completed nothing"; }
 }
 
-[[ " $TESTS " == *" pgbench "* ]] && for p in $PG_PATHS; do pg "$p" 0 $WARMUP; done
+[[ " $TESTS " == *" pgbench "* ]] && for p in $PG_PATHS; do measure_pgbench "$p" 0 $WARMUP; done
 
 for r in $(seq "$ROUNDS"); do
   for t in $TESTS; do
@@ -372,7 +377,7 @@ for r in $(seq "$ROUNDS"); do
     # shellcheck disable=SC2086
     ord=$(order "$r" $peers)
     echo "round $r/$ROUNDS $t: $ord"
-    for p in $ord; do $t "$p" "$r"; done
+    for p in $ord; do "measure_$t" "$p" "$r"; done
   done
 done
 

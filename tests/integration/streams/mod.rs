@@ -5,6 +5,7 @@
 
 mod databases;
 mod mail;
+mod nats;
 mod reload;
 mod tcp;
 mod tls;

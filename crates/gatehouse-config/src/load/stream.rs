@@ -29,7 +29,6 @@ const IMPLICIT: &[&str] = &[
 const NOT_YET: &[(&str, &str)] = &[
     ("ldap", "LDAP StartTLS is not built yet; for LDAPS (implicit TLS on 636) use protocol ldaps"),
     ("ftp", "FTP AUTH TLS (with its data connections) is not built yet"),
-    ("nats", "NATS TLS (INFO rewriting) is not built yet"),
     (
         "mssql",
         "SQL Server's TLS inside TDS PRELOGIN is not supported; with TDS 8.0 (strict encryption) use protocol generic",
@@ -45,12 +44,13 @@ fn protocol(cx: &mut Ctx<'_>, v: Option<&S<String>>, at: &str) -> StreamProtocol
         "smtp" => StreamProtocol::Smtp,
         "imap" => StreamProtocol::Imap,
         "pop3" => StreamProtocol::Pop3,
+        "nats" => StreamProtocol::Nats,
         n if IMPLICIT.contains(&n) => StreamProtocol::Generic,
         n => {
             if let Some((_, why)) = NOT_YET.iter().find(|(p, _)| *p == n) {
                 cx.err_at(v, at, *why);
             } else {
-                let known = ["postgres", "mysql", "smtp", "imap", "pop3"].into_iter().chain(IMPLICIT.iter().copied());
+                let known = ["postgres", "mysql", "smtp", "imap", "pop3", "nats"].into_iter().chain(IMPLICIT.iter().copied());
                 let hint = nearest(n, known.clone()).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
                 let list: Vec<&str> = known.collect();
                 cx.err_at(v, at, format!("unknown protocol {n:?}{hint}; expected one of {}", list.join(", ")));
@@ -202,7 +202,7 @@ pub(super) fn stream(cx: &mut Ctx<'_>, base: &Path, s: raw::Stream, at: &str, ht
             cx.err_at(
                 v,
                 format!("{at}.tls.required"),
-                "mail protocols are always required to start TLS here (the proxy answers the plaintext part itself)",
+                "this protocol is always required to start TLS here (mail: Gatehouse answers the plaintext part itself; NATS: the INFO it sends requires TLS)",
             );
         }
         StreamTls { pair, hosts, required }

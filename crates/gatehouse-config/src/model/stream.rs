@@ -25,6 +25,8 @@ pub enum StreamProtocol {
     Imap,
     /// STLS (RFC 2595).
     Pop3,
+    /// The server's INFO rewritten to require TLS.
+    Nats,
 }
 
 impl StreamProtocol {
@@ -36,6 +38,7 @@ impl StreamProtocol {
             StreamProtocol::Smtp => "smtp",
             StreamProtocol::Imap => "imap",
             StreamProtocol::Pop3 => "pop3",
+            StreamProtocol::Nats => "nats",
         }
     }
 }

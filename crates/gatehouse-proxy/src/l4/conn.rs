@@ -116,6 +116,7 @@ impl Session<'_> {
             StreamProtocol::Postgres => super::postgres::run(self, client).await,
             StreamProtocol::Mysql => super::mysql::run(self, client).await,
             StreamProtocol::Smtp | StreamProtocol::Imap | StreamProtocol::Pop3 => super::mail::run(self, client).await,
+            StreamProtocol::Nats => super::nats::run(self, client).await,
         }
     }
 

@@ -14,6 +14,7 @@ mod conn;
 pub mod io;
 mod mail;
 mod mysql;
+mod nats;
 mod pipe;
 mod postgres;
 mod sni;

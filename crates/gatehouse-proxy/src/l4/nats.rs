@@ -1,0 +1,117 @@
+//! NATS: the server speaks first, with an `INFO {json}` line. The backend's INFO goes to
+//! the client rewritten to say `tls_required: true` (and the client's real address in
+//! `client_ip`), so the client starts TLS right after it, as it does with a NATS server
+//! that requires TLS; Gatehouse terminates that TLS and the session goes on to the backend,
+//! which already sent its INFO. A client that goes on without TLS gets the server's own
+//! error line and is closed.
+//!
+//! With `backend_tls` the backend's INFO must offer TLS; Gatehouse then starts TLS to it.
+//! (The `handshake_first` mode of recent clients, TLS before INFO, is not supported.)
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::time::timeout;
+
+use super::conn::Session;
+use super::io::{BoxIo, Prefixed, line};
+use super::pipe::write_all;
+use super::stats::Outcome;
+
+/// An INFO line is a few hundred bytes; cluster URLs can make it longer.
+const MAX_INFO: usize = 64 * 1024;
+
+/// The INFO line for the client: `tls_required` set, the client's address filled in.
+/// `None` when the line is not an INFO with a JSON object.
+fn rewrite(info: &[u8], client: std::net::IpAddr) -> Option<(Vec<u8>, bool)> {
+    let text = std::str::from_utf8(info).ok()?;
+    let json = text.strip_prefix("INFO")?.trim();
+    let mut fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).ok()?;
+    let backend_tls = fields.get("tls_required").and_then(serde_json::Value::as_bool).unwrap_or(false)
+        || fields.get("tls_available").and_then(serde_json::Value::as_bool).unwrap_or(false);
+    fields.insert("tls_required".into(), true.into());
+    fields.remove("tls_available");
+    fields.insert("client_ip".into(), client.to_string().into());
+    let out = format!("INFO {}\r\n", serde_json::Value::Object(fields));
+    Some((out.into_bytes(), backend_tls))
+}
+
+pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
+    let cfg = s.live.config.clone();
+    let Some(target) = s.live.default.as_ref() else { return Outcome::NoRoute };
+    let (mut backend, _active) = match s.dial(target).await {
+        Ok(b) => b,
+        Err(o) => {
+            let _ = write_all(&mut client, b"-ERR 'Gatehouse could not reach the server'\r\n").await;
+            return o;
+        }
+    };
+    let mut from_backend = BytesMut::with_capacity(1024);
+    let info = match timeout(cfg.connect_timeout, line(&mut backend, &mut from_backend, MAX_INFO)).await {
+        Ok(Ok(l)) => l,
+        _ => {
+            s.detail = "no INFO from the backend within connect_timeout".into();
+            return Outcome::Backend;
+        }
+    };
+    let Some((info, backend_offers_tls)) = rewrite(&info, s.client.ip()) else {
+        s.detail = "the backend's first line was not an INFO".into();
+        return Outcome::Backend;
+    };
+    if target.tls.is_some() && !backend_offers_tls {
+        s.detail = "backend_tls is set but the backend's INFO offers no TLS".into();
+        return Outcome::Backend;
+    }
+    if write_all(&mut client, &info).await.is_err() {
+        return Outcome::Reset;
+    }
+    // The client's next byte must start a TLS handshake.
+    let mut first = [0u8; 1];
+    match timeout(cfg.handshake_timeout, client.read_exact(&mut first)).await {
+        Ok(Ok(_)) if first[0] == 0x16 => {}
+        Ok(Ok(_)) => {
+            let _ = write_all(&mut client, b"-ERR 'Secure Connection - TLS Required'\r\n").await;
+            s.detail = "the client went on without TLS".into();
+            return Outcome::TlsRequired;
+        }
+        Ok(Err(e)) => {
+            s.detail = e.to_string();
+            return Outcome::Protocol;
+        }
+        Err(_) => {
+            s.detail = "no TLS handshake within handshake_timeout".into();
+            return Outcome::Handshake;
+        }
+    }
+    let client: BoxIo = Box::new(Prefixed::new(bytes::Bytes::copy_from_slice(&first), client));
+    let client = match s.handshake(client).await {
+        Ok(c) => c,
+        Err(o) => return o,
+    };
+    let backend: BoxIo = if target.tls.is_some() {
+        match s.backend_tls(target, backend).await {
+            Ok(b) => b,
+            Err(o) => return o,
+        }
+    } else {
+        Box::new(Prefixed::new(from_backend.freeze(), backend))
+    };
+    s.pipe(client, backend).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_is_rewritten_to_require_tls() {
+        let info = br#"INFO {"server_id":"x","port":4222,"tls_available":true,"client_ip":"127.0.0.1"} "#;
+        let (out, offers) = rewrite(info, "203.0.113.5".parse().expect("ip")).expect("an INFO");
+        let text = String::from_utf8(out).expect("text");
+        assert!(offers);
+        assert!(text.starts_with("INFO {") && text.ends_with("}\r\n"), "{text}");
+        assert!(text.contains(r#""tls_required":true"#) && !text.contains("tls_available"), "{text}");
+        assert!(text.contains(r#""client_ip":"203.0.113.5""#), "{text}");
+        assert!(rewrite(b"-ERR 'nope'", "127.0.0.1".parse().expect("ip")).is_none());
+        assert!(rewrite(b"INFO [1,2]", "127.0.0.1".parse().expect("ip")).is_none());
+    }
+}
