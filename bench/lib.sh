@@ -1,4 +1,5 @@
-# Shared by bench/ratelimit.sh and bench/waf.sh: one Gatehouse on one route in front of a
+# Shared by bench/ratelimit.sh and bench/waf.sh (bench/l4.sh uses nginx_backend and need, and
+# replaces cleanup): one Gatehouse on one route in front of a
 # backend, measured with wrk. Source it after setting BIN and TMP (a directory the caller
 # removes); it sets GH (Gatehouse's pid), BE (the backend's pid) and PORT.
 #
@@ -24,6 +25,7 @@ trap cleanup EXIT
 pkg_of() {
   case $1 in
     pgbench | psql) echo postgresql-client ;;
+    ss) echo iproute2 ;;
     *) echo "$1" ;;   # wrk, nginx, haproxy, iperf3, openssl, curl: named like the tool
   esac
 }

@@ -4,6 +4,7 @@
 //! one, the real server.
 
 mod databases;
+mod ldap;
 mod mail;
 mod nats;
 mod reload;

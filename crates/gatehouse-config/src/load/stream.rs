@@ -27,7 +27,6 @@ const IMPLICIT: &[&str] = &[
 /// Protocols this version cannot terminate yet: refused, rather than proxied in a way the
 /// administrator did not ask for.
 const NOT_YET: &[(&str, &str)] = &[
-    ("ldap", "LDAP StartTLS is not built yet; for LDAPS (implicit TLS on 636) use protocol ldaps"),
     ("ftp", "FTP AUTH TLS (with its data connections) is not built yet"),
     (
         "mssql",
@@ -45,12 +44,15 @@ fn protocol(cx: &mut Ctx<'_>, v: Option<&S<String>>, at: &str) -> StreamProtocol
         "imap" => StreamProtocol::Imap,
         "pop3" => StreamProtocol::Pop3,
         "nats" => StreamProtocol::Nats,
+        "ldap" => StreamProtocol::Ldap,
         n if IMPLICIT.contains(&n) => StreamProtocol::Generic,
         n => {
             if let Some((_, why)) = NOT_YET.iter().find(|(p, _)| *p == n) {
                 cx.err_at(v, at, *why);
             } else {
-                let known = ["postgres", "mysql", "smtp", "imap", "pop3", "nats"].into_iter().chain(IMPLICIT.iter().copied());
+                let known = ["postgres", "mysql", "smtp", "imap", "pop3", "nats", "ldap"]
+                    .into_iter()
+                    .chain(IMPLICIT.iter().copied());
                 let hint = nearest(n, known.clone()).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
                 let list: Vec<&str> = known.collect();
                 cx.err_at(v, at, format!("unknown protocol {n:?}{hint}; expected one of {}", list.join(", ")));

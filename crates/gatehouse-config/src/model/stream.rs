@@ -27,6 +27,8 @@ pub enum StreamProtocol {
     Pop3,
     /// The server's INFO rewritten to require TLS.
     Nats,
+    /// The StartTLS extended operation (RFC 4511).
+    Ldap,
 }
 
 impl StreamProtocol {
@@ -39,6 +41,7 @@ impl StreamProtocol {
             StreamProtocol::Imap => "imap",
             StreamProtocol::Pop3 => "pop3",
             StreamProtocol::Nats => "nats",
+            StreamProtocol::Ldap => "ldap",
         }
     }
 }

@@ -117,6 +117,7 @@ impl Session<'_> {
             StreamProtocol::Mysql => super::mysql::run(self, client).await,
             StreamProtocol::Smtp | StreamProtocol::Imap | StreamProtocol::Pop3 => super::mail::run(self, client).await,
             StreamProtocol::Nats => super::nats::run(self, client).await,
+            StreamProtocol::Ldap => super::ldap::run(self, client).await,
         }
     }
 

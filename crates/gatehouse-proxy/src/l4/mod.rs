@@ -12,6 +12,7 @@
 
 mod conn;
 pub mod io;
+mod ldap;
 mod mail;
 mod mysql;
 mod nats;
