@@ -427,6 +427,7 @@ for pair in pairs.split():
 EOF
 }
 
+say ""
 say "summary: medians over $ROUNDS round(s) of ${DURATION}s; CPU = utime+stime of the proxy process (all threads) during the run"
 for t in $TESTS; do
   say ""

@@ -4,6 +4,7 @@
 //! one, the real server.
 
 mod databases;
+mod ftp;
 mod ldap;
 mod mail;
 mod nats;

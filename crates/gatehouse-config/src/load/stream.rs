@@ -26,13 +26,10 @@ const IMPLICIT: &[&str] = &[
 
 /// Protocols this version cannot terminate yet: refused, rather than proxied in a way the
 /// administrator did not ask for.
-const NOT_YET: &[(&str, &str)] = &[
-    ("ftp", "FTP AUTH TLS (with its data connections) is not built yet"),
-    (
-        "mssql",
-        "SQL Server's TLS inside TDS PRELOGIN is not supported; with TDS 8.0 (strict encryption) use protocol generic",
-    ),
-];
+const NOT_YET: &[(&str, &str)] = &[(
+    "mssql",
+    "SQL Server's TLS inside TDS PRELOGIN is not supported; with TDS 8.0 (strict encryption) use protocol generic",
+)];
 
 fn protocol(cx: &mut Ctx<'_>, v: Option<&S<String>>, at: &str) -> StreamProtocol {
     let Some(v) = v else { return StreamProtocol::Generic };
@@ -45,12 +42,13 @@ fn protocol(cx: &mut Ctx<'_>, v: Option<&S<String>>, at: &str) -> StreamProtocol
         "pop3" => StreamProtocol::Pop3,
         "nats" => StreamProtocol::Nats,
         "ldap" => StreamProtocol::Ldap,
+        "ftp" => StreamProtocol::Ftp,
         n if IMPLICIT.contains(&n) => StreamProtocol::Generic,
         n => {
             if let Some((_, why)) = NOT_YET.iter().find(|(p, _)| *p == n) {
                 cx.err_at(v, at, *why);
             } else {
-                let known = ["postgres", "mysql", "smtp", "imap", "pop3", "nats", "ldap"]
+                let known = ["postgres", "mysql", "smtp", "imap", "pop3", "nats", "ldap", "ftp"]
                     .into_iter()
                     .chain(IMPLICIT.iter().copied());
                 let hint = nearest(n, known.clone()).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
@@ -292,6 +290,9 @@ pub(super) fn stream(cx: &mut Ctx<'_>, base: &Path, s: raw::Stream, at: &str, ht
             passthrough,
             backend_tls: rtls,
         });
+    }
+    if protocol == StreamProtocol::Ftp && backend_tls.is_some() {
+        cx.err(Some(line), format!("{at}.backend_tls"), "FTP re-encryption is not supported (data connections would need TLS to the backend too): the backend leg is plain");
     }
     if !routes.is_empty() && protocol != StreamProtocol::Generic {
         cx.err(

@@ -37,7 +37,10 @@ fn streams_load_from_the_main_file_and_from_a_file_of_streams_only() {
 fn every_mistake_is_named_with_its_place() {
     let cases: &[(&str, &str)] = &[
         ("  - {name: a, listen: 127.0.0.1:1, protocol: postgress, backends: [h:1]}", "did you mean `postgres`?"),
-        ("  - {name: a, listen: 127.0.0.1:1, protocol: ftp, backends: [h:1]}", "FTP AUTH TLS"),
+        (
+            "  - {name: a, listen: 127.0.0.1:1, protocol: ftp, tls: {cert: Cargo.toml, key: src/lib.rs}, backends: [h:1], backend_tls: {}}",
+            "FTP re-encryption",
+        ),
         ("  - {name: a, listen: 127.0.0.1:1, protocol: mssql, backends: [h:1]}", "TDS PRELOGIN"),
         ("  - {name: a, listen: 127.0.0.1:1, protocol: postgres, backends: [h:1]}", "add tls"),
         ("  - {name: a, listen: 127.0.0.1:1, backends: [\"http://h:1\"]}", "not a URL"),

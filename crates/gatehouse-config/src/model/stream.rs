@@ -29,6 +29,8 @@ pub enum StreamProtocol {
     Nats,
     /// The StartTLS extended operation (RFC 4511).
     Ldap,
+    /// AUTH TLS (RFC 4217), with passive data connections proxied.
+    Ftp,
 }
 
 impl StreamProtocol {
@@ -42,6 +44,7 @@ impl StreamProtocol {
             StreamProtocol::Pop3 => "pop3",
             StreamProtocol::Nats => "nats",
             StreamProtocol::Ldap => "ldap",
+            StreamProtocol::Ftp => "ftp",
         }
     }
 }

@@ -29,6 +29,8 @@ pub(super) struct Session<'l> {
     pub sni: Option<String>,
     /// The backend connected to, and its host (the name verified by re-encryption).
     pub backend: Option<(String, String)>,
+    /// The backend's address, when it is reached over TCP.
+    pub backend_addr: Option<SocketAddr>,
     pub tls: Option<&'static str>,
     pub moved: Moved,
     /// Why it ended, when not cleanly.
@@ -52,6 +54,7 @@ pub(super) async fn serve(
         local,
         sni: None,
         backend: None,
+        backend_addr: None,
         tls: None,
         moved: Moved::default(),
         detail: String::new(),
@@ -118,6 +121,7 @@ impl Session<'_> {
             StreamProtocol::Smtp | StreamProtocol::Imap | StreamProtocol::Pop3 => super::mail::run(self, client).await,
             StreamProtocol::Nats => super::nats::run(self, client).await,
             StreamProtocol::Ldap => super::ldap::run(self, client).await,
+            StreamProtocol::Ftp => super::ftp::run(self, client).await,
         }
     }
 
@@ -263,6 +267,10 @@ impl Session<'_> {
                         Ok(()) => {
                             upstream::exchange::report_outcome(group, b, Ok(false), shared, probe);
                             self.backend = Some((name, host));
+                            self.backend_addr = match t {
+                                upstream::Target::Tcp(a) => Some(a),
+                                upstream::Target::Unix(_) => None,
+                            };
                             return Ok((io, guard));
                         }
                         Err(e) => ProxyError::Connect { backend: name.clone(), reason: e.to_string() },

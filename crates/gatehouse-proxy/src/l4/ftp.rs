@@ -1,0 +1,309 @@
+//! FTP with AUTH TLS (RFC 4217): Gatehouse answers the plaintext part itself (greeting,
+//! FEAT, AUTH TLS), terminates TLS on the control connection, then relays it to the
+//! backend line by line, which lets it:
+//! - answer PBSZ and PROT itself (the backend speaks plain FTP), refusing clear data
+//!   connections (PROT C) when the stream requires TLS;
+//! - refuse active mode (PORT, EPRT): the data connection would go from the backend to the
+//!   client, around Gatehouse;
+//! - rewrite each passive reply (227, 229) to a data port of its own, where it accepts the
+//!   client's data connection (only from the same client address), terminates its TLS
+//!   under PROT P, and connects it to the backend's data port, on the backend address it
+//!   already uses for control (never the one the reply names: no FTP bounce).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+
+use super::conn::Session;
+use super::io::{BoxIo, line};
+use super::pipe::{self, write_all};
+use super::stats::Outcome;
+
+const MAX_LINE: usize = 4096;
+/// Plaintext commands allowed before AUTH TLS.
+const MAX_COMMANDS: usize = 20;
+/// How long a passive data port waits for the client.
+const DATA_WAIT: Duration = Duration::from_secs(30);
+
+/// The port of a passive reply: `227 … (h1,h2,h3,h4,p1,p2)` or `229 … (|||port|)`.
+fn passive_port(reply: &str) -> Option<u16> {
+    if let Some(rest) = reply.strip_prefix("227") {
+        let inner = rest.split_once('(')?.1.split_once(')')?.0;
+        let n: Vec<u16> = inner.split(',').map(|p| p.trim().parse().ok()).collect::<Option<_>>()?;
+        if n.len() != 6 || n.iter().any(|v| *v > 255) {
+            return None;
+        }
+        return Some(n[4] << 8 | n[5]);
+    }
+    let rest = reply.strip_prefix("229")?;
+    let inner = rest.split_once('(')?.1.split_once(')')?.0;
+    inner.trim_matches('|').parse().ok()
+}
+
+/// The passive reply the client gets: Gatehouse's address and data port.
+fn passive_reply(code: &str, ip: IpAddr, port: u16) -> String {
+    match (code, ip) {
+        ("227", IpAddr::V4(v4)) => {
+            let o = v4.octets();
+            format!(
+                "227 Entering Passive Mode ({},{},{},{},{},{}).\r\n",
+                o[0],
+                o[1],
+                o[2],
+                o[3],
+                port >> 8,
+                port & 0xff
+            )
+        }
+        _ => format!("229 Entering Extended Passive Mode (|||{port}|)\r\n"),
+    }
+}
+
+/// What a client command line gets on the relayed control connection.
+enum Command {
+    Forward,
+    Answer(&'static str),
+    /// PROT: whether data connections are TLS from now on.
+    Protect(bool),
+}
+
+fn command(line: &str, required: bool) -> Command {
+    let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+    let arg = line.split_whitespace().nth(1).unwrap_or("").to_ascii_uppercase();
+    match verb.as_str() {
+        "PBSZ" => Command::Answer("200 PBSZ=0\r\n"),
+        "PROT" if arg == "P" => Command::Protect(true),
+        "PROT" if arg == "C" && !required => Command::Protect(false),
+        "PROT" => Command::Answer("534 Only PROT P is allowed here\r\n"),
+        "PORT" | "EPRT" | "LPRT" => {
+            Command::Answer("502 Active mode is not available through this proxy; use passive mode\r\n")
+        }
+        "AUTH" => Command::Answer("503 TLS is already on\r\n"),
+        "CCC" => Command::Answer("534 The control connection stays encrypted\r\n"),
+        _ => Command::Forward,
+    }
+}
+
+pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
+    let cfg = s.live.config.clone();
+    let Some(target) = s.live.default.as_ref() else { return Outcome::NoRoute };
+    let plaintext = timeout(cfg.handshake_timeout, async {
+        write_all(&mut client, b"220 Gatehouse FTP ready (AUTH TLS required)\r\n")
+            .await
+            .map_err(|e| (Outcome::Reset, e.to_string()))?;
+        let mut buf = BytesMut::with_capacity(256);
+        for _ in 0..MAX_COMMANDS {
+            let l = line(&mut client, &mut buf, MAX_LINE).await.map_err(|e| (Outcome::Protocol, e.to_string()))?;
+            let text = String::from_utf8_lossy(&l).trim_end().to_ascii_uppercase();
+            let answer: &[u8] = match text.as_str() {
+                "AUTH TLS" | "AUTH SSL" | "AUTH TLS-C" => {
+                    if !buf.is_empty() {
+                        return Err((Outcome::Protocol, "bytes after AUTH TLS, before TLS (injection attempt)".into()));
+                    }
+                    write_all(&mut client, b"234 Proceed with TLS negotiation\r\n")
+                        .await
+                        .map_err(|e| (Outcome::Reset, e.to_string()))?;
+                    return Ok(true);
+                }
+                "FEAT" => b"211-Features:\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n EPSV\r\n PASV\r\n211 End\r\n",
+                "QUIT" => {
+                    let _ = write_all(&mut client, b"221 Goodbye\r\n").await;
+                    return Ok(false);
+                }
+                "NOOP" => b"200 OK\r\n",
+                _ => b"530 Use AUTH TLS first\r\n",
+            };
+            write_all(&mut client, answer).await.map_err(|e| (Outcome::Reset, e.to_string()))?;
+        }
+        Err((Outcome::TlsRequired, format!("{MAX_COMMANDS} commands without AUTH TLS")))
+    })
+    .await;
+    match plaintext {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return Outcome::Closed,
+        Ok(Err((o, why))) => {
+            s.detail = why;
+            return o;
+        }
+        Err(_) => {
+            s.detail = "no AUTH TLS within handshake_timeout".into();
+            return Outcome::TlsRequired;
+        }
+    }
+    let mut client = match s.handshake(client).await {
+        Ok(c) => c,
+        Err(o) => return o,
+    };
+    let (mut backend, _active) = match s.dial(target).await {
+        Ok(b) => b,
+        Err(o) => {
+            let _ = write_all(&mut client, b"421 Gatehouse could not reach the server\r\n").await;
+            return o;
+        }
+    };
+    let Some(backend_ip) = s.backend_addr.map(|a| a.ip()) else {
+        s.detail = "an FTP backend must be reached over TCP (its data ports)".into();
+        return Outcome::Backend;
+    };
+    // The backend's greeting: the client had Gatehouse's.
+    let (mut from_client, mut from_backend) = (BytesMut::new(), BytesMut::new());
+    let greeted = timeout(cfg.connect_timeout, async {
+        loop {
+            let l = line(&mut backend, &mut from_backend, MAX_LINE).await?;
+            if !l.starts_with(b"220") {
+                return Err(std::io::Error::other(format!(
+                    "unexpected greeting {:?}",
+                    String::from_utf8_lossy(&l).trim_end()
+                )));
+            }
+            if l.get(3) != Some(&b'-') {
+                return Ok(());
+            }
+        }
+    })
+    .await;
+    if !matches!(greeted, Ok(Ok(()))) {
+        s.detail = "no greeting from the backend within connect_timeout".into();
+        return Outcome::Backend;
+    }
+    let required = cfg.tls.as_ref().is_none_or(|t| t.required);
+    let acceptor = s.live.acceptor.clone();
+    let (client_ip, local_ip) = (s.client.ip(), s.local.ip());
+    let mut private = false;
+    let mut data: Option<tokio::task::JoinHandle<()>> = None;
+    let (mut up, mut down) = (0u64, 0u64);
+    let idle = cfg.idle_timeout;
+    let end = loop {
+        let next = tokio::select! {
+            l = line(&mut client, &mut from_client, MAX_LINE) => (true, l),
+            l = line(&mut backend, &mut from_backend, MAX_LINE) => (false, l),
+            () = tokio::time::sleep(idle) => {
+                // A long transfer keeps the control connection quiet: that is not idleness.
+                if data.as_ref().is_some_and(|d| !d.is_finished()) {
+                    continue;
+                }
+                break Outcome::Idle;
+            }
+        };
+        let (from_client_side, l) = match next {
+            (side, Ok(l)) => (side, l),
+            (_, Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Outcome::Closed,
+            (side, Err(e)) => {
+                s.detail = format!("{} control connection: {e}", if side { "client" } else { "backend" });
+                break Outcome::Reset;
+            }
+        };
+        let text = String::from_utf8_lossy(&l).into_owned();
+        let sent = if from_client_side {
+            up += l.len() as u64;
+            match command(&text, required) {
+                Command::Forward => write_all(&mut backend, &l).await,
+                Command::Answer(a) => write_all(&mut client, a.as_bytes()).await,
+                Command::Protect(p) => {
+                    private = p;
+                    write_all(&mut client, b"200 Protection level set\r\n").await
+                }
+            }
+        } else {
+            down += l.len() as u64;
+            match passive_port(&text) {
+                Some(port) => {
+                    let listener = match TcpListener::bind(SocketAddr::new(local_ip, 0)).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            s.detail = format!("cannot open a data port: {e}");
+                            break Outcome::Reset;
+                        }
+                    };
+                    let ours = listener.local_addr().map_or(0, |a| a.port());
+                    if let Some(old) = data.take() {
+                        old.abort();
+                    }
+                    let tls = private.then(|| acceptor.clone()).flatten();
+                    data = Some(tokio::spawn(data_connection(
+                        listener,
+                        client_ip,
+                        SocketAddr::new(backend_ip, port),
+                        tls,
+                        idle,
+                    )));
+                    write_all(&mut client, passive_reply(&text[..3], local_ip, ours).as_bytes()).await
+                }
+                None => write_all(&mut client, &l).await,
+            }
+        };
+        if sent.is_err() {
+            break Outcome::Reset;
+        }
+    };
+    if let Some(d) = data {
+        // A transfer in progress finishes on its own; a port nobody used closes.
+        let _ = timeout(DATA_WAIT, d).await;
+    }
+    s.moved = pipe::Moved { up, down };
+    end
+}
+
+/// One passive data connection: the client's (from its own address only), TLS under
+/// PROT P, piped to the backend's data port.
+async fn data_connection(
+    listener: TcpListener,
+    client_ip: IpAddr,
+    backend: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    idle: Duration,
+) {
+    let accepted = timeout(DATA_WAIT, async {
+        loop {
+            let (tcp, peer) = listener.accept().await?;
+            if peer.ip() == client_ip {
+                return Ok::<_, std::io::Error>(tcp);
+            }
+            tracing::debug!(peer = %peer, "FTP data connection from another address refused");
+        }
+    })
+    .await;
+    let Ok(Ok(tcp)) = accepted else { return };
+    drop(listener);
+    let _ = tcp.set_nodelay(true);
+    let client: BoxIo = match tls {
+        Some(acceptor) => match timeout(DATA_WAIT, acceptor.accept(tcp)).await {
+            Ok(Ok(t)) => Box::new(t),
+            _ => return,
+        },
+        None => Box::new(tcp),
+    };
+    let Ok(Ok(server)) = timeout(DATA_WAIT, tokio::net::TcpStream::connect(backend)).await else { return };
+    let _ = pipe::run(client, Box::new(server), idle, None).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passive_replies_are_read_and_written() {
+        assert_eq!(passive_port("227 Entering passive mode (127,0,0,1,195,80)."), Some(50000));
+        assert_eq!(passive_port("229 Entering extended passive mode (|||50001|)."), Some(50001));
+        assert_eq!(passive_port("227 (1,2,3,4,5)"), None);
+        assert_eq!(passive_port("227 (1,2,3,4,300,1)"), None);
+        assert_eq!(passive_port("226 Transfer complete."), None);
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        assert_eq!(passive_reply("227", ip, 50000), "227 Entering Passive Mode (10,1,2,3,195,80).\r\n");
+        assert_eq!(passive_reply("229", ip, 50000), "229 Entering Extended Passive Mode (|||50000|)\r\n");
+    }
+
+    #[test]
+    fn data_stays_private_and_active_mode_is_refused() {
+        assert!(matches!(command("PROT C\r\n", true), Command::Answer(_)));
+        assert!(matches!(command("prot c\r\n", false), Command::Protect(false)));
+        assert!(matches!(command("PROT P\r\n", true), Command::Protect(true)));
+        assert!(matches!(command("PORT 127,0,0,1,4,1\r\n", true), Command::Answer(a) if a.starts_with("502")));
+        assert!(matches!(command("EPRT |1|127.0.0.1|1025|\r\n", true), Command::Answer(a) if a.starts_with("502")));
+        assert!(matches!(command("RETR a.txt\r\n", true), Command::Forward));
+    }
+}
