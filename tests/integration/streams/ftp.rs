@@ -7,44 +7,27 @@ use std::process::{Command, Stdio};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{files, need, read_until, run};
-use crate::harness::{
-    Gatehouse, NET_TIMEOUT, TestCa, ci_python, lease_ports, metrics_with, wait_until_blocking, within,
-};
-
-struct Ftpd(std::process::Child, tempfile::TempDir);
-
-impl Drop for Ftpd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use super::{Daemon, files, need, read_until, run};
+use crate::harness::{Gatehouse, TestCa, ci_python, metrics_with, within};
 
 /// pyftpdlib serving a directory holding `hello.txt`, anonymous, with uploads allowed.
-fn ftpd() -> (Ftpd, u16) {
+fn ftpd() -> Daemon {
     let python = ci_python("pyftpdlib", "pyftpdlib==2.0.1");
-    let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(dir.path().join("hello.txt"), "hello over FTPS\n").expect("file");
-    let [lease] = lease_ports::<1>();
-    let port = lease.port;
-    drop(lease);
-    let child = Command::new(python)
-        .args(["-m", "pyftpdlib", "-i", "127.0.0.1", "-p", &port.to_string(), "-w", "-d"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pyftpdlib");
-    let up = wait_until_blocking(NET_TIMEOUT, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    assert!(up, "pyftpdlib did not listen on {port}");
-    (Ftpd(child, dir), port)
+    Daemon::start(|port, dir| {
+        std::fs::write(dir.join("hello.txt"), "hello over FTPS\n").expect("file");
+        let mut c = Command::new(&python);
+        c.args(["-m", "pyftpdlib", "-i", "127.0.0.1", "-p", &port.to_string(), "-w", "-d"])
+            .arg(dir)
+            .stdout(Stdio::null());
+        c
+    })
 }
 
 #[tokio::test]
 async fn curl_lists_downloads_and_uploads_over_explicit_ftps() {
     need("curl", "curl");
-    let (server, port) = ftpd();
+    let server = ftpd();
+    let port = server.port;
     let ca = TestCa::new();
     let own = ca.issue(&["ftp.test", "127.0.0.1"]);
     let dir = tempfile::tempdir().expect("dir");
@@ -83,7 +66,7 @@ async fn curl_lists_downloads_and_uploads_over_explicit_ftps() {
     let upload = up.display().to_string();
     let (ok, out) = curl(&["-T", &upload], "up.txt");
     assert!(ok, "{out}");
-    let stored = std::fs::read_to_string(server.1.path().join("up.txt")).expect("uploaded file");
+    let stored = std::fs::read_to_string(server.dir.path().join("up.txt")).expect("uploaded file");
     assert_eq!(stored, "uploaded through gatehouse\n");
     // Active mode goes around the proxy: refused.
     let (ok, out) = curl(&["--ftp-port", "-"], "hello.txt");

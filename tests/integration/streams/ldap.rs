@@ -4,49 +4,30 @@
 
 use std::process::{Command, Stdio};
 
-use super::{files, need, run};
-use crate::harness::{Gatehouse, NET_TIMEOUT, TestCa, lease_ports, metrics_with, wait_until_blocking};
-
-struct Slapd(std::process::Child, tempfile::TempDir);
-
-impl Drop for Slapd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use super::{Daemon, files, need, run, s_client};
+use crate::harness::{Gatehouse, TestCa, metrics_with};
 
 /// slapd answering anonymous binds and Who am I? (no database needed for that).
-fn slapd() -> (Slapd, u16) {
+fn slapd() -> Daemon {
     need("slapd", "slapd");
-    let dir = tempfile::tempdir().expect("dir");
-    let conf = dir.path().join("slapd.conf");
-    let run_dir = dir.path().display().to_string();
-    std::fs::write(
-        &conf,
-        format!("include /etc/ldap/schema/core.schema\npidfile {run_dir}/slapd.pid\nargsfile {run_dir}/slapd.args\n"),
-    )
-    .expect("slapd.conf");
-    let [lease] = lease_ports::<1>();
-    let port = lease.port;
-    drop(lease);
-    let child = Command::new("slapd")
-        .args(["-d", "0", "-h", &format!("ldap://127.0.0.1:{port}/"), "-f"])
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("slapd");
-    let up = wait_until_blocking(NET_TIMEOUT, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    assert!(up, "slapd did not listen on {port}");
-    (Slapd(child, dir), port)
+    Daemon::start(|port, dir| {
+        let conf = dir.join("slapd.conf");
+        let run_dir = dir.display();
+        let text = format!(
+            "include /etc/ldap/schema/core.schema\npidfile {run_dir}/slapd.pid\nargsfile {run_dir}/slapd.args\n"
+        );
+        std::fs::write(&conf, text).expect("slapd.conf");
+        let mut c = Command::new("slapd");
+        c.args(["-d", "0", "-h", &format!("ldap://127.0.0.1:{port}/"), "-f"]).arg(conf).stdout(Stdio::null());
+        c
+    })
 }
 
 #[tokio::test]
 async fn ldapwhoami_starts_tls_with_gatehouse_and_gets_its_answer_from_slapd() {
     need("ldapwhoami", "ldap-utils");
-    need("openssl", "openssl");
-    let (_slapd, port) = slapd();
+    let slapd = slapd();
+    let port = slapd.port;
     let ca = TestCa::new();
     let own = ca.issue(&["ldap.test", "127.0.0.1"]);
     let dir = tempfile::tempdir().expect("dir");
@@ -76,10 +57,7 @@ async fn ldapwhoami_starts_tls_with_gatehouse_and_gets_its_answer_from_slapd() {
     // Disconnection (confidentiality required) and closes.
     let (ok, out) = whoami(&[]);
     assert!(!ok && !out.contains("anonymous"), "{out}");
-    let addr = gh.stream("ldap").to_string();
-    let (ok, out) = run(Command::new("openssl")
-        .args(["s_client", "-connect", &addr, "-starttls", "ldap", "-verify_return_error", "-CAfile"])
-        .arg(&ca_path));
-    assert!(ok && out.contains("Verify return code: 0 (ok)"), "{out}");
+    let (ok, out) = s_client(gh.stream("ldap"), &["-starttls", "ldap"], &ca_path);
+    assert!(ok, "{out}");
     metrics_with(gh.admin, &["{stream=\"ldap\",outcome=\"tls_required\"} 1"]).await;
 }

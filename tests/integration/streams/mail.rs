@@ -8,10 +8,8 @@ use std::process::{Command, Stdio};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{files, need, read_until, run};
-use crate::harness::TestCa;
-use crate::harness::lease_ports;
-use crate::harness::{Gatehouse, NET_TIMEOUT, ci_python, metrics_with, within};
+use super::{Daemon, files, read_until, s_client};
+use crate::harness::{Gatehouse, TestCa, ci_python, metrics_with, within};
 
 fn mail_stream(name: &str, protocol: &str, backend: &str) -> String {
     format!(
@@ -29,30 +27,13 @@ fn start(streams: &str, ca: &TestCa) -> (Gatehouse, std::path::PathBuf) {
 }
 
 /// aiosmtpd on a leased port, printing what it receives.
-struct Smtpd(std::process::Child, u16);
-
-impl Drop for Smtpd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn smtpd() -> Smtpd {
+fn smtpd() -> Daemon {
     let python = ci_python("aiosmtpd", "aiosmtpd==1.4.6");
-    let [lease] = lease_ports::<1>();
-    let port = lease.port;
-    drop(lease);
-    let child = Command::new(python)
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("aiosmtpd");
-    let up =
-        crate::harness::wait_until_blocking(NET_TIMEOUT, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    assert!(up, "aiosmtpd did not listen on {port}");
-    Smtpd(child, port)
+    Daemon::start(|port, _| {
+        let mut c = Command::new(&python);
+        c.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]).stdout(Stdio::piped());
+        c
+    })
 }
 
 /// Reads one (possibly multi-line) SMTP reply.
@@ -72,7 +53,7 @@ async fn reply<S: tokio::io::AsyncRead + Unpin>(r: &mut BufReader<S>) -> String 
 async fn smtp_starttls_is_terminated_and_mail_reaches_the_real_server() {
     let server = smtpd();
     let ca = TestCa::new();
-    let (gh, _) = start(&mail_stream("smtp", "smtp", &format!("127.0.0.1:{}", server.1)), &ca);
+    let (gh, _) = start(&mail_stream("smtp", "smtp", &format!("127.0.0.1:{}", server.port)), &ca);
     let tcp = within("connect", TcpStream::connect(gh.stream("smtp"))).await.expect("connect");
     let mut r = BufReader::new(tcp);
     assert!(reply(&mut r).await.starts_with("220 mail.test"));
@@ -101,32 +82,14 @@ async fn smtp_starttls_is_terminated_and_mail_reaches_the_real_server() {
         assert!(got.starts_with(code), "{line:?} -> {got:?}");
     }
     drop(r);
-    let mut server = server;
-    let _ = server.0.kill();
-    let mut out = String::new();
-    if let Some(mut o) = server.0.stdout.take() {
-        use std::io::Read;
-        let _ = o.read_to_string(&mut out);
-    }
+    let out = server.stop();
     assert!(out.contains("sent over TLS"), "aiosmtpd printed: {out}");
 
     // openssl's own STARTTLS dialogue verifies the certificate.
-    need("openssl", "openssl");
     let again = smtpd();
-    let (gh2, ca_path) = start(&mail_stream("smtp", "smtp", &format!("127.0.0.1:{}", again.1)), &ca);
-    let port = gh2.stream("smtp").port().to_string();
-    let (ok, out) = run(Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-starttls",
-            "smtp",
-            "-verify_return_error",
-            "-CAfile",
-        ])
-        .arg(&ca_path));
-    assert!(ok && out.contains("Verify return code: 0 (ok)"), "{out}");
+    let (gh2, ca_path) = start(&mail_stream("smtp", "smtp", &format!("127.0.0.1:{}", again.port)), &ca);
+    let (ok, out) = s_client(gh2.stream("smtp"), &["-starttls", "smtp"], &ca_path);
+    assert!(ok, "{out}");
 }
 
 #[tokio::test]
@@ -169,7 +132,6 @@ async fn line_server(greeting: &'static str) -> std::net::SocketAddr {
 
 #[tokio::test]
 async fn imap_and_pop3_start_tls_the_way_their_clients_do() {
-    need("openssl", "openssl");
     let ca = TestCa::new();
     let imap = line_server("* OK IMAP backend ready\r\n").await;
     let pop3 = line_server("+OK POP3 backend ready\r\n").await;
@@ -194,18 +156,7 @@ async fn imap_and_pop3_start_tls_the_way_their_clients_do() {
         tls.write_all(b"after tls\r\n").await.expect("write");
         // The backend's greeting was dropped; its answer comes first.
         assert_eq!(read_until(&mut tls, "\r\n").await, "backend says: after tls\r\n", "{name}");
-        let port = gh.stream(name).port().to_string();
-        let (ok, out) = run(Command::new("openssl")
-            .args([
-                "s_client",
-                "-connect",
-                &format!("127.0.0.1:{port}"),
-                "-starttls",
-                name,
-                "-verify_return_error",
-                "-CAfile",
-            ])
-            .arg(&ca_path));
-        assert!(ok && out.contains("Verify return code: 0 (ok)"), "{name}: {out}");
+        let (ok, out) = s_client(gh.stream(name), &["-starttls", name], &ca_path);
+        assert!(ok, "{name}: {out}");
     }
 }

@@ -13,7 +13,7 @@ mod tcp;
 mod tls;
 
 use std::net::SocketAddr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,62 @@ pub fn run(cmd: &mut Command) -> (bool, String) {
     let out = output_within(cmd, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
+}
+
+/// `openssl s_client` to `addr` with `extra` (`-starttls smtp`, `-alpn postgresql`),
+/// verifying against `ca`: true when the handshake verified, with its output.
+pub fn s_client(addr: SocketAddr, extra: &[&str], ca: &std::path::Path) -> (bool, String) {
+    need("openssl", "openssl");
+    let (ok, out) = run(Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), "-verify_return_error"])
+        .args(extra)
+        .arg("-CAfile")
+        .arg(ca));
+    (ok && out.contains("Verify return code: 0 (ok)"), out)
+}
+
+/// A server process the test runs (an FTP, LDAP or SMTP server), killed when dropped,
+/// with the directory it works in.
+pub struct Daemon {
+    child: std::process::Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Daemon {
+    /// Starts the command `make` builds for a leased port and its own directory, and waits
+    /// until the port accepts connections.
+    pub fn start(make: impl FnOnce(u16, &std::path::Path) -> Command) -> Daemon {
+        let dir = tempfile::tempdir().expect("dir");
+        let [lease] = crate::harness::lease_ports::<1>();
+        let port = lease.port;
+        drop(lease);
+        let mut cmd = make(port, dir.path());
+        let child = cmd.stdin(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        let up = crate::harness::wait_until_blocking(NET_TIMEOUT, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "{cmd:?} did not listen on {port}");
+        Daemon { child, dir, port }
+    }
+
+    /// Stops it and returns what it printed on stdout (when that was piped).
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            use std::io::Read;
+            let _ = o.read_to_string(&mut out);
+        }
+        out
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A backend that echoes what it reads, passing the client's end of file back as its own.

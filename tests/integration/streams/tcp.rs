@@ -194,3 +194,54 @@ async fn the_proxy_header_is_taken_from_balancers_and_sent_to_backends() {
     assert_eq!(&header[24..26], &local.port().to_be_bytes());
     metrics_with(gh.admin, &["{stream=\"v1\",outcome=\"proxy_header\"} 1"]).await;
 }
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_open_connections_finish() {
+    let backend = echo().await;
+    let mut gh = Gatehouse::start(&stream("drain", &backend.to_string(), ""), &[]);
+    let addr = gh.stream("drain");
+    let mut open = within("connect", TcpStream::connect(addr)).await.expect("connect");
+    open.write_all(b"before\n").await.expect("write");
+    assert_eq!(read_until(&mut open, "before").await, "before\n");
+    gh.signal("TERM");
+    let refused =
+        crate::harness::wait_until_async(NET_TIMEOUT, || async move { TcpStream::connect(addr).await.is_err() }).await;
+    assert!(refused, "the stream still accepts after SIGTERM");
+    // The connection opened before goes on.
+    open.write_all(b"during shutdown\n").await.expect("write");
+    assert_eq!(read_until(&mut open, "during shutdown").await, "during shutdown\n");
+    open.shutdown().await.expect("half-close");
+    let mut rest = Vec::new();
+    within("end", open.read_to_end(&mut rest)).await.expect("read");
+    // With its last connection gone, the process ends well before the 10 s shutdown timeout.
+    let started = std::time::Instant::now();
+    assert_eq!(gh.wait_exit(Duration::from_secs(9)), Some(0), "{}", gh.log());
+    assert!(started.elapsed() < Duration::from_secs(9));
+}
+
+#[tokio::test]
+async fn health_checks_take_a_dead_backend_out_before_any_client_meets_it() {
+    let live = echo().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let extra = "    health_check: {interval: 100ms, timeout: 1s, unhealthy_after: 1}\n";
+    let gh = Gatehouse::start(&stream("hc", &format!("{dead}, {live}"), extra), &[]);
+    let down = format!("gatehouse_backend_up{{site=\"stream:hc\",route=\"hc\",backend=\"http://{dead}\"}} 0");
+    let text = metrics_with(gh.admin, &[&down]).await;
+    assert!(text.contains(&down), "{text}");
+    let failures = |text: &str| {
+        let key =
+            format!("gatehouse_backend_failures_total{{site=\"stream:hc\",route=\"hc\",backend=\"http://{dead}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(key.as_str())).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    let before = failures(&text);
+    for _ in 0..6 {
+        let mut s = within("connect", TcpStream::connect(gh.stream("hc"))).await.expect("connect");
+        s.write_all(b"x").await.expect("write");
+        s.shutdown().await.expect("half-close");
+        let mut back = Vec::new();
+        within("echo", s.read_to_end(&mut back)).await.expect("read");
+        assert_eq!(back, b"x");
+    }
+    let after = failures(&metrics_with(gh.admin, &["{stream=\"hc\",outcome=\"closed\"} 6"]).await);
+    assert_eq!(before, after, "connections were still sent to the backend checks took out");
+}

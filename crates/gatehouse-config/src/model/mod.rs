@@ -455,6 +455,18 @@ impl Config {
             }
         }
         out.extend(self.tls.acme.as_ref().and_then(|a| a.ca_root.clone()));
+        // Streams: their certificates and their backends' TLS files.
+        for s in &self.streams {
+            if let Some(p) = s.tls.as_ref().and_then(|t| t.pair.as_ref()) {
+                out.extend([p.cert.clone(), p.key.clone()]);
+            }
+            for t in s.backend_tls.iter().chain(s.routes.iter().filter_map(|r| r.backend_tls.as_ref())) {
+                out.extend(t.ca.iter().cloned());
+                if let Some(c) = &t.client {
+                    out.extend([c.cert.clone(), c.key.clone()]);
+                }
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         out.retain(|p| seen.insert(p.clone()));
         out

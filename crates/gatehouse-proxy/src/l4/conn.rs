@@ -127,70 +127,98 @@ impl Session<'_> {
 
     /// Bytes as they come, TLS from the first byte when the stream has `tls`, routed by SNI
     /// when it has routes.
-    async fn generic(&mut self, mut client: BoxIo) -> Outcome {
+    async fn generic(&mut self, client: BoxIo) -> Outcome {
+        self.generic_session(client).await.unwrap_or_else(|o| o)
+    }
+
+    async fn generic_session(&mut self, mut client: BoxIo) -> Result<Outcome, Outcome> {
         let live = self.live;
-        let cfg = &live.config;
-        let tls = cfg.tls.as_ref();
+        let tls = live.config.tls.as_ref();
+        // The ClientHello is read ahead when its name picks the route, or when a client
+        // without TLS may go on plain.
         let peek = !live.routes.is_empty() || tls.is_some_and(|t| !t.required);
         let mut plain = tls.is_none();
         if peek {
             let mut buf = BytesMut::with_capacity(1024);
-            let read = timeout(cfg.handshake_timeout, async {
-                loop {
-                    match sni::parse(&buf) {
-                        Hello::Partial if buf.len() < sni::MAX_HELLO => {
-                            if client.read_buf(&mut buf).await? == 0 {
-                                return Err(super::io::closed());
+            let hello = self
+                .client_step("the ClientHello", async {
+                    loop {
+                        match sni::parse(&buf) {
+                            Hello::Partial if buf.len() < sni::MAX_HELLO => {
+                                if client.read_buf(&mut buf).await? == 0 {
+                                    return Err(super::io::closed());
+                                }
                             }
+                            Hello::Partial => return Ok(Hello::NotTls),
+                            done => return Ok(done),
                         }
-                        Hello::Partial => return Ok(Hello::NotTls),
-                        done => return Ok(done),
                     }
-                }
-            })
-            .await;
-            match read {
-                Ok(Ok(Hello::Done(name))) => self.sni = name,
-                Ok(Ok(_)) if tls.is_some_and(|t| !t.required) && live.routes.is_empty() => plain = true,
-                Ok(Ok(_)) if tls.is_some() => {
+                })
+                .await?;
+            match hello {
+                Hello::Done(name) => self.sni = name,
+                _ if tls.is_some_and(|t| !t.required) && live.routes.is_empty() => plain = true,
+                _ if tls.is_some() => {
                     self.detail = "the client did not start with a TLS ClientHello".into();
-                    return Outcome::TlsRequired;
+                    return Err(Outcome::TlsRequired);
                 }
-                Ok(Ok(_)) => {
+                _ => {
                     self.detail = "SNI routes need a TLS ClientHello".into();
-                    return Outcome::Protocol;
-                }
-                Ok(Err(e)) => {
-                    self.detail = e.to_string();
-                    return Outcome::Protocol;
-                }
-                Err(_) => {
-                    self.detail = "no ClientHello within handshake_timeout".into();
-                    return Outcome::Handshake;
+                    return Err(Outcome::Protocol);
                 }
             }
             client = Box::new(Prefixed::new(buf.freeze(), client));
         }
         let Some(target) = live.target(self.sni.as_deref()) else {
             self.detail = format!("no route for SNI {:?}", self.sni.as_deref().unwrap_or(""));
-            return Outcome::NoRoute;
+            return Err(Outcome::NoRoute);
         };
         if !plain && !target.passthrough {
-            client = match self.handshake(client).await {
-                Ok(c) => c,
-                Err(o) => return o,
-            };
+            client = self.handshake(client).await?;
         }
-        let backend = match self.dial(target).await {
-            Ok(b) => b,
-            Err(o) => return o,
-        };
-        let (io, _active) = backend;
-        let io = match self.backend_tls(target, io).await {
-            Ok(io) => io,
-            Err(o) => return o,
-        };
-        self.pipe(client, io).await
+        let (backend, _active) = self.dial(target).await?;
+        let backend = self.backend_tls(target, backend).await?;
+        Ok(self.pipe(client, backend).await)
+    }
+
+    /// A step of the client's (its opening, its login), bounded by `handshake_timeout`:
+    /// its error is the client's protocol error, lateness a failed handshake.
+    pub(super) async fn client_step<T, E: std::fmt::Display>(
+        &mut self,
+        what: &str,
+        step: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, Outcome> {
+        match timeout(self.live.config.handshake_timeout, step).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.detail = format!("{what}: {e}");
+                Err(Outcome::Protocol)
+            }
+            Err(_) => {
+                self.detail = format!("{what}: not within handshake_timeout");
+                Err(Outcome::Handshake)
+            }
+        }
+    }
+
+    /// A step of the backend's (its greeting, its STARTTLS), bounded by `connect_timeout`:
+    /// any failure is the backend's.
+    pub(super) async fn backend_step<T, E: std::fmt::Display>(
+        &mut self,
+        what: &str,
+        step: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, Outcome> {
+        match timeout(self.live.config.connect_timeout, step).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.detail = format!("{what}: {e}");
+                Err(Outcome::Backend)
+            }
+            Err(_) => {
+                self.detail = format!("{what}: not within connect_timeout");
+                Err(Outcome::Backend)
+            }
+        }
     }
 
     /// The TLS handshake with the client (bounded by `handshake_timeout`).

@@ -11,7 +11,6 @@
 //!   already uses for control (never the one the reply names: no FTP bounce).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -19,13 +18,12 @@ use tokio::net::TcpListener;
 use tokio::time::timeout;
 
 use super::conn::Session;
+use super::dialogue::{Reply, before_tls};
 use super::io::{BoxIo, line};
 use super::pipe::{self, write_all};
 use super::stats::Outcome;
 
 const MAX_LINE: usize = 4096;
-/// Plaintext commands allowed before AUTH TLS.
-const MAX_COMMANDS: usize = 20;
 /// How long a passive data port waits for the client.
 const DATA_WAIT: Duration = Duration::from_secs(30);
 
@@ -63,6 +61,18 @@ fn passive_reply(code: &str, ip: IpAddr, port: u16) -> String {
     }
 }
 
+/// What Gatehouse answers before TLS.
+fn plaintext(line: &str) -> Reply {
+    let say = |r: &[u8]| Reply::Say(r.to_vec());
+    match line.to_ascii_uppercase().as_str() {
+        "AUTH TLS" | "AUTH SSL" | "AUTH TLS-C" => Reply::StartTls(b"234 Proceed with TLS negotiation\r\n".to_vec()),
+        "FEAT" => say(b"211-Features:\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n EPSV\r\n PASV\r\n211 End\r\n"),
+        "QUIT" => Reply::Bye(b"221 Goodbye\r\n".to_vec()),
+        "NOOP" => say(b"200 OK\r\n"),
+        _ => say(b"530 Use AUTH TLS first\r\n"),
+    }
+}
+
 /// What a client command line gets on the relayed control connection.
 enum Command {
     Forward,
@@ -88,90 +98,46 @@ fn command(line: &str, required: bool) -> Command {
     }
 }
 
-pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
-    let cfg = s.live.config.clone();
-    let Some(target) = s.live.default.as_ref() else { return Outcome::NoRoute };
-    let plaintext = timeout(cfg.handshake_timeout, async {
-        write_all(&mut client, b"220 Gatehouse FTP ready (AUTH TLS required)\r\n")
-            .await
-            .map_err(|e| (Outcome::Reset, e.to_string()))?;
-        let mut buf = BytesMut::with_capacity(256);
-        for _ in 0..MAX_COMMANDS {
-            let l = line(&mut client, &mut buf, MAX_LINE).await.map_err(|e| (Outcome::Protocol, e.to_string()))?;
-            let text = String::from_utf8_lossy(&l).trim_end().to_ascii_uppercase();
-            let answer: &[u8] = match text.as_str() {
-                "AUTH TLS" | "AUTH SSL" | "AUTH TLS-C" => {
-                    if !buf.is_empty() {
-                        return Err((Outcome::Protocol, "bytes after AUTH TLS, before TLS (injection attempt)".into()));
-                    }
-                    write_all(&mut client, b"234 Proceed with TLS negotiation\r\n")
-                        .await
-                        .map_err(|e| (Outcome::Reset, e.to_string()))?;
-                    return Ok(true);
-                }
-                "FEAT" => b"211-Features:\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n EPSV\r\n PASV\r\n211 End\r\n",
-                "QUIT" => {
-                    let _ = write_all(&mut client, b"221 Goodbye\r\n").await;
-                    return Ok(false);
-                }
-                "NOOP" => b"200 OK\r\n",
-                _ => b"530 Use AUTH TLS first\r\n",
-            };
-            write_all(&mut client, answer).await.map_err(|e| (Outcome::Reset, e.to_string()))?;
-        }
-        Err((Outcome::TlsRequired, format!("{MAX_COMMANDS} commands without AUTH TLS")))
-    })
-    .await;
-    match plaintext {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => return Outcome::Closed,
-        Ok(Err((o, why))) => {
-            s.detail = why;
-            return o;
-        }
-        Err(_) => {
-            s.detail = "no AUTH TLS within handshake_timeout".into();
-            return Outcome::TlsRequired;
-        }
+pub(super) async fn run(s: &mut Session<'_>, client: BoxIo) -> Outcome {
+    session(s, client).await.unwrap_or_else(|o| o)
+}
+
+async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outcome> {
+    let live = s.live;
+    let cfg = &live.config;
+    let target = live.default.as_ref().ok_or(Outcome::NoRoute)?;
+    if !before_tls(s, &mut client, b"220 Gatehouse FTP ready (AUTH TLS required)\r\n", plaintext).await? {
+        return Ok(Outcome::Closed);
     }
-    let mut client = match s.handshake(client).await {
-        Ok(c) => c,
-        Err(o) => return o,
-    };
+    let mut client = s.handshake(client).await?;
     let (mut backend, _active) = match s.dial(target).await {
         Ok(b) => b,
         Err(o) => {
             let _ = write_all(&mut client, b"421 Gatehouse could not reach the server\r\n").await;
-            return o;
+            return Err(o);
         }
     };
     let Some(backend_ip) = s.backend_addr.map(|a| a.ip()) else {
         s.detail = "an FTP backend must be reached over TCP (its data ports)".into();
-        return Outcome::Backend;
+        return Err(Outcome::Backend);
     };
     // The backend's greeting: the client had Gatehouse's.
     let (mut from_client, mut from_backend) = (BytesMut::new(), BytesMut::new());
-    let greeted = timeout(cfg.connect_timeout, async {
+    s.backend_step("the backend's greeting", async {
         loop {
             let l = line(&mut backend, &mut from_backend, MAX_LINE).await?;
             if !l.starts_with(b"220") {
-                return Err(std::io::Error::other(format!(
-                    "unexpected greeting {:?}",
-                    String::from_utf8_lossy(&l).trim_end()
-                )));
+                let said = String::from_utf8_lossy(&l).trim_end().to_string();
+                return Err(std::io::Error::other(format!("unexpected greeting {said:?}")));
             }
             if l.get(3) != Some(&b'-') {
                 return Ok(());
             }
         }
     })
-    .await;
-    if !matches!(greeted, Ok(Ok(()))) {
-        s.detail = "no greeting from the backend within connect_timeout".into();
-        return Outcome::Backend;
-    }
+    .await?;
     let required = cfg.tls.as_ref().is_none_or(|t| t.required);
-    let acceptor = s.live.acceptor.clone();
+    let acceptor = live.acceptor.clone();
     let (client_ip, local_ip) = (s.client.ip(), s.local.ip());
     let mut private = false;
     let mut data: Option<tokio::task::JoinHandle<()>> = None;
@@ -245,7 +211,7 @@ pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
         let _ = timeout(DATA_WAIT, d).await;
     }
     s.moved = pipe::Moved { up, down };
-    end
+    Ok(end)
 }
 
 /// One passive data connection: the client's (from its own address only), TLS under

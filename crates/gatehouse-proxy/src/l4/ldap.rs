@@ -9,10 +9,9 @@
 //! client's operations flow.
 
 use bytes::BytesMut;
-use tokio::time::timeout;
 
 use super::conn::Session;
-use super::io::{BoxIo, Prefixed, fill};
+use super::io::{BoxIo, fill};
 use super::pipe::write_all;
 use super::stats::Outcome;
 
@@ -96,69 +95,57 @@ fn parse(msg: &[u8]) -> Option<(Vec<u8>, bool)> {
     Some((id.to_vec(), start_tls))
 }
 
-pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
-    let cfg = s.live.config.clone();
-    let Some(target) = s.live.default.as_ref() else { return Outcome::NoRoute };
+/// The resultCode of an ExtendedResponse message.
+fn result_code(msg: &[u8]) -> Option<u8> {
+    let (0x30, body, _) = element(msg)? else { return None };
+    let (0x02, _, op) = element(body)? else { return None };
+    let (0x78, response, _) = element(op)? else { return None };
+    let (0x0a, code, _) = element(response)? else { return None };
+    code.last().copied()
+}
+
+pub(super) async fn run(s: &mut Session<'_>, client: BoxIo) -> Outcome {
+    session(s, client).await.unwrap_or_else(|o| o)
+}
+
+async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outcome> {
+    let live = s.live;
+    let target = live.default.as_ref().ok_or(Outcome::NoRoute)?;
     let mut buf = BytesMut::with_capacity(64);
-    let first = match timeout(cfg.handshake_timeout, message(&mut client, &mut buf)).await {
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => {
-            s.detail = e;
-            return Outcome::Protocol;
-        }
-        Err(_) => {
-            s.detail = "no StartTLS request within handshake_timeout".into();
-            return Outcome::Handshake;
-        }
-    };
+    let first = s.client_step("the first LDAP message", message(&mut client, &mut buf)).await?;
     let Some((id, start_tls)) = parse(&buf[..first]) else {
         s.detail = "a malformed LDAP message".into();
-        return Outcome::Protocol;
+        return Err(Outcome::Protocol);
     };
     if !start_tls {
         let notice = extended_response(&[0], 13, "StartTLS is required", NOTICE_OF_DISCONNECTION);
         let _ = write_all(&mut client, &notice).await;
         s.detail = "an operation before StartTLS".into();
-        return Outcome::TlsRequired;
+        return Err(Outcome::TlsRequired);
     }
     if buf.len() > first {
         s.detail = "bytes after the StartTLS request, before TLS (injection attempt)".into();
-        return Outcome::Protocol;
+        return Err(Outcome::Protocol);
     }
-    if write_all(&mut client, &extended_response(&id, 0, "", START_TLS)).await.is_err() {
-        return Outcome::Reset;
-    }
-    let client = match s.handshake(client).await {
-        Ok(c) => c,
-        Err(o) => return o,
-    };
-    let (mut backend, _active) = match s.dial(target).await {
-        Ok(b) => b,
-        Err(o) => return o,
-    };
+    s.client_step("answering StartTLS", write_all(&mut client, &extended_response(&id, 0, "", START_TLS))).await?;
+    let client = s.handshake(client).await?;
+    let (mut backend, _active) = s.dial(target).await?;
     if target.tls.is_some() {
         let request = tlv(0x30, &[tlv(0x02, &[1]), tlv(0x77, &tlv(0x80, START_TLS))].concat());
         let mut answer = BytesMut::with_capacity(64);
-        let agreed = timeout(cfg.connect_timeout, async {
-            write_all(&mut backend, &request).await.map_err(|e| e.to_string())?;
-            let n = message(&mut backend, &mut answer).await?;
-            // resultCode is the first element of the ExtendedResponse: 0a 01 00 = success.
-            Ok::<_, String>(answer[..n].windows(3).any(|w| w == [0x0a, 0x01, 0x00]))
-        })
-        .await;
-        if !matches!(agreed, Ok(Ok(true))) {
+        let n = s
+            .backend_step("StartTLS to the backend", async {
+                write_all(&mut backend, &request).await.map_err(|e| e.to_string())?;
+                message(&mut backend, &mut answer).await
+            })
+            .await?;
+        if result_code(&answer[..n]) != Some(0) {
             s.detail = "the backend refused StartTLS".into();
-            return Outcome::Backend;
+            return Err(Outcome::Backend);
         }
-        backend = match s
-            .backend_tls(target, Box::new(Prefixed::new(answer.split_off(answer.len()).freeze(), backend)))
-            .await
-        {
-            Ok(b) => b,
-            Err(o) => return o,
-        };
+        backend = s.backend_tls(target, backend).await?;
     }
-    s.pipe(client, backend).await
+    Ok(s.pipe(client, backend).await)
 }
 
 #[cfg(test)]
@@ -182,5 +169,8 @@ mod tests {
             let _ = parse(&req[..cut]);
         }
         assert_eq!(parse(b"\x30"), None);
+        assert_eq!(result_code(&extended_response(&[1], 0, "", START_TLS)), Some(0));
+        assert_eq!(result_code(&extended_response(&[1], 53, "no", START_TLS)), Some(53));
+        assert_eq!(result_code(&req), None);
     }
 }

@@ -9,27 +9,12 @@
 
 use bytes::BytesMut;
 use gatehouse_config::StreamProtocol;
-use tokio::time::timeout;
 
 use super::conn::Session;
+use super::dialogue::{MAX_LINE, Reply, before_tls};
 use super::io::{BoxIo, Prefixed, line};
 use super::pipe::write_all;
 use super::stats::Outcome;
-
-/// Command lines are short (RFC 5321 allows 512 bytes; IMAP tags add a little).
-const MAX_LINE: usize = 1024;
-/// Plaintext commands allowed before TLS, beyond those answered.
-const MAX_COMMANDS: usize = 20;
-
-/// What a plaintext command line gets.
-enum Reply {
-    /// Send this, keep reading.
-    Say(Vec<u8>),
-    /// Send this, then TLS.
-    StartTls(Vec<u8>),
-    /// Send this, then close.
-    Bye(Vec<u8>),
-}
 
 fn greeting(p: StreamProtocol, name: &str) -> Vec<u8> {
     match p {
@@ -41,7 +26,6 @@ fn greeting(p: StreamProtocol, name: &str) -> Vec<u8> {
 }
 
 fn reply(p: StreamProtocol, name: &str, line: &str) -> Reply {
-    let line = line.trim_end_matches(['\r', '\n']);
     match p {
         StreamProtocol::Smtp => {
             let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
@@ -86,102 +70,49 @@ fn reply(p: StreamProtocol, name: &str, line: &str) -> Reply {
     }
 }
 
-pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
-    let cfg = s.live.config.clone();
-    let Some(target) = s.live.default.as_ref() else { return Outcome::NoRoute };
-    let name = cfg.tls.as_ref().and_then(|t| t.hosts.first().cloned()).unwrap_or_else(|| "gatehouse".to_string());
-    let plaintext = timeout(cfg.handshake_timeout, async {
-        write_all(&mut client, &greeting(cfg.protocol, &name)).await.map_err(|e| (Outcome::Reset, e.to_string()))?;
-        let mut buf = BytesMut::with_capacity(256);
-        for _ in 0..MAX_COMMANDS {
-            let l = line(&mut client, &mut buf, MAX_LINE).await.map_err(|e| (Outcome::Protocol, e.to_string()))?;
-            let text = String::from_utf8_lossy(&l);
-            match reply(cfg.protocol, &name, &text) {
-                Reply::Say(r) => write_all(&mut client, &r).await.map_err(|e| (Outcome::Reset, e.to_string()))?,
-                Reply::Bye(r) => {
-                    let _ = write_all(&mut client, &r).await;
-                    return Ok(false);
-                }
-                Reply::StartTls(r) => {
-                    if !buf.is_empty() {
-                        return Err((
-                            Outcome::Protocol,
-                            "bytes after the STARTTLS command, before TLS (injection attempt)".into(),
-                        ));
-                    }
-                    write_all(&mut client, &r).await.map_err(|e| (Outcome::Reset, e.to_string()))?;
-                    return Ok(true);
-                }
-            }
-        }
-        Err((Outcome::TlsRequired, format!("{MAX_COMMANDS} commands without STARTTLS")))
-    })
-    .await;
-    match plaintext {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => return Outcome::Closed,
-        Ok(Err((o, why))) => {
-            s.detail = why;
-            return o;
-        }
-        Err(_) => {
-            s.detail = "no STARTTLS within handshake_timeout".into();
-            return Outcome::TlsRequired;
-        }
+pub(super) async fn run(s: &mut Session<'_>, client: BoxIo) -> Outcome {
+    session(s, client).await.unwrap_or_else(|o| o)
+}
+
+async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outcome> {
+    let live = s.live;
+    let protocol = live.config.protocol;
+    let target = live.default.as_ref().ok_or(Outcome::NoRoute)?;
+    let name = live.config.tls.as_ref().and_then(|t| t.hosts.first().cloned()).unwrap_or_else(|| "gatehouse".into());
+    if !before_tls(s, &mut client, &greeting(protocol, &name), |l| reply(protocol, &name, l)).await? {
+        return Ok(Outcome::Closed);
     }
-    let client = match s.handshake(client).await {
-        Ok(c) => c,
-        Err(o) => return o,
-    };
-    let (mut backend, _active) = match s.dial(target).await {
-        Ok(b) => b,
-        Err(o) => return o,
-    };
+    let client = s.handshake(client).await?;
+    let (mut backend, _active) = s.dial(target).await?;
     let mut buf = BytesMut::with_capacity(512);
-    let opened = timeout(cfg.connect_timeout, async {
-        skip_reply(cfg.protocol, &mut backend, &mut buf).await?;
-        if target.tls.is_some() {
-            let (command, ok) = match cfg.protocol {
-                StreamProtocol::Smtp => {
-                    write_all(&mut backend, b"EHLO gatehouse\r\n").await?;
-                    skip_reply(cfg.protocol, &mut backend, &mut buf).await?;
-                    (&b"STARTTLS\r\n"[..], "220")
-                }
-                StreamProtocol::Imap => (&b"gh1 STARTTLS\r\n"[..], "gh1 OK"),
-                _ => (&b"STLS\r\n"[..], "+OK"),
-            };
-            write_all(&mut backend, command).await?;
-            let l = line(&mut backend, &mut buf, MAX_LINE).await?;
-            if !l.starts_with(ok.as_bytes()) {
-                return Err(std::io::Error::other(format!(
-                    "the backend refused STARTTLS: {}",
-                    String::from_utf8_lossy(&l).trim_end()
-                )));
+    s.backend_step("the backend's greeting", async {
+        skip_reply(protocol, &mut backend, &mut buf).await?;
+        if target.tls.is_none() {
+            return Ok(());
+        }
+        let (command, ok) = match protocol {
+            StreamProtocol::Smtp => {
+                write_all(&mut backend, b"EHLO gatehouse\r\n").await?;
+                skip_reply(protocol, &mut backend, &mut buf).await?;
+                (&b"STARTTLS\r\n"[..], "220")
             }
+            StreamProtocol::Imap => (&b"gh1 STARTTLS\r\n"[..], "gh1 OK"),
+            _ => (&b"STLS\r\n"[..], "+OK"),
+        };
+        write_all(&mut backend, command).await?;
+        let l = line(&mut backend, &mut buf, MAX_LINE).await?;
+        if !l.starts_with(ok.as_bytes()) {
+            let said = String::from_utf8_lossy(&l).trim_end().to_string();
+            return Err(std::io::Error::other(format!("the backend refused STARTTLS: {said}")));
         }
-        Ok::<_, std::io::Error>(())
+        Ok(())
     })
-    .await;
-    match opened {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            s.detail = format!("backend greeting: {e}");
-            return Outcome::Backend;
-        }
-        Err(_) => {
-            s.detail = "no greeting from the backend within connect_timeout".into();
-            return Outcome::Backend;
-        }
-    }
-    let backend: BoxIo = if target.tls.is_some() {
-        match s.backend_tls(target, backend).await {
-            Ok(b) => b,
-            Err(o) => return o,
-        }
-    } else {
-        Box::new(Prefixed::new(buf.freeze(), backend))
+    .await?;
+    let backend: BoxIo = match target.tls {
+        Some(_) => s.backend_tls(target, backend).await?,
+        None => Box::new(Prefixed::new(buf.freeze(), backend)),
     };
-    s.pipe(client, backend).await
+    Ok(s.pipe(client, backend).await)
 }
 
 /// Reads one reply of the backend's (SMTP replies span lines `250-…` up to `250 …`).

@@ -11,6 +11,7 @@
 //! never reads files except the certificates a stream names.
 
 mod conn;
+mod dialogue;
 mod ftp;
 pub mod io;
 mod ldap;

@@ -9,7 +9,6 @@
 //! ("insecure transport") and is closed.
 
 use bytes::{Bytes, BytesMut};
-use tokio::time::timeout;
 
 use super::conn::Session;
 use super::io::{BoxIo, Prefixed, fill};
@@ -66,106 +65,78 @@ fn err_packet(seq: u8, code: u16, message: &str) -> Vec<u8> {
     Packet { seq, payload: payload.into() }.encode(seq)
 }
 
-pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
-    let cfg = s.live.config.clone();
-    let Some(target) = s.live.default.as_ref() else { return Outcome::NoRoute };
+pub(super) async fn run(s: &mut Session<'_>, client: BoxIo) -> Outcome {
+    session(s, client).await.unwrap_or_else(|o| o)
+}
+
+/// Writes `bytes` to the backend; a failure is the backend's.
+async fn to_backend(s: &mut Session<'_>, backend: &mut BoxIo, bytes: &[u8]) -> Result<(), Outcome> {
+    s.backend_step("writing to the backend", write_all(backend, bytes)).await
+}
+
+async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outcome> {
+    let live = s.live;
+    let target = live.default.as_ref().ok_or(Outcome::NoRoute)?;
     let (mut backend, _active) = match s.dial(target).await {
         Ok(b) => b,
         Err(o) => {
             let _ = write_all(&mut client, &err_packet(0, 2003, "Gatehouse could not reach the database server")).await;
-            return o;
+            return Err(o);
         }
     };
     let mut from_backend = BytesMut::new();
-    let greeting = match timeout(cfg.connect_timeout, read(&mut backend, &mut from_backend)).await {
-        Ok(Ok(p)) => p,
-        _ => {
-            s.detail = "no greeting from the backend within connect_timeout".into();
-            return Outcome::Backend;
-        }
-    };
+    let greeting = s.backend_step("the backend's greeting", read(&mut backend, &mut from_backend)).await?;
     let Some(at) = caps_offset(&greeting.payload) else {
         // An error packet (host blocked, too many connections) or something else: the
         // client gets it as it is.
         let _ = write_all(&mut client, &greeting.encode(greeting.seq)).await;
         s.detail = "the backend's greeting was not a HandshakeV10".into();
-        return Outcome::Backend;
+        return Err(Outcome::Backend);
     };
     let backend_caps = u32::from(u16::from_le_bytes([greeting.payload[at], greeting.payload[at + 1]]));
     if target.tls.is_some() && backend_caps & CLIENT_SSL == 0 {
         let _ = write_all(&mut client, &err_packet(0, 2026, "the database server does not offer TLS")).await;
         s.detail = "backend_tls is set but the backend does not offer CLIENT_SSL".into();
-        return Outcome::Backend;
+        return Err(Outcome::Backend);
     }
     let mut offered = greeting.payload.to_vec();
     offered[at + 1] |= (CLIENT_SSL >> 8) as u8;
     let greeting_out = Packet { seq: greeting.seq, payload: offered.into() }.encode(greeting.seq);
-    if write_all(&mut client, &greeting_out).await.is_err() {
-        return Outcome::Reset;
-    }
+    s.client_step("sending the greeting", write_all(&mut client, &greeting_out)).await?;
     let mut from_client = BytesMut::new();
-    let first = match timeout(cfg.handshake_timeout, read(&mut client, &mut from_client)).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            s.detail = e.to_string();
-            return Outcome::Protocol;
-        }
-        Err(_) => {
-            s.detail = "no login within handshake_timeout".into();
-            return Outcome::Handshake;
-        }
-    };
+    let first = s.client_step("the client's login", read(&mut client, &mut from_client)).await?;
     let caps = |p: &Packet| p.payload.get(..4).map_or(0, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
     let wants_tls = first.payload.len() == 32 && caps(&first) & CLIENT_SSL != 0;
     if !wants_tls {
-        if cfg.tls.as_ref().is_none_or(|t| t.required) {
+        if live.config.tls.as_ref().is_none_or(|t| t.required) {
             let message = "Connections using insecure transport are prohibited: connect with TLS (--ssl)";
             let _ = write_all(&mut client, &err_packet(first.seq.wrapping_add(1), 3159, message)).await;
             s.detail = "plaintext login refused".into();
-            return Outcome::TlsRequired;
+            return Err(Outcome::TlsRequired);
         }
         // Plain all the way: the login goes on as the client sent it.
-        if write_all(&mut backend, &first.encode(first.seq)).await.is_err() {
-            return Outcome::Backend;
-        }
+        to_backend(s, &mut backend, &first.encode(first.seq)).await?;
         let client: BoxIo = Box::new(Prefixed::new(from_client.freeze(), client));
         let backend: BoxIo = Box::new(Prefixed::new(from_backend.freeze(), backend));
-        return s.pipe(client, backend).await;
+        return Ok(s.pipe(client, backend).await);
     }
-    let client: BoxIo = Box::new(Prefixed::new(from_client.split().freeze(), client));
-    let mut client = match s.handshake(client).await {
-        Ok(c) => c,
-        Err(o) => return o,
-    };
-    let login = match timeout(cfg.handshake_timeout, read(&mut client, &mut from_client)).await {
-        Ok(Ok(p)) => p,
-        _ => {
-            s.detail = "no login after the TLS handshake".into();
-            return Outcome::Protocol;
-        }
-    };
+    let mut client = s.handshake(Box::new(Prefixed::new(from_client.split().freeze(), client))).await?;
+    let login = s.client_step("the login after the TLS handshake", read(&mut client, &mut from_client)).await?;
     if target.tls.is_some() {
         // The backend gets its own SSL request (the client's), then the login unchanged.
-        if write_all(&mut backend, &first.encode(first.seq)).await.is_err() {
-            return Outcome::Backend;
-        }
+        to_backend(s, &mut backend, &first.encode(first.seq)).await?;
         let plain: BoxIo = Box::new(Prefixed::new(from_backend.split().freeze(), backend));
         let mut backend = match s.backend_tls(target, plain).await {
             Ok(b) => b,
             Err(o) => {
-                let _ = write_all(
-                    &mut client,
-                    &err_packet(login.seq.wrapping_add(1), 2026, "TLS to the database server failed"),
-                )
-                .await;
-                return o;
+                let failed = err_packet(login.seq.wrapping_add(1), 2026, "TLS to the database server failed");
+                let _ = write_all(&mut client, &failed).await;
+                return Err(o);
             }
         };
-        if write_all(&mut backend, &login.encode(login.seq)).await.is_err() {
-            return Outcome::Backend;
-        }
+        to_backend(s, &mut backend, &login.encode(login.seq)).await?;
         let client: BoxIo = Box::new(Prefixed::new(from_client.freeze(), client));
-        return s.pipe(client, backend).await;
+        return Ok(s.pipe(client, backend).await);
     }
     // A plain backend: it never saw the SSL request, so its login is one packet earlier.
     let mut payload = login.payload.to_vec();
@@ -173,24 +144,11 @@ pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
         payload[1] &= !((CLIENT_SSL >> 8) as u8);
     }
     let shifted = Packet { seq: 0, payload: payload.into() };
-    if write_all(&mut backend, &shifted.encode(login.seq.wrapping_sub(1))).await.is_err() {
-        return Outcome::Backend;
-    }
-    match timeout(cfg.handshake_timeout, renumber(&mut client, &mut from_client, &mut backend, &mut from_backend)).await
-    {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            s.detail = format!("during the login: {e}");
-            return Outcome::Protocol;
-        }
-        Err(_) => {
-            s.detail = "the login did not end within handshake_timeout".into();
-            return Outcome::Handshake;
-        }
-    }
+    to_backend(s, &mut backend, &shifted.encode(login.seq.wrapping_sub(1))).await?;
+    s.client_step("the login", renumber(&mut client, &mut from_client, &mut backend, &mut from_backend)).await?;
     let client: BoxIo = Box::new(Prefixed::new(from_client.freeze(), client));
     let backend: BoxIo = Box::new(Prefixed::new(from_backend.freeze(), backend));
-    s.pipe(client, backend).await
+    Ok(s.pipe(client, backend).await)
 }
 
 /// Relays the rest of the login (auth switches, more data) with each packet's sequence id

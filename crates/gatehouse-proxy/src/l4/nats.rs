@@ -10,7 +10,6 @@
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::time::timeout;
 
 use super::conn::Session;
 use super::io::{BoxIo, Prefixed, line};
@@ -35,67 +34,49 @@ fn rewrite(info: &[u8], client: std::net::IpAddr) -> Option<(Vec<u8>, bool)> {
     Some((out.into_bytes(), backend_tls))
 }
 
-pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
-    let cfg = s.live.config.clone();
-    let Some(target) = s.live.default.as_ref() else { return Outcome::NoRoute };
+pub(super) async fn run(s: &mut Session<'_>, client: BoxIo) -> Outcome {
+    session(s, client).await.unwrap_or_else(|o| o)
+}
+
+async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outcome> {
+    let live = s.live;
+    let target = live.default.as_ref().ok_or(Outcome::NoRoute)?;
     let (mut backend, _active) = match s.dial(target).await {
         Ok(b) => b,
         Err(o) => {
             let _ = write_all(&mut client, b"-ERR 'Gatehouse could not reach the server'\r\n").await;
-            return o;
+            return Err(o);
         }
     };
     let mut from_backend = BytesMut::with_capacity(1024);
-    let info = match timeout(cfg.connect_timeout, line(&mut backend, &mut from_backend, MAX_INFO)).await {
-        Ok(Ok(l)) => l,
-        _ => {
-            s.detail = "no INFO from the backend within connect_timeout".into();
-            return Outcome::Backend;
-        }
-    };
+    let info = s.backend_step("the backend's INFO", line(&mut backend, &mut from_backend, MAX_INFO)).await?;
     let Some((info, backend_offers_tls)) = rewrite(&info, s.client.ip()) else {
         s.detail = "the backend's first line was not an INFO".into();
-        return Outcome::Backend;
+        return Err(Outcome::Backend);
     };
     if target.tls.is_some() && !backend_offers_tls {
         s.detail = "backend_tls is set but the backend's INFO offers no TLS".into();
-        return Outcome::Backend;
-    }
-    if write_all(&mut client, &info).await.is_err() {
-        return Outcome::Reset;
+        return Err(Outcome::Backend);
     }
     // The client's next byte must start a TLS handshake.
     let mut first = [0u8; 1];
-    match timeout(cfg.handshake_timeout, client.read_exact(&mut first)).await {
-        Ok(Ok(_)) if first[0] == 0x16 => {}
-        Ok(Ok(_)) => {
-            let _ = write_all(&mut client, b"-ERR 'Secure Connection - TLS Required'\r\n").await;
-            s.detail = "the client went on without TLS".into();
-            return Outcome::TlsRequired;
-        }
-        Ok(Err(e)) => {
-            s.detail = e.to_string();
-            return Outcome::Protocol;
-        }
-        Err(_) => {
-            s.detail = "no TLS handshake within handshake_timeout".into();
-            return Outcome::Handshake;
-        }
+    s.client_step("the client's TLS handshake", async {
+        write_all(&mut client, &info).await?;
+        client.read_exact(&mut first).await
+    })
+    .await?;
+    if first[0] != 0x16 {
+        let _ = write_all(&mut client, b"-ERR 'Secure Connection - TLS Required'\r\n").await;
+        s.detail = "the client went on without TLS".into();
+        return Err(Outcome::TlsRequired);
     }
-    let client: BoxIo = Box::new(Prefixed::new(bytes::Bytes::copy_from_slice(&first), client));
-    let client = match s.handshake(client).await {
-        Ok(c) => c,
-        Err(o) => return o,
-    };
+    let client = s.handshake(Box::new(Prefixed::new(bytes::Bytes::copy_from_slice(&first), client))).await?;
     let backend: BoxIo = if target.tls.is_some() {
-        match s.backend_tls(target, backend).await {
-            Ok(b) => b,
-            Err(o) => return o,
-        }
+        s.backend_tls(target, backend).await?
     } else {
         Box::new(Prefixed::new(from_backend.freeze(), backend))
     };
-    s.pipe(client, backend).await
+    Ok(s.pipe(client, backend).await)
 }
 
 #[cfg(test)]

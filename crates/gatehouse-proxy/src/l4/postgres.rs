@@ -35,71 +35,70 @@ enum Opening {
     Cancel,
 }
 
-pub(super) async fn run(s: &mut Session<'_>, mut client: BoxIo) -> Outcome {
-    let cfg = s.live.config.clone();
+pub(super) async fn run(s: &mut Session<'_>, client: BoxIo) -> Outcome {
+    session(s, client).await.unwrap_or_else(|o| o)
+}
+
+async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outcome> {
+    let live = s.live;
+    let required = live.config.tls.as_ref().is_none_or(|t| t.required);
     let mut buf = BytesMut::with_capacity(64);
-    let opening = timeout(cfg.handshake_timeout, opening(&mut client, &mut buf)).await;
-    let opening = match opening {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => {
-            s.detail = e;
-            return Outcome::Protocol;
-        }
-        Err(_) => {
-            s.detail = "no startup within handshake_timeout".into();
-            return Outcome::Handshake;
-        }
-    };
-    let Some(target) = s.live.default.as_ref() else { return Outcome::NoRoute };
+    let opening = s.client_step("startup", opening(&mut client, &mut buf)).await?;
+    let target = live.default.as_ref().ok_or(Outcome::NoRoute)?;
     match opening {
         Opening::Cancel => {
             cancel(s, &buf).await;
-            Outcome::Closed
+            Ok(Outcome::Closed)
         }
-        Opening::Plain if cfg.tls.as_ref().is_none_or(|t| t.required) => {
-            let _ = write_all(
-                &mut client,
-                &fatal("28000", "this server requires TLS: connect with sslmode=require or stronger"),
-            )
-            .await;
+        Opening::Plain if required => {
+            let refusal = fatal("28000", "this server requires TLS: connect with sslmode=require or stronger");
+            let _ = write_all(&mut client, &refusal).await;
             s.detail = "plaintext startup refused".into();
-            Outcome::TlsRequired
+            Err(Outcome::TlsRequired)
         }
         Opening::Plain => {
             let client: BoxIo = Box::new(Prefixed::new(buf.freeze(), client));
-            let Ok((backend, _active)) = s.dial(target).await else { return Outcome::Backend };
-            s.pipe(client, backend).await
+            let (backend, _active) = s.dial(target).await?;
+            Ok(s.pipe(client, backend).await)
         }
         Opening::Tls => {
-            let client: BoxIo = Box::new(Prefixed::new(buf.freeze(), client));
-            let mut client = match s.handshake(client).await {
-                Ok(c) => c,
-                Err(o) => return o,
-            };
-            let (mut backend, _active) = match s.dial(target).await {
-                Ok(b) => b,
+            let mut client = s.handshake(Box::new(Prefixed::new(buf.freeze(), client))).await?;
+            match backend(s, target).await {
+                Ok((backend, _active)) => Ok(s.pipe(client, backend).await),
                 Err(o) => {
                     let _ =
                         write_all(&mut client, &fatal("08006", "Gatehouse could not reach the database server")).await;
-                    return o;
+                    Err(o)
                 }
-            };
-            if target.tls.is_some() {
-                backend = match backend_ssl(s, target, backend).await {
-                    Ok(b) => b,
-                    Err(o) => {
-                        let _ = write_all(
-                            &mut client,
-                            &fatal("08006", "Gatehouse could not start TLS with the database server"),
-                        )
-                        .await;
-                        return o;
-                    }
-                };
             }
-            s.pipe(client, backend).await
         }
     }
+}
+
+/// A backend connection, after Gatehouse's own SSLRequest and a verified handshake when
+/// the stream re-encrypts.
+async fn backend(
+    s: &mut Session<'_>,
+    target: &super::Target,
+) -> Result<(BoxIo, crate::upstream::ActiveGuard), Outcome> {
+    let (mut backend, active) = s.dial(target).await?;
+    if target.tls.is_some() {
+        let mut request = Vec::with_capacity(8);
+        request.put_u32(8);
+        request.put_u32(SSL_REQUEST);
+        let answer = s
+            .backend_step("SSLRequest to the backend", async {
+                write_all(&mut backend, &request).await?;
+                backend.read_u8().await
+            })
+            .await?;
+        if answer != b'S' {
+            s.detail = format!("the backend answered {:?} to SSLRequest: it does not accept TLS", char::from(answer));
+            return Err(Outcome::Backend);
+        }
+        backend = s.backend_tls(target, backend).await?;
+    }
+    Ok((backend, active))
 }
 
 /// Reads the client's first message(s): answers SSLRequest `S` and GSSENCRequest `N`.
@@ -136,33 +135,6 @@ async fn opening(client: &mut BoxIo, buf: &mut BytesMut) -> Result<Opening, Stri
         }
     }
     Err("too many negotiation requests".into())
-}
-
-/// Asks the backend for TLS (its SSLRequest) and does the verified handshake.
-async fn backend_ssl(s: &mut Session<'_>, target: &super::Target, mut backend: BoxIo) -> Result<BoxIo, Outcome> {
-    let mut request = Vec::with_capacity(8);
-    request.put_u32(8);
-    request.put_u32(SSL_REQUEST);
-    let answer = timeout(s.live.config.connect_timeout, async {
-        write_all(&mut backend, &request).await?;
-        backend.read_u8().await
-    })
-    .await;
-    match answer {
-        Ok(Ok(b'S')) => s.backend_tls(target, backend).await,
-        Ok(Ok(other)) => {
-            s.detail = format!("the backend answered {:?} to SSLRequest: it does not accept TLS", char::from(other));
-            Err(Outcome::Backend)
-        }
-        Ok(Err(e)) => {
-            s.detail = format!("the backend's answer to SSLRequest: {e}");
-            Err(Outcome::Backend)
-        }
-        Err(_) => {
-            s.detail = "no answer to SSLRequest within connect_timeout".into();
-            Err(Outcome::Backend)
-        }
-    }
 }
 
 /// Passes a CancelRequest to every backend of the stream (only the one holding the
