@@ -287,12 +287,33 @@ impl Reloader {
         RuntimeState::build(config, Some(&old), https_port, old.h3_port)
     }
 
-    /// Publishes `state`; requests in flight keep the one they started with. Streams
-    /// change first (their new addresses are bound): when that fails nothing changes.
+    /// Publishes `state` (`prepare`, then `publish`). Fails, changing nothing, when a
+    /// stream cannot be built or its new address bound.
     pub fn swap(&self, state: RuntimeState) -> Result<(), gatehouse_config::Errors> {
-        self.streams.apply(&state)?;
-        self.shared.store(Arc::new(state));
+        let streams = self.prepare(&state)?;
+        self.publish(state, streams);
         Ok(())
+    }
+
+    /// The streams of `state`, built and with their new addresses bound, not serving yet.
+    pub fn prepare(&self, state: &RuntimeState) -> Result<l4::Prepared, gatehouse_config::Errors> {
+        self.streams.prepare(state)
+    }
+
+    /// Builds prepared streams again from a state built anew from the same configuration.
+    pub fn rebuild_streams(
+        &self,
+        streams: &mut l4::Prepared,
+        state: &RuntimeState,
+    ) -> Result<(), gatehouse_config::Errors> {
+        self.streams.rebuild(streams, state)
+    }
+
+    /// Publishes `state` with its prepared streams; requests and stream connections in
+    /// flight keep what they started with.
+    pub fn publish(&self, state: RuntimeState, streams: l4::Prepared) {
+        self.streams.commit(streams);
+        self.shared.store(Arc::new(state));
     }
 }
 

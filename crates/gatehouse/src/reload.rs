@@ -205,10 +205,12 @@ impl Reloading {
             let config = Arc::new(gatehouse_config::load(&path, &EnvOverrides::from_env()).map_err(|e| e.0)?);
             let store = resolver.map(|r| tls::Store::load(&config.tls, &config.sites, Some(&r.store())));
             let state = reloader.build(config.clone()).map_err(|e| e.0)?;
-            Ok::<_, Vec<Error>>((config, store, state))
+            // Streams are built and their new addresses bound now, before anything moves.
+            let streams = reloader.prepare(&state).map_err(|e| e.0)?;
+            Ok::<_, Vec<Error>>((config, store, state, streams))
         })
         .await;
-        let (config, store, state) = match built {
+        let (config, store, state, mut streams) = match built {
             Ok(Ok(b)) => b,
             Ok(Err(errors)) => {
                 for e in &errors {
@@ -223,7 +225,16 @@ impl Reloading {
         };
         let live = self.reloader.live();
         let state = match self.move_listeners(&live.config, &config, state).await {
-            Ok(s) => s,
+            Ok((s, rebuilt)) => {
+                // A state built anew has groups of its own, which the streams must share.
+                if rebuilt && let Err(e) = self.reloader.rebuild_streams(&mut streams, &s) {
+                    for e in &e.0 {
+                        tracing::error!(error = %e, "reload rejected; the running configuration stays");
+                    }
+                    return Err(e.0);
+                }
+                s
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reload rejected; the running configuration stays");
                 return Err(vec![e]);
@@ -236,19 +247,8 @@ impl Reloading {
                 "these settings change only on restart; the running values stay, everything else applies now"
             );
         }
-        // Streams bind their new addresses here: when that fails, nothing changes.
         let version = state.version;
-        let reloader = self.reloader.clone();
-        match tokio::task::spawn_blocking(move || reloader.swap(state)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(errors)) => {
-                for e in &errors.0 {
-                    tracing::error!(error = %e, "reload rejected; the running configuration stays");
-                }
-                return Err(errors.0);
-            }
-            Err(e) => return Err(vec![Error::new(&self.path, None, "", format!("reload task failed: {e}"))]),
-        }
+        self.reloader.publish(state, streams);
         if let (Some(resolver), Some((store, problems))) = (&self.certs, store) {
             for p in &problems {
                 tracing::error!(problem = %p, "certificate not loaded on reload");
@@ -278,14 +278,14 @@ impl Reloading {
 
     /// Binds the listeners whose address `new` changes and hands them to the workers (the
     /// old sockets close; their connections finish). A moved HTTPS port is in redirects and
-    /// Alt-Svc, so the state is built again for it. Fails, changing nothing, when an
-    /// address cannot be bound.
+    /// Alt-Svc, so the state is built again for it (then `true`). Fails, changing nothing,
+    /// when an address cannot be bound.
     async fn move_listeners(
         &self,
         old: &Config,
         new: &Arc<Config>,
         state: gatehouse_proxy::RuntimeState,
-    ) -> Result<gatehouse_proxy::RuntimeState, Error> {
+    ) -> Result<(gatehouse_proxy::RuntimeState, bool), Error> {
         let http = (new.listen_http != old.listen_http).then_some(new.listen_http);
         // Only an HTTPS listener that runs can move (one a reload added waits for a restart).
         let running = self.listeners.addrs().1.is_some();
@@ -293,7 +293,7 @@ impl Reloading {
             .listen_https
             .filter(|a| running && old.listen_https.is_some_and(|o| o != *a) && !new.http3 && !old.http3);
         if http.is_none() && https.is_none() {
-            return Ok(state);
+            return Ok((state, false));
         }
         let before = self.listeners.addrs();
         let (h, s) = self.listeners.rebind(http, https).map_err(|(addr, e)| {
@@ -302,12 +302,12 @@ impl Reloading {
         })?;
         tracing::info!(http = %h, https = ?s, was_http = %before.0, was_https = ?before.1, "listeners moved; the old addresses close and their connections finish");
         if https.is_none() {
-            return Ok(state);
+            return Ok((state, false));
         }
         let (reloader, config) = (self.reloader.clone(), new.clone());
         match tokio::task::spawn_blocking(move || reloader.build(config)).await {
-            Ok(Ok(s)) => Ok(s),
-            _ => Ok(state),
+            Ok(Ok(s)) => Ok((s, true)),
+            _ => Ok((state, false)),
         }
     }
 

@@ -68,6 +68,11 @@ async fn curl_lists_downloads_and_uploads_over_explicit_ftps() {
     assert!(ok, "{out}");
     let stored = std::fs::read_to_string(server.dir.path().join("up.txt")).expect("uploaded file");
     assert_eq!(stored, "uploaded through gatehouse\n");
+    // Encrypted control with clear data (no PROT P): the data connection is refused.
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "20", "--ftp-ssl-control", "--cacert"]).arg(&ca_path).arg(format!("{base}hello.txt"));
+    let (ok, out) = run(&mut c);
+    assert!(!ok && !out.contains("hello over FTPS"), "{out}");
     // Active mode goes around the proxy: refused.
     let (ok, out) = curl(&["--ftp-port", "-"], "hello.txt");
     assert!(!ok, "{out}");

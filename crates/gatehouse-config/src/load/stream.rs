@@ -237,8 +237,10 @@ pub(super) fn stream(cx: &mut Ctx<'_>, base: &Path, s: raw::Stream, at: &str, ht
     }
     let health = s.health_check.as_ref().and_then(|h| {
         let mut check = super::resilience::health_check(cx, h, &format!("{at}.health_check"))?;
-        // A stream's backends are checked by connecting, unless HTTP is asked for.
-        if h.kind.is_none() {
+        // A stream's backends are checked by connecting, unless HTTP is asked for (by
+        // `type: http`, or by giving what an HTTP check sends or expects).
+        let http_keys = [&h.path, &h.method, &h.host, &h.expect_status, &h.expect_body];
+        if h.kind.is_none() && http_keys.iter().all(|k| k.is_none()) {
             check.http = None;
         }
         Some(check)

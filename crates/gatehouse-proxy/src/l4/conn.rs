@@ -24,7 +24,7 @@ pub(super) struct Session<'l> {
     pub live: &'l Live,
     /// The client (from the PROXY header when a trusted balancer sent one).
     pub client: SocketAddr,
-    /// The address the client connected to.
+    /// The address the client connected to (the peer's when nothing needs it: see `serve`).
     pub local: SocketAddr,
     pub sni: Option<String>,
     /// The backend connected to, and its host (the name verified by re-encryption).
@@ -35,6 +35,8 @@ pub(super) struct Session<'l> {
     pub moved: Moved,
     /// Why it ended, when not cleanly.
     pub detail: String,
+    /// The pipe ended because the backend's side failed.
+    pub backend_failed: bool,
 }
 
 pub(super) async fn serve(
@@ -47,7 +49,9 @@ pub(super) async fn serve(
     let started = Instant::now();
     let time = SystemTime::now();
     live.stats.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let local = tcp.local_addr().unwrap_or(peer);
+    // Only the PROXY header and FTP's passive replies need it (a system call).
+    let wants_local = live.config.send_proxy.is_some() || live.config.protocol == StreamProtocol::Ftp;
+    let local = if wants_local { tcp.local_addr().unwrap_or(peer) } else { peer };
     let mut s = Session {
         live: &live,
         client: peer,
@@ -58,6 +62,7 @@ pub(super) async fn serve(
         tls: None,
         moved: Moved::default(),
         detail: String::new(),
+        backend_failed: false,
     };
     let drained = async {
         let mut stop = stop;
@@ -277,7 +282,6 @@ impl Session<'_> {
                 last = format!("{name} does not resolve");
                 continue;
             };
-            let guard = ActiveGuard::new(b);
             let failure = match timeout(cfg.connect_timeout, connect(&t)).await {
                 Ok(Ok(mut io)) => {
                     let sent = match cfg.send_proxy {
@@ -299,7 +303,7 @@ impl Session<'_> {
                                 upstream::Target::Tcp(a) => Some(a),
                                 upstream::Target::Unix(_) => None,
                             };
-                            return Ok((io, guard));
+                            return Ok((io, ActiveGuard::new(b)));
                         }
                         Err(e) => ProxyError::Connect { backend: name.clone(), reason: e.to_string() },
                     }
@@ -350,6 +354,7 @@ impl Session<'_> {
             End::MaxDuration => Outcome::MaxDuration,
             End::Failed { client } => {
                 self.detail = format!("the {} side failed", if client { "client" } else { "backend" });
+                self.backend_failed = !client;
                 Outcome::Reset
             }
         }
@@ -363,7 +368,7 @@ impl Session<'_> {
         r.duration = took;
         r.host = self.sni.clone().unwrap_or_default();
         r.path = self.live.config.protocol.as_str().to_string();
-        r.site = Some(Arc::from(format!("stream:{name}")));
+        r.site = Some(self.live.label.clone());
         r.route = Some(name.clone());
         r.backend = self.backend.as_ref().map(|(n, _)| n.clone());
         r.bytes_in = self.moved.up;
@@ -373,6 +378,7 @@ impl Session<'_> {
             o => {
                 let side = match o {
                     Outcome::Backend => Side::Backend,
+                    Outcome::Reset if self.backend_failed => Side::Backend,
                     Outcome::Drained | Outcome::MaxDuration => Side::Gatehouse,
                     _ => Side::Client,
                 };

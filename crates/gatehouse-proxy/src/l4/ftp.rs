@@ -1,8 +1,9 @@
 //! FTP with AUTH TLS (RFC 4217): Gatehouse answers the plaintext part itself (greeting,
 //! FEAT, AUTH TLS), terminates TLS on the control connection, then relays it to the
 //! backend line by line, which lets it:
-//! - answer PBSZ and PROT itself (the backend speaks plain FTP), refusing clear data
-//!   connections (PROT C) when the stream requires TLS;
+//! - answer PBSZ and PROT itself (the backend speaks plain FTP); when the stream requires
+//!   TLS, clear data connections are refused (PROT C, and PASV/EPSV before PROT P: FTP's
+//!   default protection is clear);
 //! - refuse active mode (PORT, EPRT): the data connection would go from the backend to the
 //!   client, around Gatehouse;
 //! - rewrite each passive reply (227, 229) to a data port of its own, where it accepts the
@@ -76,6 +77,8 @@ fn plaintext(line: &str) -> Reply {
 /// What a client command line gets on the relayed control connection.
 enum Command {
     Forward,
+    /// PASV or EPSV: forwarded once data connections are protected (or may be clear).
+    Passive,
     Answer(&'static str),
     /// PROT: whether data connections are TLS from now on.
     Protect(bool),
@@ -89,6 +92,7 @@ fn command(line: &str, required: bool) -> Command {
         "PROT" if arg == "P" => Command::Protect(true),
         "PROT" if arg == "C" && !required => Command::Protect(false),
         "PROT" => Command::Answer("534 Only PROT P is allowed here\r\n"),
+        "PASV" | "EPSV" => Command::Passive,
         "PORT" | "EPRT" | "LPRT" => {
             Command::Answer("502 Active mode is not available through this proxy; use passive mode\r\n")
         }
@@ -140,7 +144,8 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
     let acceptor = live.acceptor.clone();
     let (client_ip, local_ip) = (s.client.ip(), s.local.ip());
     let mut private = false;
-    let mut data: Option<tokio::task::JoinHandle<()>> = None;
+    let mut data: Option<tokio::task::JoinHandle<pipe::Moved>> = None;
+    // Control and data bytes together.
     let (mut up, mut down) = (0u64, 0u64);
     let idle = cfg.idle_timeout;
     let end = loop {
@@ -167,7 +172,11 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
         let sent = if from_client_side {
             up += l.len() as u64;
             match command(&text, required) {
-                Command::Forward => write_all(&mut backend, &l).await,
+                // RFC 4217's default protection is clear: data connections wait for PROT P.
+                Command::Passive if required && !private => {
+                    write_all(&mut client, b"534 Send PROT P first: data connections must be encrypted\r\n").await
+                }
+                Command::Forward | Command::Passive => write_all(&mut backend, &l).await,
                 Command::Answer(a) => write_all(&mut client, a.as_bytes()).await,
                 Command::Protect(p) => {
                     private = p;
@@ -187,7 +196,10 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
                     };
                     let ours = listener.local_addr().map_or(0, |a| a.port());
                     if let Some(old) = data.take() {
-                        old.abort();
+                        match old.is_finished() {
+                            true => add(&mut up, &mut down, old.await.unwrap_or_default()),
+                            false => old.abort(),
+                        }
                     }
                     let tls = private.then(|| acceptor.clone()).flatten();
                     data = Some(tokio::spawn(data_connection(
@@ -208,21 +220,29 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
     };
     if let Some(d) = data {
         // A transfer in progress finishes on its own; a port nobody used closes.
-        let _ = timeout(DATA_WAIT, d).await;
+        if let Ok(Ok(moved)) = timeout(DATA_WAIT, d).await {
+            add(&mut up, &mut down, moved);
+        }
     }
     s.moved = pipe::Moved { up, down };
     Ok(end)
 }
 
+fn add(up: &mut u64, down: &mut u64, moved: pipe::Moved) {
+    *up += moved.up;
+    *down += moved.down;
+}
+
 /// One passive data connection: the client's (from its own address only), TLS under
-/// PROT P, piped to the backend's data port.
+/// PROT P, piped to the backend's data port. Returns the bytes it moved.
 async fn data_connection(
     listener: TcpListener,
     client_ip: IpAddr,
     backend: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     idle: Duration,
-) {
+) -> pipe::Moved {
+    let none = pipe::Moved::default();
     let accepted = timeout(DATA_WAIT, async {
         loop {
             let (tcp, peer) = listener.accept().await?;
@@ -233,18 +253,18 @@ async fn data_connection(
         }
     })
     .await;
-    let Ok(Ok(tcp)) = accepted else { return };
+    let Ok(Ok(tcp)) = accepted else { return none };
     drop(listener);
     let _ = tcp.set_nodelay(true);
     let client: BoxIo = match tls {
         Some(acceptor) => match timeout(DATA_WAIT, acceptor.accept(tcp)).await {
             Ok(Ok(t)) => Box::new(t),
-            _ => return,
+            _ => return none,
         },
         None => Box::new(tcp),
     };
-    let Ok(Ok(server)) = timeout(DATA_WAIT, tokio::net::TcpStream::connect(backend)).await else { return };
-    let _ = pipe::run(client, Box::new(server), idle, None).await;
+    let Ok(Ok(server)) = timeout(DATA_WAIT, tokio::net::TcpStream::connect(backend)).await else { return none };
+    pipe::run(client, Box::new(server), idle, None).await.1
 }
 
 #[cfg(test)]

@@ -62,6 +62,8 @@ pub struct Live {
     pub sink: Option<Arc<dyn crate::observe::LogSink>>,
     /// How long connections go on once their listener stops (reload or shutdown).
     pub drain: Duration,
+    /// `stream:NAME`, the site of its access records.
+    pub label: Arc<str>,
 }
 
 impl Live {
@@ -118,6 +120,12 @@ impl Drop for Open {
             self.0.gone.notify_waiters();
         }
     }
+}
+
+/// Streams built and bound by `Engine::prepare`, waiting for `Engine::commit`.
+pub struct Prepared {
+    built: Vec<(Live, (usize, usize), Arc<crate::admission::Admission>)>,
+    sockets: HashMap<String, Vec<std::net::TcpListener>>,
 }
 
 /// A stream whose listeners run.
@@ -186,27 +194,21 @@ impl Engine {
         all
     }
 
-    /// Makes the running streams those of `state`: builds each one's settings, binds the
-    /// addresses that are new (all of them before anything changes, so a failure changes
-    /// nothing), then stops the streams that went (their connections drain) and starts or
-    /// updates the others. Fails with every reason, changing nothing.
+    /// Makes the running streams those of `state` (`prepare`, then `commit`). Fails with
+    /// every reason, changing nothing.
     pub fn apply(&self, state: &RuntimeState) -> Result<(), Errors> {
-        let mut errors = Errors::default();
+        let prepared = self.prepare(state)?;
+        self.commit(prepared);
+        Ok(())
+    }
+
+    /// Builds each stream's settings from `state` and binds the addresses that are new (all
+    /// of them before anything runs, so a failure changes nothing): nothing is served from
+    /// them until `commit`. Dropped instead, the new sockets close.
+    pub fn prepare(&self, state: &RuntimeState) -> Result<Prepared, Errors> {
+        let built = self.build(state)?;
         let mut inner = self.inner();
-        let mut built = Vec::new();
-        for s in &state.config.streams {
-            let stats = inner.stats.get(&s.name).cloned().unwrap_or_default();
-            let limits = (s.max_connections, s.max_connections_per_ip);
-            let admission = match inner.running.get(&s.name) {
-                Some(r) if r.limits == limits => r.admission.clone(),
-                _ => crate::admission::Admission::with_limits(limits.0, limits.1),
-            };
-            match self.live(s, state, stats, admission.clone()) {
-                Ok(live) => built.push((live, limits, admission)),
-                Err(why) => errors.push(Error::new(&s.file, None, format!("streams[{}]", s.name), why)),
-            }
-        }
-        // Bind what is new.
+        let mut errors = Errors::default();
         let mut sockets = HashMap::new();
         for (live, _, _) in &built {
             let s = &live.config;
@@ -225,19 +227,55 @@ impl Engine {
                 )),
             }
         }
+        if !built.is_empty() && inner.runtimes.is_empty() {
+            if let Err(e) = self.start_threads(&mut inner) {
+                let why = format!("cannot start stream threads: {e}");
+                errors.push(Error::new(&state.config.source, None, "streams", why));
+            }
+        }
         if !errors.0.is_empty() {
             return Err(errors);
         }
-        if !built.is_empty() && inner.runtimes.is_empty() {
-            self.start_threads(&mut inner).map_err(|e| {
-                Errors(vec![Error::new(
-                    &state.config.source,
-                    None,
-                    "streams",
-                    format!("cannot start stream threads: {e}"),
-                )])
-            })?;
+        Ok(Prepared { built, sockets })
+    }
+
+    /// Builds the settings of `prepared` again from `state`: the same configuration in a
+    /// state built anew (a listener moved), whose upstream groups the streams must share.
+    /// The sockets stay bound.
+    pub fn rebuild(&self, prepared: &mut Prepared, state: &RuntimeState) -> Result<(), Errors> {
+        prepared.built = self.build(state)?;
+        Ok(())
+    }
+
+    /// Every stream's settings from `state`, taking over counters and (while its limits
+    /// stay) admission from the running one of the same name.
+    fn build(
+        &self,
+        state: &RuntimeState,
+    ) -> Result<Vec<(Live, (usize, usize), Arc<crate::admission::Admission>)>, Errors> {
+        let inner = self.inner();
+        let mut errors = Errors::default();
+        let mut built = Vec::new();
+        for s in &state.config.streams {
+            let stats = inner.stats.get(&s.name).cloned().unwrap_or_default();
+            let limits = (s.max_connections, s.max_connections_per_ip);
+            let admission = match inner.running.get(&s.name) {
+                Some(r) if r.limits == limits => r.admission.clone(),
+                _ => crate::admission::Admission::with_limits(limits.0, limits.1),
+            };
+            match self.live(s, state, stats, admission.clone()) {
+                Ok(live) => built.push((live, limits, admission)),
+                Err(why) => errors.push(Error::new(&s.file, None, format!("streams[{}]", s.name), why)),
+            }
         }
+        if errors.0.is_empty() { Ok(built) } else { Err(errors) }
+    }
+
+    /// Runs what `prepare` made: the streams that went stop accepting (their connections
+    /// drain), the others take their new settings, the new ones start.
+    pub fn commit(&self, prepared: Prepared) {
+        let Prepared { built, mut sockets } = prepared;
+        let mut inner = self.inner();
         let wanted: HashMap<&str, SocketAddr> =
             built.iter().map(|(l, _, _)| (l.config.name.as_str(), l.config.listen)).collect();
         inner.running.retain(|name, r| {
@@ -272,7 +310,6 @@ impl Engine {
         }
         let names: Vec<String> = inner.running.keys().cloned().collect();
         inner.stats.retain(|n, _| names.contains(n));
-        Ok(())
     }
 
     fn start_threads(&self, inner: &mut Inner) -> std::io::Result<()> {
@@ -374,6 +411,7 @@ impl Engine {
             shared: state.shared.clone(),
             sink: self.sink.clone(),
             drain: self.drain,
+            label: Arc::from(format!("stream:{}", s.name)),
         })
     }
 }

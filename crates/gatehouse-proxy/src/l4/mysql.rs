@@ -108,7 +108,8 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
     let caps = |p: &Packet| p.payload.get(..4).map_or(0, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
     let wants_tls = first.payload.len() == 32 && caps(&first) & CLIENT_SSL != 0;
     if !wants_tls {
-        if live.config.tls.as_ref().is_none_or(|t| t.required) {
+        // With backend_tls the backend leg must be TLS, which a plaintext login cannot give.
+        if live.config.tls.as_ref().is_none_or(|t| t.required) || target.tls.is_some() {
             let message = "Connections using insecure transport are prohibited: connect with TLS (--ssl)";
             let _ = write_all(&mut client, &err_packet(first.seq.wrapping_add(1), 3159, message)).await;
             s.detail = "plaintext login refused".into();

@@ -30,6 +30,9 @@ fn rewrite(info: &[u8], client: std::net::IpAddr) -> Option<(Vec<u8>, bool)> {
     fields.insert("tls_required".into(), true.into());
     fields.remove("tls_available");
     fields.insert("client_ip".into(), client.to_string().into());
+    // Cluster members' own addresses would let the client reconnect around Gatehouse.
+    fields.remove("connect_urls");
+    fields.remove("ws_connect_urls");
     let out = format!("INFO {}\r\n", serde_json::Value::Object(fields));
     Some((out.into_bytes(), backend_tls))
 }
@@ -85,13 +88,13 @@ mod tests {
 
     #[test]
     fn info_is_rewritten_to_require_tls() {
-        let info = br#"INFO {"server_id":"x","port":4222,"tls_available":true,"client_ip":"127.0.0.1"} "#;
+        let info = br#"INFO {"server_id":"x","port":4222,"tls_available":true,"client_ip":"127.0.0.1","connect_urls":["10.0.0.2:4222"]} "#;
         let (out, offers) = rewrite(info, "203.0.113.5".parse().expect("ip")).expect("an INFO");
         let text = String::from_utf8(out).expect("text");
         assert!(offers);
         assert!(text.starts_with("INFO {") && text.ends_with("}\r\n"), "{text}");
         assert!(text.contains(r#""tls_required":true"#) && !text.contains("tls_available"), "{text}");
-        assert!(text.contains(r#""client_ip":"203.0.113.5""#), "{text}");
+        assert!(text.contains(r#""client_ip":"203.0.113.5""#) && !text.contains("connect_urls"), "{text}");
         assert!(rewrite(b"-ERR 'nope'", "127.0.0.1".parse().expect("ip")).is_none());
         assert!(rewrite(b"INFO [1,2]", "127.0.0.1".parse().expect("ip")).is_none());
     }

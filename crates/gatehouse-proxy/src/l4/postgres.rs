@@ -57,8 +57,9 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
             Err(Outcome::TlsRequired)
         }
         Opening::Plain => {
+            // TLS is optional for the client; the backend leg is as configured.
             let client: BoxIo = Box::new(Prefixed::new(buf.freeze(), client));
-            let (backend, _active) = s.dial(target).await?;
+            let (backend, _active) = backend(s, target).await?;
             Ok(s.pipe(client, backend).await)
         }
         Opening::Tls => {
@@ -125,8 +126,10 @@ async fn opening(client: &mut BoxIo, buf: &mut BytesMut) -> Result<Opening, Stri
                 let _ = buf.split_to(8);
                 write_all(client, b"N").await.map_err(|e| e.to_string())?;
             }
-            CANCEL_REQUEST if len == 16 => {
-                fill(client, buf, 16, 16).await.map_err(|e| e.to_string())?;
+            // Protocol 3.0 keys are 4 bytes; 3.2 allows up to 256.
+            CANCEL_REQUEST if (16..=268).contains(&len) => {
+                fill(client, buf, len, 268).await.map_err(|e| e.to_string())?;
+                buf.truncate(len);
                 return Ok(Opening::Cancel);
             }
             PROTOCOL_3 => return Ok(Opening::Plain),
@@ -143,8 +146,16 @@ async fn cancel(s: &mut Session<'_>, request: &[u8]) {
     let Some(target) = s.live.default.as_ref() else { return };
     for b in &target.group.backends {
         let Some(t) = b.targets.load().first().cloned() else { continue };
+        let header = s
+            .live
+            .config
+            .send_proxy
+            .map(|v| crate::proxy_protocol::encode(v == gatehouse_config::ProxyVersion::V2, s.client, s.local));
         let sent = timeout(s.live.config.connect_timeout, async {
             let mut io = super::conn::connect(&t).await?;
+            if let Some(h) = &header {
+                write_all(&mut io, h).await?;
+            }
             write_all(&mut io, request).await
         })
         .await;

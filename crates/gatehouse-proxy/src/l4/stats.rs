@@ -94,7 +94,7 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
     pub tls12: AtomicU64,
     pub tls13: AtomicU64,
-    /// Cumulative counts per bucket (the last is +Inf), and the sum in microseconds.
+    /// Counts per bucket (the last is above every edge), and the sum in microseconds.
     durations: [AtomicU64; 9],
     duration_us: AtomicU64,
 }
