@@ -344,10 +344,7 @@ impl Session<'_> {
     pub(super) async fn pipe(&mut self, client: BoxIo, backend: BoxIo) -> Outcome {
         let cfg = &self.live.config;
         let (end, moved) = pipe::run(client, backend, cfg.idle_timeout, cfg.max_duration).await;
-        self.moved = moved;
-        let stats = &self.live.stats;
-        stats.bytes_in.fetch_add(moved.up, std::sync::atomic::Ordering::Relaxed);
-        stats.bytes_out.fetch_add(moved.down, std::sync::atomic::Ordering::Relaxed);
+        self.moved(moved);
         match end {
             End::Done => Outcome::Closed,
             End::Idle => Outcome::Idle,
@@ -358,6 +355,14 @@ impl Session<'_> {
                 Outcome::Reset
             }
         }
+    }
+
+    /// Counts what this connection moved (its record and the stream's byte counters).
+    pub(super) fn moved(&mut self, moved: Moved) {
+        self.moved = moved;
+        let stats = &self.live.stats;
+        stats.bytes_in.fetch_add(moved.up, std::sync::atomic::Ordering::Relaxed);
+        stats.bytes_out.fetch_add(moved.down, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The access record of this connection.

@@ -224,7 +224,7 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
             add(&mut up, &mut down, moved);
         }
     }
-    s.moved = pipe::Moved { up, down };
+    s.moved(pipe::Moved { up, down });
     Ok(end)
 }
 

@@ -18,8 +18,11 @@ use tokio::time::Instant;
 
 use super::io::BoxIo;
 
-/// Bytes in flight per direction.
+/// Bytes in flight per direction: a connection starts with `BUF`, and a direction whose
+/// reads keep filling it (a bulk transfer) grows to `BULK`, a quarter of the system calls
+/// per byte, while interactive and idle connections keep the small one.
 const BUF: usize = 16 * 1024;
+const BULK: usize = 64 * 1024;
 
 /// How a pipe ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,8 @@ pub enum End {
 /// costs no 16 KiB memset per direction.
 struct Copy {
     buf: BytesMut,
+    /// The capacity reads get (`BUF`, or `BULK` once a read filled it).
+    size: usize,
     eof: bool,
     shut: bool,
     flush: bool,
@@ -47,7 +52,7 @@ struct Copy {
 
 impl Copy {
     fn new() -> Self {
-        Copy { buf: BytesMut::new(), eof: false, shut: false, flush: false, total: 0 }
+        Copy { buf: BytesMut::new(), size: BUF, eof: false, shut: false, flush: false, total: 0 }
     }
 
     /// Moves bytes from `from` to `to`; ready when this direction is over. Errors say which
@@ -63,14 +68,18 @@ impl Copy {
             if self.buf.is_empty() && !self.eof {
                 // Empty: the whole capacity is free again (no copy, no reallocation).
                 self.buf.clear();
-                if self.buf.capacity() < BUF {
-                    self.buf.reserve(BUF);
+                if self.buf.capacity() < self.size {
+                    self.buf.reserve(self.size);
                 }
+                let room = self.buf.capacity();
                 match tokio_util::io::poll_read_buf(Pin::new(&mut *from), cx, &mut self.buf) {
                     Poll::Ready(Ok(0)) => self.eof = true,
                     Poll::Ready(Ok(n)) => {
                         self.total += n as u64;
                         *moved = true;
+                        if n == room {
+                            self.size = BULK;
+                        }
                     }
                     Poll::Ready(Err(_)) => return Poll::Ready(Err(true)),
                     Poll::Pending => {
