@@ -46,11 +46,12 @@ impl Admission {
         })
     }
 
-    /// A place under the total limit now, without waiting: `Err` when there is none.
-    pub fn try_room(&self) -> Result<Option<OwnedSemaphorePermit>, ()> {
+    /// A place under the total limit now, without waiting: `None` when there is none
+    /// (`Some(None)` when there is no total limit).
+    pub fn try_room(&self) -> Option<Option<OwnedSemaphorePermit>> {
         match &self.total {
-            Some(sem) => sem.clone().try_acquire_owned().map(Some).map_err(|_| ()),
-            None => Ok(None),
+            Some(sem) => sem.clone().try_acquire_owned().ok().map(Some),
+            None => Some(None),
         }
     }
 

@@ -67,7 +67,7 @@ fn backend(spec: &str) -> Result<Backend, String> {
         return Err(format!("a stream backend is an address (host:port or unix:/path), not a URL: {first:?}"));
     }
     let url = if first.starts_with("unix:") { spec.to_string() } else { format!("http://{}", spec.trim()) };
-    let b = parse_backend(&url).map_err(|e| e.replace("http://", ""))?;
+    let b = parse_backend(&url).map_err(|e| e.replace("http://", "").replace("backend URL", "backend address"))?;
     if let BackendAddr::Tcp { .. } = b.addr
         && split_host_port(first).and_then(|(_, p)| p).is_none()
     {
@@ -303,7 +303,8 @@ pub(super) fn stream(cx: &mut Ctx<'_>, base: &Path, s: raw::Stream, at: &str, ht
             "SNI routes need TLS from the first byte: use protocol generic (or an implicit-TLS name)",
         );
     }
-    if upstream.is_none() && routes.is_empty() {
+    // (A list of only bad entries has its errors already.)
+    if s.backends.is_empty() && s.routes.as_ref().is_none_or(Vec::is_empty) {
         cx.err(Some(line), format!("{at}.backends"), "a stream needs backends (or SNI routes)");
     }
     let connect_timeout =

@@ -110,7 +110,7 @@ impl Session<'_> {
         if !allowed(&cfg, ip) || self.live.shared.bans.check(ip, SystemTime::now()).is_some() {
             return Outcome::Denied;
         }
-        let Ok(slot) = self.live.admission.try_room() else {
+        let Some(slot) = self.live.admission.try_room() else {
             self.detail = format!("max_connections ({}) reached", cfg.max_connections);
             return Outcome::Limited;
         };

@@ -122,9 +122,12 @@ impl Drop for Open {
     }
 }
 
+/// A stream's settings with the limits its admission was made for.
+type Built = (Live, (usize, usize), Arc<crate::admission::Admission>);
+
 /// Streams built and bound by `Engine::prepare`, waiting for `Engine::commit`.
 pub struct Prepared {
-    built: Vec<(Live, (usize, usize), Arc<crate::admission::Admission>)>,
+    built: Vec<Built>,
     sockets: HashMap<String, Vec<std::net::TcpListener>>,
 }
 
@@ -227,11 +230,12 @@ impl Engine {
                 )),
             }
         }
-        if !built.is_empty() && inner.runtimes.is_empty() {
-            if let Err(e) = self.start_threads(&mut inner) {
-                let why = format!("cannot start stream threads: {e}");
-                errors.push(Error::new(&state.config.source, None, "streams", why));
-            }
+        if !built.is_empty()
+            && inner.runtimes.is_empty()
+            && let Err(e) = self.start_threads(&mut inner)
+        {
+            let why = format!("cannot start stream threads: {e}");
+            errors.push(Error::new(&state.config.source, None, "streams", why));
         }
         if !errors.0.is_empty() {
             return Err(errors);
@@ -249,10 +253,7 @@ impl Engine {
 
     /// Every stream's settings from `state`, taking over counters and (while its limits
     /// stay) admission from the running one of the same name.
-    fn build(
-        &self,
-        state: &RuntimeState,
-    ) -> Result<Vec<(Live, (usize, usize), Arc<crate::admission::Admission>)>, Errors> {
+    fn build(&self, state: &RuntimeState) -> Result<Vec<Built>, Errors> {
         let inner = self.inner();
         let mut errors = Errors::default();
         let mut built = Vec::new();
