@@ -21,6 +21,13 @@ fn with_streams(streams: &str) -> (Gatehouse, std::path::PathBuf) {
     (Gatehouse::start_in(dir), ca_path)
 }
 
+/// A stream `name` of `protocol` to `backend`, with the certificate `with_streams` writes.
+fn db_stream(name: &str, protocol: &str, backend: &str) -> String {
+    format!(
+        "  - name: {name}\n    listen: 127.0.0.1:0\n    protocol: {protocol}\n    tls: {{cert: db.crt, key: db.key}}\n    backends: [{backend}]\n"
+    )
+}
+
 /// The certificate the local PostgreSQL serves, for verifying the re-encrypted leg.
 fn postgres_cert() -> String {
     let (ok, out) = run(Command::new("psql").args([
@@ -86,14 +93,7 @@ async fn psql_verifies_gatehouse_and_reaches_postgres_plain_or_re_encrypted() {
 #[test]
 fn a_cancel_request_from_psql_reaches_postgres() {
     need("psql", "postgresql-client");
-    let (gh, ca) = with_streams(
-        "  - name: pg
-    listen: 127.0.0.1:0
-    protocol: postgres
-    tls: {cert: db.crt, key: db.key}
-    backends: [127.0.0.1:5432]
-",
-    );
+    let (gh, ca) = with_streams(&db_stream("pg", "postgres", "127.0.0.1:5432"));
     let marker = format!("gatehouse-cancel-{}", std::process::id());
     let conn = format!(
         "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
@@ -135,14 +135,7 @@ fn a_cancel_request_from_psql_reaches_postgres() {
 
 #[tokio::test]
 async fn gssenc_is_declined_ssl_is_accepted_and_direct_tls_needs_no_request() {
-    let (gh, ca) = with_streams(
-        "  - name: pg
-    listen: 127.0.0.1:0
-    protocol: postgres
-    tls: {cert: db.crt, key: db.key}
-    backends: [127.0.0.1:5432]
-",
-    );
+    let (gh, ca) = with_streams(&db_stream("pg", "postgres", "127.0.0.1:5432"));
     let mut s = within("connect", TcpStream::connect(gh.stream("pg"))).await.expect("connect");
     s.write_all(&[0, 0, 0, 8, 4, 210, 22, 48]).await.expect("gssenc request");
     assert_eq!(within("N", s.read_u8()).await.expect("answer"), b'N');
@@ -158,14 +151,7 @@ async fn gssenc_is_declined_ssl_is_accepted_and_direct_tls_needs_no_request() {
 #[test]
 fn mariadb_logs_in_over_verified_tls_and_a_plaintext_login_is_refused() {
     need("mariadb", "mariadb-client");
-    let (gh, ca) = with_streams(
-        "  - name: my
-    listen: 127.0.0.1:0
-    protocol: mysql
-    tls: {cert: db.crt, key: db.key}
-    backends: [127.0.0.1:3306]
-",
-    );
+    let (gh, ca) = with_streams(&db_stream("my", "mysql", "127.0.0.1:3306"));
     let port = gh.stream("my").port().to_string();
     let mariadb = |extra: &[&str]| {
         let mut c = Command::new("mariadb");
@@ -191,14 +177,7 @@ fn mariadb_logs_in_over_verified_tls_and_a_plaintext_login_is_refused() {
 #[test]
 fn redis_cli_speaks_tls_to_gatehouse_and_plain_to_redis() {
     need("redis-cli", "redis-tools");
-    let (gh, ca) = with_streams(
-        "  - name: rd
-    listen: 127.0.0.1:0
-    protocol: redis
-    tls: {cert: db.crt, key: db.key}
-    backends: [127.0.0.1:6379]
-",
-    );
+    let (gh, ca) = with_streams(&db_stream("rd", "redis", "127.0.0.1:6379"));
     let port = gh.stream("rd").port().to_string();
     let (ok, out) = run(Command::new("redis-cli").args(["--tls", "--cacert"]).arg(&ca).args([
         "-h",

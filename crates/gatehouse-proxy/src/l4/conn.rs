@@ -319,6 +319,23 @@ impl Session<'_> {
         Err(Outcome::Backend)
     }
 
+    /// `dial`, telling the client `refusal` (in its protocol's words) when no backend can
+    /// be reached.
+    pub(super) async fn dial_or_tell(
+        &mut self,
+        target: &Target,
+        client: &mut BoxIo,
+        refusal: &[u8],
+    ) -> Result<(BoxIo, ActiveGuard), Outcome> {
+        match self.dial(target).await {
+            Ok(b) => Ok(b),
+            Err(o) => {
+                let _ = pipe::write_all(client, refusal).await;
+                Err(o)
+            }
+        }
+    }
+
     /// TLS to the backend when `target` re-encrypts (verified against its CA and name).
     pub(super) async fn backend_tls(&mut self, target: &Target, io: BoxIo) -> Result<BoxIo, Outcome> {
         let Some((connector, name)) = &target.tls else { return Ok(io) };

@@ -114,13 +114,8 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
         return Ok(Outcome::Closed);
     }
     let mut client = s.handshake(client).await?;
-    let (mut backend, _active) = match s.dial(target).await {
-        Ok(b) => b,
-        Err(o) => {
-            let _ = write_all(&mut client, b"421 Gatehouse could not reach the server\r\n").await;
-            return Err(o);
-        }
-    };
+    let unreachable = b"421 Gatehouse could not reach the server\r\n";
+    let (mut backend, _active) = s.dial_or_tell(target, &mut client, unreachable).await?;
     let Some(backend_ip) = s.backend_addr.map(|a| a.ip()) else {
         s.detail = "an FTP backend must be reached over TCP (its data ports)".into();
         return Err(Outcome::Backend);

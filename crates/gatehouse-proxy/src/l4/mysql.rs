@@ -77,13 +77,8 @@ async fn to_backend(s: &mut Session<'_>, backend: &mut BoxIo, bytes: &[u8]) -> R
 async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outcome> {
     let live = s.live;
     let target = live.default.as_ref().ok_or(Outcome::NoRoute)?;
-    let (mut backend, _active) = match s.dial(target).await {
-        Ok(b) => b,
-        Err(o) => {
-            let _ = write_all(&mut client, &err_packet(0, 2003, "Gatehouse could not reach the database server")).await;
-            return Err(o);
-        }
-    };
+    let unreachable = err_packet(0, 2003, "Gatehouse could not reach the database server");
+    let (mut backend, _active) = s.dial_or_tell(target, &mut client, &unreachable).await?;
     let mut from_backend = BytesMut::new();
     let greeting = s.backend_step("the backend's greeting", read(&mut backend, &mut from_backend)).await?;
     let Some(at) = caps_offset(&greeting.payload) else {

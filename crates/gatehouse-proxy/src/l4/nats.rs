@@ -44,13 +44,8 @@ pub(super) async fn run(s: &mut Session<'_>, client: BoxIo) -> Outcome {
 async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outcome> {
     let live = s.live;
     let target = live.default.as_ref().ok_or(Outcome::NoRoute)?;
-    let (mut backend, _active) = match s.dial(target).await {
-        Ok(b) => b,
-        Err(o) => {
-            let _ = write_all(&mut client, b"-ERR 'Gatehouse could not reach the server'\r\n").await;
-            return Err(o);
-        }
-    };
+    let unreachable = b"-ERR 'Gatehouse could not reach the server'\r\n";
+    let (mut backend, _active) = s.dial_or_tell(target, &mut client, unreachable).await?;
     let mut from_backend = BytesMut::with_capacity(1024);
     let info = s.backend_step("the backend's INFO", line(&mut backend, &mut from_backend, MAX_INFO)).await?;
     let Some((info, backend_offers_tls)) = rewrite(&info, s.client.ip()) else {
