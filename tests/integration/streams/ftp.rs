@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{Daemon, files, need, read_until, run};
+use super::{Daemon, files, need, read_until, run, s_client};
 use crate::harness::{Gatehouse, TestCa, ci_python, metrics_with, within};
 
 /// pyftpdlib serving a directory holding `hello.txt`, anonymous, with uploads allowed.
@@ -77,6 +77,8 @@ async fn curl_lists_downloads_and_uploads_over_explicit_ftps() {
     let (ok, out) = curl(&["--ftp-port", "-"], "hello.txt");
     assert!(!ok, "{out}");
 
+    let (ok, out) = s_client(gh.stream("ftp"), &["-starttls", "ftp"], &ca_path);
+    assert!(ok, "{out}");
     // Without AUTH TLS nothing reaches the server.
     let mut s = within("connect", TcpStream::connect(gh.stream("ftp"))).await.expect("connect");
     assert!(read_until(&mut s, "\r\n").await.starts_with("220"));

@@ -1,14 +1,14 @@
-//! Mail behind STARTTLS terminated by Gatehouse: SMTP with a real server (aiosmtpd, from
-//! PyPI), and IMAP and POP3 with line servers of the test's own (no IMAP or POP3 server
-//! is installed here); each dialogue as the real clients speak it, and the attacks on it:
+//! Mail behind STARTTLS terminated by Gatehouse, with real servers: SMTP with aiosmtpd
+//! (from PyPI), IMAP and POP3 with Dovecot (run by the test on leased ports with a minimal
+//! configuration); each dialogue as the real clients speak it, and the attacks on it:
 //! commands before STARTTLS, and bytes injected after it.
 
 use std::process::{Command, Stdio};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use super::{Daemon, files, read_until, s_client};
+use super::{Daemon, files, need, read_until, s_client};
 use crate::harness::{Gatehouse, TestCa, ci_python, metrics_with, within};
 
 fn mail_stream(name: &str, protocol: &str, backend: &str) -> String {
@@ -106,57 +106,87 @@ async fn bytes_injected_after_starttls_end_the_connection() {
     metrics_with(gh.admin, &["{stream=\"smtp\",outcome=\"protocol_error\"} 1"]).await;
 }
 
-/// A line server playing the backend: greets with `greeting`, then answers each line with
-/// `backend says: LINE`.
-async fn line_server(greeting: &'static str) -> std::net::SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut r = BufReader::new(s);
-                let _ = r.get_mut().write_all(greeting.as_bytes()).await;
-                let mut line = String::new();
-                while r.read_line(&mut line).await.is_ok_and(|n| n > 0) {
-                    let answer = format!("backend says: {}\r\n", line.trim_end());
-                    if r.get_mut().write_all(answer.as_bytes()).await.is_err() {
-                        break;
-                    }
-                    line.clear();
-                }
-            });
-        }
-    });
-    addr
+/// Dovecot serving `protocol` (imap or pop3) alone on a leased port, with one mailbox
+/// whose password is `secret` for any user.
+fn dovecot(protocol: &'static str) -> Daemon {
+    need("dovecot", "dovecot-imapd dovecot-pop3d");
+    Daemon::start(|port, dir| {
+        // Dovecot drops to an unprivileged user for mail: it must reach its directory.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mail = dir.join("mail");
+        std::fs::create_dir(&mail).expect("mail dir");
+        std::os::unix::fs::chown(&mail, Some(65534), Some(65534)).expect("chown");
+        let d = dir.display();
+        let conf = format!(
+            "base_dir = {d}/run\nstate_dir = {d}/run\nlog_path = {d}/dovecot.log\nprotocols = {protocol}\n\
+             listen = 127.0.0.1\nssl = no\ndisable_plaintext_auth = no\nfirst_valid_uid = 1\n\
+             mail_location = maildir:{d}/mail/%u\npassdb {{\n  driver = static\n  args = password=secret\n}}\n\
+             userdb {{\n  driver = static\n  args = uid=65534 gid=65534 home={d}/mail/%u\n}}\n\
+             service {protocol}-login {{\n  inet_listener {protocol} {{\n    port = {port}\n  }}\n  inet_listener {protocol}s {{\n    port = 0\n  }}\n}}\n"
+        );
+        std::fs::write(dir.join("dovecot.conf"), conf).expect("dovecot.conf");
+        let mut c = Command::new("dovecot");
+        c.arg("-F").arg("-c").arg(dir.join("dovecot.conf")).stdout(Stdio::null());
+        c
+    })
 }
 
 #[tokio::test]
-async fn imap_and_pop3_start_tls_the_way_their_clients_do() {
+async fn imap_and_pop3_clients_start_tls_with_gatehouse_and_log_in_to_dovecot() {
     let ca = TestCa::new();
-    let imap = line_server("* OK IMAP backend ready\r\n").await;
-    let pop3 = line_server("+OK POP3 backend ready\r\n").await;
-    let streams =
-        format!("{}{}", mail_stream("imap", "imap", &imap.to_string()), mail_stream("pop3", "pop3", &pop3.to_string()));
+    let (imap, pop3) = (dovecot("imap"), dovecot("pop3"));
+    let streams = format!(
+        "{}{}",
+        mail_stream("imap", "imap", &format!("127.0.0.1:{}", imap.port)),
+        mail_stream("pop3", "pop3", &format!("127.0.0.1:{}", pop3.port))
+    );
     let (gh, ca_path) = start(&streams, &ca);
-    for (name, opening, starttls, ok) in
-        [("imap", "a1 CAPABILITY\r\n", "a2 STARTTLS\r\n", "a2 OK"), ("pop3", "CAPA\r\n", "STLS\r\n", "+OK")]
-    {
+    let steps: [(&str, &str, &str, &str, &[(&str, &str)]); 2] = [
+        (
+            "imap",
+            "a1 CAPABILITY\r\n",
+            "a2 STARTTLS\r\n",
+            "a2 OK",
+            &[("a3 LOGIN alice secret\r\n", "a3 OK"), ("a4 SELECT INBOX\r\n", "a4 OK"), ("a5 LOGOUT\r\n", "a5 OK")],
+        ),
+        (
+            "pop3",
+            "CAPA\r\n",
+            "STLS\r\n",
+            "+OK",
+            &[
+                ("USER alice\r\n", "+OK"),
+                ("PASS secret\r\n", "+OK Logged in"),
+                ("STAT\r\n", "+OK 0 0"),
+                ("QUIT\r\n", "+OK"),
+            ],
+        ),
+    ];
+    for (name, opening, starttls, ok, session) in steps {
         let mut s = within("connect", TcpStream::connect(gh.stream(name))).await.expect("connect");
         let greeting = read_until(&mut s, "\r\n").await;
         s.write_all(opening.as_bytes()).await.expect("write");
         let caps = read_until(&mut s, if name == "imap" { "a1 OK" } else { "\r\n.\r\n" }).await;
         assert!(caps.contains(if name == "imap" { "STARTTLS" } else { "STLS" }), "{name}: {greeting}{caps}");
-        // Logging in before TLS is refused.
-        s.write_all(if name == "imap" { b"a3 LOGIN u p\r\n".as_slice() } else { b"USER u\r\n" }).await.expect("write");
+        // Logging in before TLS is refused: the password never reaches Dovecot in plaintext.
+        s.write_all(if name == "imap" { b"a0 LOGIN alice secret\r\n".as_slice() } else { b"USER alice\r\n" })
+            .await
+            .expect("write");
         let refused = read_until(&mut s, "\r\n").await;
         assert!(refused.contains("BAD") || refused.starts_with("-ERR"), "{name}: {refused}");
         s.write_all(starttls.as_bytes()).await.expect("write");
         assert!(read_until(&mut s, "\r\n").await.starts_with(ok), "{name}");
         let mut tls = ca.connector(&[]).connect("mail.test".try_into().expect("name"), s).await.expect("handshake");
-        tls.write_all(b"after tls\r\n").await.expect("write");
-        // The backend's greeting was dropped; its answer comes first.
-        assert_eq!(read_until(&mut tls, "\r\n").await, "backend says: after tls\r\n", "{name}");
+        // Dovecot's greeting was dropped: each command gets Dovecot's own answer.
+        for (command, answer) in session {
+            tls.write_all(command.as_bytes()).await.expect("write");
+            let got = read_until(&mut tls, answer).await;
+            assert!(got.contains(answer), "{name}: {command:?} -> {got:?}");
+        }
         let (ok, out) = s_client(gh.stream(name), &["-starttls", name], &ca_path);
         assert!(ok, "{name}: {out}");
     }
+    let log = std::fs::read_to_string(imap.dir.path().join("dovecot.log")).unwrap_or_default();
+    assert!(log.contains("Login: user=<alice>"), "{log}");
 }
