@@ -191,3 +191,96 @@ fn redis_cli_speaks_tls_to_gatehouse_and_plain_to_redis() {
     let (_, out) = run(Command::new("timeout").args(["10", "redis-cli", "-h", "127.0.0.1", "-p", &port, "PING"]));
     assert!(!out.contains("PONG"), "{out}");
 }
+
+/// A PostgreSQL of the test's own (initdb in a temporary directory, a leased port) whose
+/// TCP logins use SCRAM-SHA-256 with the password `secret`: the local server trusts
+/// everyone, so it cannot show what happens to SCRAM. Stopped when dropped.
+struct ScramPostgres {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl ScramPostgres {
+    fn start() -> ScramPostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).find(|b| b.join("initdb").is_file()))
+            .expect("this test needs PostgreSQL's server programs: apt-get install postgresql");
+        need("runuser", "util-linux");
+        let dir = tempfile::tempdir().expect("dir");
+        let (_, uid) = run(Command::new("id").args(["-u", "postgres"]));
+        let uid: u32 = uid.trim().parse().expect("the postgres user (apt-get install postgresql)");
+        std::os::unix::fs::chown(dir.path(), Some(uid), None).expect("chown");
+        std::fs::write(dir.path().join("pw"), "secret\n").expect("password file");
+        std::os::unix::fs::chown(dir.path().join("pw"), Some(uid), None).expect("chown");
+        let data = dir.path().join("data");
+        let as_postgres = |program: &str| {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin.join(program));
+            c
+        };
+        let (ok, out) = run(as_postgres("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth-host=scram-sha-256", "--auth-local=trust", "--pwfile"])
+            .arg(dir.path().join("pw")));
+        assert!(ok, "initdb: {out}");
+        let [lease] = crate::harness::lease_ports::<1>();
+        let port = lease.port;
+        drop(lease);
+        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", dir.path().display());
+        let (ok, out) = run(as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-w", "-o", &options, "-l"])
+            .arg(dir.path().join("log"))
+            .arg("start"));
+        assert!(ok, "pg_ctl start: {out}");
+        ScramPostgres { bin, dir, port }
+    }
+}
+
+impl Drop for ScramPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["stop", "-m", "immediate"])
+            .output();
+    }
+}
+
+#[test]
+fn scram_logins_with_channel_binding_prefer_work_through_a_plain_backend_leg() {
+    need("psql", "postgresql-client");
+    let pg = ScramPostgres::start();
+    let (gh, ca) = with_streams(&db_stream("pg", "postgres", &format!("127.0.0.1:{}", pg.port)));
+    let login = |binding: &str| {
+        let conn = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={} channel_binding={binding} connect_timeout=10",
+            gh.stream("pg").port(),
+            ca.display()
+        );
+        run(Command::new("psql").arg(conn).args(["-Atc", "select 'logged in'"]).env("PGPASSWORD", "secret"))
+    };
+    // libpq's default: the server (on a plain leg) offers no SCRAM-SHA-256-PLUS, so the
+    // client logs in with SCRAM-SHA-256.
+    let (ok, out) = login("prefer");
+    assert!(ok && out.trim() == "logged in", "{out}");
+    // A client that insists on binding to the database server's certificate is refused by
+    // its own libpq: no terminating proxy can give it that.
+    let (ok, out) = login("require");
+    assert!(!ok && out.contains("channel binding"), "{out}");
+    let (ok, out) = run(Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
+            gh.stream("pg").port(),
+            ca.display()
+        ))
+        .args(["-Atc", "select 1"])
+        .env("PGPASSWORD", "wrong"));
+    assert!(!ok && out.contains("password authentication failed"), "{out}");
+}
