@@ -132,6 +132,10 @@ fn dovecot(protocol: &'static str) -> Daemon {
     })
 }
 
+/// A protocol's dialogue: name, opening command, STARTTLS command, its success, then the
+/// commands after TLS with what each answer holds.
+type Dialogue = (&'static str, &'static str, &'static str, &'static str, &'static [(&'static str, &'static str)]);
+
 #[tokio::test]
 async fn imap_and_pop3_clients_start_tls_with_gatehouse_and_log_in_to_dovecot() {
     let ca = TestCa::new();
@@ -142,7 +146,7 @@ async fn imap_and_pop3_clients_start_tls_with_gatehouse_and_log_in_to_dovecot() 
         mail_stream("pop3", "pop3", &format!("127.0.0.1:{}", pop3.port))
     );
     let (gh, ca_path) = start(&streams, &ca);
-    let steps: [(&str, &str, &str, &str, &[(&str, &str)]); 2] = [
+    let steps: [Dialogue; 2] = [
         (
             "imap",
             "a1 CAPABILITY\r\n",
