@@ -8,6 +8,7 @@ mod auth;
 mod balance;
 mod defects;
 mod files;
+mod first_run;
 mod geo;
 mod headers;
 mod health;

@@ -10,6 +10,7 @@ mod acme;
 mod backups;
 mod bans;
 mod geoip;
+mod init;
 mod jwks;
 mod logs;
 mod metrics;
@@ -87,6 +88,13 @@ enum Command {
         #[arg(long)]
         api_key: bool,
     },
+    /// Write a commented main file and an example site file into DIR (default: the
+    /// current directory). Never overwrites.
+    Init { dir: Option<PathBuf> },
+    /// Print shell completions (bash, zsh or fish) to standard output.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff) to standard output: `gatehouse man > gatehouse.1`.
+    Man,
     /// Print the version.
     Version,
 }
@@ -140,6 +148,40 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::HashPassword { api_key } => hash_password(api_key),
+        Command::Init { dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            match init::init(&dir) {
+                Ok(written) => {
+                    for p in written {
+                        println!("wrote {}", p.display());
+                    }
+                    println!(
+                        "next: edit them, then `gatehouse check -c {0}` and `gatehouse run -c {0}`",
+                        dir.join("gatehouse.yaml").display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gatehouse: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "gatehouse", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gatehouse: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Backup { config, action } => backups::cli(&config_path(config), action),
         Command::Check { config } => {
             let path = config_path(config);
