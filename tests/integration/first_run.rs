@@ -54,3 +54,60 @@ fn completions_and_the_manual_come_from_the_command_line_definition() {
     let (ok, _, err) = gatehouse(&["completions", "tcsh"], dir.path());
     assert!(!ok && err.contains("invalid value"), "{err}");
 }
+
+#[tokio::test]
+async fn check_diff_lists_what_a_reload_would_change() {
+    let gh = crate::harness::Gatehouse::start(
+        "",
+        &[
+            (
+                "shop",
+                "host: shop.test\nroutes:\n  - {path: /, backend: http://127.0.0.1:9}\n  - {path: /old, backend: http://127.0.0.1:9}\n",
+            ),
+            ("blog", "host: blog.test\nroutes:\n  - {path: /, backend: http://127.0.0.1:9}\n"),
+            ("gone", "host: gone.test\nbackend: http://127.0.0.1:9\n"),
+        ],
+    );
+    let dir = gh.dir.path();
+    let before = tempfile::tempdir().expect("dir");
+    std::fs::create_dir_all(before.path().join("sites")).expect("dir");
+    for f in ["gatehouse.yaml", "sites/shop.yaml", "sites/blog.yaml", "sites/gone.yaml"] {
+        std::fs::copy(dir.join(f), before.path().join(f)).expect("copy");
+    }
+    // The running instance listens on port 0; its admin address goes in the file `check`
+    // reads, so it can find the instance.
+    let main = std::fs::read_to_string(dir.join("gatehouse.yaml")).expect("main");
+    let main = main.replace("admin: {listen: 127.0.0.1:0}", &format!("admin: {{listen: {}}}", gh.admin));
+    std::fs::write(dir.join("gatehouse.yaml"), main).expect("main");
+    // The files change: shop loses a route, blog gains one, gone goes, a stream comes.
+    let shop = "host: shop.test\nroutes:\n  - {path: /, backend: http://127.0.0.1:9}\n";
+    let blog = "host: blog.test\nroutes:\n  - {path: /, backend: http://127.0.0.1:9}\n  - {path: /feed, backend: http://127.0.0.1:9}\n";
+    std::fs::write(dir.join("sites/shop.yaml"), shop).expect("shop");
+    std::fs::write(dir.join("sites/blog.yaml"), blog).expect("blog");
+    std::fs::write(
+        dir.join("sites/db.yaml"),
+        "streams:\n  - {name: db, listen: 127.0.0.1:0, backends: [127.0.0.1:9]}\n",
+    )
+    .expect("db");
+    std::fs::remove_file(dir.join("sites/gone.yaml")).expect("gone");
+    let wanted = ["- site gone", "- route shop#1", "+ route blog#1", "+ stream db", "~ settings: admin"];
+    // Against the running instance, through its admin API: nothing is applied.
+    let (ok, out, err) = gatehouse(&["check", "-c", "gatehouse.yaml", "--diff"], dir);
+    assert!(ok, "{out}{err}");
+    for line in wanted {
+        assert!(out.contains(line), "{line:?} missing in:\n{out}");
+    }
+    assert_eq!(crate::harness::config_version(&gh).await, 1, "check --diff reloaded");
+    let api = crate::harness::get(gh.admin, "localhost", "/api/config/diff").await.json();
+    assert_eq!(api["diff"]["sites_removed"][0], "gone", "{api}");
+    // Against another configuration on disk (no instance needed).
+    let old = before.path().join("gatehouse.yaml").display().to_string();
+    let (ok, offline, err) = gatehouse(&["check", "-c", "gatehouse.yaml", "--diff", &old], dir);
+    assert!(ok, "{err}");
+    for line in &wanted[..4] {
+        assert!(offline.contains(line), "{line:?} missing in:\n{offline}");
+    }
+    // Nothing changed: said so.
+    let (ok, same, _) = gatehouse(&["check", "-c", "gatehouse.yaml", "--diff", "gatehouse.yaml"], dir);
+    assert!(ok && same.contains("no changes"), "{same}");
+}

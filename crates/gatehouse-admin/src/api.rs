@@ -174,20 +174,36 @@ pub(crate) async fn reload(State(admin): State<Admin>) -> Response {
     };
     match reload().await {
         Ok(version) => Json(json!({"version": version})).into_response(),
-        Err(errors) => {
-            let list: Vec<Value> = errors
-                .iter()
-                .map(|e| {
-                    json!({
-                        "file": e.file.display().to_string(),
-                        "line": e.line,
-                        "field": e.path,
-                        "message": e.message,
-                    })
-                })
-                .collect();
-            (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"errors": list}))).into_response()
+        Err(errors) => refused(&errors),
+    }
+}
+
+/// A configuration refused: 422 with every error's place and message.
+fn refused(errors: &[gatehouse_config::Error]) -> Response {
+    let list: Vec<Value> = errors
+        .iter()
+        .map(|e| json!({"file": e.file.display().to_string(), "line": e.line, "field": e.path, "message": e.message}))
+        .collect();
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"errors": list}))).into_response()
+}
+
+/// `GET /api/config/diff`: what a reload would change now. The running configuration's
+/// files are read and checked as a reload would (environment overrides included), on a
+/// blocking thread, and nothing is applied.
+pub(crate) async fn config_diff(State(admin): State<Admin>) -> Response {
+    let state = admin.state.load();
+    let source = state.config.source.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        gatehouse_config::load(&source, &gatehouse_config::EnvOverrides::from_env())
+    })
+    .await;
+    match loaded {
+        Ok(Ok(candidate)) => {
+            let d = crate::diff::diff(&state.config, &candidate);
+            Json(json!({"version": state.version, "diff": d, "lines": crate::diff::render(&d)})).into_response()
         }
+        Ok(Err(errors)) => refused(&errors.0),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))).into_response(),
     }
 }
 

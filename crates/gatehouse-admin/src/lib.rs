@@ -11,6 +11,7 @@ mod api;
 mod bans;
 mod conn;
 mod data;
+pub mod diff;
 pub mod guard;
 mod maintenance;
 mod overview;
@@ -97,6 +98,7 @@ pub async fn serve(
             .route("/api/routes", get(api::routes))
             .route("/api/certs", get(api::certs))
             .route("/api/config", get(api::config))
+            .route("/api/config/diff", get(api::config_diff))
             .route("/api/reload", post(api::reload))
             .route("/api/logs", get(data::logs))
             .route("/api/audit", get(data::audit_log))

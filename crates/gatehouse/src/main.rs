@@ -9,6 +9,7 @@ mod access_file;
 mod acme;
 mod backups;
 mod bans;
+mod check_diff;
 mod geoip;
 mod init;
 mod jwks;
@@ -72,6 +73,10 @@ enum Command {
     Check {
         #[arg(short, long, env = "GATEHOUSE_CONFIG")]
         config: Option<PathBuf>,
+        /// Also show what it changes: against FILE (another configuration), or without
+        /// FILE against the running instance (asked through its admin API).
+        #[arg(long, value_name = "FILE", num_args = 0..=1)]
+        diff: Option<Option<PathBuf>>,
     },
     /// Back up, list, check or restore the database and the ACME state.
     Backup {
@@ -183,7 +188,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Backup { config, action } => backups::cli(&config_path(config), action),
-        Command::Check { config } => {
+        Command::Check { config, diff } => {
             let path = config_path(config);
             match gatehouse_config::load(&path, &EnvOverrides::from_env()) {
                 Ok(c) => {
@@ -233,7 +238,8 @@ fn main() -> ExitCode {
                     };
                     // What `run` and a reload build from it (backend TLS clients), so a
                     // configuration `check` passes is one they accept.
-                    match gatehouse_proxy::RuntimeState::build(Arc::new(c), None, None, None) {
+                    let checked = Arc::new(c);
+                    match gatehouse_proxy::RuntimeState::build(checked.clone(), None, None, None) {
                         Err(errors) => {
                             eprintln!("{errors}");
                             eprintln!("{} error(s) in the configuration", errors.len());
@@ -248,7 +254,10 @@ fn main() -> ExitCode {
                         }
                     }
                     println!("{}: configuration OK ({sites} sites, {routes} routes{streams})", path.display());
-                    ExitCode::SUCCESS
+                    match diff {
+                        Some(against) => check_diff::run(&checked, against.as_deref()),
+                        None => ExitCode::SUCCESS,
+                    }
                 }
                 Err(errors) => {
                     eprintln!("{errors}");

@@ -351,7 +351,7 @@ impl Reloading {
         let Some(audit) = &self.report.audit else { return };
         let (action, detail) = match outcome {
             Ok(version) => {
-                let mut d = diff(before, &self.reloader.live().config);
+                let mut d = gatehouse_admin::diff::diff(before, &self.reloader.live().config);
                 d["version"] = serde_json::json!(version);
                 ("config_reload", d)
             }
@@ -527,63 +527,6 @@ fn reload_failed(source: &str, errors: &[Error]) -> crate::webhooks::Event {
         ),
         fields: vec![("source", source.to_string()), ("errors", list.len().to_string())],
     }
-}
-
-/// What a reload changed, for the audit log: sites and routes added, removed and changed
-/// (compared as loaded, so a reformatted file is no change), and the main-file settings
-/// that changed, by name. Names only: values may be secrets.
-pub fn diff(old: &Config, new: &Config) -> serde_json::Value {
-    use std::collections::BTreeMap;
-    let sites = |c: &Config| -> BTreeMap<String, gatehouse_config::Site> {
-        c.sites.iter().map(|s| (s.name.clone(), s.clone())).collect()
-    };
-    let (a, b) = (sites(old), sites(new));
-    let added: Vec<&String> = b.keys().filter(|k| !a.contains_key(*k)).collect();
-    let removed: Vec<&String> = a.keys().filter(|k| !b.contains_key(*k)).collect();
-    let mut changed = Vec::new();
-    for (name, was) in &a {
-        let Some(now) = b.get(name) else { continue };
-        if format!("{was:?}") == format!("{now:?}") {
-            continue;
-        }
-        let routes = |s: &gatehouse_config::Site| -> BTreeMap<String, String> {
-            s.routes.iter().map(|r| (r.id.clone(), format!("{r:?}"))).collect()
-        };
-        let (ra, rb) = (routes(was), routes(now));
-        changed.push(serde_json::json!({
-            "site": name,
-            "hosts_changed": format!("{:?}", was.hosts) != format!("{:?}", now.hosts),
-            "routes_added": rb.keys().filter(|k| !ra.contains_key(*k)).collect::<Vec<_>>(),
-            "routes_removed": ra.keys().filter(|k| !rb.contains_key(*k)).collect::<Vec<_>>(),
-            "routes_changed": ra.iter().filter(|(k, v)| rb.get(*k).is_some_and(|w| w != *v)).map(|(k, _)| k).collect::<Vec<_>>(),
-        }));
-    }
-    let settings: Vec<&str> = [
-        ("workers", old.workers != new.workers),
-        ("listen", old.listen_http != new.listen_http || old.listen_https != new.listen_https),
-        ("http3", old.http3 != new.http3),
-        ("tls", old.tls != new.tls),
-        ("admin", old.admin_listen != new.admin_listen || old.admin_token != new.admin_token),
-        ("sites_dir", old.sites_dir != new.sites_dir),
-        ("storage", old.storage_path != new.storage_path),
-        ("log", old.log != new.log),
-        ("logging", old.logging != new.logging),
-        ("data_retention", old.retention != new.retention),
-        ("shutdown_timeout", old.shutdown_timeout != new.shutdown_timeout),
-        ("server", old.server != new.server),
-        ("trusted_proxies", old.trusted_proxies != new.trusted_proxies),
-        ("dns_refresh", old.dns_refresh != new.dns_refresh),
-    ]
-    .into_iter()
-    .filter(|(_, changed)| *changed)
-    .map(|(name, _)| name)
-    .collect();
-    serde_json::json!({
-        "sites_added": added,
-        "sites_removed": removed,
-        "sites_changed": changed,
-        "settings_changed": settings,
-    })
 }
 
 #[cfg(test)]
