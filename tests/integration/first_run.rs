@@ -111,3 +111,28 @@ async fn check_diff_lists_what_a_reload_would_change() {
     let (ok, same, _) = gatehouse(&["check", "-c", "gatehouse.yaml", "--diff", "gatehouse.yaml"], dir);
     assert!(ok && same.contains("no changes"), "{same}");
 }
+
+#[tokio::test]
+async fn the_admin_token_can_come_from_a_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    crate::harness::write_config(dir.path(), "", &[]);
+    let main = std::fs::read_to_string(dir.path().join("gatehouse.yaml")).expect("main");
+    let main = main
+        .replace("admin: {listen: 127.0.0.1:0}", "admin: {listen: 127.0.0.1:0, token_file: credentials/admin-token}");
+    std::fs::write(dir.path().join("gatehouse.yaml"), main).expect("main");
+    std::fs::create_dir(dir.path().join("credentials")).expect("dir");
+    // As systemd's LoadCredential= or a Docker secret leaves it: one line.
+    std::fs::write(dir.path().join("credentials/admin-token"), "0123456789abcdef0123456789abcdef\n").expect("token");
+    let gh = crate::harness::Gatehouse::start_in(dir);
+    let without = crate::harness::get(gh.admin, "localhost", "/api/config").await;
+    assert_eq!(without.status, 401);
+    let with = crate::harness::request_with(
+        gh.admin,
+        http::Method::GET,
+        "localhost",
+        "/api/config",
+        &[("authorization", "Bearer 0123456789abcdef0123456789abcdef")],
+    )
+    .await;
+    assert_eq!(with.status, 200, "{}", with.text());
+}

@@ -95,6 +95,43 @@ impl Ctx<'_> {
         }
     }
 
+    /// A secret given in place, as `env:NAME` (the variable's value), or in a file (`FILE`
+    /// relative to `base`; a trailing newline is not part of it): exactly one of `value`
+    /// and `file`. `None`, with the error reported, when it cannot be had; `None` without
+    /// an error when neither is given.
+    fn secret(&mut self, base: &Path, value: Option<&S<String>>, file: Option<&S<String>>, at: &str) -> Option<String> {
+        let got = match (value, file) {
+            (None, None) => return None,
+            (Some(v), Some(_)) => {
+                self.err_at(v, at, format!("give {at} or {at}_file, not both"));
+                return None;
+            }
+            (Some(v), None) => match v.value.strip_prefix("env:") {
+                None => Ok(v.value.clone()),
+                Some(name) => std::env::var(name.trim())
+                    .map_err(|_| (v, format!("the environment variable {} is not set", name.trim()))),
+            },
+            (None, Some(f)) => {
+                let path = base.join(f.value.trim());
+                crate::file::read_regular_text(&path)
+                    .map(|t| t.trim_end_matches(['\n', '\r']).to_string())
+                    .map_err(|e| (f, format!("cannot read {}: {e}", path.display())))
+            }
+        };
+        match got {
+            Ok(s) if s.is_empty() => {
+                let at_value = value.or(file).map(|v| v.referenced.line());
+                self.err(at_value, at, "the secret is empty");
+                None
+            }
+            Ok(s) => Some(s),
+            Err((v, why)) => {
+                self.err_at(v, at, why);
+                None
+            }
+        }
+    }
+
     /// A duration that must be more than zero (a zero timeout fails every request).
     fn timeout(&mut self, v: Option<&S<String>>, path: &str, default: Duration) -> Duration {
         let d = self.duration(v, path, default);
@@ -355,7 +392,18 @@ fn build(
         }
     }
 
-    let admin_token = match pick(main.admin.as_ref().and_then(|a| a.token.as_ref()), env, "admin.token") {
+    // `env:NAME` and `token_file` give the token from outside the file.
+    let from_outside = main.admin.as_ref().and_then(|a| {
+        let from_env = a.token.as_ref().is_some_and(|t| t.value.starts_with("env:"));
+        (from_env || a.token_file.is_some())
+            .then(|| cx.secret(base, a.token.as_ref(), a.token_file.as_ref(), "admin.token"))
+    });
+    // GATEHOUSE_ADMIN_TOKEN still wins over the file, as for every overridden key.
+    let given = pick(None, env, "admin.token").or_else(|| match from_outside {
+        Some(resolved) => resolved.map(|text| Value { text, line: None, env: None }),
+        None => pick(main.admin.as_ref().and_then(|a| a.token.as_ref()), env, "admin.token"),
+    });
+    let admin_token = match given {
         // A token of spaces (or one with spaces around it, as an editor or `echo` may leave)
         // would be a password nobody can type reliably: refuse it rather than trim it.
         Some(v) if v.text.is_empty() => None,
@@ -460,7 +508,7 @@ fn build(
     let access_file = main.log.as_ref().and_then(|l| data::access_file(&mut cx, l, base));
     let logging = data::logging(&mut cx, &main.logging.unwrap_or_default(), "logging", None);
     let retention = data::retention(&mut cx, &main.data_retention.unwrap_or_default(), "data_retention", None);
-    let webhooks = data::webhooks(&mut cx, main.webhooks.as_deref().unwrap_or_default());
+    let webhooks = data::webhooks(&mut cx, base, main.webhooks.as_deref().unwrap_or_default());
     let alerts = data::alerts(&mut cx, &main.alerts.unwrap_or_default());
     let backups = data::backups(&mut cx, &main.backups.unwrap_or_default(), base, &storage_path);
     let otlp = main.opentelemetry.as_ref().and_then(|o| data::otlp(&mut cx, o));

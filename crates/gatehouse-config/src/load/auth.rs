@@ -16,7 +16,9 @@ pub(super) fn auth(cx: &mut Ctx<'_>, base: &Path, a: &raw::Auth, at: &str) -> Op
     if let Some(b) = &a.basic {
         for (name, hash) in b.users.iter().flatten() {
             let here = format!("{at}.basic.users.{name}");
-            match user(name, &hash.value) {
+            // `env:NAME` gives the hash from the environment.
+            let Some(value) = cx.secret(base, Some(hash), None, &here) else { continue };
+            match user(name, &value) {
                 Ok(u) => basic.push(u),
                 Err(e) => cx.err_at(hash, here, e),
             }
@@ -181,7 +183,7 @@ fn jwt(cx: &mut Ctx<'_>, base: &Path, j: &raw::JwtAuth, at: &str) -> Option<Jwt>
         let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
         let key = if hmac {
             let secret = match (&k.secret, &k.secret_file) {
-                (Some(s), None) => Some(s.value.as_bytes().to_vec()),
+                (Some(s), None) => cx.secret(base, Some(s), None, &format!("{here}.secret")).map(String::into_bytes),
                 (None, Some(f)) => read(cx, f, "secret_file").map(|mut b| {
                     // A trailing newline from an editor is not part of the secret.
                     while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {

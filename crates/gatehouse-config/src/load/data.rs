@@ -31,13 +31,21 @@ pub(super) fn access_file(cx: &mut Ctx<'_>, l: &raw::Log, base: &Path) -> Option
     }
 }
 
-pub(super) fn webhooks(cx: &mut Ctx<'_>, list: &[raw::Webhook]) -> Vec<WebhookConfig> {
+pub(super) fn webhooks(cx: &mut Ctx<'_>, base: &Path, list: &[raw::Webhook]) -> Vec<WebhookConfig> {
     let mut webhooks = Vec::new();
     for (i, w) in list.iter().enumerate() {
         let path = format!("webhooks[{i}]");
-        let url = w.url.value.trim();
+        let Some(url) = cx.secret(base, w.url.as_ref(), w.url_file.as_ref(), &format!("{path}.url")) else {
+            if w.url.is_none() && w.url_file.is_none() {
+                cx.err(None, format!("{path}.url"), "a webhook needs url (or url_file)");
+            }
+            continue;
+        };
+        let url = url.trim();
         if !is_http_url(url) {
-            cx.err_at(&w.url, format!("{path}.url"), "expected an http:// or https:// URL with a host");
+            // The URL may hold a token: the message does not repeat it.
+            let line = w.url.as_ref().or(w.url_file.as_ref()).map(|v| v.referenced.line());
+            cx.err(line, format!("{path}.url"), "expected an http:// or https:// URL with a host");
         }
         let format = match w.format.as_ref().map(|f| (f, f.value.trim())) {
             None | Some((_, "json")) => WebhookFormat::Json,

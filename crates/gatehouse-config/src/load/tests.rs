@@ -427,3 +427,38 @@ fn resilience_keys_are_checked() {
         assert!(e.iter().any(|x| x.contains(want)), "{want} missing: {e:?}");
     }
 }
+
+#[test]
+fn secrets_come_from_the_environment_or_files() {
+    let dir = std::env::temp_dir().join(format!("gatehouse-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("token"), "a-token-from-a-file-of-32-bytes\n").expect("token");
+    std::fs::write(dir.join("hook"), "https://hooks.example.test/T0/secret\n").expect("hook");
+    std::fs::write(dir.join("hmac"), "b64-hmac-key\n").expect("hmac");
+    let path = std::env::var("PATH").expect("PATH is set");
+    let main = |token: &str| {
+        format!(
+            "admin: {{listen: 127.0.0.1:0, {token}}}\nwebhooks:\n  - {{url_file: hook}}\n  - {{url: \"env:GATEHOUSE_TEST_UNSET_VARIABLE\"}}\ntls:\n  acme: {{email: a@b.test, eab: {{kid: k, hmac_file: hmac}}}}\nlisten: {{http: 127.0.0.1:0, https: 127.0.0.1:0}}\n"
+        )
+    };
+    // The unset variable is named; the rest loads.
+    let e = load_from_str_for_tests(&main("token_file: token"), &[], &dir).expect_err("unset variable");
+    let all: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(
+        all[0].contains("webhooks[1].url: the environment variable GATEHOUSE_TEST_UNSET_VARIABLE is not set"),
+        "{all:?}"
+    );
+    let fine = |m: String| m.replace("  - {url: \"env:GATEHOUSE_TEST_UNSET_VARIABLE\"}\n", "");
+    let c = load_from_str_for_tests(&fine(main("token_file: token")), &[], &dir).expect("valid");
+    assert_eq!(c.admin_token.as_deref(), Some("a-token-from-a-file-of-32-bytes"));
+    assert_eq!(c.webhooks[0].url, "https://hooks.example.test/T0/secret");
+    assert_eq!(c.tls.acme.as_ref().and_then(|a| a.eab.clone()), Some(("k".into(), "b64-hmac-key".into())));
+    let c = load_from_str_for_tests(&fine(main("token: \"env:PATH\"")), &[], &dir).expect("valid");
+    assert_eq!(c.admin_token, Some(path));
+    let e = load_from_str_for_tests(&fine(main("token: x, token_file: token")), &[], &dir).expect_err("both");
+    assert!(e.iter().any(|m| m.to_string().contains("give admin.token or admin.token_file, not both")), "{e:?}");
+    let e = load_from_str_for_tests(&fine(main("token_file: missing")), &[], &dir).expect_err("missing");
+    assert!(e.iter().any(|m| m.to_string().contains("admin.token: cannot read")), "{e:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

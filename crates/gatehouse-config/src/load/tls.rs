@@ -94,7 +94,13 @@ pub(super) fn build_acme(cx: &mut Ctx<'_>, base: &Path, a: &raw::Acme, state_dir
             AcmeChallenge::Http01
         }
     };
-    let eab = a.eab.as_ref().map(|e| (e.kid.value.clone(), e.hmac.value.clone()));
+    let eab = a.eab.as_ref().and_then(|e| {
+        let hmac = cx.secret(base, e.hmac.as_ref(), e.hmac_file.as_ref(), "tls.acme.eab.hmac");
+        if e.hmac.is_none() && e.hmac_file.is_none() {
+            cx.err_at(&e.kid, "tls.acme.eab.hmac", "external account binding needs hmac (or hmac_file)");
+        }
+        hmac.map(|h| (e.kid.value.clone(), h))
+    });
     if directory.contains("zerossl.com") && eab.is_none() {
         cx.err_at(
             &a.email,

@@ -153,7 +153,9 @@ pub struct Acme {
 #[serde(deny_unknown_fields)]
 pub struct Eab {
     pub kid: S<String>,
-    pub hmac: S<String>,
+    /// The HMAC key, or `env:NAME`; or `hmac_file`.
+    pub hmac: Option<S<String>>,
+    pub hmac_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -170,7 +172,10 @@ pub struct SiteTls {
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub listen: Option<S<String>>,
+    /// The token, or `env:NAME`.
     pub token: Option<S<String>>,
+    /// A file holding the token (systemd `LoadCredential=`, Docker secrets).
+    pub token_file: Option<S<String>>,
     /// `Host` values accepted on requests that change something (DNS-rebinding guard).
     pub allowed_hosts: Option<S<Vec<S<String>>>>,
 }
@@ -209,7 +214,9 @@ pub struct DataRetention {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
-    pub url: S<String>,
+    /// The URL (it often holds a token), or `env:NAME`; or `url_file`.
+    pub url: Option<S<String>>,
+    pub url_file: Option<S<String>>,
     pub format: Option<S<String>>,
     pub events: Option<Vec<S<String>>>,
     pub throttle: Option<S<String>>,
