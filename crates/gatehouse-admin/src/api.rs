@@ -85,6 +85,47 @@ pub(crate) async fn certs(State(admin): State<Admin>, RawQuery(query): RawQuery)
     Json(json!({"warn_days": warn_days, "certificates": list})).into_response()
 }
 
+/// `GET /api/streams`: each stream with its address, protocol, counters and backends.
+pub(crate) async fn streams(State(admin): State<Admin>) -> Json<Value> {
+    let state = admin.state.load();
+    let (addrs, stats) = match &admin.streams {
+        Some(e) => (e.addrs(), e.stats().into_iter().collect::<std::collections::HashMap<_, _>>()),
+        None => Default::default(),
+    };
+    let list: Vec<Value> = state
+        .config
+        .streams
+        .iter()
+        .map(|s| {
+            let backends: Vec<Value> = s
+                .upstreams()
+                .filter_map(|up| state.groups.get(&up.key))
+                .flat_map(|g| g.backends.iter().map(move |b| backend_json(g, b)))
+                .collect();
+            let counters = stats.get(&s.name).map(|st| {
+                let outcomes: serde_json::Map<String, Value> =
+                    st.outcomes().filter(|(_, n)| *n > 0).map(|(o, n)| (o.as_str().to_string(), json!(n))).collect();
+                json!({
+                    "active": st.active.load(Ordering::Relaxed).max(0),
+                    "bytes_in": st.bytes_in.load(Ordering::Relaxed),
+                    "bytes_out": st.bytes_out.load(Ordering::Relaxed),
+                    "ended": outcomes,
+                })
+            });
+            json!({
+                "name": s.name,
+                "listen": addrs.get(&s.name).map_or_else(|| s.listen.to_string(), ToString::to_string),
+                "protocol": s.protocol.as_str(),
+                "tls": s.tls.is_some(),
+                "sni_routes": s.routes.len(),
+                "backends": backends,
+                "counters": counters,
+            })
+        })
+        .collect();
+    Json(json!({"streams": list}))
+}
+
 /// A backend with its counters and health, as `/api/routes` and `/api/backends` show it.
 pub(crate) fn backend_json(g: &gatehouse_proxy::upstream::Group, b: &gatehouse_proxy::upstream::BackendState) -> Value {
     let failed = b.failures.load(Ordering::Relaxed) + b.server_errors.load(Ordering::Relaxed);

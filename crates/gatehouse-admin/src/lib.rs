@@ -68,6 +68,8 @@ pub struct Admin {
     pub stats: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// Serve only the registry (`/v1/services`): the `registry.listen` listener.
     pub registry_only: bool,
+    /// The streams (L4 listeners), for `/api/streams`; `None` lists none.
+    pub streams: Option<Arc<gatehouse_proxy::l4::Engine>>,
 }
 
 /// Most admin connections open at once; more are closed as they arrive. With the default
@@ -107,6 +109,7 @@ pub async fn serve(
             .route("/api/analytics/{what}", get(data::analytics))
             .route("/api/stats", get(overview::stats))
             .route("/api/backends", get(overview::backends))
+            .route("/api/streams", get(api::streams))
             .route("/api/ai-context", get(overview::ai_context))
             .route("/api/maintenance", get(maintenance::list).post(maintenance::switch))
             .route("/api/bans", get(bans::list).post(bans::add))

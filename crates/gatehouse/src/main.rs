@@ -451,6 +451,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         metrics: Some(Arc::new(move || metrics::Exporter::render(&registry))),
         stats: Some(metrics::live(metrics.clone(), server.connections(), data.clone())),
         registry_only: false,
+        streams: Some(server.streams()),
     };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let (stop_registry, registry_stopped) = tokio::sync::oneshot::channel::<()>();

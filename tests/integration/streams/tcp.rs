@@ -51,6 +51,15 @@ async fn half_close_and_bulk_data_go_through_both_ways() {
         .expect("bytes in");
     assert!(bytes_in >= data.len() as u64, "{bytes_in}");
     assert!(text.contains("gatehouse_stream_connections_total{stream=\"raw\",outcome=\"closed\"} 2"), "{text}");
+    // The admin API lists the stream with the same counters.
+    let api = crate::harness::get(gh.admin, "localhost", "/api/streams").await.json();
+    let raw = &api["streams"][0];
+    assert_eq!(raw["name"], "raw", "{api}");
+    assert_eq!(raw["listen"], addr.to_string(), "{api}");
+    assert_eq!(raw["protocol"], "generic", "{api}");
+    assert_eq!(raw["counters"]["ended"]["closed"], 2, "{api}");
+    assert!(raw["counters"]["bytes_in"].as_u64().is_some_and(|n| n >= data.len() as u64), "{api}");
+    assert_eq!(raw["backends"][0]["url"], format!("http://{backend}"), "{api}");
 }
 
 #[tokio::test]
