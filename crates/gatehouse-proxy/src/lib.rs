@@ -169,7 +169,7 @@ impl Server {
         };
         let connections = observe::connections::Connections::new(config.workers);
         let certs = tls.as_ref().map(|(_, r)| r.clone());
-        let streams = l4::Engine::new(config.workers, config.shutdown_timeout, certs, sink.clone());
+        let streams = l4::Engine::new(config.workers, config.shutdown_timeout, certs, sink.clone(), release_memory);
         let settings = Arc::new(listener::WorkerSettings {
             server: config.server.clone(),
             shutdown_timeout: config.shutdown_timeout,

@@ -156,6 +156,9 @@ pub async fn read<S: AsyncRead + Unpin>(io: &mut S, limit: Duration) -> Result<(
 /// The header a stream sends to its backend for a client `src` that connected to `dst`:
 /// version 1 (a text line) or version 2 (binary, PROXY command over TCP).
 pub fn encode(v2: bool, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    // An IPv4 client on a dual-stack listener arrives as `::ffff:a.b.c.d`: it is IPv4.
+    let unmap = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let (src, dst) = (unmap(src), unmap(dst));
     // Both addresses in one family: an IPv4 one next to an IPv6 one is written mapped.
     let (src, dst) = match (src, dst) {
         (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => (src, dst),
@@ -216,6 +219,9 @@ mod tests {
             }
         }
         assert_eq!(encode(false, src, dst), b"PROXY TCP4 203.0.113.7 192.0.2.1 5555 5432\r\n");
+        let mapped_src: SocketAddr = "[::ffff:203.0.113.7]:5555".parse().expect("addr");
+        let mapped_dst: SocketAddr = "[::ffff:192.0.2.1]:5432".parse().expect("addr");
+        assert_eq!(encode(false, mapped_src, mapped_dst), b"PROXY TCP4 203.0.113.7 192.0.2.1 5555 5432\r\n");
     }
 
     fn v2(cmd: u8, family: u8, addr: &[u8]) -> Vec<u8> {

@@ -46,6 +46,8 @@ pub(super) async fn serve(
     stop: watch::Receiver<bool>,
     open: Open,
 ) {
+    // Its end counts as activity too: the thread's memory release waits until it settles.
+    let _ends = crate::http::spare::Ends;
     let started = Instant::now();
     let time = SystemTime::now();
     live.stats.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -106,7 +108,8 @@ impl Session<'_> {
                 }
             }
         }
-        let ip = self.client.ip();
+        // An IPv4 client on a dual-stack listener is `::ffff:a.b.c.d`: checked as IPv4.
+        let ip = self.client.ip().to_canonical();
         if !allowed(&cfg, ip) || self.live.shared.bans.check(ip, SystemTime::now()).is_some() {
             return Outcome::Denied;
         }
@@ -411,12 +414,8 @@ impl Session<'_> {
     }
 }
 
-/// `allow` and `deny` of the stream.
+/// `allow` and `deny` of the stream (`ip` canonical: IPv4 as IPv4).
 fn allowed(cfg: &gatehouse_config::Stream, ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
     !cfg.deny.iter().any(|n| n.contains(&ip)) && (cfg.allow.is_empty() || cfg.allow.iter().any(|n| n.contains(&ip)))
 }
 

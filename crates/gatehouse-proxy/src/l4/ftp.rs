@@ -137,9 +137,13 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
     .await?;
     let required = cfg.tls.as_ref().is_none_or(|t| t.required);
     let acceptor = live.acceptor.clone();
-    let (client_ip, local_ip) = (s.client.ip(), s.local.ip());
+    // Canonical: an IPv4 client on a dual-stack listener gets IPv4 in its `227` reply.
+    let (client_ip, local_ip) = (s.client.ip().to_canonical(), s.local.ip().to_canonical());
     let mut private = false;
-    let mut data: Option<tokio::task::JoinHandle<pipe::Moved>> = None;
+    // A passive reply is rewritten only as the answer to a PASV or EPSV the client sent.
+    let mut passive_asked = false;
+    let mut data: Option<DataTask> = None;
+    let max_duration = cfg.max_duration;
     // Control and data bytes together.
     let (mut up, mut down) = (0u64, 0u64);
     let idle = cfg.idle_timeout;
@@ -149,7 +153,7 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
             l = line(&mut backend, &mut from_backend, MAX_LINE) => (false, l),
             () = tokio::time::sleep(idle) => {
                 // A long transfer keeps the control connection quiet: that is not idleness.
-                if data.as_ref().is_some_and(|d| !d.is_finished()) {
+                if data.as_ref().is_some_and(|d| !d.0.is_finished()) {
                     continue;
                 }
                 break Outcome::Idle;
@@ -169,18 +173,28 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
             match command(&text, required) {
                 // RFC 4217's default protection is clear: data connections wait for PROT P.
                 Command::Passive if required && !private => {
-                    write_all(&mut client, b"534 Send PROT P first: data connections must be encrypted\r\n").await
+                    relay(&mut client, b"534 Send PROT P first: data connections must be encrypted\r\n", idle).await
                 }
-                Command::Forward | Command::Passive => write_all(&mut backend, &l).await,
-                Command::Answer(a) => write_all(&mut client, a.as_bytes()).await,
+                Command::Passive => {
+                    passive_asked = true;
+                    relay(&mut backend, &l, idle).await
+                }
+                Command::Forward => relay(&mut backend, &l, idle).await,
+                Command::Answer(a) => relay(&mut client, a.as_bytes(), idle).await,
                 Command::Protect(p) => {
                     private = p;
-                    write_all(&mut client, b"200 Protection level set\r\n").await
+                    relay(&mut client, b"200 Protection level set\r\n", idle).await
                 }
             }
         } else {
             down += l.len() as u64;
-            match passive_port(&text) {
+            // Only a final reply line (`227 `, not `227-`) answers the PASV asked for.
+            let last = l.get(3) == Some(&b' ');
+            let port = if passive_asked && last { passive_port(&text) } else { None };
+            if last {
+                passive_asked = false;
+            }
+            match port {
                 Some(port) => {
                     let listener = match TcpListener::bind(SocketAddr::new(local_ip, 0)).await {
                         Ok(l) => l,
@@ -190,23 +204,18 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
                         }
                     };
                     let ours = listener.local_addr().map_or(0, |a| a.port());
-                    if let Some(old) = data.take() {
-                        match old.is_finished() {
-                            true => add(&mut up, &mut down, old.await.unwrap_or_default()),
-                            false => old.abort(),
-                        }
+                    if let Some(old) = data.take()
+                        && old.0.is_finished()
+                    {
+                        add(&mut up, &mut down, old.finish().await);
                     }
                     let tls = private.then(|| acceptor.clone()).flatten();
-                    data = Some(tokio::spawn(data_connection(
-                        listener,
-                        client_ip,
-                        SocketAddr::new(backend_ip, port),
-                        tls,
-                        idle,
-                    )));
-                    write_all(&mut client, passive_reply(&text[..3], local_ip, ours).as_bytes()).await
+                    let backend_data = SocketAddr::new(backend_ip, port);
+                    let task = data_connection(listener, client_ip, backend_data, tls, idle, max_duration);
+                    data = Some(DataTask(tokio::spawn(task)));
+                    relay(&mut client, passive_reply(&text[..3], local_ip, ours).as_bytes(), idle).await
                 }
-                None => write_all(&mut client, &l).await,
+                None => relay(&mut client, &l, idle).await,
             }
         };
         if sent.is_err() {
@@ -214,13 +223,37 @@ async fn session(s: &mut Session<'_>, mut client: BoxIo) -> Result<Outcome, Outc
         }
     };
     if let Some(d) = data {
-        // A transfer in progress finishes on its own; a port nobody used closes.
-        if let Ok(Ok(moved)) = timeout(DATA_WAIT, d).await {
+        // A transfer in progress may finish (within DATA_WAIT); a port nobody used closes.
+        // Dropped sooner (drain), the task ends with this connection.
+        if let Ok(moved) = timeout(DATA_WAIT, d.finish()).await {
             add(&mut up, &mut down, moved);
         }
     }
     s.moved(pipe::Moved { up, down });
     Ok(end)
+}
+
+/// Writes a relayed line within `limit`: a peer that stops reading must not hold the relay
+/// (and its idle timer) forever.
+async fn relay(io: &mut BoxIo, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
+    timeout(limit, write_all(io, bytes)).await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// A passive data connection's task: aborted when dropped, so no data connection outlives
+/// its control connection (a drain, a reset, a newer passive reply).
+struct DataTask(tokio::task::JoinHandle<pipe::Moved>);
+
+impl DataTask {
+    /// What it moved, once it ends.
+    async fn finish(mut self) -> pipe::Moved {
+        (&mut self.0).await.unwrap_or_default()
+    }
+}
+
+impl Drop for DataTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn add(up: &mut u64, down: &mut u64, moved: pipe::Moved) {
@@ -236,12 +269,13 @@ async fn data_connection(
     backend: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     idle: Duration,
+    max_duration: Option<Duration>,
 ) -> pipe::Moved {
     let none = pipe::Moved::default();
     let accepted = timeout(DATA_WAIT, async {
         loop {
             let (tcp, peer) = listener.accept().await?;
-            if peer.ip() == client_ip {
+            if peer.ip().to_canonical() == client_ip {
                 return Ok::<_, std::io::Error>(tcp);
             }
             tracing::debug!(peer = %peer, "FTP data connection from another address refused");
@@ -259,7 +293,7 @@ async fn data_connection(
         None => Box::new(tcp),
     };
     let Ok(Ok(server)) = timeout(DATA_WAIT, tokio::net::TcpStream::connect(backend)).await else { return none };
-    pipe::run(client, Box::new(server), idle, None).await.1
+    pipe::run(client, Box::new(server), idle, max_duration).await.1
 }
 
 #[cfg(test)]

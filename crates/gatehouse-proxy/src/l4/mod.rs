@@ -159,6 +159,8 @@ pub struct Engine {
     inner: Mutex<Inner>,
     tracker: Arc<Tracker>,
     end: watch::Sender<bool>,
+    /// Hands freed memory back to the system (`Server::start`'s `release_memory`).
+    release_memory: Option<fn()>,
 }
 
 impl Engine {
@@ -167,6 +169,7 @@ impl Engine {
         drain: Duration,
         certs: Option<Arc<crate::tls::Resolver>>,
         sink: Option<Arc<dyn crate::observe::LogSink>>,
+        release_memory: Option<fn()>,
     ) -> Arc<Self> {
         Arc::new(Engine {
             workers: workers.max(1),
@@ -176,6 +179,7 @@ impl Engine {
             inner: Mutex::new(Inner::default()),
             tracker: Arc::default(),
             end: watch::channel(false).0,
+            release_memory,
         })
     }
 
@@ -318,9 +322,13 @@ impl Engine {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             inner.runtimes.push(rt.handle().clone());
             let mut end = self.end.subscribe();
+            let release = self.release_memory;
             let t = std::thread::Builder::new().name(format!("gatehouse-stream-{i}")).spawn(move || {
                 rt.block_on(async move {
-                    let _ = end.wait_for(|e| *e).await;
+                    tokio::select! {
+                        _ = end.wait_for(|e| *e) => {}
+                        () = release_when_quiet(release) => {}
+                    }
                 });
             })?;
             inner.threads.push(t);
@@ -438,6 +446,25 @@ pub fn check(config: &gatehouse_config::Config) -> Vec<String> {
     problems
 }
 
+/// As the HTTP workers do: once this thread has taken on no connection for a second after
+/// work, the memory its connections freed goes back to the system (`release`, the
+/// allocator's collect). Never ends.
+async fn release_when_quiet(release: Option<fn()>) {
+    let Some(release) = release else { return std::future::pending().await };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let (mut seen, mut dirty) = (crate::http::spare::activity(), false);
+    loop {
+        tick.tick().await;
+        let now = crate::http::spare::activity();
+        if now != seen {
+            (seen, dirty) = (now, true);
+        } else if dirty {
+            release();
+            dirty = false;
+        }
+    }
+}
+
 /// Accepts on one socket of a stream until its listener stops.
 async fn accept(
     sock: std::net::TcpListener,
@@ -457,6 +484,7 @@ async fn accept(
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => {
+                    crate::http::spare::touch();
                     tracker.open.fetch_add(1, Ordering::AcqRel);
                     let open = Open(tracker.clone());
                     tokio::spawn(conn::serve(tcp, peer, live.load_full(), conns.clone(), open));

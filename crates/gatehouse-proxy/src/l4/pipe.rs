@@ -37,9 +37,9 @@ pub enum End {
     },
 }
 
-/// One direction: what was read and not yet written. The buffer is allocated on the
-/// first read and never zeroed (reads fill its spare capacity), so a short connection
-/// costs no 16 KiB memset per direction.
+/// One direction: what was read and not yet written. The buffer is taken for a read and
+/// given back when a read finds nothing (so a quiet connection holds none), and never
+/// zeroed (reads fill its spare capacity): a short connection costs no 16 KiB memset.
 struct Copy {
     buf: BytesMut,
     /// The capacity reads get (`BUF`, or `BULK` once a read filled it).
@@ -83,7 +83,10 @@ impl Copy {
                     }
                     Poll::Ready(Err(_)) => return Poll::Ready(Err(true)),
                     Poll::Pending => {
-                        // Nothing more to read now: what TLS buffered goes out.
+                        // Nothing more to read now: what TLS buffered goes out, and the
+                        // empty buffer goes back to the allocator, so a quiet connection
+                        // holds none (the next read takes one again).
+                        self.buf = BytesMut::new();
                         if self.flush {
                             ready!(Pin::new(&mut *to).poll_flush(cx)).map_err(|_| false)?;
                             self.flush = false;

@@ -20,6 +20,11 @@ pub enum Hello {
 /// Parses the ClientHello at the start of `buf` (which may span several records).
 pub fn parse(buf: &[u8]) -> Hello {
     // Reassemble the handshake message from the records' payloads.
+    // Not a handshake record from its first bytes: a plaintext client that sent a short
+    // line is told apart at once, without waiting for five bytes.
+    if buf.first().is_some_and(|b| *b != 0x16) || buf.get(1).is_some_and(|b| *b != 3) {
+        return Hello::NotTls;
+    }
     let mut msg = Vec::new();
     let mut at = 0;
     loop {
@@ -145,6 +150,8 @@ mod tests {
         for cut in 0..h.len() {
             assert_eq!(parse(&h[..cut]), Hello::Partial, "cut at {cut}");
         }
+        assert_eq!(parse(b"Q"), Hello::NotTls);
+        assert_eq!(parse(&[0x16, 1]), Hello::NotTls);
         assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Hello::NotTls);
         assert_eq!(parse(&[0x16, 3, 1, 0, 0]), Hello::NotTls);
     }
