@@ -221,22 +221,7 @@ async fn worker(
     // After a burst the memory its requests used is free but stays cached by the allocator
     // (mimalloc returns pages to the system on later allocations, which a quiet worker does
     // not make). Once the worker has taken on no work for a second, it is released.
-    let releaser = settings.release_memory.map(|release| {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let (mut seen, mut dirty) = (crate::http::spare::activity(), false);
-            loop {
-                tick.tick().await;
-                let now = crate::http::spare::activity();
-                if now != seen {
-                    (seen, dirty) = (now, true);
-                } else if dirty {
-                    release();
-                    dirty = false;
-                }
-            }
-        })
-    });
+    let releaser = settings.release_memory.map(|release| tokio::spawn(crate::http::spare::release_when_quiet(release)));
 
     loop {
         // At `server.max_connections` the worker stops accepting until a connection ends:

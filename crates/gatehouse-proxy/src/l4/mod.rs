@@ -325,9 +325,17 @@ impl Engine {
             let release = self.release_memory;
             let t = std::thread::Builder::new().name(format!("gatehouse-stream-{i}")).spawn(move || {
                 rt.block_on(async move {
+                    // As the HTTP workers do, memory freed by connections goes back to the
+                    // system once the thread is quiet.
+                    let quiet = async {
+                        match release {
+                            Some(r) => crate::http::spare::release_when_quiet(r).await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         _ = end.wait_for(|e| *e) => {}
-                        () = release_when_quiet(release) => {}
+                        () = quiet => {}
                     }
                 });
             })?;
@@ -444,25 +452,6 @@ pub fn check(config: &gatehouse_config::Config) -> Vec<String> {
         }
     }
     problems
-}
-
-/// As the HTTP workers do: once this thread has taken on no connection for a second after
-/// work, the memory its connections freed goes back to the system (`release`, the
-/// allocator's collect). Never ends.
-async fn release_when_quiet(release: Option<fn()>) {
-    let Some(release) = release else { return std::future::pending().await };
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let (mut seen, mut dirty) = (crate::http::spare::activity(), false);
-    loop {
-        tick.tick().await;
-        let now = crate::http::spare::activity();
-        if now != seen {
-            (seen, dirty) = (now, true);
-        } else if dirty {
-            release();
-            dirty = false;
-        }
-    }
 }
 
 /// Accepts on one socket of a stream until its listener stops.
