@@ -303,16 +303,7 @@ async fn a_stream_naming_its_host_gets_an_acme_certificate() {
     let acme = start_acme("    challenge: http-01\n", None, Reach::HttpOnly, &backend);
     acme.wait_for_certificate(Duration::from_secs(60)).await;
     let gh = &acme.gh;
-    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let echo_addr = echo.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = echo.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
+    let echo_addr = crate::streams::echo().await;
     let [lease] = lease_ports::<1>();
     let port = lease.port;
     drop(lease);

@@ -5,9 +5,9 @@ use std::process::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{files, need, run, s_client};
+use super::{expect_metrics, files, need, run, s_client};
 use crate::harness::TestCa;
-use crate::harness::{Gatehouse, NET_TIMEOUT, metrics_with, wait_until_blocking, within};
+use crate::harness::{Gatehouse, NET_TIMEOUT, wait_until_blocking, within};
 
 /// A gatehouse with `streams` and a certificate for 127.0.0.1 and db.test in `db.crt`,
 /// its CA in `ca.pem`.
@@ -86,8 +86,11 @@ async fn psql_verifies_gatehouse_and_reaches_postgres_plain_or_re_encrypted() {
     // `prefer` (psql's default) ends up on TLS.
     let (ok, out) = psql(gh.stream("pg").port(), &ca, "prefer", "select 'tls'");
     assert!(ok && out.contains("tls"), "{out}");
-    metrics_with(gh.admin, &["{stream=\"pg\",outcome=\"tls_required\"} 1", "{stream=\"pgtls\",outcome=\"closed\"} 1"])
-        .await;
+    expect_metrics(
+        gh.admin,
+        &["{stream=\"pg\",outcome=\"tls_required\"} 1", "{stream=\"pgtls\",outcome=\"closed\"} 1"],
+    )
+    .await;
 }
 
 #[test]

@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{Daemon, files, need, read_until, run, s_client};
-use crate::harness::{Gatehouse, TestCa, ci_python, metrics_with, within};
+use super::{Daemon, expect_metrics, files, need, read_until, run, s_client};
+use crate::harness::{Gatehouse, TestCa, ci_python, within};
 
 /// pyftpdlib serving a directory holding `hello.txt`, anonymous, with uploads allowed.
 fn ftpd() -> Daemon {
@@ -84,5 +84,5 @@ async fn curl_lists_downloads_and_uploads_over_explicit_ftps() {
     assert!(read_until(&mut s, "\r\n").await.starts_with("220"));
     s.write_all(b"USER anonymous\r\n").await.expect("write");
     assert!(read_until(&mut s, "\r\n").await.starts_with("530"));
-    metrics_with(gh.admin, &["{stream=\"ftp\",outcome=\"closed\"}"]).await;
+    expect_metrics(gh.admin, &["{stream=\"ftp\",outcome=\"closed\"}"]).await;
 }

@@ -4,8 +4,8 @@
 
 use std::process::{Command, Stdio};
 
-use super::{Daemon, files, need, run, s_client};
-use crate::harness::{Gatehouse, TestCa, metrics_with};
+use super::{Daemon, expect_metrics, files, need, run, s_client};
+use crate::harness::{Gatehouse, TestCa};
 
 /// slapd answering anonymous binds and Who am I? (no database needed for that).
 fn slapd() -> Daemon {
@@ -59,5 +59,5 @@ async fn ldapwhoami_starts_tls_with_gatehouse_and_gets_its_answer_from_slapd() {
     assert!(!ok && !out.contains("anonymous"), "{out}");
     let (ok, out) = s_client(gh.stream("ldap"), &["-starttls", "ldap"], &ca_path);
     assert!(ok, "{out}");
-    metrics_with(gh.admin, &["{stream=\"ldap\",outcome=\"tls_required\"} 1"]).await;
+    expect_metrics(gh.admin, &["{stream=\"ldap\",outcome=\"tls_required\"} 1"]).await;
 }

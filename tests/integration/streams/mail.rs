@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::{Daemon, files, need, read_until, s_client};
-use crate::harness::{Gatehouse, TestCa, ci_python, metrics_with, within};
+use super::{Daemon, expect_metrics, files, need, read_until, s_client};
+use crate::harness::{Gatehouse, TestCa, ci_python, within};
 
 fn mail_stream(name: &str, protocol: &str, backend: &str) -> String {
     format!(
@@ -103,7 +103,7 @@ async fn bytes_injected_after_starttls_end_the_connection() {
     let mut rest = Vec::new();
     let _ = within("closed", s.read_to_end(&mut rest)).await;
     assert!(!String::from_utf8_lossy(&rest).contains("220 2.0.0"), "{}", String::from_utf8_lossy(&rest));
-    metrics_with(gh.admin, &["{stream=\"smtp\",outcome=\"protocol_error\"} 1"]).await;
+    expect_metrics(gh.admin, &["{stream=\"smtp\",outcome=\"protocol_error\"} 1"]).await;
 }
 
 /// Dovecot serving `protocol` (imap or pop3) alone on a leased port, with one mailbox

@@ -92,6 +92,16 @@ impl Drop for Daemon {
     }
 }
 
+/// `/metrics` once it holds every one of `wanted`; fails the test, showing the last
+/// scrape, when it does not within `NET_TIMEOUT`.
+pub async fn expect_metrics(admin: SocketAddr, wanted: &[&str]) -> String {
+    let text = crate::harness::metrics_with(admin, wanted).await;
+    for w in wanted {
+        assert!(text.contains(w), "{w:?} not in /metrics:\n{text}");
+    }
+    text
+}
+
 /// A backend that echoes what it reads, passing the client's end of file back as its own.
 pub async fn echo() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");

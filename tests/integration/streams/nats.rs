@@ -6,8 +6,8 @@ use std::process::Command;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{files, read_until, run};
-use crate::harness::{Gatehouse, TestCa, ci_python, metrics_with, within};
+use super::{expect_metrics, files, read_until, run};
+use crate::harness::{Gatehouse, TestCa, ci_python, within};
 
 /// Subscribes, publishes and reads the message back through `url`, trusting `ca`.
 const CLIENT: &str = r#"
@@ -51,5 +51,5 @@ async fn a_nats_client_is_told_to_start_tls_and_reaches_the_plain_server() {
     s.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n").await.expect("write");
     let answer = read_until(&mut s, "\r\n").await;
     assert!(answer.starts_with("-ERR 'Secure Connection - TLS Required'"), "{answer}");
-    metrics_with(gh.admin, &["{stream=\"nats\",outcome=\"tls_required\"} 1"]).await;
+    expect_metrics(gh.admin, &["{stream=\"nats\",outcome=\"tls_required\"} 1"]).await;
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{echo, read_until, recorder};
-use crate::harness::{Gatehouse, NET_TIMEOUT, metrics_with, wait_until_async, within};
+use super::{echo, expect_metrics, read_until, recorder};
+use crate::harness::{Gatehouse, NET_TIMEOUT, wait_until_async, within};
 
 fn stream(name: &str, backends: &str, extra: &str) -> String {
     format!("streams:\n  - name: {name}\n    listen: 127.0.0.1:0\n    backends: [{backends}]\n{extra}")
@@ -43,7 +43,7 @@ async fn half_close_and_bulk_data_go_through_both_ways() {
     writer.await.expect("writer");
     assert!(got == data, "echoed {} of {} bytes, equal: {}", got.len(), data.len(), got == data);
 
-    let text = metrics_with(gh.admin, &["gatehouse_stream_bytes_total{stream=\"raw\",direction=\"in\"}"]).await;
+    let text = expect_metrics(gh.admin, &["gatehouse_stream_bytes_total{stream=\"raw\",direction=\"in\"}"]).await;
     let bytes_in: u64 = text
         .lines()
         .find_map(|l| l.strip_prefix("gatehouse_stream_bytes_total{stream=\"raw\",direction=\"in\"} "))
@@ -77,7 +77,7 @@ async fn a_dead_backend_is_skipped_and_the_client_never_notices() {
         within("echo", s.read_to_string(&mut back)).await.expect("read");
         assert_eq!(back, msg, "attempt {i}");
     }
-    let text = metrics_with(gh.admin, &["gatehouse_backend_failures_total{site=\"stream:fo\""]).await;
+    let text = expect_metrics(gh.admin, &["gatehouse_backend_failures_total{site=\"stream:fo\""]).await;
     assert!(
         text.contains(&format!(
             "gatehouse_backend_failures_total{{site=\"stream:fo\",route=\"fo\",backend=\"http://{dead}\"}}"
@@ -122,7 +122,7 @@ async fn deny_lists_and_per_address_limits_close_before_the_backend_is_asked() {
     })
     .await;
     assert!(freed, "the place of a closed connection was not given back");
-    let text = metrics_with(gh.admin, &["{stream=\"denied\",outcome=\"denied\"} 1"]).await;
+    let text = expect_metrics(gh.admin, &["{stream=\"denied\",outcome=\"denied\"} 1"]).await;
     // The retries above may have met the limit too while the first connection closed.
     assert!(text.contains("gatehouse_stream_connections_total{stream=\"denied\",outcome=\"denied\"} 1"), "{text}");
     assert!(!text.contains("gatehouse_stream_connections_total{stream=\"limited\",outcome=\"limited\"} 0"), "{text}");
@@ -161,7 +161,7 @@ async fn idle_connections_and_long_ones_are_closed() {
     };
     within("max_duration close", closed).await;
     assert!(started.elapsed() >= Duration::from_millis(500), "closed after {:?}", started.elapsed());
-    metrics_with(
+    expect_metrics(
         gh.admin,
         &["{stream=\"idle\",outcome=\"idle_timeout\"} 1", "{stream=\"short\",outcome=\"max_duration\"} 1"],
     )
@@ -201,7 +201,7 @@ async fn the_proxy_header_is_taken_from_balancers_and_sent_to_backends() {
     assert!(header.starts_with(b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c"), "{header:?}");
     assert_eq!(&header[16..20], &[127, 0, 0, 1]);
     assert_eq!(&header[24..26], &local.port().to_be_bytes());
-    metrics_with(gh.admin, &["{stream=\"v1\",outcome=\"proxy_header\"} 1"]).await;
+    expect_metrics(gh.admin, &["{stream=\"v1\",outcome=\"proxy_header\"} 1"]).await;
 }
 
 #[tokio::test]
@@ -235,7 +235,7 @@ async fn health_checks_take_a_dead_backend_out_before_any_client_meets_it() {
     let extra = "    health_check: {interval: 100ms, timeout: 1s, unhealthy_after: 1}\n";
     let gh = Gatehouse::start(&stream("hc", &format!("{dead}, {live}"), extra), &[]);
     let down = format!("gatehouse_backend_up{{site=\"stream:hc\",route=\"hc\",backend=\"http://{dead}\"}} 0");
-    let text = metrics_with(gh.admin, &[&down]).await;
+    let text = expect_metrics(gh.admin, &[&down]).await;
     assert!(text.contains(&down), "{text}");
     let failures = |text: &str| {
         let key =
@@ -251,6 +251,6 @@ async fn health_checks_take_a_dead_backend_out_before_any_client_meets_it() {
         within("echo", s.read_to_end(&mut back)).await.expect("read");
         assert_eq!(back, b"x");
     }
-    let after = failures(&metrics_with(gh.admin, &["{stream=\"hc\",outcome=\"closed\"} 6"]).await);
+    let after = failures(&expect_metrics(gh.admin, &["{stream=\"hc\",outcome=\"closed\"} 6"]).await);
     assert_eq!(before, after, "connections were still sent to the backend checks took out");
 }

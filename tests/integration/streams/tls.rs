@@ -5,8 +5,8 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{echo, files, read_until, tls_backend};
-use crate::harness::{Gatehouse, metrics_with, within};
+use super::{echo, expect_metrics, files, read_until, tls_backend};
+use crate::harness::{Gatehouse, within};
 use crate::harness::{TestCa, tls_connect};
 
 #[tokio::test]
@@ -61,7 +61,7 @@ async fn sni_routes_pass_through_terminate_and_re_encrypt() {
     let mut buf = Vec::new();
     let _ = within("refused", s.read_to_end(&mut buf)).await;
     assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
-    let text = metrics_with(
+    let text = expect_metrics(
         gh.admin,
         &["{stream=\"mux\",outcome=\"no_route\"} 1", "{stream=\"mux\",outcome=\"tls_required\"} 1"],
     )
@@ -94,7 +94,7 @@ async fn a_backend_whose_certificate_does_not_verify_is_not_connected() {
     let mut buf = Vec::new();
     let _ = within("closed", c.stream.read_to_end(&mut buf)).await;
     assert!(!String::from_utf8_lossy(&buf).contains("I am"), "reached an unverified backend");
-    metrics_with(gh.admin, &["{stream=\"strict\",outcome=\"backend_failed\"} 1"]).await;
+    expect_metrics(gh.admin, &["{stream=\"strict\",outcome=\"backend_failed\"} 1"]).await;
 }
 
 #[tokio::test]

@@ -122,7 +122,7 @@ pub(super) fn ip(cx: &mut Ctx<'_>, r: &raw::IpRules, at: &str) -> Option<IpRules
     Some(IpRules { allow: (!allow.is_empty()).then(|| IpSet::new(&allow)), deny: IpSet::new(&deny) })
 }
 
-fn nets(cx: &mut Ctx<'_>, list: Option<&[S<String>]>, at: &str) -> Vec<IpNet> {
+pub(super) fn nets(cx: &mut Ctx<'_>, list: Option<&[S<String>]>, at: &str) -> Vec<IpNet> {
     let mut out = Vec::new();
     for (i, s) in list.unwrap_or_default().iter().enumerate() {
         match parse_cidr(&s.value) {

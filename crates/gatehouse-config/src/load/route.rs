@@ -7,9 +7,19 @@ pub(super) fn backend_list_key(backends: &[Backend]) -> String {
 }
 
 pub(super) fn parse_backends(cx: &mut Ctx<'_>, list: &[S<String>], at: &str) -> Vec<Backend> {
+    parse_backends_with(cx, list, at, parse_backend)
+}
+
+/// Each entry of `list` through `parse`, its errors located at the entry.
+pub(super) fn parse_backends_with(
+    cx: &mut Ctx<'_>,
+    list: &[S<String>],
+    at: &str,
+    parse: fn(&str) -> Result<Backend, String>,
+) -> Vec<Backend> {
     let mut out = Vec::new();
     for (i, b) in list.iter().enumerate() {
-        match parse_backend(&b.value) {
+        match parse(&b.value) {
             Ok(be) => out.push(be),
             Err(e) => cx.err_at(b, format!("{at}[{i}]"), e),
         }

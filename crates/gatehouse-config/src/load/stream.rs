@@ -76,32 +76,6 @@ fn backend(spec: &str) -> Result<Backend, String> {
     Ok(b)
 }
 
-fn backends(cx: &mut Ctx<'_>, list: &[S<String>], at: &str) -> Vec<Backend> {
-    let mut out = Vec::new();
-    for (i, b) in list.iter().enumerate() {
-        match backend(&b.value) {
-            Ok(be) => out.push(be),
-            Err(e) => cx.err_at(b, format!("{at}[{i}]"), e),
-        }
-    }
-    out
-}
-
-fn nets_of(cx: &mut Ctx<'_>, list: Option<&[S<String>]>, at: &str) -> Vec<IpNet> {
-    let mut out = Vec::new();
-    for (i, s) in list.unwrap_or_default().iter().enumerate() {
-        match parse_cidr(&s.value) {
-            Some(n) => out.push(n),
-            None => cx.err_at(
-                s,
-                format!("{at}[{i}]"),
-                format!("expected an IP address or CIDR (e.g. 10.0.0.0/8), got {:?}", s.value),
-            ),
-        }
-    }
-    out
-}
-
 fn upstream_tls(cx: &mut Ctx<'_>, base: &Path, t: &raw::UpstreamTls, at: &str, origin: &str) -> UpstreamTls {
     let mut tls = UpstreamTls::default();
     if let Some(ca) = &t.ca {
@@ -250,7 +224,7 @@ pub(super) fn stream(cx: &mut Ctx<'_>, base: &Path, s: raw::Stream, at: &str, ht
         .as_ref()
         .and_then(|c| super::resilience::circuit_breaker(cx, c, &format!("{at}.circuit_breaker")));
     let common = Common { balance, health, breaker };
-    let main_backends = backends(cx, &s.backends, &format!("{at}.backends"));
+    let main_backends = parse_backends_with(cx, &s.backends, &format!("{at}.backends"), backend);
     let upstream = (!main_backends.is_empty()).then(|| common.upstream(origin.clone(), main_backends));
     let backend_tls = s.backend_tls.as_ref().map(|t| upstream_tls(cx, base, t, &format!("{at}.backend_tls"), &origin));
     let mut routes = Vec::new();
@@ -266,7 +240,7 @@ pub(super) fn stream(cx: &mut Ctx<'_>, base: &Path, s: raw::Stream, at: &str, ht
         if r.sni.is_empty() {
             cx.err(Some(line), format!("{rat}.sni"), "a route needs at least one name (\"*\" for any)");
         }
-        let list = backends(cx, &r.backends, &format!("{rat}.backends"));
+        let list = parse_backends_with(cx, &r.backends, &format!("{rat}.backends"), backend);
         if r.backends.is_empty() {
             cx.err(Some(line), format!("{rat}.backends"), "a route needs backends");
         }
@@ -320,13 +294,13 @@ pub(super) fn stream(cx: &mut Ctx<'_>, base: &Path, s: raw::Stream, at: &str, ht
     let max_connections = cx.count(s.max_connections.as_ref(), &format!("{at}.max_connections"), 0, MAX_CONNECTIONS);
     let max_connections_per_ip =
         cx.count(s.max_connections_per_ip.as_ref(), &format!("{at}.max_connections_per_ip"), 0, MAX_CONNECTIONS);
-    let allow = nets_of(cx, s.allow.as_deref(), &format!("{at}.allow"));
-    let deny = nets_of(cx, s.deny.as_deref(), &format!("{at}.deny"));
+    let allow = super::access::nets(cx, s.allow.as_deref(), &format!("{at}.allow"));
+    let deny = super::access::nets(cx, s.deny.as_deref(), &format!("{at}.deny"));
     if s.allow.as_ref().is_some_and(Vec::is_empty) {
         cx.err(Some(line), format!("{at}.allow"), "an empty allow list would refuse everyone; remove it to allow all");
     }
     let pp = s.proxy_protocol.unwrap_or_default();
-    let proxy_from = nets_of(cx, pp.accept_from.as_deref(), &format!("{at}.proxy_protocol.accept_from"));
+    let proxy_from = super::access::nets(cx, pp.accept_from.as_deref(), &format!("{at}.proxy_protocol.accept_from"));
     let send_proxy = pp.send.as_ref().and_then(|v| match v.value.trim() {
         "v1" | "1" => Some(ProxyVersion::V1),
         "v2" | "2" => Some(ProxyVersion::V2),

@@ -447,11 +447,7 @@ impl Config {
         }
         for route in self.sites.iter().flat_map(|s| s.routes.iter()) {
             if let Action::Proxy(up) = &route.action {
-                let tls = &up.pool.tls;
-                out.extend(tls.ca.iter().cloned());
-                if let Some(c) = &tls.client {
-                    out.extend([c.cert.clone(), c.key.clone()]);
-                }
+                out.extend(up.pool.tls.files());
             }
         }
         out.extend(self.tls.acme.as_ref().and_then(|a| a.ca_root.clone()));
@@ -461,10 +457,7 @@ impl Config {
                 out.extend([p.cert.clone(), p.key.clone()]);
             }
             for t in s.backend_tls.iter().chain(s.routes.iter().filter_map(|r| r.backend_tls.as_ref())) {
-                out.extend(t.ca.iter().cloned());
-                if let Some(c) = &t.client {
-                    out.extend([c.cert.clone(), c.key.clone()]);
-                }
+                out.extend(t.files());
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -623,6 +616,14 @@ pub struct UpstreamTls {
     pub client: Option<CertPair>,
     /// SNI and verified name; `None` = the backend's host.
     pub server_name: Option<String>,
+}
+
+impl UpstreamTls {
+    /// The files it names: the CA bundle, the client certificate and key.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let client = self.client.iter().flat_map(|c| [c.cert.clone(), c.key.clone()]);
+        self.ca.iter().cloned().chain(client).collect()
+    }
 }
 
 impl Default for PoolSettings {

@@ -196,17 +196,8 @@ impl Session<'_> {
         what: &str,
         step: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, Outcome> {
-        match timeout(self.live.config.handshake_timeout, step).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                self.detail = format!("{what}: {e}");
-                Err(Outcome::Protocol)
-            }
-            Err(_) => {
-                self.detail = format!("{what}: not within handshake_timeout");
-                Err(Outcome::Handshake)
-            }
-        }
+        let limit = (self.live.config.handshake_timeout, "handshake_timeout");
+        self.step(what, step, limit, (Outcome::Protocol, Outcome::Handshake)).await
     }
 
     /// A step of the backend's (its greeting, its STARTTLS), bounded by `connect_timeout`:
@@ -216,17 +207,36 @@ impl Session<'_> {
         what: &str,
         step: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, Outcome> {
-        match timeout(self.live.config.connect_timeout, step).await {
+        let limit = (self.live.config.connect_timeout, "connect_timeout");
+        self.step(what, step, limit, (Outcome::Backend, Outcome::Backend)).await
+    }
+
+    /// `step` within `limit`: its error ends the connection as `failed.0`, lateness as
+    /// `failed.1`, with the reason in `detail`.
+    async fn step<T, E: std::fmt::Display>(
+        &mut self,
+        what: &str,
+        step: impl std::future::Future<Output = Result<T, E>>,
+        (limit, name): (std::time::Duration, &str),
+        failed: (Outcome, Outcome),
+    ) -> Result<T, Outcome> {
+        match timeout(limit, step).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 self.detail = format!("{what}: {e}");
-                Err(Outcome::Backend)
+                Err(failed.0)
             }
             Err(_) => {
-                self.detail = format!("{what}: not within connect_timeout");
-                Err(Outcome::Backend)
+                self.detail = format!("{what}: not within {name}");
+                Err(failed.1)
             }
         }
+    }
+
+    /// The PROXY header this stream sends its backends for this client, if it sends one.
+    pub(super) fn proxy_header(&self) -> Option<Vec<u8>> {
+        let v = self.live.config.send_proxy?;
+        Some(crate::proxy_protocol::encode(v == gatehouse_config::ProxyVersion::V2, self.client, self.local))
     }
 
     /// The TLS handshake with the client (bounded by `handshake_timeout`).
@@ -287,15 +297,8 @@ impl Session<'_> {
             };
             let failure = match timeout(cfg.connect_timeout, connect(&t)).await {
                 Ok(Ok(mut io)) => {
-                    let sent = match cfg.send_proxy {
-                        Some(v) => {
-                            let header = crate::proxy_protocol::encode(
-                                v == gatehouse_config::ProxyVersion::V2,
-                                self.client,
-                                self.local,
-                            );
-                            pipe::write_all(&mut io, &header).await
-                        }
+                    let sent = match self.proxy_header() {
+                        Some(header) => pipe::write_all(&mut io, &header).await,
                         None => Ok(()),
                     };
                     match sent {

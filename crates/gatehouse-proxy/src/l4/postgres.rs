@@ -146,11 +146,7 @@ async fn cancel(s: &mut Session<'_>, request: &[u8]) {
     let Some(target) = s.live.default.as_ref() else { return };
     for b in &target.group.backends {
         let Some(t) = b.targets.load().first().cloned() else { continue };
-        let header = s
-            .live
-            .config
-            .send_proxy
-            .map(|v| crate::proxy_protocol::encode(v == gatehouse_config::ProxyVersion::V2, s.client, s.local));
+        let header = s.proxy_header();
         let sent = timeout(s.live.config.connect_timeout, async {
             let mut io = super::conn::connect(&t).await?;
             if let Some(h) = &header {
