@@ -28,6 +28,7 @@ pub struct Gatehouse {
     pub http: SocketAddr,
     /// Present when the configuration has `listen.https`.
     pub https: Option<SocketAddr>,
+    /// `0.0.0.0:0` when it runs without an admin listener (`admin=off`).
     pub admin: SocketAddr,
     /// Present when the configuration has `registry.listen`.
     pub registry: Option<SocketAddr>,
@@ -110,9 +111,14 @@ impl Gatehouse {
     /// Runs `cmd run --config <dir>/gatehouse.yaml` and waits (20 s at most) for its
     /// startup line.
     fn launch(dir: tempfile::TempDir, mut cmd: Command) -> Result<Gatehouse, NotStarted> {
+        cmd.args(["run", "--config"]).arg(dir.path().join("gatehouse.yaml"));
+        Self::spawn(dir, cmd)
+    }
+
+    /// Runs `cmd` as it is (a one-liner, say), its stderr in `<dir>/stderr.log`, and waits
+    /// (20 s at most) for its startup line.
+    pub fn spawn(dir: tempfile::TempDir, mut cmd: Command) -> Result<Gatehouse, NotStarted> {
         let mut child = cmd
-            .args(["run", "--config"])
-            .arg(dir.path().join("gatehouse.yaml"))
             .env_remove("GATEHOUSE_CONFIG")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log file"))
@@ -142,7 +148,12 @@ impl Gatehouse {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("no {key} in {line:?}"))
         };
-        let (http, admin) = (addr("http="), addr("admin="));
+        // `admin=off`: no admin listener; the address stays unspecified (nothing answers).
+        let admin = match line.contains(" admin=off") {
+            true => SocketAddr::from(([0, 0, 0, 0], 0)),
+            false => addr("admin="),
+        };
+        let http = addr("http=");
         let https = line.split_whitespace().find_map(|w| w.strip_prefix("https=")).and_then(|a| a.parse().ok());
         let registry = line.split_whitespace().find_map(|w| w.strip_prefix("registry=")).and_then(|a| a.parse().ok());
         let streams = line

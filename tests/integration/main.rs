@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod mtls;
+mod oneliners;
 mod openapi;
 mod pipeline;
 mod protocols;

@@ -360,12 +360,11 @@ fn build(
     );
     let listen_https = pick(main.listen.as_ref().and_then(|l| l.https.as_ref()), env, "listen.https")
         .map(|v| socket_addr(&mut cx, Some(v), "listen.https", "0.0.0.0:443"));
-    let admin_listen = socket_addr(
-        &mut cx,
-        pick(main.admin.as_ref().and_then(|a| a.listen.as_ref()), env, "admin.listen"),
-        "admin.listen",
-        "127.0.0.1:8080",
-    );
+    // `admin.listen: off` runs without the admin API (the one-liners' default).
+    let admin_listen = match pick(main.admin.as_ref().and_then(|a| a.listen.as_ref()), env, "admin.listen") {
+        Some(v) if v.text.trim() == "off" => None,
+        given => Some(socket_addr(&mut cx, given, "admin.listen", "127.0.0.1:8080")),
+    };
 
     // Two listeners of this process on one address would split its connections between
     // them (SO_REUSEPORT); the OS refuses a second process, and this refuses the case
@@ -376,7 +375,9 @@ fn build(
     if let Some(https) = listen_https {
         taken.push(("listen.https", https, line(listen.and_then(|l| l.https.as_ref()))));
     }
-    taken.push(("admin.listen", admin_listen, line(main.admin.as_ref().and_then(|a| a.listen.as_ref()))));
+    if let Some(admin) = admin_listen {
+        taken.push(("admin.listen", admin, line(main.admin.as_ref().and_then(|a| a.listen.as_ref()))));
+    }
     let registry = resilience::registry(&mut cx, main.registry.as_ref());
     if let Some(addr) = registry.listen {
         taken.push(("registry.listen", addr, line(main.registry.as_ref().and_then(|r| r.listen.as_ref()))));
@@ -420,7 +421,8 @@ fn build(
         // from the network (loopback-only setups may keep theirs).
         Some(v)
             if v.text.len() < 16
-                && (!admin_listen.ip().is_loopback() || registry.listen.is_some_and(|a| !a.ip().is_loopback())) =>
+                && (admin_listen.is_some_and(|a| !a.ip().is_loopback())
+                    || registry.listen.is_some_and(|a| !a.ip().is_loopback())) =>
         {
             cx.value_err(
                 &v,
@@ -460,7 +462,10 @@ fn build(
             "a registry beyond loopback needs admin.token (services send it as a bearer token)",
         );
     }
-    if !admin_listen.ip().is_loopback() && admin_token.is_none() {
+    if let Some(admin_listen) = admin_listen
+        && !admin_listen.ip().is_loopback()
+        && admin_token.is_none()
+    {
         let line = main.admin.as_ref().and_then(|a| a.listen.as_ref()).map(|l| l.referenced.line());
         cx.err(line, "admin.listen", format!("the admin API listens on {admin_listen}, beyond loopback: set admin.token (or GATEHOUSE_ADMIN_TOKEN) so it is not open to the network"));
     }

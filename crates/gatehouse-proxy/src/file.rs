@@ -1,5 +1,5 @@
 //! Static files: content types, ETag / Last-Modified validation, single byte ranges,
-//! index files, and no way out of the root directory (`..`, encoded slashes, symlinks).
+//! index files, directory listings when asked for (`listing`), and no way out of the root directory (`..`, encoded slashes, symlinks).
 //!
 //! File reads go through tokio's blocking pool; this module never blocks a worker.
 
@@ -15,6 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::body::{BoxError, Outgoing};
+
+mod listing;
 
 /// Serves `rel` (a normalised, still percent-encoded path) from `dir`. `public` is the path
 /// the client asked for (before strip_prefix/rewrite), used for the trailing-slash redirect.
@@ -62,6 +64,15 @@ pub async fn serve(
             }
         }
         let Some((p, m)) = found else {
+            if dir.browse {
+                // Only a directory that resolves inside the root is listed.
+                return match tokio::fs::canonicalize(&path).await {
+                    Ok(real) if real.starts_with(&root) => {
+                        listing::render(&real, &root, public, method == Method::HEAD).await
+                    }
+                    _ => plain(StatusCode::NOT_FOUND),
+                };
+            }
             return plain(StatusCode::NOT_FOUND);
         };
         path = p;

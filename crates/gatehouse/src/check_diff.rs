@@ -39,7 +39,9 @@ pub fn run(config: &Config, against: Option<&Path>) -> ExitCode {
 
 /// The running instance's answer to `GET /api/config/diff`, as lines.
 fn ask_running(config: &Config) -> Result<Vec<String>, String> {
-    let addr = config.admin_listen;
+    let addr = config.admin_listen.ok_or(
+        "admin.listen is off, so a running instance cannot be asked; give a FILE to compare with (`check --diff OTHER.yaml`)",
+    )?;
     let target = if addr.ip().is_unspecified() {
         std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
     } else {

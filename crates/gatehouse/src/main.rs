@@ -15,6 +15,7 @@ mod init;
 mod jwks;
 mod logs;
 mod metrics;
+mod oneliner;
 #[cfg(feature = "otlp")]
 mod otlp;
 mod outbound;
@@ -96,6 +97,11 @@ enum Command {
     /// Write a commented main file and an example site file into DIR (default: the
     /// current directory). Never overwrites.
     Init { dir: Option<PathBuf> },
+    /// Reverse proxy to one or more backends, with no configuration file:
+    /// `gatehouse proxy --from example.com --to 127.0.0.1:3000 --email you@example.com`.
+    Proxy(oneliner::ProxyArgs),
+    /// Serve a directory's files, with no configuration file: `gatehouse serve ./public --browse`.
+    Serve(oneliner::ServeArgs),
     /// Print shell completions (bash, zsh or fish) to standard output.
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff) to standard output: `gatehouse man > gatehouse.1`.
@@ -266,24 +272,43 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => {
-            let path = config_path(config);
-            let config = match gatehouse_config::load(&path, &EnvOverrides::from_env()) {
-                Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    eprintln!("gatehouse: not started: {} error(s) in the configuration", errors.len());
-                    return ExitCode::FAILURE;
-                }
-            };
-            init_logging(&config);
-            match run(path, config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("gatehouse: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Run { config } => start(config_path(config)),
+        Command::Proxy(args) => one_liner(oneliner::proxy(args)),
+        Command::Serve(args) => one_liner(oneliner::serve(args)),
+    }
+}
+
+/// Loads the configuration at `path` and serves it until SIGTERM or SIGINT.
+fn start(path: PathBuf) -> ExitCode {
+    let config = match gatehouse_config::load(&path, &EnvOverrides::from_env()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("gatehouse: not started: {} error(s) in the configuration", errors.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&config);
+    match run(path, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs what `gatehouse proxy` or `gatehouse serve` generated (or ends after printing it).
+fn one_liner(generated: Result<Option<(PathBuf, String)>, String>) -> ExitCode {
+    match generated {
+        Ok(Some((path, note))) => {
+            eprintln!("{note}");
+            start(path)
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -369,10 +394,16 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         )
     })?;
     let config = Arc::new(config);
-    let admin_listener = std::net::TcpListener::bind(config.admin_listen)
-        .with_context(|| format!("cannot listen on admin address {}", config.admin_listen))?;
-    admin_listener.set_nonblocking(true)?;
-    let admin_addr = admin_listener.local_addr()?;
+    let admin_listener = match config.admin_listen {
+        Some(addr) => {
+            let l =
+                std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on admin address {addr}"))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let registry_listener = match config.registry.listen {
         Some(addr) => {
             let l = std::net::TcpListener::bind(addr)
@@ -445,7 +476,7 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         reload: Some(queue.for_admin()),
         allowed_hosts: Arc::new(gatehouse_admin::guard::Allowed::new(
             config.admin_allowed_hosts.as_deref(),
-            config.admin_listen,
+            admin_addr.unwrap_or(http_addr),
         )),
         data: Some(gatehouse_admin::Data { path: config.storage_path.clone(), writer: data.clone() }),
         metrics: Some(Arc::new(move || metrics::Exporter::render(&registry))),
@@ -462,7 +493,9 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
             Arc::new(gatehouse_admin::guard::Allowed::new(config.admin_allowed_hosts.as_deref(), addr));
         control.spawn(serve_admin(l, only, registry_stopped, "registry"));
     }
-    control.spawn(serve_admin(admin_listener, admin, admin_stopped, "admin"));
+    if let Some(l) = admin_listener {
+        control.spawn(serve_admin(l, admin, admin_stopped, "admin"));
+    }
     control.spawn(gatehouse_proxy::refresh_dns(server.watcher(), config.dns_refresh));
     control.spawn(logs::retention(data.clone(), server.watcher()));
     let notifier = {
@@ -524,7 +557,8 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     control.spawn(gatehouse_proxy::health::Checks::sample(server.watcher()));
 
     ready.store(true, Ordering::Release);
-    tracing::info!(http = %http_addr, admin = %admin_addr, workers = config.workers, "gatehouse started");
+    let admin_part = admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
+    tracing::info!(http = %http_addr, admin = %admin_part, workers = config.workers, "gatehouse started");
     // One stable line on stdout so scripts and tests can find the bound ports.
     let mut registry_part = registry_addr.map(|a| format!(" registry={a}")).unwrap_or_default();
     // Each stream as `stream.NAME=ADDR`, in name order.
@@ -534,8 +568,8 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         registry_part.push_str(&format!(" stream.{name}={addr}"));
     }
     match server.https_addr() {
-        Some(https) => println!("gatehouse listening http={http_addr} https={https} admin={admin_addr}{registry_part}"),
-        None => println!("gatehouse listening http={http_addr} admin={admin_addr}{registry_part}"),
+        Some(https) => println!("gatehouse listening http={http_addr} https={https} admin={admin_part}{registry_part}"),
+        None => println!("gatehouse listening http={http_addr} admin={admin_part}{registry_part}"),
     }
 
     control.block_on(signals.wait(&queue));

@@ -239,6 +239,13 @@ pub(super) fn build_route(
         },
     };
 
+    if let (Some(b), None) = (&r.browse, &r.static_dir) {
+        cx.err_at(
+            b,
+            format!("{dot}browse"),
+            "browse lists directories of a `static` route; this route has no `static`",
+        );
+    }
     // Exactly one action.
     let given: Vec<&str> = [
         ("backend", r.backend.is_some()),
@@ -337,7 +344,9 @@ pub(super) fn build_route(
                 return None;
             }
         }
-        Action::Static(StaticDir { root, index: r.index.clone().unwrap_or_else(|| vec!["index.html".into()]) })
+        let index = r.index.clone().unwrap_or_else(|| vec!["index.html".into()]);
+        let browse = cx.flag(r.browse.as_ref(), &format!("{dot}browse"), false);
+        Action::Static(StaticDir { root, index, browse })
     } else if let Some(rd) = &r.redirect {
         let code = match &rd.code {
             None => StatusCode::FOUND,

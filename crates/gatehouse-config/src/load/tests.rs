@@ -462,3 +462,17 @@ fn secrets_come_from_the_environment_or_files() {
     assert!(e.iter().any(|m| m.to_string().contains("admin.token: cannot read")), "{e:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_admin_api_can_be_turned_off_and_browse_belongs_to_static_routes() {
+    let c = load_from_str_for_tests("listen: {http: 127.0.0.1:0}\nadmin: {listen: \"off\"}\n", &[], Path::new("."))
+        .expect("valid");
+    assert_eq!(c.admin_listen, None);
+    let c = load_from_str_for_tests("listen: {http: 127.0.0.1:0}\n", &[], Path::new(".")).expect("valid");
+    assert_eq!(c.admin_listen, Some("127.0.0.1:8080".parse().expect("addr")));
+    let site = "host: a.test\nroutes:\n  - path: /\n    backend: http://127.0.0.1:1\n    browse: true\n  - path: /f\n    static: .\n    browse: yes\n";
+    let e = errs("", &[("a", site)]);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with("sites/a.yaml:5 routes[0].browse: browse lists directories of a `static` route"), "{e:?}");
+    assert!(e[1].starts_with("sites/a.yaml:8 routes[1].browse: expected true or false"), "{e:?}");
+}

@@ -33,7 +33,8 @@ pub struct Config {
     /// HTTP/3 over QUIC on the same port as `listen_https`, advertised with Alt-Svc.
     pub http3: bool,
     pub tls: TlsConfig,
-    pub admin_listen: SocketAddr,
+    /// The admin API's address; `None` with `admin.listen: off`.
+    pub admin_listen: Option<SocketAddr>,
     /// Bearer token for the admin API; required when it listens beyond loopback.
     pub admin_token: Option<String>,
     /// `Host` values the admin API accepts on requests that change something; `None` =
@@ -569,6 +570,8 @@ pub enum Action {
 pub struct StaticDir {
     pub root: PathBuf,
     pub index: Vec<String>,
+    /// Directories without an index file are answered with a listing (`browse: true`).
+    pub browse: bool,
 }
 
 /// A group of backends behind one balancer.

@@ -449,6 +449,8 @@ pub struct Route {
     #[serde(rename = "static")]
     pub static_dir: Option<S<String>>,
     pub index: Option<Vec<String>>,
+    /// A `static` route lists directories that have no index file.
+    pub browse: Option<S<String>>,
     pub redirect: Option<Redirect>,
     pub strip_prefix: Option<S<String>>,
     pub rewrite: Option<Rewrite>,
