@@ -17,6 +17,7 @@ mod limits;
 mod metrics;
 mod mtls;
 mod oneliners;
+mod packaging;
 mod openapi;
 mod pipeline;
 mod protocols;

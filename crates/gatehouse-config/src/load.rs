@@ -25,6 +25,9 @@ use crate::yamlpath::path_at_line;
 #[derive(Debug, Clone, Default)]
 pub struct EnvOverrides(HashMap<String, String>);
 
+/// Set by systemd for a unit with `StateDirectory=`; not an override, a default.
+const STATE_DIRECTORY: &str = "STATE_DIRECTORY";
+
 /// Environment variable -> the main-file key it overrides.
 const ENV_KEYS: &[(&str, &str)] = &[
     ("GATEHOUSE_WORKERS", "workers"),
@@ -46,7 +49,14 @@ impl EnvOverrides {
     }
 
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        EnvOverrides(pairs.into_iter().filter(|(k, _)| ENV_KEYS.iter().any(|(name, _)| name == k)).collect())
+        let wanted = |k: &str| k == STATE_DIRECTORY || ENV_KEYS.iter().any(|(name, _)| *name == k);
+        EnvOverrides(pairs.into_iter().filter(|(k, _)| wanted(k)).collect())
+    }
+
+    /// Where systemd's `StateDirectory=` put this service's state (its first directory),
+    /// when it runs as such a unit: the storage path's default there.
+    fn state_directory(&self) -> Option<&str> {
+        self.0.get(STATE_DIRECTORY).and_then(|v| v.split(':').next()).filter(|d| !d.is_empty())
     }
 
     /// The documented variable names, for `--help` and docs.
@@ -474,6 +484,7 @@ fn build(
     let sites_dir = base.join(sites_dir);
     let storage_path = pick(main.storage.as_ref().and_then(|s| s.path.as_ref()), env, "storage.path")
         .map(|v| v.text)
+        .or_else(|| env.state_directory().map(|d| format!("{d}/gatehouse.db")))
         .unwrap_or_else(|| "data/gatehouse.db".into());
     let storage_path = base.join(storage_path);
 

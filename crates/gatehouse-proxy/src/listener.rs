@@ -39,14 +39,57 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Listening sockets the service manager handed over (systemd socket activation), each
+/// with whether a listener has used it. A listener whose address matches one uses a
+/// duplicate of it instead of binding; the original stays here, so a reload that moves a
+/// listener away and back finds it again (systemd keeps its own copy listening anyway).
+static INHERITED: std::sync::Mutex<Vec<(std::net::TcpListener, bool)>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps sockets the service manager passed (already listening) for `bind_workers`.
+pub fn inherit(sockets: Vec<std::net::TcpListener>) {
+    let mut kept = INHERITED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for s in sockets {
+        if s.set_nonblocking(true).is_ok() {
+            kept.push((s, false));
+        }
+    }
+}
+
+/// The addresses of passed sockets no listener has used.
+pub fn unused_inherited() -> Vec<SocketAddr> {
+    let kept = INHERITED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    kept.iter().filter(|(_, used)| !used).filter_map(|(s, _)| s.local_addr().ok()).collect()
+}
+
+/// A duplicate of the passed socket listening on exactly `addr`, if there is one.
+fn inherited(addr: SocketAddr) -> Option<std::io::Result<std::net::TcpListener>> {
+    let mut kept = INHERITED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (socket, used) = kept.iter_mut().find(|(s, _)| s.local_addr().is_ok_and(|a| a == addr))?;
+    *used = true;
+    Some(socket.try_clone())
+}
+
 /// Binds one socket per worker. With port 0 the first socket picks the port and the
 /// others join it.
+///
+/// A socket the service manager passed for `addr` (see `inherit`) is used instead: every
+/// worker gets a duplicate of it, so they share its one queue, which outlives this
+/// process and keeps connection attempts waiting across a restart.
 ///
 /// SO_REUSEPORT alone would let a second Gatehouse, or a second listener of this one, join
 /// a port already in use and silently take part of its connections. So a fixed port is
 /// first bound once without SO_REUSEPORT: that fails with "address in use" whenever anyone
 /// else listens there, as nginx's bind would; only then do the workers' sockets share it.
 pub fn bind_workers(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if let Some(passed) = inherited(addr) {
+        let passed = passed?;
+        let mut all = Vec::with_capacity(workers);
+        for _ in 1..workers {
+            all.push(passed.try_clone()?);
+        }
+        all.push(passed);
+        return Ok(all);
+    }
     if addr.port() != 0 {
         let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         // Connections of an earlier run in TIME_WAIT do not hold the port.

@@ -22,6 +22,7 @@ mod outbound;
 mod registry;
 mod reload;
 mod stream_metrics;
+mod systemd;
 mod watch;
 mod webhooks;
 
@@ -38,8 +39,9 @@ use gatehouse_proxy::{Server, tls};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// The only `unsafe` in Gatehouse (the workspace denies it everywhere else): one call into
-// the mimalloc library the allocator above links in (`mi_collect` in mimalloc.h).
+// One of the two `unsafe` blocks in Gatehouse (the workspace denies it everywhere else; the
+// other adopts systemd's descriptors, in `systemd`): one call into the mimalloc library the
+// allocator above links in (`mi_collect` in mimalloc.h).
 #[allow(unsafe_code)]
 unsafe extern "C" {
     fn mi_collect(force: bool);
@@ -386,6 +388,10 @@ fn raise_descriptor_limit(config: &Config) {
 fn run(path: PathBuf, config: Config) -> Result<()> {
     raise_descriptor_limit(&config);
     startup_checks(&config)?;
+    let passed = systemd::take_listeners();
+    if !passed.is_empty() {
+        tracing::info!(sockets = ?passed, "listening sockets passed by systemd (socket activation)");
+    }
     // One process per database: a second instance (or a restore) finds the lock taken.
     let _db_lock = gatehouse_store::backup::DbLock::take(&config.storage_path)?.with_context(|| {
         format!(
@@ -556,6 +562,9 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
     control.spawn(registry::expire(server.watcher(), data.clone()));
     control.spawn(gatehouse_proxy::health::Checks::sample(server.watcher()));
 
+    for addr in gatehouse_proxy::listener::unused_inherited() {
+        tracing::warn!(%addr, "systemd passed a listening socket for an address the configuration does not listen on; its connections wait unserved: make gatehouse.socket's ListenStream= match listen.http and listen.https");
+    }
     ready.store(true, Ordering::Release);
     let admin_part = admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
     tracing::info!(http = %http_addr, admin = %admin_part, workers = config.workers, "gatehouse started");
@@ -572,7 +581,9 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         None => println!("gatehouse listening http={http_addr} admin={admin_part}{registry_part}"),
     }
 
+    systemd::notify("READY=1");
     control.block_on(signals.wait(&queue));
+    systemd::notify("STOPPING=1");
     ready.store(false, Ordering::Release);
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: finishing in-flight requests");
     let _ = stop_admin.send(());

@@ -476,3 +476,20 @@ fn the_admin_api_can_be_turned_off_and_browse_belongs_to_static_routes() {
     assert!(e[0].starts_with("sites/a.yaml:5 routes[0].browse: browse lists directories of a `static` route"), "{e:?}");
     assert!(e[1].starts_with("sites/a.yaml:8 routes[1].browse: expected true or false"), "{e:?}");
 }
+
+#[test]
+fn under_systemd_the_storage_path_defaults_to_the_state_directory() {
+    let dir = tempfile::tempdir().expect("dir");
+    let main = dir.path().join("gatehouse.yaml");
+    std::fs::write(&main, "listen: {http: 127.0.0.1:0}\n").expect("write");
+    std::fs::create_dir(dir.path().join("sites")).expect("sites");
+    let env = |pairs: &[(&str, &str)]| EnvOverrides::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let c = load(&main, &env(&[("STATE_DIRECTORY", "/var/lib/gatehouse:/var/lib/other")])).expect("valid");
+    assert_eq!(c.storage_path, Path::new("/var/lib/gatehouse/gatehouse.db"));
+    let c = load(&main, &env(&[])).expect("valid");
+    assert_eq!(c.storage_path, dir.path().join("data/gatehouse.db"));
+    // A path written in the file (or GATEHOUSE_STORAGE_PATH) still wins.
+    std::fs::write(&main, "listen: {http: 127.0.0.1:0}\nstorage: {path: /srv/gh.db}\n").expect("write");
+    let c = load(&main, &env(&[("STATE_DIRECTORY", "/var/lib/gatehouse")])).expect("valid");
+    assert_eq!(c.storage_path, Path::new("/srv/gh.db"));
+}
