@@ -149,3 +149,38 @@ async fn static_files_under_a_stripped_prefix() {
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("/docs/guide/"));
 }
+
+/// `fallback`: an app's `index.html` answers every path that names no file (nginx's
+/// `try_files $uri $uri/ /index.html`); `respond` answers with a fixed status and body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_file_answers_missing_paths_and_respond_answers_fixed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("app");
+    std::fs::create_dir_all(root.join("assets")).expect("mkdir");
+    std::fs::write(root.join("index.html"), "<div id=app>").expect("write");
+    std::fs::write(root.join("assets/app.js"), "run()").expect("write");
+    let site = "host: app.test\nroutes:\n  - path: /health\n    match: exact\n    respond: {status: 200, body: \"ok\\n\"}\n  - path: /gone\n    respond: {status: 410}\n  - path: /\n    static: app\n    fallback: /index.html\n";
+    write_config(dir.path(), "", &[("app", site)]);
+    let gh = Gatehouse::start_in(dir);
+    let a = gh.http;
+    for path in ["/", "/users/42", "/deep/link/x.html"] {
+        let r = get(a, "app.test", path).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "<div id=app>"), "{path}");
+        assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"), "{path}");
+    }
+    // Files that exist are themselves. A dot-segment path is normalised first (nginx does
+    // the same), so it names a missing file inside the root and gets the app; an encoded
+    // slash that would step out is refused, not answered with the app.
+    assert_eq!(get(a, "app.test", "/assets/app.js").await.text(), "run()");
+    assert_eq!(get(a, "app.test", "/assets/%2e%2e/%2e%2e/etc/passwd").await.text(), "<div id=app>");
+    let out = get(a, "app.test", "/assets/..%2f..%2f..%2fetc/passwd").await;
+    assert_eq!(out.status, 404, "{}", out.text());
+
+    let r = get(a, "app.test", "/health").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok\n"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    let r = get(a, "app.test", "/gone/page").await;
+    assert_eq!((r.status.as_u16(), r.body.len()), (410, 0));
+    let head = request_with(a, http::Method::HEAD, "app.test", "/health", &[]).await;
+    assert_eq!((head.status.as_u16(), head.header("content-length"), head.body.len()), (200, Some("3"), 0));
+}

@@ -204,6 +204,11 @@ fn route_json(c: &Compiled, hosts: Vec<String>) -> Value {
             v["to"] = json!(to);
             v["code"] = json!(code.as_u16());
         }
+        Action::Respond { status, body } => {
+            v["action"] = json!("respond");
+            v["status"] = json!(status.as_u16());
+            v["body_bytes"] = json!(body.len());
+        }
     }
     v
 }

@@ -139,6 +139,7 @@ pub(crate) async fn ai_context(State(admin): State<Admin>) -> Response {
             gatehouse_config::Action::Proxy(_) => "proxy",
             gatehouse_config::Action::Static(_) => "static",
             gatehouse_config::Action::Redirect { .. } => "redirect",
+            gatehouse_config::Action::Respond { .. } => "respond",
         };
         let t = routes.get(&c.route.id);
         let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());

@@ -41,13 +41,20 @@ pub async fn serve(
         return plain(StatusCode::NOT_FOUND);
     };
     let mut path = root.join(&relative);
-    let Ok(mut meta) = tokio::fs::metadata(&path).await else {
+    let mut found = tokio::fs::metadata(&path).await.ok();
+    if found.as_ref().is_some_and(|m| !m.is_dir() && rel.ends_with('/')) {
+        // `/file.bin/` names a directory that does not exist (nginx: 404).
+        found = None;
+    }
+    // A path that names nothing gets the fallback file (an app's index.html), as nginx's
+    // `try_files $uri $uri/ /index.html`; the fallback's own absence is a 404.
+    if let (None, Some(fallback)) = (&found, &dir.fallback) {
+        path = root.join(fallback);
+        found = tokio::fs::metadata(&path).await.ok().filter(|m| m.is_file());
+    }
+    let Some(mut meta) = found else {
         return plain(StatusCode::NOT_FOUND);
     };
-    if !meta.is_dir() && rel.ends_with('/') {
-        // `/file.bin/` names a directory that does not exist (nginx: 404).
-        return plain(StatusCode::NOT_FOUND);
-    }
     if meta.is_dir() {
         if !rel.ends_with('/') {
             // Like nginx: a directory without its slash redirects, so relative links work.

@@ -320,8 +320,8 @@ async fn phases<'a>(cx: &mut Ctx<'a>, mut req: Request<Inbound>) -> Result<Respo
             };
             crate::http::proxy::forward(cx, route, group, req, &path).await?
         }
-        // Answered by the route's `Redirect` filter.
-        Action::Redirect { .. } => return Err(ProxyError::NoRoute),
+        // Answered by the route's `Redirect` and `Respond` filters.
+        Action::Redirect { .. } | Action::Respond { .. } => return Err(ProxyError::NoRoute),
     };
     route.chain.on_response(cx, &mut resp);
     Ok(resp)

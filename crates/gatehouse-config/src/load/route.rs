@@ -246,6 +246,10 @@ pub(super) fn build_route(
             "browse lists directories of a `static` route; this route has no `static`",
         );
     }
+    if let (Some(f), None) = (&r.fallback, &r.static_dir) {
+        let msg = "fallback is the file a `static` route answers missing paths with; this route has no `static`";
+        cx.err_at(f, format!("{dot}fallback"), msg);
+    }
     // Exactly one action.
     let given: Vec<&str> = [
         ("backend", r.backend.is_some()),
@@ -254,6 +258,7 @@ pub(super) fn build_route(
         ("split", r.split.is_some()),
         ("static", r.static_dir.is_some()),
         ("redirect", r.redirect.is_some()),
+        ("respond", r.respond.is_some()),
     ]
     .iter()
     .filter(|(_, set)| *set)
@@ -262,10 +267,10 @@ pub(super) fn build_route(
     let line = r.path.as_ref().map(|p| p.referenced.line());
     if given.len() != 1 {
         let msg = if given.is_empty() {
-            "a route needs one of backend, backends, upstream, split, static or redirect".to_string()
+            "a route needs one of backend, backends, upstream, split, static, redirect or respond".to_string()
         } else {
             format!(
-                "a route takes only one of backend, backends, upstream, split, static, redirect; found {}",
+                "a route takes only one of backend, backends, upstream, split, static, redirect, respond; found {}",
                 given.join(" and ")
             )
         };
@@ -346,7 +351,8 @@ pub(super) fn build_route(
         }
         let index = r.index.clone().unwrap_or_else(|| vec!["index.html".into()]);
         let browse = cx.flag(r.browse.as_ref(), &format!("{dot}browse"), false);
-        Action::Static(StaticDir { root, index, browse })
+        let fallback = r.fallback.as_ref().and_then(|f| static_fallback(cx, f, &dot));
+        Action::Static(StaticDir { root, index, browse, fallback })
     } else if let Some(rd) = &r.redirect {
         let code = match &rd.code {
             None => StatusCode::FOUND,
@@ -367,6 +373,28 @@ pub(super) fn build_route(
             return None;
         }
         Action::Redirect { to: rd.to.value.clone(), code }
+    } else if let Some(rs) = &r.respond {
+        let status = match rs.status.value.trim().parse::<u16>().ok().filter(|n| (200..=599).contains(n)) {
+            Some(n) => StatusCode::from_u16(n).unwrap_or(StatusCode::OK),
+            None => {
+                let msg = format!("expected a status from 200 to 599, got {:?}", rs.status.value);
+                cx.err_at(&rs.status, format!("{dot}respond.status"), msg);
+                return None;
+            }
+        };
+        let body = rs.body.as_ref().map(|b| b.value.clone()).unwrap_or_default();
+        if body.len() > MAX_RESPOND_BODY {
+            let at = rs.body.as_ref().unwrap_or(&rs.status);
+            let msg = format!("the body has {} bytes; at most {MAX_RESPOND_BODY} (serve a file with `static` instead)", body.len());
+            cx.err_at(at, format!("{dot}respond.body"), msg);
+            return None;
+        }
+        if !body.is_empty() && matches!(status.as_u16(), 204 | 304) {
+            let msg = format!("a {} answer has no body", status.as_u16());
+            cx.err_at(&rs.status, format!("{dot}respond.body"), msg);
+            return None;
+        }
+        Action::Respond { status, body }
     } else {
         return None;
     };
@@ -425,4 +453,24 @@ pub(super) fn service_name(cx: &mut Ctx<'_>, name: &str, line: u64, at: &str) ->
         return None;
     }
     Some(name.to_string())
+}
+
+/// The most a `respond` body may hold: a short message, not a page to serve (that is what
+/// `static` is for).
+const MAX_RESPOND_BODY: usize = 64 * 1024;
+
+/// A `fallback` file: a path inside the static directory (`/index.html`, `app.html`). Its
+/// existence is not checked here; a missing one answers 404, as any missing file does.
+fn static_fallback(cx: &mut Ctx<'_>, f: &S<String>, dot: &str) -> Option<String> {
+    let rel = f.value.trim().trim_start_matches('/');
+    let inside = !rel.is_empty()
+        && !rel.contains('\\')
+        && !rel.contains('\0')
+        && std::path::Path::new(rel).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !inside {
+        let msg = format!("expected a file inside the static directory, such as /index.html, got {:?}", f.value);
+        cx.err_at(f, format!("{dot}fallback"), msg);
+        return None;
+    }
+    Some(rel.to_string())
 }

@@ -493,3 +493,23 @@ fn under_systemd_the_storage_path_defaults_to_the_state_directory() {
     let c = load(&main, &env(&[("STATE_DIRECTORY", "/var/lib/gatehouse")])).expect("valid");
     assert_eq!(c.storage_path, Path::new("/srv/gh.db"));
 }
+
+#[test]
+fn respond_and_fallback_are_checked() {
+    let site = "host: a.test\nroutes:\n  - path: /a\n    respond: {status: 99}\n  - path: /b\n    respond: {status: 204, body: x}\n  - path: /c\n    static: .\n    fallback: ../etc/passwd\n  - path: /d\n    backend: http://127.0.0.1:1\n    fallback: /index.html\n  - path: /e\n    respond: {status: 200}\n    backend: http://127.0.0.1:1\n";
+    let e = errs("", &[("a", site)]);
+    let wanted = [
+        "sites/a.yaml:4 routes[0].respond.status: expected a status from 200 to 599",
+        "sites/a.yaml:6 routes[1].respond.body: a 204 answer has no body",
+        "sites/a.yaml:9 routes[2].fallback: expected a file inside the static directory",
+        "sites/a.yaml:12 routes[3].fallback: fallback is the file a `static` route answers missing paths with",
+        "routes[4]: a route takes only one of backend, backends, upstream, split, static, redirect, respond; found backend and respond",
+    ];
+    assert_eq!(e.len(), wanted.len(), "{e:#?}");
+    for w in wanted {
+        assert!(e.iter().any(|m| m.contains(w)), "{w}\n{e:#?}");
+    }
+    let ok = "host: a.test\nroutes:\n  - path: /\n    respond: {status: 503, body: \"down for maintenance\"}\n";
+    let c = load_from_str_for_tests("", &[("a", ok)], Path::new(".")).expect("valid");
+    assert!(matches!(&c.sites[0].routes[0].action, Action::Respond { status, body } if status.as_u16() == 503 && body == "down for maintenance"));
+}

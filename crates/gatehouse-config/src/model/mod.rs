@@ -564,6 +564,8 @@ pub enum Action {
     Proxy(Arc<Upstream>),
     Static(StaticDir),
     Redirect { to: String, code: StatusCode },
+    /// A fixed answer: `status`, and `body` as `text/plain` (none when empty).
+    Respond { status: StatusCode, body: String },
 }
 
 #[derive(Debug, Clone)]
@@ -572,6 +574,9 @@ pub struct StaticDir {
     pub index: Vec<String>,
     /// Directories without an index file are answered with a listing (`browse: true`).
     pub browse: bool,
+    /// The file (relative to `root`, already checked to stay inside it) that answers a path
+    /// naming nothing (`fallback`).
+    pub fallback: Option<String>,
 }
 
 /// A group of backends behind one balancer.

@@ -451,7 +451,12 @@ pub struct Route {
     pub index: Option<Vec<String>>,
     /// A `static` route lists directories that have no index file.
     pub browse: Option<S<String>>,
+    /// A `static` route answers paths that name no file with this file (an app's
+    /// `index.html`), as nginx's `try_files $uri $uri/ /index.html`.
+    pub fallback: Option<S<String>>,
     pub redirect: Option<Redirect>,
+    /// Answer with a fixed status and body.
+    pub respond: Option<Respond>,
     pub strip_prefix: Option<S<String>>,
     pub rewrite: Option<Rewrite>,
     pub options: Option<Options>,
@@ -482,6 +487,13 @@ pub struct ServiceRef {
 pub struct Redirect {
     pub to: S<String>,
     pub code: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Respond {
+    pub status: S<String>,
+    pub body: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
