@@ -16,8 +16,8 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 /// fails the test naming how to install it.
 fn run(cmd: &mut Command, install: &str) -> (bool, String) {
     let what = format!("{cmd:?}");
-    let out = output_within(cmd, Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{what}: {e}; install it: {install}"));
+    let out =
+        output_within(cmd, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{what}: {e}; install it: {install}"));
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
@@ -33,10 +33,7 @@ impl Drop for Installed {
 
 #[test]
 fn the_debian_package_builds_installs_and_its_units_verify() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "dpkg -i needs root: run the tests as root, as .ci/run does"
-    );
+    assert!(rustix::process::geteuid().is_root(), "dpkg -i needs root: run the tests as root, as .ci/run does");
     let out = tempfile::tempdir().expect("dir");
     let (ok, text) = run(
         Command::new("sh")
@@ -77,23 +74,19 @@ fn the_debian_package_builds_installs_and_its_units_verify() {
     assert_eq!(mode.trim(), "640 gatehouse");
     // The installed binary, as the service's account, accepts the installed configuration.
     let (ok, text) = run(
-        Command::new("runuser").args(["-u", "gatehouse", "--", "/usr/bin/gatehouse", "check", "-c"]).arg(
-            "/etc/gatehouse/gatehouse.yaml",
-        ),
+        Command::new("runuser")
+            .args(["-u", "gatehouse", "--", "/usr/bin/gatehouse", "check", "-c"])
+            .arg("/etc/gatehouse/gatehouse.yaml"),
         "apt-get install util-linux",
     );
     assert!(ok && text.contains("configuration OK"), "{text}");
 
     let units = ["/lib/systemd/system/gatehouse.socket", "/lib/systemd/system/gatehouse.service"];
-    let (ok, text) = run(
-        Command::new("systemd-analyze").args(["verify", "--man=no"]).args(units),
-        "apt-get install systemd",
-    );
+    let (ok, text) =
+        run(Command::new("systemd-analyze").args(["verify", "--man=no"]).args(units), "apt-get install systemd");
     assert!(ok && text.trim().is_empty(), "systemd-analyze verify: {text}");
-    let (ok, text) = run(
-        Command::new("systemd-analyze").args(["security", "--offline=yes", units[1]]),
-        "apt-get install systemd",
-    );
+    let (ok, text) =
+        run(Command::new("systemd-analyze").args(["security", "--offline=yes", units[1]]), "apt-get install systemd");
     let exposure: f64 = text
         .lines()
         .find_map(|l| l.split("Overall exposure level for gatehouse.service: ").nth(1))

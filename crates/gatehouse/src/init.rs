@@ -2,24 +2,36 @@
 //! and one example site file, both accepted by `gatehouse check`. Never overwrites: when
 //! either file exists, nothing is written.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const MAIN: &str = include_str!("init/gatehouse.yaml");
 const SITE: &str = include_str!("init/example.yaml");
 
 /// Writes `DIR/gatehouse.yaml` and `DIR/sites/example.yaml`; returns what it wrote, or
 /// why it wrote nothing.
-pub fn init(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+pub fn init(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let main = dir.join("gatehouse.yaml");
     let site = dir.join("sites").join("example.yaml");
-    for p in [&main, &site] {
-        if std::fs::symlink_metadata(p).is_ok() {
-            return Err(format!("{} exists; nothing was written (init never overwrites)", p.display()));
-        }
+    write_new(&[(main.clone(), MAIN), (site.clone(), SITE)], "init")?;
+    Ok(vec![main, site])
+}
+
+/// Writes each file, creating directories as needed, only when none of them exists: a
+/// command that generates files (`init`, `import`) never overwrites one. `what` names the
+/// command in the message.
+pub fn write_new(files: &[(PathBuf, &str)], what: &str) -> Result<(), String> {
+    let existing: Vec<String> = files
+        .iter()
+        .filter(|(p, _)| std::fs::symlink_metadata(p).is_ok())
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    if !existing.is_empty() {
+        return Err(format!("{} exists; nothing was written ({what} never overwrites)", existing.join(", ")));
     }
-    std::fs::create_dir_all(dir.join("sites"))
-        .map_err(|e| format!("cannot create {}: {e}", dir.join("sites").display()))?;
-    for (path, text) in [(&main, MAIN), (&site, SITE)] {
+    for (path, text) in files {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
         // `create_new`: a file that appeared since the check above is not overwritten either.
         let written = std::fs::OpenOptions::new()
             .write(true)
@@ -28,5 +40,5 @@ pub fn init(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
             .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
         written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    Ok(vec![main, site])
+    Ok(())
 }

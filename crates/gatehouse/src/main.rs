@@ -11,6 +11,7 @@ mod backups;
 mod bans;
 mod check_diff;
 mod geoip;
+mod import_nginx;
 mod init;
 mod jwks;
 mod logs;
@@ -104,12 +105,31 @@ enum Command {
     Proxy(oneliner::ProxyArgs),
     /// Serve a directory's files, with no configuration file: `gatehouse serve ./public --browse`.
     Serve(oneliner::ServeArgs),
+    /// Translate another server's configuration into Gatehouse site files.
+    Import {
+        #[command(subcommand)]
+        from: Import,
+    },
     /// Print shell completions (bash, zsh or fish) to standard output.
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff) to standard output: `gatehouse man > gatehouse.1`.
     Man,
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum Import {
+    /// nginx `server {}` blocks (a site file each; `upstream {}` and `include` followed).
+    /// What cannot be translated is listed with file:line and the reason.
+    Nginx {
+        /// nginx.conf, or files of sites-available/ and conf.d/.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where the site files go (never overwritten).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 /// `gatehouse hash-password`: one line from standard input, hashed.
@@ -275,6 +295,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => start(config_path(config)),
+        Command::Import { from: Import::Nginx { files, out } } => import_nginx::run(&files, &out),
         Command::Proxy(args) => one_liner(oneliner::proxy(args)),
         Command::Serve(args) => one_liner(oneliner::serve(args)),
     }

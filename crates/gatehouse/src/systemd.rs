@@ -60,7 +60,8 @@ pub fn notify(state: &str) {
         // An abstract socket address (Linux).
         Some(name) => {
             use std::os::linux::net::SocketAddrExt;
-            std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|a| socket.send_to_addr(state.as_bytes(), &a))
+            std::os::unix::net::SocketAddr::from_abstract_name(name)
+                .and_then(|a| socket.send_to_addr(state.as_bytes(), &a))
         }
         None => socket.send_to(state.as_bytes(), &path),
     };

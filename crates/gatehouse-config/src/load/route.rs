@@ -385,7 +385,10 @@ pub(super) fn build_route(
         let body = rs.body.as_ref().map(|b| b.value.clone()).unwrap_or_default();
         if body.len() > MAX_RESPOND_BODY {
             let at = rs.body.as_ref().unwrap_or(&rs.status);
-            let msg = format!("the body has {} bytes; at most {MAX_RESPOND_BODY} (serve a file with `static` instead)", body.len());
+            let msg = format!(
+                "the body has {} bytes; at most {MAX_RESPOND_BODY} (serve a file with `static` instead)",
+                body.len()
+            );
             cx.err_at(at, format!("{dot}respond.body"), msg);
             return None;
         }

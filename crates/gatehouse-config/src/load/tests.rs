@@ -483,7 +483,8 @@ fn under_systemd_the_storage_path_defaults_to_the_state_directory() {
     let main = dir.path().join("gatehouse.yaml");
     std::fs::write(&main, "listen: {http: 127.0.0.1:0}\n").expect("write");
     std::fs::create_dir(dir.path().join("sites")).expect("sites");
-    let env = |pairs: &[(&str, &str)]| EnvOverrides::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let env =
+        |pairs: &[(&str, &str)]| EnvOverrides::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let c = load(&main, &env(&[("STATE_DIRECTORY", "/var/lib/gatehouse:/var/lib/other")])).expect("valid");
     assert_eq!(c.storage_path, Path::new("/var/lib/gatehouse/gatehouse.db"));
     let c = load(&main, &env(&[])).expect("valid");
@@ -511,5 +512,7 @@ fn respond_and_fallback_are_checked() {
     }
     let ok = "host: a.test\nroutes:\n  - path: /\n    respond: {status: 503, body: \"down for maintenance\"}\n";
     let c = load_from_str_for_tests("", &[("a", ok)], Path::new(".")).expect("valid");
-    assert!(matches!(&c.sites[0].routes[0].action, Action::Respond { status, body } if status.as_u16() == 503 && body == "down for maintenance"));
+    assert!(
+        matches!(&c.sites[0].routes[0].action, Action::Respond { status, body } if status.as_u16() == 503 && body == "down for maintenance")
+    );
 }

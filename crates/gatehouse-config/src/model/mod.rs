@@ -563,9 +563,15 @@ pub struct Rewrite {
 pub enum Action {
     Proxy(Arc<Upstream>),
     Static(StaticDir),
-    Redirect { to: String, code: StatusCode },
+    Redirect {
+        to: String,
+        code: StatusCode,
+    },
     /// A fixed answer: `status`, and `body` as `text/plain` (none when empty).
-    Respond { status: StatusCode, body: String },
+    Respond {
+        status: StatusCode,
+        body: String,
+    },
 }
 
 #[derive(Debug, Clone)]
