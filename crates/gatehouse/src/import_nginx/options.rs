@@ -36,14 +36,7 @@ pub(super) fn proxy_options(cx: &mut Cx, chain: &Chain<'_>, route: &mut Route, h
     let mut host_set = false;
     let mut remove = Vec::new();
     for d in chain.list(&["proxy_set_header"]) {
-        let (Some(name), Some(value)) = (d.arg(0), d.arg(1)) else {
-            cx.skip(d, "needs a header name and a value");
-            continue;
-        };
-        if !is_header_name(name) {
-            cx.skip(d, format!("{name} is not a valid header name"));
-            continue;
-        }
+        let Some((name, value)) = header_pair(cx, d) else { continue };
         let lower = name.to_ascii_lowercase();
         host_set |= lower == "host";
         if gatehouse_sets(&lower, value) {
@@ -119,14 +112,7 @@ fn gatehouse_sets(name: &str, value: &str) -> bool {
 pub(super) fn response_headers(cx: &mut Cx, srv: &mut Srv<'_>, chain: &Chain<'_>, route: &mut Route) {
     let mut seen: Vec<String> = Vec::new();
     for d in chain.list(&["add_header"]) {
-        let (Some(name), Some(value)) = (d.arg(0), d.arg(1)) else {
-            cx.skip(d, "needs a header name and a value");
-            continue;
-        };
-        if !is_header_name(name) {
-            cx.skip(d, format!("{name} is not a valid header name"));
-            continue;
-        }
+        let Some((name, value)) = header_pair(cx, d) else { continue };
         if value.contains('$') {
             cx.skip(d, "a value with variables: Gatehouse sets fixed header values only");
             continue;
@@ -265,4 +251,19 @@ pub(super) fn limit_except(cx: &mut Cx, d: &Directive, route: &mut Route) {
     }
     route.methods = Some(methods);
     route.notes.push("other methods get 405 with Allow (nginx: 403)".into());
+}
+
+/// A header directive's name and value (`proxy_set_header NAME VALUE`, `add_header NAME
+/// VALUE`), or `None` with the directive reported when either is missing or the name is
+/// not a header name.
+fn header_pair<'d>(cx: &mut Cx, d: &'d Directive) -> Option<(&'d str, &'d str)> {
+    let (Some(name), Some(value)) = (d.arg(0), d.arg(1)) else {
+        cx.skip(d, "needs a header name and a value");
+        return None;
+    };
+    if !is_header_name(name) {
+        cx.skip(d, format!("{name} is not a valid header name"));
+        return None;
+    }
+    Some((name, value))
 }
