@@ -38,7 +38,14 @@ pkg="$stage/gatehouse"
 install -D -m 0755 "$bin" "$pkg/usr/bin/gatehouse"
 # Symbols stay (for backtraces); debug information does not belong in the package.
 if command -v strip >/dev/null; then strip --strip-debug "$pkg/usr/bin/gatehouse"; fi
-install -D -m 0644 "$root/crates/gatehouse/src/init/gatehouse.yaml" "$pkg/etc/gatehouse/gatehouse.yaml"
+# The `init` main file, with storage.path written out: the service's StateDirectory is its
+# default anyway, but `gatehouse backup` run from a shell has no STATE_DIRECTORY.
+mkdir -p "$pkg/etc/gatehouse"
+sed -e 's|^# storage:$|storage:|' -e 's|^#   path: /var/lib/gatehouse/gatehouse.db$|  path: /var/lib/gatehouse/gatehouse.db|' \
+    "$root/crates/gatehouse/src/init/gatehouse.yaml" > "$pkg/etc/gatehouse/gatehouse.yaml"
+grep -q '^  path: /var/lib/gatehouse/gatehouse.db$' "$pkg/etc/gatehouse/gatehouse.yaml" ||
+    { echo "$0: the init template's storage lines changed; update this script" >&2; exit 1; }
+chmod 0644 "$pkg/etc/gatehouse/gatehouse.yaml"
 install -D -m 0644 "$root/crates/gatehouse/src/init/example.yaml" "$pkg/etc/gatehouse/sites/example.yaml"
 install -D -m 0644 "$here/gatehouse.service" "$pkg/lib/systemd/system/gatehouse.service"
 install -D -m 0644 "$here/gatehouse.socket" "$pkg/lib/systemd/system/gatehouse.socket"
@@ -46,7 +53,9 @@ install -D -m 0644 "$here/sysusers.conf" "$pkg/usr/lib/sysusers.d/gatehouse.conf
 mkdir -p "$pkg/usr/share/man/man1" "$pkg/usr/share/bash-completion/completions" \
     "$pkg/usr/share/zsh/vendor-completions" "$pkg/usr/share/fish/vendor_completions.d" \
     "$pkg/usr/share/doc/gatehouse"
-"$bin" man | gzip -9n > "$pkg/usr/share/man/man1/gatehouse.1.gz"
+# Through a file, so a failing binary stops the build (sh has no pipefail).
+"$bin" man > "$stage/gatehouse.1"
+gzip -9n < "$stage/gatehouse.1" > "$pkg/usr/share/man/man1/gatehouse.1.gz"
 "$bin" completions bash > "$pkg/usr/share/bash-completion/completions/gatehouse"
 "$bin" completions zsh > "$pkg/usr/share/zsh/vendor-completions/_gatehouse"
 "$bin" completions fish > "$pkg/usr/share/fish/vendor_completions.d/gatehouse.fish"
@@ -69,7 +78,7 @@ Package: gatehouse
 Version: $version
 Architecture: $arch
 Maintainer: Gatehouse developers <gatehouse@localhost>
-Depends: libc6 (>= ${glibc:-2.34}), adduser
+Depends: libc6 (>= ${glibc:-2.34}), libgcc-s1, adduser
 Section: httpd
 Priority: optional
 Installed-Size: $(du -sk "$pkg" | cut -f1)

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::harness::*;
 
 /// `gatehouse hash-password`, the way an administrator makes a hash.
-fn hash_password(secret: &str, api_key: bool) -> String {
+pub(crate) fn hash_password(secret: &str, api_key: bool) -> String {
     use std::io::Write;
     let mut cmd = std::process::Command::new(BIN);
     cmd.arg("hash-password");

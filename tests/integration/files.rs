@@ -159,8 +159,11 @@ async fn a_fallback_file_answers_missing_paths_and_respond_answers_fixed() {
     std::fs::create_dir_all(root.join("assets")).expect("mkdir");
     std::fs::write(root.join("index.html"), "<div id=app>").expect("write");
     std::fs::write(root.join("assets/app.js"), "run()").expect("write");
-    let site = "host: app.test\nroutes:\n  - path: /health\n    match: exact\n    respond: {status: 200, body: \"ok\\n\"}\n  - path: /gone\n    respond: {status: 410}\n  - path: /\n    static: app\n    fallback: /index.html\n";
-    write_config(dir.path(), "", &[("app", site)]);
+    let key = crate::auth::hash_password("k-123456", true);
+    let site = format!(
+        "host: app.test\nroutes:\n  - path: /health\n    match: exact\n    respond: {{status: 200, body: \"ok\\n\"}}\n  - path: /gone\n    respond: {{status: 410}}\n  - path: /secret\n    respond: {{status: 200, body: \"for members\"}}\n    options:\n      auth: {{api_key: {{keys: {{ci: '{key}'}}}}}}\n  - path: /\n    static: app\n    fallback: /index.html\n"
+    );
+    write_config(dir.path(), "", &[("app", &site)]);
     let gh = Gatehouse::start_in(dir);
     let a = gh.http;
     for path in ["/", "/users/42", "/deep/link/x.html"] {
@@ -181,6 +184,10 @@ async fn a_fallback_file_answers_missing_paths_and_respond_answers_fixed() {
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     let r = get(a, "app.test", "/gone/page").await;
     assert_eq!((r.status.as_u16(), r.body.len()), (410, 0));
+    // A fixed answer is the route's action: its auth comes first.
+    assert_eq!(get(a, "app.test", "/secret").await.status, 401);
+    let r = get_with(a, "app.test", "/secret", &[("x-api-key", "k-123456")]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "for members"));
     let head = request_with(a, http::Method::HEAD, "app.test", "/health", &[]).await;
     assert_eq!((head.status.as_u16(), head.header("content-length"), head.body.len()), (200, Some("3"), 0));
 }

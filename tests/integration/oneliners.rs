@@ -16,8 +16,12 @@ fn one_liner(args: &[&str]) -> Gatehouse {
     Gatehouse::spawn(dir, cmd).unwrap_or_else(|f| panic!("{args:?} did not start:\n{}", f.log))
 }
 
+/// Runs a one-liner to its end; its default storage is a temporary directory, never the
+/// home directory of whoever runs the tests.
 fn output(args: &[&str]) -> (bool, String) {
-    let out = output_within(Command::new(BIN).args(args), Duration::from_secs(30)).expect("gatehouse");
+    let data = tempfile::tempdir().expect("dir");
+    let out = output_within(Command::new(BIN).args(args).env("XDG_DATA_HOME", data.path()), Duration::from_secs(30))
+        .expect("gatehouse");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
@@ -79,14 +83,18 @@ async fn serve_answers_files_and_lists_directories_only_with_browse() {
     let page = listing.text();
     assert!(page.contains("href=\"hello.txt\"") && page.contains("href=\"docs%20%26%20notes/\""), "{page}");
     assert!(!page.contains(".env"), "dot files are not listed: {page}");
+    // Nor served: `serve .` in a project directory must not hand out its secrets.
+    assert_eq!(get(gh.http, "127.0.0.1", "/.env").await.status, 404);
     // The link works, and names are escaped in the page.
     let sub = get(gh.http, "127.0.0.1", "/docs%20%26%20notes/").await;
     assert!(sub.text().contains("a &lt;b&gt;.md") && sub.text().contains("href=\"../\""), "{}", sub.text());
     let file = get(gh.http, "127.0.0.1", "/docs%20%26%20notes/a%20%3Cb%3E.md").await;
     assert_eq!(file.text(), "# a\n");
 
-    // Without --browse a directory without index.html is a 404, as with a file.
-    let gh = one_liner(&["serve", dir, "--listen", "127.0.0.1:0"]);
+    // Without --browse a directory without index.html is a 404, as with a file; with
+    // --dotfiles a dot file is served.
+    let gh = one_liner(&["serve", dir, "--listen", "127.0.0.1:0", "--dotfiles"]);
+    assert_eq!(get(gh.http, "127.0.0.1", "/.env").await.text(), "SECRET=1\n");
     assert_eq!(get(gh.http, "127.0.0.1", "/").await.status, 404);
     assert_eq!(get(gh.http, "127.0.0.1", "/hello.txt").await.status, 200);
 }
@@ -151,4 +159,46 @@ async fn a_second_one_liner_on_the_same_storage_and_port_is_refused_and_changes_
     assert!(!out.status.success() && err.contains("another gatehouse runs from"), "{err}");
     assert_eq!(std::fs::read_to_string(&main).expect("main"), before);
     assert_eq!(get(gh.http, "x.test", "/still").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_public_name_gets_its_certificate_from_acme() {
+    let backend = Backend::start("app").await;
+    let dir = tempfile::tempdir().expect("dir");
+    for attempt in 1..=3 {
+        let leases = crate::harness::lease_ports::<2>();
+        let [http, https] = leases.each_ref().map(|l| l.port);
+        let pebble = crate::harness::Pebble::start(http, https);
+        let ca = dir.path().join(format!("pebble-ca-{attempt}.pem"));
+        std::fs::write(&ca, &pebble.ca_pem).expect("write");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["proxy", "--from", &format!("shop.test:{https}"), "--to", &backend.url()])
+            .args(["--bind", "127.0.0.1", "--http-port", &http.to_string(), "--email", "ops@example.test"])
+            .args(["--acme-ca", &pebble.directory, "--acme-ca-root"])
+            .arg(&ca)
+            .args(["--admin", "127.0.0.1:0", "--storage"])
+            .arg(dir.path().join(format!("storage-{attempt}")));
+        let gh = match Gatehouse::spawn(tempfile::tempdir().expect("log dir"), cmd) {
+            Ok(gh) => gh,
+            Err(e) if e.port_taken() && attempt < 3 => continue,
+            Err(e) => panic!("did not start:\n{}", e.log),
+        };
+        let issued = crate::harness::wait_until_async(Duration::from_secs(60), || async {
+            let inv = get(gh.admin, "localhost", "/api/certs").await.json();
+            inv["certificates"].as_array().expect("list").iter().any(|c| {
+                c["names"].as_array().is_some_and(|n| n.iter().any(|n| n == "shop.test"))
+                    && c["issuer"].as_str().is_some_and(|i| i.contains("Pebble"))
+            })
+        })
+        .await;
+        assert!(issued, "no certificate in time:\n{}\npebble:\n{}", gh.log(), pebble.log());
+        let conn = tls_connect(gh.https.expect("https"), &accept_any_connector(), "shop.test").await.expect("TLS");
+        let reply = send_on(conn.stream, get_req("shop.test", "/through")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json()["uri"], "/through");
+        // Plain HTTP on --http-port redirects to HTTPS.
+        let plain = get(gh.http, "shop.test", "/x").await;
+        assert_eq!(plain.status, 308, "{}", plain.text());
+        return;
+    }
 }

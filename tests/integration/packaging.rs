@@ -34,6 +34,15 @@ impl Drop for Installed {
 #[test]
 fn the_debian_package_builds_installs_and_its_units_verify() {
     assert!(rustix::process::geteuid().is_root(), "dpkg -i needs root: run the tests as root, as .ci/run does");
+    // The test installs and purges the package for real: never on a machine that has it
+    // (purging would delete its state), nor where systemd runs (installing starts the
+    // service there). CI's machines and containers have neither.
+    let (installed, _) = run(Command::new("dpkg").args(["-s", "gatehouse"]), "apt-get install dpkg");
+    assert!(!installed, "a gatehouse package is installed here; this test would purge it: run it in a container");
+    assert!(
+        !Path::new("/run/systemd/system").exists(),
+        "systemd runs here, and installing the package would start the service: run this test in a container"
+    );
     let out = tempfile::tempdir().expect("dir");
     let (ok, text) = run(
         Command::new("sh")
@@ -67,6 +76,13 @@ fn the_debian_package_builds_installs_and_its_units_verify() {
     let _installed = Installed;
     let (ok, text) = run(Command::new("dpkg").args(["-i", &deb]), "apt-get install dpkg");
     assert!(ok, "dpkg -i: {text}");
+    // The service is enabled; socket activation is the administrator's choice.
+    assert!(Path::new("/etc/systemd/system/multi-user.target.wants/gatehouse.service").exists());
+    assert!(!Path::new("/etc/systemd/system/sockets.target.wants/gatehouse.socket").exists());
+    // Under the unit, state goes to its StateDirectory, and the shell's commands
+    // (`gatehouse backup`) find it there too.
+    let main = std::fs::read_to_string("/etc/gatehouse/gatehouse.yaml").expect("read");
+    assert!(main.contains("\nstorage:\n  path: /var/lib/gatehouse/gatehouse.db\n"), "{main}");
     let (ok, text) = run(Command::new("getent").args(["passwd", "gatehouse"]), "apt-get install libc-bin");
     assert!(ok && text.contains("/var/lib/gatehouse"), "no gatehouse account: {text}");
     // The configuration may hold secrets: the service's group reads it, others do not.
@@ -105,6 +121,7 @@ fn the_debian_package_builds_installs_and_its_units_verify() {
     let (ok, text) = run(Command::new("dpkg").args(["--purge", "gatehouse"]), "apt-get install dpkg");
     assert!(ok, "purge: {text}");
     assert!(!Path::new("/usr/bin/gatehouse").exists() && !Path::new("/etc/gatehouse").exists());
+    assert!(!Path::new("/etc/systemd/system/multi-user.target.wants/gatehouse.service").exists());
 }
 
 /// A service manager in a few lines of Python, as systemd does it for `gatehouse.socket`:
@@ -140,6 +157,9 @@ for line in sys.stdin:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=30)
         break
+# The test ended (or failed): no process outlives it.
+if p.poll() is None:
+    p.kill()
 "#;
 
 #[tokio::test]

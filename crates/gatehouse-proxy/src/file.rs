@@ -37,6 +37,9 @@ pub async fn serve(
     let Some(relative) = safe_relative(rel) else {
         return plain(StatusCode::NOT_FOUND);
     };
+    if !dir.dotfiles && hidden(&relative) {
+        return plain(StatusCode::NOT_FOUND);
+    }
     let Ok(root) = tokio::fs::canonicalize(&dir.root).await else {
         return plain(StatusCode::NOT_FOUND);
     };
@@ -186,6 +189,15 @@ fn safe_relative(rel: &str) -> Option<PathBuf> {
         }
     }
     Some(out)
+}
+
+/// A path with a file or directory name starting with `.` (`.git/config`, `.env`), other
+/// than `.well-known` (RFC 8615: meant to be public).
+fn hidden(relative: &Path) -> bool {
+    relative.components().any(|c| {
+        let name = c.as_os_str().to_string_lossy();
+        name.starts_with('.') && name != ".well-known"
+    })
 }
 
 fn percent_decode(s: &str) -> Option<String> {

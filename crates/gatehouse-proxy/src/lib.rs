@@ -27,6 +27,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod proxy_protocol;
 pub mod registry;
+mod respond;
 pub mod route;
 pub mod security;
 pub mod state;

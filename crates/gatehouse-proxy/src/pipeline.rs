@@ -320,8 +320,10 @@ async fn phases<'a>(cx: &mut Ctx<'a>, mut req: Request<Inbound>) -> Result<Respo
             };
             crate::http::proxy::forward(cx, route, group, req, &path).await?
         }
-        // Answered by the route's `Redirect` and `Respond` filters.
-        Action::Redirect { .. } | Action::Respond { .. } => return Err(ProxyError::NoRoute),
+        // After every policy of the route (auth, limits, WAF), as a file or a backend.
+        Action::Respond { status, body } => crate::respond::answer(*status, body, req.method()),
+        // Answered by the route's `Redirect` filter.
+        Action::Redirect { .. } => return Err(ProxyError::NoRoute),
     };
     route.chain.on_response(cx, &mut resp);
     Ok(resp)

@@ -294,7 +294,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => start(config_path(config)),
+        Command::Run { config } => start(config_path(config), None),
         Command::Import { from: Import::Nginx { files, out } } => import_nginx::run(&files, &out),
         Command::Proxy(args) => one_liner(oneliner::proxy(args)),
         Command::Serve(args) => one_liner(oneliner::serve(args)),
@@ -302,7 +302,7 @@ fn main() -> ExitCode {
 }
 
 /// Loads the configuration at `path` and serves it until SIGTERM or SIGINT.
-fn start(path: PathBuf) -> ExitCode {
+fn start(path: PathBuf, held: Option<(PathBuf, gatehouse_store::backup::DbLock)>) -> ExitCode {
     let config = match gatehouse_config::load(&path, &EnvOverrides::from_env()) {
         Ok(c) => c,
         Err(errors) => {
@@ -312,7 +312,9 @@ fn start(path: PathBuf) -> ExitCode {
         }
     };
     init_logging(&config);
-    match run(path, config) {
+    // A lock on the database the configuration names (a one-liner's) serves as run's own.
+    let held = held.filter(|(db, _)| *db == config.storage_path).map(|(_, lock)| lock);
+    match run(path, config, held) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gatehouse: {e:#}");
@@ -322,11 +324,11 @@ fn start(path: PathBuf) -> ExitCode {
 }
 
 /// Runs what `gatehouse proxy` or `gatehouse serve` generated (or ends after printing it).
-fn one_liner(generated: Result<Option<(PathBuf, String)>, String>) -> ExitCode {
+fn one_liner(generated: Result<Option<oneliner::Generated>, String>) -> ExitCode {
     match generated {
-        Ok(Some((path, note))) => {
-            eprintln!("{note}");
-            start(path)
+        Ok(Some(g)) => {
+            eprintln!("{}", g.note);
+            start(g.path, Some(g.db))
         }
         Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
@@ -406,7 +408,7 @@ fn raise_descriptor_limit(config: &Config) {
     }
 }
 
-fn run(path: PathBuf, config: Config) -> Result<()> {
+fn run(path: PathBuf, config: Config, held: Option<gatehouse_store::backup::DbLock>) -> Result<()> {
     raise_descriptor_limit(&config);
     startup_checks(&config)?;
     let passed = systemd::take_listeners();
@@ -414,12 +416,15 @@ fn run(path: PathBuf, config: Config) -> Result<()> {
         tracing::info!(sockets = ?passed, "listening sockets passed by systemd (socket activation)");
     }
     // One process per database: a second instance (or a restore) finds the lock taken.
-    let _db_lock = gatehouse_store::backup::DbLock::take(&config.storage_path)?.with_context(|| {
-        format!(
-            "the database {} is in use by another Gatehouse process (stop it, or give this one another storage.path)",
-            config.storage_path.display()
-        )
-    })?;
+    let _db_lock = match held {
+        Some(lock) => lock,
+        None => gatehouse_store::backup::DbLock::take(&config.storage_path)?.with_context(|| {
+            format!(
+                "the database {} is in use by another Gatehouse process (stop it, or give this one another storage.path)",
+                config.storage_path.display()
+            )
+        })?,
+    };
     let config = Arc::new(config);
     let admin_listener = match config.admin_listen {
         Some(addr) => {

@@ -30,6 +30,14 @@ pub struct Common {
     /// Extra trust anchor (PEM) for a private ACME server.
     #[arg(long, value_name = "FILE")]
     acme_ca_root: Option<PathBuf>,
+    /// The IP address to listen on. Default: the address given, 127.0.0.1 for localhost,
+    /// every interface (0.0.0.0) for a name.
+    #[arg(long, value_name = "IP")]
+    bind: Option<IpAddr>,
+    /// The port for plain HTTP beside HTTPS (ACME's HTTP-01 challenge and the redirect to
+    /// HTTPS). Default: 80 for a public name or HTTPS on 443, else a free port.
+    #[arg(long, value_name = "PORT")]
+    http_port: Option<u16>,
     /// Also serve the admin API and /metrics on ADDR (beyond loopback, set GATEHOUSE_ADMIN_TOKEN).
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
@@ -69,6 +77,10 @@ pub struct ServeArgs {
     /// List the files of directories that have no index.html.
     #[arg(long)]
     browse: bool,
+    /// Also serve files whose names start with `.` (.env, .git/…): off by default, since
+    /// `serve .` in a project directory would hand them out.
+    #[arg(long)]
+    dotfiles: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -86,9 +98,9 @@ struct Address {
 impl Address {
     fn parse(text: &str) -> Result<Address, String> {
         let t = text.trim();
-        let (scheme, rest) = match t.split_once("://") {
-            Some(("http", r)) => (Some(false), r),
-            Some(("https", r)) => (Some(true), r),
+        let (scheme, rest) = match t.split_once("://").map(|(s, r)| (s.to_ascii_lowercase(), r)) {
+            Some((s, r)) if s == "http" => (Some(false), r),
+            Some((s, r)) if s == "https" => (Some(true), r),
             Some((other, _)) => return Err(format!("{text:?}: unknown scheme {other:?} (use http:// or https://)")),
             None => (None, t),
         };
@@ -98,7 +110,14 @@ impl Address {
         }
         let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
             let (ip, tail) = inner.split_once(']').ok_or_else(|| format!("{text:?}: missing `]`"))?;
-            (ip.to_string(), tail.strip_prefix(':'))
+            if ip.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("{text:?}: only an IPv6 address goes in brackets"));
+            }
+            let port = match tail {
+                "" => None,
+                _ => Some(tail.strip_prefix(':').ok_or_else(|| format!("{text:?}: expected `:PORT` after `]`"))?),
+            };
+            (ip.to_string(), port)
         } else {
             match rest.rsplit_once(':') {
                 Some((h, p)) if !h.contains(':') => (h.to_string(), Some(p)),
@@ -155,7 +174,7 @@ struct Plan {
 }
 
 /// Runs `gatehouse proxy`.
-pub fn proxy(args: ProxyArgs) -> Result<Option<(PathBuf, String)>, String> {
+pub fn proxy(args: ProxyArgs) -> Result<Option<Generated>, String> {
     let from = Address::parse(&args.from)?;
     let https = from.scheme.unwrap_or(true) && !args.common.http_only;
     let mut backends = Vec::new();
@@ -170,7 +189,7 @@ pub fn proxy(args: ProxyArgs) -> Result<Option<(PathBuf, String)>, String> {
 }
 
 /// Runs `gatehouse serve`.
-pub fn serve(args: ServeArgs) -> Result<Option<(PathBuf, String)>, String> {
+pub fn serve(args: ServeArgs) -> Result<Option<Generated>, String> {
     let listen = Address::parse(&args.listen)?;
     // Plain HTTP for an address; HTTPS when asked for, or for a public name (that is what
     // a certificate is for).
@@ -184,6 +203,9 @@ pub fn serve(args: ServeArgs) -> Result<Option<(PathBuf, String)>, String> {
     let mut route = format!("  - path: /\n    static: {}\n", quote(text));
     if args.browse {
         route.push_str("    browse: true\n");
+    }
+    if !args.dotfiles {
+        route.push_str("    dotfiles: false\n");
     }
     let summary = format!("serving {} on {}", dir.display(), shown(&listen, https));
     let plan = plan("serve", &listen, https, route, summary, &args.common)?;
@@ -199,7 +221,7 @@ fn plan(
     summary: String,
     common: &Common,
 ) -> Result<Plan, String> {
-    let ip = at.bind_ip();
+    let ip = common.bind.unwrap_or_else(|| at.bind_ip());
     let acme = https && !at.is_local();
     if acme && common.email.is_none() {
         return Err(format!(
@@ -207,11 +229,17 @@ fn plan(
             at.host
         ));
     }
+    if !https && common.http_port.is_some() {
+        return Err(
+            "--http-port is the plain-HTTP port beside HTTPS; for plain HTTP only, give the port in the address".into(),
+        );
+    }
     let (http, https_addr) = if https {
         let port = at.port.unwrap_or(443);
         // ACME's HTTP-01 challenge comes to port 80, and so do browsers typing the bare
         // name (redirected to HTTPS); on a private port HTTP gets whatever port is free.
-        let http_port = if acme || port == 443 { 80 } else { 0 };
+        let default_http = if acme || port == 443 { 80 } else { 0 };
+        let http_port = common.http_port.unwrap_or(default_http);
         (SocketAddr::new(ip, http_port), Some(SocketAddr::new(ip, port)))
     } else {
         (SocketAddr::new(ip, at.port.unwrap_or(80)), None)
@@ -249,7 +277,11 @@ fn backend(to: &str) -> Result<String, String> {
 
 fn shown(at: &Address, https: bool) -> String {
     let scheme = if https { "https" } else { "http" };
-    let host = if at.host.is_empty() { "*" } else { &at.host };
+    let host = match at.host.as_str() {
+        "" => "*".to_string(),
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_string(),
+    };
     match at.port {
         Some(p) => format!("{scheme}://{host}:{p}"),
         None => format!("{scheme}://{host}"),
@@ -277,8 +309,10 @@ fn storage_dir(given: Option<&Path>) -> Result<PathBuf, String> {
 
 /// The main file's and the site file's text.
 fn files(plan: &Plan, common: &Common) -> (String, String) {
-    let mut main =
-        format!("# Generated by `gatehouse {}`; `gatehouse run -c` this file to go on from here.\n", plan.kind);
+    let mut main = format!(
+        "# Generated by `gatehouse {}`, and again each time it runs: to go on from here,\n# copy this directory and `gatehouse run -c` the copy.\n",
+        plan.kind
+    );
     main.push_str(&format!("listen:\n  http: {}\n", quote(&plan.http.to_string())));
     if let Some(a) = plan.https_addr {
         main.push_str(&format!("  https: {}\n", quote(&a.to_string())));
@@ -294,7 +328,7 @@ fn files(plan: &Plan, common: &Common) -> (String, String) {
             main.push_str(&format!("    ca_root: {}\n", quote(&root.to_string_lossy())));
         }
     }
-    // A one-liner stops at once on Ctrl-C after its open requests finish.
+    // A one-liner stops soon after Ctrl-C: open requests get 5 s.
     main.push_str("shutdown_timeout: 5s\n");
     let hosts: Vec<String> = plan.hosts.iter().map(|h| quote(h)).collect();
     let mut site = format!("hosts: [{}]\n", hosts.join(", "));
@@ -307,9 +341,21 @@ fn files(plan: &Plan, common: &Common) -> (String, String) {
     (main, site)
 }
 
-/// Writes the configuration into `<storage>/<kind>-<port>/` (or prints it) and returns
-/// the main file's path and the line to show before starting, or `None` when printed.
-fn generate(plan: Plan, common: &Common) -> Result<Option<(PathBuf, String)>, String> {
+/// A configuration written for a one-liner, ready to run.
+pub struct Generated {
+    /// The main file.
+    pub path: PathBuf,
+    /// What to show before starting.
+    pub note: String,
+    /// The database the files were written for, and its lock, taken before they were
+    /// written and held until `run` (which would otherwise take it itself), so a second
+    /// one-liner cannot rewrite them in between.
+    pub db: (PathBuf, gatehouse_store::backup::DbLock),
+}
+
+/// Writes the configuration into `<storage>/<kind>-<port>/` (or prints it, and returns
+/// `None`).
+fn generate(plan: Plan, common: &Common) -> Result<Option<Generated>, String> {
     let (main, site) = files(&plan, common);
     if common.print_config {
         print!("# gatehouse.yaml\n{main}\n# sites/{}.yaml\n{site}", plan.kind);
@@ -321,8 +367,9 @@ fn generate(plan: Plan, common: &Common) -> Result<Option<(PathBuf, String)>, St
     std::fs::create_dir_all(&sites).map_err(|e| format!("cannot create {}: {e}", sites.display()))?;
     // Another one-liner running from this directory would reload the rewritten files:
     // refuse before touching them.
-    match gatehouse_store::backup::DbLock::take(&dir.join("gatehouse.db")) {
-        Ok(Some(_lock)) => {}
+    let db = dir.join("gatehouse.db");
+    let lock = match gatehouse_store::backup::DbLock::take(&db) {
+        Ok(Some(lock)) => lock,
         Ok(None) => {
             return Err(format!(
                 "another gatehouse runs from {} (the same command and port?); stop it first",
@@ -330,7 +377,7 @@ fn generate(plan: Plan, common: &Common) -> Result<Option<(PathBuf, String)>, St
             ));
         }
         Err(e) => return Err(e.to_string()),
-    }
+    };
     let main_path = dir.join("gatehouse.yaml");
     std::fs::write(&main_path, main).map_err(|e| format!("cannot write {}: {e}", main_path.display()))?;
     let site_path = sites.join(format!("{}.yaml", plan.kind));
@@ -339,7 +386,7 @@ fn generate(plan: Plan, common: &Common) -> Result<Option<(PathBuf, String)>, St
     if plan.https && !plan.acme {
         note.push_str("\ngatehouse: the certificate is self-signed: browsers warn, and curl needs -k");
     }
-    Ok(Some((main_path, note)))
+    Ok(Some(Generated { path: main_path, note, db: (db, lock) }))
 }
 
 #[cfg(test)]
@@ -360,7 +407,11 @@ mod tests {
         let a = Address::parse(":9000").expect("port");
         assert_eq!((a.host.as_str(), a.port), ("", Some(9000)));
         assert_eq!(Address::parse("9000").expect("bare port").port, Some(9000));
-        for bad in ["ftp://x", "example.com/app", "::1", "host:99999", "exa mple.com", "[::1"] {
+        assert_eq!(Address::parse("HTTPS://a.test").expect("scheme").scheme, Some(true));
+        assert_eq!(shown(&Address::parse("[::1]:8443").expect("v6"), true), "https://[::1]:8443");
+        for bad in
+            ["ftp://x", "example.com/app", "::1", "host:99999", "exa mple.com", "[::1", "[::1]junk", "[a.test]:1"]
+        {
             assert!(Address::parse(bad).is_err(), "{bad}");
         }
     }

@@ -46,8 +46,9 @@ pub fn take_listeners() -> Vec<SocketAddr> {
 #[allow(unsafe_code)]
 fn adopt(fd: RawFd) -> OwnedFd {
     // SAFETY: by the sd_listen_fds protocol, descriptors 3 .. 3+LISTEN_FDS are open and
-    // were given to this process (LISTEN_PID was checked), and nothing else in Gatehouse
-    // uses these numbers: they are taken once, at start, before any file is opened.
+    // were given to this process (LISTEN_PID was checked). Open descriptors are never
+    // handed out again by the kernel, so no file Gatehouse opened before this call holds
+    // one of these numbers, and nothing else adopts them: this runs once, at start.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 

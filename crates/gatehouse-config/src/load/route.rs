@@ -246,6 +246,9 @@ pub(super) fn build_route(
             "browse lists directories of a `static` route; this route has no `static`",
         );
     }
+    if let (Some(d), None) = (&r.dotfiles, &r.static_dir) {
+        cx.err_at(d, format!("{dot}dotfiles"), "dotfiles is for a `static` route; this route has no `static`");
+    }
     if let (Some(f), None) = (&r.fallback, &r.static_dir) {
         let msg = "fallback is the file a `static` route answers missing paths with; this route has no `static`";
         cx.err_at(f, format!("{dot}fallback"), msg);
@@ -352,7 +355,8 @@ pub(super) fn build_route(
         let index = r.index.clone().unwrap_or_else(|| vec!["index.html".into()]);
         let browse = cx.flag(r.browse.as_ref(), &format!("{dot}browse"), false);
         let fallback = r.fallback.as_ref().and_then(|f| static_fallback(cx, f, &dot));
-        Action::Static(StaticDir { root, index, browse, fallback })
+        let dotfiles = cx.flag(r.dotfiles.as_ref(), &format!("{dot}dotfiles"), true);
+        Action::Static(StaticDir { root, index, browse, fallback, dotfiles })
     } else if let Some(rd) = &r.redirect {
         let code = match &rd.code {
             None => StatusCode::FOUND,
@@ -392,7 +396,7 @@ pub(super) fn build_route(
             cx.err_at(at, format!("{dot}respond.body"), msg);
             return None;
         }
-        if !body.is_empty() && matches!(status.as_u16(), 204 | 304) {
+        if !body.is_empty() && matches!(status.as_u16(), 204 | 205 | 304) {
             let msg = format!("a {} answer has no body", status.as_u16());
             cx.err_at(&rs.status, format!("{dot}respond.body"), msg);
             return None;

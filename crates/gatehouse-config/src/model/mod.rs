@@ -583,6 +583,8 @@ pub struct StaticDir {
     /// The file (relative to `root`, already checked to stay inside it) that answers a path
     /// naming nothing (`fallback`).
     pub fallback: Option<String>,
+    /// Names starting with `.` are served (`dotfiles`, default true); `.well-known` always is.
+    pub dotfiles: bool,
 }
 
 /// A group of backends behind one balancer.

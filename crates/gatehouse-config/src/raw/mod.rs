@@ -454,6 +454,8 @@ pub struct Route {
     /// A `static` route answers paths that name no file with this file (an app's
     /// `index.html`), as nginx's `try_files $uri $uri/ /index.html`.
     pub fallback: Option<S<String>>,
+    /// A `static` route serves files and directories whose names start with `.`.
+    pub dotfiles: Option<S<String>>,
     pub redirect: Option<Redirect>,
     /// Answer with a fixed status and body.
     pub respond: Option<Respond>,

@@ -1,8 +1,8 @@
 //! Directory listings for `static` routes with `browse: true` (and `gatehouse serve
 //! --browse`): an HTML page of the directory's entries, directories first, each a relative
-//! link. Names starting with `.` are left out (a listing of a project directory would
-//! otherwise show `.git` and `.env`), and so are symbolic links that lead out of the root,
-//! which the file server would refuse anyway.
+//! link. Names starting with `.` are left out of the listing (files the route serves by
+//! name are a separate choice, `dotfiles`), and so are symbolic links that lead out of the
+//! root, which the file server would refuse anyway.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -44,29 +44,37 @@ pub(super) async fn render(dir: &Path, root: &Path, public: &str, head: bool) ->
 }
 
 /// The entries to list, sorted (directories first, then by name), and how many were left
-/// out past `MAX_ENTRIES`.
+/// out past `MAX_ENTRIES`. One blocking task reads the whole directory (a request costs one
+/// trip to the blocking pool, not one per entry); past the cap, entries are only counted.
 async fn read(dir: &Path, root: &Path) -> std::io::Result<(Vec<Entry>, usize)> {
-    let mut reader = tokio::fs::read_dir(dir).await?;
+    let (dir, root) = (dir.to_path_buf(), root.to_path_buf());
+    tokio::task::spawn_blocking(move || read_blocking(&dir, &root))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+fn read_blocking(dir: &Path, root: &Path) -> std::io::Result<(Vec<Entry>, usize)> {
     let mut entries = Vec::new();
     let mut left_out = 0;
-    while let Some(e) = reader.next_entry().await? {
+    for e in std::fs::read_dir(dir)? {
+        let Ok(e) = e else { continue };
         let Ok(name) = e.file_name().into_string() else { continue };
         if name.starts_with('.') {
             continue;
         }
-        let Ok(kind) = e.file_type().await else { continue };
+        if entries.len() == MAX_ENTRIES {
+            left_out += 1;
+            continue;
+        }
+        let Ok(kind) = e.file_type() else { continue };
         if kind.is_symlink() {
-            match tokio::fs::canonicalize(e.path()).await {
+            match std::fs::canonicalize(e.path()) {
                 Ok(real) if real.starts_with(root) => {}
                 _ => continue,
             }
         }
         // Through symbolic links: a link to a directory is listed as one.
-        let Ok(meta) = tokio::fs::metadata(e.path()).await else { continue };
-        if entries.len() == MAX_ENTRIES {
-            left_out += 1;
-            continue;
-        }
+        let Ok(meta) = std::fs::metadata(e.path()) else { continue };
         entries.push(Entry {
             name,
             dir: meta.is_dir(),

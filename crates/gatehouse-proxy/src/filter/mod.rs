@@ -28,7 +28,6 @@ mod ip;
 mod maintenance;
 pub mod ratelimit;
 mod redirect;
-mod respond;
 mod waf;
 
 use http::header::{self, HeaderValue};
@@ -43,7 +42,6 @@ pub use headers::ResponseHeaders;
 pub use https_redirect::HttpsRedirect;
 pub use maintenance::{Maintenance, MaintenanceSwitch};
 pub use redirect::Redirect;
-pub use respond::Respond;
 
 /// What a request filter decided.
 pub enum Verdict {
@@ -340,10 +338,8 @@ pub fn chain_for(
     if let Some(c) = &route.options.csrf {
         request.push(Box::new(csrf::Csrf::new(c.clone())));
     }
-    match &route.action {
-        gatehouse_config::Action::Redirect { to, code } => request.push(Box::new(Redirect::new(to.clone(), *code))),
-        gatehouse_config::Action::Respond { status, body } => request.push(Box::new(Respond::new(*status, body))),
-        _ => {}
+    if let gatehouse_config::Action::Redirect { to, code } = &route.action {
+        request.push(Box::new(Redirect::new(to.clone(), *code)));
     }
     if !route.options.response_headers.is_empty() {
         response.push(Box::new(ResponseHeaders::new(route.options.response_headers.clone())));
