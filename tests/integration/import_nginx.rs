@@ -385,6 +385,15 @@ async fn weighted_upstream_and_included_headers_match() {
             "both backends take requests: {seen:?}"
         );
     }
+    // Sequential requests are all ties for least_conn: nginx breaks them by weight (3:1),
+    // Gatehouse by rotation, which the import reports rather than hide.
+    let mut weighted = 0;
+    for i in 0..40 {
+        let n = get(p.nginx.addr, "shop.test", &format!("/w/{i}")).await;
+        weighted += usize::from(n.json()["backend"].as_str() == Some("one"));
+    }
+    assert!(weighted >= 25, "nginx sent {weighted} of 40 to the weight-3 server");
+    p.assert_reported("least_conn", "Gatehouse breaks ties by rotation, not by weight");
     assert_eq!(get(p.gh.http, "shop.test", "/").await.header("x-frame-options"), Some("SAMEORIGIN"));
 }
 
@@ -402,4 +411,22 @@ async fn redirects_and_rewrites_match() {
     p.compare("example.test", "/gone", Want::Redirect, &[]).await;
     p.compare("example.test", "/new/x?y=2", Want::Backend, &[]).await;
     p.compare("example.test", "/old", Want::Backend, &[]).await;
+    // A location's rewrite redirects only what that location takes.
+    p.compare("example.test", "/old-page?a=1", Want::Redirect, &[]).await;
+    p.compare("example.test", "/old-page/x", Want::Backend, &[]).await;
+    p.compare("example.test", "/other", Want::Backend, &[]).await;
+    // ^~ /assets/ answers, but the longer /assets/uploads/ wins for its paths; nginx
+    // redirects /assets/uploads (no slash) of a proxied prefix to add it.
+    p.compare("example.test", "/assets/x", Want::Same, &[]).await;
+    p.compare("example.test", "/assets/uploads/y?z=1", Want::Backend, &[]).await;
+    p.compare("example.test", "/assets/uploads?z=1", Want::Redirect, &[]).await;
+    // limit_except GET: GET passes, DELETE gets 403 from both (not location /).
+    p.compare("example.test", "/readonly/doc", Want::Backend, &[]).await;
+    let head = b"DELETE /readonly/doc HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n";
+    for addr in [p.nginx.addr, p.gh.http] {
+        let answer = tokio::task::spawn_blocking(move || raw_until(addr, head, NET_TIMEOUT, Some("\r\n\r\n")))
+            .await
+            .expect("join");
+        assert!(answer.starts_with("HTTP/1.1 403"), "DELETE to {addr}: {answer}");
+    }
 }

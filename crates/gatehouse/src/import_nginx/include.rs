@@ -30,22 +30,50 @@ const MAX_TOTAL_BYTES: u64 = 32 << 20;
 /// http-level directives must not leak into one another); a standard nginx file that is
 /// not included (`mime.types`, `fastcgi_params`, …) is recorded in `skipped`.
 pub(super) fn load(files: &[PathBuf], skipped: &mut Vec<Skipped>) -> Result<Vec<Vec<Directive>>, String> {
-    let mut loader = Loader { files_read: 0, bytes_read: 0, skipped };
-    let mut out = Vec::new();
+    let mut loader = Loader { files_read: 0, bytes_read: 0, skipped, included: Vec::new() };
+    // Each file given, its tree, and the files its includes read.
+    let mut loaded: Vec<(&PathBuf, PathBuf, Vec<Directive>, Vec<PathBuf>)> = Vec::new();
     for path in files {
+        let key = canonical(path);
+        if loaded.iter().any(|(_, k, _, _)| *k == key) {
+            continue;
+        }
         let top_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let text = loader.read(path)?;
         let tree = parse_text(&text, &Rc::new(path.clone()))?;
-        let mut stack = vec![canonical(path)];
-        out.push(loader.expand(tree, &top_dir, &mut stack, 0)?);
+        let mut stack = vec![key.clone()];
+        let tree = loader.expand(tree, &top_dir, &mut stack, 0)?;
+        loaded.push((path, key, tree, std::mem::take(&mut loader.included)));
     }
-    Ok(out)
+    // A file given that another one given includes is read once, through the include.
+    let mut dropped = vec![false; loaded.len()];
+    for i in 0..loaded.len() {
+        let Some((path, key, ..)) = loaded.get(i) else { continue };
+        let by = loaded
+            .iter()
+            .enumerate()
+            .find(|(j, l)| *j != i && !dropped.get(*j).copied().unwrap_or(true) && l.3.contains(key));
+        if let Some((_, (by, ..))) = by {
+            loader.skipped.push(Skipped {
+                file: (*path).clone(),
+                line: 1,
+                directive: format!("(the file {})", path.display()),
+                reason: format!("not needed: {} includes it; read once, there", by.display()),
+            });
+            if let Some(d) = dropped.get_mut(i) {
+                *d = true;
+            }
+        }
+    }
+    Ok(loaded.into_iter().zip(dropped).filter(|(_, d)| !d).map(|((_, _, tree, _), _)| tree).collect())
 }
 
 struct Loader<'a> {
     files_read: usize,
     bytes_read: u64,
     skipped: &'a mut Vec<Skipped>,
+    /// The files read through includes since the last file given.
+    included: Vec<PathBuf>,
 }
 
 impl Loader<'_> {
@@ -117,9 +145,11 @@ impl Loader<'_> {
         let [pattern] = d.args.as_slice() else {
             return Err(format!("{at}: include takes one file name"));
         };
-        if let Some((reason, synthesized)) = standard_file(pattern) {
-            // proxy_params is read when it is there: what it sets matters (Host).
-            let found = if synthesized { find(pattern, &bases(&d.file, top_dir)) } else { None };
+        if let Some((reason, read_if_there)) = standard_file(pattern) {
+            // proxy_params and TLS snippets are read when they are there: what they set
+            // matters (Host; an HSTS add_header).
+            let found = if read_if_there { find(pattern, &bases(&d.file, top_dir)) } else { None };
+            let synthesized = pattern.ends_with("proxy_params");
             if found.is_none() {
                 let directive = format!("include {pattern}");
                 self.skipped.push(Skipped { file: (*d.file).clone(), line: d.line, directive, reason: reason.into() });
@@ -155,6 +185,7 @@ impl Loader<'_> {
             }
             let text = self.read(&path).map_err(|e| format!("{at}: include {pattern}: {e}"))?;
             let tree = parse_text(&text, &Rc::new(path.clone()))?;
+            self.included.push(key.clone());
             stack.push(key);
             let expanded = self.expand(tree, top_dir, stack, depth + 1);
             stack.pop();
@@ -165,7 +196,8 @@ impl Loader<'_> {
 }
 
 /// For the standard files of an nginx installation: why they are not needed, and whether
-/// the file is read when present (`true` only for `proxy_params`, whose headers matter).
+/// the file is read when present (`proxy_params`, whose headers matter, and TLS snippets,
+/// which often hold an HSTS `add_header`).
 fn standard_file(pattern: &str) -> Option<(&'static str, bool)> {
     let name = Path::new(pattern).file_name().and_then(|n| n.to_str()).unwrap_or("");
     let reason = match name {
@@ -174,7 +206,8 @@ fn standard_file(pattern: &str) -> Option<(&'static str, bool)> {
             "not needed: FastCGI/uWSGI/SCGI parameters (Gatehouse speaks HTTP to backends)"
         }
         "options-ssl-nginx.conf" | "ssl-params.conf" => {
-            "not needed: TLS settings; Gatehouse picks TLS versions and ciphers itself (TLS 1.2 and 1.3)"
+            "not found here, so not read: TLS settings (Gatehouse picks TLS 1.2 and 1.3 and its ciphers itself); \
+             if it holds add_header lines (HSTS), copy it beside this file and import again"
         }
         "proxy_params" => {
             "not found here; read as Debian's proxy_params (Host $http_host, X-Real-IP, X-Forwarded-For, \
@@ -182,7 +215,8 @@ fn standard_file(pattern: &str) -> Option<(&'static str, bool)> {
         }
         _ => return None,
     };
-    Some((reason, name == "proxy_params"))
+    let read_if_there = matches!(name, "proxy_params" | "options-ssl-nginx.conf" | "ssl-params.conf");
+    Some((reason, read_if_there))
 }
 
 /// What Debian's `proxy_params` holds, as directives at the place of its `include`.

@@ -9,12 +9,15 @@
 //! |-----------------------------------------------------|---------------------|
 //! | server-level redirect `rewrite` (before any location) | 3                 |
 //! | `location = /x`, `location ^~ /x`                   | 2                   |
+//! | `location /x/y` under a `location ^~ /x`            | 2                   |
 //! | `location ~ re`, `location ~* re`                   | 1                   |
 //! | `location /x`                                       | 0                   |
 //! | a redirect `rewrite` inside a location              | the location's + 1  |
+//! | a 403 stand-in for a nested location                | 3                   |
 //!
-//! which is nginx's order except where a plain prefix is longer than a `^~` prefix it
-//! extends (nginx would then try the regexes; Gatehouse keeps the `^~` route).
+//! which is nginx's order except that regex locations no longer pre-empt a plain prefix
+//! under a `^~` prefix (reported where the server has any). Location rewrites, stand-ins
+//! and nginx's `/x` → `/x/` redirect are `scope`'s business.
 //!
 //! A location whose content cannot be translated (FastCGI, `return 444`, a backend chosen
 //! by variables) becomes a route that refuses everyone (`respond: {status: 403}`), never
@@ -27,13 +30,14 @@ use super::options::{access, auth, limit_except, proxy_options, response_headers
 use super::parse::Directive;
 use super::reasons::{self, Level};
 use super::redirect::{Ret, Rewrite, respond_route, return_of, rewrite_of};
+use super::scope;
 use super::site::{Action, Match, Route};
 use super::statics;
 use super::translate::Cx;
 use super::values::{escape_regex, pcre_only};
 
 /// Exact and `^~` locations: nginx takes them before any regex.
-const PRIO_FIRST: i64 = 2;
+pub(super) const PRIO_FIRST: i64 = 2;
 /// Regex locations: before plain prefixes, in file order.
 const PRIO_REGEX: i64 = 1;
 
@@ -77,6 +81,8 @@ pub(super) struct Srv<'a> {
     pub used: Vec<(String, String, String)>,
     /// Notes for the top of the site file (each once).
     pub notes: Vec<String>,
+    /// nginx's default `proxy_redirect` has been reported for this server.
+    proxy_redirect_reported: bool,
 }
 
 impl<'a> Srv<'a> {
@@ -86,7 +92,7 @@ impl<'a> Srv<'a> {
         names: &'a [String],
         upstreams: &'a BTreeMap<String, &'a Directive>,
     ) -> Srv<'a> {
-        Srv { http, server, names, upstreams, used: Vec::new(), notes: Vec::new() }
+        Srv { http, server, names, upstreams, used: Vec::new(), notes: Vec::new(), proxy_redirect_reported: false }
     }
 
     /// A note for the top of the site file (each once).
@@ -179,17 +185,6 @@ pub(super) fn routes(cx: &mut Cx, srv: &mut Srv<'_>, d: &Directive) -> Vec<Route
         cx.skip(d, "a named location is reached only through try_files or error_page, which are not translated");
         return Vec::new();
     }
-    if own.iter().any(|c| c.name == "internal") {
-        cx.skip(d, "not needed: an internal location (only nginx's own redirects reach it)");
-        return Vec::new();
-    }
-    for c in own {
-        if c.name == "location" {
-            cx.skip(c, "a nested location: not translated; write it as a route of its own");
-        } else if !reasons::handled(Level::Location, &c.name) {
-            cx.skip(c, reasons::reason(c));
-        }
-    }
     let (route_path, m, priority) = match kind {
         Kind::Exact | Kind::Prefix | Kind::Stop if !path.starts_with('/') => {
             cx.skip(d, "a path that does not start with '/': it never matches in Gatehouse");
@@ -197,28 +192,91 @@ pub(super) fn routes(cx: &mut Cx, srv: &mut Srv<'_>, d: &Directive) -> Vec<Route
         }
         Kind::Exact => (path.clone(), Match::Exact, PRIO_FIRST),
         Kind::Stop => (path.clone(), Match::Prefix, PRIO_FIRST),
-        Kind::Prefix => (path.clone(), Match::Prefix, 0),
-        Kind::Regex { caseless } => match pcre_only(&path) {
-            Some(what) => {
-                let why = format!(
-                    "the regex uses {what}, which Gatehouse's regex syntax (Rust `regex`) lacks; the requests it took now go to other routes"
-                );
-                cx.skip(d, why);
-                return Vec::new();
+        Kind::Prefix => match scope::extended_stop(srv, &path) {
+            Some(stop) => {
+                if srv.server.iter().any(|l| matches!(kind_of(l), Some((Kind::Regex { .. }, _)))) {
+                    cx.skip(
+                        d,
+                        format!(
+                            "priority {PRIO_FIRST} like `location {}` ({}), which it extends, so that it keeps \
+                             precedence as the longer prefix; nginx would still try the regex locations for its \
+                             paths, Gatehouse no longer does",
+                            stop.args.join(" "),
+                            stop.at()
+                        ),
+                    );
+                }
+                (path.clone(), Match::Prefix, PRIO_FIRST)
             }
-            None if caseless => (format!("(?i){path}"), Match::Regex, PRIO_REGEX),
-            None => (path.clone(), Match::Regex, PRIO_REGEX),
+            None => (path.clone(), Match::Prefix, 0),
         },
+        Kind::Regex { caseless } => {
+            let flagged = |re: &str| if caseless { format!("(?i){re}") } else { re.to_string() };
+            let why = match pcre_only(&path) {
+                Some(what) => format!("the regex uses {what}, which Gatehouse's regex syntax (Rust `regex`) lacks"),
+                None if !scope::regex_ok(&flagged(&path)) => {
+                    "the regex is not valid in Gatehouse's regex syntax (Rust `regex`)".to_string()
+                }
+                None => String::new(),
+            };
+            if !why.is_empty() {
+                let broad = scope::broader(&path).map(|re| flagged(&re)).filter(|re| scope::regex_ok(re));
+                return scope::stand_in(cx, d, &why, broad.map(|re| (re, Match::Regex)), PRIO_REGEX)
+                    .into_iter()
+                    .collect();
+            }
+            (flagged(&path), Match::Regex, PRIO_REGEX)
+        }
         Kind::Named => return Vec::new(),
     };
+    let label = format!("location {} ({})", d.args.join(" "), d.at());
+    if own.iter().any(|c| c.name == "internal") {
+        cx.skip(
+            d,
+            "an internal location: clients get 404 here, as from nginx; nginx's own redirects to it (error_page, \
+             try_files, X-Accel-Redirect from a backend) are not translated",
+        );
+        let mut r = Route::new(&route_path, m, priority, Action::Respond { status: 404, body: String::new() });
+        r.notes.push(label);
+        r.notes.push("internal in nginx: requests from clients get 404".into());
+        return vec![r];
+    }
+    let mut out = Vec::new();
+    for c in own {
+        if c.name == "location" {
+            out.extend(scope::nested(cx, c));
+        } else if !reasons::handled(Level::Location, &c.name) {
+            cx.skip(c, reasons::reason(c));
+        }
+    }
     if matches!(kind, Kind::Prefix | Kind::Stop) && path != "/" && !path.ends_with('/') {
         srv.note(
             "nginx's prefix locations match any path starting with the text (location /app also takes /apple); \
              Gatehouse's prefix routes match whole segments (/app, /app/...)",
         );
     }
-    let label = format!("location {} ({})", d.args.join(" "), d.at());
-    build(cx, srv, Loc { d, kind, path, own, route_path, m, priority, label }, None)
+    let base = path.trim_end_matches('/').to_string();
+    let slash = matches!(kind, Kind::Prefix | Kind::Stop)
+        && path.len() > 1
+        && path.ends_with('/')
+        && !scope::has_location(srv, &base, d);
+    let proxied = own.iter().any(|c| c.name == "proxy_pass" || c.name == "grpc_pass");
+    if slash && !proxied {
+        srv.note(format!(
+            "nginx's `location {path}` does not take {base} (another location answers it); Gatehouse's prefix \
+             route {path} also answers {base}: add an exact route for {base} if that matters"
+        ));
+    }
+    let loc = Loc { d, kind, path, own, route_path, m, priority, label };
+    if slash && proxied {
+        out.push(scope::slash_redirect(&loc));
+        srv.note(
+            "nginx makes relative redirect targets absolute (http://host:port/...); Gatehouse sends them \
+             as written, which browsers resolve the same way",
+        );
+    }
+    out.extend(build(cx, srv, loc, None));
+    out
 }
 
 /// The route for requests no location matches: the server's own `root` (and `try_files`).
@@ -252,6 +310,9 @@ pub(super) fn fail_closed(path: &str, m: Match, priority: i64, label: &str, what
 pub(super) enum Content {
     None,
     FailClosed(String),
+    /// A fixed status (after the location's access rules): what stands in for content
+    /// nginx would serve from somewhere Gatehouse cannot.
+    Refuse(u16),
     Route(Box<Route>),
 }
 
@@ -262,7 +323,15 @@ fn build(cx: &mut Cx, srv: &mut Srv<'_>, loc: Loc<'_>, server_try_files: Option<
     let mut inner_rewrite = None;
     for r in loc.own.iter().filter(|c| c.name == "rewrite") {
         match rewrite_of(cx, r, srv.names) {
-            Some(Rewrite::Redirect(route)) => out.push(Route { priority: loc.priority + 1, ..route }),
+            Some(Rewrite::Redirect(route)) => {
+                let scoped = scope::scoped_redirect(cx, &loc, r, route);
+                // On an exact location it redirects every request: no content is reached.
+                if loc.kind == Kind::Exact && scoped.is_some() {
+                    out.extend(scoped);
+                    return out;
+                }
+                out.extend(scoped);
+            }
             Some(Rewrite::Break(pattern, replace)) if inner_rewrite.is_none() => {
                 inner_rewrite = Some((pattern, replace, r))
             }
@@ -276,6 +345,9 @@ fn build(cx: &mut Cx, srv: &mut Srv<'_>, loc: Loc<'_>, server_try_files: Option<
             out.push(fail_closed(&loc.route_path, loc.m, loc.priority, &loc.label, &what));
             return out;
         }
+        Content::Refuse(status) => {
+            Route::new(&loc.route_path, loc.m, loc.priority, Action::Respond { status, body: String::new() })
+        }
         Content::Route(r) => *r,
     };
     route.notes.insert(0, loc.label.clone());
@@ -288,14 +360,27 @@ fn build(cx: &mut Cx, srv: &mut Srv<'_>, loc: Loc<'_>, server_try_files: Option<
     }
     response_headers(cx, srv, &chain, &mut route);
     // `return` runs before nginx's access checks; everything else passes them first.
-    if !returns(&route) {
+    let mut refuse_others = None;
+    if !loc.own.iter().any(|c| c.name == "return") {
         access(cx, &chain, &mut route);
         auth(cx, srv, &chain, &mut route);
-        if let Some(le) = loc.own.iter().find(|c| c.name == "limit_except") {
-            limit_except(cx, le, &mut route);
+        if let Some(le) = loc.own.iter().find(|c| c.name == "limit_except")
+            && limit_except(cx, le, &mut route)
+        {
+            // Right after it, same path and priority: Gatehouse tries it next (file order)
+            // for the methods the route does not take, which nginx refuses.
+            let mut r = Route::new(
+                &route.path,
+                route.kind,
+                route.priority,
+                Action::Respond { status: 403, body: String::new() },
+            );
+            r.notes.push(format!("{}: the methods limit_except does not list get 403, as from nginx", loc.label));
+            refuse_others = Some(r);
         }
     }
     out.push(route);
+    out.extend(refuse_others);
     out
 }
 
@@ -327,6 +412,16 @@ fn content(cx: &mut Cx, srv: &mut Srv<'_>, loc: &Loc<'_>, chain: &Chain<'_>, try
             return match proxy(cx, srv, loc, d, grpc) {
                 Some((mut route, host, tls)) => {
                     proxy_options(cx, chain, &mut route, &host, tls);
+                    if !srv.proxy_redirect_reported && chain.last("proxy_redirect").is_none() {
+                        srv.proxy_redirect_reported = true;
+                        cx.skip(
+                            d,
+                            "nginx's default `proxy_redirect default` rewrites a backend's `Location: \
+                             http://BACKEND/...` to this server's own URL; Gatehouse passes Location headers as the \
+                             backend sent them (said once per server block, for all its proxied locations; write \
+                             `proxy_redirect off;` in nginx to compare like with like)",
+                        );
+                    }
                     Content::Route(Box::new(route))
                 }
                 None => Content::FailClosed(format!("`{}`", d.label())),

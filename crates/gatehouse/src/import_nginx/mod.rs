@@ -13,9 +13,11 @@
 //! - `site`: the site as YAML, with only documented keys and every string quoted.
 //!
 //! The importer never guesses silently: what it cannot express is reported, and content
-//! it cannot serve the same way (FastCGI, `return 444`) becomes a route that refuses
-//! everyone (`respond: {status: 403}`) rather than one that serves something else. It never overwrites a
-//! file, and it writes nothing when any target exists.
+//! it cannot serve the same way (FastCGI, a backend chosen by variables, a location's
+//! `return 444`) becomes a route that refuses everyone (`respond: {status: 403}`) rather
+//! than one that serves something else. (A server-level `return 444` writes no site, so
+//! Gatehouse answers its hosts 404: it cannot close a connection unanswered either.) It
+//! never overwrites a file, and it writes nothing when any target exists.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ mod options;
 mod parse;
 mod reasons;
 mod redirect;
+mod scope;
 mod site;
 mod statics;
 mod translate;
@@ -73,6 +76,19 @@ pub fn import(files: &[PathBuf]) -> Result<Import, String> {
     }
     let mut early = Vec::new();
     let trees = include::load(files, &mut early)?;
+    if !trees.iter().flatten().any(|d| d.name == "http")
+        && let Some(first) = files.first()
+    {
+        early.push(Skipped {
+            file: first.clone(),
+            line: 1,
+            directive: "(no http block)".into(),
+            reason: "none of the files given has an http block, so the http-level settings of nginx.conf \
+                     (body size, timeouts, headers, certificates...) were not read: pass \
+                     nginx.conf too to include them"
+                .into(),
+        });
+    }
     let out = translate::translate(&trees, early)?;
     let sites = out.sites.iter().map(|s| (format!("{}.yaml", s.stem), s.to_yaml())).collect();
     Ok(Import { sites, skipped: out.skipped })

@@ -16,11 +16,24 @@ pub(super) const EVERYONE: [&str; 2] = ["0.0.0.0/0", "::/0"];
 /// nginx would send by default), hidden response headers, TLS to the backend.
 pub(super) fn proxy_options(cx: &mut Cx, chain: &Chain<'_>, route: &mut Route, host: &str, tls: bool) {
     let opts = &mut route.options;
-    if let Some(d) = chain.last("client_max_body_size") {
-        match d.arg(0).and_then(nginx_size) {
+    match chain.last("client_max_body_size") {
+        Some(d) => match d.arg(0).and_then(nginx_size) {
             Some(v) => set(opts, &["limits", "request_body"], Val::Str(v)),
+            None if d.arg(0).is_some_and(|a| {
+                a.strip_suffix(['k', 'K', 'm', 'M', 'g', 'G']).unwrap_or(a).parse::<u64>().is_ok()
+            }) =>
+            {
+                cx.skip(d, "over Gatehouse's largest size (1 TiB): capped to 1024GiB");
+                set(opts, &["limits", "request_body"], Val::Str("1024GiB".into()));
+            }
             None => cx.skip(d, "cannot read this size"),
-        }
+        },
+        // nginx's default (Gatehouse's is 10MB).
+        None => set(opts, &["limits", "request_body"], Val::Str("1MiB".into())),
+    }
+    if chain.last("proxy_connect_timeout").is_none() {
+        // nginx's default (Gatehouse's is 5s).
+        set(opts, &["timeouts", "connect"], Val::Str("60s".into()));
     }
     for (name, key) in
         [("proxy_connect_timeout", "connect"), ("proxy_read_timeout", "read"), ("client_body_timeout", "write")]
@@ -237,20 +250,34 @@ pub(super) fn auth(cx: &mut Cx, srv: &mut Srv<'_>, chain: &Chain<'_>, route: &mu
     );
 }
 
-/// `limit_except GET { deny all; }`: the route answers these methods only.
-pub(super) fn limit_except(cx: &mut Cx, d: &Directive, route: &mut Route) {
+/// `limit_except GET { deny all; }`: the route answers these methods only (the caller
+/// adds the route that refuses the others). Whether it was translated.
+pub(super) fn limit_except(cx: &mut Cx, d: &Directive, route: &mut Route) -> bool {
     let body = d.children();
     let deny_all = body.len() == 1 && body.iter().all(|c| c.name == "deny" && c.arg(0) == Some("all"));
     if !deny_all || d.args.is_empty() {
         cx.skip(d, "limit_except with rules other than `deny all`: not translated");
-        return;
+        return false;
     }
     let mut methods: Vec<String> = d.args.iter().map(|m| m.to_ascii_uppercase()).collect();
     if methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD") {
         methods.push("HEAD".into());
     }
     route.methods = Some(methods);
-    route.notes.push("other methods get 405 with Allow (nginx: 403)".into());
+    route.notes.push("limit_except: other methods go to the next route, which answers 403 as nginx does".into());
+    true
+}
+
+/// Whether the access rules in force refuse everyone (`deny all` before any `allow`).
+pub(super) fn denies_everyone(chain: &Chain<'_>) -> bool {
+    for d in chain.list(&["allow", "deny"]) {
+        match (d.name.as_str(), d.arg(0)) {
+            ("allow", _) => return false,
+            ("deny", Some("all")) => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A header directive's name and value (`proxy_set_header NAME VALUE`, `add_header NAME

@@ -182,11 +182,76 @@ fn lex(text: &str) -> Result<Vec<Tok>, (usize, String)> {
                     raw.push(ch);
                     it.next();
                 }
+                // `content_by_lua_block { ... }`: Lua, not nginx syntax: one opaque argument.
+                let lua = raw.ends_with("_by_lua_block");
                 out.push(Tok { kind: Token::Word(unescape(&raw)), line: start });
+                if lua {
+                    let body = lua_block(&mut it, &mut line)?;
+                    out.push(Tok { kind: Token::Word(body), line: start });
+                    out.push(Tok { kind: Token::Semicolon, line });
+                }
             }
         }
     }
     Ok(out)
+}
+
+/// The body of a `*_by_lua_block` up to its matching `}` (consumed), read as Lua: braces
+/// in strings (`'…'`, `"…"`, `[[…]]`) and comments (`--` to the end of the line) do not
+/// count. Shortened to `{ … }` for messages.
+fn lua_block(it: &mut std::iter::Peekable<std::str::Chars<'_>>, line: &mut usize) -> Result<String, (usize, String)> {
+    let start = *line;
+    while let Some(&c) = it.peek().filter(|c| c.is_whitespace()) {
+        if c == '\n' {
+            *line += 1;
+        }
+        it.next();
+    }
+    if it.next() != Some('{') {
+        return Err((start, "a *_by_lua_block directive needs a { Lua block }".into()));
+    }
+    let mut depth = 1usize;
+    while let Some(c) = it.next() {
+        match c {
+            '\n' => *line += 1,
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Ok("{ (Lua) }".into());
+                }
+            }
+            '"' | '\'' => {
+                while let Some(ch) = it.next() {
+                    match ch {
+                        '\\' if it.next() == Some('\n') => *line += 1,
+                        '\n' => *line += 1,
+                        _ if ch == c => break,
+                        _ => {}
+                    }
+                }
+            }
+            '[' if it.peek() == Some(&'[') => {
+                let mut prev = ' ';
+                for ch in it.by_ref() {
+                    if ch == '\n' {
+                        *line += 1;
+                    }
+                    if prev == ']' && ch == ']' {
+                        break;
+                    }
+                    prev = ch;
+                }
+            }
+            '-' if it.peek() == Some(&'-') => {
+                while it.peek().is_some_and(|&ch| ch != '\n') {
+                    it.next();
+                }
+            }
+            _ => {}
+        }
+    }
+    Err((start, "the Lua block opened here is not closed with '}'".into()))
 }
 
 /// nginx's unescaping of a token: `\"`, `\'` and `\\` become the character, `\t`, `\r`
@@ -341,6 +406,18 @@ server_name "";
         let tree = parse("return 200 \"a\nb\";\nlisten 80;").expect("parses");
         assert_eq!(tree[1].line, 3);
         assert!(tree[1].label() == "listen 80" && tree[0].label() == "return 200 \"a b\"", "{}", tree[0].label());
+    }
+
+    #[test]
+    fn lua_blocks_are_read_whole() {
+        let text = "server {\n  content_by_lua_block {\n    -- a } in a comment\n    local t = { a = \"}\" }\n    ngx.say('{')\n  }\n  listen 80;\n}\n";
+        let tree = parse(text).expect("parses");
+        let server = tree.first().expect("server");
+        let lua = server.children().first().expect("lua");
+        assert_eq!((lua.name.as_str(), lua.args.len(), lua.line), ("content_by_lua_block", 1, 2));
+        let listen = server.children().get(1).expect("listen");
+        assert_eq!((listen.name.as_str(), listen.line), ("listen", 7));
+        assert!(parse("content_by_lua_block { x = 1").is_err());
     }
 
     #[test]

@@ -273,6 +273,9 @@ pub(super) fn reason(d: &Directive) -> String {
         "upstream" => "an upstream needs a name; not translated",
         "server_name" | "listen" => "only meaningful in a server block; not translated",
         "ssl" => "not needed: whether a site speaks HTTPS follows from listen.https in the main file",
+        n if n.contains("_by_lua") || n.starts_with("lua_") => {
+            "Lua (OpenResty): Gatehouse runs no scripts; what it does must be done otherwise; not translated"
+        }
         n if n.starts_with("gzip") || n.starts_with("brotli") || n.starts_with("zstd") => {
             "response compression is not built into Gatehouse yet: responses go out uncompressed"
         }

@@ -3,7 +3,8 @@
 //!
 //! nginx runs a server's `rewrite`s before it picks a location, and a location's before
 //! its content: redirect rewrites become regex routes tried before the routes they would
-//! have pre-empted (priority 3 at server level, one above their location's inside one).
+//! have pre-empted (priority 3 at server level, one above their location's inside one,
+//! where `scope` keeps them within the location).
 //! A rewrite's replacement is split into the redirect target's origin (`https://host`)
 //! and the path that Gatehouse's `rewrite` produces, so `{uri}` carries it and the query.
 
@@ -199,6 +200,10 @@ pub(super) fn rewrite_of(cx: &mut Cx, d: &Directive, names: &[String]) -> Option
     // nginx replaces the whole path; Gatehouse the part the pattern matched.
     let whole = re.starts_with('^') && re.ends_with('$') && !re.ends_with("\\$");
     let pattern = if whole { re.to_string() } else { format!("^.*?(?:{re}).*$") };
+    if !super::scope::regex_ok(re) || !super::scope::regex_ok(&pattern) {
+        cx.skip(d, "the regex is not valid in Gatehouse's regex syntax (Rust `regex`): not translated");
+        return None;
+    }
     if code == 0 {
         return Some(Rewrite::Break(pattern, replace));
     }

@@ -11,6 +11,7 @@
 //! differ).
 
 use super::location::{Chain, Content, Kind, Loc, Srv, kind_of};
+use super::options::denies_everyone;
 use super::parse::Directive;
 use super::site::{Action, Route};
 use super::translate::Cx;
@@ -61,10 +62,19 @@ pub(super) fn static_content(
             return Content::FailClosed(format!("`{}`", r.label()));
         }
         (dir.to_string(), false, false)
-    } else {
+    } else if loc.d.name != "location" {
+        // The server's own content: no other route would take these requests anyway.
         let why = "no root here: nginx would serve files from its own html directory; Gatehouse answers 404 instead";
         cx.skip(loc.d, why);
         return Content::None;
+    } else if denies_everyone(chain) {
+        return Content::Refuse(403);
+    } else {
+        let why = "no content here (no root, alias, proxy_pass or return): nginx would serve files from its own \
+                   html directory; this location's route answers 404 (after its access rules), so no other route \
+                   serves these paths";
+        cx.skip(loc.d, why);
+        return Content::Refuse(404);
     };
     let mut route = Route::new(&loc.route_path, loc.m, loc.priority, Action::Static(dir.clone()));
     route.strip_prefix = strip;

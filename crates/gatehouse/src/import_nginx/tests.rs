@@ -502,6 +502,12 @@ fn access_auth_limits_and_methods() {
     let open = route(&config, "t.test", "prefix", "/open");
     let methods: Vec<String> = open.methods.iter().flatten().map(|m| m.to_string()).collect();
     assert_eq!(methods, ["GET", "HEAD"]);
+    // The other methods are refused by the route right after it, not served by `location /`.
+    let site = config.sites.iter().find(|s| s.name == "t.test").expect("site");
+    let at = site.routes.iter().position(|r| std::ptr::eq(r, open)).expect("position");
+    let next = site.routes.get(at + 1).expect("a route after it");
+    assert!(next.path.to_string() == open.path.to_string() && next.methods.is_none());
+    assert_eq!(respond(next), Some((403, "")));
     assert!(route(&config, "t.test", "prefix", "/mixed").options.ip.is_some());
     let yaml = im.site("t.test.yaml");
     // The server's add_header applies where a location has none of its own (nginx
@@ -523,9 +529,10 @@ server { server_name dup.test; listen 81; location / { proxy_pass http://127.0.0
 "#,
     );
     let names: Vec<&str> = im.sites.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["wild.test.yaml", "wildcard.other.test.yaml", "default.yaml", "dup.test.yaml"]);
+    // The unnamed server at line 4 is not the default server of port 80 (line 1 is).
+    assert_eq!(names, ["wild.test.yaml", "wildcard.other.test.yaml", "dup.test.yaml"]);
     assert!(im.site("wild.test.yaml").contains("hosts: [\"wild.test\", \"*.wild.test\"]"));
-    assert!(im.site("default.yaml").contains("hosts: [\"*\"]"));
+    im.assert_skipped(4, "not the default one of its port");
     im.assert_skipped(3, "regular-expression names");
     im.assert_skipped(5, "also served by");
     im.assert_skipped(7, "also served by");
@@ -562,3 +569,9 @@ fn every_site_of_the_integration_configs_loads() {
         im.load_http();
     }
 }
+
+#[path = "tests_closed.rs"]
+mod closed;
+
+#[path = "tests_defaults.rs"]
+mod defaults;

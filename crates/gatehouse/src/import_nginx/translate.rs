@@ -18,6 +18,7 @@ use super::reasons::{self, Level};
 use super::redirect::{self, Ret};
 use super::site::{Match, Site};
 use super::upstream::upstream;
+use hosts::{defaults, port, redirects_to_https, valid_host};
 
 /// The sites, and everything not translated (each once, in the order met).
 pub(super) struct Output {
@@ -85,6 +86,14 @@ struct Server<'a> {
     /// Another server block served the same names over plain HTTP.
     plain_elsewhere: bool,
     notes: Vec<String>,
+    /// `server_name _`, `""` or none.
+    unnamed: bool,
+    /// The status of its redirect to HTTPS, when `to_https`.
+    https_code: Option<u16>,
+    /// `listen ... default_server` on some port.
+    default: bool,
+    /// The ports it listens on.
+    ports: Vec<u16>,
 }
 
 /// Translates the files' directive trees (one per file given).
@@ -110,6 +119,7 @@ pub(super) fn translate(trees: &[Vec<Directive>], early: Vec<Skipped>) -> Result
         servers.push(describe(&mut cx, d, http));
     }
     cx.server = None;
+    defaults(&mut cx, &mut servers);
     fold(&mut cx, &mut servers);
     claim_hosts(&mut cx, &mut servers);
 
@@ -186,6 +196,10 @@ fn describe<'a>(cx: &mut Cx, d: &'a Directive, http: &'a [Directive]) -> Server<
         dropped: false,
         plain_elsewhere: false,
         notes: Vec::new(),
+        unnamed: true,
+        https_code: None,
+        default: false,
+        ports: Vec::new(),
     };
     let mut unnamed = true;
     for sn in d.children().iter().filter(|c| c.name == "server_name") {
@@ -240,7 +254,8 @@ fn describe<'a>(cx: &mut Cx, d: &'a Directive, http: &'a [Directive]) -> Server<
             );
             continue;
         }
-        if ssl_on || has("ssl") {
+        // QUIC is TLS too (HTTP/3).
+        if ssl_on || has("ssl") || has("quic") {
             s.ssl = true;
         } else {
             s.plain = true;
@@ -252,6 +267,11 @@ fn describe<'a>(cx: &mut Cx, d: &'a Directive, http: &'a [Directive]) -> Server<
         if has("quic") {
             cx.skip(l, "quic: set http3: true in the main file");
         }
+        if let Some(p) = port(addr)
+            && !s.ports.contains(&p)
+        {
+            s.ports.push(p);
+        }
         match port(addr) {
             Some(80 | 443) => {}
             Some(p) => {
@@ -262,12 +282,15 @@ fn describe<'a>(cx: &mut Cx, d: &'a Directive, http: &'a [Directive]) -> Server<
     }
     if listens.is_empty() {
         s.plain = true;
+        s.ports.push(80);
         listens.push("80 (nginx's default)".into());
     }
-    if (unnamed && s.hosts.is_empty()) || default {
+    // An unnamed server gets "*" only as the default server of a port (see `defaults`).
+    if default {
         s.hosts.push("*".into());
     }
-    if s.hosts.is_empty() {
+    (s.unnamed, s.default) = (unnamed, default);
+    if s.hosts.is_empty() && !s.unnamed {
         cx.skip(d, "none of its names can be a Gatehouse host; no site written");
     }
     s.notes.push(format!(
@@ -277,59 +300,9 @@ fn describe<'a>(cx: &mut Cx, d: &'a Directive, http: &'a [Directive]) -> Server<
     if s.ssl {
         s.notes.push("nginx served this site over HTTPS: the main file needs listen.https".into());
     }
-    s.to_https = !s.ssl && redirects_to_https(d);
+    s.https_code = if s.ssl { None } else { redirects_to_https(d) };
+    s.to_https = s.https_code.is_some();
     s
-}
-
-/// Host patterns Gatehouse accepts: labels of letters, digits, `-` and `_` (after an
-/// optional `*.`), or an IP address.
-fn valid_host(h: &str) -> bool {
-    let body = h.strip_prefix("*.").unwrap_or(h);
-    let ip = body.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok();
-    let name = !body.is_empty()
-        && body.len() <= 253
-        && body.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    ip || name
-}
-
-/// The port of a `listen` address (`80`, `*:8080`, `[::]:443`, `127.0.0.1`).
-fn port(addr: &str) -> Option<u16> {
-    if addr.bytes().all(|b| b.is_ascii_digit()) {
-        return addr.parse().ok();
-    }
-    let after_host = match addr.strip_prefix('[') {
-        Some(rest) => rest.split_once(']').map(|(_, after)| after)?,
-        None => addr.rsplit_once(':').map_or("", |(_, p)| p),
-    };
-    let digits = after_host.strip_prefix(':').unwrap_or(after_host);
-    if digits.is_empty() { Some(80) } else { digits.parse().ok() }
-}
-
-/// A server whose whole content sends plain HTTP to the same host over HTTPS, in the
-/// shapes people and certbot write: `return 301 https://$host$request_uri;`, the same
-/// inside `location / {}`, or certbot's `if ($host = …) { return 301 …; }` + `return 404;`.
-fn redirects_to_https(d: &Directive) -> bool {
-    let is_redirect = |c: &Directive| {
-        c.name == "return"
-            && matches!(c.args.as_slice(), [code, url]
-                if matches!(code.as_str(), "301" | "302" | "307" | "308")
-                    && matches!(url.as_str(), "https://$host$request_uri" | "https://$server_name$request_uri" | "https://$http_host$request_uri"))
-    };
-    let only_redirects = |c: &Directive| !c.children().is_empty() && c.children().iter().all(is_redirect);
-    let mut redirect = false;
-    for c in d.children() {
-        match c.name.as_str() {
-            "listen" | "server_name" => {}
-            "return" if is_redirect(c) => redirect = true,
-            "return" if c.args == ["404"] => {}
-            "if" if only_redirects(c) => redirect = true,
-            "location" if c.args == ["/"] && only_redirects(c) => redirect = true,
-            _ => return false,
-        }
-    }
-    redirect
 }
 
 /// Folds each HTTP-to-HTTPS redirect server into the HTTPS server with its names: in
@@ -341,9 +314,13 @@ fn fold(cx: &mut Cx, servers: &mut [Server<'_>]) {
             continue;
         }
         let (at, hosts) = (s.d.at(), s.hosts.clone());
+        let code = match s.https_code {
+            Some(308) | None => String::new(),
+            Some(c) => format!(" instead of nginx's {c}"),
+        };
         let note = format!(
             "the server block at {at} only redirected plain HTTP to HTTPS: Gatehouse does that itself for every \
-             site when the main file has listen.https (https_redirect, with 308 Permanent Redirect)"
+             site when the main file has listen.https (https_redirect, with 308 Permanent Redirect{code})"
         );
         if hosts.iter().all(|h| h == "*") {
             cx.server = Some(i);
@@ -553,6 +530,9 @@ fn unique(stem: String, used: &mut HashSet<String>) -> String {
     }
     stem
 }
+
+#[path = "translate_hosts.rs"]
+mod hosts;
 
 #[cfg(test)]
 #[path = "tests.rs"]

@@ -52,6 +52,9 @@ pub(super) fn duration(ms: u64) -> String {
     if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
+/// Gatehouse's largest size (1 TiB).
+pub(super) const MAX_SIZE: u64 = 1 << 40;
+
 /// An nginx size (`512`, `64k`, `10m`, `1g`; powers of 1024) as a Gatehouse size
 /// (`512`, `64KiB`, `10MiB`, `1GiB`). nginx's `0` (no limit) is `unlimited`.
 pub(super) fn nginx_size(s: &str) -> Option<String> {
@@ -62,6 +65,16 @@ pub(super) fn nginx_size(s: &str) -> Option<String> {
     let n: u64 = number.parse().ok()?;
     if n == 0 {
         return Some("unlimited".into());
+    }
+    let scale: u64 = match unit {
+        None => 1,
+        Some('k') => 1 << 10,
+        Some('m') => 1 << 20,
+        Some('g') => 1 << 30,
+        Some(_) => return None,
+    };
+    if n.checked_mul(scale).is_none_or(|bytes| bytes > MAX_SIZE) {
+        return None;
     }
     match unit {
         None => Some(n.to_string()),
@@ -284,6 +297,9 @@ mod tests {
         assert_eq!(nginx_size("1024").as_deref(), Some("1024"));
         assert_eq!(nginx_size("0").as_deref(), Some("unlimited"));
         assert_eq!(nginx_size("5x"), None);
+        assert_eq!(nginx_size("1024g").as_deref(), Some("1024GiB"));
+        assert_eq!(nginx_size("1025g"), None);
+        assert_eq!(nginx_size("99999999999999999999k"), None);
         assert_eq!(nginx_size(""), None);
     }
 
