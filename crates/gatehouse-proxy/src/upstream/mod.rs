@@ -200,7 +200,9 @@ impl Group {
             })
             .collect();
         let weights: Vec<u32> = config.backends.iter().map(|b| b.weight).collect();
-        let weighted_order = if config.balance.algorithm == Algorithm::WeightedRoundRobin {
+        // least_conn breaks its ties in this order too, so equal load is shared by weight.
+        let weighted_order = if matches!(config.balance.algorithm, Algorithm::WeightedRoundRobin | Algorithm::LeastConn)
+        {
             smooth_weighted_order(&weights)
         } else {
             Vec::new()
@@ -237,22 +239,21 @@ impl Group {
                 self.weighted_order.get(i).map_or(0, |&b| b as usize)
             }
             Algorithm::LeastConn => {
-                // Start the scan at a rotating offset so ties spread instead of piling on backend 0.
+                // Requests in flight per unit of weight (scaled to stay in integers).
+                let load = |i: usize| {
+                    self.backends.get(i).map_or(u64::MAX, |b| {
+                        (b.active.load(Ordering::Relaxed) as u64 * 1_000_000) / u64::from(b.backend.weight.max(1))
+                    })
+                };
+                let least = (0..n).map(load).min().unwrap_or(0);
+                // Ties (all idle, say) go in the smooth weighted order, as nginx shares them:
+                // a weight-3 backend takes three of every four tied requests, not one of two.
+                let order = &self.weighted_order;
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                let mut best = start % n;
-                let mut best_score = u64::MAX;
-                for k in 0..n {
-                    let i = (start + k) % n;
-                    let b = &self.backends[i];
-                    // Compare active/weight without division: active * W / weight.
-                    let score =
-                        (b.active.load(Ordering::Relaxed) as u64 * 1_000_000) / u64::from(b.backend.weight.max(1));
-                    if score < best_score {
-                        best_score = score;
-                        best = i;
-                    }
-                }
-                best
+                (0..order.len())
+                    .filter_map(|k| order.get((start + k) % order.len()).map(|&b| b as usize))
+                    .find(|&i| load(i) == least)
+                    .unwrap_or(0)
             }
             Algorithm::ConsistentHash => {
                 let h = hash.unwrap_or_else(|| fastrand::u64(..));
@@ -469,6 +470,26 @@ mod tests {
         assert!(!Arc::ptr_eq(&state(&next, &other, 0), &b));
         assert!(!Arc::ptr_eq(&state(&next, &capped, 0), &b));
         assert_eq!(state(&next, &capped, 0).permits.as_ref().map(|p| p.available_permits()), Some(8));
+    }
+
+    #[test]
+    fn least_conn_shares_ties_by_weight_and_prefers_the_least_loaded() {
+        let mut up = (*upstream("site/lc", &[1001, 1002], 0)).clone();
+        up.backends[0].weight = 3;
+        up.balance.algorithm = Algorithm::LeastConn;
+        let up = Arc::new(up);
+        let groups = build_groups([up.clone()].into_iter(), &HashMap::new()).expect("groups");
+        let group = &groups[&up.key];
+        // All idle: three of every four go to the weight-3 backend, as in nginx.
+        let picks: Vec<usize> = (0..40).map(|_| group.pick(None)).collect();
+        assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 30, "{picks:?}");
+        // Busy: 3 in flight on the weight-3 backend (1 per unit of weight), 0 on the other.
+        group.backends[0].active.store(3, Ordering::Relaxed);
+        assert!((0..8).all(|_| group.pick(None) == 1));
+        // 3 against 1 is a tie per unit of weight: shared by weight again.
+        group.backends[1].active.store(1, Ordering::Relaxed);
+        let picks: Vec<usize> = (0..40).map(|_| group.pick(None)).collect();
+        assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 30, "{picks:?}");
     }
 
     #[test]

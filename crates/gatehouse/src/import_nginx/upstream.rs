@@ -92,16 +92,6 @@ pub(super) fn upstream(cx: &mut Cx, d: &Directive, scheme: &str, name: &str, not
             _ => cx.skip(c, reasons::reason(c)),
         }
     }
-    if weighted
-        && up.algorithm.as_deref() == Some("least_conn")
-        && let Some(lc) = d.children().iter().find(|c| c.name == "least_conn")
-    {
-        cx.skip(
-            lc,
-            "least_conn with weights: Gatehouse breaks ties by rotation, not by weight (nginx by weighted \
-             round-robin), so at low load the backends share requests evenly",
-        );
-    }
     if up.algorithm.is_none() && weighted {
         // nginx's default balancing is weighted; Gatehouse's round_robin ignores weights.
         up.algorithm = Some("weighted_round_robin".into());
