@@ -96,22 +96,7 @@ fn quantified(next: Option<&char>) -> bool {
 
 /// Whether `re` has a `|` outside any group or class.
 fn top_level_alternation(re: &str) -> bool {
-    let (mut depth, mut in_class) = (0usize, false);
-    let mut chars = re.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                chars.next();
-            }
-            '[' if !in_class => in_class = true,
-            ']' if in_class => in_class = false,
-            '(' if !in_class => depth += 1,
-            ')' if !in_class => depth = depth.saturating_sub(1),
-            '|' if !in_class && depth == 0 => return true,
-            _ => {}
-        }
-    }
-    false
+    super::values::structure(re).iter().any(|(c, depth, _)| *c == '|' && *depth == 0)
 }
 
 /// What makes a location's content refuse requests, for a 403 stand-in: `deny`, a 4xx

@@ -179,37 +179,47 @@ pub(super) fn replacement(path: &str, re: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// How many capture groups a regex has: its `(` that open a group, named ones included,
-/// not `(?:`, `(?i)` and the like, escaped parentheses or those in a class.
-pub(super) fn groups(re: &str) -> usize {
-    let mut count = 0;
-    let mut chars = re.chars().peekable();
-    let mut in_class = false;
-    while let Some(c) = chars.next() {
+/// The characters of a regex that give it its structure (outside character classes, not
+/// escaped), each with the group depth it stands at and the text after it.
+pub(super) fn structure(re: &str) -> Vec<(char, usize, &str)> {
+    let mut out = Vec::new();
+    let (mut depth, mut in_class) = (0usize, false);
+    let mut chars = re.char_indices();
+    while let Some((i, c)) = chars.next() {
+        let rest = &re[i + c.len_utf8()..];
         match c {
             '\\' => {
                 chars.next();
             }
             '[' if !in_class => in_class = true,
             ']' if in_class => in_class = false,
-            '(' if !in_class => {
-                if chars.peek() != Some(&'?') {
-                    count += 1;
-                } else {
-                    chars.next();
-                    // `(?<name>` and `(?P<name>` capture; `(?<=` and `(?<!` do not.
-                    let named = match chars.next() {
-                        Some('P') => chars.peek() == Some(&'<'),
-                        Some('<') => !matches!(chars.peek(), Some('=' | '!')),
-                        _ => false,
-                    };
-                    count += usize::from(named);
-                }
+            _ if in_class => {}
+            '(' => {
+                out.push((c, depth, rest));
+                depth += 1;
             }
-            _ => {}
+            ')' => {
+                depth = depth.saturating_sub(1);
+                out.push((c, depth, rest));
+            }
+            _ => out.push((c, depth, rest)),
         }
     }
-    count
+    out
+}
+
+/// How many capture groups a regex has: its `(` that open a group, named ones included
+/// (`(?<name>`, `(?P<name>`), not `(?:`, `(?i)`, look-arounds and the like.
+pub(super) fn groups(re: &str) -> usize {
+    structure(re)
+        .iter()
+        .filter(|(c, _, rest)| {
+            *c == '('
+                && (!rest.starts_with('?')
+                    || rest.starts_with("?P<")
+                    || (rest.starts_with("?<") && !rest.starts_with("?<=") && !rest.starts_with("?<!")))
+        })
+        .count()
 }
 
 /// A redirect target with nginx variables as Gatehouse placeholders, and notes on what
@@ -323,6 +333,9 @@ mod tests {
         assert!(replacement("/u/$host", "^/x$").is_err());
         assert!(replacement("/p/$1", "^/x$").is_err());
         assert_eq!(groups(r"^/(a)(?:b)(?<n>c)(?P<m>d)\(e\)[(]$"), 3);
+        assert_eq!(groups(r"(?<=x)(?<!y)(?i)(z)"), 1);
+        let bars = |re: &str| structure(re).iter().filter(|(c, d, _)| *c == '|' && *d == 0).count();
+        assert_eq!((bars("^/a|/b$"), bars("^/(a|b)$"), bars(r"^/[|]\|$")), (1, 0, 0));
         let names = vec!["example.test".to_string()];
         let t = |u: &str| target(u, &names).map(|(to, _)| to);
         assert_eq!(t("https://$host$request_uri").as_deref(), Ok("https://{host}{uri}"));
