@@ -98,6 +98,9 @@ struct Address {
 impl Address {
     fn parse(text: &str) -> Result<Address, String> {
         let t = text.trim();
+        if t.is_empty() {
+            return Err("an empty address: give HOST[:PORT], :PORT or a URL".into());
+        }
         let (scheme, rest) = match t.split_once("://").map(|(s, r)| (s.to_ascii_lowercase(), r)) {
             Some((s, r)) if s == "http" => (Some(false), r),
             Some((s, r)) if s == "https" => (Some(true), r),
@@ -136,6 +139,13 @@ impl Address {
             .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
         if !host.is_empty() && host.parse::<IpAddr>().is_err() && !name_ok {
             return Err(format!("{text:?}: {host:?} is not a host name or IP address"));
+        }
+        // No top-level domain is all digits: `999.1.1.1` is a mistyped address, not a name.
+        if host.parse::<IpAddr>().is_err()
+            && host.rsplit('.').next().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+            && !host.is_empty()
+        {
+            return Err(format!("{text:?}: {host:?} is not a valid IP address"));
         }
         Ok(Address { scheme, host, port })
     }
@@ -409,9 +419,18 @@ mod tests {
         assert_eq!(Address::parse("9000").expect("bare port").port, Some(9000));
         assert_eq!(Address::parse("HTTPS://a.test").expect("scheme").scheme, Some(true));
         assert_eq!(shown(&Address::parse("[::1]:8443").expect("v6"), true), "https://[::1]:8443");
-        for bad in
-            ["ftp://x", "example.com/app", "::1", "host:99999", "exa mple.com", "[::1", "[::1]junk", "[a.test]:1"]
-        {
+        for bad in [
+            "",
+            " ",
+            "ftp://x",
+            "example.com/app",
+            "::1",
+            "host:99999",
+            "exa mple.com",
+            "[::1",
+            "[::1]junk",
+            "[a.test]:1",
+        ] {
             assert!(Address::parse(bad).is_err(), "{bad}");
         }
     }
