@@ -138,3 +138,20 @@ async fn csrf_needs_a_matching_origin_and_the_double_submit_token() {
     );
     assert_eq!(send(gh.http, req("POST", "/hooks/github", &[])).await.status, 200, "exempt path");
 }
+
+/// A dual-stack listener (`[::]`) sees IPv4 clients as `::ffff:a.b.c.d`; the proxy treats
+/// them as the IPv4 addresses they are: allow lists written in IPv4 match, and the backend
+/// is told the IPv4 address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_clients_of_a_dual_stack_listener_are_ipv4() {
+    let b = Backend::start("b").await;
+    let site = format!(
+        "host: app.test\nroutes:\n  - path: /\n    backend: {}\n    options:\n      ip:\n        allow: [127.0.0.0/8]\n",
+        b.url()
+    );
+    let gh = Gatehouse::start("listen: {http: \"[::]:0\"}\n", &[("app", &site)]);
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], gh.http.port()));
+    let r = get(v4, "app.test", "/").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["headers"]["x-forwarded-for"], "127.0.0.1");
+}

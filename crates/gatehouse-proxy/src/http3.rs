@@ -81,7 +81,9 @@ async fn connection(
     sink: Option<Arc<dyn crate::observe::LogSink>>,
 ) -> Result<(), BoxError> {
     let conn = incoming.await?;
+    // IPv4 clients of a dual-stack (`[::]`) endpoint as IPv4, as on TCP.
     let peer = conn.remote_address();
+    let peer = std::net::SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let sni = conn
         .handshake_data()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())

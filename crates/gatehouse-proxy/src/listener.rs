@@ -301,7 +301,9 @@ async fn worker(
             Next::Stop => break,
         };
         let (stream, peer) = match accepted {
-            Ok(x) => x,
+            // On a dual-stack listener (`[::]`), an IPv4 client arrives as `::ffff:a.b.c.d`:
+            // logs, bans, allow/deny lists and limits see it as the IPv4 address it is.
+            Ok((stream, peer)) => (stream, SocketAddr::new(peer.ip().to_canonical(), peer.port())),
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
