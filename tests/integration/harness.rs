@@ -343,6 +343,8 @@ pub struct Seen {
     pub requests: AtomicUsize,
     /// Connections accepted.
     pub connections: AtomicUsize,
+    /// Request body bytes received so far, over all requests, counted as they arrive.
+    pub body_bytes: AtomicUsize,
 }
 
 /// An HTTP/1.1 + h2c backend answering with a JSON echo of the request, with a few special
@@ -393,6 +395,10 @@ impl Backend {
 
     pub fn connections(&self) -> usize {
         self.seen.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn body_bytes(&self) -> usize {
+        self.seen.body_bytes.load(Ordering::SeqCst)
     }
 }
 
@@ -461,8 +467,20 @@ async fn echo(name: String, seen: Arc<Seen>, req: Request<Incoming>) -> Result<R
             (k.as_str().to_string(), json!(values.join(", ")))
         })
         .collect();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let out = json!({"backend": name, "method": method, "uri": uri, "version": version, "headers": headers, "body_len": body.len()});
+    // Read frame by frame, so a test can see body bytes arrive before the request ends.
+    let mut body = req.into_body();
+    let mut body_len = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            body_len = 0;
+            break;
+        };
+        if let Some(data) = frame.data_ref() {
+            body_len += data.len();
+            seen.body_bytes.fetch_add(data.len(), Ordering::SeqCst);
+        }
+    }
+    let out = json!({"backend": name, "method": method, "uri": uri, "version": version, "headers": headers, "body_len": body_len});
     let mut resp = Response::new(full(out.to_string()));
     resp.headers_mut().insert("content-type", "application/json".parse().expect("static"));
     resp.headers_mut().insert("x-backend", name.parse().expect("name"));

@@ -153,9 +153,10 @@ async fn http2_client_gives_up(case: &str) {
         .expect("request");
     let answer = tokio::spawn(async move { tx.send_request(req).await.map(|r| r.status().as_u16()) });
     body_tx.send(Ok(Frame::data(Bytes::from_static(b"hello")))).await.expect("send");
-    // The backend has the request head (and is reading its body) before the client gives up.
-    let reached = wait_until(Duration::from_secs(10), || backend.count() > 0).await;
-    assert!(reached, "{case}: the request never reached the backend: {}", gh.log());
+    // The backend has the request head and the body's first 5 bytes (so Gatehouse has
+    // counted them) before the client gives up.
+    let reached = wait_until(Duration::from_secs(10), || backend.count() > 0 && backend.body_bytes() >= 5).await;
+    assert!(reached, "{case}: the request and its first bytes never reached the backend: {}", gh.log());
     if case == "reset" {
         body_tx.send(Err(std::io::Error::other("client gives up"))).await.expect("send");
     } else {
