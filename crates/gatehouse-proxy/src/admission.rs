@@ -80,7 +80,8 @@ impl Admission {
         if self.per_ip == 0 {
             return Some(Ticket { _slot: slot, ip: None });
         }
-        let ip = canonical(ip);
+        // An IPv4 client seen as `::ffff:a.b.c.d` (a PROXY header may say so) counts as itself.
+        let ip = ip.to_canonical();
         let mut by_ip = self.by_ip.lock().ok()?;
         let n = by_ip.entry(ip).or_insert(0);
         if *n >= self.per_ip {
@@ -104,14 +105,6 @@ impl Drop for Ticket {
                 by_ip.remove(ip);
             }
         }
-    }
-}
-
-/// An IPv4 client seen through a dual-stack socket (`::ffff:a.b.c.d`) counts as itself.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

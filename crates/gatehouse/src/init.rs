@@ -16,6 +16,13 @@ pub fn init(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(vec![main, site])
 }
 
+/// `s` as a YAML scalar that reads back as exactly `s`, whatever it holds (`#`, `: `, `on`,
+/// quotes): a JSON string literal is a YAML double-quoted scalar. For the configuration
+/// files Gatehouse writes itself (`proxy`, `serve`, `import`).
+pub fn yaml_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
+}
+
 /// Writes each file, creating directories as needed, only when none of them exists: a
 /// command that generates files (`init`, `import`) never overwrites one. `what` names the
 /// command in the message.

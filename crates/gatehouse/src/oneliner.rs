@@ -15,6 +15,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use crate::init::yaml_quote as quote;
+
 /// Flags both one-liners take.
 #[derive(clap::Args, Debug)]
 pub struct Common {
@@ -296,11 +298,6 @@ fn shown(at: &Address, https: bool) -> String {
         Some(p) => format!("{scheme}://{host}:{p}"),
         None => format!("{scheme}://{host}"),
     }
-}
-
-/// A YAML scalar for any string: a JSON string literal is one.
-fn quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// The storage directory: `--storage`, `$XDG_DATA_HOME/gatehouse`, `~/.local/share/gatehouse`.

@@ -320,10 +320,8 @@ pub fn client_ip(peer: IpAddr, h: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
 }
 
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
+    // `::ffff:a.b.c.d` (a dual-stack socket, or a header) is the IPv4 address it maps.
+    let ip = ip.to_canonical();
     trusted.iter().any(|n| n.contains(&ip))
 }
 

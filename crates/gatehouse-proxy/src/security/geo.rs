@@ -47,10 +47,7 @@ impl Geo {
     pub fn country(&self, ip: IpAddr) -> Option<[u8; 2]> {
         let guard = self.reader.load();
         let reader = guard.as_ref()?;
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = ip.to_canonical();
         let found = reader.lookup(ip).ok()?;
         let record: Record<'_> = found.decode().ok()??;
         let code =

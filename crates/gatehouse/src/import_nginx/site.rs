@@ -383,10 +383,8 @@ fn comment(out: &mut String, pad: &str, text: &str) {
     out.push('\n');
 }
 
-/// A string as a YAML scalar: a JSON string literal.
-pub(super) fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
-}
+/// A string as a YAML scalar.
+pub(super) use crate::init::yaml_quote as q;
 
 /// A map key: bare when it is a plain word YAML cannot read as anything else, else quoted.
 fn key(k: &str) -> String {
