@@ -316,26 +316,17 @@ impl Reloading {
     async fn rebuild(&mut self) {
         let started = Instant::now();
         let (reloader, config) = (self.reloader.clone(), self.reloader.live().config.clone());
-        match tokio::task::spawn_blocking(move || reloader.build(config)).await {
-            Ok(Ok(state)) => {
-                let version = state.version;
-                let reloader = self.reloader.clone();
-                match tokio::task::spawn_blocking(move || reloader.swap(state)).await {
-                    Ok(Ok(())) => {
-                        tracing::info!(
-                            version,
-                            took_us = started.elapsed().as_micros() as u64,
-                            "registry change applied"
-                        );
-                        self.follow();
-                    }
-                    Ok(Err(errors)) => {
-                        for e in &errors.0 {
-                            tracing::error!(error = %e, "registry change not applied");
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "registry rebuild failed"),
-                }
+        // Built and swapped in one blocking task: both read files and bind addresses.
+        let applied = tokio::task::spawn_blocking(move || {
+            let state = reloader.build(config)?;
+            let version = state.version;
+            reloader.swap(state).map(|()| version)
+        })
+        .await;
+        match applied {
+            Ok(Ok(version)) => {
+                tracing::info!(version, took_us = started.elapsed().as_micros() as u64, "registry change applied");
+                self.follow();
             }
             Ok(Err(errors)) => {
                 for e in &errors.0 {
